@@ -1,0 +1,108 @@
+//===- SpecBuilder.cpp - From a user's spec to the tilt dialect -----------===//
+
+#include "tilt/Compiler/SpecBuilder.h"
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+
+using namespace mlir;
+
+namespace tilt {
+
+void loadSpecDialects(MLIRContext &ctx) {
+  ctx.loadDialect<mlir::tilt::TiltDialect, func::FuncDialect>();
+}
+
+static Type elementType(MLIRContext &ctx, DType t) {
+  switch (t) {
+  case DType::F32:
+    return Float32Type::get(&ctx);
+  case DType::F16:
+    return Float16Type::get(&ctx);
+  case DType::BF16:
+    return BFloat16Type::get(&ctx);
+  }
+  return {};
+}
+
+OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
+                                      const AttentionSpec &spec,
+                                      const SpecModuleOptions &options) {
+  loadSpecDialects(ctx);
+  auto dyn = [](int64_t n) { return n > 0 ? n : ShapedType::kDynamic; };
+  const Extents &e = options.extents;
+  int64_t B = dyn(e.batch), Sq = dyn(e.seqQ), Sk = dyn(e.seqK);
+  Type elt = elementType(ctx, spec.dtype);
+  Type f32 = Float32Type::get(&ctx), i32 = IntegerType::get(&ctx, 32),
+       i8 = IntegerType::get(&ctx, 8);
+  auto tensor = [](ArrayRef<int64_t> shape, Type t) -> Type {
+    return RankedTensorType::get(shape, t);
+  };
+
+  SmallVector<Type> args;
+  Type qType, kvType, lseType;
+  if (spec.varlen) {
+    qType = tensor({Sq, spec.heads, spec.headDim}, elt);
+    kvType = tensor({Sk, spec.kvHeads, spec.headDim}, elt);
+    lseType = tensor({spec.heads, Sq}, f32);
+  } else {
+    qType = tensor({B, spec.heads, Sq, spec.headDim}, elt);
+    kvType = tensor({B, spec.kvHeads, Sk, spec.headDim}, elt);
+    lseType = tensor({B, spec.heads, Sq}, f32);
+  }
+  args = {qType, kvType, kvType};
+  bool customSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
+  if (customSlopes)
+    args.push_back(options.slopesPerBatch ? tensor({B, spec.heads}, f32)
+                                          : tensor({spec.heads}, f32));
+  if (spec.keyPaddingMask)
+    args.push_back(tensor({B, Sk}, i8));
+  if (spec.varlen) {
+    Type cu = tensor({e.batch > 0 ? e.batch + 1 : ShapedType::kDynamic}, i32);
+    args.append({cu, cu});
+  }
+  SmallVector<Type> results{qType};
+  if (options.withLse)
+    results.push_back(lseType);
+
+  OpBuilder b(&ctx);
+  Location loc = UnknownLoc::get(&ctx);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(module->getBody());
+  auto func = func::FuncOp::create(b, loc, options.funcName,
+                                   b.getFunctionType(args, results));
+  Block *body = func.addEntryBlock();
+  b.setInsertionPointToStart(body);
+
+  unsigned next = 3;
+  auto take = [&](bool present) -> Value {
+    return present ? body->getArgument(next++) : Value();
+  };
+  Value slopes = take(customSlopes);
+  Value kpm = take(spec.keyPaddingMask);
+  Value cuQ = take(spec.varlen);
+  Value cuK = take(spec.varlen);
+
+  mlir::tilt::BiasAttr bias;
+  if (spec.hasAlibi())
+    bias = mlir::tilt::BiasAttr::get(&ctx, spec.bias, spec.slopes,
+                                     APFloat(spec.maxBias), spec.headOffset,
+                                     spec.totalHeads);
+  auto op = mlir::tilt::AttentionOp::create(
+      b, loc, qType, options.withLse ? lseType : Type(), body->getArgument(0),
+      body->getArgument(1), body->getArgument(2), slopes, kpm, cuQ, cuK,
+      /*out=*/Value(), /*lse_out=*/Value(), bias,
+      spec.causal ? b.getUnitAttr() : UnitAttr(),
+      spec.window ? b.getI64IntegerAttr(*spec.window) : IntegerAttr(),
+      spec.scale ? b.getF64FloatAttr(*spec.scale) : FloatAttr(),
+      /*config=*/mlir::tilt::TileConfigAttr());
+  func::ReturnOp::create(b, loc, op->getResults());
+
+  if (failed(verify(*module)))
+    return nullptr;
+  return module;
+}
+
+} // namespace tilt

@@ -1,0 +1,24 @@
+//===- Tilt.h - The tilt dialect --------------------------------*- C++ -*-===//
+
+#ifndef TILT_DIALECT_TILT_IR_TILT_H
+#define TILT_DIALECT_TILT_IR_TILT_H
+
+#include "tilt/Spec.h"
+
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Dialect.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "tilt/Dialect/Tilt/IR/TiltOpsDialect.h.inc"
+#include "tilt/Dialect/Tilt/IR/TiltEnums.h.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "tilt/Dialect/Tilt/IR/TiltAttrs.h.inc"
+
+#define GET_OP_CLASSES
+#include "tilt/Dialect/Tilt/IR/TiltOps.h.inc"
+
+#endif // TILT_DIALECT_TILT_IR_TILT_H

@@ -1,0 +1,98 @@
+//===- TiltOps.td - tilt operations ------------------------*- tablegen -*-===//
+
+#ifndef TILT_OPS_TD
+#define TILT_OPS_TD
+
+include "tilt/Dialect/Tilt/IR/TiltDialect.td"
+include "tilt/Dialect/Tilt/IR/TiltAttrs.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/OpBase.td"
+
+def Tilt_Buffer : AnyTypeOf<[AnyRankedTensor, AnyStridedMemRef],
+                            "ranked tensor or strided memref">;
+
+def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
+                                            AttrSizedResultSegments]> {
+  let summary = "Attention with a linear positional bias, stated declaratively";
+  let description = [{
+    Computes, for every batch `b`, query head `h`, query row `i`:
+
+    ```
+    s[j] = scale * dot(q[b,h,i,:], k[b,h',j,:]) + bias(b, h, i', j)
+    o[b,h,i,:] = sum_j softmax_j(s masked) * v[b,h',j,:]
+    ```
+
+    with `h' = h / (H / Hkv)` (GQA/MQA) and `i' = i + Sk - Sq` (bottom-right
+    alignment). The spec lives in attributes:
+
+    - `bias`: a `#tilt.bias<...>` (absent: no bias);
+    - `causal`: key `j` is visible to row `i` only if `j <= i'`;
+    - `window = w`: additionally `i' - j < w`;
+    - `scale`: f64, defaults to `1/sqrt(D)`;
+    - `config`: an optional `#tilt.tile_config<...>` for lowerings.
+
+    Operands: `q` `[B,H,Sq,D]`, `k`/`v` `[B,Hkv,Sk,D]`; optional `slopes`
+    (f32 `[H]` or `[B,H]`, required by `slopes = custom`),
+    `key_padding_mask` (`[B,Sk]` of i1/i8/i32, 0 = padded; required by
+    `alibi_positions`), and ragged offsets `cu_seqlens_q`/`cu_seqlens_k`
+    (i32 `[B+1]`) under which q/k/v are packed `[total,H,D]`.
+
+    On tensors the op returns `o` (q's type) and, when asked for, `lse`
+    (f32 `[B,H,Sq]`, or `[H,totalQ]` when ragged). On memrefs it writes the
+    `out` operand (and `lse_out`, if given) and returns nothing.
+
+    Example:
+
+    ```mlir
+    %o, %lse = tilt.attention q(%q : tensor<2x12x128x64xbf16>)
+        k(%k : tensor<2x4x128x64xbf16>) v(%v : tensor<2x4x128x64xbf16>)
+        {bias = #tilt.bias<alibi>, causal}
+        -> tensor<2x12x128x64xbf16>, tensor<2x12x128xf32>
+    ```
+  }];
+
+  let arguments = (ins
+    Tilt_Buffer:$q,
+    Tilt_Buffer:$k,
+    Tilt_Buffer:$v,
+    Optional<Tilt_Buffer>:$slopes,
+    Optional<Tilt_Buffer>:$key_padding_mask,
+    Optional<Tilt_Buffer>:$cu_seqlens_q,
+    Optional<Tilt_Buffer>:$cu_seqlens_k,
+    Optional<AnyStridedMemRef>:$out,
+    Optional<AnyStridedMemRef>:$lse_out,
+    OptionalAttr<Tilt_BiasAttr>:$bias,
+    UnitAttr:$causal,
+    OptionalAttr<I64Attr>:$window,
+    OptionalAttr<F64Attr>:$scale,
+    OptionalAttr<Tilt_TileConfigAttr>:$config
+  );
+  let results = (outs
+    Optional<AnyRankedTensor>:$o,
+    Optional<AnyRankedTensor>:$lse
+  );
+
+  let assemblyFormat = [{
+    `q` `(` $q `:` type($q) `)`
+    `k` `(` $k `:` type($k) `)`
+    `v` `(` $v `:` type($v) `)`
+    (`slopes` `(` $slopes^ `:` type($slopes) `)`)?
+    (`key_padding_mask` `(` $key_padding_mask^ `:` type($key_padding_mask) `)`)?
+    (`cu_seqlens_q` `(` $cu_seqlens_q^ `:` type($cu_seqlens_q) `)`)?
+    (`cu_seqlens_k` `(` $cu_seqlens_k^ `:` type($cu_seqlens_k) `)`)?
+    (`out` `(` $out^ `:` type($out) `)`)?
+    (`lse_out` `(` $lse_out^ `:` type($lse_out) `)`)?
+    attr-dict (`->` type($o)^)? (`,` type($lse)^)?
+  }];
+
+  let hasVerifier = 1;
+
+  let extraClassDeclaration = [{
+    /// The spec this op states, with sizes taken from its operand types.
+    ::tilt::AttentionSpec getSpec();
+    /// True when the op works on memrefs (destination-passing form).
+    bool hasBufferSemantics() { return getOut() != nullptr; }
+  }];
+}
+
+#endif // TILT_OPS_TD

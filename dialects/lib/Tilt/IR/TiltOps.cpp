@@ -1,0 +1,232 @@
+//===- TiltOps.cpp - tilt operations --------------------------------------===//
+
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+#define GET_OP_CLASSES
+#include "tilt/Dialect/Tilt/IR/TiltOps.cpp.inc"
+
+namespace {
+
+/// Where the head and sequence dims sit: dense [B,H,S,D], varlen [T,H,D].
+struct Layout {
+  bool varlen;
+  unsigned rank() const { return varlen ? 3 : 4; }
+  unsigned headDim() const { return 1; }
+  unsigned seqDim() const { return varlen ? 0 : 2; }
+  const char *shapeName() const { return varlen ? "[total, H, D]" : "[B, H, S, D]"; }
+};
+
+std::string typeString(Type t) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << t;
+  return s;
+}
+
+std::optional<::tilt::DType> dtypeOf(Type t) {
+  if (t.isF32())
+    return ::tilt::DType::F32;
+  if (t.isF16())
+    return ::tilt::DType::F16;
+  if (t.isBF16())
+    return ::tilt::DType::BF16;
+  return std::nullopt;
+}
+
+bool dimsAgree(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+} // namespace
+
+::tilt::AttentionSpec AttentionOp::getSpec() {
+  Layout layout{getCuSeqlensQ() != nullptr};
+  auto q = cast<ShapedType>(getQ().getType());
+  auto k = cast<ShapedType>(getK().getType());
+  ::tilt::AttentionSpec spec;
+  spec.heads = q.getDimSize(layout.headDim());
+  spec.kvHeads = k.getDimSize(layout.headDim());
+  spec.headDim = q.getShape().back();
+  spec.dtype = dtypeOf(q.getElementType()).value_or(::tilt::DType::F32);
+  if (std::optional<APFloat> scale = getScale())
+    spec.scale = scale->convertToDouble();
+  spec.causal = getCausal();
+  if (std::optional<uint64_t> window = getWindow())
+    spec.window = static_cast<int64_t>(*window);
+  if (BiasAttr bias = getBiasAttr()) {
+    spec.bias = bias.getKind();
+    spec.slopes = bias.getSlopes();
+    spec.maxBias = bias.getMaxBiasValue();
+    spec.headOffset = bias.getHeadOffset();
+    spec.totalHeads = bias.getTotalHeads();
+  }
+  spec.keyPaddingMask = getKeyPaddingMask() != nullptr;
+  spec.varlen = layout.varlen;
+  return spec;
+}
+
+LogicalResult AttentionOp::verify() {
+  if ((getCuSeqlensQ() == nullptr) != (getCuSeqlensK() == nullptr))
+    return emitOpError("cu_seqlens_q and cu_seqlens_k must be given together");
+  Layout layout{getCuSeqlensQ() != nullptr};
+
+  // Operand kinds: all tensors, or all memrefs with destinations.
+  bool tensors = isa<RankedTensorType>(getQ().getType());
+  if (tensors && (getOut() || getLseOut()))
+    return emitOpError("out and lse_out belong to the memref form; on "
+                       "tensors the op returns o (and lse)");
+  for (Value operand : getOperands())
+    if (isa<RankedTensorType>(operand.getType()) != tensors)
+      return emitOpError("operands must all be tensors or all be memrefs");
+  if (tensors && !getO())
+    return emitOpError("the tensor form must return o");
+  if (!tensors) {
+    if (getO() || getLse())
+      return emitOpError("the memref form returns nothing; write to out (and "
+                         "lse_out) instead");
+    if (!getOut())
+      return emitOpError("the memref form needs an out operand");
+  }
+
+  // q, k, v: rank, element type, static head counts and head dim.
+  auto q = cast<ShapedType>(getQ().getType());
+  auto k = cast<ShapedType>(getK().getType());
+  auto v = cast<ShapedType>(getV().getType());
+  for (auto [name, t] : {std::pair<const char *, ShapedType>{"q", q},
+                         {"k", k},
+                         {"v", v}}) {
+    if (t.getRank() != layout.rank())
+      return emitOpError() << name << " must have rank " << layout.rank()
+                           << " (" << layout.shapeName() << ")"
+                           << (layout.varlen ? " when cu_seqlens are given"
+                                             : "")
+                           << ", got " << t;
+    if (t.isDynamicDim(layout.headDim()) || t.isDynamicDim(t.getRank() - 1))
+      return emitOpError() << name
+                           << " must have static head count and head dim, got "
+                           << t;
+  }
+  Type elt = q.getElementType();
+  if (!dtypeOf(elt))
+    return emitOpError() << "element type must be f32, f16 or bf16, got "
+                         << elt;
+  for (auto [name, t] :
+       {std::pair<const char *, ShapedType>{"k", k}, {"v", v}})
+    if (t.getElementType() != elt)
+      return emitOpError() << name << " element type (" << t.getElementType()
+                           << ") must match q's (" << elt << ")";
+  if (k.getShape().back() != q.getShape().back() ||
+      v.getShape().back() != q.getShape().back())
+    return emitOpError() << "head dim must agree: q has "
+                         << q.getShape().back() << ", k "
+                         << k.getShape().back() << ", v "
+                         << v.getShape().back();
+  for (unsigned d = 0; d < layout.rank(); ++d)
+    if (!dimsAgree(k.getDimSize(d), v.getDimSize(d)))
+      return emitOpError() << "v shape must equal k shape, got " << v
+                           << " and " << k;
+  if (!layout.varlen && !dimsAgree(q.getDimSize(0), k.getDimSize(0)))
+    return emitOpError() << "batch size must agree: q has " << q.getDimSize(0)
+                         << ", k " << k.getDimSize(0);
+
+  // The spec's own rules, shared with the runtime and the tools.
+  ::tilt::AttentionSpec spec = getSpec();
+  if (std::string error = spec.validate(); !error.empty())
+    return emitOpError(error);
+
+  int64_t batch = layout.varlen ? ShapedType::kDynamic : q.getDimSize(0);
+  int64_t seqK = k.getDimSize(layout.seqDim());
+  auto checkShape = [&](Value operand, ArrayRef<int64_t> expected,
+                        llvm::function_ref<bool(Type)> eltOk,
+                        StringRef what) -> LogicalResult {
+    auto t = cast<ShapedType>(operand.getType());
+    bool ok = t.getRank() == static_cast<int64_t>(expected.size()) &&
+              eltOk(t.getElementType());
+    for (unsigned d = 0; ok && d < expected.size(); ++d)
+      ok = dimsAgree(t.getDimSize(d), expected[d]);
+    if (ok)
+      return success();
+    return emitOpError() << what << ", got " << t;
+  };
+  auto isF32 = [](Type t) { return t.isF32(); };
+  auto isI32 = [](Type t) { return t.isSignlessInteger(32); };
+  auto isMaskElt = [](Type t) {
+    return t.isSignlessInteger(1) || t.isSignlessInteger(8) ||
+           t.isSignlessInteger(32);
+  };
+
+  // Custom slopes: [H] or [B, H] f32, present exactly when asked for.
+  bool customSlopes =
+      spec.hasAlibi() && spec.slopes == ::tilt::SlopeSource::Custom;
+  if (customSlopes && !getSlopes())
+    return emitOpError("slopes = custom needs a slopes operand");
+  if (!customSlopes && getSlopes())
+    return emitOpError("a slopes operand needs #tilt.bias<..., slopes = "
+                       "custom>; this bias uses ")
+           << (spec.hasAlibi() ? "standard slopes" : "no slopes");
+  if (Value slopes = getSlopes()) {
+    auto t = cast<ShapedType>(slopes.getType());
+    std::string what = "slopes must be f32 [H] or [B, H] with H = " +
+                       std::to_string(spec.heads);
+    SmallVector<int64_t> expected{spec.heads};
+    if (t.getRank() == 2) {
+      if (layout.varlen)
+        expected.insert(expected.begin(), ShapedType::kDynamic);
+      else
+        expected.insert(expected.begin(), batch);
+    }
+    if (failed(checkShape(slopes, expected, isF32, what)))
+      return failure();
+  }
+
+  if (Value kpm = getKeyPaddingMask())
+    if (failed(checkShape(kpm, {batch, seqK}, isMaskElt,
+                          "key_padding_mask must be [B, Sk] of i1, i8 or i32")))
+      return failure();
+
+  if (layout.varlen) {
+    for (Value cu : {getCuSeqlensQ(), getCuSeqlensK()})
+      if (failed(checkShape(cu, {ShapedType::kDynamic}, isI32,
+                            "cu_seqlens must be i32 [B+1]")))
+        return failure();
+    auto cq = cast<ShapedType>(getCuSeqlensQ().getType());
+    auto ck = cast<ShapedType>(getCuSeqlensK().getType());
+    if (!dimsAgree(cq.getDimSize(0), ck.getDimSize(0)))
+      return emitOpError() << "cu_seqlens_q and cu_seqlens_k must have the "
+                              "same length, got "
+                           << cq << " and " << ck;
+  }
+
+  // Results or destinations: o like q, lse f32 [B, H, Sq] ([H, total] ragged).
+  Value o = tensors ? Value(getO()) : Value(getOut());
+  Value lse = tensors ? Value(getLse()) : Value(getLseOut());
+  auto oType = cast<ShapedType>(o.getType());
+  if (oType.getShape() != q.getShape() || oType.getElementType() != elt)
+    return emitOpError() << "o must have q's shape and element type ("
+                         << typeString(q) << "), got " << oType;
+  if (lse) {
+    SmallVector<int64_t> expected =
+        layout.varlen
+            ? SmallVector<int64_t>{spec.heads, q.getDimSize(0)}
+            : SmallVector<int64_t>{batch, spec.heads, q.getDimSize(2)};
+    if (failed(checkShape(lse, expected, isF32,
+                          layout.varlen ? "lse must be f32 [H, total]"
+                                        : "lse must be f32 [B, H, Sq]")))
+      return failure();
+  }
+
+  if (TileConfigAttr config = getConfigAttr()) {
+    if (config.getVariant() == KernelVariant::cpu_amx &&
+        spec.dtype != ::tilt::DType::BF16)
+      return emitOpError() << "tile_config variant cpu_amx needs bf16 "
+                              "inputs, got "
+                           << elt;
+  }
+  return success();
+}

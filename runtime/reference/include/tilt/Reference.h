@@ -1,0 +1,48 @@
+//===- Reference.h - float64 reference of ALIBI.md --------------*- C++ -*-===//
+//
+// The oracle every numerics test compares kernels with: a direct, unfused
+// evaluation of ALIBI.md's formulas in double precision. Deliberately simple;
+// speed is not a goal.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_REFERENCE_H
+#define TILT_REFERENCE_H
+
+#include "tilt/Spec.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace tilt::reference {
+
+/// Launch inputs, all row-major. Dense: q [B,H,Sq,D], k/v [B,Hkv,Sk,D].
+/// Varlen: q [totalQ,H,D], k/v [totalK,Hkv,D], cuSeqlensQ/K [B+1].
+struct Inputs {
+  const float *q = nullptr;
+  const float *k = nullptr;
+  const float *v = nullptr;
+  const float *slopes = nullptr; ///< custom slopes, [H] or [B,H]
+  bool slopesPerBatch = false;   ///< true when `slopes` is [B,H]
+  const uint8_t *keyPaddingMask = nullptr; ///< [B,Sk], 0 = padded
+  const int32_t *cuSeqlensQ = nullptr;
+  const int32_t *cuSeqlensK = nullptr;
+};
+
+struct Outputs {
+  std::vector<double> o;   ///< same layout as q
+  std::vector<double> lse; ///< dense: [B,H,Sq]; varlen: [H,totalQ]
+};
+
+/// Evaluates attention in float64. The spec must be valid.
+Outputs attention(const AttentionSpec &spec, const Extents &ext,
+                  const Inputs &in);
+
+/// The slope of query head `h` in batch `b` as the kernels must use it
+/// (float32, per ALIBI.md), or 0 when the spec has no ALiBi bias.
+float slopeFor(const AttentionSpec &spec, const Inputs &in, int64_t b,
+               int64_t h);
+
+} // namespace tilt::reference
+
+#endif // TILT_REFERENCE_H

@@ -1,0 +1,178 @@
+//===- Args.cpp - Command-line parsing shared by Tilt's tools -------------===//
+
+#include "Args.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+
+namespace tilt::tools {
+
+std::string parseArgs(int argc, char **argv, const std::vector<Option> &options,
+                      std::vector<std::string> &positional) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    // "--name[=value]", or "-x" for a one-letter option such as -o.
+    bool shortForm = arg.size() == 2 && arg[0] == '-' && std::isalpha(arg[1]);
+    if (!shortForm && (arg.size() < 3 || arg.substr(0, 2) != "--")) {
+      positional.emplace_back(arg);
+      continue;
+    }
+    std::string_view name = arg.substr(shortForm ? 1 : 2);
+    std::string_view value;
+    bool inlineValue = false;
+    if (size_t eq = name.find('='); eq != std::string_view::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      inlineValue = true;
+    }
+    const Option *opt = nullptr;
+    for (const Option &o : options)
+      if (o.name == name)
+        opt = &o;
+    if (!opt)
+      return fmt::format("unknown flag {} (see --help)", arg);
+    if (opt->valueName.empty()) {
+      if (inlineValue)
+        return fmt::format("--{} takes no value", name);
+    } else if (!inlineValue) {
+      if (i + 1 >= argc)
+        return fmt::format("--{} needs a value ({})", name, opt->valueName);
+      value = argv[++i];
+    }
+    if (std::string err = opt->apply(value); !err.empty())
+      return err;
+  }
+  return {};
+}
+
+std::string helpText(const std::vector<Option> &options) {
+  std::string out;
+  for (const Option &o : options) {
+    std::string left = "--" + o.name;
+    if (!o.valueName.empty())
+      left += " " + o.valueName;
+    out += fmt::format("  {:<32} {}\n", left, o.help);
+  }
+  return out;
+}
+
+std::string parseInt(std::string_view flag, std::string_view text,
+                     int64_t &out, int64_t min) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size())
+    return fmt::format("--{} expects an integer, got '{}'", flag, text);
+  if (v < min)
+    return fmt::format("--{} must be >= {}, got {}", flag, min, v);
+  out = v;
+  return {};
+}
+
+std::string parseDouble(std::string_view flag, std::string_view text,
+                        double &out) {
+  std::string s(text);
+  char *end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v))
+    return fmt::format("--{} expects a finite number, got '{}'", flag, text);
+  out = v;
+  return {};
+}
+
+void addSpecOptions(std::vector<Option> &options, SpecFlags &f) {
+  AttentionSpec &s = f.spec;
+  auto intFlag = [&](const char *name, const char *help, int64_t &dst,
+                     int64_t min, bool *seen = nullptr) {
+    options.push_back({name, "N", help, [name, &dst, min, seen](auto v) {
+                         if (seen)
+                           *seen = true;
+                         return parseInt(name, v, dst, min);
+                       }});
+  };
+  intFlag("heads", "query heads H (required)", s.heads, 1, &f.sawHeads);
+  intFlag("kv-heads", "key/value heads (default: H); must divide H",
+          s.kvHeads, 1, &f.sawKvHeads);
+  intFlag("head-dim", "head dim D (required): a multiple of 16, 16..256",
+          s.headDim, 1, &f.sawHeadDim);
+  options.push_back({"dtype", "f32|f16|bf16", "input/output element type",
+                     [&s](std::string_view v) -> std::string {
+                       if (auto t = parseDType(v)) {
+                         s.dtype = *t;
+                         return {};
+                       }
+                       return fmt::format(
+                           "--dtype must be f32, f16 or bf16, got '{}'", v);
+                     }});
+  options.push_back({"scale", "X", "score scale (default 1/sqrt(D))",
+                     [&s](std::string_view v) {
+                       double x = 0;
+                       std::string err = parseDouble("scale", v, x);
+                       if (err.empty())
+                         s.scale = x;
+                       return err;
+                     }});
+  options.push_back({"causal", "", "key j visible to row i only if j <= i'",
+                     [&s](std::string_view) {
+                       s.causal = true;
+                       return std::string();
+                     }});
+  options.push_back({"window", "N", "sliding window: also i' - j < N",
+                     [&s](std::string_view v) {
+                       int64_t w = 0;
+                       std::string err = parseInt("window", v, w, 1);
+                       if (err.empty())
+                         s.window = w;
+                       return err;
+                     }});
+  options.push_back(
+      {"bias", "KIND", "none|alibi|alibi-symmetric|alibi-positions",
+       [&s](std::string_view v) -> std::string {
+         if (auto k = parseBiasKind(v)) {
+           s.bias = *k;
+           return {};
+         }
+         return fmt::format("--bias must be none, alibi, alibi-symmetric or "
+                            "alibi-positions, got '{}'",
+                            v);
+       }});
+  options.push_back({"max-bias", "X", "max_bias of standard slopes (default 8)",
+                     [&s](std::string_view v) {
+                       return parseDouble("max-bias", v, s.maxBias);
+                     }});
+  options.push_back({"slopes", "FILE.npy",
+                     "custom slopes, float32 [H] or [B,H]",
+                     [&f](std::string_view v) {
+                       f.slopesFile = v;
+                       f.spec.slopes = SlopeSource::Custom;
+                       return std::string();
+                     }});
+  options.push_back({"key-padding-mask", "FILE.npy",
+                     "key padding mask [B,Sk] of 0/1",
+                     [&f](std::string_view v) {
+                       f.keyPaddingMaskFile = v;
+                       f.spec.keyPaddingMask = true;
+                       return std::string();
+                     }});
+  intFlag("head-offset", "first head of this tensor-parallel rank",
+          s.headOffset, 0);
+  intFlag("total-heads", "heads of the whole model (tensor parallelism)",
+          s.totalHeads, 1);
+}
+
+std::string finishSpecFlags(SpecFlags &f) {
+  if (!f.sawHeads)
+    return "--heads is required";
+  if (!f.sawHeadDim)
+    return "--head-dim is required";
+  if (!f.sawKvHeads)
+    f.spec.kvHeads = f.spec.heads;
+  if (std::string err = f.spec.validate(); !err.empty())
+    return "invalid spec: " + err;
+  return {};
+}
+
+} // namespace tilt::tools

@@ -1,0 +1,59 @@
+//===- Args.h - Command-line parsing shared by Tilt's tools -----*- C++ -*-===//
+//
+// A small table-driven parser: every tool lists its options, the spec flags
+// are one shared list, and every error is one line naming the flag and what
+// it accepts.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_TOOLS_ARGS_H
+#define TILT_TOOLS_ARGS_H
+
+#include "tilt/Spec.h"
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tilt::tools {
+
+struct Option {
+  std::string name;      ///< without the leading "--"
+  std::string valueName; ///< empty for a boolean flag
+  std::string help;
+  /// Applies the value ("" for booleans); returns an error or "".
+  std::function<std::string(std::string_view)> apply;
+};
+
+/// Parses argv[1..] against `options`. Arguments not starting with "--" go to
+/// `positional`. Returns "" or a one-line error.
+std::string parseArgs(int argc, char **argv, const std::vector<Option> &options,
+                      std::vector<std::string> &positional);
+
+/// "--name VALUE  help" lines for every option.
+std::string helpText(const std::vector<Option> &options);
+
+/// Typed value parsers for Option::apply; they name the flag in errors.
+std::string parseInt(std::string_view flag, std::string_view text,
+                     int64_t &out, int64_t min);
+std::string parseDouble(std::string_view flag, std::string_view text,
+                        double &out);
+
+/// The spec as users write it on a command line.
+struct SpecFlags {
+  AttentionSpec spec;
+  std::string slopesFile;         ///< --slopes FILE.npy (custom slopes)
+  std::string keyPaddingMaskFile; ///< --key-padding-mask FILE.npy
+  bool sawHeads = false, sawKvHeads = false, sawHeadDim = false;
+};
+
+/// Appends the shared spec flags, writing into `flags`.
+void addSpecOptions(std::vector<Option> &options, SpecFlags &flags);
+
+/// Fills defaults (kv heads = heads) and validates; returns "" or an error.
+std::string finishSpecFlags(SpecFlags &flags);
+
+} // namespace tilt::tools
+
+#endif // TILT_TOOLS_ARGS_H

@@ -1,0 +1,127 @@
+//===- tilt-compile.cpp - spec (+ config + target) -> artifact ------------===//
+//
+// Reads a spec from the shared command-line flags, builds the `tilt` dialect
+// module for it, verifies it and writes the requested stage.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Args.h"
+#include "Npy.h"
+
+#include "tilt/Compiler/SpecBuilder.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Diagnostics.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+using namespace tilt;
+using namespace tilt::tools;
+
+static int fail(const std::string &msg) {
+  fmt::print(stderr, "tilt-compile: error: {}\n", msg);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  SpecFlags flags;
+  SpecModuleOptions modOpts;
+  modOpts.extents = {0, 0, 0};
+  std::string emit = "mlir", output = "-";
+  bool help = false;
+
+  std::vector<Option> options;
+  addSpecOptions(options, flags);
+  options.push_back({"batch", "N", "batch size (default: dynamic)",
+                     [&](auto v) {
+                       return parseInt("batch", v, modOpts.extents.batch, 1);
+                     }});
+  options.push_back({"seq", "N", "query and key length (default: dynamic)",
+                     [&](auto v) {
+                       std::string err =
+                           parseInt("seq", v, modOpts.extents.seqQ, 1);
+                       modOpts.extents.seqK = modOpts.extents.seqQ;
+                       return err;
+                     }});
+  options.push_back({"seq-k", "N", "key length when it differs from --seq",
+                     [&](auto v) {
+                       return parseInt("seq-k", v, modOpts.extents.seqK, 1);
+                     }});
+  options.push_back({"lse", "", "also return the log-sum-exp of each row",
+                     [&](auto) {
+                       modOpts.withLse = true;
+                       return std::string();
+                     }});
+  options.push_back({"emit", "mlir", "what to write", [&](std::string_view v) {
+                       emit = v;
+                       return v == "mlir" ? std::string()
+                                          : fmt::format("--emit must be one "
+                                                        "of: mlir; got '{}'",
+                                                        v);
+                     }});
+  options.push_back({"o", "FILE", "output file (default: stdout)",
+                     [&](std::string_view v) {
+                       output = v;
+                       return std::string();
+                     }});
+  options.push_back({"help", "", "show this help", [&](auto) {
+                       help = true;
+                       return std::string();
+                     }});
+
+  std::vector<std::string> positional;
+  if (std::string err = parseArgs(argc, argv, options, positional);
+      !err.empty())
+    return fail(err);
+  if (help) {
+    fmt::print("usage: tilt-compile [spec flags] [--batch N --seq N "
+               "--seq-k N] [--emit mlir] [-o FILE]\n\n{}",
+               helpText(options));
+    return 0;
+  }
+  if (!positional.empty())
+    return fail(fmt::format("unexpected argument '{}'", positional.front()));
+  if (std::string err = finishSpecFlags(flags); !err.empty())
+    return fail(err);
+
+  // Custom slopes decide between an [H] and a [B,H] operand.
+  if (!flags.slopesFile.empty()) {
+    NpyArray slopes;
+    if (std::string err = readNpy(flags.slopesFile, slopes); !err.empty())
+      return fail(err);
+    bool perHead = slopes.shape.size() == 1 &&
+                   slopes.shape[0] == flags.spec.heads;
+    bool perBatch = slopes.shape.size() == 2 &&
+                    slopes.shape[1] == flags.spec.heads &&
+                    (modOpts.extents.batch == 0 ||
+                     slopes.shape[0] == modOpts.extents.batch);
+    if (!perHead && !perBatch)
+      return fail(fmt::format("--slopes: {} has shape {}, expected [H] or "
+                              "[B, H] with H = {}",
+                              flags.slopesFile, slopes.shapeString(),
+                              flags.spec.heads));
+    modOpts.slopesPerBatch = perBatch;
+  }
+
+  mlir::MLIRContext ctx;
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+    diagnostics += d.str();
+    return mlir::success();
+  });
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildSpecModule(ctx, flags.spec, modOpts);
+  if (!module)
+    return fail("the spec did not verify: " + diagnostics);
+
+  std::error_code ec;
+  llvm::raw_fd_ostream os(output, ec);
+  if (ec)
+    return fail(fmt::format("-o {}: {}", output, ec.message()));
+  module->print(os);
+  os << '\n';
+  return 0;
+}
