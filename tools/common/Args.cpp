@@ -163,6 +163,41 @@ void addSpecOptions(std::vector<Option> &options, SpecFlags &f) {
           s.totalHeads, 1);
 }
 
+void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
+  options.push_back({"variant", "NAME",
+                     "kernel variant: cpu_avx2 or cpu_avx512 (default: best "
+                     "for this CPU)",
+                     [&config](std::string_view v) -> std::string {
+                       if (v != "cpu_avx2" && v != "cpu_avx512")
+                         return fmt::format("--variant must be cpu_avx2 or "
+                                            "cpu_avx512, got '{}'",
+                                            v);
+                       config.variant = v;
+                       return {};
+                     }});
+  options.push_back({"block-m", "N", "query block rows (needs --variant)",
+                     [&config](std::string_view v) {
+                       return parseInt("block-m", v, config.blockM, 1);
+                     }});
+  options.push_back({"block-n", "N", "key/value block (needs --variant)",
+                     [&config](std::string_view v) {
+                       return parseInt("block-n", v, config.blockN, 1);
+                     }});
+}
+
+std::string finishTileConfig(TileConfig &config) {
+  if (config.variant.empty()) {
+    if (config.blockM || config.blockN)
+      return "--block-m and --block-n need --variant";
+    return {};
+  }
+  if (!config.blockM)
+    config.blockM = 64;
+  if (!config.blockN)
+    config.blockN = 64;
+  return {};
+}
+
 std::string finishSpecFlags(SpecFlags &f) {
   if (!f.sawHeads)
     return "--heads is required";

@@ -9,6 +9,7 @@
 #ifndef TILT_TOOLS_ARGS_H
 #define TILT_TOOLS_ARGS_H
 
+#include "tilt/Runtime.h"
 #include "tilt/Spec.h"
 
 #include <functional>
@@ -53,6 +54,12 @@ void addSpecOptions(std::vector<Option> &options, SpecFlags &flags);
 
 /// Fills defaults (kv heads = heads) and validates; returns "" or an error.
 std::string finishSpecFlags(SpecFlags &flags);
+
+/// --variant, --block-m, --block-n: a tile configuration for tools that
+/// compile or run kernels. Left untouched, the compiler picks its default.
+void addTileConfigOptions(std::vector<Option> &options, TileConfig &config);
+/// Checks the combination and fills unset block sizes; "" or an error.
+std::string finishTileConfig(TileConfig &config);
 
 } // namespace tilt::tools
 

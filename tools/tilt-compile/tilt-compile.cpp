@@ -8,6 +8,7 @@
 #include "Args.h"
 #include "Npy.h"
 
+#include "tilt/Compiler/Compiler.h"
 #include "tilt/Compiler/SpecBuilder.h"
 
 #include "mlir/IR/MLIRContext.h"
@@ -30,16 +31,19 @@ int main(int argc, char **argv) {
   SpecFlags flags;
   SpecModuleOptions modOpts;
   modOpts.extents = {0, 0, 0};
-  std::string emit = "mlir", output = "-";
+  TileConfig config;
+  CompilerOptions compilerOptions;
+  std::string emit = "spec", output = "-", target = "cpu";
   bool help = false;
 
   std::vector<Option> options;
   addSpecOptions(options, flags);
-  options.push_back({"batch", "N", "batch size (default: dynamic)",
+  addTileConfigOptions(options, config);
+  options.push_back({"batch", "N", "batch size of the spec module (default: dynamic)",
                      [&](auto v) {
                        return parseInt("batch", v, modOpts.extents.batch, 1);
                      }});
-  options.push_back({"seq", "N", "query and key length (default: dynamic)",
+  options.push_back({"seq", "N", "query and key length of the spec module",
                      [&](auto v) {
                        std::string err =
                            parseInt("seq", v, modOpts.extents.seqQ, 1);
@@ -50,17 +54,44 @@ int main(int argc, char **argv) {
                      [&](auto v) {
                        return parseInt("seq-k", v, modOpts.extents.seqK, 1);
                      }});
-  options.push_back({"lse", "", "also return the log-sum-exp of each row",
+  options.push_back({"lse", "", "the spec module also returns lse",
                      [&](auto) {
                        modOpts.withLse = true;
                        return std::string();
                      }});
-  options.push_back({"emit", "mlir", "what to write", [&](std::string_view v) {
-                       emit = v;
-                       return v == "mlir" ? std::string()
-                                          : fmt::format("--emit must be one "
-                                                        "of: mlir; got '{}'",
-                                                        v);
+  options.push_back({"target", "cpu", "code generation target",
+                     [&](std::string_view v) {
+                       target = v;
+                       return v == "cpu" ? std::string()
+                                         : fmt::format("--target must be cpu, "
+                                                       "got '{}'",
+                                                       v);
+                     }});
+  options.push_back(
+      {"cpu", "NAME", "LLVM CPU to generate for (default: this machine)",
+       [&](std::string_view v) {
+         compilerOptions.machine.cpu = v;
+         return std::string();
+       }});
+  options.push_back({"cpu-features", "LIST",
+                     "LLVM features with --cpu, e.g. +avx512f,+fma",
+                     [&](std::string_view v) {
+                       compilerOptions.machine.features = v;
+                       return std::string();
+                     }});
+  options.push_back(
+      {"emit", "KIND", "spec|mlir|llvm|asm|obj|so (default spec)",
+       [&](std::string_view v) {
+         emit = v;
+         return parseEmit(v) ? std::string()
+                             : fmt::format("--emit must be one of spec, mlir, "
+                                           "llvm, asm, obj, so; got '{}'",
+                                           v);
+       }});
+  options.push_back({"dump-stages", "DIR", "write the IR after every stage",
+                     [&](std::string_view v) {
+                       compilerOptions.dumpStagesDir = v;
+                       return std::string();
                      }});
   options.push_back({"o", "FILE", "output file (default: stdout)",
                      [&](std::string_view v) {
@@ -77,8 +108,8 @@ int main(int argc, char **argv) {
       !err.empty())
     return fail(err);
   if (help) {
-    fmt::print("usage: tilt-compile [spec flags] [--batch N --seq N "
-               "--seq-k N] [--emit mlir] [-o FILE]\n\n{}",
+    fmt::print("usage: tilt-compile [spec flags] [tile config] [--emit KIND] "
+               "[--dump-stages DIR] [-o FILE]\n\n{}",
                helpText(options));
     return 0;
   }
@@ -86,6 +117,11 @@ int main(int argc, char **argv) {
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
   if (std::string err = finishSpecFlags(flags); !err.empty())
     return fail(err);
+  if (std::string err = finishTileConfig(config); !err.empty())
+    return fail(err);
+  if (!compilerOptions.machine.features.empty() &&
+      compilerOptions.machine.cpu.empty())
+    return fail("--cpu-features needs --cpu");
 
   // Custom slopes decide between an [H] and a [B,H] operand.
   if (!flags.slopesFile.empty()) {
@@ -106,22 +142,35 @@ int main(int argc, char **argv) {
     modOpts.slopesPerBatch = perBatch;
   }
 
-  mlir::MLIRContext ctx;
-  std::string diagnostics;
-  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
-    diagnostics += d.str();
-    return mlir::success();
-  });
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      buildSpecModule(ctx, flags.spec, modOpts);
-  if (!module)
-    return fail("the spec did not verify: " + diagnostics);
+  std::string text;
+  Emit what = *parseEmit(emit);
+  if (what == Emit::Spec && compilerOptions.dumpStagesDir.empty()) {
+    // The spec as stated, with the sizes given on the command line.
+    mlir::MLIRContext ctx;
+    std::string diagnostics;
+    mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+      diagnostics += d.str();
+      return mlir::success();
+    });
+    mlir::OwningOpRef<mlir::ModuleOp> module =
+        buildSpecModule(ctx, flags.spec, modOpts);
+    if (!module)
+      return fail("the spec did not verify: " + diagnostics);
+    llvm::raw_string_ostream os(text);
+    module->print(os);
+    os << '\n';
+  } else {
+    Compiler compiler(compilerOptions);
+    if (std::string err =
+            compiler.compileTo(flags.spec, config, Target::CPU, what, text);
+        !err.empty())
+      return fail(err);
+  }
 
   std::error_code ec;
   llvm::raw_fd_ostream os(output, ec);
   if (ec)
     return fail(fmt::format("-o {}: {}", output, ec.message()));
-  module->print(os);
-  os << '\n';
+  os << text;
   return 0;
 }

@@ -5,9 +5,13 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tilt/Compiler/Passes.h"
+#include "tilt/Compiler/Pipelines.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -20,10 +24,13 @@
 int main(int argc, char **argv) {
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();
+  mlir::tilt::registerTiltPasses();
+  mlir::tilt::registerTiltPipelines();
 
   mlir::DialectRegistry registry;
   registry.insert<mlir::tilt::TiltDialect, mlir::func::FuncDialect,
-                  mlir::arith::ArithDialect, mlir::memref::MemRefDialect,
+                  mlir::arith::ArithDialect, mlir::math::MathDialect,
+                  mlir::memref::MemRefDialect, mlir::LLVM::LLVMDialect,
                   mlir::scf::SCFDialect, mlir::tensor::TensorDialect,
                   mlir::vector::VectorDialect>();
   return mlir::asMainReturnCode(

@@ -82,10 +82,18 @@ LogicalResult AttentionOp::verify() {
     return emitOpError("out and lse_out belong to the memref form; on "
                        "tensors the op returns o (and lse)");
   for (Value operand : getOperands())
-    if (isa<RankedTensorType>(operand.getType()) != tensors)
+    if (!operand.getType().isIndex() &&
+        isa<RankedTensorType>(operand.getType()) != tensors)
       return emitOpError("operands must all be tensors or all be memrefs");
   if (tensors && !getO())
     return emitOpError("the tensor form must return o");
+  if ((getItemBegin() == nullptr) != (getItemEnd() == nullptr))
+    return emitOpError("items needs both a begin and an end");
+  if (getItemBegin() && tensors)
+    return emitOpError("items belong to the memref (kernel) form");
+  if (getItemBegin() && !getConfigAttr())
+    return emitOpError("items need a tile_config: block_m defines the "
+                       "query blocks they count");
   if (!tensors) {
     if (getO() || getLse())
       return emitOpError("the memref form returns nothing; write to out (and "

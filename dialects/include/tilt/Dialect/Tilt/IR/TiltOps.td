@@ -39,7 +39,11 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
 
     On tensors the op returns `o` (q's type) and, when asked for, `lse`
     (f32 `[B,H,Sq]`, or `[H,totalQ]` when ragged). On memrefs it writes the
-    `out` operand (and `lse_out`, if given) and returns nothing.
+    `out` operand (and `lse_out`, if given) and returns nothing; there an
+    optional `items(%begin, %end)` restricts the op to the work items
+    `[begin, end)` of the row-major space (batch, head, query block), query
+    blocks being the tile configuration's `block_m` rows. That is the form a
+    kernel entry point takes: the runtime hands item ranges to its threads.
 
     Example:
 
@@ -61,6 +65,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     Optional<Tilt_Buffer>:$cu_seqlens_k,
     Optional<AnyStridedMemRef>:$out,
     Optional<AnyStridedMemRef>:$lse_out,
+    Optional<Index>:$item_begin,
+    Optional<Index>:$item_end,
     OptionalAttr<Tilt_BiasAttr>:$bias,
     UnitAttr:$causal,
     OptionalAttr<I64Attr>:$window,
@@ -82,6 +88,7 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     (`cu_seqlens_k` `(` $cu_seqlens_k^ `:` type($cu_seqlens_k) `)`)?
     (`out` `(` $out^ `:` type($out) `)`)?
     (`lse_out` `(` $lse_out^ `:` type($lse_out) `)`)?
+    (`items` `(` $item_begin^ `,` $item_end `)`)?
     attr-dict (`->` type($o)^)? (`,` type($lse)^)?
   }];
 

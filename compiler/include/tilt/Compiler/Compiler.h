@@ -1,0 +1,58 @@
+//===- Compiler.h - The compiler API: spec + config + target -> artifact -===//
+//
+// What tools and the runtime call. Builds the spec module, runs the target's
+// pipeline (optionally writing the IR after each stage) and emits the
+// requested form. Implements the runtime's KernelCompiler interface, so a
+// Runtime JIT-compiles through it on a cache miss.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_COMPILER_COMPILER_H
+#define TILT_COMPILER_COMPILER_H
+
+#include "tilt/Compiler/CpuTarget.h"
+#include "tilt/Runtime.h"
+
+#include <string>
+
+namespace tilt {
+
+/// What to produce: the spec module in the tilt dialect, the IR after the
+/// whole MLIR pipeline (LLVM dialect), optimized LLVM IR, assembly, an
+/// object file, or the loadable shared object.
+enum class Emit { Spec, Mlir, LLVMIR, Assembly, Object, SharedObject };
+std::optional<Emit> parseEmit(std::string_view s);
+
+struct CompilerOptions {
+  CpuMachine machine;        ///< empty: the host
+  std::string dumpStagesDir; ///< non-empty: write the IR after every stage
+};
+
+class Compiler final : public KernelCompiler {
+public:
+  explicit Compiler(CompilerOptions options = {});
+
+  std::string fingerprint(Target target) const override;
+  TileConfig defaultConfig(const AttentionSpec &spec,
+                           Target target) const override;
+  std::string compile(const AttentionSpec &spec, const TileConfig &config,
+                      Target target, std::string &artifact) override;
+
+  /// Like compile(), stopping at (and returning) any stage.
+  std::string compileTo(const AttentionSpec &spec, const TileConfig &config,
+                        Target target, Emit emit, std::string &out);
+
+  const CpuMachine &machine() const { return cpu; }
+
+private:
+  CompilerOptions options;
+  CpuMachine cpu;
+};
+
+/// The `variant=..;block_m=..` form of a tile config, as KernelABI's info
+/// string and the cache key write it.
+std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config);
+
+} // namespace tilt
+
+#endif // TILT_COMPILER_COMPILER_H

@@ -1,0 +1,178 @@
+//===- Compiler.cpp - The compiler API ------------------------------------===//
+
+#include "tilt/Compiler/Compiler.h"
+#include "tilt/Compiler/Configs.h"
+#include "tilt/Compiler/Pipelines.h"
+#include "tilt/Compiler/SpecBuilder.h"
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/KernelABI.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <fmt/format.h>
+
+namespace tilt {
+
+std::optional<Emit> parseEmit(std::string_view s) {
+  static const std::pair<const char *, Emit> names[] = {
+      {"spec", Emit::Spec},   {"mlir", Emit::Mlir}, {"llvm", Emit::LLVMIR},
+      {"asm", Emit::Assembly}, {"obj", Emit::Object}, {"so", Emit::SharedObject}};
+  for (auto [name, e] : names)
+    if (s == name)
+      return e;
+  return std::nullopt;
+}
+
+Compiler::Compiler(CompilerOptions opts)
+    : options(std::move(opts)),
+      cpu(options.machine.cpu.empty() ? CpuMachine::host() : options.machine) {}
+
+std::string Compiler::fingerprint(Target target) const {
+  return fmt::format("tilt={};abi={};llvm={};{}", TILT_VERSION,
+                     kKernelAbiVersion, LLVM_VERSION_STRING, cpu.str());
+}
+
+TileConfig Compiler::defaultConfig(const AttentionSpec &spec,
+                                   Target target) const {
+  mlir::MLIRContext ctx;
+  ctx.loadDialect<mlir::tilt::TiltDialect>();
+  auto variant = mlir::tilt::pickCpuVariant(spec.dtype, cpu.has("amx-bf16"),
+                                            cpu.has("avx512f"));
+  auto attr = mlir::tilt::getDefaultCpuConfig(&ctx, variant);
+  TileConfig config;
+  config.variant = mlir::tilt::stringifyKernelVariant(variant).str();
+  config.blockM = attr.getBlockM();
+  config.blockN = attr.getBlockN();
+  return config;
+}
+
+std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config) {
+  return fmt::format("abi={};variant={};block_m={};block_n={};spec={}",
+                     kKernelAbiVersion, config.variant, config.blockM,
+                     config.blockN, spec.canonical());
+}
+
+std::string Compiler::compile(const AttentionSpec &spec,
+                              const TileConfig &config, Target target,
+                              std::string &artifact) {
+  return compileTo(spec, config, target, Emit::SharedObject, artifact);
+}
+
+std::string Compiler::compileTo(const AttentionSpec &spec,
+                                const TileConfig &requested, Target target,
+                                Emit emit, std::string &out) {
+  if (target != Target::CPU)
+    return fmt::format("target {}: this compiler has no {} backend",
+                       toString(target), toString(target));
+  if (std::string err = spec.validate(); !err.empty())
+    return "invalid spec: " + err;
+  TileConfig config =
+      requested.isDefault() ? defaultConfig(spec, target) : requested;
+
+  mlir::MLIRContext ctx;
+  ctx.loadDialect<mlir::LLVM::LLVMDialect>();
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+    if (d.getSeverity() == mlir::DiagnosticSeverity::Error)
+      diagnostics += (diagnostics.empty() ? "" : "; ") + d.str();
+    return mlir::success();
+  });
+  // Kernels are specialized on the spec, not on batch or sequence lengths.
+  SpecModuleOptions modOpts;
+  modOpts.extents = {0, 0, 0};
+  modOpts.withLse = true;
+  modOpts.slopesPerBatch = true;
+  mlir::OwningOpRef<mlir::ModuleOp> module = buildSpecModule(ctx, spec, modOpts);
+  if (!module)
+    return "the spec did not verify: " + diagnostics;
+
+  // Pin the configuration on the op: the IR carries the tuning decision.
+  auto variant = mlir::tilt::symbolizeKernelVariant(config.variant);
+  if (!variant)
+    return fmt::format("tile config: unknown variant '{}'", config.variant);
+  auto emitError = [&] { return mlir::emitError(mlir::UnknownLoc::get(&ctx)); };
+  if (failed(mlir::tilt::TileConfigAttr::verifyInvariants(
+          emitError, *variant, config.blockM, config.blockN, config.numWarps,
+          config.numStages)))
+    return "tile config: " + diagnostics;
+  auto attr = mlir::tilt::TileConfigAttr::get(&ctx, *variant, config.blockM,
+                                              config.blockN, config.numWarps,
+                                              config.numStages);
+  module->walk([&](mlir::tilt::AttentionOp op) { op.setConfigAttr(attr); });
+
+  auto print = [](mlir::ModuleOp m) {
+    std::string s;
+    llvm::raw_string_ostream os(s);
+    m.print(os);
+    return s;
+  };
+  auto dump = [&](const std::string &name, const std::string &text) {
+    if (options.dumpStagesDir.empty())
+      return std::string();
+    llvm::sys::fs::create_directories(options.dumpStagesDir);
+    llvm::SmallString<128> path(options.dumpStagesDir);
+    llvm::sys::path::append(path, name);
+    std::error_code ec;
+    llvm::raw_fd_ostream os(path, ec);
+    if (ec)
+      return fmt::format("--dump-stages: cannot write {}: {}", path.str().str(),
+                         ec.message());
+    os << text;
+    return std::string();
+  };
+  int stageNo = 0;
+  if (std::string err = dump("00-spec.mlir", print(*module)); !err.empty())
+    return err;
+  if (emit == Emit::Spec) {
+    out = print(*module);
+    return {};
+  }
+
+  mlir::tilt::CpuPipelineOptions pipeline;
+  for (const mlir::tilt::PipelineStage &stage :
+       mlir::tilt::getCpuPipelineStages(pipeline)) {
+    mlir::PassManager pm(&ctx);
+    stage.addPasses(pm);
+    if (failed(pm.run(*module)))
+      return fmt::format("stage {} failed: {}", stage.name, diagnostics);
+    if (std::string err = dump(fmt::format("{:02}-{}.mlir", ++stageNo,
+                                           stage.name),
+                               print(*module));
+        !err.empty())
+      return err;
+  }
+  if (emit == Emit::Mlir) {
+    out = print(*module);
+    return {};
+  }
+
+  unsigned numMemrefs = 5 + (spec.hasAlibi() &&
+                             spec.slopes == SlopeSource::Custom) +
+                        spec.keyPaddingMask + 2 * spec.varlen;
+  CpuEmit cpuEmit = emit == Emit::LLVMIR     ? CpuEmit::LLVMIR
+                    : emit == Emit::Assembly ? CpuEmit::Assembly
+                    : emit == Emit::Object   ? CpuEmit::Object
+                                             : CpuEmit::SharedObject;
+  if (!options.dumpStagesDir.empty() && cpuEmit != CpuEmit::LLVMIR) {
+    std::string ir;
+    if (std::string err =
+            emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
+                            kernelInfo(spec, config), cpu, CpuEmit::LLVMIR, ir);
+        !err.empty())
+      return err;
+    if (std::string err = dump(fmt::format("{:02}-llvm.ll", ++stageNo), ir);
+        !err.empty())
+      return err;
+  }
+  return emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
+                         kernelInfo(spec, config), cpu, cpuEmit, out);
+}
+
+} // namespace tilt

@@ -1,0 +1,673 @@
+//===- TiltToCPU.cpp - tilt.attention -> tiled streaming softmax on CPU ---===//
+//
+// Lowers the kernel form of tilt.attention (memrefs + work items + a CPU tile
+// configuration) to scf/vector/memref/arith. One work item is one query block
+// of one (batch, head):
+//
+//   Qs   = q[rows] * scale * log2(e)                       (f32, staged once)
+//   for each key block inside the visible range:
+//     Kt = k[block]^T                                       (f32, staged)
+//     S  = Qs . Kt                                          (register tiles)
+//     per row: S += bias; mask; m' = max(m, max S); P = exp2(S - m');
+//              alpha = exp2(m - m'); l = l * alpha + sum P
+//     Acc = Acc * alpha + P . V                             (register tiles)
+//   o = Acc / l;  lse = (m + log2 l) * ln 2
+//
+// Scores live in log2 units so the softmax needs exp2 only. The bias uses
+// (j - i') exactly (an integer, exact in f32) times the slope, so no large
+// row constant ever costs precision.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tilt/Compiler/Passes.h"
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/Slopes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <cmath>
+#include <limits>
+
+namespace mlir::tilt {
+#define GEN_PASS_DEF_CONVERTTILTTOCPU
+#include "tilt/Compiler/Passes.h.inc"
+} // namespace mlir::tilt
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+namespace {
+
+constexpr double kLog2E = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+/// Coefficients of 2^f on [0, 1), a degree-5 fit of the relative error
+/// (max 9e-8, below f32 epsilon); computed for Tilt by weighted least squares
+/// on Chebyshev nodes.
+constexpr float kExp2Poly[] = {0.99999994f,  0.693152964f,  0.240154535f,
+                               0.0558236055f, 0.00899258442f, 0.00187623291f};
+
+/// Number of vector registers the accumulator tiles of one micro-kernel may
+/// take; the rest hold operands. 32 zmm on AVX-512, 16 ymm on AVX2.
+int64_t accumulatorBudget(KernelVariant v) {
+  return v == KernelVariant::cpu_avx2 ? 12 : 24;
+}
+
+class KernelEmitter {
+public:
+  KernelEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+      : op(op), b(b), spec(op.getSpec()), config(op.getConfigAttr()) {
+    vl = config.getVariant() == KernelVariant::cpu_avx2 ? 8 : 16;
+    bm = config.getBlockM();
+    bn = config.getBlockN();
+    d = spec.headDim;
+    f32 = b.getF32Type();
+    vecF32 = VectorType::get({vl}, f32);
+    elt = cast<MemRefType>(op.getQ().getType()).getElementType();
+  }
+
+  LogicalResult emit();
+
+private:
+  // --- small builders -------------------------------------------------------
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value f32c(double v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(float(v)));
+  }
+  Value splat(double v) {
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(vecF32, b.getF32FloatAttr(float(v))));
+  }
+  Value bcast(Value scalar) {
+    return vector::BroadcastOp::create(b, vecF32, scalar);
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, x, y); }
+  Value minI(Value x, Value y) { return arith::MinSIOp::create(b, x, y); }
+  Value maxI(Value x, Value y) { return arith::MaxSIOp::create(b, x, y); }
+  Value indexToF32(Value i) {
+    Value i64 = arith::IndexCastOp::create(b, b.getI64Type(), i);
+    return arith::SIToFPOp::create(b, f32, i64);
+  }
+  Value toF32(Value v) {
+    if (elt.isF32())
+      return v;
+    Type target = isa<VectorType>(v.getType()) ? Type(vecF32) : Type(f32);
+    return arith::ExtFOp::create(b, target, v);
+  }
+  Value fromF32(Value v) {
+    if (elt.isF32())
+      return v;
+    return arith::TruncFOp::create(b, VectorType::get({vl}, elt), v);
+  }
+  Value scratch(ArrayRef<int64_t> shape, Type t) {
+    return memref::AllocaOp::create(b, MemRefType::get(shape, t),
+                                    b.getI64IntegerAttr(64));
+  }
+  void forLoop(Value lb, Value ub, Value step,
+               function_ref<void(Value)> body) {
+    scf::ForOp::create(b, lb, ub, step, ValueRange{},
+                       [&](OpBuilder &, Location, Value iv, ValueRange) {
+                         body(iv);
+                         scf::YieldOp::create(b);
+                       });
+  }
+  /// scf.if yielding one value.
+  Value ifValue(Type type, Value cond, function_ref<Value()> thenValue,
+                function_ref<Value()> elseValue) {
+    auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
+                                  /*addThenBlock=*/true, /*addElseBlock=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    scf::YieldOp::create(b, ValueRange{thenValue()});
+    b.setInsertionPointToStart(ifOp.elseBlock());
+    scf::YieldOp::create(b, ValueRange{elseValue()});
+    return ifOp.getResult(0);
+  }
+  void ifThen(Value cond, function_ref<void()> body) {
+    scf::IfOp::create(b, cond, [&](OpBuilder &, Location) {
+      body();
+      scf::YieldOp::create(b);
+    });
+  }
+  Value exp2(Value x);
+  /// Scores are never NaN (-inf marks masked keys), so max needs no NaN
+  /// handling: `nnan` lets it lower to a single vmaxps.
+  Value maxF(Value x, Value y) {
+    return arith::MaximumFOp::create(b, x, y, nnan());
+  }
+  arith::FastMathFlagsAttr nnan() {
+    return arith::FastMathFlagsAttr::get(b.getContext(),
+                                         arith::FastMathFlags::nnan);
+  }
+  Value reduce(vector::CombiningKind kind, Value v) {
+    return vector::ReductionOp::create(b, kind, v, nnan().getValue());
+  }
+
+  // --- tensor access ----------------------------------------------------------
+  /// Indices of q/o row `row` (sequence-relative), column `col`.
+  SmallVector<Value> qIndex(Value row, Value col) {
+    if (spec.varlen)
+      return {add(seqQ0, row), head, col};
+    return {batch, head, row, col};
+  }
+  SmallVector<Value> kvIndex(Value row, Value col) {
+    if (spec.varlen)
+      return {add(seqK0, row), kvHead, col};
+    return {batch, kvHead, row, col};
+  }
+
+  // --- phases ---------------------------------------------------------------
+  void emitItem(Value item);
+  Value slopeLog2();
+  void stageQuery();
+  void stagePositions();
+  void emitKeyBlock(Value kb, Value nk);
+  void stageKeys(Value kb, Value nk);
+  void scoreTile(Value r0, int64_t rows, int64_t c0, int64_t cols);
+  void softmaxRow(Value i, Value kb, Value nk);
+  void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
+              Value nk);
+  void finalize();
+  /// Runs `tile(r0, rows)` over [0, bm) in groups of `group` rows: a loop
+  /// over the full groups and one more call for the remainder.
+  void rowGroups(int64_t group, function_ref<void(Value, int64_t)> tile);
+
+  AttentionOp op;
+  ImplicitLocOpBuilder &b;
+  ::tilt::AttentionSpec spec;
+  TileConfigAttr config;
+  int64_t vl, bm, bn, d;
+  Type f32, elt;
+  VectorType vecF32;
+
+  // Scratch, allocated once per call.
+  Value qs, kt, vs, sp, acc, mRow, lRow, alphaRow;
+  // Per work item.
+  Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
+  Value slope2, pos, posRef;
+};
+
+Value KernelEmitter::exp2(Value x) {
+  // 2^x = 2^n * 2^f with n = floor(x), f in [0, 1). Inputs here are <= 0;
+  // below -127 the result is 0 (also for -inf, the masked scores).
+  x = maxF(x, splat(-127.0));
+  Value n = math::FloorOp::create(b, x);
+  Value f = arith::SubFOp::create(b, x, n);
+  Value p = splat(kExp2Poly[5]);
+  for (int k = 4; k >= 0; --k)
+    p = math::FmaOp::create(b, p, f, splat(kExp2Poly[k]));
+  VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
+  Value ni = arith::FPToSIOp::create(b, vecI32, n);
+  Value biased = arith::AddIOp::create(
+      b, ni,
+      arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(127))));
+  Value bits = arith::ShLIOp::create(
+      b, biased,
+      arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(23))));
+  Value scale = arith::BitcastOp::create(b, vecF32, bits);
+  return arith::MulFOp::create(b, p, scale);
+}
+
+void KernelEmitter::rowGroups(int64_t group,
+                              function_ref<void(Value, int64_t)> tile) {
+  group = std::min(group, bm);
+  int64_t full = bm / group * group;
+  forLoop(idx(0), idx(full), idx(group),
+          [&](Value r0) { tile(r0, group); });
+  if (full < bm)
+    tile(idx(full), bm - full);
+}
+
+LogicalResult KernelEmitter::emit() {
+  if (d % vl != 0 || bn % vl != 0)
+    return op.emitOpError("head dim and block_n must be multiples of the "
+                          "vector length ")
+           << vl;
+  qs = scratch({bm, d}, f32);
+  kt = scratch({d, bn}, f32);
+  if (!elt.isF32())
+    vs = scratch({bn, d}, f32);
+  sp = scratch({bm, bn}, f32);
+  acc = scratch({bm, d}, f32);
+  mRow = scratch({bm}, f32);
+  lRow = scratch({bm}, f32);
+  alphaRow = scratch({bm}, f32);
+  forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
+          [&](Value item) { emitItem(item); });
+  return success();
+}
+
+void KernelEmitter::emitItem(Value item) {
+  // Geometry of this item: (batch, head, query block).
+  Value q = op.getQ();
+  Value h = idx(spec.heads);
+  Value maxSq;
+  if (spec.varlen) {
+    // Query blocks per (batch, head) count against the longest sequence, as
+    // the runtime does; scan cu_seqlens_q once per item (B is small).
+    Value cu = op.getCuSeqlensQ();
+    Value nb = sub(memref::DimOp::create(b, cu, 0), idx(1));
+    auto loop = scf::ForOp::create(
+        b, idx(0), nb, idx(1), ValueRange{idx(0)},
+        [&](OpBuilder &, Location, Value i, ValueRange args) {
+          Value lo = memref::LoadOp::create(b, cu, ValueRange{i});
+          Value hi = memref::LoadOp::create(b, cu, ValueRange{add(i, idx(1))});
+          Value len = arith::IndexCastOp::create(
+              b, b.getIndexType(), arith::SubIOp::create(b, hi, lo));
+          scf::YieldOp::create(b, ValueRange{maxI(args[0], len)});
+        });
+    maxSq = loop.getResult(0);
+  } else {
+    maxSq = memref::DimOp::create(b, q, 2);
+  }
+  Value numQBlocks = arith::CeilDivSIOp::create(b, maxSq, idx(bm));
+  Value qb = arith::RemSIOp::create(b, item, numQBlocks);
+  Value bh = arith::DivSIOp::create(b, item, numQBlocks);
+  head = arith::RemSIOp::create(b, bh, h);
+  batch = arith::DivSIOp::create(b, bh, h);
+  kvHead = arith::DivSIOp::create(b, head, idx(spec.heads / spec.kvHeads));
+  if (spec.varlen) {
+    auto load = [&](Value cu, Value i) -> Value {
+      Value v = memref::LoadOp::create(b, cu, ValueRange{i});
+      return arith::IndexCastOp::create(b, b.getIndexType(), v);
+    };
+    seqQ0 = load(op.getCuSeqlensQ(), batch);
+    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
+    seqK0 = load(op.getCuSeqlensK(), batch);
+    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
+  } else {
+    sq = memref::DimOp::create(b, q, 2);
+    sk = memref::DimOp::create(b, op.getK(), 2);
+  }
+  rowStart = mul(qb, idx(bm));
+  Value live = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, rowStart, sq);
+  ifThen(live, [&] {
+    rows = minI(idx(bm), sub(sq, rowStart));
+    shift = sub(sk, sq); // i' = i + Sk - Sq
+    slope2 = spec.hasAlibi() ? slopeLog2() : Value();
+
+    // Keys any row of this block may see.
+    Value kBegin = idx(0), kEnd = sk;
+    Value firstPos = add(rowStart, shift);
+    Value lastPos = add(firstPos, sub(rows, idx(1)));
+    if (spec.causal)
+      kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
+    if (spec.window)
+      kBegin = maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1)));
+
+    // Running state.
+    forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+      memref::StoreOp::create(b, f32c(-INFINITY), mRow, ValueRange{i});
+      memref::StoreOp::create(b, f32c(0.0), lRow, ValueRange{i});
+      for (int64_t c = 0; c < d; c += vl)
+        vector::StoreOp::create(b, splat(0.0), acc, ValueRange{i, idx(c)});
+    });
+    stageQuery();
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+      stagePositions();
+    forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
+      emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
+    });
+    finalize();
+    if (pos)
+      memref::DeallocOp::create(b, pos);
+    pos = nullptr;
+  });
+}
+
+Value KernelEmitter::slopeLog2() {
+  if (spec.slopes == ::tilt::SlopeSource::Custom) {
+    Value slopes = op.getSlopes();
+    auto type = cast<MemRefType>(slopes.getType());
+    SmallVector<Value> index{head};
+    if (type.getRank() == 2)
+      index.insert(index.begin(), batch);
+    Value m = memref::LoadOp::create(b, slopes, index);
+    return arith::MulFOp::create(b, m, f32c(kLog2E));
+  }
+  // Standard slopes are constants of the kernel: a table indexed by head.
+  std::vector<float> table = ::tilt::standardSlopes(spec);
+  for (float &m : table)
+    m = static_cast<float>(m * kLog2E);
+  auto type = VectorType::get({static_cast<int64_t>(table.size())}, f32);
+  Value all = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(type, ArrayRef<float>(table)));
+  return vector::ExtractOp::create(b, all, OpFoldResult(head));
+}
+
+void KernelEmitter::stageQuery() {
+  // Qs = q * scale * log2(e); rows past the sequence are zero.
+  Value scale = splat(spec.effectiveScale() * kLog2E);
+  VectorType vecElt = VectorType::get({vl}, elt);
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+    Value inside = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, i, rows);
+    for (int64_t c = 0; c < d; c += vl) {
+      Value v = ifValue(
+          vecF32, inside,
+          [&] {
+            Value v = vector::LoadOp::create(
+                b, vecElt, op.getQ(), qIndex(add(rowStart, i), idx(c)));
+            return arith::MulFOp::create(b, toF32(v), scale).getResult();
+          },
+          [&] { return splat(0.0); });
+      vector::StoreOp::create(b, v, qs, ValueRange{i, idx(c)});
+    }
+  });
+}
+
+void KernelEmitter::stagePositions() {
+  // pos[j] = cumsum(kpm)[j] - 1, plus bn entries of padding so a key block
+  // at the end can be read as whole vectors.
+  auto type = MemRefType::get({ShapedType::kDynamic}, f32);
+  pos = memref::AllocOp::create(b, type, ValueRange{add(sk, idx(bn))},
+                                b.getI64IntegerAttr(64));
+  Value kpm = op.getKeyPaddingMask();
+  scf::ForOp::create(
+      b, idx(0), sk, idx(1), ValueRange{f32c(-1.0)},
+      [&](OpBuilder &, Location, Value j, ValueRange args) {
+        Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, j});
+        Value zero = arith::ConstantOp::create(b, b.getI8IntegerAttr(0));
+        Value on = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zero);
+        Value next = arith::SelectOp::create(
+            b, on, arith::AddFOp::create(b, args[0], f32c(1.0)), args[0]);
+        memref::StoreOp::create(b, next, pos, ValueRange{j});
+        scf::YieldOp::create(b, ValueRange{next});
+      });
+  forLoop(sk, add(sk, idx(bn)), idx(1), [&](Value j) {
+    memref::StoreOp::create(b, f32c(0.0), pos, ValueRange{j});
+  });
+}
+
+void KernelEmitter::emitKeyBlock(Value kb, Value nk) {
+  // nk: keys of this block inside the visible range (the last may be short).
+  stageKeys(kb, nk);
+
+  int64_t cols = bn / vl;
+  int64_t colChunk = std::min<int64_t>(cols, 4);
+  int64_t budget = accumulatorBudget(config.getVariant());
+  for (int64_t c0 = 0; c0 < cols; c0 += colChunk) {
+    int64_t n = std::min(colChunk, cols - c0);
+    rowGroups(budget / n,
+              [&](Value r0, int64_t rows) { scoreTile(r0, rows, c0, n); });
+  }
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) { softmaxRow(i, kb, nk); });
+  int64_t dv = d / vl;
+  int64_t dChunk = std::min<int64_t>(dv, 8);
+  for (int64_t c0 = 0; c0 < dv; c0 += dChunk) {
+    int64_t n = std::min(dChunk, dv - c0);
+    rowGroups(std::max<int64_t>(1, budget / n), [&](Value r0, int64_t rows) {
+      pvTile(r0, rows, c0, n, kb, nk);
+    });
+  }
+}
+
+void KernelEmitter::stageKeys(Value kb, Value nk) {
+  // Kt[:, j] = k[kb + j, :] for j < nk, zero beyond. Scalar moves use load
+  // and store ports, which the FMA-bound micro-kernels leave idle.
+  forLoop(idx(0), idx(bn), idx(1), [&](Value j) {
+    Value inside = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j, nk);
+    scf::IfOp::create(
+        b, inside,
+        [&](OpBuilder &, Location) {
+          Value row = add(kb, j);
+          forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+            Value v = memref::LoadOp::create(b, op.getK(), kvIndex(row, c));
+            memref::StoreOp::create(b, toF32(v), kt, ValueRange{c, j});
+          });
+          if (vs) {
+            VectorType vecElt = VectorType::get({vl}, elt);
+            for (int64_t c = 0; c < d; c += vl) {
+              Value v = vector::LoadOp::create(b, vecElt, op.getV(),
+                                               kvIndex(row, idx(c)));
+              vector::StoreOp::create(b, toF32(v), vs, ValueRange{j, idx(c)});
+            }
+          }
+          scf::YieldOp::create(b);
+        },
+        [&](OpBuilder &, Location) {
+          forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+            memref::StoreOp::create(b, f32c(0.0), kt, ValueRange{c, j});
+          });
+          scf::YieldOp::create(b);
+        });
+  });
+}
+
+void KernelEmitter::scoreTile(Value r0, int64_t rows, int64_t c0,
+                              int64_t cols) {
+  // S[r0 + r, (c0 + c) * vl ...] = sum_k Qs[r0 + r, k] * Kt[k, ...]
+  SmallVector<Value> init(rows * cols, splat(0.0));
+  auto loop = scf::ForOp::create(
+      b, idx(0), idx(d), idx(1), init,
+      [&](OpBuilder &, Location, Value k, ValueRange accs) {
+        SmallVector<Value> kv;
+        for (int64_t c = 0; c < cols; ++c)
+          kv.push_back(vector::LoadOp::create(
+              b, vecF32, kt, ValueRange{k, idx((c0 + c) * vl)}));
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < rows; ++r) {
+          Value qv = bcast(memref::LoadOp::create(
+              b, qs, ValueRange{add(r0, idx(r)), k}));
+          for (int64_t c = 0; c < cols; ++c)
+            next.push_back(
+                vector::FMAOp::create(b, qv, kv[c], accs[r * cols + c]));
+        }
+        scf::YieldOp::create(b, next);
+      });
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      vector::StoreOp::create(b, loop.getResult(r * cols + c), sp,
+                              ValueRange{add(r0, idx(r)), idx((c0 + c) * vl)});
+}
+
+void KernelEmitter::softmaxRow(Value i, Value kb, Value nk) {
+  Value ip = add(add(rowStart, i), shift); // i'
+  // jrel = j - i' for the block's first key, as f32 (exact: |j - i'| < 2^24).
+  Value base = indexToF32(sub(kb, ip));
+  Value nkF = indexToF32(nk);
+  SmallVector<float> lanes;
+  for (int64_t l = 0; l < vl; ++l)
+    lanes.push_back(static_cast<float>(l));
+  Value iota = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(vecF32, ArrayRef<float>(lanes)));
+  Value negInf = splat(-INFINITY);
+  if (pos)
+    posRef = memref::LoadOp::create(
+        b, pos, ValueRange{maxI(idx(0), minI(ip, sub(sk, idx(1))))});
+
+  SmallVector<Value> s;
+  Value rowMax = negInf;
+  for (int64_t c = 0; c < bn / vl; ++c) {
+    Value lane = arith::AddFOp::create(b, iota, splat(double(c * vl)));
+    Value jrel = arith::AddFOp::create(b, lane, bcast(base));
+    Value v = vector::LoadOp::create(b, vecF32, sp, ValueRange{i, idx(c * vl)});
+    switch (spec.bias) {
+    case ::tilt::BiasKind::None:
+      break;
+    case ::tilt::BiasKind::Alibi:
+      v = math::FmaOp::create(b, bcast(slope2), jrel, v);
+      break;
+    case ::tilt::BiasKind::AlibiSymmetric:
+      v = math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
+                              math::AbsFOp::create(b, jrel), v);
+      break;
+    case ::tilt::BiasKind::AlibiPositions: {
+      Value p = vector::LoadOp::create(b, vecF32, pos,
+                                       ValueRange{add(kb, idx(c * vl))});
+      Value rel = arith::SubFOp::create(b, p, bcast(posRef));
+      v = math::FmaOp::create(b, bcast(slope2), rel, v);
+      break;
+    }
+    }
+    // Visible: j < Sk (tail), j <= i' (causal), i' - j < w (window), kpm.
+    Value visible = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lane,
+                                          bcast(nkF));
+    auto both = [&](Value cond) {
+      visible = arith::AndIOp::create(b, visible, cond);
+    };
+    if (spec.causal)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
+                                 splat(0.0)));
+    if (spec.window)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
+                                 splat(-double(*spec.window))));
+    if (Value kpm = op.getKeyPaddingMask()) {
+      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
+      Value inRange = vector::CreateMaskOp::create(
+          b, VectorType::get({vl}, b.getI1Type()),
+          ValueRange{maxI(idx(0), sub(nk, idx(c * vl)))});
+      Value zeros = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
+      Value m = vector::MaskedLoadOp::create(
+          b, vecI8, kpm, ValueRange{batch, add(kb, idx(c * vl))}, inRange,
+          zeros);
+      both(arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
+    }
+    v = arith::SelectOp::create(b, visible, v, negInf);
+    s.push_back(v);
+    rowMax = maxF(rowMax, v);
+  }
+  Value mx = reduce(vector::CombiningKind::MAXIMUMF, rowMax);
+  Value mOld = memref::LoadOp::create(b, mRow, ValueRange{i});
+  Value mNew = maxF(mOld, mx);
+  // A row with nothing visible so far keeps m = -inf; subtract 0 instead so
+  // -inf - -inf never makes a NaN.
+  Value isEmpty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
+                                        f32c(-INFINITY));
+  Value mSafe = arith::SelectOp::create(b, isEmpty, f32c(0.0), mNew);
+  Value mSafeV = bcast(mSafe);
+  Value sum = splat(0.0);
+  for (int64_t c = 0; c < bn / vl; ++c) {
+    Value p = exp2(arith::SubFOp::create(b, s[c], mSafeV));
+    vector::StoreOp::create(b, p, sp, ValueRange{i, idx(c * vl)});
+    sum = arith::AddFOp::create(b, sum, p);
+  }
+  Value rowSum = reduce(vector::CombiningKind::ADD, sum);
+  Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
+  Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
+  Value lOld = memref::LoadOp::create(b, lRow, ValueRange{i});
+  Value lNew = math::FmaOp::create(b, lOld, alpha, rowSum);
+  memref::StoreOp::create(b, lNew, lRow, ValueRange{i});
+  memref::StoreOp::create(b, mNew, mRow, ValueRange{i});
+  memref::StoreOp::create(b, alpha, alphaRow, ValueRange{i});
+}
+
+void KernelEmitter::pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols,
+                           Value kb, Value nk) {
+  // Acc[r, c] = Acc[r, c] * alpha[r] + sum_j P[r, j] * V[j, c]
+  SmallVector<Value> init;
+  for (int64_t r = 0; r < rows; ++r) {
+    Value row = add(r0, idx(r));
+    Value alpha = bcast(memref::LoadOp::create(b, alphaRow, ValueRange{row}));
+    for (int64_t c = 0; c < cols; ++c) {
+      Value a = vector::LoadOp::create(b, vecF32, acc,
+                                       ValueRange{row, idx((c0 + c) * vl)});
+      init.push_back(arith::MulFOp::create(b, a, alpha));
+    }
+  }
+  auto loop = scf::ForOp::create(
+      b, idx(0), nk, idx(1), init,
+      [&](OpBuilder &, Location, Value j, ValueRange accs) {
+        SmallVector<Value> vv;
+        for (int64_t c = 0; c < cols; ++c) {
+          Value col = idx((c0 + c) * vl);
+          vv.push_back(vs ? vector::LoadOp::create(b, vecF32, vs,
+                                                   ValueRange{j, col})
+                          : vector::LoadOp::create(b, vecF32, op.getV(),
+                                                   kvIndex(add(kb, j), col)));
+        }
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < rows; ++r) {
+          Value p = bcast(
+              memref::LoadOp::create(b, sp, ValueRange{add(r0, idx(r)), j}));
+          for (int64_t c = 0; c < cols; ++c)
+            next.push_back(
+                vector::FMAOp::create(b, p, vv[c], accs[r * cols + c]));
+        }
+        scf::YieldOp::create(b, next);
+      });
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      vector::StoreOp::create(b, loop.getResult(r * cols + c), acc,
+                              ValueRange{add(r0, idx(r)), idx((c0 + c) * vl)});
+}
+
+void KernelEmitter::finalize() {
+  // o = Acc / l; lse = (m + log2 l) * ln 2 (+ the positions' row constant).
+  // A row that saw no key has l = 0: o = 0, lse = -inf.
+  Value lse = op.getLseOut();
+  forLoop(idx(0), rows, idx(1), [&](Value i) {
+    Value l = memref::LoadOp::create(b, lRow, ValueRange{i});
+    Value m = memref::LoadOp::create(b, mRow, ValueRange{i});
+    Value any = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l,
+                                      f32c(0.0));
+    Value inv = arith::SelectOp::create(
+        b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
+    Value invV = bcast(inv);
+    Value row = add(rowStart, i);
+    for (int64_t c = 0; c < d; c += vl) {
+      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
+      vector::StoreOp::create(b, fromF32(arith::MulFOp::create(b, a, invV)),
+                              op.getOut(), qIndex(row, idx(c)));
+    }
+    if (!lse)
+      return;
+    Value logL = math::Log2Op::create(b, arith::SelectOp::create(
+                                             b, any, l, f32c(1.0)));
+    Value value = arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL),
+                                        f32c(kLn2));
+    if (pos) {
+      Value ip = add(row, shift);
+      Value ref = memref::LoadOp::create(
+          b, pos, ValueRange{maxI(idx(0), minI(ip, sub(sk, idx(1))))});
+      // Scores were shifted by -m * pos[i'] (natural units); undo it.
+      Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
+      value = math::FmaOp::create(b, slope, ref, value);
+    }
+    value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
+    SmallVector<Value> index =
+        spec.varlen ? SmallVector<Value>{head, add(seqQ0, row)}
+                    : SmallVector<Value>{batch, head, row};
+    memref::StoreOp::create(b, value, lse, index);
+  });
+}
+
+struct ConvertTiltToCPU
+    : mlir::tilt::impl::ConvertTiltToCPUBase<ConvertTiltToCPU> {
+  void runOnOperation() override {
+    SmallVector<AttentionOp> ops;
+    getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
+    for (AttentionOp op : ops) {
+      if (!op.hasBufferSemantics() || !op.getItemBegin()) {
+        op.emitOpError("convert-tilt-to-cpu needs the kernel form (memrefs "
+                       "with items); run tilt-cpu-entry first");
+        return signalPassFailure();
+      }
+      TileConfigAttr config = op.getConfigAttr();
+      if (config.isGpu() ||
+          config.getVariant() == KernelVariant::cpu_amx) {
+        op.emitOpError("convert-tilt-to-cpu lowers cpu_avx2 and cpu_avx512 "
+                       "tile configs, got ")
+            << stringifyKernelVariant(config.getVariant());
+        return signalPassFailure();
+      }
+      ImplicitLocOpBuilder b(op.getLoc(), op);
+      KernelEmitter emitter(op, b);
+      if (failed(emitter.emit()))
+        return signalPassFailure();
+      op.erase();
+    }
+  }
+};
+
+} // namespace

@@ -1,0 +1,69 @@
+//===- CpuPipeline.cpp - spec -> LLVM dialect for x86-64 ------------------===//
+
+#include "tilt/Compiler/Pipelines.h"
+#include "tilt/Compiler/Passes.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVMPass.h"
+#include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+std::vector<PipelineStage>
+mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
+  std::string name = options.kernelName, variant = options.variant;
+  return {
+      {"entry",
+       [=](OpPassManager &pm) {
+         TiltCpuEntryOptions entry;
+         entry.kernelName = name;
+         entry.variant = variant;
+         pm.addPass(createTiltCpuEntry(entry));
+       }},
+      {"loops",
+       [](OpPassManager &pm) {
+         pm.addPass(createConvertTiltToCPU());
+         pm.addPass(createCanonicalizerPass());
+         pm.addPass(createCSEPass());
+       }},
+      {"llvm",
+       [](OpPassManager &pm) {
+         pm.addPass(createConvertVectorToLLVMPass());
+         pm.addPass(memref::createExpandStridedMetadataPass());
+         pm.addPass(createLowerAffinePass());
+         pm.addPass(createSCFToControlFlowPass());
+         pm.addPass(createConvertMathToLLVMPass());
+         pm.addPass(createArithToLLVMConversionPass());
+         pm.addPass(createConvertIndexToLLVMPass());
+         pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+         pm.addPass(createConvertFuncToLLVMPass());
+         pm.addPass(createConvertControlFlowToLLVMPass());
+         pm.addPass(createReconcileUnrealizedCastsPass());
+         pm.addPass(createCanonicalizerPass());
+       }},
+  };
+}
+
+void mlir::tilt::buildCpuPipeline(OpPassManager &pm,
+                                  const CpuPipelineOptions &options) {
+  for (const PipelineStage &stage : getCpuPipelineStages(options))
+    stage.addPasses(pm);
+}
+
+void mlir::tilt::registerTiltPipelines() {
+  PassPipelineRegistration<CpuPipelineOptions>(
+      "tilt-cpu-pipeline",
+      "Lower a tilt spec module to the LLVM dialect for x86-64 CPUs",
+      buildCpuPipeline);
+}

@@ -1,0 +1,226 @@
+//===- CpuTarget.cpp - LLVM dialect -> native x86-64 artifacts ------------===//
+
+#include "tilt/Compiler/CpuTarget.h"
+#include "tilt/KernelABI.h"
+
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "lld/Common/Driver.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+#include <mutex>
+
+LLD_HAS_DRIVER(elf)
+
+namespace tilt {
+
+CpuMachine CpuMachine::host() {
+  CpuMachine m;
+  m.cpu = llvm::sys::getHostCPUName().str();
+  std::vector<std::string> on;
+  for (const auto &f : llvm::sys::getHostCPUFeatures())
+    if (f.getValue())
+      on.push_back((llvm::Twine("+") + f.getKey()).str());
+  llvm::sort(on);
+  m.features = llvm::join(on, ",");
+  return m;
+}
+
+bool CpuMachine::has(const std::string &feature) const {
+  std::string needle = (llvm::Twine("+") + feature).str();
+  llvm::SmallVector<llvm::StringRef> parts;
+  llvm::StringRef(features).split(parts, ',');
+  return llvm::is_contained(parts, needle);
+}
+
+std::string CpuMachine::str() const {
+  return (llvm::Twine("cpu=") + cpu + ";features=" + features).str();
+}
+
+namespace {
+
+void initializeLLVMOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+}
+
+/// void tilt_cpu_entry(void **descriptors, i64 begin, i64 end): forwards the
+/// descriptors to the C interface wrapper MLIR generated for the kernel.
+void addPackedEntry(llvm::Module &m, llvm::Function *ciface,
+                    unsigned numMemrefs) {
+  llvm::LLVMContext &ctx = m.getContext();
+  auto *ptr = llvm::PointerType::getUnqual(ctx);
+  auto *i64 = llvm::Type::getInt64Ty(ctx);
+  auto *type =
+      llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptr, i64, i64}, false);
+  auto *entry = llvm::Function::Create(type, llvm::GlobalValue::ExternalLinkage,
+                                       tilt::kCpuEntrySymbol, m);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", entry));
+  llvm::SmallVector<llvm::Value *> args;
+  for (unsigned i = 0; i < numMemrefs; ++i) {
+    llvm::Value *slot = b.CreateConstGEP1_64(ptr, entry->getArg(0), i);
+    args.push_back(b.CreateLoad(ptr, slot));
+  }
+  args.push_back(entry->getArg(1));
+  args.push_back(entry->getArg(2));
+  b.CreateCall(ciface, args);
+  b.CreateRetVoid();
+}
+
+std::string linkSharedObject(llvm::StringRef object, std::string &out) {
+  // lld reads and writes files; keep them in a private temp directory.
+  llvm::SmallString<128> dir;
+  if (std::error_code ec =
+          llvm::sys::fs::createUniqueDirectory("tilt-link", dir))
+    return "cannot create a temp directory: " + ec.message();
+  llvm::SmallString<128> obj(dir), so(dir);
+  llvm::sys::path::append(obj, "kernel.o");
+  llvm::sys::path::append(so, "kernel.so");
+  auto cleanup = [&] {
+    llvm::sys::fs::remove(obj);
+    llvm::sys::fs::remove(so);
+    llvm::sys::fs::remove(dir);
+  };
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream os(obj, ec);
+    if (ec) {
+      cleanup();
+      return "cannot write " + obj.str().str() + ": " + ec.message();
+    }
+    os << object;
+  }
+  std::string diag;
+  llvm::raw_string_ostream diagOS(diag);
+  const char *args[] = {"ld.lld", "-shared", "--hash-style=gnu", "-O1",
+                        obj.c_str(), "-o", so.c_str()};
+  // lld keeps global state per link; one link at a time.
+  static std::mutex lldMutex;
+  lld::Result result;
+  {
+    std::lock_guard<std::mutex> lock(lldMutex);
+    result = lld::lldMain(args, diagOS, diagOS, {{lld::Gnu, &lld::elf::link}});
+  }
+  if (result.retCode != 0) {
+    cleanup();
+    return "lld failed: " + diag;
+  }
+  auto buffer = llvm::MemoryBuffer::getFile(so);
+  if (!buffer) {
+    cleanup();
+    return "cannot read the linked shared object";
+  }
+  out = (*buffer)->getBuffer().str();
+  cleanup();
+  return {};
+}
+
+} // namespace
+
+std::string emitCpuArtifact(mlir::ModuleOp module, const std::string &kernelName,
+                            unsigned numMemrefArgs, const std::string &info,
+                            const CpuMachine &machineIn, CpuEmit emit,
+                            std::string &out) {
+  initializeLLVMOnce();
+  CpuMachine machine = machineIn.cpu.empty() ? CpuMachine::host() : machineIn;
+
+  mlir::registerBuiltinDialectTranslation(*module->getContext());
+  mlir::registerLLVMDialectTranslation(*module->getContext());
+  llvm::LLVMContext ctx;
+  std::unique_ptr<llvm::Module> m = mlir::translateModuleToLLVMIR(module, ctx);
+  if (!m)
+    return "translation to LLVM IR failed";
+
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return "no LLVM target for " + triple.str() + ": " + error;
+  llvm::TargetOptions options;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, machine.cpu, machine.features, options, llvm::Reloc::PIC_,
+      std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+  if (!tm)
+    return "cannot create a target machine for cpu " + machine.cpu;
+  m->setTargetTriple(triple);
+  m->setDataLayout(tm->createDataLayout());
+
+  llvm::Function *ciface = m->getFunction("_mlir_ciface_" + kernelName);
+  if (!ciface)
+    return "the module has no C interface for " + kernelName;
+  addPackedEntry(*m, ciface, numMemrefArgs);
+  auto *infoInit = llvm::ConstantDataArray::getString(ctx, info);
+  new llvm::GlobalVariable(*m, infoInit->getType(), /*isConstant=*/true,
+                           llvm::GlobalValue::ExternalLinkage, infoInit,
+                           tilt::kKernelInfoSymbol);
+
+  // Explicit 512-bit vector ops must stay 512-bit: without this the x86
+  // backend splits them for CPUs tuned to prefer 256-bit vectors.
+  for (llvm::Function &f : *m) {
+    if (f.isDeclaration())
+      continue;
+    f.addFnAttr("target-cpu", machine.cpu);
+    f.addFnAttr("target-features", machine.features);
+    if (machine.has("avx512f")) {
+      f.addFnAttr("prefer-vector-width", "512");
+      f.addFnAttr("min-legal-vector-width", "512");
+    }
+  }
+
+  {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PassBuilder pb(tm.get());
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm =
+        pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+    mpm.run(*m, mam);
+  }
+
+  if (emit == CpuEmit::LLVMIR) {
+    llvm::raw_string_ostream os(out);
+    m->print(os, nullptr);
+    return {};
+  }
+  llvm::SmallString<0> buffer;
+  {
+    llvm::raw_svector_ostream os(buffer);
+    llvm::legacy::PassManager pm;
+    auto type = emit == CpuEmit::Assembly ? llvm::CodeGenFileType::AssemblyFile
+                                          : llvm::CodeGenFileType::ObjectFile;
+    if (tm->addPassesToEmitFile(pm, os, nullptr, type))
+      return "the target cannot emit this file type";
+    pm.run(*m);
+  }
+  if (emit != CpuEmit::SharedObject) {
+    out = buffer.str().str();
+    return {};
+  }
+  return linkSharedObject(buffer.str(), out);
+}
+
+} // namespace tilt

@@ -1,0 +1,160 @@
+//===- CpuEntry.cpp - Spec function -> CPU kernel entry point -------------===//
+
+#include "tilt/Compiler/Configs.h"
+#include "tilt/Compiler/Passes.h"
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+
+#include "mlir/IR/Builders.h"
+
+namespace mlir::tilt {
+#define GEN_PASS_DEF_TILTCPUENTRY
+#include "tilt/Compiler/Passes.h.inc"
+} // namespace mlir::tilt
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+TileConfigAttr mlir::tilt::getDefaultCpuConfig(MLIRContext *ctx,
+                                               KernelVariant variant) {
+  switch (variant) {
+  case KernelVariant::cpu_avx2:
+    return TileConfigAttr::get(ctx, variant, 32, 32, 0, 0);
+  case KernelVariant::cpu_amx:
+    return TileConfigAttr::get(ctx, variant, 64, 64, 0, 0);
+  default:
+    return TileConfigAttr::get(ctx, KernelVariant::cpu_avx512, 64, 64, 0, 0);
+  }
+}
+
+KernelVariant mlir::tilt::pickCpuVariant(::tilt::DType dtype, bool hasAmxBf16,
+                                         bool hasAvx512) {
+  // cpu_amx is chosen only once convert-tilt-to-cpu lowers it.
+  (void)dtype;
+  (void)hasAmxBf16;
+  return hasAvx512 ? KernelVariant::cpu_avx512 : KernelVariant::cpu_avx2;
+}
+
+namespace {
+
+MemRefType toMemRef(Type t) {
+  auto tensor = cast<RankedTensorType>(t);
+  return MemRefType::get(tensor.getShape(), tensor.getElementType());
+}
+
+struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    SmallVector<AttentionOp> ops;
+    getOperation().walk([&](AttentionOp op) {
+      if (!op.hasBufferSemantics())
+        ops.push_back(op);
+    });
+    for (AttentionOp op : ops)
+      if (failed(rewrite(op)))
+        return signalPassFailure();
+  }
+
+  FailureOr<TileConfigAttr> pickConfig(AttentionOp op) {
+    if (TileConfigAttr config = op.getConfigAttr()) {
+      if (config.isGpu()) {
+        op.emitOpError("tilt-cpu-entry needs a CPU tile_config, got ")
+            << stringifyKernelVariant(config.getVariant());
+        return failure();
+      }
+      return config;
+    }
+    std::optional<KernelVariant> v = symbolizeKernelVariant(variant);
+    if (!v || *v == KernelVariant::gpu_sm80 || *v == KernelVariant::gpu_sm90a) {
+      op.emitOpError("tilt-cpu-entry: variant must be cpu_avx2, cpu_avx512 "
+                     "or cpu_amx, got '")
+          << variant << "'";
+      return failure();
+    }
+    TileConfigAttr config = getDefaultCpuConfig(op.getContext(), *v);
+    if (blockM || blockN) {
+      auto emitError = [&] { return op.emitOpError(); };
+      int64_t m = blockM ? blockM : config.getBlockM();
+      int64_t n = blockN ? blockN : config.getBlockN();
+      if (failed(TileConfigAttr::verify(emitError, *v, m, n, 0, 0)))
+        return failure();
+      config = TileConfigAttr::get(op.getContext(), *v, m, n, 0, 0);
+    }
+    return config;
+  }
+
+  LogicalResult rewrite(AttentionOp op) {
+    auto func = dyn_cast<func::FuncOp>(op->getParentOp());
+    if (!func || !func.getBody().hasOneBlock() ||
+        !llvm::all_of(op->getOperands(),
+                      [&](Value v) { return isa<BlockArgument>(v); }))
+      return op.emitOpError("tilt-cpu-entry expects the op alone in a "
+                            "function whose arguments it uses directly");
+    FailureOr<TileConfigAttr> config = pickConfig(op);
+    if (failed(config))
+      return failure();
+    ::tilt::AttentionSpec spec = op.getSpec();
+    if (config->getVariant() == KernelVariant::cpu_amx &&
+        spec.dtype != ::tilt::DType::BF16)
+      return op.emitOpError("variant cpu_amx needs bf16 inputs");
+
+    // The ABI order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k].
+    MLIRContext *ctx = op.getContext();
+    auto qType = cast<RankedTensorType>(op.getQ().getType());
+    SmallVector<int64_t> lseShape =
+        spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
+                    : SmallVector<int64_t>{qType.getDimSize(0), spec.heads,
+                                           qType.getDimSize(2)};
+    SmallVector<Type> argTypes = {toMemRef(op.getQ().getType()),
+                                  toMemRef(op.getK().getType()),
+                                  toMemRef(op.getV().getType()),
+                                  toMemRef(op.getQ().getType()),
+                                  MemRefType::get(lseShape,
+                                                  Float32Type::get(ctx))};
+    if (op.getSlopes()) {
+      // Always [B, H] with a dynamic batch stride: the runtime passes
+      // per-head slopes ([H]) with batch stride 0, so one kernel serves both.
+      int64_t dyn = ShapedType::kDynamic;
+      argTypes.push_back(MemRefType::get(
+          {dyn, spec.heads}, Float32Type::get(ctx),
+          StridedLayoutAttr::get(ctx, /*offset=*/0, {dyn, 1})));
+    }
+    if (Value m = op.getKeyPaddingMask()) {
+      // The runtime always passes the mask as bytes.
+      auto shape = cast<RankedTensorType>(m.getType()).getShape();
+      argTypes.push_back(MemRefType::get(shape, IntegerType::get(ctx, 8)));
+    }
+    if (Value cu = op.getCuSeqlensQ()) {
+      argTypes.push_back(toMemRef(cu.getType()));
+      argTypes.push_back(toMemRef(op.getCuSeqlensK().getType()));
+    }
+    Type index = IndexType::get(ctx);
+    argTypes.append({index, index});
+
+    OpBuilder b(func);
+    auto kernel = func::FuncOp::create(b, func.getLoc(), kernelName,
+                                       b.getFunctionType(argTypes, {}));
+    kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+    Block *body = kernel.addEntryBlock();
+    b.setInsertionPointToStart(body);
+    ValueRange args = body->getArguments();
+    unsigned next = 5;
+    auto take = [&](Value present) {
+      return present ? args[next++] : Value();
+    };
+    Value slopes = take(op.getSlopes());
+    Value kpm = take(op.getKeyPaddingMask());
+    Value cuQ = take(op.getCuSeqlensQ());
+    Value cuK = take(op.getCuSeqlensK());
+    AttentionOp::create(b, op.getLoc(), Type(), Type(), args[0], args[1],
+                        args[2], slopes, kpm, cuQ, cuK, args[3], args[4],
+                        args[next], args[next + 1], op.getBiasAttr(),
+                        op.getCausalAttr(), op.getWindowAttr(),
+                        op.getScaleAttr(), *config);
+    func::ReturnOp::create(b, op.getLoc());
+    func.erase();
+    return success();
+  }
+};
+
+} // namespace

@@ -1,0 +1,123 @@
+//===- Runtime.h - Tilt's small runtime -------------------------*- C++ -*-===//
+//
+// Finds the kernel for a spec (memory cache -> disk cache -> the compiler, on a
+// miss) and launches it over batch x heads x query blocks on its own thread
+// pool. No LLVM/MLIR dependency: the compiler is reached only through the
+// KernelCompiler interface, so a process that only loads cached or bundled
+// artifacts never links it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_RUNTIME_H
+#define TILT_RUNTIME_H
+
+#include "tilt/Spec.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tilt {
+
+enum class Target { CPU, CUDA };
+std::string_view toString(Target t);
+
+/// A dense, row-major tensor owned by the caller. Elements of q/k/v/o are of
+/// the spec's dtype (f16 and bf16 as 16-bit storage); lse and slopes are f32,
+/// the key padding mask uint8 (0 = padded), cu_seqlens int32.
+struct TensorRef {
+  void *data = nullptr;
+  int rank = 0;
+  int64_t shape[4] = {0, 0, 0, 0};
+
+  TensorRef() = default;
+  TensorRef(void *data, std::initializer_list<int64_t> dims);
+  bool present() const { return data != nullptr; }
+  int64_t numElements() const;
+  std::string shapeString() const; ///< "[1, 12, 128, 64]"
+};
+
+struct AttentionArgs {
+  TensorRef q, k, v, o;
+  TensorRef lse;            ///< optional output, f32 [B,H,Sq] ([H,totalQ] varlen)
+  TensorRef slopes;         ///< custom slopes, f32 [H] or [B,H]
+  TensorRef keyPaddingMask; ///< uint8 [B,Sk]
+  TensorRef cuSeqlensQ;     ///< int32 [B+1], varlen only
+  TensorRef cuSeqlensK;
+};
+
+/// How a kernel is tiled (mirrors #tilt.tile_config). An empty variant asks
+/// for the compiler's default.
+struct TileConfig {
+  std::string variant; ///< cpu_avx2 | cpu_avx512 | cpu_amx | gpu_sm80 | gpu_sm90a
+  int64_t blockM = 0, blockN = 0, numWarps = 0, numStages = 0;
+  bool isDefault() const { return variant.empty(); }
+  std::string str() const; ///< canonical "variant=..;block_m=..;..."
+};
+
+/// Counters since the Runtime was created (or since resetStats()).
+struct RunStats {
+  int64_t compiles = 0;
+  int64_t diskHits = 0;
+  int64_t memoryHits = 0;
+  double seconds = 0; ///< wall time spent inside run(), compiles included
+};
+
+/// The compiler as the runtime sees it. Implemented in compiler/.
+class KernelCompiler {
+public:
+  virtual ~KernelCompiler();
+  /// Everything about the compiler and target that changes the binary
+  /// (versions, CPU features, ...); part of every cache key.
+  virtual std::string fingerprint(Target target) const = 0;
+  /// The configuration used when the caller gives none.
+  virtual TileConfig defaultConfig(const AttentionSpec &spec,
+                                   Target target) const = 0;
+  /// Compiles; on success fills `artifact` (a shared object for CPU) and
+  /// returns "", else a one-line error.
+  virtual std::string compile(const AttentionSpec &spec,
+                              const TileConfig &config, Target target,
+                              std::string &artifact) = 0;
+};
+
+struct RuntimeOptions {
+  /// Disk cache directory. Empty: $TILT_CACHE_DIR, else
+  /// $XDG_CACHE_HOME/tilt, else $HOME/.cache/tilt.
+  std::string cacheDir;
+  int threads = 0;                    ///< 0: every core
+  KernelCompiler *compiler = nullptr; ///< not owned; null: cached only
+};
+
+class Runtime {
+public:
+  explicit Runtime(RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime &) = delete;
+  Runtime &operator=(const Runtime &) = delete;
+
+  /// Runs one attention. Returns "" or a one-line error naming the bad
+  /// argument and what was expected; on error nothing is written to `o`.
+  std::string run(const AttentionSpec &spec, const AttentionArgs &args,
+                  Target target = Target::CPU,
+                  const TileConfig &config = TileConfig());
+
+  /// Makes the kernel for (spec, config, target) resident without running
+  /// it; "" or an error. Used by benchmarks to time JIT latencies.
+  std::string prepare(const AttentionSpec &spec, Target target = Target::CPU,
+                      const TileConfig &config = TileConfig());
+
+  /// Drops loaded kernels (the disk cache stays).
+  void clearMemoryCache();
+  const RunStats &stats() const;
+  void resetStats();
+  const std::string &cacheDir() const;
+  int threads() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace tilt
+
+#endif // TILT_RUNTIME_H

@@ -1,0 +1,236 @@
+//===- tilt-run.cpp - Run one attention through the runtime ---------------===//
+//
+//   tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [--lse lse.npy]
+//            [--cu-seqlens-q F --cu-seqlens-k F] [--threads N] [--stats]
+//
+// Inputs are float32 .npy files, rounded to --dtype before use; outputs are
+// float32. The kernel comes from the runtime's caches or is JIT-compiled.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Args.h"
+#include "Half.h"
+#include "Npy.h"
+
+#include "tilt/Compiler/Compiler.h"
+#include "tilt/Runtime.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+
+using namespace tilt;
+using namespace tilt::tools;
+
+namespace {
+
+int fail(const std::string &msg) {
+  fmt::print(stderr, "tilt-run: error: {}\n", msg);
+  return 1;
+}
+
+std::string loadFloat32(const std::string &what, const std::string &path,
+                        NpyArray &out) {
+  if (std::string err = readNpy(path, out); !err.empty())
+    return err;
+  if (out.dtype != "<f4")
+    return fmt::format("{} ({}): dtype '{}', expected float32", what, path,
+                       out.dtype);
+  return {};
+}
+
+TensorRef ref(void *data, const std::vector<int64_t> &shape) {
+  TensorRef t;
+  t.data = data;
+  t.rank = static_cast<int>(shape.size());
+  for (int i = 0; i < t.rank && i < 4; ++i)
+    t.shape[i] = shape[i];
+  return t;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  SpecFlags flags;
+  TileConfig config;
+  std::string output, lseOutput, cuQFile, cuKFile, target = "cpu", cacheDir;
+  int64_t threads = 0, repeat = 1;
+  bool stats = false, help = false;
+
+  std::vector<Option> options;
+  addSpecOptions(options, flags);
+  addTileConfigOptions(options, config);
+  auto stringFlag = [&](const char *name, const char *value, const char *help,
+                        std::string &dst) {
+    options.push_back({name, value, help, [&dst](std::string_view v) {
+                         dst = v;
+                         return std::string();
+                       }});
+  };
+  stringFlag("o", "FILE.npy", "output, float32 like q (required)", output);
+  stringFlag("lse", "FILE.npy", "also write the log-sum-exp, float32",
+             lseOutput);
+  stringFlag("cu-seqlens-q", "FILE.npy",
+             "ragged batch: query offsets [B+1] (q packed [total,H,D])",
+             cuQFile);
+  stringFlag("cu-seqlens-k", "FILE.npy", "ragged batch: key offsets [B+1]",
+             cuKFile);
+  stringFlag("cache-dir", "DIR", "kernel cache (default: $TILT_CACHE_DIR)",
+             cacheDir);
+  options.push_back({"target", "cpu|cuda", "where to run (default cpu)",
+                     [&](std::string_view v) -> std::string {
+                       if (v != "cpu" && v != "cuda")
+                         return fmt::format(
+                             "--target must be cpu or cuda, got '{}'", v);
+                       target = v;
+                       return {};
+                     }});
+  options.push_back({"threads", "N", "CPU threads (default: all cores)",
+                     [&](auto v) { return parseInt("threads", v, threads, 1); }});
+  options.push_back({"repeat", "N", "run N times (later runs hit the cache)",
+                     [&](auto v) { return parseInt("repeat", v, repeat, 1); }});
+  options.push_back({"stats", "", "print cache statistics as JSON on stderr",
+                     [&](auto) {
+                       stats = true;
+                       return std::string();
+                     }});
+  options.push_back({"help", "", "show this help", [&](auto) {
+                       help = true;
+                       return std::string();
+                     }});
+
+  std::vector<std::string> files;
+  if (std::string err = parseArgs(argc, argv, options, files); !err.empty())
+    return fail(err);
+  if (help) {
+    fmt::print("usage: tilt-run [spec flags] q.npy k.npy v.npy -o out.npy "
+               "[options]\n\n{}",
+               helpText(options));
+    return 0;
+  }
+  if (files.size() != 3)
+    return fail(fmt::format("expected three inputs q.npy k.npy v.npy, got {}",
+                            files.size()));
+  if (output.empty())
+    return fail("-o FILE.npy is required");
+  if (cuQFile.empty() != cuKFile.empty())
+    return fail("--cu-seqlens-q and --cu-seqlens-k go together");
+  flags.spec.varlen = !cuQFile.empty();
+  if (std::string err = finishSpecFlags(flags); !err.empty())
+    return fail(err);
+  if (std::string err = finishTileConfig(config); !err.empty())
+    return fail(err);
+  const AttentionSpec &spec = flags.spec;
+
+  NpyArray q, k, v;
+  if (std::string err = loadFloat32("q", files[0], q); !err.empty())
+    return fail(err);
+  if (std::string err = loadFloat32("k", files[1], k); !err.empty())
+    return fail(err);
+  if (std::string err = loadFloat32("v", files[2], v); !err.empty())
+    return fail(err);
+  size_t rank = spec.varlen ? 3 : 4;
+  for (auto [name, a] : {std::pair<const char *, NpyArray *>{"q", &q},
+                         {"k", &k},
+                         {"v", &v}})
+    if (a->shape.size() != rank)
+      return fail(fmt::format("{}: expected rank {} ({}), got shape {}", name,
+                              rank, spec.varlen ? "[total, H, D]" : "[B, H, S, D]",
+                              a->shapeString()));
+
+  auto toDtype = [&](const NpyArray &a) {
+    TypedBuffer buf(spec.dtype, a.values.size());
+    for (size_t i = 0; i < a.values.size(); ++i)
+      buf.set(i, static_cast<float>(a.values[i]));
+    return buf;
+  };
+  TypedBuffer qb = toDtype(q), kb = toDtype(k), vb = toDtype(v);
+  TypedBuffer ob(spec.dtype, q.values.size());
+
+  AttentionArgs args;
+  args.q = ref(qb.data(), q.shape);
+  args.k = ref(kb.data(), k.shape);
+  args.v = ref(vb.data(), v.shape);
+  args.o = ref(ob.data(), q.shape);
+
+  std::vector<float> lse, slopes;
+  std::vector<int64_t> lseShape =
+      spec.varlen ? std::vector<int64_t>{spec.heads, q.shape[0]}
+                  : std::vector<int64_t>{q.shape[0], spec.heads, q.shape[2]};
+  if (!lseOutput.empty()) {
+    lse.assign(lseShape[0] * lseShape[1] * (spec.varlen ? 1 : lseShape[2]),
+               0.0f);
+    args.lse = ref(lse.data(), lseShape);
+  }
+  NpyArray slopesNpy, kpmNpy, cuQNpy, cuKNpy;
+  if (!flags.slopesFile.empty()) {
+    if (std::string err = loadFloat32("slopes", flags.slopesFile, slopesNpy);
+        !err.empty())
+      return fail(err);
+    slopes.assign(slopesNpy.values.begin(), slopesNpy.values.end());
+    args.slopes = ref(slopes.data(), slopesNpy.shape);
+  }
+  std::vector<uint8_t> kpm;
+  if (!flags.keyPaddingMaskFile.empty()) {
+    if (std::string err = readNpy(flags.keyPaddingMaskFile, kpmNpy);
+        !err.empty())
+      return fail(err);
+    for (double x : kpmNpy.values) {
+      if (x != 0.0 && x != 1.0)
+        return fail(fmt::format("--key-padding-mask: values must be 0 or 1, "
+                                "got {}",
+                                x));
+      kpm.push_back(x != 0.0);
+    }
+    args.keyPaddingMask = ref(kpm.data(), kpmNpy.shape);
+  }
+  std::vector<int32_t> cuQ, cuK;
+  auto loadOffsets = [&](const std::string &file, NpyArray &a,
+                         std::vector<int32_t> &dst) -> std::string {
+    if (std::string err = readNpy(file, a); !err.empty())
+      return err;
+    for (double x : a.values) {
+      if (x != static_cast<int32_t>(x))
+        return fmt::format("{}: offsets must be integers, got {}", file, x);
+      dst.push_back(static_cast<int32_t>(x));
+    }
+    return {};
+  };
+  if (spec.varlen) {
+    if (std::string err = loadOffsets(cuQFile, cuQNpy, cuQ); !err.empty())
+      return fail(err);
+    if (std::string err = loadOffsets(cuKFile, cuKNpy, cuK); !err.empty())
+      return fail(err);
+    args.cuSeqlensQ = ref(cuQ.data(), cuQNpy.shape);
+    args.cuSeqlensK = ref(cuK.data(), cuKNpy.shape);
+  }
+
+  Compiler compiler;
+  RuntimeOptions rtOptions;
+  rtOptions.cacheDir = cacheDir;
+  rtOptions.threads = static_cast<int>(threads);
+  rtOptions.compiler = &compiler;
+  Runtime runtime(rtOptions);
+  Target tgt = target == "cuda" ? Target::CUDA : Target::CPU;
+  for (int64_t r = 0; r < repeat; ++r)
+    if (std::string err = runtime.run(spec, args, tgt, config); !err.empty())
+      return fail(err);
+
+  std::vector<float> out(ob.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = ob.get(i);
+  if (std::string err = writeNpyF32(output, q.shape, out); !err.empty())
+    return fail(err);
+  if (!lseOutput.empty())
+    if (std::string err = writeNpyF32(lseOutput, lseShape, lse); !err.empty())
+      return fail(err);
+  if (stats) {
+    const RunStats &s = runtime.stats();
+    fmt::print(stderr,
+               "{{\"compiles\": {}, \"disk_hits\": {}, \"memory_hits\": {}, "
+               "\"seconds\": {:.6f}}}\n",
+               s.compiles, s.diskHits, s.memoryHits, s.seconds);
+  }
+  return 0;
+}
