@@ -88,6 +88,8 @@ struct RuntimeOptions {
   KernelCompiler *compiler = nullptr; ///< not owned; null: cached only
 };
 
+/// Calls may come from several threads: they are serialized, since one
+/// launch already spreads over the whole thread pool.
 class Runtime {
 public:
   explicit Runtime(RuntimeOptions options = {});
@@ -108,7 +110,7 @@ public:
 
   /// Drops loaded kernels (the disk cache stays).
   void clearMemoryCache();
-  const RunStats &stats() const;
+  const RunStats &stats() const; ///< read it between calls
   void resetStats();
   const std::string &cacheDir() const;
   int threads() const;

@@ -2,20 +2,22 @@
 //
 // Lowers the kernel form of tilt.attention (memrefs + work items + a CPU tile
 // configuration) to scf/vector/memref/arith. One work item is one query block
-// of one (batch, head):
+// of one (batch, head); vectors run along the block's query rows:
 //
-//   Qs   = q[rows] * scale * log2(e)                       (f32, staged once)
+//   Qt   = (q[rows] * scale * log2(e))^T                  (f32, staged once)
 //   for each key block inside the visible range:
-//     Kt = k[block]^T                                       (f32, staged)
-//     S  = Qs . Kt                                          (register tiles)
-//     per row: S += bias; mask; m' = max(m, max S); P = exp2(S - m');
-//              alpha = exp2(m - m'); l = l * alpha + sum P
-//     Acc = Acc * alpha + P . V                             (register tiles)
+//     St = K . Qt             K rows broadcast from memory, register tiles
+//     per query vector: St += bias; mask; m' = max(m, max_j St);
+//                       Pt = exp2(St - m'); alpha = exp2(m - m');
+//                       l = l * alpha + sum_j Pt      (all vertical ops)
+//     Acc = Acc * alpha + Pt^T . V                          (register tiles)
 //   o = Acc / l;  lse = (m + log2 l) * ln 2
 //
-// Scores live in log2 units so the softmax needs exp2 only. The bias uses
-// (j - i') exactly (an integer, exact in f32) times the slope, so no large
-// row constant ever costs precision.
+// Transposing Q once per item (instead of K once per key block) keeps every
+// key block's work free of shuffles, and makes the softmax's row reductions
+// plain element-wise max/add across keys. Scores live in log2 units so the
+// softmax needs exp2 only. The bias uses (j - i') exactly (an integer, exact
+// in f32) times the slope, so no large row constant ever costs precision.
 //
 //===----------------------------------------------------------------------===//
 
@@ -147,9 +149,6 @@ private:
     return arith::FastMathFlagsAttr::get(b.getContext(),
                                          arith::FastMathFlags::nnan);
   }
-  Value reduce(vector::CombiningKind kind, Value v) {
-    return vector::ReductionOp::create(b, kind, v, nnan().getValue());
-  }
 
   // --- tensor access ----------------------------------------------------------
   /// Indices of q/o row `row` (sequence-relative), column `col`.
@@ -171,14 +170,15 @@ private:
   void stagePositions();
   void emitKeyBlock(Value kb, Value nk);
   void stageKeys(Value kb, Value nk);
-  void scoreTile(Value r0, int64_t rows, int64_t c0, int64_t cols);
-  void softmaxRow(Value i, Value kb, Value nk);
+  void scoreTile(Value kb, Value j0, int64_t keys, int64_t c0, int64_t cols);
+  void softmaxColumn(Value c, Value kb, Value nk);
   void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
               Value nk);
   void finalize();
-  /// Runs `tile(r0, rows)` over [0, bm) in groups of `group` rows: a loop
+  /// Runs `tile(first, count)` over [0, total) in groups of `group`: a loop
   /// over the full groups and one more call for the remainder.
-  void rowGroups(int64_t group, function_ref<void(Value, int64_t)> tile);
+  void groups(int64_t total, int64_t group,
+              function_ref<void(Value, int64_t)> tile);
 
   AttentionOp op;
   ImplicitLocOpBuilder &b;
@@ -188,11 +188,12 @@ private:
   Type f32, elt;
   VectorType vecF32;
 
-  // Scratch, allocated once per call.
-  Value qs, kt, vs, sp, acc, mRow, lRow, alphaRow;
+  // Scratch, allocated once per call: Qt [D][BM], staged K/V [BN][D] (16-bit
+  // inputs only), St/Pt [BN][BM], Acc [BM][D], per-row state [BM].
+  Value qt, ks, vs, st, acc, mRow, lRow, alphaRow, posRef;
   // Per work item.
   Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
-  Value slope2, pos, posRef;
+  Value slope2, pos;
 };
 
 Value KernelEmitter::exp2(Value x) {
@@ -218,30 +219,33 @@ Value KernelEmitter::exp2(Value x) {
   return arith::MulFOp::create(b, p, scale);
 }
 
-void KernelEmitter::rowGroups(int64_t group,
-                              function_ref<void(Value, int64_t)> tile) {
-  group = std::min(group, bm);
-  int64_t full = bm / group * group;
+void KernelEmitter::groups(int64_t total, int64_t group,
+                           function_ref<void(Value, int64_t)> tile) {
+  group = std::min(group, total);
+  int64_t full = total / group * group;
   forLoop(idx(0), idx(full), idx(group),
-          [&](Value r0) { tile(r0, group); });
-  if (full < bm)
-    tile(idx(full), bm - full);
+          [&](Value first) { tile(first, group); });
+  if (full < total)
+    tile(idx(full), total - full);
 }
 
 LogicalResult KernelEmitter::emit() {
-  if (d % vl != 0 || bn % vl != 0)
-    return op.emitOpError("head dim and block_n must be multiples of the "
+  if (d % vl != 0 || bm % vl != 0)
+    return op.emitOpError("head dim and block_m must be multiples of the "
                           "vector length ")
            << vl;
-  qs = scratch({bm, d}, f32);
-  kt = scratch({d, bn}, f32);
-  if (!elt.isF32())
+  qt = scratch({d, bm}, f32);
+  if (!elt.isF32()) {
+    ks = scratch({bn, d}, f32);
     vs = scratch({bn, d}, f32);
-  sp = scratch({bm, bn}, f32);
+  }
+  st = scratch({bn, bm}, f32);
   acc = scratch({bm, d}, f32);
   mRow = scratch({bm}, f32);
   lRow = scratch({bm}, f32);
   alphaRow = scratch({bm}, f32);
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    posRef = scratch({bm}, f32);
   forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
           [&](Value item) { emitItem(item); });
   return success();
@@ -346,30 +350,26 @@ Value KernelEmitter::slopeLog2() {
 }
 
 void KernelEmitter::stageQuery() {
-  // Qs = q * scale * log2(e); rows past the sequence are zero.
-  Value scale = splat(spec.effectiveScale() * kLog2E);
-  VectorType vecElt = VectorType::get({vl}, elt);
+  // Qt[k][i] = q[i][k] * scale * log2(e); rows past the sequence are zero.
+  // Once per item, so scalar moves are cheap enough.
+  Value scale = f32c(spec.effectiveScale() * kLog2E);
   forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
     Value inside = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, i, rows);
-    for (int64_t c = 0; c < d; c += vl) {
-      Value v = ifValue(
-          vecF32, inside,
-          [&] {
-            Value v = vector::LoadOp::create(
-                b, vecElt, op.getQ(), qIndex(add(rowStart, i), idx(c)));
-            return arith::MulFOp::create(b, toF32(v), scale).getResult();
-          },
-          [&] { return splat(0.0); });
-      vector::StoreOp::create(b, v, qs, ValueRange{i, idx(c)});
-    }
+    Value row = minI(add(rowStart, i), sub(sq, idx(1)));
+    forLoop(idx(0), idx(d), idx(1), [&](Value k) {
+      Value v = toF32(memref::LoadOp::create(b, op.getQ(), qIndex(row, k)));
+      v = arith::SelectOp::create(b, inside, arith::MulFOp::create(b, v, scale),
+                                  f32c(0.0));
+      memref::StoreOp::create(b, v, qt, ValueRange{k, i});
+    });
   });
 }
 
 void KernelEmitter::stagePositions() {
-  // pos[j] = cumsum(kpm)[j] - 1, plus bn entries of padding so a key block
-  // at the end can be read as whole vectors.
+  // pos[j] = cumsum(kpm)[j] - 1 over the whole sequence, and each row's
+  // reference pos[clamp(i')], which the scores are taken relative to.
   auto type = MemRefType::get({ShapedType::kDynamic}, f32);
-  pos = memref::AllocOp::create(b, type, ValueRange{add(sk, idx(bn))},
+  pos = memref::AllocOp::create(b, type, ValueRange{sk},
                                 b.getI64IntegerAttr(64));
   Value kpm = op.getKeyPaddingMask();
   scf::ForOp::create(
@@ -383,188 +383,185 @@ void KernelEmitter::stagePositions() {
         memref::StoreOp::create(b, next, pos, ValueRange{j});
         scf::YieldOp::create(b, ValueRange{next});
       });
-  forLoop(sk, add(sk, idx(bn)), idx(1), [&](Value j) {
-    memref::StoreOp::create(b, f32c(0.0), pos, ValueRange{j});
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+    Value ip = add(add(rowStart, i), shift);
+    Value ref = memref::LoadOp::create(
+        b, pos, ValueRange{maxI(idx(0), minI(ip, sub(sk, idx(1))))});
+    memref::StoreOp::create(b, ref, posRef, ValueRange{i});
   });
 }
 
 void KernelEmitter::emitKeyBlock(Value kb, Value nk) {
   // nk: keys of this block inside the visible range (the last may be short).
-  stageKeys(kb, nk);
-
-  int64_t cols = bn / vl;
-  int64_t colChunk = std::min<int64_t>(cols, 4);
+  if (ks)
+    stageKeys(kb, nk);
   int64_t budget = accumulatorBudget(config.getVariant());
-  for (int64_t c0 = 0; c0 < cols; c0 += colChunk) {
-    int64_t n = std::min(colChunk, cols - c0);
-    rowGroups(budget / n,
-              [&](Value r0, int64_t rows) { scoreTile(r0, rows, c0, n); });
+  int64_t qv = bm / vl;
+  int64_t qChunk = std::min<int64_t>(qv, 4);
+  for (int64_t c0 = 0; c0 < qv; c0 += qChunk) {
+    int64_t n = std::min(qChunk, qv - c0);
+    groups(bn, std::max<int64_t>(1, budget / n), [&](Value j0, int64_t keys) {
+      scoreTile(kb, j0, keys, c0, n);
+    });
   }
-  forLoop(idx(0), idx(bm), idx(1), [&](Value i) { softmaxRow(i, kb, nk); });
+  forLoop(idx(0), idx(qv), idx(1),
+          [&](Value c) { softmaxColumn(c, kb, nk); });
   int64_t dv = d / vl;
   int64_t dChunk = std::min<int64_t>(dv, 8);
   for (int64_t c0 = 0; c0 < dv; c0 += dChunk) {
     int64_t n = std::min(dChunk, dv - c0);
-    rowGroups(std::max<int64_t>(1, budget / n), [&](Value r0, int64_t rows) {
+    groups(bm, std::max<int64_t>(1, budget / n), [&](Value r0, int64_t rows) {
       pvTile(r0, rows, c0, n, kb, nk);
     });
   }
 }
 
 void KernelEmitter::stageKeys(Value kb, Value nk) {
-  // Kt[:, j] = k[kb + j, :] for j < nk, zero beyond. Scalar moves use load
-  // and store ports, which the FMA-bound micro-kernels leave idle.
-  forLoop(idx(0), idx(bn), idx(1), [&](Value j) {
-    Value inside = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j, nk);
-    scf::IfOp::create(
-        b, inside,
-        [&](OpBuilder &, Location) {
-          Value row = add(kb, j);
-          forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-            Value v = memref::LoadOp::create(b, op.getK(), kvIndex(row, c));
-            memref::StoreOp::create(b, toF32(v), kt, ValueRange{c, j});
-          });
-          if (vs) {
-            VectorType vecElt = VectorType::get({vl}, elt);
-            for (int64_t c = 0; c < d; c += vl) {
-              Value v = vector::LoadOp::create(b, vecElt, op.getV(),
-                                               kvIndex(row, idx(c)));
-              vector::StoreOp::create(b, toF32(v), vs, ValueRange{j, idx(c)});
-            }
-          }
-          scf::YieldOp::create(b);
-        },
-        [&](OpBuilder &, Location) {
-          forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-            memref::StoreOp::create(b, f32c(0.0), kt, ValueRange{c, j});
-          });
-          scf::YieldOp::create(b);
-        });
+  // 16-bit inputs: widen the block's K and V rows to f32 once, so the
+  // micro-kernels broadcast and load plain f32.
+  VectorType vecElt = VectorType::get({vl}, elt);
+  forLoop(idx(0), nk, idx(1), [&](Value j) {
+    Value row = add(kb, j);
+    for (int64_t c = 0; c < d; c += vl) {
+      Value k = vector::LoadOp::create(b, vecElt, op.getK(),
+                                       kvIndex(row, idx(c)));
+      vector::StoreOp::create(b, toF32(k), ks, ValueRange{j, idx(c)});
+      Value v = vector::LoadOp::create(b, vecElt, op.getV(),
+                                       kvIndex(row, idx(c)));
+      vector::StoreOp::create(b, toF32(v), vs, ValueRange{j, idx(c)});
+    }
   });
 }
 
-void KernelEmitter::scoreTile(Value r0, int64_t rows, int64_t c0,
+void KernelEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
                               int64_t cols) {
-  // S[r0 + r, (c0 + c) * vl ...] = sum_k Qs[r0 + r, k] * Kt[k, ...]
-  SmallVector<Value> init(rows * cols, splat(0.0));
+  // St[j0 + r, (c0 + c) * vl ...] = sum_k K[kb + j0 + r, k] * Qt[k, ...].
+  // Keys past the sequence read its last row instead (their scores are
+  // never used), so no load leaves the tensor.
+  SmallVector<Value> rowsIdx;
+  for (int64_t r = 0; r < keys; ++r) {
+    Value j = add(j0, idx(r));
+    rowsIdx.push_back(ks ? j : minI(add(kb, j), sub(sk, idx(1))));
+  }
+  SmallVector<Value> init(keys * cols, splat(0.0));
   auto loop = scf::ForOp::create(
       b, idx(0), idx(d), idx(1), init,
       [&](OpBuilder &, Location, Value k, ValueRange accs) {
-        SmallVector<Value> kv;
+        SmallVector<Value> qv;
         for (int64_t c = 0; c < cols; ++c)
-          kv.push_back(vector::LoadOp::create(
-              b, vecF32, kt, ValueRange{k, idx((c0 + c) * vl)}));
+          qv.push_back(vector::LoadOp::create(
+              b, vecF32, qt, ValueRange{k, idx((c0 + c) * vl)}));
         SmallVector<Value> next;
-        for (int64_t r = 0; r < rows; ++r) {
-          Value qv = bcast(memref::LoadOp::create(
-              b, qs, ValueRange{add(r0, idx(r)), k}));
+        for (int64_t r = 0; r < keys; ++r) {
+          Value kv = ks ? memref::LoadOp::create(b, ks, ValueRange{rowsIdx[r], k})
+                        : memref::LoadOp::create(b, op.getK(),
+                                                 kvIndex(rowsIdx[r], k));
+          Value kb = bcast(kv);
           for (int64_t c = 0; c < cols; ++c)
             next.push_back(
-                vector::FMAOp::create(b, qv, kv[c], accs[r * cols + c]));
+                vector::FMAOp::create(b, kb, qv[c], accs[r * cols + c]));
         }
         scf::YieldOp::create(b, next);
       });
-  for (int64_t r = 0; r < rows; ++r)
+  for (int64_t r = 0; r < keys; ++r)
     for (int64_t c = 0; c < cols; ++c)
-      vector::StoreOp::create(b, loop.getResult(r * cols + c), sp,
-                              ValueRange{add(r0, idx(r)), idx((c0 + c) * vl)});
+      vector::StoreOp::create(b, loop.getResult(r * cols + c), st,
+                              ValueRange{add(j0, idx(r)), idx((c0 + c) * vl)});
 }
 
-void KernelEmitter::softmaxRow(Value i, Value kb, Value nk) {
-  Value ip = add(add(rowStart, i), shift); // i'
-  // jrel = j - i' for the block's first key, as f32 (exact: |j - i'| < 2^24).
-  Value base = indexToF32(sub(kb, ip));
-  Value nkF = indexToF32(nk);
+void KernelEmitter::softmaxColumn(Value c, Value kb, Value nk) {
+  // The online softmax for the vl query rows c * vl ...: every reduction
+  // over keys is an element-wise max or add across the block's rows of St.
+  Value i0 = mul(c, idx(vl));
   SmallVector<float> lanes;
   for (int64_t l = 0; l < vl; ++l)
     lanes.push_back(static_cast<float>(l));
   Value iota = arith::ConstantOp::create(
       b, DenseElementsAttr::get(vecF32, ArrayRef<float>(lanes)));
+  // jrel(j) = (kb + j) - i' = j + (kb - rowStart - shift - i0) - lane.
+  Value base = arith::SubFOp::create(
+      b, bcast(indexToF32(sub(sub(kb, add(rowStart, shift)), i0))), iota);
   Value negInf = splat(-INFINITY);
-  if (pos)
-    posRef = memref::LoadOp::create(
-        b, pos, ValueRange{maxI(idx(0), minI(ip, sub(sk, idx(1))))});
+  Value ref = posRef ? vector::LoadOp::create(b, vecF32, posRef, ValueRange{i0})
+                     : Value();
+  Value kpm = op.getKeyPaddingMask();
 
-  SmallVector<Value> s;
-  Value rowMax = negInf;
-  for (int64_t c = 0; c < bn / vl; ++c) {
-    Value lane = arith::AddFOp::create(b, iota, splat(double(c * vl)));
-    Value jrel = arith::AddFOp::create(b, lane, bcast(base));
-    Value v = vector::LoadOp::create(b, vecF32, sp, ValueRange{i, idx(c * vl)});
-    switch (spec.bias) {
-    case ::tilt::BiasKind::None:
-      break;
-    case ::tilt::BiasKind::Alibi:
-      v = math::FmaOp::create(b, bcast(slope2), jrel, v);
-      break;
-    case ::tilt::BiasKind::AlibiSymmetric:
-      v = math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
-                              math::AbsFOp::create(b, jrel), v);
-      break;
-    case ::tilt::BiasKind::AlibiPositions: {
-      Value p = vector::LoadOp::create(b, vecF32, pos,
-                                       ValueRange{add(kb, idx(c * vl))});
-      Value rel = arith::SubFOp::create(b, p, bcast(posRef));
-      v = math::FmaOp::create(b, bcast(slope2), rel, v);
-      break;
-    }
-    }
-    // Visible: j < Sk (tail), j <= i' (causal), i' - j < w (window), kpm.
-    Value visible = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lane,
-                                          bcast(nkF));
-    auto both = [&](Value cond) {
-      visible = arith::AndIOp::create(b, visible, cond);
-    };
-    if (spec.causal)
-      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
-                                 splat(0.0)));
-    if (spec.window)
-      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
-                                 splat(-double(*spec.window))));
-    if (Value kpm = op.getKeyPaddingMask()) {
-      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
-      Value inRange = vector::CreateMaskOp::create(
-          b, VectorType::get({vl}, b.getI1Type()),
-          ValueRange{maxI(idx(0), sub(nk, idx(c * vl)))});
-      Value zeros = arith::ConstantOp::create(
-          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
-      Value m = vector::MaskedLoadOp::create(
-          b, vecI8, kpm, ValueRange{batch, add(kb, idx(c * vl))}, inRange,
-          zeros);
-      both(arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
-    }
-    v = arith::SelectOp::create(b, visible, v, negInf);
-    s.push_back(v);
-    rowMax = maxF(rowMax, v);
-  }
-  Value mx = reduce(vector::CombiningKind::MAXIMUMF, rowMax);
-  Value mOld = memref::LoadOp::create(b, mRow, ValueRange{i});
-  Value mNew = maxF(mOld, mx);
+  auto pass1 = scf::ForOp::create(
+      b, idx(0), nk, idx(1), ValueRange{negInf},
+      [&](OpBuilder &, Location, Value j, ValueRange args) {
+        Value s = vector::LoadOp::create(b, vecF32, st, ValueRange{j, i0});
+        Value jrel = arith::AddFOp::create(b, base, bcast(indexToF32(j)));
+        switch (spec.bias) {
+        case ::tilt::BiasKind::None:
+          break;
+        case ::tilt::BiasKind::Alibi:
+          s = math::FmaOp::create(b, bcast(slope2), jrel, s);
+          break;
+        case ::tilt::BiasKind::AlibiSymmetric:
+          s = math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
+                                  math::AbsFOp::create(b, jrel), s);
+          break;
+        case ::tilt::BiasKind::AlibiPositions: {
+          Value p = memref::LoadOp::create(b, pos, ValueRange{add(kb, j)});
+          Value rel = arith::SubFOp::create(b, bcast(p), ref);
+          s = math::FmaOp::create(b, bcast(slope2), rel, s);
+          break;
+        }
+        }
+        // Visible: j <= i' (causal), i' - j < w (window), kpm[j] != 0.
+        Value visible;
+        auto both = [&](Value cond) {
+          visible = visible ? arith::AndIOp::create(b, visible, cond) : cond;
+        };
+        if (spec.causal)
+          both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
+                                     splat(0.0)));
+        if (spec.window)
+          both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
+                                     splat(-double(*spec.window))));
+        if (kpm) {
+          Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, add(kb, j)});
+          Value on = arith::CmpIOp::create(
+              b, arith::CmpIPredicate::ne, m,
+              arith::ConstantOp::create(b, b.getI8IntegerAttr(0)));
+          both(vector::BroadcastOp::create(
+              b, VectorType::get({vl}, b.getI1Type()), on));
+        }
+        if (visible)
+          s = arith::SelectOp::create(b, visible, s, negInf);
+        vector::StoreOp::create(b, s, st, ValueRange{j, i0});
+        scf::YieldOp::create(b, ValueRange{maxF(args[0], s)});
+      });
+
+  Value mOld = vector::LoadOp::create(b, vecF32, mRow, ValueRange{i0});
+  Value mNew = maxF(mOld, pass1.getResult(0));
   // A row with nothing visible so far keeps m = -inf; subtract 0 instead so
   // -inf - -inf never makes a NaN.
-  Value isEmpty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
-                                        f32c(-INFINITY));
-  Value mSafe = arith::SelectOp::create(b, isEmpty, f32c(0.0), mNew);
-  Value mSafeV = bcast(mSafe);
-  Value sum = splat(0.0);
-  for (int64_t c = 0; c < bn / vl; ++c) {
-    Value p = exp2(arith::SubFOp::create(b, s[c], mSafeV));
-    vector::StoreOp::create(b, p, sp, ValueRange{i, idx(c * vl)});
-    sum = arith::AddFOp::create(b, sum, p);
-  }
-  Value rowSum = reduce(vector::CombiningKind::ADD, sum);
-  Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
-  Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
-  Value lOld = memref::LoadOp::create(b, lRow, ValueRange{i});
-  Value lNew = math::FmaOp::create(b, lOld, alpha, rowSum);
-  memref::StoreOp::create(b, lNew, lRow, ValueRange{i});
-  memref::StoreOp::create(b, mNew, mRow, ValueRange{i});
-  memref::StoreOp::create(b, alpha, alphaRow, ValueRange{i});
+  Value isEmpty =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, negInf);
+  Value mSafe = arith::SelectOp::create(b, isEmpty, splat(0.0), mNew);
+
+  auto pass2 = scf::ForOp::create(
+      b, idx(0), nk, idx(1), ValueRange{splat(0.0)},
+      [&](OpBuilder &, Location, Value j, ValueRange args) {
+        Value s = vector::LoadOp::create(b, vecF32, st, ValueRange{j, i0});
+        Value p = exp2(arith::SubFOp::create(b, s, mSafe));
+        vector::StoreOp::create(b, p, st, ValueRange{j, i0});
+        scf::YieldOp::create(b, ValueRange{arith::AddFOp::create(b, args[0], p)});
+      });
+  Value alpha = exp2(arith::SubFOp::create(b, mOld, mSafe));
+  Value lOld = vector::LoadOp::create(b, vecF32, lRow, ValueRange{i0});
+  Value lNew = math::FmaOp::create(b, lOld, alpha, pass2.getResult(0));
+  vector::StoreOp::create(b, lNew, lRow, ValueRange{i0});
+  vector::StoreOp::create(b, mNew, mRow, ValueRange{i0});
+  vector::StoreOp::create(b, alpha, alphaRow, ValueRange{i0});
 }
 
 void KernelEmitter::pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols,
                            Value kb, Value nk) {
-  // Acc[r, c] = Acc[r, c] * alpha[r] + sum_j P[r, j] * V[j, c]
+  // Acc[r, c] = Acc[r, c] * alpha[r] + sum_j Pt[j, r] * V[j, c]. The P
+  // broadcasts come first, then each V vector is loaded once and used by
+  // every row: rows * cols + rows + 1 registers.
   SmallVector<Value> init;
   for (int64_t r = 0; r < rows; ++r) {
     Value row = add(r0, idx(r));
@@ -578,21 +575,19 @@ void KernelEmitter::pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols,
   auto loop = scf::ForOp::create(
       b, idx(0), nk, idx(1), init,
       [&](OpBuilder &, Location, Value j, ValueRange accs) {
-        SmallVector<Value> vv;
+        SmallVector<Value> p;
+        for (int64_t r = 0; r < rows; ++r)
+          p.push_back(bcast(
+              memref::LoadOp::create(b, st, ValueRange{j, add(r0, idx(r))})));
+        SmallVector<Value> next(accs.begin(), accs.end());
         for (int64_t c = 0; c < cols; ++c) {
           Value col = idx((c0 + c) * vl);
-          vv.push_back(vs ? vector::LoadOp::create(b, vecF32, vs,
-                                                   ValueRange{j, col})
-                          : vector::LoadOp::create(b, vecF32, op.getV(),
-                                                   kvIndex(add(kb, j), col)));
-        }
-        SmallVector<Value> next;
-        for (int64_t r = 0; r < rows; ++r) {
-          Value p = bcast(
-              memref::LoadOp::create(b, sp, ValueRange{add(r0, idx(r)), j}));
-          for (int64_t c = 0; c < cols; ++c)
-            next.push_back(
-                vector::FMAOp::create(b, p, vv[c], accs[r * cols + c]));
+          Value v = vs ? vector::LoadOp::create(b, vecF32, vs, ValueRange{j, col})
+                       : vector::LoadOp::create(b, vecF32, op.getV(),
+                                                kvIndex(add(kb, j), col));
+          for (int64_t r = 0; r < rows; ++r)
+            next[r * cols + c] =
+                vector::FMAOp::create(b, p[r], v, accs[r * cols + c]);
         }
         scf::YieldOp::create(b, next);
       });
@@ -626,10 +621,8 @@ void KernelEmitter::finalize() {
                                              b, any, l, f32c(1.0)));
     Value value = arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL),
                                         f32c(kLn2));
-    if (pos) {
-      Value ip = add(row, shift);
-      Value ref = memref::LoadOp::create(
-          b, pos, ValueRange{maxI(idx(0), minI(ip, sub(sk, idx(1))))});
+    if (posRef) {
+      Value ref = memref::LoadOp::create(b, posRef, ValueRange{i});
       // Scores were shifted by -m * pos[i'] (natural units); undo it.
       Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
       value = math::FmaOp::create(b, slope, ref, value);

@@ -1,0 +1,107 @@
+/*===- tilt.h - C API of the Tilt runtime -------------------------*- C -*-===*\
+|*                                                                            *|
+|* A small C surface over tilt::Runtime for bindings (Python ctypes, Rust,    *|
+|* ...): opaque handles, plain structs, int status plus a last-error string.  *|
+|*                                                                            *|
+|* Example:                                                                   *|
+|*   tilt_runtime *rt = tilt_runtime_create(NULL, 0, compiler);               *|
+|*   tilt_spec spec = {0};                                                    *|
+|*   spec.heads = 12; spec.kv_heads = 12; spec.head_dim = 64;                 *|
+|*   spec.bias = TILT_BIAS_ALIBI; spec.causal = 1;                            *|
+|*   tilt_attention_args args = {0};                                          *|
+|*   args.q = (tilt_tensor){q, 4, {1, 12, 128, 64}};  ... k, v, o ...         *|
+|*   if (tilt_attention(rt, &spec, &args) != 0)                               *|
+|*     fprintf(stderr, "%s\n", tilt_runtime_last_error(rt));                  *|
+|*   tilt_runtime_destroy(rt);                                                *|
+|*                                                                            *|
+\*===----------------------------------------------------------------------===*/
+
+#ifndef TILT_TILT_H
+#define TILT_TILT_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A tilt::Runtime: kernel caches and a thread pool. */
+typedef struct tilt_runtime tilt_runtime;
+
+/** A tilt::KernelCompiler, created and owned by the compiler library (the
+ *  runtime never creates or frees one). */
+typedef struct tilt_compiler tilt_compiler;
+
+/* Values of tilt_spec's enumerated fields. */
+enum { TILT_DTYPE_F32 = 0, TILT_DTYPE_F16 = 1, TILT_DTYPE_BF16 = 2 };
+enum {
+  TILT_BIAS_NONE = 0,
+  TILT_BIAS_ALIBI = 1,
+  TILT_BIAS_ALIBI_SYMMETRIC = 2,
+  TILT_BIAS_ALIBI_POSITIONS = 3
+};
+enum { TILT_SLOPES_STANDARD = 0, TILT_SLOPES_CUSTOM = 1 };
+
+/** Mirrors tilt::AttentionSpec (see ALIBI.md). Zero means "default" for
+ *  scale (1/sqrt(head_dim)), window (none) and max_bias (8), so a zeroed
+ *  struct with heads, kv_heads and head_dim set is plain attention. */
+typedef struct tilt_spec {
+  int64_t heads;            /**< query heads H (local to this rank) */
+  int64_t kv_heads;         /**< key/value heads, dividing H */
+  int64_t head_dim;         /**< D */
+  int32_t dtype;            /**< TILT_DTYPE_* */
+  int32_t causal;           /**< nonzero: causal mask */
+  double scale;             /**< 0: 1/sqrt(D) */
+  int64_t window;           /**< 0: no sliding window */
+  int32_t bias;             /**< TILT_BIAS_* */
+  int32_t slopes;           /**< TILT_SLOPES_* */
+  double max_bias;          /**< 0: 8 */
+  int64_t head_offset;      /**< first head of this rank (standard slopes) */
+  int64_t total_heads;      /**< heads of the whole model; 0: heads */
+  int32_t key_padding_mask; /**< nonzero: a [B, Sk] mask is passed */
+  int32_t varlen;           /**< nonzero: packed tensors with cu_seqlens */
+} tilt_spec;
+
+/** A dense row-major tensor owned by the caller; data == NULL and rank == 0
+ *  mean "not given". Element types are those of tilt::TensorRef. */
+typedef struct tilt_tensor {
+  void *data;
+  int32_t rank;
+  int64_t shape[4];
+} tilt_tensor;
+
+/** The tensors of one attention; the optional ones may stay zeroed. */
+typedef struct tilt_attention_args {
+  tilt_tensor q, k, v, o;
+  tilt_tensor lse;              /**< optional output, f32 */
+  tilt_tensor slopes;           /**< custom slopes, f32 [H] or [B, H] */
+  tilt_tensor key_padding_mask; /**< uint8 [B, Sk] */
+  tilt_tensor cu_seqlens_q;     /**< int32 [B+1], varlen only */
+  tilt_tensor cu_seqlens_k;
+} tilt_attention_args;
+
+/** Creates a runtime. cache_dir NULL or "": $TILT_CACHE_DIR, else
+ *  $XDG_CACHE_HOME/tilt, else $HOME/.cache/tilt. threads <= 0: every core.
+ *  compiler_or_null: builds kernels missing from the caches; it must outlive
+ *  the runtime. Returns NULL only when out of resources. */
+tilt_runtime *tilt_runtime_create(const char *cache_dir, int threads,
+                                  tilt_compiler *compiler_or_null);
+
+/** Frees the runtime and unloads its kernels; NULL is allowed. */
+void tilt_runtime_destroy(tilt_runtime *rt);
+
+/** Runs one attention on the CPU. Returns 0, or nonzero with the reason in
+ *  tilt_runtime_last_error(); on error nothing is written to the outputs. */
+int tilt_attention(tilt_runtime *rt, const tilt_spec *spec,
+                   const tilt_attention_args *args);
+
+/** The one-line error of rt's last failed call, "" after a success. Valid
+ *  until the next call on rt; calls that read it must not overlap with other
+ *  calls on the same runtime. */
+const char *tilt_runtime_last_error(tilt_runtime *rt);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TILT_TILT_H */

@@ -1,0 +1,112 @@
+//===- CpuKernel.cpp - A loaded CPU kernel artifact -----------------------===//
+
+#include "CpuKernel.h"
+
+#include <charconv>
+#include <dlfcn.h>
+#include <fmt/format.h>
+
+namespace tilt::detail {
+
+namespace {
+
+std::string parseInt(std::string_view key, std::string_view value,
+                     int64_t &out) {
+  auto [end, ec] =
+      std::from_chars(value.data(), value.data() + value.size(), out);
+  if (ec != std::errc() || end != value.data() + value.size())
+    return fmt::format("kernel info: {} must be an integer, got '{}'", key,
+                       value);
+  return {};
+}
+
+} // namespace
+
+std::string parseKernelInfo(std::string_view text, KernelInfo &info) {
+  info = KernelInfo();
+  bool haveAbi = false, haveBlockM = false, haveBlockN = false,
+       haveSpec = false;
+  while (!text.empty()) {
+    size_t eq = text.find('=');
+    if (eq == std::string_view::npos)
+      return fmt::format("kernel info: expected key=value, got '{}'", text);
+    std::string_view key = text.substr(0, eq);
+    text.remove_prefix(eq + 1);
+    if (key == "spec") {
+      info.spec = std::string(text);
+      haveSpec = true;
+      break;
+    }
+    size_t semi = text.find(';');
+    std::string_view value = text.substr(0, semi);
+    text.remove_prefix(semi == std::string_view::npos ? text.size() : semi + 1);
+    std::string err;
+    if (key == "abi") {
+      err = parseInt(key, value, info.abi);
+      haveAbi = true;
+    } else if (key == "block_m") {
+      err = parseInt(key, value, info.blockM);
+      haveBlockM = true;
+    } else if (key == "block_n") {
+      err = parseInt(key, value, info.blockN);
+      haveBlockN = true;
+    } else if (key == "variant") {
+      info.variant = std::string(value);
+    }
+    // Other keys are informational (tools print them).
+    if (!err.empty())
+      return err;
+  }
+  if (!haveAbi || !haveBlockM || !haveBlockN || !haveSpec)
+    return fmt::format("kernel info: missing {}",
+                       !haveAbi      ? "abi"
+                       : !haveBlockM ? "block_m"
+                       : !haveBlockN ? "block_n"
+                                     : "spec (it must be the last key)");
+  if (info.blockM < 1 || info.blockN < 1)
+    return fmt::format("kernel info: block_m and block_n must be >= 1, got "
+                       "{} and {}",
+                       info.blockM, info.blockN);
+  return {};
+}
+
+std::string CpuKernel::load(const std::string &path,
+                            const std::string &expectedSpec,
+                            std::unique_ptr<CpuKernel> &out) {
+  // RTLD_NOW: an artifact with unresolved symbols fails here, not mid-run.
+  // RTLD_LOCAL: kernels must not see each other's symbols.
+  void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle) {
+    const char *why = dlerror();
+    return fmt::format("kernel {}: cannot load: {}", path,
+                       why ? why : "unknown dlopen error");
+  }
+  std::unique_ptr<CpuKernel> kernel(new CpuKernel());
+  kernel->handle = handle;
+  auto *entry = reinterpret_cast<CpuEntryFn>(dlsym(handle, kCpuEntrySymbol));
+  const auto *infoText =
+      static_cast<const char *>(dlsym(handle, kKernelInfoSymbol));
+  if (!entry || !infoText)
+    return fmt::format("kernel {}: missing symbol {}", path,
+                       !entry ? kCpuEntrySymbol : kKernelInfoSymbol);
+  kernel->entryFn = entry;
+  if (std::string err = parseKernelInfo(infoText, kernel->kernelInfo);
+      !err.empty())
+    return fmt::format("kernel {}: {}", path, err);
+  const KernelInfo &info = kernel->kernelInfo;
+  if (info.abi != kKernelAbiVersion)
+    return fmt::format("kernel {}: built for ABI {}, this runtime needs ABI {}",
+                       path, info.abi, kKernelAbiVersion);
+  if (info.spec != expectedSpec)
+    return fmt::format("kernel {}: built for spec '{}', expected '{}'", path,
+                       info.spec, expectedSpec);
+  out = std::move(kernel);
+  return {};
+}
+
+CpuKernel::~CpuKernel() {
+  if (handle)
+    dlclose(handle);
+}
+
+} // namespace tilt::detail

@@ -1,0 +1,60 @@
+//===- CpuKernel.h - A loaded CPU kernel artifact ---------------*- C++ -*-===//
+//
+// dlopen()s one artifact, finds the symbols of KernelABI.h and checks that the
+// artifact was built for this ABI and for the spec the runtime asked for: a
+// cache key collision or a stale file must fail loudly, never compute the
+// wrong attention.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_RUNTIME_CPUKERNEL_H
+#define TILT_RUNTIME_CPUKERNEL_H
+
+#include "tilt/KernelABI.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace tilt::detail {
+
+/// The fields of `tilt_kernel_info` the runtime uses.
+struct KernelInfo {
+  int64_t abi = -1;
+  int64_t blockM = 0;
+  int64_t blockN = 0;
+  std::string variant;
+  std::string spec;
+};
+
+/// Parses "key=value;...". `spec` must come last: its value is a canonical
+/// spec, which itself contains ';' and '=', so it runs to the end of the
+/// string. Returns "" or a one-line error.
+std::string parseKernelInfo(std::string_view text, KernelInfo &info);
+
+class CpuKernel {
+public:
+  /// Loads `path` and checks it against `expectedSpec` (a canonical spec).
+  /// Returns "" and sets `out`, or a one-line error.
+  static std::string load(const std::string &path,
+                          const std::string &expectedSpec,
+                          std::unique_ptr<CpuKernel> &out);
+  ~CpuKernel();
+  CpuKernel(const CpuKernel &) = delete;
+  CpuKernel &operator=(const CpuKernel &) = delete;
+
+  CpuEntryFn entry() const { return entryFn; }
+  const KernelInfo &info() const { return kernelInfo; }
+
+private:
+  CpuKernel() = default;
+
+  void *handle = nullptr;
+  CpuEntryFn entryFn = nullptr;
+  KernelInfo kernelInfo;
+};
+
+} // namespace tilt::detail
+
+#endif // TILT_RUNTIME_CPUKERNEL_H

@@ -1,0 +1,549 @@
+//===- Runtime.cpp - Kernel lookup and CPU launch -------------------------===//
+//
+// run() = validate the spec and the tensors, find the kernel (memory, then
+// disk, then the compiler), then hand its work items to the thread pool.
+// Everything after the first run() with a given spec is on the hot path:
+// no hashing of files, no syscalls, no allocation beyond a growing scratch
+// buffer.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tilt/Runtime.h"
+
+#include "CpuKernel.h"
+#include "DiskCache.h"
+#include "ThreadPool.h"
+#include "tilt/KernelABI.h"
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <fmt/format.h>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
+#include <vector>
+
+#ifndef TILT_VERSION
+#error "TILT_VERSION must be defined by the build (the CMake project version)"
+#endif
+
+namespace tilt {
+
+std::string_view toString(Target t) {
+  return t == Target::CPU ? "cpu" : "cuda";
+}
+
+TensorRef::TensorRef(void *data, std::initializer_list<int64_t> dims)
+    : data(data), rank(int(dims.size())) {
+  // More than 4 dims cannot be stored; run() rejects the rank.
+  std::copy_n(dims.begin(), std::min<size_t>(dims.size(), 4), shape);
+}
+
+int64_t TensorRef::numElements() const {
+  int64_t n = 1;
+  for (int i = 0; i < std::clamp(rank, 0, 4); ++i)
+    n *= shape[i];
+  return n;
+}
+
+std::string TensorRef::shapeString() const {
+  std::string s = "[";
+  for (int i = 0; i < std::clamp(rank, 0, 4); ++i)
+    s += fmt::format("{}{}", i ? ", " : "", shape[i]);
+  if (rank > 4)
+    s += ", ...";
+  return s + "]";
+}
+
+std::string TileConfig::str() const {
+  return fmt::format("variant={};block_m={};block_n={};num_warps={};"
+                     "num_stages={}",
+                     variant, blockM, blockN, numWarps, numStages);
+}
+
+KernelCompiler::~KernelCompiler() = default;
+
+namespace {
+
+using detail::CpuKernel;
+
+//===----------------------------------------------------------------------===//
+// The memory-cache index
+//===----------------------------------------------------------------------===//
+
+// The kernels are owned by a map keyed by the canonical strings, but building
+// those costs ~0.5 us of snprintf per call. The hot path instead looks up the
+// raw fields: equal fields give equal canonical strings, so a hit here is
+// always right; two field sets with one canonical string (an explicit scale
+// of 1/sqrt(D) and the default) merely share the kernel.
+static_assert(sizeof(AttentionSpec) == 112 && sizeof(TileConfig) == 64,
+              "AttentionSpec or TileConfig changed: add the new fields to "
+              "makeFastKey, else specs differing only in them share kernels");
+
+struct FastKey {
+  int64_t words[19];
+  std::string variant; // short names fit std::string's inline buffer
+  bool operator==(const FastKey &) const = default;
+};
+
+struct FastKeyHash {
+  size_t operator()(const FastKey &k) const {
+    // FNV-1a over the words; the variant is nearly always the same string.
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int64_t w : k.words)
+      h = (h ^ uint64_t(w)) * 0x100000001b3ull;
+    return size_t(h ^ std::hash<std::string>()(k.variant));
+  }
+};
+
+FastKey makeFastKey(const AttentionSpec &s, const TileConfig &c, Target t) {
+  return FastKey{{s.heads, s.kvHeads, s.headDim, int64_t(s.dtype),
+                  std::bit_cast<int64_t>(s.effectiveScale()), s.causal,
+                  s.window.value_or(0), int64_t(s.bias), int64_t(s.slopes),
+                  std::bit_cast<int64_t>(s.maxBias), s.headOffset, s.totalHeads,
+                  s.keyPaddingMask, s.varlen, c.blockM, c.blockN, c.numWarps,
+                  c.numStages, int64_t(t)},
+                 c.variant};
+}
+
+//===----------------------------------------------------------------------===//
+// Argument checks
+//===----------------------------------------------------------------------===//
+
+/// What the checks learn about one launch.
+struct Geometry {
+  int64_t batch = 0;
+  int64_t rowsQ = 0; ///< dense Sq, varlen totalQ
+  int64_t maxSq = 0; ///< longest query sequence
+  bool hasSlopes = false;
+};
+
+bool hasShape(const TensorRef &t, std::initializer_list<int64_t> dims) {
+  if (t.rank != int(dims.size()))
+    return false;
+  int i = 0;
+  for (int64_t d : dims)
+    if (t.shape[i++] != d)
+      return false;
+  return true;
+}
+
+bool sameShape(const TensorRef &a, const TensorRef &b) {
+  return a.rank == b.rank &&
+         std::equal(a.shape, a.shape + std::clamp(a.rank, 0, 4), b.shape);
+}
+
+bool nonNegative(const TensorRef &t) {
+  return std::all_of(t.shape, t.shape + std::clamp(t.rank, 0, 4),
+                     [](int64_t d) { return d >= 0; });
+}
+
+std::string checkCuSeqlens(const char *name, const TensorRef &cu,
+                           const char *tensor, int64_t total, int64_t *maxLen) {
+  const auto *off = static_cast<const int32_t *>(cu.data);
+  if (off[0] != 0)
+    return fmt::format("{}: must be non-decreasing and start at 0", name);
+  int64_t longest = 0;
+  for (int64_t i = 1; i < cu.shape[0]; ++i) {
+    if (off[i] < off[i - 1])
+      return fmt::format("{}: must be non-decreasing and start at 0", name);
+    longest = std::max<int64_t>(longest, off[i] - off[i - 1]);
+  }
+  if (off[cu.shape[0] - 1] > total)
+    return fmt::format("{}: last offset {} exceeds {}'s total {}", name,
+                       off[cu.shape[0] - 1], tensor, total);
+  if (maxLen)
+    *maxLen = longest;
+  return {};
+}
+
+std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
+                      Geometry &g) {
+  const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
+  const std::pair<const char *, const TensorRef *> all[] = {
+      {"q", &a.q},
+      {"k", &a.k},
+      {"v", &a.v},
+      {"o", &a.o},
+      {"lse", &a.lse},
+      {"slopes", &a.slopes},
+      {"key_padding_mask", &a.keyPaddingMask},
+      {"cu_seqlens_q", &a.cuSeqlensQ},
+      {"cu_seqlens_k", &a.cuSeqlensK}};
+  for (auto [name, t] : all) {
+    if (!t->present() && t->rank != 0)
+      return fmt::format("{}: data is null but a shape {} is given", name,
+                         t->shapeString());
+    if (t->present() && (t->rank < 1 || t->rank > 4))
+      return fmt::format("{}: rank {} is not supported (1 to 4)", name,
+                         t->rank);
+  }
+  for (auto [name, t] : {all[0], all[1], all[2], all[3]})
+    if (!t->present())
+      return fmt::format("{}: missing (null data pointer)", name);
+
+  if (!spec.varlen) {
+    for (auto [name, t] : {all[7], all[8]})
+      if (t->present())
+        return fmt::format("{}: given, but the spec is not varlen", name);
+    const TensorRef &q = a.q, &k = a.k;
+    if (q.rank != 4 || q.shape[1] != H || q.shape[3] != D || !nonNegative(q))
+      return fmt::format("q: expected shape [B, {}, Sq, {}] ([B, H, Sq, D]), "
+                         "got {}",
+                         H, D, q.shapeString());
+    g.batch = q.shape[0];
+    g.rowsQ = g.maxSq = q.shape[2];
+    if (k.rank != 4 || k.shape[0] != g.batch || k.shape[1] != Hkv ||
+        k.shape[3] != D || !nonNegative(k))
+      return fmt::format("k: expected shape [{}, {}, Sk, {}] ([B, Hkv, Sk, "
+                         "D], B from q), got {}",
+                         g.batch, Hkv, D, k.shapeString());
+  } else {
+    const TensorRef &q = a.q, &k = a.k;
+    if (q.rank != 3 || q.shape[1] != H || q.shape[2] != D || !nonNegative(q))
+      return fmt::format("q: expected shape [totalQ, {}, {}] ([totalQ, H, D], "
+                         "varlen), got {}",
+                         H, D, q.shapeString());
+    if (k.rank != 3 || k.shape[1] != Hkv || k.shape[2] != D || !nonNegative(k))
+      return fmt::format("k: expected shape [totalK, {}, {}] ([totalK, Hkv, "
+                         "D], varlen), got {}",
+                         Hkv, D, k.shapeString());
+    const TensorRef &cuQ = a.cuSeqlensQ, &cuK = a.cuSeqlensK;
+    if (!cuQ.present())
+      return "cu_seqlens_q: required by varlen (int32 [B+1])";
+    if (cuQ.rank != 1 || cuQ.shape[0] < 2)
+      return fmt::format("cu_seqlens_q: expected int32 [B+1] with B >= 1, got "
+                         "{}",
+                         cuQ.shapeString());
+    if (!cuK.present())
+      return "cu_seqlens_k: required by varlen (int32 [B+1])";
+    if (!hasShape(cuK, {cuQ.shape[0]}))
+      return fmt::format("cu_seqlens_k: expected [B+1] = [{}] like "
+                         "cu_seqlens_q, got {}",
+                         cuQ.shape[0], cuK.shapeString());
+    g.batch = cuQ.shape[0] - 1;
+    g.rowsQ = q.shape[0];
+    if (std::string err =
+            checkCuSeqlens("cu_seqlens_q", cuQ, "q", g.rowsQ, &g.maxSq);
+        !err.empty())
+      return err;
+    if (std::string err =
+            checkCuSeqlens("cu_seqlens_k", cuK, "k", k.shape[0], nullptr);
+        !err.empty())
+      return err;
+  }
+  if (!sameShape(a.v, a.k))
+    return fmt::format("v: expected the shape of k {}, got {}",
+                       a.k.shapeString(), a.v.shapeString());
+  if (!sameShape(a.o, a.q))
+    return fmt::format("o: expected the shape of q {}, got {}",
+                       a.q.shapeString(), a.o.shapeString());
+  if (a.lse.present()) {
+    if (!spec.varlen && !hasShape(a.lse, {g.batch, H, g.rowsQ}))
+      return fmt::format("lse: expected [B, H, Sq] = [{}, {}, {}], got {}",
+                         g.batch, H, g.rowsQ, a.lse.shapeString());
+    if (spec.varlen && !hasShape(a.lse, {H, g.rowsQ}))
+      return fmt::format("lse: expected [H, totalQ] = [{}, {}] (varlen), got "
+                         "{}",
+                         H, g.rowsQ, a.lse.shapeString());
+  }
+
+  g.hasSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
+  if (g.hasSlopes && !a.slopes.present())
+    return "slopes: required by slopes = custom (f32 [H] or [B, H])";
+  if (!g.hasSlopes && a.slopes.present())
+    return fmt::format("slopes: given, but the spec's slopes are {}",
+                       spec.hasAlibi() ? "standard (set slopes = custom)"
+                                       : "unused (bias is none)");
+  if (g.hasSlopes && !hasShape(a.slopes, {H}) &&
+      !hasShape(a.slopes, {g.batch, H}))
+    return fmt::format("slopes: expected f32 [H] = [{}] or [B, H] = [{}, {}], "
+                       "got {}",
+                       H, g.batch, H, a.slopes.shapeString());
+
+  if (spec.keyPaddingMask && !a.keyPaddingMask.present())
+    return "key_padding_mask: required by the spec (uint8 [B, Sk])";
+  if (!spec.keyPaddingMask && a.keyPaddingMask.present())
+    return "key_padding_mask: given, but the spec has no key padding mask "
+           "(set key_padding_mask)";
+  // validate() forbids a key padding mask with varlen, so k is dense here.
+  if (spec.keyPaddingMask &&
+      !hasShape(a.keyPaddingMask, {g.batch, a.k.shape[2]}))
+    return fmt::format("key_padding_mask: expected [B, Sk] = [{}, {}], got {}",
+                       g.batch, a.k.shape[2], a.keyPaddingMask.shapeString());
+  return {};
+}
+
+//===----------------------------------------------------------------------===//
+// Launch
+//===----------------------------------------------------------------------===//
+
+/// Room for one MemRefDescriptor of any rank up to 4.
+struct DescriptorSlot {
+  alignas(MemRefDescriptor<4>) unsigned char bytes[sizeof(MemRefDescriptor<4>)];
+};
+
+template <int Rank>
+void *fillDescriptor(DescriptorSlot &slot, void *data, const int64_t *shape) {
+  auto *d = new (slot.bytes) MemRefDescriptor<Rank>;
+  d->allocated = d->aligned = data;
+  d->offset = 0;
+  int64_t stride = 1;
+  for (int i = Rank - 1; i >= 0; --i) {
+    d->sizes[i] = shape[i];
+    d->strides[i] = stride;
+    stride *= shape[i];
+  }
+  return d;
+}
+
+/// Row-major contiguous descriptor of `t` (rank 1 to 4, checked before).
+void *fillDescriptor(DescriptorSlot &slot, const TensorRef &t) {
+  switch (t.rank) {
+  case 1:
+    return fillDescriptor<1>(slot, t.data, t.shape);
+  case 2:
+    return fillDescriptor<2>(slot, t.data, t.shape);
+  case 3:
+    return fillDescriptor<3>(slot, t.data, t.shape);
+  default:
+    return fillDescriptor<4>(slot, t.data, t.shape);
+  }
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Runtime
+//===----------------------------------------------------------------------===//
+
+struct Runtime::Impl {
+  explicit Impl(RuntimeOptions opts)
+      : options(std::move(opts)),
+        cacheDir(detail::resolveCacheDir(options.cacheDir)),
+        pool(options.threads > 0
+                 ? options.threads
+                 : int(std::max(1u, std::thread::hardware_concurrency()))) {}
+
+  std::string resolve(const AttentionSpec &spec, const TileConfig &config,
+                      Target target, const CpuKernel *&out);
+  std::string loadOrBuild(const AttentionSpec &spec, const TileConfig &config,
+                          Target target, const std::string &canonicalSpec,
+                          const std::string &configKey,
+                          std::unique_ptr<CpuKernel> &out);
+  void launch(const AttentionSpec &spec, const AttentionArgs &args,
+              const Geometry &g, const CpuKernel &kernel);
+
+  RuntimeOptions options;
+  std::string cacheDir;
+  detail::ThreadPool pool;
+
+  /// Serializes run()/prepare(): the caches, the stats and the scratch are
+  /// shared, and the pool already uses every core for one launch.
+  std::mutex mutex;
+  RunStats stats;
+  /// Owns the loaded kernels; keyed by canonical spec | config | target.
+  std::unordered_map<std::string, std::unique_ptr<CpuKernel>> kernels;
+  /// The hot-path index into `kernels` (see FastKey).
+  std::unordered_map<FastKey, const CpuKernel *, FastKeyHash> fastIndex;
+  /// lse for callers that do not want it; kernels always write one.
+  std::vector<float> lseScratch;
+};
+
+std::string Runtime::Impl::resolve(const AttentionSpec &spec,
+                                   const TileConfig &config, Target target,
+                                   const CpuKernel *&out) {
+  FastKey fast = makeFastKey(spec, config, target);
+  if (auto it = fastIndex.find(fast); it != fastIndex.end()) {
+    ++stats.memoryHits;
+    out = it->second;
+    return {};
+  }
+
+  std::string canonicalSpec = spec.canonical();
+  std::string configKey = config.isDefault() ? "default" : config.str();
+  std::string key =
+      fmt::format("{}|{}|{}", canonicalSpec, configKey, toString(target));
+  auto it = kernels.find(key);
+  if (it != kernels.end()) {
+    ++stats.memoryHits;
+  } else {
+    std::unique_ptr<CpuKernel> kernel;
+    if (std::string err =
+            loadOrBuild(spec, config, target, canonicalSpec, configKey, kernel);
+        !err.empty())
+      return err;
+    it = kernels.emplace(std::move(key), std::move(kernel)).first;
+  }
+  out = it->second.get();
+  fastIndex.emplace(std::move(fast), out);
+  return {};
+}
+
+std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
+                                       const TileConfig &config, Target target,
+                                       const std::string &canonicalSpec,
+                                       const std::string &configKey,
+                                       std::unique_ptr<CpuKernel> &out) {
+  KernelCompiler *compiler = options.compiler;
+  const std::string fingerprint =
+      compiler ? compiler->fingerprint(target) : std::string();
+  const std::string path =
+      cacheDir + "/" +
+      detail::cacheFileName(canonicalSpec, configKey, toString(target),
+                            fingerprint, TILT_VERSION, kKernelAbiVersion);
+
+  std::string rejected;
+  if (!cacheDir.empty() && access(path.c_str(), F_OK) == 0) {
+    rejected = CpuKernel::load(path, canonicalSpec, out);
+    if (rejected.empty()) {
+      ++stats.diskHits;
+      return {};
+    }
+    // A stale or corrupt entry: drop it so that the next lookup (here, or
+    // in another process) rebuilds it.
+    unlink(path.c_str());
+  }
+  if (!compiler) {
+    if (!rejected.empty())
+      return fmt::format("{} (entry removed; no compiler to rebuild it)",
+                         rejected);
+    return fmt::format("no cached kernel for {} and no compiler to build one "
+                       "(config {}, target {}, cache {})",
+                       canonicalSpec, configKey, toString(target),
+                       cacheDir.empty() ? "unset" : cacheDir);
+  }
+
+  ++stats.compiles;
+  const TileConfig effective =
+      config.isDefault() ? compiler->defaultConfig(spec, target) : config;
+  std::string artifact;
+  if (std::string err = compiler->compile(spec, effective, target, artifact);
+      !err.empty())
+    return fmt::format("compile: {}", err);
+  if (std::string err = detail::ensureDirectory(cacheDir); !err.empty())
+    return err;
+  if (std::string err = detail::writeFileAtomically(path, artifact);
+      !err.empty())
+    return err;
+  if (std::string err = CpuKernel::load(path, canonicalSpec, out);
+      !err.empty()) {
+    unlink(path.c_str());
+    return fmt::format("compiled artifact rejected: {}", err);
+  }
+  return {};
+}
+
+void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
+                           const Geometry &g, const CpuKernel &kernel) {
+  const int64_t H = spec.heads;
+  TensorRef lse = args.lse;
+  if (!lse.present()) {
+    const size_t need = size_t(g.rowsQ * H * (spec.varlen ? 1 : g.batch));
+    if (lseScratch.size() < need)
+      lseScratch.resize(need);
+    lse = spec.varlen ? TensorRef(lseScratch.data(), {H, g.rowsQ})
+                      : TensorRef(lseScratch.data(), {g.batch, H, g.rowsQ});
+  }
+
+  // KernelABI.h's order: q, k, v, o, lse, then the optional inputs.
+  DescriptorSlot slots[9];
+  void *descriptors[9];
+  int n = 0;
+  const TensorRef &lseRef = lse;
+  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &lseRef}) {
+    descriptors[n] = fillDescriptor(slots[n], *t);
+    ++n;
+  }
+  if (g.hasSlopes) {
+    // Kernels take slopes as [B, H] with a free batch stride, so per-head
+    // slopes ([H]) travel as a batch-stride-0 broadcast: one kernel serves
+    // both forms.
+    const int64_t shape[2] = {g.batch, H};
+    auto *d = static_cast<MemRefDescriptor<2> *>(
+        fillDescriptor<2>(slots[n], args.slopes.data, shape));
+    if (args.slopes.rank == 1)
+      d->strides[0] = 0;
+    descriptors[n++] = d;
+  }
+  if (spec.keyPaddingMask) {
+    descriptors[n] = fillDescriptor(slots[n], args.keyPaddingMask);
+    ++n;
+  }
+  if (spec.varlen) {
+    for (const TensorRef *t : {&args.cuSeqlensQ, &args.cuSeqlensK}) {
+      descriptors[n] = fillDescriptor(slots[n], *t);
+      ++n;
+    }
+  }
+
+  const int64_t blockM = kernel.info().blockM;
+  const int64_t items = g.batch * H * ((g.maxSq + blockM - 1) / blockM);
+  const CpuEntryFn entry = kernel.entry();
+  pool.parallelFor(items,
+                   [&](int64_t item) { entry(descriptors, item, item + 1); });
+}
+
+Runtime::Runtime(RuntimeOptions options)
+    : impl(std::make_unique<Impl>(std::move(options))) {}
+
+Runtime::~Runtime() = default;
+
+std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
+                         Target target, const TileConfig &config) {
+  const auto start = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  auto result = [&](std::string err) {
+    impl->stats.seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    return err;
+  };
+
+  if (std::string err = spec.validate(); !err.empty())
+    return result("invalid spec: " + err);
+  if (target == Target::CUDA)
+    return result("target cuda: this runtime has no CUDA launcher");
+  Geometry geometry;
+  if (std::string err = checkArgs(spec, args, geometry); !err.empty())
+    return result(std::move(err));
+  const CpuKernel *kernel = nullptr;
+  if (std::string err = impl->resolve(spec, config, target, kernel);
+      !err.empty())
+    return result(std::move(err));
+  impl->launch(spec, args, geometry, *kernel);
+  return result({});
+}
+
+std::string Runtime::prepare(const AttentionSpec &spec, Target target,
+                             const TileConfig &config) {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  if (std::string err = spec.validate(); !err.empty())
+    return "invalid spec: " + err;
+  if (target == Target::CUDA)
+    return "target cuda: this runtime has no CUDA launcher";
+  const CpuKernel *kernel = nullptr;
+  return impl->resolve(spec, config, target, kernel);
+}
+
+void Runtime::clearMemoryCache() {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  impl->fastIndex.clear();
+  impl->kernels.clear();
+}
+
+const RunStats &Runtime::stats() const { return impl->stats; }
+
+void Runtime::resetStats() {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  impl->stats = RunStats();
+}
+
+const std::string &Runtime::cacheDir() const { return impl->cacheDir; }
+
+int Runtime::threads() const { return impl->pool.threads(); }
+
+} // namespace tilt

@@ -1,0 +1,305 @@
+//===- RuntimeArgsTest.cpp - One test per argument error ------------------===//
+//
+// Every message run() can give about its arguments, exactly, and that a
+// rejected call writes nothing and compiles nothing.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RuntimeTestSupport.h"
+
+namespace {
+
+using namespace tilt;
+using namespace tilt::test;
+
+class RuntimeArgs : public ::testing::Test {
+protected:
+  RuntimeArgs() : rt({dir.path(), 2, &compiler}) {}
+
+  /// A valid problem: H = 12, Hkv = 4, D = 64, B = 2, Sq = Sk = 16.
+  static Problem dense(bool customSlopes = false, bool kpm = false) {
+    AttentionSpec s;
+    s.heads = 12;
+    s.kvHeads = 4;
+    s.headDim = 64;
+    s.bias = kpm ? BiasKind::AlibiPositions : BiasKind::Alibi;
+    s.slopes = customSlopes ? SlopeSource::Custom : SlopeSource::Standard;
+    s.keyPaddingMask = kpm;
+    return Problem::dense(s, 2, 16, 16);
+  }
+
+  /// A valid varlen problem: sequences of 100 and 156 queries (256 in all).
+  static Problem varlen() {
+    AttentionSpec s;
+    s.heads = 12;
+    s.kvHeads = 4;
+    s.headDim = 64;
+    s.varlen = true;
+    return Problem::varlen(s, {100, 156}, {100, 156});
+  }
+
+  /// Expects run() to fail with exactly `message`, leaving o and lse alone.
+  void expectError(Problem &p, const AttentionArgs &args,
+                   const std::string &message, Target target = Target::CPU) {
+    EXPECT_EQ(rt.run(p.spec, args, target), message);
+    for (float x : p.o)
+      ASSERT_TRUE(std::isnan(x)) << "o was written";
+    for (float x : p.lse)
+      ASSERT_TRUE(std::isnan(x)) << "lse was written";
+    EXPECT_EQ(compiler.compiles, 0);
+  }
+
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt;
+};
+
+TEST_F(RuntimeArgs, ValidProblemsRun) {
+  for (Problem p : {dense(), dense(true), dense(false, true), varlen()}) {
+    AttentionArgs args = p.args();
+    EXPECT_EQ(rt.run(p.spec, args), "") << p.spec.canonical();
+  }
+}
+
+TEST_F(RuntimeArgs, InvalidSpec) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  p.spec.kvHeads = 5;
+  expectError(p, args, "invalid spec: kv_heads (5) must divide heads (12)");
+}
+
+TEST_F(RuntimeArgs, MissingTensor) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.v = TensorRef();
+  expectError(p, args, "v: missing (null data pointer)");
+}
+
+TEST_F(RuntimeArgs, NullDataWithShape) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.lse.data = nullptr;
+  expectError(p, args, "lse: data is null but a shape [2, 12, 16] is given");
+}
+
+TEST_F(RuntimeArgs, UnsupportedRank) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.q = TensorRef(p.q.data(), {1, 2, 12, 16, 64});
+  expectError(p, args, "q: rank 5 is not supported (1 to 4)");
+}
+
+TEST_F(RuntimeArgs, QueryShape) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.q = TensorRef(p.q.data(), {1, 8, 128, 64});
+  expectError(p, args,
+              "q: expected shape [B, 12, Sq, 64] ([B, H, Sq, D]), got "
+              "[1, 8, 128, 64]");
+}
+
+TEST_F(RuntimeArgs, NegativeDimension) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.q.shape[2] = -1;
+  expectError(p, args,
+              "q: expected shape [B, 12, Sq, 64] ([B, H, Sq, D]), got "
+              "[2, 12, -1, 64]");
+}
+
+TEST_F(RuntimeArgs, KeyBatchDiffersFromQuery) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.k.shape[0] = 1;
+  expectError(p, args,
+              "k: expected shape [2, 4, Sk, 64] ([B, Hkv, Sk, D], B from q), "
+              "got [1, 4, 16, 64]");
+}
+
+TEST_F(RuntimeArgs, ValueShapeDiffersFromKey) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.v.shape[2] = 15;
+  expectError(p, args,
+              "v: expected the shape of k [2, 4, 16, 64], got [2, 4, 15, 64]");
+}
+
+TEST_F(RuntimeArgs, OutputShapeDiffersFromQuery) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.o = TensorRef(p.o.data(), {2, 12, 16, 32});
+  expectError(
+      p, args,
+      "o: expected the shape of q [2, 12, 16, 64], got [2, 12, 16, 32]");
+}
+
+TEST_F(RuntimeArgs, LseShape) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.lse = TensorRef(p.lse.data(), {2, 12});
+  expectError(p, args, "lse: expected [B, H, Sq] = [2, 12, 16], got [2, 12]");
+}
+
+TEST_F(RuntimeArgs, SlopesRequired) {
+  Problem p = dense(/*customSlopes=*/true);
+  AttentionArgs args = p.args();
+  args.slopes = TensorRef();
+  expectError(p, args,
+              "slopes: required by slopes = custom (f32 [H] or [B, H])");
+}
+
+TEST_F(RuntimeArgs, SlopesShape) {
+  Problem p = dense(/*customSlopes=*/true);
+  AttentionArgs args = p.args();
+  args.slopes = TensorRef(p.slopes.data(), {4});
+  expectError(p, args,
+              "slopes: expected f32 [H] = [12] or [B, H] = [2, 12], got [4]");
+}
+
+TEST_F(RuntimeArgs, SlopesNotUsed) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  std::vector<float> slopes(12, 0.5f);
+  args.slopes = TensorRef(slopes.data(), {12});
+  expectError(p, args,
+              "slopes: given, but the spec's slopes are standard (set slopes "
+              "= custom)");
+}
+
+TEST_F(RuntimeArgs, SlopesWithoutBias) {
+  Problem p = dense();
+  p.spec.bias = BiasKind::None;
+  AttentionArgs args = p.args();
+  std::vector<float> slopes(12, 0.5f);
+  args.slopes = TensorRef(slopes.data(), {12});
+  expectError(p, args,
+              "slopes: given, but the spec's slopes are unused (bias is none)");
+}
+
+TEST_F(RuntimeArgs, PaddingMaskRequired) {
+  Problem p = dense(false, /*kpm=*/true);
+  AttentionArgs args = p.args();
+  args.keyPaddingMask = TensorRef();
+  expectError(p, args,
+              "key_padding_mask: required by the spec (uint8 [B, Sk])");
+}
+
+TEST_F(RuntimeArgs, PaddingMaskShape) {
+  Problem p = dense(false, /*kpm=*/true);
+  AttentionArgs args = p.args();
+  args.keyPaddingMask.shape[1] = 15;
+  expectError(p, args,
+              "key_padding_mask: expected [B, Sk] = [2, 16], got [2, 15]");
+}
+
+TEST_F(RuntimeArgs, PaddingMaskNotInSpec) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  std::vector<uint8_t> mask(2 * 16, 1);
+  args.keyPaddingMask = TensorRef(mask.data(), {2, 16});
+  expectError(p, args,
+              "key_padding_mask: given, but the spec has no key padding mask "
+              "(set key_padding_mask)");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensWithoutVarlen) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  std::vector<int32_t> cu = {0, 16, 32};
+  args.cuSeqlensK = TensorRef(cu.data(), {3});
+  expectError(p, args, "cu_seqlens_k: given, but the spec is not varlen");
+}
+
+TEST_F(RuntimeArgs, VarlenQueryShape) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.q = TensorRef(p.q.data(), {1, 256, 12, 64});
+  expectError(p, args,
+              "q: expected shape [totalQ, 12, 64] ([totalQ, H, D], varlen), "
+              "got [1, 256, 12, 64]");
+}
+
+TEST_F(RuntimeArgs, VarlenKeyShape) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.k.shape[1] = 12;
+  expectError(p, args,
+              "k: expected shape [totalK, 4, 64] ([totalK, Hkv, D], varlen), "
+              "got [256, 12, 64]");
+}
+
+TEST_F(RuntimeArgs, VarlenLseShape) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.lse = TensorRef(p.lse.data(), {256, 12});
+  expectError(p, args,
+              "lse: expected [H, totalQ] = [12, 256] (varlen), got [256, 12]");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensQRequired) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.cuSeqlensQ = TensorRef();
+  expectError(p, args, "cu_seqlens_q: required by varlen (int32 [B+1])");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensKRequired) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.cuSeqlensK = TensorRef();
+  expectError(p, args, "cu_seqlens_k: required by varlen (int32 [B+1])");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensQShape) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.cuSeqlensQ.shape[0] = 1;
+  expectError(p, args,
+              "cu_seqlens_q: expected int32 [B+1] with B >= 1, got [1]");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensKLengthDiffers) {
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  std::vector<int32_t> cu = {0, 10, 20, 30};
+  args.cuSeqlensK = TensorRef(cu.data(), {4});
+  expectError(p, args,
+              "cu_seqlens_k: expected [B+1] = [3] like cu_seqlens_q, got [4]");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensMustStartAtZero) {
+  Problem p = varlen();
+  p.cuQ = {1, 100, 256};
+  AttentionArgs args = p.args();
+  expectError(p, args, "cu_seqlens_q: must be non-decreasing and start at 0");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensMustNotDecrease) {
+  Problem p = varlen();
+  p.cuK = {0, 120, 110};
+  AttentionArgs args = p.args();
+  expectError(p, args, "cu_seqlens_k: must be non-decreasing and start at 0");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensQExceedsTotal) {
+  Problem p = varlen();
+  p.cuQ = {0, 100, 300};
+  AttentionArgs args = p.args();
+  expectError(p, args, "cu_seqlens_q: last offset 300 exceeds q's total 256");
+}
+
+TEST_F(RuntimeArgs, CuSeqlensKExceedsTotal) {
+  Problem p = varlen();
+  p.cuK = {0, 100, 257};
+  AttentionArgs args = p.args();
+  expectError(p, args, "cu_seqlens_k: last offset 257 exceeds k's total 256");
+}
+
+TEST_F(RuntimeArgs, CudaTarget) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  expectError(p, args, "target cuda: this runtime has no CUDA launcher",
+              Target::CUDA);
+}
+
+} // namespace

@@ -1,0 +1,555 @@
+//===- RuntimeTest.cpp - Kernel caches and CPU launches -------------------===//
+//
+// Runs the naive test kernel through the real runtime: resolution (memory,
+// disk, compiler), loading, descriptor building and the thread pool, checked
+// against the float64 reference.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RuntimeTestSupport.h"
+#include "Sha256.h"
+
+#include <chrono>
+#include <sys/stat.h>
+#include <thread>
+
+namespace {
+
+using namespace tilt;
+using namespace tilt::test;
+
+AttentionSpec makeSpec(int64_t heads, int64_t kvHeads, int64_t headDim,
+                       BiasKind bias = BiasKind::None, bool causal = false) {
+  AttentionSpec s;
+  s.heads = heads;
+  s.kvHeads = kvHeads;
+  s.headDim = headDim;
+  s.bias = bias;
+  s.causal = causal;
+  return s;
+}
+
+TileConfig naiveConfig(int64_t blockM) {
+  TileConfig c;
+  c.variant = "cpu_naive";
+  c.blockM = blockM;
+  c.blockN = 32;
+  return c;
+}
+
+//===----------------------------------------------------------------------===//
+// Numerics: every launch shape against the reference, on 1, 2 and 4 threads
+//===----------------------------------------------------------------------===//
+
+struct NumericsCase {
+  const char *name;
+  Problem (*make)();
+  int64_t blockM;
+};
+
+const NumericsCase kNumericsCases[] = {
+    {"Plain", [] { return Problem::dense(makeSpec(4, 4, 32), 2, 33, 33); }, 16},
+    {"AlibiCausal",
+     [] {
+       return Problem::dense(makeSpec(12, 12, 64, BiasKind::Alibi, true), 1,
+                             128, 128);
+     },
+     16},
+    {"GqaAlibiCausalSqNeSk",
+     [] {
+       return Problem::dense(makeSpec(12, 4, 64, BiasKind::Alibi, true), 2, 17,
+                             129);
+     },
+     16},
+    {"CausalFullyMaskedRows", // Sq > Sk: the top rows see no key
+     [] {
+       return Problem::dense(makeSpec(8, 2, 16, BiasKind::Alibi, true), 1, 40,
+                             20);
+     },
+     8},
+    {"BlockM1",
+     [] {
+       return Problem::dense(makeSpec(4, 1, 32, BiasKind::Alibi, true), 2, 19,
+                             19);
+     },
+     1},
+    {"BlockM7Ragged",
+     [] {
+       return Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 30,
+                             45);
+     },
+     7},
+    {"SymmetricWindowFiveHeads",
+     [] {
+       AttentionSpec s = makeSpec(5, 5, 16, BiasKind::AlibiSymmetric);
+       s.window = 8;
+       return Problem::dense(s, 2, 24, 24);
+     },
+     16},
+    {"HeadOffset",
+     [] {
+       AttentionSpec s = makeSpec(4, 4, 16, BiasKind::Alibi, true);
+       s.headOffset = 8;
+       s.totalHeads = 12;
+       return Problem::dense(s, 1, 20, 20);
+     },
+     16},
+    {"CustomSlopesPerHead",
+     [] {
+       AttentionSpec s = makeSpec(6, 3, 16, BiasKind::Alibi, true);
+       s.slopes = SlopeSource::Custom;
+       return Problem::dense(s, 3, 21, 21);
+     },
+     16},
+    {"CustomSlopesPerBatch",
+     [] {
+       AttentionSpec s = makeSpec(6, 3, 16, BiasKind::Alibi, true);
+       s.slopes = SlopeSource::Custom;
+       Problem p = Problem::dense(s, 3, 21, 21);
+       p.setSlopesPerBatch();
+       return p;
+     },
+     16},
+    {"PositionsWithPaddingMask",
+     [] {
+       AttentionSpec s = makeSpec(4, 2, 32, BiasKind::AlibiPositions);
+       s.keyPaddingMask = true;
+       return Problem::dense(s, 2, 13, 31);
+     },
+     16},
+    {"VarlenCausal",
+     [] {
+       AttentionSpec s = makeSpec(4, 2, 32, BiasKind::Alibi, true);
+       s.varlen = true;
+       return Problem::varlen(s, {5, 0, 37, 16}, {9, 3, 37, 20});
+     },
+     16},
+};
+
+class RuntimeNumerics
+    : public ::testing::TestWithParam<std::tuple<NumericsCase, int>> {};
+
+TEST_P(RuntimeNumerics, MatchesReference) {
+  auto [c, threads] = GetParam();
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), threads, &compiler});
+  ASSERT_EQ(rt.threads(), threads);
+  Problem p = c.make();
+  AttentionArgs args = p.args();
+  ASSERT_EQ(rt.run(p.spec, args, Target::CPU, naiveConfig(c.blockM)), "");
+  EXPECT_LE(p.maxError(), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, RuntimeNumerics,
+                         ::testing::Combine(::testing::ValuesIn(kNumericsCases),
+                                            ::testing::Values(1, 2, 4)),
+                         [](const auto &info) {
+                           return std::string(std::get<0>(info.param).name) +
+                                  "_Threads" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+// Without a caller lse the runtime supplies (and grows) its own scratch.
+TEST(Runtime, LseIsOptional) {
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), 2, &compiler});
+  AttentionSpec spec = makeSpec(4, 4, 32, BiasKind::Alibi, true);
+  for (int64_t seq : {8, 64, 16}) {
+    Problem p = Problem::dense(spec, 2, seq, seq);
+    AttentionArgs args = p.args(/*withLse=*/false);
+    ASSERT_EQ(rt.run(p.spec, args), "");
+    EXPECT_LE(p.maxError(/*checkLse=*/false), 1e-5) << seq;
+  }
+}
+
+TEST(Runtime, EmptyQueryIsANoOp) {
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), 2, &compiler});
+  Problem p = Problem::dense(makeSpec(4, 4, 32), 2, 0, 16);
+  AttentionArgs args = p.args();
+  // Empty vectors have no storage; the runtime still wants real pointers.
+  float none = 0;
+  args.q.data = args.o.data = args.lse.data = &none;
+  EXPECT_EQ(rt.run(p.spec, args), "");
+  EXPECT_EQ(rt.stats().compiles, 1);
+}
+
+TEST(Runtime, ThreadsDefaultToEveryCore) {
+  TempDir dir;
+  Runtime rt({dir.path(), 0, nullptr});
+  EXPECT_EQ(rt.threads(),
+            int(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+//===----------------------------------------------------------------------===//
+// Caches
+//===----------------------------------------------------------------------===//
+
+/// The single cache entry of `dir` ("" if not exactly one file).
+std::string onlyEntry(const TempDir &dir, const std::string &sub = "") {
+  auto names = dir.list(sub);
+  return names.size() == 1 ? names[0] : "";
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void writeFile(const std::string &path, const std::string &bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+TEST(RuntimeCache, MemoryHits) {
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), 2, &compiler});
+  Problem p =
+      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 16, 16);
+  for (int i = 0; i < 3; ++i) {
+    AttentionArgs args = p.args();
+    ASSERT_EQ(rt.run(p.spec, args), "");
+  }
+  EXPECT_EQ(rt.stats().compiles, 1);
+  EXPECT_EQ(rt.stats().diskHits, 0);
+  EXPECT_EQ(rt.stats().memoryHits, 2);
+  EXPECT_GT(rt.stats().seconds, 0);
+
+  // An explicit scale equal to the default is the same kernel.
+  AttentionSpec explicitScale = p.spec;
+  explicitScale.scale = 1 / std::sqrt(32.0);
+  ASSERT_EQ(rt.prepare(explicitScale), "");
+  EXPECT_EQ(rt.stats().memoryHits, 3);
+  EXPECT_EQ(compiler.compiles, 1);
+
+  rt.resetStats();
+  EXPECT_EQ(rt.stats().compiles, 0);
+  EXPECT_EQ(rt.stats().memoryHits, 0);
+  EXPECT_EQ(rt.stats().seconds, 0);
+}
+
+TEST(RuntimeCache, DifferentSpecsConfigsAndTargetsAreDifferentKernels) {
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), 1, &compiler});
+  AttentionSpec a = makeSpec(4, 2, 32, BiasKind::Alibi, true);
+  AttentionSpec b = a;
+  b.causal = false;
+  ASSERT_EQ(rt.prepare(a), "");
+  ASSERT_EQ(rt.prepare(b), "");
+  ASSERT_EQ(rt.prepare(a, Target::CPU, naiveConfig(16)), "");
+  ASSERT_EQ(rt.prepare(a, Target::CPU, naiveConfig(8)), "");
+  EXPECT_EQ(compiler.compiles, 4);
+  EXPECT_EQ(dir.list().size(), 4u);
+  ASSERT_EQ(rt.prepare(a, Target::CPU, naiveConfig(8)), "");
+  EXPECT_EQ(rt.stats().memoryHits, 1);
+}
+
+TEST(RuntimeCache, SecondRuntimeHitsTheDisk) {
+  TempDir dir;
+  Problem p =
+      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 2, 16, 16);
+  {
+    FakeCompiler compiler;
+    Runtime rt({dir.path(), 2, &compiler});
+    AttentionArgs args = p.args();
+    ASSERT_EQ(rt.run(p.spec, args), "");
+    EXPECT_EQ(rt.stats().compiles, 1);
+  }
+  FakeCompiler compiler;
+  Runtime rt({dir.path(), 2, &compiler});
+  p.o.assign(p.o.size(), NAN);
+  AttentionArgs args = p.args();
+  ASSERT_EQ(rt.run(p.spec, args), "");
+  EXPECT_EQ(rt.stats().compiles, 0);
+  EXPECT_EQ(compiler.compiles, 0);
+  EXPECT_EQ(rt.stats().diskHits, 1);
+  EXPECT_LE(p.maxError(), 1e-5);
+
+  // Dropping the loaded kernels leaves the disk cache.
+  rt.clearMemoryCache();
+  ASSERT_EQ(rt.prepare(p.spec), "");
+  EXPECT_EQ(rt.stats().diskHits, 2);
+  EXPECT_EQ(compiler.compiles, 0);
+}
+
+TEST(RuntimeCache, CompilerFingerprintIsPartOfTheKey) {
+  TempDir dir;
+  AttentionSpec spec = makeSpec(4, 2, 32);
+  FakeCompiler first;
+  ASSERT_EQ(Runtime({dir.path(), 1, &first}).prepare(spec), "");
+  struct OtherCompiler : FakeCompiler {
+    std::string fingerprint(Target) const override { return "fake-2"; }
+  } second;
+  Runtime rt({dir.path(), 1, &second});
+  ASSERT_EQ(rt.prepare(spec), "");
+  EXPECT_EQ(rt.stats().compiles, 1);
+  EXPECT_EQ(dir.list().size(), 2u);
+}
+
+TEST(RuntimeCache, EntryIsNamedBySha256OfTheKey) {
+  TempDir dir;
+  FakeCompiler compiler;
+  AttentionSpec spec = makeSpec(4, 2, 32);
+  ASSERT_EQ(Runtime({dir.path(), 1, &compiler}).prepare(spec), "");
+  std::string key =
+      fmt::format("{}\ndefault\ncpu\nfake-compiler-1\n{}\n{}", spec.canonical(),
+                  TILT_TEST_VERSION, kKernelAbiVersion);
+  EXPECT_EQ(onlyEntry(dir), tilt::detail::sha256Hex(key) + ".so");
+}
+
+TEST(RuntimeCache, DirectoryIs0700EntryIs0600NoTempFiles) {
+  TempDir root;
+  const std::string cache = root / "a/b/cache";
+  FakeCompiler compiler;
+  Runtime rt({cache, 1, &compiler});
+  ASSERT_EQ(rt.prepare(makeSpec(4, 2, 32)), "");
+  struct stat st;
+  ASSERT_EQ(stat(cache.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  std::string entry = onlyEntry(root, cache);
+  ASSERT_EQ(entry.size(), 64u + 3u) << "files: " << root.list(cache).size();
+  EXPECT_EQ(entry.substr(64), ".so");
+  ASSERT_EQ(stat((cache + "/" + entry).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(RuntimeCache, CompileFailureLeavesNoFiles) {
+  TempDir dir;
+  FakeCompiler compiler;
+  compiler.failWith = "boom: bad config";
+  Runtime rt({dir.path(), 1, &compiler});
+  EXPECT_EQ(rt.prepare(makeSpec(4, 2, 32)), "compile: boom: bad config");
+  EXPECT_TRUE(dir.list().empty());
+}
+
+TEST(RuntimeCache, UnloadableArtifactIsRejectedAndRemoved) {
+  TempDir dir;
+  struct GarbageCompiler : FakeCompiler {
+    std::string compile(const AttentionSpec &, const TileConfig &, Target,
+                        std::string &artifact) override {
+      ++compiles;
+      artifact = "not an ELF file";
+      return {};
+    }
+  } compiler;
+  Runtime rt({dir.path(), 1, &compiler});
+  std::string err = rt.prepare(makeSpec(4, 2, 32));
+  EXPECT_EQ(err.rfind("compiled artifact rejected: kernel ", 0), 0u) << err;
+  EXPECT_NE(err.find("cannot load"), std::string::npos) << err;
+  EXPECT_TRUE(dir.list().empty());
+}
+
+TEST(RuntimeCache, FreshArtifactForAnotherSpecIsRejected) {
+  TempDir dir;
+  FakeCompiler compiler;
+  compiler.stampSpec = makeSpec(8, 8, 32).canonical();
+  Runtime rt({dir.path(), 1, &compiler});
+  AttentionSpec spec = makeSpec(4, 2, 32);
+  std::string err = rt.prepare(spec);
+  EXPECT_NE(err.find(fmt::format("built for spec '{}', expected '{}'",
+                                 compiler.stampSpec, spec.canonical())),
+            std::string::npos)
+      << err;
+  EXPECT_TRUE(dir.list().empty());
+}
+
+// A disk entry claiming another spec (a stale or colliding file) is deleted
+// and rebuilt once, and the rebuilt kernel computes the right thing.
+TEST(RuntimeCache, MismatchedSpecEntryIsRemovedAndRecompiled) {
+  TempDir dir;
+  Problem p =
+      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 16, 16);
+  FakeCompiler compiler;
+  ASSERT_EQ(Runtime({dir.path(), 1, &compiler}).prepare(p.spec), "");
+  const std::string entry = dir / onlyEntry(dir);
+  AttentionSpec other = p.spec;
+  other.causal = false;
+  writeFile(entry, stampedKernel(kernelInfo(other.canonical(), 16, 32)));
+
+  Runtime rt({dir.path(), 2, &compiler});
+  AttentionArgs args = p.args();
+  ASSERT_EQ(rt.run(p.spec, args), "");
+  EXPECT_EQ(rt.stats().compiles, 1);
+  EXPECT_EQ(rt.stats().diskHits, 0);
+  EXPECT_LE(p.maxError(), 1e-5);
+  EXPECT_EQ(dir / onlyEntry(dir), entry);
+  EXPECT_NE(readFile(entry).find("spec=" + p.spec.canonical()),
+            std::string::npos);
+}
+
+TEST(RuntimeCache, OtherAbiEntryIsRemovedAndRecompiled) {
+  TempDir dir;
+  AttentionSpec spec = makeSpec(4, 2, 32);
+  FakeCompiler compiler;
+  ASSERT_EQ(Runtime({dir.path(), 1, &compiler}).prepare(spec), "");
+  const std::string entry = dir / onlyEntry(dir);
+  writeFile(entry, stampedKernel(kernelInfo(spec.canonical(), 16, 32,
+                                            kKernelAbiVersion + 1)));
+  Runtime rt({dir.path(), 1, &compiler});
+  ASSERT_EQ(rt.prepare(spec), "");
+  EXPECT_EQ(rt.stats().compiles, 1);
+  EXPECT_EQ(readFile(entry).find(fmt::format("abi={};", kKernelAbiVersion + 1)),
+            std::string::npos);
+}
+
+TEST(RuntimeCache, NoCompilerAndNoEntry) {
+  TempDir dir;
+  Runtime rt({dir.path(), 1, nullptr});
+  AttentionSpec spec = makeSpec(4, 2, 32);
+  std::string err = rt.prepare(spec);
+  EXPECT_EQ(err.rfind(fmt::format("no cached kernel for {} and no compiler to "
+                                  "build one",
+                                  spec.canonical()),
+                      0),
+            0u)
+      << err;
+  EXPECT_EQ(rt.stats().compiles, 0);
+}
+
+// Without a compiler the key's fingerprint is "", so the entry must have been
+// written under that key (as a bundle would be); a bad one is still removed.
+TEST(RuntimeCache, NoCompilerRejectsAndRemovesABadEntry) {
+  TempDir dir;
+  AttentionSpec spec = makeSpec(4, 2, 32);
+  AttentionSpec other = makeSpec(8, 2, 32);
+  const std::string name = tilt::detail::sha256Hex(fmt::format(
+                               "{}\ndefault\ncpu\n\n{}\n{}", spec.canonical(),
+                               TILT_TEST_VERSION, kKernelAbiVersion)) +
+                           ".so";
+  writeFile(dir / name, stampedKernel(kernelInfo(other.canonical(), 16, 32)));
+  Runtime rt({dir.path(), 1, nullptr});
+  std::string err = rt.prepare(spec);
+  EXPECT_NE(err.find("built for spec"), std::string::npos) << err;
+  EXPECT_NE(err.find("no compiler to rebuild it"), std::string::npos) << err;
+  EXPECT_TRUE(dir.list().empty());
+
+  // A good entry under that key is used.
+  writeFile(dir / name, stampedKernel(kernelInfo(spec.canonical(), 16, 32)));
+  EXPECT_EQ(rt.prepare(spec), "");
+  EXPECT_EQ(rt.stats().diskHits, 1);
+}
+
+//===----------------------------------------------------------------------===//
+// Cache directory resolution
+//===----------------------------------------------------------------------===//
+
+/// Sets (or, with nullptr, unsets) an environment variable for a scope.
+class EnvVar {
+public:
+  EnvVar(const char *name, const char *value) : name(name) {
+    if (const char *old = std::getenv(name))
+      saved = old;
+    value ? setenv(name, value, 1) : unsetenv(name);
+  }
+  ~EnvVar() { saved ? setenv(name, saved->c_str(), 1) : unsetenv(name); }
+
+private:
+  const char *name;
+  std::optional<std::string> saved;
+};
+
+TEST(RuntimeCacheDir, ExplicitDirWins) {
+  EnvVar tilt("TILT_CACHE_DIR", "/tmp/from-env");
+  EXPECT_EQ(Runtime({"/tmp/explicit", 1, nullptr}).cacheDir(), "/tmp/explicit");
+}
+
+TEST(RuntimeCacheDir, TiltCacheDirFirst) {
+  EnvVar tilt("TILT_CACHE_DIR", "/tmp/tilt-env");
+  EnvVar xdg("XDG_CACHE_HOME", "/tmp/xdg");
+  EXPECT_EQ(Runtime({"", 1, nullptr}).cacheDir(), "/tmp/tilt-env");
+}
+
+TEST(RuntimeCacheDir, ThenXdgCacheHome) {
+  EnvVar tilt("TILT_CACHE_DIR", nullptr);
+  EnvVar xdg("XDG_CACHE_HOME", "/tmp/xdg");
+  EXPECT_EQ(Runtime({"", 1, nullptr}).cacheDir(), "/tmp/xdg/tilt");
+}
+
+TEST(RuntimeCacheDir, ThenHome) {
+  EnvVar tilt("TILT_CACHE_DIR", "");
+  EnvVar xdg("XDG_CACHE_HOME", "relative/ignored");
+  EnvVar home("HOME", "/tmp/home");
+  EXPECT_EQ(Runtime({"", 1, nullptr}).cacheDir(), "/tmp/home/.cache/tilt");
+}
+
+TEST(RuntimeCacheDir, EnvironmentDirIsUsed) {
+  TempDir root;
+  EnvVar tilt("TILT_CACHE_DIR", (root / "env-cache").c_str());
+  FakeCompiler compiler;
+  Runtime rt({"", 1, &compiler});
+  ASSERT_EQ(rt.prepare(makeSpec(4, 2, 32)), "");
+  EXPECT_EQ(root.list(root / "env-cache").size(), 1u);
+}
+
+//===----------------------------------------------------------------------===//
+// Latency of the hot path
+//===----------------------------------------------------------------------===//
+
+/// Best mean seconds per call of `fn` over a few batches (the best batch is
+/// the least disturbed by other processes).
+template <typename Fn> double bestMeanSeconds(int calls, Fn fn) {
+  double best = 1e9;
+  for (int batch = 0; batch < 5; ++batch) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < calls; ++i)
+      fn();
+    best = std::min(best, std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - t0)
+                                  .count() /
+                              calls);
+  }
+  return best;
+}
+
+TEST(RuntimeLatency, MemoryHitIsWellUnderAMicrosecond) {
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), 1, &compiler});
+  AttentionSpec spec = makeSpec(12, 4, 64, BiasKind::Alibi, true);
+  ASSERT_EQ(rt.prepare(spec), "");
+  double perCall = bestMeanSeconds(20000, [&] { (void)rt.prepare(spec); });
+  std::printf("prepare() memory hit: %.0f ns\n", perCall * 1e9);
+  RecordProperty("prepare_memory_hit_ns", int(perCall * 1e9));
+  EXPECT_LT(perCall, 0.5e-6);
+}
+
+TEST(RuntimeLatency, TinyRunOverhead) {
+  FakeCompiler compiler;
+  TempDir dir;
+  Runtime rt({dir.path(), 1, &compiler});
+  Problem p = Problem::dense(makeSpec(1, 1, 16), 1, 1, 1);
+  AttentionArgs args = p.args();
+  ASSERT_EQ(rt.run(p.spec, args), "");
+  double perCall = bestMeanSeconds(20000, [&] { (void)rt.run(p.spec, args); });
+  std::printf("run() on [1, 1, 1, 16]: %.0f ns\n", perCall * 1e9);
+  RecordProperty("tiny_run_ns", int(perCall * 1e9));
+  EXPECT_LT(perCall, 5e-6);
+}
+
+TEST(Runtime, CudaHasNoLauncherYet) {
+  TempDir dir;
+  Runtime rt({dir.path(), 1, nullptr});
+  Problem p = Problem::dense(makeSpec(4, 4, 32), 1, 4, 4);
+  AttentionArgs args = p.args();
+  EXPECT_EQ(rt.run(p.spec, args, Target::CUDA),
+            "target cuda: this runtime has no CUDA launcher");
+  EXPECT_EQ(rt.prepare(p.spec, Target::CUDA),
+            "target cuda: this runtime has no CUDA launcher");
+}
+
+TEST(Runtime, Names) {
+  EXPECT_EQ(toString(Target::CPU), "cpu");
+  EXPECT_EQ(toString(Target::CUDA), "cuda");
+  EXPECT_EQ(naiveConfig(64).str(),
+            "variant=cpu_naive;block_m=64;block_n=32;num_warps=0;num_stages=0");
+  TensorRef t(nullptr, {1, 12, 128, 64});
+  EXPECT_EQ(t.shapeString(), "[1, 12, 128, 64]");
+  EXPECT_EQ(t.numElements(), 12 * 128 * 64);
+  EXPECT_EQ(TensorRef().shapeString(), "[]");
+}
+
+} // namespace

@@ -1,0 +1,325 @@
+//===- tilt-bench.cpp - How fast is Tilt on this machine? -----------------===//
+//
+//   tilt-bench [spec flags] --batch B --seq S [--seq-k S] [--threads N]
+//              [--repeats R] [--json]
+//
+// Times one attention shape through the runtime (warm-up excluded, median of
+// repeats) and puts the number next to what this machine can do: its FP32
+// FMA and AMX peaks, measured here with the same thread count, and a naive
+// unfused implementation (the [Sq, Sk] score matrix materialized) run in the
+// same process. Also reports JIT latencies: a cold compile, a disk-cache hit
+// and a memory-cache hit.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Args.h"
+#include "Half.h"
+#include "Peak.h"
+
+#include "tilt/Compiler/Compiler.h"
+#include "tilt/Runtime.h"
+#include "tilt/Slopes.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <thread>
+#include <unistd.h>
+
+using namespace tilt;
+using namespace tilt::tools;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int fail(const std::string &msg) {
+  fmt::print(stderr, "tilt-bench: error: {}\n", msg);
+  return 1;
+}
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// The unfused baseline: per (batch, head), S = scale * Q K^T + bias is
+/// materialized, softmaxed row by row and multiplied by V. Loops are written
+/// in the axpy order a compiler vectorizes; no fusion, no blocking.
+struct Naive {
+  const AttentionSpec &spec;
+  int64_t B, Sq, Sk;
+  std::vector<float> q, k, v; ///< f32 copies of the inputs
+  std::vector<float> o;
+
+  __attribute__((target_clones("avx512f", "avx2", "default"))) void
+  head(int64_t b, int64_t h, std::vector<float> &s, std::vector<float> &kt,
+       const std::vector<float> &slopes) {
+    const int64_t D = spec.headDim, hk = h / (spec.heads / spec.kvHeads);
+    const float *qh = q.data() + (b * spec.heads + h) * Sq * D;
+    const float *kh = k.data() + (b * spec.kvHeads + hk) * Sk * D;
+    const float *vh = v.data() + (b * spec.kvHeads + hk) * Sk * D;
+    float *oh = o.data() + (b * spec.heads + h) * Sq * D;
+    const float scale = static_cast<float>(spec.effectiveScale());
+    for (int64_t j = 0; j < Sk; ++j)
+      for (int64_t d = 0; d < D; ++d)
+        kt[d * Sk + j] = kh[j * D + d];
+    for (int64_t i = 0; i < Sq; ++i) {
+      float *row = s.data();
+      std::fill(row, row + Sk, 0.0f);
+      for (int64_t d = 0; d < D; ++d) {
+        float x = qh[i * D + d] * scale;
+        for (int64_t j = 0; j < Sk; ++j)
+          row[j] += x * kt[d * Sk + j];
+      }
+      const int64_t ip = i + Sk - Sq;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < Sk; ++j) {
+        float bias = spec.hasAlibi() ? slopes[h] * float(j - ip) : 0.0f;
+        bool visible = !(spec.causal && j > ip) &&
+                       !(spec.window && ip - j >= *spec.window);
+        row[j] = visible ? row[j] + bias : -INFINITY;
+        mx = std::max(mx, row[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < Sk; ++j) {
+        row[j] = mx == -INFINITY ? 0.0f : std::exp(row[j] - mx);
+        sum += row[j];
+      }
+      float *orow = oh + i * D;
+      std::fill(orow, orow + D, 0.0f);
+      for (int64_t j = 0; j < Sk; ++j) {
+        float p = sum > 0 ? row[j] / sum : 0.0f;
+        for (int64_t d = 0; d < D; ++d)
+          orow[d] += p * vh[j * D + d];
+      }
+    }
+  }
+
+  void run(int threads) {
+    std::vector<float> slopes =
+        spec.hasAlibi() ? standardSlopes(spec) : std::vector<float>();
+    std::atomic<int64_t> next{0};
+    auto worker = [&] {
+      std::vector<float> s(Sk), kt(Sk * spec.headDim);
+      for (int64_t item; (item = next.fetch_add(1)) < B * spec.heads;)
+        head(item / spec.heads, item % spec.heads, s, kt, slopes);
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t)
+      pool.emplace_back(worker);
+    worker();
+    for (std::thread &t : pool)
+      t.join();
+  }
+};
+
+} // namespace
+
+int main(int argc, char **argv) {
+  SpecFlags flags;
+  TileConfig config;
+  int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
+          naiveRepeats = 1;
+  bool json = false, help = false, noNaive = false;
+  std::string target = "cpu";
+
+  std::vector<Option> options;
+  addSpecOptions(options, flags);
+  addTileConfigOptions(options, config);
+  auto intFlag = [&](const char *name, const char *help, int64_t &dst,
+                     int64_t min) {
+    options.push_back({name, "N", help, [name, &dst, min](auto v) {
+                         return parseInt(name, v, dst, min);
+                       }});
+  };
+  intFlag("batch", "batch size (default 1)", batch, 1);
+  intFlag("seq", "query length, and key length unless --seq-k (required)",
+          seq, 1);
+  intFlag("seq-k", "key length", seqK, 1);
+  intFlag("threads", "CPU threads (default: all cores)", threads, 1);
+  intFlag("repeats", "timed runs; the median is reported (default 10)",
+          repeats, 1);
+  intFlag("warmup", "untimed runs first (default 2)", warmup, 0);
+  intFlag("naive-repeats", "timed runs of the naive baseline (default 1)",
+          naiveRepeats, 1);
+  options.push_back({"no-naive", "", "skip the naive baseline", [&](auto) {
+                       noNaive = true;
+                       return std::string();
+                     }});
+  options.push_back({"target", "cpu", "where to run", [&](std::string_view v) {
+                       target = v;
+                       return v == "cpu" ? std::string()
+                                         : fmt::format("--target must be cpu "
+                                                       "on this build, got "
+                                                       "'{}'",
+                                                       v);
+                     }});
+  options.push_back({"json", "", "print one JSON object as the last line",
+                     [&](auto) {
+                       json = true;
+                       return std::string();
+                     }});
+  options.push_back({"help", "", "show this help", [&](auto) {
+                       help = true;
+                       return std::string();
+                     }});
+  std::vector<std::string> positional;
+  if (std::string err = parseArgs(argc, argv, options, positional);
+      !err.empty())
+    return fail(err);
+  if (help) {
+    fmt::print("usage: tilt-bench [spec flags] --seq S [options]\n\n{}",
+               helpText(options));
+    return 0;
+  }
+  if (!positional.empty())
+    return fail(fmt::format("unexpected argument '{}'", positional.front()));
+  if (!seq)
+    return fail("--seq is required");
+  if (!seqK)
+    seqK = seq;
+  if (std::string err = finishSpecFlags(flags); !err.empty())
+    return fail(err);
+  if (std::string err = finishTileConfig(config); !err.empty())
+    return fail(err);
+  const AttentionSpec &spec = flags.spec;
+  if (spec.slopes == SlopeSource::Custom || spec.keyPaddingMask)
+    return fail("tilt-bench times standard-slope specs without a padding "
+                "mask; use tilt-run for the others");
+  if (!threads)
+    threads = std::max(1u, std::thread::hardware_concurrency());
+
+  // Inputs: unit normal, rounded to the dtype.
+  const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal;
+  Naive naive{spec, batch, seq, seqK, {}, {}, {}, {}};
+  auto fill = [&](TypedBuffer &buf, std::vector<float> &f32, size_t n) {
+    buf = TypedBuffer(spec.dtype, n);
+    f32.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      buf.set(i, normal(rng));
+      f32[i] = buf.get(i);
+    }
+  };
+  TypedBuffer qb, kb, vb;
+  fill(qb, naive.q, batch * H * seq * D);
+  fill(kb, naive.k, batch * Hkv * seqK * D);
+  fill(vb, naive.v, batch * Hkv * seqK * D);
+  TypedBuffer ob(spec.dtype, batch * H * seq * D);
+  AttentionArgs args;
+  args.q = TensorRef(qb.data(), {batch, H, seq, D});
+  args.k = TensorRef(kb.data(), {batch, Hkv, seqK, D});
+  args.v = TensorRef(vb.data(), {batch, Hkv, seqK, D});
+  args.o = TensorRef(ob.data(), {batch, H, seq, D});
+
+  // JIT latencies, from an empty private cache directory.
+  Compiler compiler;
+  std::string cacheDir =
+      (std::filesystem::temp_directory_path() /
+       fmt::format("tilt-bench-{}", static_cast<long>(getpid())))
+          .string();
+  std::filesystem::remove_all(cacheDir);
+  RuntimeOptions rtOptions;
+  rtOptions.cacheDir = cacheDir;
+  rtOptions.threads = static_cast<int>(threads);
+  rtOptions.compiler = &compiler;
+  double coldS, diskS, memS;
+  {
+    Runtime cold(rtOptions);
+    auto t0 = Clock::now();
+    if (std::string err = cold.prepare(spec, Target::CPU, config); !err.empty())
+      return fail(err);
+    coldS = seconds(t0, Clock::now());
+  }
+  Runtime runtime(rtOptions);
+  {
+    auto t0 = Clock::now();
+    if (std::string err = runtime.prepare(spec, Target::CPU, config);
+        !err.empty())
+      return fail(err);
+    diskS = seconds(t0, Clock::now());
+    constexpr int kHits = 100000;
+    t0 = Clock::now();
+    for (int i = 0; i < kHits; ++i)
+      (void)runtime.prepare(spec, Target::CPU, config);
+    memS = seconds(t0, Clock::now()) / kHits;
+  }
+
+  // The kernel.
+  std::vector<double> times;
+  for (int64_t r = 0; r < warmup + repeats; ++r) {
+    auto t0 = Clock::now();
+    if (std::string err = runtime.run(spec, args, Target::CPU, config);
+        !err.empty())
+      return fail(err);
+    if (r >= warmup)
+      times.push_back(seconds(t0, Clock::now()));
+  }
+  std::filesystem::remove_all(cacheDir);
+  double flops = 4.0 * batch * H * seq * seqK * D * (spec.causal ? 0.5 : 1.0);
+  double med = median(times);
+  double gflops = flops / med / 1e9;
+
+  double naiveMed = 0;
+  if (!noNaive) {
+    std::vector<double> naiveTimes;
+    naive.o.resize(batch * H * seq * D);
+    for (int64_t r = 0; r < naiveRepeats; ++r) {
+      auto t0 = Clock::now();
+      naive.run(static_cast<int>(threads));
+      naiveTimes.push_back(seconds(t0, Clock::now()));
+    }
+    naiveMed = median(naiveTimes);
+  }
+
+  double peakFp32 = measureFp32Peak(static_cast<int>(threads));
+  double peakAmx = measureAmxPeak(static_cast<int>(threads));
+
+  std::string shape = fmt::format(
+      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", batch, H, Hkv, seq,
+      seqK, D, toString(spec.dtype), toString(spec.bias),
+      spec.causal ? " causal" : "",
+      spec.window ? fmt::format(" window={}", *spec.window) : "");
+  fmt::print("shape        {}\n", shape);
+  fmt::print("threads      {}\n", threads);
+  fmt::print("tilt         {:.3f} ms median of {} ({:.1f} GFLOP/s)\n",
+             med * 1e3, repeats, gflops);
+  fmt::print("fp32 peak    {:.1f} GFLOP/s measured -> tilt at {:.1f}%\n",
+             peakFp32, 100 * gflops / peakFp32);
+  if (peakAmx > 0)
+    fmt::print("amx peak     {:.1f} GFLOP/s measured -> tilt at {:.1f}%\n",
+               peakAmx, 100 * gflops / peakAmx);
+  else
+    fmt::print("amx peak     not available on this CPU\n");
+  if (!noNaive)
+    fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
+               "faster\n",
+               naiveMed * 1e3, naiveMed / med);
+  fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
+             "memory hit {:.3f} us\n",
+             coldS * 1e3, diskS * 1e3, memS * 1e6);
+  if (json)
+    fmt::print(
+        "{{\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
+        "\"median_ms\": {:.4f}, \"peak_fp32_gflops\": {:.2f}, "
+        "\"peak_amx_gflops\": {:.2f}, \"ratio_fp32_peak\": {:.4f}, "
+        "\"ratio_amx_peak\": {:.4f}, \"naive_ms\": {:.4f}, "
+        "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
+        "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}}}\n",
+        shape, threads, gflops, med * 1e3, peakFp32, peakAmx,
+        gflops / peakFp32, peakAmx > 0 ? gflops / peakAmx : 0.0,
+        naiveMed * 1e3, naiveMed > 0 ? naiveMed / med : 0.0, coldS * 1e3,
+        diskS * 1e3, memS * 1e6);
+  return 0;
+}
