@@ -43,7 +43,7 @@ TileConfig Compiler::defaultConfig(const AttentionSpec &spec,
                                    Target target) const {
   mlir::MLIRContext ctx;
   ctx.loadDialect<mlir::tilt::TiltDialect>();
-  auto variant = mlir::tilt::pickCpuVariant(spec.dtype, cpu.has("amx-bf16"),
+  auto variant = mlir::tilt::pickCpuVariant(spec, cpu.has("amx-bf16"),
                                             cpu.has("avx512f"));
   auto attr = mlir::tilt::getDefaultCpuConfig(&ctx, variant);
   TileConfig config;

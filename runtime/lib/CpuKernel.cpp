@@ -4,6 +4,8 @@
 
 #include <charconv>
 #include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <fmt/format.h>
 
 namespace tilt::detail {
@@ -70,6 +72,19 @@ std::string parseKernelInfo(std::string_view text, KernelInfo &info) {
   return {};
 }
 
+std::string enableAmx() {
+  // Linux hands out AMX tile state per process on request; without it the
+  // first tile instruction raises SIGILL.
+  static const std::string result = [] {
+    constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) != 0)
+      return std::string("cpu_amx kernel: the OS refused AMX tile data "
+                         "(arch_prctl ARCH_REQ_XCOMP_PERM)");
+    return std::string();
+  }();
+  return result;
+}
+
 std::string CpuKernel::load(const std::string &path,
                             const std::string &expectedSpec,
                             std::unique_ptr<CpuKernel> &out) {
@@ -100,6 +115,9 @@ std::string CpuKernel::load(const std::string &path,
   if (info.spec != expectedSpec)
     return fmt::format("kernel {}: built for spec '{}', expected '{}'", path,
                        info.spec, expectedSpec);
+  if (info.variant == "cpu_amx")
+    if (std::string err = enableAmx(); !err.empty())
+      return fmt::format("kernel {}: {}", path, err);
   out = std::move(kernel);
   return {};
 }

@@ -33,6 +33,9 @@ struct KernelInfo {
 /// string. Returns "" or a one-line error.
 std::string parseKernelInfo(std::string_view text, KernelInfo &info);
 
+/// Asks the OS for AMX tile state (once per process); "" or an error.
+std::string enableAmx();
+
 class CpuKernel {
 public:
   /// Loads `path` and checks it against `expectedSpec` (a canonical spec).

@@ -165,12 +165,13 @@ void addSpecOptions(std::vector<Option> &options, SpecFlags &f) {
 
 void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
   options.push_back({"variant", "NAME",
-                     "kernel variant: cpu_avx2 or cpu_avx512 (default: best "
-                     "for this CPU)",
+                     "kernel variant: cpu_avx2, cpu_avx512 or cpu_amx "
+                     "(default: best for this CPU and dtype)",
                      [&config](std::string_view v) -> std::string {
-                       if (v != "cpu_avx2" && v != "cpu_avx512")
-                         return fmt::format("--variant must be cpu_avx2 or "
-                                            "cpu_avx512, got '{}'",
+                       if (v != "cpu_avx2" && v != "cpu_avx512" &&
+                           v != "cpu_amx")
+                         return fmt::format("--variant must be cpu_avx2, "
+                                            "cpu_avx512 or cpu_amx, got '{}'",
                                             v);
                        config.variant = v;
                        return {};

@@ -9,6 +9,7 @@
 #include "tilt/Compiler/Pipelines.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 
+#include "mlir/Dialect/AMX/AMXDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -28,7 +29,8 @@ int main(int argc, char **argv) {
   mlir::tilt::registerTiltPipelines();
 
   mlir::DialectRegistry registry;
-  registry.insert<mlir::tilt::TiltDialect, mlir::func::FuncDialect,
+  registry.insert<mlir::tilt::TiltDialect, mlir::amx::AMXDialect,
+                  mlir::func::FuncDialect,
                   mlir::arith::ArithDialect, mlir::math::MathDialect,
                   mlir::memref::MemRefDialect, mlir::LLVM::LLVMDialect,
                   mlir::scf::SCFDialect, mlir::tensor::TensorDialect,

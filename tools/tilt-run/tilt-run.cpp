@@ -2,9 +2,12 @@
 //
 //   tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [--lse lse.npy]
 //            [--cu-seqlens-q F --cu-seqlens-k F] [--threads N] [--stats]
+//   tilt-run [spec flags] --seq S [--batch B --seq-k S] [--check] [--time]
 //
-// Inputs are float32 .npy files, rounded to --dtype before use; outputs are
-// float32. The kernel comes from the runtime's caches or is JIT-compiled.
+// Inputs are float32 .npy files, rounded to --dtype before use, or seeded
+// unit-normal tensors of the given sizes; outputs are float32. The kernel
+// comes from the runtime's caches or is JIT-compiled. --check compares the
+// result with the float64 reference of ALIBI.md.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,12 +16,15 @@
 #include "Npy.h"
 
 #include "tilt/Compiler/Compiler.h"
+#include "tilt/Reference.h"
 #include "tilt/Runtime.h"
 
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <random>
 
 using namespace tilt;
 using namespace tilt::tools;
@@ -55,8 +61,8 @@ int main(int argc, char **argv) {
   SpecFlags flags;
   TileConfig config;
   std::string output, lseOutput, cuQFile, cuKFile, target = "cpu", cacheDir;
-  int64_t threads = 0, repeat = 1;
-  bool stats = false, help = false;
+  int64_t threads = 0, repeat = 1, batch = 1, seq = 0, seqK = 0, seed = 0;
+  bool stats = false, help = false, check = false, timeRuns = false;
 
   std::vector<Option> options;
   addSpecOptions(options, flags);
@@ -90,6 +96,24 @@ int main(int argc, char **argv) {
                      [&](auto v) { return parseInt("threads", v, threads, 1); }});
   options.push_back({"repeat", "N", "run N times (later runs hit the cache)",
                      [&](auto v) { return parseInt("repeat", v, repeat, 1); }});
+  options.push_back({"batch", "N", "random inputs: batch size (default 1)",
+                     [&](auto v) { return parseInt("batch", v, batch, 1); }});
+  options.push_back({"seq", "N", "random inputs of this query (and key) length",
+                     [&](auto v) { return parseInt("seq", v, seq, 1); }});
+  options.push_back({"seq-k", "N", "random inputs: key length",
+                     [&](auto v) { return parseInt("seq-k", v, seqK, 1); }});
+  options.push_back({"seed", "N", "random inputs: seed (default 0)",
+                     [&](auto v) { return parseInt("seed", v, seed, 0); }});
+  options.push_back({"check", "", "compare with the float64 reference",
+                     [&](auto) {
+                       check = true;
+                       return std::string();
+                     }});
+  options.push_back({"time", "", "print each run's time and GFLOP/s",
+                     [&](auto) {
+                       timeRuns = true;
+                       return std::string();
+                     }});
   options.push_back({"stats", "", "print cache statistics as JSON on stderr",
                      [&](auto) {
                        stats = true;
@@ -109,13 +133,19 @@ int main(int argc, char **argv) {
                helpText(options));
     return 0;
   }
-  if (files.size() != 3)
-    return fail(fmt::format("expected three inputs q.npy k.npy v.npy, got {}",
+  bool random = files.empty() && seq > 0;
+  if (!random && files.size() != 3)
+    return fail(fmt::format("expected three inputs q.npy k.npy v.npy (or "
+                            "--seq for random inputs), got {}",
                             files.size()));
-  if (output.empty())
+  if (random && !files.empty())
+    return fail("give either input files or --seq, not both");
+  if (!random && output.empty())
     return fail("-o FILE.npy is required");
   if (cuQFile.empty() != cuKFile.empty())
     return fail("--cu-seqlens-q and --cu-seqlens-k go together");
+  if (random && !cuQFile.empty())
+    return fail("--cu-seqlens-q/-k need input files");
   flags.spec.varlen = !cuQFile.empty();
   if (std::string err = finishSpecFlags(flags); !err.empty())
     return fail(err);
@@ -124,12 +154,28 @@ int main(int argc, char **argv) {
   const AttentionSpec &spec = flags.spec;
 
   NpyArray q, k, v;
-  if (std::string err = loadFloat32("q", files[0], q); !err.empty())
-    return fail(err);
-  if (std::string err = loadFloat32("k", files[1], k); !err.empty())
-    return fail(err);
-  if (std::string err = loadFloat32("v", files[2], v); !err.empty())
-    return fail(err);
+  if (random) {
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<double> normal;
+    auto make = [&](NpyArray &a, std::vector<int64_t> shape) {
+      a.shape = std::move(shape);
+      a.dtype = "<f4";
+      a.values.resize(a.numElements());
+      for (double &x : a.values)
+        x = static_cast<float>(normal(rng));
+    };
+    int64_t sk = seqK ? seqK : seq;
+    make(q, {batch, spec.heads, seq, spec.headDim});
+    make(k, {batch, spec.kvHeads, sk, spec.headDim});
+    make(v, {batch, spec.kvHeads, sk, spec.headDim});
+  } else {
+    if (std::string err = loadFloat32("q", files[0], q); !err.empty())
+      return fail(err);
+    if (std::string err = loadFloat32("k", files[1], k); !err.empty())
+      return fail(err);
+    if (std::string err = loadFloat32("v", files[2], v); !err.empty())
+      return fail(err);
+  }
   size_t rank = spec.varlen ? 3 : 4;
   for (auto [name, a] : {std::pair<const char *, NpyArray *>{"q", &q},
                          {"k", &k},
@@ -213,19 +259,78 @@ int main(int argc, char **argv) {
   rtOptions.compiler = &compiler;
   Runtime runtime(rtOptions);
   Target tgt = target == "cuda" ? Target::CUDA : Target::CPU;
-  for (int64_t r = 0; r < repeat; ++r)
+  // Useful work: 4 * B * H * Sq * Sk * D, half of it when causal.
+  double flops = 4.0 * double(q.numElements()) * double(k.shape[k.shape.size() - 2]) *
+                 (spec.causal ? 0.5 : 1.0);
+  if (spec.varlen)
+    flops = 0;
+  for (int64_t r = 0; r < repeat; ++r) {
+    RunStats before = runtime.stats();
+    auto t0 = std::chrono::steady_clock::now();
     if (std::string err = runtime.run(spec, args, tgt, config); !err.empty())
       return fail(err);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                             t0)
+                   .count();
+    const RunStats &after = runtime.stats();
+    if (timeRuns)
+      fmt::print("run {}: {:.3f} ms{}, kernel from {}\n", r + 1, s * 1e3,
+                 flops > 0 ? fmt::format(" ({:.1f} GFLOP/s)", flops / s / 1e9)
+                           : std::string(),
+                 after.compiles > before.compiles ? "a JIT compile"
+                 : after.diskHits > before.diskHits ? "the disk cache"
+                                                    : "the memory cache");
+  }
+
+  if (check) {
+    std::vector<float> qf(q.values.size()), kf(k.values.size()),
+        vf(v.values.size());
+    for (size_t i = 0; i < qf.size(); ++i)
+      qf[i] = qb.get(i);
+    for (size_t i = 0; i < kf.size(); ++i)
+      kf[i] = kb.get(i);
+    for (size_t i = 0; i < vf.size(); ++i)
+      vf[i] = vb.get(i);
+    reference::Inputs in;
+    in.q = qf.data();
+    in.k = kf.data();
+    in.v = vf.data();
+    in.slopes = slopes.empty() ? nullptr : slopes.data();
+    in.slopesPerBatch = slopesNpy.shape.size() == 2;
+    in.keyPaddingMask = kpm.empty() ? nullptr : kpm.data();
+    in.cuSeqlensQ = cuQ.empty() ? nullptr : cuQ.data();
+    in.cuSeqlensK = cuK.empty() ? nullptr : cuK.data();
+    Extents ext;
+    if (spec.varlen) {
+      ext = {int64_t(cuQ.size()) - 1, q.shape[0], k.shape[0]};
+    } else {
+      ext = {q.shape[0], q.shape[2], k.shape[2]};
+    }
+    reference::Outputs want = reference::attention(spec, ext, in);
+    double err = 0;
+    for (size_t i = 0; i < want.o.size(); ++i)
+      err = std::max(err, std::abs(double(ob.get(i)) - want.o[i]));
+    // Rounding the exact result to the dtype is the least error any
+    // same-dtype kernel can have; report it beside Tilt's.
+    double floor = 0;
+    for (double x : want.o)
+      floor = std::max(floor, std::abs(double(roundTo(spec.dtype, float(x))) - x));
+    fmt::print("max abs error vs float64 reference: {:.3e} (rounding the exact "
+               "result to {} alone: {:.3e})\n",
+               err, toString(spec.dtype), floor);
+  }
 
   std::vector<float> out(ob.size());
   for (size_t i = 0; i < out.size(); ++i)
     out[i] = ob.get(i);
-  if (std::string err = writeNpyF32(output, q.shape, out); !err.empty())
-    return fail(err);
+  if (!output.empty())
+    if (std::string err = writeNpyF32(output, q.shape, out); !err.empty())
+      return fail(err);
   if (!lseOutput.empty())
     if (std::string err = writeNpyF32(lseOutput, lseShape, lse); !err.empty())
       return fail(err);
   if (stats) {
+    std::fflush(stdout); // the JSON line stays the last line of the output
     const RunStats &s = runtime.stats();
     fmt::print(stderr,
                "{{\"compiles\": {}, \"disk_hits\": {}, \"memory_hits\": {}, "

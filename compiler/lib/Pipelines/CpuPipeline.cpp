@@ -39,7 +39,9 @@ mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
        }},
       {"llvm",
        [](OpPassManager &pm) {
-         pm.addPass(createConvertVectorToLLVMPass());
+         ConvertVectorToLLVMPassOptions vectorOptions;
+         vectorOptions.amx = true; // tile ops of the cpu_amx variant
+         pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
          pm.addPass(memref::createExpandStridedMetadataPass());
          pm.addPass(createLowerAffinePass());
          pm.addPass(createSCFToControlFlowPass());

@@ -12,10 +12,11 @@ namespace mlir::tilt {
 /// scores, accumulator) within L2 at D = 128.
 TileConfigAttr getDefaultCpuConfig(MLIRContext *ctx, KernelVariant variant);
 
-/// The CPU variant the host should use for `dtype`: cpu_avx512 where the
-/// CPU has AVX-512F, else cpu_avx2.
-KernelVariant pickCpuVariant(::tilt::DType dtype, bool hasAmxBf16,
-                             bool hasAvx512);
+/// The CPU variant the host should use for `spec`: cpu_amx for bf16 with a
+/// head dim that is a multiple of 32 where the CPU has AMX-BF16, else
+/// cpu_avx512 where it has AVX-512F, else cpu_avx2.
+KernelVariant pickCpuVariant(const ::tilt::AttentionSpec &spec,
+                             bool hasAmxBf16, bool hasAvx512);
 
 } // namespace mlir::tilt
 

@@ -3,6 +3,7 @@
 #ifndef TILT_COMPILER_PASSES_H
 #define TILT_COMPILER_PASSES_H
 
+#include "mlir/Dialect/AMX/AMXDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Math/IR/Math.h"

@@ -58,8 +58,13 @@ def ConvertTiltToCPU : Pass<"convert-tilt-to-cpu", "mlir::ModuleOp"> {
     (a polynomial, so it vectorizes); P·V accumulates in f32. Rows that see
     no key produce 0 and lse = -inf. f16/bf16 inputs are widened to f32 when
     blocks are staged and outputs rounded back.
+
+    The `cpu_amx` variant (bf16) computes Q K^T and P V with AMX tiles
+    (`amx.tile_mulf`, f32 accumulation) on VNNI-packed K^T and V blocks,
+    with the same f32 softmax between them.
   }];
-  let dependentDialects = ["mlir::arith::ArithDialect",
+  let dependentDialects = ["mlir::amx::AMXDialect",
+                           "mlir::arith::ArithDialect",
                            "mlir::math::MathDialect",
                            "mlir::memref::MemRefDialect",
                            "mlir::scf::SCFDialect",

@@ -25,6 +25,7 @@
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/Slopes.h"
 
+#include "mlir/Dialect/AMX/AMXDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -66,6 +67,7 @@ public:
   KernelEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
       : op(op), b(b), spec(op.getSpec()), config(op.getConfigAttr()) {
     vl = config.getVariant() == KernelVariant::cpu_avx2 ? 8 : 16;
+    amx = config.getVariant() == KernelVariant::cpu_amx;
     bm = config.getBlockM();
     bn = config.getBlockN();
     d = spec.headDim;
@@ -140,10 +142,11 @@ private:
     });
   }
   Value exp2(Value x);
-  /// Scores are never NaN (-inf marks masked keys), so max needs no NaN
-  /// handling: `nnan` lets it lower to a single vmaxps.
+  /// Scores are never NaN (-inf marks masked keys) and the sign of a zero
+  /// maximum does not matter, so maxnumf with `nnan` is a single vmaxps
+  /// (maximumf must order -0 below +0, which costs blends).
   Value maxF(Value x, Value y) {
-    return arith::MaximumFOp::create(b, x, y, nnan());
+    return arith::MaxNumFOp::create(b, x, y, nnan());
   }
   arith::FastMathFlagsAttr nnan() {
     return arith::FastMathFlagsAttr::get(b.getContext(),
@@ -175,6 +178,17 @@ private:
   void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
               Value nk);
   void finalize();
+
+  // The AMX variant (bf16): S = Q K^T and P V on tiles, softmax row-wise.
+  void stageQueryAmx();
+  void emitKeyBlockAmx(Value kb, Value nk);
+  void stageKeysAmx(Value kb, Value nk);
+  void softmaxRowAmx(Value i, Value kb, Value nk);
+  /// Combines all lanes of `v` with butterfly shuffles; every lane of the
+  /// result holds the total (no scalar extraction, no ordering rules).
+  Value allReduce(Value v, function_ref<Value(Value, Value)> combine);
+  SmallVector<Value> transpose16(SmallVector<Value> rows);
+
   /// Runs `tile(first, count)` over [0, total) in groups of `group`: a loop
   /// over the full groups and one more call for the remainder.
   void groups(int64_t total, int64_t group,
@@ -185,12 +199,16 @@ private:
   ::tilt::AttentionSpec spec;
   TileConfigAttr config;
   int64_t vl, bm, bn, d;
+  bool amx;
   Type f32, elt;
   VectorType vecF32;
 
   // Scratch, allocated once per call: Qt [D][BM], staged K/V [BN][D] (16-bit
   // inputs only), St/Pt [BN][BM], Acc [BM][D], per-row state [BM].
   Value qt, ks, vs, st, acc, mRow, lRow, alphaRow, posRef;
+  // AMX scratch: Q rows [BM][D], K^T and V in VNNI pairs ([D/2][2BN],
+  // [BN/2][2D]), scores [BM][BN] f32, P [BM][BN] bf16, P.V [BM][D] f32.
+  Value qs16, kvnni, vvnni, sMat, pMat, oBlock;
   // Per work item.
   Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
   Value slope2, pos;
@@ -234,12 +252,24 @@ LogicalResult KernelEmitter::emit() {
     return op.emitOpError("head dim and block_m must be multiples of the "
                           "vector length ")
            << vl;
-  qt = scratch({d, bm}, f32);
-  if (!elt.isF32()) {
-    ks = scratch({bn, d}, f32);
-    vs = scratch({bn, d}, f32);
+  if (amx) {
+    if (!elt.isBF16() || d % 32 != 0 || bn % 32 != 0 || bm % 32 != 0)
+      return op.emitOpError("cpu_amx needs bf16 inputs and a head dim, "
+                            "block_m and block_n that are multiples of 32");
+    qs16 = scratch({bm, d}, elt);
+    kvnni = scratch({d / 2, 2 * bn}, elt);
+    vvnni = scratch({bn / 2, 2 * d}, elt);
+    sMat = scratch({bm, bn}, f32);
+    pMat = scratch({bm, bn}, elt);
+    oBlock = scratch({bm, d}, f32);
+  } else {
+    qt = scratch({d, bm}, f32);
+    if (!elt.isF32()) {
+      ks = scratch({bn, d}, f32);
+      vs = scratch({bn, d}, f32);
+    }
+    st = scratch({bn, bm}, f32);
   }
-  st = scratch({bn, bm}, f32);
   acc = scratch({bm, d}, f32);
   mRow = scratch({bm}, f32);
   lRow = scratch({bm}, f32);
@@ -316,11 +346,18 @@ void KernelEmitter::emitItem(Value item) {
       for (int64_t c = 0; c < d; c += vl)
         vector::StoreOp::create(b, splat(0.0), acc, ValueRange{i, idx(c)});
     });
-    stageQuery();
+    if (amx)
+      stageQueryAmx();
+    else
+      stageQuery();
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       stagePositions();
     forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
-      emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
+      Value nk = minI(idx(bn), sub(kEnd, kb));
+      if (amx)
+        emitKeyBlockAmx(kb, nk);
+      else
+        emitKeyBlock(kb, nk);
     });
     finalize();
     if (pos)
@@ -369,7 +406,8 @@ void KernelEmitter::stagePositions() {
   // pos[j] = cumsum(kpm)[j] - 1 over the whole sequence, and each row's
   // reference pos[clamp(i')], which the scores are taken relative to.
   auto type = MemRefType::get({ShapedType::kDynamic}, f32);
-  pos = memref::AllocOp::create(b, type, ValueRange{sk},
+  // Padded by a block so row-wise code may read whole vectors at the end.
+  pos = memref::AllocOp::create(b, type, ValueRange{add(sk, idx(bn))},
                                 b.getI64IntegerAttr(64));
   Value kpm = op.getKeyPaddingMask();
   scf::ForOp::create(
@@ -383,6 +421,9 @@ void KernelEmitter::stagePositions() {
         memref::StoreOp::create(b, next, pos, ValueRange{j});
         scf::YieldOp::create(b, ValueRange{next});
       });
+  forLoop(sk, add(sk, idx(bn)), idx(1), [&](Value j) {
+    memref::StoreOp::create(b, f32c(0.0), pos, ValueRange{j});
+  });
   forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
     Value ip = add(add(rowStart, i), shift);
     Value ref = memref::LoadOp::create(
@@ -635,6 +676,261 @@ void KernelEmitter::finalize() {
   });
 }
 
+
+//===----------------------------------------------------------------------===//
+// AMX (bf16)
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::stageQueryAmx() {
+  // Qs = the block's q rows as they are (bf16), zero past the sequence; the
+  // scale is applied to the f32 scores instead, so Q is never re-rounded.
+  VectorType v32 = VectorType::get({32}, elt);
+  Value zeros = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(v32, b.getFloatAttr(elt, 0.0)));
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+    Value inside = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, i, rows);
+    Value row = minI(add(rowStart, i), sub(sq, idx(1)));
+    for (int64_t c = 0; c < d; c += 32) {
+      Value v = vector::LoadOp::create(b, v32, op.getQ(), qIndex(row, idx(c)));
+      v = arith::SelectOp::create(b, inside, v, zeros);
+      vector::StoreOp::create(b, v, qs16, ValueRange{i, idx(c)});
+    }
+  });
+}
+
+Value KernelEmitter::allReduce(Value v,
+                               function_ref<Value(Value, Value)> combine) {
+  for (int64_t w = vl / 2; w >= 1; w /= 2) {
+    SmallVector<int64_t> mask;
+    for (int64_t l = 0; l < vl; ++l)
+      mask.push_back(l ^ w);
+    v = combine(v, vector::ShuffleOp::create(b, v, v, mask));
+  }
+  return v;
+}
+
+SmallVector<Value> KernelEmitter::transpose16(SmallVector<Value> a) {
+  // 16x16 transpose of 32-bit lanes in four butterfly stages: the stage for
+  // bit k swaps the (row bit k = 0, column bit k = 1) elements with the
+  // (1, 0) ones; after all four every element (i, p) sits at (p, i).
+  for (int64_t k = 8; k >= 1; k /= 2) {
+    SmallVector<Value> out(16);
+    SmallVector<int64_t> lo, hi;
+    for (int64_t p = 0; p < 16; ++p) {
+      lo.push_back((p & k) == 0 ? p : 16 + p - k);
+      hi.push_back((p & k) == 0 ? p + k : 16 + p);
+    }
+    for (int64_t i = 0; i < 16; ++i) {
+      if (i & k)
+        continue;
+      out[i] = vector::ShuffleOp::create(b, a[i], a[i + k], lo);
+      out[i + k] = vector::ShuffleOp::create(b, a[i], a[i + k], hi);
+    }
+    a = out;
+  }
+  return a;
+}
+
+void KernelEmitter::stageKeysAmx(Value kb, Value nk) {
+  // Tile B operands hold pairs of bf16 along the reduction (VNNI):
+  //   Kv[p][2n + t] = K[kb + n][2p + t]   (K^T for S = Q K^T)
+  //   Vv[p][2c + t] = V[kb + 2p + t][c]   (V for P V)
+  // K needs a transpose of 32-bit pairs; V only interleaves row pairs. Keys
+  // past the block's end are zeros, so no NaN can reach a tile product.
+  Type i32 = b.getI32Type();
+  VectorType v32 = VectorType::get({32}, elt), v16 = VectorType::get({16}, elt);
+  VectorType v16i = VectorType::get({16}, i32);
+  Value zeros32 = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(v32, b.getFloatAttr(elt, 0.0)));
+  Value zeros16 = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(v16, b.getFloatAttr(elt, 0.0)));
+  Value lastKey = sub(sk, idx(1));
+  auto keyRow = [&](Value j, Value &valid) {
+    valid = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j, nk);
+    return minI(add(kb, j), lastKey);
+  };
+  for (int64_t n0 = 0; n0 < bn; n0 += 16) {
+    SmallVector<Value> rowsIdx, valid(16);
+    for (int64_t r = 0; r < 16; ++r)
+      rowsIdx.push_back(keyRow(idx(n0 + r), valid[r]));
+    forLoop(idx(0), idx(d / 2), idx(16), [&](Value p0) {
+      Value col = mul(p0, idx(2));
+      SmallVector<Value> lanes;
+      for (int64_t r = 0; r < 16; ++r) {
+        Value v = vector::LoadOp::create(b, v32, op.getK(),
+                                         kvIndex(rowsIdx[r], col));
+        v = arith::SelectOp::create(b, valid[r], v, zeros32);
+        lanes.push_back(vector::BitCastOp::create(b, v16i, v));
+      }
+      SmallVector<Value> t = transpose16(lanes);
+      for (int64_t p = 0; p < 16; ++p)
+        vector::StoreOp::create(b, vector::BitCastOp::create(b, v32, t[p]),
+                                kvnni, ValueRange{add(p0, idx(p)), idx(2 * n0)});
+    });
+  }
+  SmallVector<int64_t> interleave;
+  for (int64_t l = 0; l < 16; ++l)
+    interleave.append({l, 16 + l});
+  forLoop(idx(0), idx(bn / 2), idx(1), [&](Value p) {
+    Value valid0, valid1;
+    Value row0 = keyRow(mul(p, idx(2)), valid0);
+    Value row1 = keyRow(add(mul(p, idx(2)), idx(1)), valid1);
+    for (int64_t c = 0; c < d; c += 16) {
+      Value a = vector::LoadOp::create(b, v16, op.getV(), kvIndex(row0, idx(c)));
+      Value bb = vector::LoadOp::create(b, v16, op.getV(), kvIndex(row1, idx(c)));
+      a = arith::SelectOp::create(b, valid0, a, zeros16);
+      bb = arith::SelectOp::create(b, valid1, bb, zeros16);
+      Value pair = vector::ShuffleOp::create(b, a, bb, interleave);
+      vector::StoreOp::create(b, pair, vvnni, ValueRange{p, idx(2 * c)});
+    }
+  });
+}
+
+void KernelEmitter::emitKeyBlockAmx(Value kb, Value nk) {
+  stageKeysAmx(kb, nk);
+  // C[M][N] += A[M][K] B[K][N] in 2x2 blocks of 16x16 f32 tiles: four
+  // accumulators, two A and two B tiles, so each loaded tile feeds two
+  // products (all eight tile registers in use).
+  auto aType = amx::TileType::get({16, 32}, elt);
+  auto cType = amx::TileType::get({16, 16}, f32);
+  auto matmul = [&](int64_t rowsM, int64_t colsN, int64_t depth, Value aMem,
+                    Value bMem, Value cMem) {
+    forLoop(idx(0), idx(rowsM), idx(32), [&](Value m0) {
+      forLoop(idx(0), idx(colsN), idx(32), [&](Value n0) {
+        Value m1 = add(m0, idx(16)), n1 = add(n0, idx(16));
+        Value c00 = amx::TileZeroOp::create(b, cType);
+        Value c01 = amx::TileZeroOp::create(b, cType);
+        Value c10 = amx::TileZeroOp::create(b, cType);
+        Value c11 = amx::TileZeroOp::create(b, cType);
+        for (int64_t k0 = 0; k0 < depth; k0 += 32) {
+          Value a0 = amx::TileLoadOp::create(b, aType, aMem, ValueRange{m0, idx(k0)});
+          Value a1 = amx::TileLoadOp::create(b, aType, aMem, ValueRange{m1, idx(k0)});
+          Value b0 = amx::TileLoadOp::create(b, aType, bMem,
+                                             ValueRange{idx(k0 / 2), mul(n0, idx(2))});
+          Value b1 = amx::TileLoadOp::create(b, aType, bMem,
+                                             ValueRange{idx(k0 / 2), mul(n1, idx(2))});
+          c00 = amx::TileMulFOp::create(b, cType, a0, b0, c00);
+          c01 = amx::TileMulFOp::create(b, cType, a0, b1, c01);
+          c10 = amx::TileMulFOp::create(b, cType, a1, b0, c10);
+          c11 = amx::TileMulFOp::create(b, cType, a1, b1, c11);
+        }
+        amx::TileStoreOp::create(b, cMem, ValueRange{m0, n0}, c00);
+        amx::TileStoreOp::create(b, cMem, ValueRange{m0, n1}, c01);
+        amx::TileStoreOp::create(b, cMem, ValueRange{m1, n0}, c10);
+        amx::TileStoreOp::create(b, cMem, ValueRange{m1, n1}, c11);
+      });
+    });
+  };
+  matmul(bm, bn, d, qs16, kvnni, sMat);
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) { softmaxRowAmx(i, kb, nk); });
+  matmul(bm, d, bn, pMat, vvnni, oBlock);
+  // Acc = Acc * alpha + P V.
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+    Value alpha = bcast(memref::LoadOp::create(b, alphaRow, ValueRange{i}));
+    for (int64_t c = 0; c < d; c += vl) {
+      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
+      Value o = vector::LoadOp::create(b, vecF32, oBlock, ValueRange{i, idx(c)});
+      vector::StoreOp::create(b, math::FmaOp::create(b, a, alpha, o), acc,
+                              ValueRange{i, idx(c)});
+    }
+  });
+}
+
+void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk) {
+  // One query row across the block's keys: scores scaled here (Q stayed
+  // bf16), bias, masks, then the online softmax with horizontal reductions.
+  Value ip = add(add(rowStart, i), shift);
+  Value base = indexToF32(sub(kb, ip));
+  Value nkF = indexToF32(nk);
+  SmallVector<float> lanes;
+  for (int64_t l = 0; l < vl; ++l)
+    lanes.push_back(static_cast<float>(l));
+  Value iota = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(vecF32, ArrayRef<float>(lanes)));
+  Value scale = splat(spec.effectiveScale() * kLog2E);
+  Value negInf = splat(-INFINITY);
+  Value ref = posRef ? bcast(memref::LoadOp::create(b, posRef, ValueRange{i}))
+                     : Value();
+  Value kpm = op.getKeyPaddingMask();
+  SmallVector<Value> s;
+  Value rowMax = negInf;
+  for (int64_t c = 0; c < bn / vl; ++c) {
+    Value lane = arith::AddFOp::create(b, iota, splat(double(c * vl)));
+    Value jrel = arith::AddFOp::create(b, lane, bcast(base));
+    Value v = vector::LoadOp::create(b, vecF32, sMat, ValueRange{i, idx(c * vl)});
+    v = arith::MulFOp::create(b, v, scale);
+    switch (spec.bias) {
+    case ::tilt::BiasKind::None:
+      break;
+    case ::tilt::BiasKind::Alibi:
+      v = math::FmaOp::create(b, bcast(slope2), jrel, v);
+      break;
+    case ::tilt::BiasKind::AlibiSymmetric:
+      v = math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
+                              math::AbsFOp::create(b, jrel), v);
+      break;
+    case ::tilt::BiasKind::AlibiPositions: {
+      Value p = vector::LoadOp::create(b, vecF32, pos,
+                                       ValueRange{add(kb, idx(c * vl))});
+      v = math::FmaOp::create(b, bcast(slope2),
+                              arith::SubFOp::create(b, p, ref), v);
+      break;
+    }
+    }
+    Value visible = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lane,
+                                          bcast(nkF));
+    auto both = [&](Value cond) {
+      visible = arith::AndIOp::create(b, visible, cond);
+    };
+    if (spec.causal)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
+                                 splat(0.0)));
+    if (spec.window)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
+                                 splat(-double(*spec.window))));
+    if (kpm) {
+      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
+      Value inRange = vector::CreateMaskOp::create(
+          b, VectorType::get({vl}, b.getI1Type()),
+          ValueRange{maxI(idx(0), sub(nk, idx(c * vl)))});
+      Value zeros = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
+      Value m = vector::MaskedLoadOp::create(
+          b, vecI8, kpm, ValueRange{batch, add(kb, idx(c * vl))}, inRange,
+          zeros);
+      both(arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
+    }
+    v = arith::SelectOp::create(b, visible, v, negInf);
+    s.push_back(v);
+    rowMax = maxF(rowMax, v);
+  }
+  Value mx = allReduce(rowMax, [&](Value x, Value y) { return maxF(x, y); });
+  Value mOld = bcast(memref::LoadOp::create(b, mRow, ValueRange{i}));
+  Value mNew = maxF(mOld, mx);
+  Value isEmpty =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew, negInf);
+  Value mSafe = arith::SelectOp::create(b, isEmpty, splat(0.0), mNew);
+  Value sum = splat(0.0);
+  VectorType vecElt = VectorType::get({vl}, elt);
+  for (int64_t c = 0; c < bn / vl; ++c) {
+    Value p = exp2(arith::SubFOp::create(b, s[c], mSafe));
+    vector::StoreOp::create(b, arith::TruncFOp::create(b, vecElt, p), pMat,
+                            ValueRange{i, idx(c * vl)});
+    sum = arith::AddFOp::create(b, sum, p);
+  }
+  Value rowSum = allReduce(
+      sum, [&](Value x, Value y) { return arith::AddFOp::create(b, x, y); });
+  Value alphaV = exp2(arith::SubFOp::create(b, mOld, mSafe));
+  Value lOld = bcast(memref::LoadOp::create(b, lRow, ValueRange{i}));
+  Value lNew = math::FmaOp::create(b, lOld, alphaV, rowSum);
+  auto lane0 = [&](Value v) {
+    return vector::ExtractOp::create(b, v, ArrayRef<int64_t>{0});
+  };
+  memref::StoreOp::create(b, lane0(lNew), lRow, ValueRange{i});
+  memref::StoreOp::create(b, lane0(mNew), mRow, ValueRange{i});
+  memref::StoreOp::create(b, lane0(alphaV), alphaRow, ValueRange{i});
+}
+
 struct ConvertTiltToCPU
     : mlir::tilt::impl::ConvertTiltToCPUBase<ConvertTiltToCPU> {
   void runOnOperation() override {
@@ -647,10 +943,8 @@ struct ConvertTiltToCPU
         return signalPassFailure();
       }
       TileConfigAttr config = op.getConfigAttr();
-      if (config.isGpu() ||
-          config.getVariant() == KernelVariant::cpu_amx) {
-        op.emitOpError("convert-tilt-to-cpu lowers cpu_avx2 and cpu_avx512 "
-                       "tile configs, got ")
+      if (config.isGpu()) {
+        op.emitOpError("convert-tilt-to-cpu needs a CPU tile_config, got ")
             << stringifyKernelVariant(config.getVariant());
         return signalPassFailure();
       }

@@ -434,3 +434,27 @@ module attributes {tilt.a = #tilt.tile_config<variant = gpu_sm80, block_m = 64, 
 // expected-error @+2 {{expected ::mlir::tilt::KernelVariant to be one of: cpu_avx2, cpu_avx512, cpu_amx, gpu_sm80, gpu_sm90a}}
 // expected-error @+1 {{failed to parse Tilt_TileConfigAttr parameter 'variant'}}
 module attributes {tilt.a = #tilt.tile_config<variant = gpu_sm70, block_m = 64, block_n = 64>} {}
+
+// -----
+
+func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
+  // expected-error @+1 {{items needs both a begin and an end}}
+  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 1, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{items belong to the memref (kernel) form}}
+  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{items need a tile_config: block_m defines the query blocks they count}}
+  tilt.attention q(%q : memref<1x4x8x64xf32>) k(%q : memref<1x4x8x64xf32>) v(%q : memref<1x4x8x64xf32>) out(%o : memref<1x4x8x64xf32>) items(%b, %e)
+  return
+}

@@ -1,0 +1,168 @@
+// RUN: tilt-opt %s -split-input-file --convert-tilt-to-cpu --canonicalize --cse | FileCheck %s
+
+// Loop structure, bias arithmetic, block skipping and the vector micro-kernels
+// of the streaming-softmax lowering. H = 2, D = 16, block_m = block_n = 16.
+
+// CHECK-LABEL: func.func @alibi_causal_window(
+// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x2x?x16xf32>, %[[K:[a-z0-9]+]]: memref<?x2x?x16xf32>, %[[V:[a-z0-9]+]]: memref<?x2x?x16xf32>, %[[O:[a-z0-9]+]]: memref<?x2x?x16xf32>, %[[LSE:[a-z0-9]+]]: memref<?x2x?xf32>, %[[BEGIN:[a-z0-9]+]]: index, %[[END:[a-z0-9]+]]: index)
+// The scores are in log2 units: Q is pre-scaled by scale * log2(e)
+// (0.25 * 1.4427), and the standard slopes of H = 2 (2^-4, 2^-8) are a
+// table of slope * log2(e) constants indexed by head.
+// CHECK-DAG: %[[QSCALE:.*]] = arith.constant 0.360673755 : f32
+// CHECK-DAG: %[[SLOPES:.*]] = arith.constant dense<[0.0901684388, 0.00563552743]> : vector<2xf32>
+// CHECK-DAG: %[[MINUS_W:.*]] = arith.constant dense<-3.200000e+01> : vector<16xf32>
+// Scratch: Qt [D][BM], St [BN][BM], Acc [BM][D], per-row m, l, alpha.
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<16x16xf32>
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<16xf32>
+// One iteration per work item: item -> (batch, head, query block).
+// CHECK: scf.for %[[ITEM:.*]] = %[[BEGIN]] to %[[END]] step %{{.*}} {
+// CHECK: %[[NQB:.*]] = arith.ceildivsi %{{.*}}, %c16 : index
+// CHECK: %[[QB:.*]] = arith.remsi %[[ITEM]], %[[NQB]] : index
+// CHECK: %[[BH:.*]] = arith.divsi %[[ITEM]], %[[NQB]] : index
+// CHECK: %[[HEAD:.*]] = arith.remsi %[[BH]], %c2 : index
+// CHECK: %[[SLOPE:.*]] = vector.extract %[[SLOPES]][%[[HEAD]]] : f32 from vector<2xf32>
+// Block skipping: causal ends the key range after the block's last row,
+// i' + 1; the window of 32 starts it at the first row's i' - 31.
+// CHECK: %[[KEND0:.*]] = arith.minsi %{{.*}}, %{{.*}} : index
+// CHECK: %[[KEND:.*]] = arith.maxsi %[[KEND0]], %c0 : index
+// CHECK: %[[KBEGIN0:.*]] = arith.addi %{{.*}}, %c-31 : index
+// CHECK: %[[KBEGIN:.*]] = arith.maxsi %[[KBEGIN0]], %c0 : index
+// Qt staging multiplies by the folded scale.
+// CHECK: arith.mulf %{{.*}}, %[[QSCALE]] : f32
+// The key loop visits only [KBEGIN, KEND), a block at a time.
+// CHECK: scf.for %[[KB:.*]] = %[[KBEGIN]] to %[[KEND]] step %c16 {
+// Scores: K rows broadcast against Qt vectors, one accumulator per key.
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>,
+// CHECK: vector.broadcast %{{.*}} : f32 to vector<16xf32>
+// CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+// Softmax pass 1: bias = slope * (j - i') by fma; causal j - i' <= 0 and
+// window j - i' > -32 masks; running max without NaN handling.
+// CHECK: %[[SV:.*]] = vector.broadcast %[[SLOPE]] : f32 to vector<16xf32>
+// CHECK: %[[BIASED:.*]] = math.fma %[[SV]], %[[JREL:.*]], %{{.*}} : vector<16xf32>
+// CHECK: %[[CAUSAL:.*]] = arith.cmpf ole, %[[JREL]], %{{.*}} : vector<16xf32>
+// CHECK: %[[WIN:.*]] = arith.cmpf ogt, %[[JREL]], %[[MINUS_W]] : vector<16xf32>
+// CHECK: %[[VIS:.*]] = arith.andi %[[CAUSAL]], %[[WIN]] : vector<16xi1>
+// CHECK: arith.select %[[VIS]], %[[BIASED]], %{{.*}} : vector<16xi1>, vector<16xf32>
+// CHECK: arith.maxnumf %{{.*}}, %{{.*}} fastmath<nnan> : vector<16xf32>
+// Pass 2: exp2 as a polynomial on the fraction times 2^floor.
+// CHECK: math.floor %{{.*}} : vector<16xf32>
+// CHECK: math.fma
+// CHECK: arith.shli %{{.*}}, %{{.*}} : vector<16xi32>
+// CHECK: arith.bitcast %{{.*}} : vector<16xi32> to vector<16xf32>
+// P.V: the accumulator tile is rescaled by alpha, then fed by V rows.
+// CHECK: vector.load %[[V]][%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}] : memref<?x2x?x16xf32>, vector<16xf32>
+// CHECK: vector.fma
+// Finalize: o = acc / l, lse = (m + log2 l) * ln 2, -inf for empty rows.
+// CHECK: vector.store %{{.*}}, %[[O]][
+// CHECK: math.log2
+// CHECK: memref.store %{{.*}}, %[[LSE]][
+// CHECK-NOT: tilt.attention
+func.func @alibi_causal_window(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x2x?x16xf32>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x2x?x16xf32>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, window = 32, config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// Symmetric bias: -slope * |j - i'|; no mask, so the key loop covers all
+// keys and the biased score is stored as is.
+
+// CHECK-LABEL: func.func @symmetric(
+// CHECK-NOT: arith.cmpf ole
+// CHECK: %[[ABS:.*]] = math.absf %{{.*}} : vector<16xf32>
+// CHECK: %[[NEG:.*]] = arith.negf %{{.*}} : f32
+// CHECK: %[[NEGV:.*]] = vector.broadcast %[[NEG]] : f32 to vector<16xf32>
+// CHECK: %[[S:.*]] = math.fma %[[NEGV]], %[[ABS]], %{{.*}} : vector<16xf32>
+// CHECK-NEXT: vector.store %[[S]]
+// CHECK: math.floor
+func.func @symmetric(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x2x?x16xf32>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x2x?x16xf32>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi_symmetric>, config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// Positions from a padding mask: pos = cumsum(kpm) - 1 is built once per item
+// on the heap (Sk is dynamic); the bias is slope * (pos[j] - pos[i']) and
+// padded keys are masked with a broadcast of kpm[j] != 0.
+
+// CHECK-LABEL: func.func @positions(
+// CHECK: %[[POS:.*]] = memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?xf32>
+// CHECK: memref.load %[[KPM:.*]][%{{.*}}, %{{.*}}] : memref<?x?xi8>
+// CHECK: arith.cmpi ne, %{{.*}}, %{{.*}} : i8
+// CHECK: memref.store %{{.*}}, %[[POS]][%{{.*}}] : memref<?xf32>
+// Each row's reference position pos[clamp(i')], staged once per item:
+// CHECK: %[[R:.*]] = memref.load %[[POS]][%{{.*}}] : memref<?xf32>
+// CHECK: memref.store %[[R]], %[[REFS:.*]][%{{.*}}] : memref<16xf32>
+// CHECK: %[[REFV:.*]] = vector.load %[[REFS]][%c0] : memref<16xf32>, vector<16xf32>
+// CHECK: %[[P:.*]] = memref.load %[[POS]][%{{.*}}] : memref<?xf32>
+// CHECK: %[[PV:.*]] = vector.broadcast %[[P]] : f32 to vector<16xf32>
+// CHECK: %[[REL:.*]] = arith.subf %[[PV]], %[[REFV]] : vector<16xf32>
+// CHECK: math.fma %{{.*}}, %[[REL]], %{{.*}} : vector<16xf32>
+// CHECK: vector.broadcast %{{.*}} : i1 to vector<16xi1>
+// CHECK: memref.dealloc %[[POS]] : memref<?xf32>
+func.func @positions(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %m: memref<?x?xi8>, %o: memref<?x2x?x16xf32>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) key_padding_mask(%m : memref<?x?xi8>) out(%o : memref<?x2x?x16xf32>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi_positions>, config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// bf16 inputs: K and V blocks are widened to f32 once per block; the output
+// is rounded back with truncf.
+
+// CHECK-LABEL: func.func @bf16(
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<16x16xf32>
+// CHECK: arith.extf %{{.*}} : vector<16xbf16> to vector<16xf32>
+// CHECK: arith.truncf %{{.*}} : vector<16xf32> to vector<16xbf16>
+// CHECK: vector.store %{{.*}} : memref<?x2x?x16xbf16>, vector<16xbf16>
+func.func @bf16(%q: memref<?x2x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memref<?x2x?x16xbf16>, %o: memref<?x2x?x16xbf16>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xbf16>) k(%k : memref<?x2x?x16xbf16>) v(%v : memref<?x2x?x16xbf16>) out(%o : memref<?x2x?x16xbf16>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// AVX2 configurations use 8-lane vectors.
+
+// CHECK-LABEL: func.func @avx2(
+// CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK-NOT: vector<16xf32>
+func.func @avx2(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x2x?x16xf32>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x2x?x16xf32>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// cpu_amx (bf16): K^T and V are packed in VNNI pairs (K by 16x16 transposes
+// of 32-bit pairs, V by interleaving row pairs); S = Q K^T and P V run on
+// 2x2 blocks of 16x16 f32 accumulator tiles; the softmax in between is f32,
+// row-wise, with butterfly all-reduces, and writes P as bf16.
+
+// CHECK-LABEL: func.func @amx(
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<16x64xbf16>
+// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x32xf32>
+// K^T pairs: bitcasts to 32-bit lanes, then shuffles.
+// CHECK: vector.bitcast %{{.*}} : vector<32xbf16> to vector<16xi32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23] : vector<16xi32>, vector<16xi32>
+// V pairs: interleave two rows (the shuffle canonicalizes to an interleave).
+// CHECK: vector.interleave %{{.*}}, %{{.*}} : vector<16xbf16> -> vector<32xbf16>
+// S tiles.
+// CHECK: %[[C:.*]] = amx.tile_zero : !amx.tile<16x16xf32>
+// CHECK: amx.tile_load %{{.*}}[%{{.*}}, %{{.*}}] : memref<32x32xbf16> into !amx.tile<16x32xbf16>
+// CHECK: amx.tile_mulf %{{.*}}, %{{.*}}, %[[C]] : !amx.tile<16x32xbf16>, !amx.tile<16x32xbf16>, !amx.tile<16x16xf32>
+// CHECK: amx.tile_store %{{.*}}[%{{.*}}, %{{.*}}], %{{.*}} : memref<32x32xf32>, !amx.tile<16x16xf32>
+// Softmax: scores scaled in f32, all-reduce max by butterfly shuffles, P
+// rounded to bf16.
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7] : vector<16xf32>, vector<16xf32>
+// CHECK: arith.maxnumf %{{.*}}, %{{.*}} fastmath<nnan> : vector<16xf32>
+// CHECK: arith.truncf %{{.*}} : vector<16xf32> to vector<16xbf16>
+// P V tiles accumulate into a block that is added to the rescaled Acc.
+// CHECK: amx.tile_mulf
+// CHECK: amx.tile_store %{{.*}}[%{{.*}}, %{{.*}}], %{{.*}} : memref<32x32xf32>, !amx.tile<16x16xf32>
+// CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+func.func @amx(%q: memref<?x2x?x32xbf16>, %k: memref<?x2x?x32xbf16>, %v: memref<?x2x?x32xbf16>, %o: memref<?x2x?x32xbf16>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x32xbf16>) k(%k : memref<?x2x?x32xbf16>) v(%v : memref<?x2x?x32xbf16>) out(%o : memref<?x2x?x32xbf16>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_amx, block_m = 32, block_n = 32>}
+  return
+}
