@@ -183,7 +183,7 @@ private:
   void stageQueryAmx();
   void emitKeyBlockAmx(Value kb, Value nk);
   void stageKeysAmx(Value kb, Value nk);
-  void softmaxRowAmx(Value i, Value kb, Value nk);
+  void softmaxRowAmx(Value i, Value kb, Value nk, bool masked);
   /// Combines all lanes of `v` with butterfly shuffles; every lane of the
   /// result holds the total (no scalar extraction, no ordering rules).
   Value allReduce(Value v, function_ref<Value(Value, Value)> combine);
@@ -211,6 +211,8 @@ private:
   Value qs16, kvnni, vvnni, sMat, pMat, oBlock;
   // Per work item.
   Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
+  Value firstPos, lastPos; // i' of the block's first and last rows
+  Value liveRows;          // AMX: rows rounded up to the 32-row tile pairs
   Value slope2, pos;
 };
 
@@ -332,8 +334,11 @@ void KernelEmitter::emitItem(Value item) {
 
     // Keys any row of this block may see.
     Value kBegin = idx(0), kEnd = sk;
-    Value firstPos = add(rowStart, shift);
-    Value lastPos = add(firstPos, sub(rows, idx(1)));
+    firstPos = add(rowStart, shift);
+    lastPos = add(firstPos, sub(rows, idx(1)));
+    if (amx)
+      liveRows = minI(idx(bm), mul(arith::CeilDivSIOp::create(b, rows, idx(32)),
+                                   idx(32)));
     if (spec.causal)
       kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
     if (spec.window)
@@ -793,9 +798,9 @@ void KernelEmitter::emitKeyBlockAmx(Value kb, Value nk) {
   // products (all eight tile registers in use).
   auto aType = amx::TileType::get({16, 32}, elt);
   auto cType = amx::TileType::get({16, 16}, f32);
-  auto matmul = [&](int64_t rowsM, int64_t colsN, int64_t depth, Value aMem,
+  auto matmul = [&](Value rowsM, int64_t colsN, int64_t depth, Value aMem,
                     Value bMem, Value cMem) {
-    forLoop(idx(0), idx(rowsM), idx(32), [&](Value m0) {
+    forLoop(idx(0), rowsM, idx(32), [&](Value m0) {
       forLoop(idx(0), idx(colsN), idx(32), [&](Value n0) {
         Value m1 = add(m0, idx(16)), n1 = add(n0, idx(16));
         Value c00 = amx::TileZeroOp::create(b, cType);
@@ -821,11 +826,38 @@ void KernelEmitter::emitKeyBlockAmx(Value kb, Value nk) {
       });
     });
   };
-  matmul(bm, bn, d, qs16, kvnni, sMat);
-  forLoop(idx(0), idx(bm), idx(1), [&](Value i) { softmaxRowAmx(i, kb, nk); });
-  matmul(bm, d, bn, pMat, vvnni, oBlock);
+  // Only the live rows (a short last block, a single decoding row) are
+  // computed, rounded up to whole tile pairs.
+  matmul(liveRows, bn, d, qs16, kvnni, sMat);
+  // Most blocks are fully visible; they skip every mask.
+  Value needsMask = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, nk,
+                                          idx(bn));
+  auto either = [&](Value cond) {
+    needsMask = arith::OrIOp::create(b, needsMask, cond);
+  };
+  if (spec.causal) // some key of the block lies after the first row's i'
+    either(arith::CmpIOp::create(b, arith::CmpIPredicate::sgt,
+                                 add(kb, sub(nk, idx(1))), firstPos));
+  if (spec.window) // some key lies w or more before the last row's i'
+    either(arith::CmpIOp::create(b, arith::CmpIPredicate::sle, kb,
+                                 sub(lastPos, idx(*spec.window))));
+  if (op.getKeyPaddingMask())
+    needsMask = arith::ConstantOp::create(b, b.getBoolAttr(true));
+  scf::IfOp::create(
+      b, needsMask,
+      [&](OpBuilder &, Location) {
+        forLoop(idx(0), liveRows, idx(1),
+                [&](Value i) { softmaxRowAmx(i, kb, nk, /*masked=*/true); });
+        scf::YieldOp::create(b);
+      },
+      [&](OpBuilder &, Location) {
+        forLoop(idx(0), liveRows, idx(1),
+                [&](Value i) { softmaxRowAmx(i, kb, nk, /*masked=*/false); });
+        scf::YieldOp::create(b);
+      });
+  matmul(liveRows, d, bn, pMat, vvnni, oBlock);
   // Acc = Acc * alpha + P V.
-  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+  forLoop(idx(0), liveRows, idx(1), [&](Value i) {
     Value alpha = bcast(memref::LoadOp::create(b, alphaRow, ValueRange{i}));
     for (int64_t c = 0; c < d; c += vl) {
       Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
@@ -836,7 +868,7 @@ void KernelEmitter::emitKeyBlockAmx(Value kb, Value nk) {
   });
 }
 
-void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk) {
+void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked) {
   // One query row across the block's keys: scores scaled here (Q stayed
   // bf16), bias, masks, then the online softmax with horizontal reductions.
   Value ip = add(add(rowStart, i), shift);
@@ -876,6 +908,11 @@ void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk) {
                               arith::SubFOp::create(b, p, ref), v);
       break;
     }
+    }
+    if (!masked) {
+      s.push_back(v);
+      rowMax = maxF(rowMax, v);
+      continue;
     }
     Value visible = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lane,
                                           bcast(nkF));
