@@ -181,9 +181,13 @@ private:
 
   // The AMX variant (bf16): S = Q K^T and P V on tiles, softmax row-wise.
   void stageQueryAmx();
-  void emitKeyBlockAmx(Value kb, Value nk);
-  void stageKeysAmx(Value kb, Value nk);
-  void softmaxRowAmx(Value i, Value kb, Value nk, bool masked);
+  void emitKeyLoopAmx(Value kBegin, Value kEnd);
+  void stageKeysAmx(Value kb, Value nk, Value buf);
+  void tileMatmul(Value rowsM, int64_t colsN, int64_t depth, Value aMem,
+                  Value aBuf, Value bMem, Value bBuf, Value cMem, Value cBuf);
+  void softmaxBlockAmx(Value kb, Value nk, Value buf);
+  void softmaxRowAmx(Value i, Value kb, Value nk, bool masked, Value buf);
+  void accumulateAmx(Value buf);
   /// Combines all lanes of `v` with butterfly shuffles; every lane of the
   /// result holds the total (no scalar extraction, no ordering rules).
   Value allReduce(Value v, function_ref<Value(Value, Value)> combine);
@@ -206,9 +210,10 @@ private:
   // Scratch, allocated once per call: Qt [D][BM], staged K/V [BN][D] (16-bit
   // inputs only), St/Pt [BN][BM], Acc [BM][D], per-row state [BM].
   Value qt, ks, vs, st, acc, mRow, lRow, alphaRow, posRef;
-  // AMX scratch: Q rows [BM][D], K^T and V in VNNI pairs ([D/2][2BN],
-  // [BN/2][2D]), scores [BM][BN] f32, P [BM][BN] bf16, P.V [BM][D] f32.
-  Value qs16, kvnni, vvnni, sMat, pMat, oBlock;
+  // AMX scratch: Q rows [BM][D]; double-buffered ([2][...]) K^T and V in
+  // VNNI pairs ([D/2][2BN], [BN/2][2D]), scores [BM][BN] f32, P [BM][BN]
+  // bf16 and alpha [BM]; P.V [BM][D] f32.
+  Value qs16, kvnni, vvnni, sMat, pMat, oBlock, alphas;
   // Per work item.
   Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
   Value firstPos, lastPos; // i' of the block's first and last rows
@@ -259,10 +264,11 @@ LogicalResult KernelEmitter::emit() {
       return op.emitOpError("cpu_amx needs bf16 inputs and a head dim, "
                             "block_m and block_n that are multiples of 32");
     qs16 = scratch({bm, d}, elt);
-    kvnni = scratch({d / 2, 2 * bn}, elt);
-    vvnni = scratch({bn / 2, 2 * d}, elt);
-    sMat = scratch({bm, bn}, f32);
-    pMat = scratch({bm, bn}, elt);
+    kvnni = scratch({2, d / 2, 2 * bn}, elt);
+    vvnni = scratch({2, bn / 2, 2 * d}, elt);
+    sMat = scratch({2, bm, bn}, f32);
+    pMat = scratch({2, bm, bn}, elt);
+    alphas = scratch({2, bm}, f32);
     oBlock = scratch({bm, d}, f32);
   } else {
     qt = scratch({d, bm}, f32);
@@ -357,13 +363,12 @@ void KernelEmitter::emitItem(Value item) {
       stageQuery();
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       stagePositions();
-    forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
-      Value nk = minI(idx(bn), sub(kEnd, kb));
-      if (amx)
-        emitKeyBlockAmx(kb, nk);
-      else
-        emitKeyBlock(kb, nk);
-    });
+    if (amx)
+      emitKeyLoopAmx(kBegin, kEnd);
+    else
+      forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
+        emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
+      });
     finalize();
     if (pos)
       memref::DeallocOp::create(b, pos);
@@ -736,7 +741,7 @@ SmallVector<Value> KernelEmitter::transpose16(SmallVector<Value> a) {
   return a;
 }
 
-void KernelEmitter::stageKeysAmx(Value kb, Value nk) {
+void KernelEmitter::stageKeysAmx(Value kb, Value nk, Value buf) {
   // Tile B operands hold pairs of bf16 along the reduction (VNNI):
   //   Kv[p][2n + t] = K[kb + n][2p + t]   (K^T for S = Q K^T)
   //   Vv[p][2c + t] = V[kb + 2p + t][c]   (V for P V)
@@ -770,7 +775,8 @@ void KernelEmitter::stageKeysAmx(Value kb, Value nk) {
       SmallVector<Value> t = transpose16(lanes);
       for (int64_t p = 0; p < 16; ++p)
         vector::StoreOp::create(b, vector::BitCastOp::create(b, v32, t[p]),
-                                kvnni, ValueRange{add(p0, idx(p)), idx(2 * n0)});
+                                kvnni,
+                                ValueRange{buf, add(p0, idx(p)), idx(2 * n0)});
     });
   }
   SmallVector<int64_t> interleave;
@@ -786,49 +792,106 @@ void KernelEmitter::stageKeysAmx(Value kb, Value nk) {
       a = arith::SelectOp::create(b, valid0, a, zeros16);
       bb = arith::SelectOp::create(b, valid1, bb, zeros16);
       Value pair = vector::ShuffleOp::create(b, a, bb, interleave);
-      vector::StoreOp::create(b, pair, vvnni, ValueRange{p, idx(2 * c)});
+      vector::StoreOp::create(b, pair, vvnni, ValueRange{buf, p, idx(2 * c)});
     }
   });
 }
 
-void KernelEmitter::emitKeyBlockAmx(Value kb, Value nk) {
-  stageKeysAmx(kb, nk);
-  // C[M][N] += A[M][K] B[K][N] in 2x2 blocks of 16x16 f32 tiles: four
+void KernelEmitter::tileMatmul(Value rowsM, int64_t colsN, int64_t depth,
+                               Value aMem, Value aBuf, Value bMem, Value bBuf,
+                               Value cMem, Value cBuf) {
+  // C[M][N] = A[M][K] B[K][N] in 2x2 blocks of 16x16 f32 tiles: four
   // accumulators, two A and two B tiles, so each loaded tile feeds two
-  // products (all eight tile registers in use).
+  // products (all eight tile registers in use). A null buffer index means
+  // the memref has no leading buffer dimension.
   auto aType = amx::TileType::get({16, 32}, elt);
   auto cType = amx::TileType::get({16, 16}, f32);
-  auto matmul = [&](Value rowsM, int64_t colsN, int64_t depth, Value aMem,
-                    Value bMem, Value cMem) {
-    forLoop(idx(0), rowsM, idx(32), [&](Value m0) {
-      forLoop(idx(0), idx(colsN), idx(32), [&](Value n0) {
-        Value m1 = add(m0, idx(16)), n1 = add(n0, idx(16));
-        Value c00 = amx::TileZeroOp::create(b, cType);
-        Value c01 = amx::TileZeroOp::create(b, cType);
-        Value c10 = amx::TileZeroOp::create(b, cType);
-        Value c11 = amx::TileZeroOp::create(b, cType);
-        for (int64_t k0 = 0; k0 < depth; k0 += 32) {
-          Value a0 = amx::TileLoadOp::create(b, aType, aMem, ValueRange{m0, idx(k0)});
-          Value a1 = amx::TileLoadOp::create(b, aType, aMem, ValueRange{m1, idx(k0)});
-          Value b0 = amx::TileLoadOp::create(b, aType, bMem,
-                                             ValueRange{idx(k0 / 2), mul(n0, idx(2))});
-          Value b1 = amx::TileLoadOp::create(b, aType, bMem,
-                                             ValueRange{idx(k0 / 2), mul(n1, idx(2))});
-          c00 = amx::TileMulFOp::create(b, cType, a0, b0, c00);
-          c01 = amx::TileMulFOp::create(b, cType, a0, b1, c01);
-          c10 = amx::TileMulFOp::create(b, cType, a1, b0, c10);
-          c11 = amx::TileMulFOp::create(b, cType, a1, b1, c11);
-        }
-        amx::TileStoreOp::create(b, cMem, ValueRange{m0, n0}, c00);
-        amx::TileStoreOp::create(b, cMem, ValueRange{m0, n1}, c01);
-        amx::TileStoreOp::create(b, cMem, ValueRange{m1, n0}, c10);
-        amx::TileStoreOp::create(b, cMem, ValueRange{m1, n1}, c11);
-      });
-    });
+  auto at = [](Value buf, Value r, Value c) {
+    return buf ? SmallVector<Value>{buf, r, c} : SmallVector<Value>{r, c};
   };
-  // Only the live rows (a short last block, a single decoding row) are
-  // computed, rounded up to whole tile pairs.
-  matmul(liveRows, bn, d, qs16, kvnni, sMat);
+  forLoop(idx(0), rowsM, idx(32), [&](Value m0) {
+    forLoop(idx(0), idx(colsN), idx(32), [&](Value n0) {
+      Value m1 = add(m0, idx(16)), n1 = add(n0, idx(16));
+      Value c00 = amx::TileZeroOp::create(b, cType);
+      Value c01 = amx::TileZeroOp::create(b, cType);
+      Value c10 = amx::TileZeroOp::create(b, cType);
+      Value c11 = amx::TileZeroOp::create(b, cType);
+      for (int64_t k0 = 0; k0 < depth; k0 += 32) {
+        Value a0 = amx::TileLoadOp::create(b, aType, aMem, at(aBuf, m0, idx(k0)));
+        Value a1 = amx::TileLoadOp::create(b, aType, aMem, at(aBuf, m1, idx(k0)));
+        Value b0 = amx::TileLoadOp::create(
+            b, aType, bMem, at(bBuf, idx(k0 / 2), mul(n0, idx(2))));
+        Value b1 = amx::TileLoadOp::create(
+            b, aType, bMem, at(bBuf, idx(k0 / 2), mul(n1, idx(2))));
+        c00 = amx::TileMulFOp::create(b, cType, a0, b0, c00);
+        c01 = amx::TileMulFOp::create(b, cType, a0, b1, c01);
+        c10 = amx::TileMulFOp::create(b, cType, a1, b0, c10);
+        c11 = amx::TileMulFOp::create(b, cType, a1, b1, c11);
+      }
+      amx::TileStoreOp::create(b, cMem, at(cBuf, m0, n0), c00);
+      amx::TileStoreOp::create(b, cMem, at(cBuf, m0, n1), c01);
+      amx::TileStoreOp::create(b, cMem, at(cBuf, m1, n0), c10);
+      amx::TileStoreOp::create(b, cMem, at(cBuf, m1, n1), c11);
+    });
+  });
+}
+
+void KernelEmitter::emitKeyLoopAmx(Value kBegin, Value kEnd) {
+  // Data moves between the tile unit and the vector unit through memory, and
+  // a load of lines that the other unit has just stored waits for those
+  // stores to drain. So the blocks are software-pipelined, every buffer
+  // doubled, and each hand-over is separated by independent work:
+  //   prologue: pack(0), pack(1), S(0), softmax(0)
+  //   block c:  S(c+1) | P.V(c), Acc update | pack(c+2) | softmax(c+1)
+  // S(c+1) reads K packed an iteration earlier; softmax(c+1) reads scores
+  // stored before P.V(c) and pack(c+2) ran; P.V(c) reads P and V written
+  // one and two iterations earlier.
+  Value n = arith::CeilDivSIOp::create(b, maxI(sub(kEnd, kBegin), idx(0)),
+                                       idx(bn));
+  auto start = [&](Value c) { return add(kBegin, mul(c, idx(bn))); };
+  auto keys = [&](Value c) { return minI(idx(bn), sub(kEnd, start(c))); };
+  auto parity = [&](Value c) { return arith::RemUIOp::create(b, c, idx(2)); };
+  auto ifBlock = [&](Value c, function_ref<void()> body) {
+    ifThen(arith::CmpIOp::create(b, arith::CmpIPredicate::slt, c, n), body);
+  };
+  auto pack = [&](Value c) { stageKeysAmx(start(c), keys(c), parity(c)); };
+  auto scores = [&](Value c) {
+    tileMatmul(liveRows, bn, d, qs16, Value(), kvnni, parity(c), sMat,
+               parity(c));
+  };
+  auto softmax = [&](Value c) { softmaxBlockAmx(start(c), keys(c), parity(c)); };
+
+  ifBlock(idx(0), [&] { pack(idx(0)); });
+  ifBlock(idx(1), [&] { pack(idx(1)); });
+  ifBlock(idx(0), [&] {
+    scores(idx(0));
+    softmax(idx(0));
+  });
+  forLoop(idx(0), n, idx(1), [&](Value c) {
+    Value next = add(c, idx(1)), after = add(c, idx(2));
+    ifBlock(next, [&] { scores(next); });
+    accumulateAmx(parity(c));
+    ifBlock(after, [&] { pack(after); });
+    ifBlock(next, [&] { softmax(next); });
+  });
+}
+
+void KernelEmitter::accumulateAmx(Value buf) {
+  // Acc = Acc * alpha + P V for the block in buffer `buf`.
+  tileMatmul(liveRows, d, bn, pMat, buf, vvnni, buf, oBlock, Value());
+  forLoop(idx(0), liveRows, idx(1), [&](Value i) {
+    Value alpha =
+        bcast(memref::LoadOp::create(b, alphas, ValueRange{buf, i}));
+    for (int64_t c = 0; c < d; c += vl) {
+      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
+      Value o = vector::LoadOp::create(b, vecF32, oBlock, ValueRange{i, idx(c)});
+      vector::StoreOp::create(b, math::FmaOp::create(b, a, alpha, o), acc,
+                              ValueRange{i, idx(c)});
+    }
+  });
+}
+
+void KernelEmitter::softmaxBlockAmx(Value kb, Value nk, Value buf) {
   // Most blocks are fully visible; they skip every mask.
   Value needsMask = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, nk,
                                           idx(bn));
@@ -846,29 +909,21 @@ void KernelEmitter::emitKeyBlockAmx(Value kb, Value nk) {
   scf::IfOp::create(
       b, needsMask,
       [&](OpBuilder &, Location) {
-        forLoop(idx(0), liveRows, idx(1),
-                [&](Value i) { softmaxRowAmx(i, kb, nk, /*masked=*/true); });
+        forLoop(idx(0), liveRows, idx(1), [&](Value i) {
+          softmaxRowAmx(i, kb, nk, /*masked=*/true, buf);
+        });
         scf::YieldOp::create(b);
       },
       [&](OpBuilder &, Location) {
-        forLoop(idx(0), liveRows, idx(1),
-                [&](Value i) { softmaxRowAmx(i, kb, nk, /*masked=*/false); });
+        forLoop(idx(0), liveRows, idx(1), [&](Value i) {
+          softmaxRowAmx(i, kb, nk, /*masked=*/false, buf);
+        });
         scf::YieldOp::create(b);
       });
-  matmul(liveRows, d, bn, pMat, vvnni, oBlock);
-  // Acc = Acc * alpha + P V.
-  forLoop(idx(0), liveRows, idx(1), [&](Value i) {
-    Value alpha = bcast(memref::LoadOp::create(b, alphaRow, ValueRange{i}));
-    for (int64_t c = 0; c < d; c += vl) {
-      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
-      Value o = vector::LoadOp::create(b, vecF32, oBlock, ValueRange{i, idx(c)});
-      vector::StoreOp::create(b, math::FmaOp::create(b, a, alpha, o), acc,
-                              ValueRange{i, idx(c)});
-    }
-  });
 }
 
-void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked) {
+void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked,
+                                  Value buf) {
   // One query row across the block's keys: scores scaled here (Q stayed
   // bf16), bias, masks, then the online softmax with horizontal reductions.
   Value ip = add(add(rowStart, i), shift);
@@ -889,7 +944,8 @@ void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked) {
   for (int64_t c = 0; c < bn / vl; ++c) {
     Value lane = arith::AddFOp::create(b, iota, splat(double(c * vl)));
     Value jrel = arith::AddFOp::create(b, lane, bcast(base));
-    Value v = vector::LoadOp::create(b, vecF32, sMat, ValueRange{i, idx(c * vl)});
+    Value v = vector::LoadOp::create(b, vecF32, sMat,
+                                     ValueRange{buf, i, idx(c * vl)});
     v = arith::MulFOp::create(b, v, scale);
     switch (spec.bias) {
     case ::tilt::BiasKind::None:
@@ -952,7 +1008,7 @@ void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked) {
   for (int64_t c = 0; c < bn / vl; ++c) {
     Value p = exp2(arith::SubFOp::create(b, s[c], mSafe));
     vector::StoreOp::create(b, arith::TruncFOp::create(b, vecElt, p), pMat,
-                            ValueRange{i, idx(c * vl)});
+                            ValueRange{buf, i, idx(c * vl)});
     sum = arith::AddFOp::create(b, sum, p);
   }
   Value rowSum = allReduce(
@@ -965,7 +1021,7 @@ void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked) {
   };
   memref::StoreOp::create(b, lane0(lNew), lRow, ValueRange{i});
   memref::StoreOp::create(b, lane0(mNew), mRow, ValueRange{i});
-  memref::StoreOp::create(b, lane0(alphaV), alphaRow, ValueRange{i});
+  memref::StoreOp::create(b, lane0(alphaV), alphas, ValueRange{buf, i});
 }
 
 struct ConvertTiltToCPU
