@@ -138,9 +138,33 @@ func.func @avx2(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?
 // cpu_amx (bf16): K^T and V are packed in VNNI pairs (K by 16x16 transposes
 // of 32-bit pairs, V by interleaving row pairs); S = Q K^T and P V run on
 // 2x2 blocks of 16x16 f32 accumulator tiles; the softmax in between is f32,
-// row-wise, with butterfly all-reduces, and writes P as bf16.
+// row-wise, with butterfly all-reduces, and writes P as bf16. Packed K/V,
+// scores, P and alpha are double-buffered for the software pipeline.
 
 // CHECK-LABEL: func.func @amx(
+// CHECK-DAG: %[[KV:.*]] = memref.alloca() {alignment = 64 : i64} : memref<2x16x64xbf16>
+// CHECK-DAG: %[[S:.*]] = memref.alloca() {alignment = 64 : i64} : memref<2x32x32xf32>
+// CHECK-DAG: %[[P:.*]] = memref.alloca() {alignment = 64 : i64} : memref<2x32x32xbf16>
+// K^T pairs: bitcasts to 32-bit lanes, then shuffles.
+// CHECK: vector.bitcast %{{.*}} : vector<32xbf16> to vector<16xi32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23] : vector<16xi32>, vector<16xi32>
+// V pairs: interleave two rows (the shuffle canonicalizes to an interleave).
+// CHECK: vector.interleave %{{.*}}, %{{.*}} : vector<16xbf16> -> vector<32xbf16>
+// S tiles.
+// CHECK: %[[C:.*]] = amx.tile_zero : !amx.tile<16x16xf32>
+// CHECK: amx.tile_load %[[KV]][%{{.*}}, %{{.*}}, %{{.*}}] : memref<2x16x64xbf16> into !amx.tile<16x32xbf16>
+// CHECK: amx.tile_mulf %{{.*}}, %{{.*}}, %[[C]] : !amx.tile<16x32xbf16>, !amx.tile<16x32xbf16>, !amx.tile<16x16xf32>
+// CHECK: amx.tile_store %[[S]][%{{.*}}, %{{.*}}, %{{.*}}], %{{.*}} : memref<2x32x32xf32>, !amx.tile<16x16xf32>
+// Softmax: scores scaled in f32, all-reduce max by butterfly shuffles, P
+// rounded to bf16.
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7] : vector<16xf32>, vector<16xf32>
+// CHECK: arith.maxnumf %{{.*}}, %{{.*}} fastmath<nnan> : vector<16xf32>
+// CHECK: arith.truncf %{{.*}} : vector<16xf32> to vector<16xbf16>
+// The pipelined loop: P V of block c reads P from its buffer.
+// CHECK: scf.for
+// CHECK: amx.tile_load %[[P]][%{{.*}}, %{{.*}}, %{{.*}}] : memref<2x32x32xbf16> into !amx.tile<16x32xbf16>
+// CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+func.func @amx(
 // CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<16x64xbf16>
 // CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x32xf32>
 // K^T pairs: bitcasts to 32-bit lanes, then shuffles.
