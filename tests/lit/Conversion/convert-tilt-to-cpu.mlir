@@ -164,28 +164,6 @@ func.func @avx2(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?
 // CHECK: scf.for
 // CHECK: amx.tile_load %[[P]][%{{.*}}, %{{.*}}, %{{.*}}] : memref<2x32x32xbf16> into !amx.tile<16x32xbf16>
 // CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
-func.func @amx(
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<16x64xbf16>
-// CHECK-DAG: memref.alloca() {alignment = 64 : i64} : memref<32x32xf32>
-// K^T pairs: bitcasts to 32-bit lanes, then shuffles.
-// CHECK: vector.bitcast %{{.*}} : vector<32xbf16> to vector<16xi32>
-// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23] : vector<16xi32>, vector<16xi32>
-// V pairs: interleave two rows (the shuffle canonicalizes to an interleave).
-// CHECK: vector.interleave %{{.*}}, %{{.*}} : vector<16xbf16> -> vector<32xbf16>
-// S tiles.
-// CHECK: %[[C:.*]] = amx.tile_zero : !amx.tile<16x16xf32>
-// CHECK: amx.tile_load %{{.*}}[%{{.*}}, %{{.*}}] : memref<32x32xbf16> into !amx.tile<16x32xbf16>
-// CHECK: amx.tile_mulf %{{.*}}, %{{.*}}, %[[C]] : !amx.tile<16x32xbf16>, !amx.tile<16x32xbf16>, !amx.tile<16x16xf32>
-// CHECK: amx.tile_store %{{.*}}[%{{.*}}, %{{.*}}], %{{.*}} : memref<32x32xf32>, !amx.tile<16x16xf32>
-// Softmax: scores scaled in f32, all-reduce max by butterfly shuffles, P
-// rounded to bf16.
-// CHECK: vector.shuffle %{{.*}}, %{{.*}} [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7] : vector<16xf32>, vector<16xf32>
-// CHECK: arith.maxnumf %{{.*}}, %{{.*}} fastmath<nnan> : vector<16xf32>
-// CHECK: arith.truncf %{{.*}} : vector<16xf32> to vector<16xbf16>
-// P V tiles accumulate into a block that is added to the rescaled Acc.
-// CHECK: amx.tile_mulf
-// CHECK: amx.tile_store %{{.*}}[%{{.*}}, %{{.*}}], %{{.*}} : memref<32x32xf32>, !amx.tile<16x16xf32>
-// CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 func.func @amx(%q: memref<?x2x?x32xbf16>, %k: memref<?x2x?x32xbf16>, %v: memref<?x2x?x32xbf16>, %o: memref<?x2x?x32xbf16>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
   tilt.attention q(%q : memref<?x2x?x32xbf16>) k(%k : memref<?x2x?x32xbf16>) v(%v : memref<?x2x?x32xbf16>) out(%o : memref<?x2x?x32xbf16>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_amx, block_m = 32, block_n = 32>}
   return
