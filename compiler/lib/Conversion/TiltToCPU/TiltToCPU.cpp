@@ -759,10 +759,10 @@ void KernelEmitter::stageKeysAmx(Value kb, Value nk, Value buf) {
     valid = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j, nk);
     return minI(add(kb, j), lastKey);
   };
-  for (int64_t n0 = 0; n0 < bn; n0 += 16) {
+  forLoop(idx(0), idx(bn), idx(16), [&](Value n0) {
     SmallVector<Value> rowsIdx, valid(16);
     for (int64_t r = 0; r < 16; ++r)
-      rowsIdx.push_back(keyRow(idx(n0 + r), valid[r]));
+      rowsIdx.push_back(keyRow(add(n0, idx(r)), valid[r]));
     forLoop(idx(0), idx(d / 2), idx(16), [&](Value p0) {
       Value col = mul(p0, idx(2));
       SmallVector<Value> lanes;
@@ -774,11 +774,11 @@ void KernelEmitter::stageKeysAmx(Value kb, Value nk, Value buf) {
       }
       SmallVector<Value> t = transpose16(lanes);
       for (int64_t p = 0; p < 16; ++p)
-        vector::StoreOp::create(b, vector::BitCastOp::create(b, v32, t[p]),
-                                kvnni,
-                                ValueRange{buf, add(p0, idx(p)), idx(2 * n0)});
+        vector::StoreOp::create(
+            b, vector::BitCastOp::create(b, v32, t[p]), kvnni,
+            ValueRange{buf, add(p0, idx(p)), mul(n0, idx(2))});
     });
-  }
+  });
   SmallVector<int64_t> interleave;
   for (int64_t l = 0; l < 16; ++l)
     interleave.append({l, 16 + l});
@@ -841,11 +841,12 @@ void KernelEmitter::emitKeyLoopAmx(Value kBegin, Value kEnd) {
   // a load of lines that the other unit has just stored waits for those
   // stores to drain. So the blocks are software-pipelined, every buffer
   // doubled, and each hand-over is separated by independent work:
-  //   prologue: pack(0), pack(1), S(0), softmax(0)
-  //   block c:  S(c+1) | P.V(c), Acc update | pack(c+2) | softmax(c+1)
-  // S(c+1) reads K packed an iteration earlier; softmax(c+1) reads scores
-  // stored before P.V(c) and pack(c+2) ran; P.V(c) reads P and V written
-  // one and two iterations earlier.
+  //   prologue: pack(0), pack(1), S(0)
+  //   block c:  softmax(c) | S(c+1) | P.V(c), Acc update | pack(c+2)
+  // softmax(c) reads scores stored before P.V(c-1) and pack(c+1) ran; S(c+1)
+  // reads K packed an iteration earlier; P.V(c) reads V packed two
+  // iterations earlier. Each stage appears once or twice in the IR, which
+  // keeps the JIT compile short.
   Value n = arith::CeilDivSIOp::create(b, maxI(sub(kEnd, kBegin), idx(0)),
                                        idx(bn));
   auto start = [&](Value c) { return add(kBegin, mul(c, idx(bn))); };
@@ -859,20 +860,15 @@ void KernelEmitter::emitKeyLoopAmx(Value kBegin, Value kEnd) {
     tileMatmul(liveRows, bn, d, qs16, Value(), kvnni, parity(c), sMat,
                parity(c));
   };
-  auto softmax = [&](Value c) { softmaxBlockAmx(start(c), keys(c), parity(c)); };
 
-  ifBlock(idx(0), [&] { pack(idx(0)); });
-  ifBlock(idx(1), [&] { pack(idx(1)); });
-  ifBlock(idx(0), [&] {
-    scores(idx(0));
-    softmax(idx(0));
-  });
+  forLoop(idx(0), minI(n, idx(2)), idx(1), [&](Value c) { pack(c); });
+  ifBlock(idx(0), [&] { scores(idx(0)); });
   forLoop(idx(0), n, idx(1), [&](Value c) {
     Value next = add(c, idx(1)), after = add(c, idx(2));
+    softmaxBlockAmx(start(c), keys(c), parity(c));
     ifBlock(next, [&] { scores(next); });
     accumulateAmx(parity(c));
     ifBlock(after, [&] { pack(after); });
-    ifBlock(next, [&] { softmax(next); });
   });
 }
 
