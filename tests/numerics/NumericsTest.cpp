@@ -106,6 +106,7 @@ std::vector<Choice> pairwiseCover(uint32_t seed) {
 
 struct Case {
   AttentionSpec spec;
+  TileConfig config; ///< empty: the compiler's choice for this machine
   int64_t batch = 2, seqQ = 0, seqK = 0;
   bool slopesPerBatch = false;
   bool padding = false;
@@ -326,7 +327,7 @@ TEST_P(Numerics, MatchesFloat64Reference) {
                                    : TensorRef(slopes.data(), {H});
   if (!kpm.empty())
     args.keyPaddingMask = TensorRef(kpm.data(), {B, c.seqK});
-  ASSERT_EQ(runtime->run(spec, args), "");
+  ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
 
   // The reference sees exactly the rounded inputs the kernel saw.
   auto asFloat = [](const TypedBuffer &t) {
@@ -466,7 +467,35 @@ std::vector<Case> extraCases() {
              " Sk=" + std::to_string(sk);
     return c;
   };
+  // Every CPU variant, whatever this machine would pick: AVX2 and AVX-512
+  // on 16-bit inputs, AMX with one, two and many key blocks (the pipeline's
+  // prologue and steady state) and a query block shorter than a tile pair.
+  auto with = [](Case c, const char *variant, int64_t bm, int64_t bn) {
+    c.config.variant = variant;
+    c.config.blockM = bm;
+    c.config.blockN = bn;
+    c.name += std::string(" ") + variant + " " + std::to_string(bm) + "x" +
+              std::to_string(bn);
+    return c;
+  };
   return {
+      with(make(12, 4, 64, DType::F32, BiasKind::Alibi, true, {}, 200, 300),
+           "cpu_avx2", 32, 32),
+      with(make(6, 6, 80, DType::F16, BiasKind::AlibiSymmetric, false, 40, 77,
+                129),
+           "cpu_avx2", 16, 64),
+      with(make(8, 2, 128, DType::BF16, BiasKind::Alibi, true, {}, 129, 300),
+           "cpu_avx512", 64, 64),
+      with(make(4, 4, 64, DType::BF16, BiasKind::Alibi, true, {}, 100, 100),
+           "cpu_amx", 64, 128),
+      with(make(4, 2, 96, DType::BF16, BiasKind::AlibiSymmetric, false, {}, 33,
+                200),
+           "cpu_amx", 32, 64),
+      with(make(4, 4, 128, DType::BF16, BiasKind::Alibi, false, 300, 1000,
+                1000),
+           "cpu_amx", 128, 256),
+      with(make(2, 1, 64, DType::BF16, BiasKind::Alibi, true, {}, 1, 700),
+           "cpu_amx", 128, 128),
       make(56, 8, 128, DType::BF16, BiasKind::Alibi, true, {}, 129, 2048),
       make(112, 112, 64, DType::F16, BiasKind::AlibiSymmetric, false, {}, 17,
            1000),

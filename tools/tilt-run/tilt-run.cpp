@@ -40,7 +40,8 @@ std::string loadFloat32(const std::string &what, const std::string &path,
                         NpyArray &out) {
   if (std::string err = readNpy(path, out); !err.empty())
     return err;
-  if (out.dtype != "<f4")
+  // float64 is accepted too: values go through float32 either way.
+  if (out.dtype != "<f4" && out.dtype != "<f8")
     return fmt::format("{} ({}): dtype '{}', expected float32", what, path,
                        out.dtype);
   return {};
