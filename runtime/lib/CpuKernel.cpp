@@ -87,7 +87,9 @@ std::string enableAmx() {
 
 std::string CpuKernel::load(const std::string &path,
                             const std::string &expectedSpec,
-                            std::unique_ptr<CpuKernel> &out) {
+                            std::unique_ptr<CpuKernel> &out,
+                            std::string_view label) {
+  const std::string_view name = label.empty() ? std::string_view(path) : label;
   // RTLD_NOW: an artifact with unresolved symbols fails here, not mid-run.
   // RTLD_LOCAL: kernels must not see each other's symbols.
   void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -102,22 +104,22 @@ std::string CpuKernel::load(const std::string &path,
   const auto *infoText =
       static_cast<const char *>(dlsym(handle, kKernelInfoSymbol));
   if (!entry || !infoText)
-    return fmt::format("kernel {}: missing symbol {}", path,
+    return fmt::format("kernel {}: missing symbol {}", name,
                        !entry ? kCpuEntrySymbol : kKernelInfoSymbol);
   kernel->entryFn = entry;
   if (std::string err = parseKernelInfo(infoText, kernel->kernelInfo);
       !err.empty())
-    return fmt::format("kernel {}: {}", path, err);
+    return fmt::format("kernel {}: {}", name, err);
   const KernelInfo &info = kernel->kernelInfo;
   if (info.abi != kKernelAbiVersion)
     return fmt::format("kernel {}: built for ABI {}, this runtime needs ABI {}",
-                       path, info.abi, kKernelAbiVersion);
+                       name, info.abi, kKernelAbiVersion);
   if (info.spec != expectedSpec)
-    return fmt::format("kernel {}: built for spec '{}', expected '{}'", path,
+    return fmt::format("kernel {}: built for spec '{}', expected '{}'", name,
                        info.spec, expectedSpec);
   if (info.variant == "cpu_amx")
     if (std::string err = enableAmx(); !err.empty())
-      return fmt::format("kernel {}: {}", path, err);
+      return fmt::format("kernel {}: {}", name, err);
   out = std::move(kernel);
   return {};
 }

@@ -39,10 +39,12 @@ std::string enableAmx();
 class CpuKernel {
 public:
   /// Loads `path` and checks it against `expectedSpec` (a canonical spec).
-  /// Returns "" and sets `out`, or a one-line error.
+  /// Returns "" and sets `out`, or a one-line error naming the kernel by
+  /// `label` (default: `path`; a staged copy's path means nothing to users).
   static std::string load(const std::string &path,
                           const std::string &expectedSpec,
-                          std::unique_ptr<CpuKernel> &out);
+                          std::unique_ptr<CpuKernel> &out,
+                          std::string_view label = {});
   ~CpuKernel();
   CpuKernel(const CpuKernel &) = delete;
   CpuKernel &operator=(const CpuKernel &) = delete;

@@ -14,6 +14,8 @@
 #include "DiskCache.h"
 #include "ThreadPool.h"
 #include "tilt/KernelABI.h"
+#include "tilt/KernelBundle.h"
+#include "tilt/TuningDb.h"
 
 #include <algorithm>
 #include <bit>
@@ -22,12 +24,14 @@
 #include <mutex>
 #include <new>
 #include <thread>
-#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
 #ifndef TILT_VERSION
 #error "TILT_VERSION must be defined by the build (the CMake project version)"
+#endif
+#ifndef TILT_COMMIT
+#error "TILT_COMMIT must be defined by the build (git rev-parse --short HEAD)"
 #endif
 
 namespace tilt {
@@ -324,9 +328,30 @@ struct Runtime::Impl {
   explicit Impl(RuntimeOptions opts)
       : options(std::move(opts)),
         cacheDir(detail::resolveCacheDir(options.cacheDir)),
+        capError(detail::resolveCacheMaxBytes(options.cacheMaxBytes, capBytes)),
+        disk(cacheDir, capBytes),
         pool(options.threads > 0
                  ? options.threads
-                 : int(std::max(1u, std::thread::hardware_concurrency()))) {}
+                 : int(std::max(1u, std::thread::hardware_concurrency()))) {
+    if (!options.kernelsDir.empty()) {
+      bundleError = KernelBundle::load(options.kernelsDir, bundle);
+      std::string db = options.kernelsDir + "/tuning.db";
+      if (bundleError.empty() && ::access(db.c_str(), R_OK) == 0) {
+        bundleError = TuningDb::load(db, tuning);
+        haveTuning = bundleError.empty();
+      }
+    }
+  }
+
+  /// The configuration for a call: the caller's, else the tuning
+  /// database's nearest record, else the compiler's default.
+  const TileConfig &configFor(const AttentionSpec &spec, int64_t seqK,
+                              const TileConfig &requested) const {
+    if (!requested.isDefault() || !haveTuning)
+      return requested;
+    const TuningRecord *r = tuning.lookup(spec, seqK);
+    return r ? r->best : requested;
+  }
 
   std::string resolve(const AttentionSpec &spec, const TileConfig &config,
                       Target target, const CpuKernel *&out);
@@ -334,11 +359,23 @@ struct Runtime::Impl {
                           Target target, const std::string &canonicalSpec,
                           const std::string &configKey,
                           std::unique_ptr<CpuKernel> &out);
+  std::string loadFromDisk(const std::string &key,
+                           const std::string &canonicalSpec, bool removeBad,
+                           std::unique_ptr<CpuKernel> &out,
+                           std::string &rejected);
   void launch(const AttentionSpec &spec, const AttentionArgs &args,
               const Geometry &g, const CpuKernel &kernel);
 
   RuntimeOptions options;
+  KernelBundle bundle;
+  TuningDb tuning;
+  bool haveTuning = false;
+  std::string bundleError; ///< a malformed bundle, reported by run()
   std::string cacheDir;
+  uint64_t capBytes = 0; ///< set by capError's initializer
+  /// A malformed $TILT_CACHE_MAX_BYTES, reported by every disk access.
+  std::string capError;
+  detail::DiskCache disk;
   detail::ThreadPool pool;
 
   /// Serializes run()/prepare(): the caches, the stats and the scratch are
@@ -383,39 +420,115 @@ std::string Runtime::Impl::resolve(const AttentionSpec &spec,
   return {};
 }
 
+/// Looks `key` up in the disk cache. "" with `out` set (a hit) or left empty
+/// (a miss; `rejected` says why if an entry was there but bad), or an error
+/// that is not the entry's fault. Bad entries are removed only under the
+/// key's lock (`removeBad`): without it, the entry might be one another
+/// process has just rebuilt.
+std::string Runtime::Impl::loadFromDisk(const std::string &key,
+                                        const std::string &canonicalSpec,
+                                        bool removeBad,
+                                        std::unique_ptr<CpuKernel> &out,
+                                        std::string &rejected) {
+  std::string payload, why;
+  const std::string path = disk.entryPath(key);
+  switch (disk.read(key, payload, why)) {
+  case detail::DiskCache::Lookup::Missing:
+    return {};
+  case detail::DiskCache::Lookup::Bad:
+    rejected = fmt::format("cache entry {}: {}", path, why);
+    break;
+  case detail::DiskCache::Lookup::Hit: {
+    detail::StagedFile staged;
+    if (std::string err = disk.stage(payload, staged); !err.empty())
+      return err;
+    // Verified bytes that do not load (another ABI or spec) are as bad as
+    // corrupt ones.
+    rejected = CpuKernel::load(staged.path(), canonicalSpec, out, path);
+    if (rejected.empty())
+      return {};
+    break;
+  }
+  }
+  if (removeBad) {
+    disk.remove(key);
+    ++stats.diskRejected;
+  }
+  return {};
+}
+
 std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
                                        const TileConfig &config, Target target,
                                        const std::string &canonicalSpec,
                                        const std::string &configKey,
                                        std::unique_ptr<CpuKernel> &out) {
-  KernelCompiler *compiler = options.compiler;
-  const std::string fingerprint =
-      compiler ? compiler->fingerprint(target) : std::string();
-  const std::string path =
-      cacheDir + "/" +
-      detail::cacheFileName(canonicalSpec, configKey, toString(target),
-                            fingerprint, TILT_VERSION, kKernelAbiVersion);
-
-  std::string rejected;
-  if (!cacheDir.empty() && access(path.c_str(), F_OK) == 0) {
-    rejected = CpuKernel::load(path, canonicalSpec, out);
-    if (rejected.empty()) {
-      ++stats.diskHits;
-      return {};
-    }
-    // A stale or corrupt entry: drop it so that the next lookup (here, or
-    // in another process) rebuilds it.
-    unlink(path.c_str());
+  // The ahead-of-time bundle first: tuned shapes never compile.
+  if (std::string path = bundle.find(canonicalSpec, config); !path.empty()) {
+    if (std::string err = CpuKernel::load(path, canonicalSpec, out);
+        !err.empty())
+      return err;
+    ++stats.bundleHits;
+    return {};
   }
-  if (!compiler) {
-    if (!rejected.empty())
-      return fmt::format("{} (entry removed; no compiler to rebuild it)",
-                         rejected);
+  KernelCompiler *compiler = options.compiler;
+  auto noKernel = [&] {
     return fmt::format("no cached kernel for {} and no compiler to build one "
                        "(config {}, target {}, cache {})",
                        canonicalSpec, configKey, toString(target),
                        cacheDir.empty() ? "unset" : cacheDir);
+  };
+  if (cacheDir.empty() && !compiler)
+    return noKernel();
+  if (!capError.empty())
+    return capError;
+  if (std::string err = disk.open(); !err.empty())
+    return err;
+  const std::string fingerprint =
+      compiler ? compiler->fingerprint(target) : std::string();
+  const std::string key =
+      detail::cacheKey({canonicalSpec, configKey, toString(target), fingerprint,
+                        TILT_VERSION, TILT_COMMIT, kKernelAbiVersion});
+
+  // Hits take no lock.
+  std::string rejected;
+  if (std::string err =
+          loadFromDisk(key, canonicalSpec, /*removeBad=*/false, out, rejected);
+      !err.empty())
+    return err;
+  if (out) {
+    ++stats.diskHits;
+    return {};
   }
+  if (!compiler && rejected.empty())
+    return noKernel();
+
+  // A miss. Processes missing the same key queue on its lock; the first
+  // compiles and writes the entry, the others find it when they get the lock.
+  detail::KeyLock lock;
+  if (std::string err = disk.lock(key, lock); !err.empty())
+    return err;
+  rejected.clear();
+  if (std::string err =
+          loadFromDisk(key, canonicalSpec, /*removeBad=*/true, out, rejected);
+      !err.empty())
+    return err;
+  if (out) {
+    ++stats.diskHits;
+    return {};
+  }
+  // From here on, a failure leaves no entry, and the lock file must not
+  // outlive the entry.
+  auto fail = [&](std::string err) {
+    out.reset();
+    lock.removeFile();
+    return err;
+  };
+  if (!compiler)
+    return fail(rejected.empty()
+                    ? noKernel()
+                    : fmt::format("{} (entry removed; no compiler to rebuild "
+                                  "it)",
+                                  rejected));
 
   ++stats.compiles;
   const TileConfig effective =
@@ -423,17 +536,20 @@ std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
   std::string artifact;
   if (std::string err = compiler->compile(spec, effective, target, artifact);
       !err.empty())
-    return fmt::format("compile: {}", err);
-  if (std::string err = detail::ensureDirectory(cacheDir); !err.empty())
-    return err;
-  if (std::string err = detail::writeFileAtomically(path, artifact);
-      !err.empty())
-    return err;
-  if (std::string err = CpuKernel::load(path, canonicalSpec, out);
-      !err.empty()) {
-    unlink(path.c_str());
-    return fmt::format("compiled artifact rejected: {}", err);
+    return fail(fmt::format("compile: {}", err));
+  // Load before writing: an artifact that does not load never enters the
+  // cache.
+  {
+    detail::StagedFile staged; // deleted once loaded, before the write
+    if (std::string err = disk.stage(artifact, staged); !err.empty())
+      return fail(std::move(err));
+    if (std::string err = CpuKernel::load(staged.path(), canonicalSpec, out,
+                                          disk.entryPath(key));
+        !err.empty())
+      return fail(fmt::format("compiled artifact rejected: {}", err));
   }
+  if (std::string err = disk.write(key, artifact); !err.empty())
+    return fail(std::move(err));
   return {};
 }
 
@@ -507,11 +623,17 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     return result("invalid spec: " + err);
   if (target == Target::CUDA)
     return result("target cuda: this runtime has no CUDA launcher");
+  if (!impl->bundleError.empty())
+    return result(impl->bundleError);
   Geometry geometry;
   if (std::string err = checkArgs(spec, args, geometry); !err.empty())
     return result(std::move(err));
   const CpuKernel *kernel = nullptr;
-  if (std::string err = impl->resolve(spec, config, target, kernel);
+  // Keys per sequence (the mean one when ragged) select the tuned record.
+  int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
+                             : args.k.shape[2];
+  const TileConfig &chosen = impl->configFor(spec, seqK, config);
+  if (std::string err = impl->resolve(spec, chosen, target, kernel);
       !err.empty())
     return result(std::move(err));
   impl->launch(spec, args, geometry, *kernel);
@@ -543,6 +665,8 @@ void Runtime::resetStats() {
 }
 
 const std::string &Runtime::cacheDir() const { return impl->cacheDir; }
+
+uint64_t Runtime::cacheMaxBytes() const { return impl->capBytes; }
 
 int Runtime::threads() const { return impl->pool.threads(); }
 

@@ -9,6 +9,7 @@
 #ifndef TILT_TESTS_RUNTIMETESTSUPPORT_H
 #define TILT_TESTS_RUNTIMETESTSUPPORT_H
 
+#include "DiskCache.h"
 #include "testkernel/NaiveKernel.h"
 #include "tilt/KernelABI.h"
 #include "tilt/Reference.h"
@@ -17,17 +18,64 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tilt::test {
+
+inline AttentionSpec makeSpec(int64_t heads, int64_t kvHeads, int64_t headDim,
+                              BiasKind bias = BiasKind::None,
+                              bool causal = false) {
+  AttentionSpec s;
+  s.heads = heads;
+  s.kvHeads = kvHeads;
+  s.headDim = headDim;
+  s.bias = bias;
+  s.causal = causal;
+  return s;
+}
+
+inline TileConfig naiveConfig(int64_t blockM) {
+  TileConfig c;
+  c.variant = "cpu_naive";
+  c.blockM = blockM;
+  c.blockN = 32;
+  return c;
+}
+
+inline std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+inline void writeFile(const std::string &path, const std::string &bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+/// Sets (or, with nullptr, unsets) an environment variable for a scope.
+class EnvVar {
+public:
+  EnvVar(const char *name, const char *value) : name(name) {
+    if (const char *old = std::getenv(name))
+      saved = old;
+    value ? setenv(name, value, 1) : unsetenv(name);
+  }
+  ~EnvVar() { saved ? setenv(name, saved->c_str(), 1) : unsetenv(name); }
+
+private:
+  const char *name;
+  std::optional<std::string> saved;
+};
 
 /// The kernel info the compiler would embed.
 inline std::string kernelInfo(const std::string &canonicalSpec, int64_t blockM,
@@ -69,6 +117,8 @@ public:
   std::string compile(const AttentionSpec &spec, const TileConfig &config,
                       Target target, std::string &artifact) override {
     ++compiles;
+    started = true;
+    std::this_thread::sleep_for(delay);
     if (!failWith.empty())
       return failWith;
     if (config.isDefault())
@@ -76,14 +126,32 @@ public:
     artifact = stampedKernel(
         kernelInfo(stampSpec.empty() ? spec.canonical() : stampSpec,
                    config.blockM, config.blockN, abi));
+    // The loader maps segments by their offsets and ignores trailing bytes.
+    if (artifact.size() < padTo)
+      artifact.resize(padTo, '\0');
     return {};
   }
 
   std::atomic<int> compiles{0};
-  std::string failWith;  ///< non-empty: compile() fails with this
-  std::string stampSpec; ///< non-empty: claim this spec instead
+  std::atomic<bool> started{false}; ///< compile() was entered
+  std::string failWith;             ///< non-empty: compile() fails with this
+  std::string stampSpec;            ///< non-empty: claim this spec instead
   int abi = kKernelAbiVersion;
+  std::chrono::milliseconds delay{0}; ///< how long a compile takes
+  size_t padTo = 0;                   ///< artifacts grow to this many bytes
 };
+
+#ifdef TILT_TEST_COMMIT
+/// The disk cache key of `spec` (TILT_TEST_COMMIT is defined only for the
+/// disk cache tests, so that a commit recompiles no other test).
+inline std::string cacheKeyFor(const AttentionSpec &spec,
+                               std::string_view fingerprint = "fake-compiler-1",
+                               std::string_view config = "default") {
+  return detail::cacheKey({spec.canonical(), config, "cpu", fingerprint,
+                           TILT_TEST_VERSION, TILT_TEST_COMMIT,
+                           kKernelAbiVersion});
+}
+#endif
 
 /// A fresh directory, removed with everything in it at scope exit.
 class TempDir {
@@ -112,6 +180,13 @@ public:
          std::filesystem::directory_iterator(sub.empty() ? dir : sub, ec))
       names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
+    return names;
+  }
+  /// The disk cache entries (*.kernel, not their lock files) in list(sub).
+  std::vector<std::string> entries(const std::string &sub = "") const {
+    std::vector<std::string> names = list(sub);
+    std::erase_if(names,
+                  [](const std::string &n) { return !n.ends_with(".kernel"); });
     return names;
   }
 

@@ -199,6 +199,18 @@ std::string finishTileConfig(TileConfig &config) {
   return {};
 }
 
+void addKernelsDirOption(std::vector<Option> &options, std::string &dir) {
+  const char *env = std::getenv("TILT_KERNELS_DIR");
+  dir = env ? env : TILT_DEFAULT_KERNELS_DIR;
+  options.push_back({"kernels-dir", "DIR|none",
+                     "tuned kernel bundle (default: $TILT_KERNELS_DIR, else "
+                     "this build's)",
+                     [&dir](std::string_view v) {
+                       dir = v == "none" ? std::string() : std::string(v);
+                       return std::string();
+                     }});
+}
+
 std::string finishSpecFlags(SpecFlags &f) {
   if (!f.sawHeads)
     return "--heads is required";

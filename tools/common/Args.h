@@ -61,6 +61,10 @@ void addTileConfigOptions(std::vector<Option> &options, TileConfig &config);
 /// Checks the combination and fills unset block sizes; "" or an error.
 std::string finishTileConfig(TileConfig &config);
 
+/// --kernels-dir DIR|none: the ahead-of-time bundle the runtime uses. The
+/// default is $TILT_KERNELS_DIR, else the one this build made.
+void addKernelsDirOption(std::vector<Option> &options, std::string &dir);
+
 } // namespace tilt::tools
 
 #endif // TILT_TOOLS_ARGS_H

@@ -65,9 +65,11 @@ int main(int argc, char **argv) {
   int64_t threads = 0, repeat = 1, batch = 1, seq = 0, seqK = 0, seed = 0;
   bool stats = false, help = false, check = false, timeRuns = false;
 
+  std::string kernelsDir;
   std::vector<Option> options;
   addSpecOptions(options, flags);
   addTileConfigOptions(options, config);
+  addKernelsDirOption(options, kernelsDir);
   auto stringFlag = [&](const char *name, const char *value, const char *help,
                         std::string &dst) {
     options.push_back({name, value, help, [&dst](std::string_view v) {
@@ -258,6 +260,7 @@ int main(int argc, char **argv) {
   rtOptions.cacheDir = cacheDir;
   rtOptions.threads = static_cast<int>(threads);
   rtOptions.compiler = &compiler;
+  rtOptions.kernelsDir = kernelsDir;
   Runtime runtime(rtOptions);
   Target tgt = target == "cuda" ? Target::CUDA : Target::CPU;
   // Useful work: 4 * B * H * Sq * Sk * D, half of it when causal.
@@ -279,6 +282,8 @@ int main(int argc, char **argv) {
                  flops > 0 ? fmt::format(" ({:.1f} GFLOP/s)", flops / s / 1e9)
                            : std::string(),
                  after.compiles > before.compiles ? "a JIT compile"
+                 : after.bundleHits > before.bundleHits
+                     ? "the tuned kernel bundle"
                  : after.diskHits > before.diskHits ? "the disk cache"
                                                     : "the memory cache");
   }
@@ -334,9 +339,9 @@ int main(int argc, char **argv) {
     std::fflush(stdout); // the JSON line stays the last line of the output
     const RunStats &s = runtime.stats();
     fmt::print(stderr,
-               "{{\"compiles\": {}, \"disk_hits\": {}, \"memory_hits\": {}, "
-               "\"seconds\": {:.6f}}}\n",
-               s.compiles, s.diskHits, s.memoryHits, s.seconds);
+               "{{\"compiles\": {}, \"bundle_hits\": {}, \"disk_hits\": {}, "
+               "\"memory_hits\": {}, \"seconds\": {:.6f}}}\n",
+               s.compiles, s.bundleHits, s.diskHits, s.memoryHits, s.seconds);
   }
   return 0;
 }

@@ -60,6 +60,9 @@ struct RunStats {
   int64_t compiles = 0;
   int64_t diskHits = 0;
   int64_t memoryHits = 0;
+  int64_t bundleHits = 0; ///< kernels loaded from the ahead-of-time bundle
+  /// Disk entries found corrupt, truncated or stale, removed (then rebuilt).
+  int64_t diskRejected = 0;
   double seconds = 0; ///< wall time spent inside run(), compiles included
 };
 
@@ -82,10 +85,22 @@ public:
 
 struct RuntimeOptions {
   /// Disk cache directory. Empty: $TILT_CACHE_DIR, else
-  /// $XDG_CACHE_HOME/tilt, else $HOME/.cache/tilt.
+  /// $XDG_CACHE_HOME/tilt, else $HOME/.cache/tilt. Created with mode 0700 if
+  /// missing. It holds code the runtime executes, so a directory owned by
+  /// another user or writable by group or others is refused: run() and
+  /// prepare() then fail with an error naming it until it is fixed.
   std::string cacheDir;
   int threads = 0;                    ///< 0: every core
   KernelCompiler *compiler = nullptr; ///< not owned; null: cached only
+  /// Disk cache size cap; each write evicts the least recently used entries
+  /// beyond it. 0: $TILT_CACHE_MAX_BYTES (bytes, or with a K, M or G
+  /// suffix), else 1 GiB.
+  uint64_t cacheMaxBytes = 0;
+  /// An ahead-of-time kernel bundle (KernelBundle.h, built from kernels/).
+  /// Its tuning database picks the tile configuration of run() calls that
+  /// give none (nearest-bucket rule of TuningDb.h); its kernels load without
+  /// compiling. Empty: no bundle, the compiler's default configurations.
+  std::string kernelsDir = {};
 };
 
 /// Calls may come from several threads: they are serialized, since one
@@ -113,6 +128,7 @@ public:
   const RunStats &stats() const; ///< read it between calls
   void resetStats();
   const std::string &cacheDir() const;
+  uint64_t cacheMaxBytes() const;
   int threads() const;
 
 private:

@@ -1,0 +1,213 @@
+//===- TuningDb.cpp - Tuned tile configurations, by shape -----------------===//
+
+#include "tilt/TuningDb.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <tuple>
+#include <unistd.h>
+
+namespace tilt {
+
+namespace {
+
+std::vector<std::string> words(const std::string &s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;)
+    out.push_back(w);
+  return out;
+}
+
+bool toInt(const std::string &s, int64_t &out) {
+  char *end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end)
+    return false;
+  out = v;
+  return true;
+}
+
+bool toDouble(const std::string &s, double &out) {
+  char *end = nullptr;
+  out = std::strtod(s.c_str(), &end);
+  return !s.empty() && !*end && std::isfinite(out);
+}
+
+/// "variant block_m block_n" (CPU) or with "num_warps num_stages" (GPU).
+bool parseConfig(const std::vector<std::string> &w, TileConfig &c) {
+  if (w.size() != 3 && w.size() != 5)
+    return false;
+  c.variant = w[0];
+  if (!toInt(w[1], c.blockM) || !toInt(w[2], c.blockN))
+    return false;
+  if (w.size() == 5 &&
+      (!toInt(w[3], c.numWarps) || !toInt(w[4], c.numStages)))
+    return false;
+  return true;
+}
+
+std::string configText(const TileConfig &c) {
+  std::string s = fmt::format("{} {} {}", c.variant, c.blockM, c.blockN);
+  if (c.numWarps || c.numStages)
+    s += fmt::format(" {} {}", c.numWarps, c.numStages);
+  return s;
+}
+
+auto order(const TuningKey &k) {
+  return std::make_tuple(static_cast<int>(k.dtype), k.headDim, k.causal,
+                         k.heads, k.seq);
+}
+
+} // namespace
+
+std::string TuningDb::load(const std::string &path, TuningDb &out) {
+  std::ifstream in(path);
+  if (!in)
+    return fmt::format("{}: cannot open the tuning database", path);
+  out = TuningDb();
+  std::string line;
+  int lineNo = 0;
+  bool sawHeader = false;
+  while (std::getline(in, line)) {
+    ++lineNo;
+    auto fail = [&](const std::string &why) {
+      return fmt::format("{}:{}: {}", path, lineNo, why);
+    };
+    if (line.empty() || line[0] == '#')
+      continue;
+    std::vector<std::string> w = words(line);
+    if (!sawHeader) {
+      int64_t format = 0;
+      if (w.size() != 2 || w[0] != "tilt-tuning-db" || !toInt(w[1], format))
+        return fail("not a Tilt tuning database (expected 'tilt-tuning-db "
+                    "1')");
+      if (format != kFormat)
+        return fail(fmt::format("format {} is not supported (this Tilt reads "
+                                "format {})",
+                                format, kFormat));
+      sawHeader = true;
+      continue;
+    }
+    if (w[0] == "target" || w[0] == "machine" || w[0] == "tilt" ||
+        w[0] == "family") {
+      std::string rest = line.substr(line.find(w[0]) + w[0].size());
+      rest.erase(0, rest.find_first_not_of(' '));
+      (w[0] == "target"    ? out.target
+       : w[0] == "machine" ? out.machine
+       : w[0] == "tilt"    ? out.tiltVersion
+                           : out.family) = rest;
+      continue;
+    }
+    // dtype head_dim causal heads seq | best | best_ms | default | ms
+    std::vector<std::string> parts;
+    std::stringstream fields(line);
+    for (std::string p; std::getline(fields, p, '|');)
+      parts.push_back(p);
+    if (parts.size() != 5)
+      return fail("expected 'dtype head_dim causal heads seq | best config | "
+                  "ms | default config | ms'");
+    std::vector<std::string> k = words(parts[0]);
+    TuningRecord r;
+    std::optional<DType> dtype = k.size() == 5 ? parseDType(k[0]) : std::nullopt;
+    int64_t causal = 0;
+    if (!dtype || !toInt(k[1], r.key.headDim) || !toInt(k[2], causal) ||
+        !toInt(k[3], r.key.heads) || !toInt(k[4], r.key.seq) ||
+        (causal != 0 && causal != 1) || r.key.heads < 1 || r.key.seq < 1)
+      return fail("bad key '" + parts[0] + "'");
+    r.key.dtype = *dtype;
+    r.key.causal = causal == 1;
+    if (!parseConfig(words(parts[1]), r.best) ||
+        !parseConfig(words(parts[3]), r.fallback))
+      return fail("bad tile configuration");
+    std::vector<std::string> t1 = words(parts[2]), t2 = words(parts[4]);
+    if (t1.size() != 1 || t2.size() != 1 || !toDouble(t1[0], r.bestMs) ||
+        !toDouble(t2[0], r.fallbackMs))
+      return fail("bad time");
+    out.put(r);
+  }
+  if (!sawHeader)
+    return fmt::format("{}: empty tuning database", path);
+  return {};
+}
+
+std::string TuningDb::save(const std::string &path) const {
+  std::vector<TuningRecord> sorted = records;
+  std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) {
+    return order(a.key) < order(b.key);
+  });
+  std::string text = fmt::format(
+      "# Tilt tuning database: the best tile configuration per key, written "
+      "by tilt-tune.\n"
+      "# The runtime picks the nearest record (runtime/include/tilt/"
+      "TuningDb.h).\n"
+      "tilt-tuning-db {}\ntarget {}\nmachine {}\ntilt {}\nfamily {}\n"
+      "# dtype head_dim causal heads seq | best | best_ms | default | "
+      "default_ms\n",
+      kFormat, target, machine, tiltVersion, family);
+  for (const TuningRecord &r : sorted)
+    text += fmt::format("{} {} {} {} {} | {} | {:.3f} | {} | {:.3f}\n",
+                        toString(r.key.dtype), r.key.headDim,
+                        r.key.causal ? 1 : 0, r.key.heads, r.key.seq,
+                        configText(r.best), r.bestMs, configText(r.fallback),
+                        r.fallbackMs);
+  std::string tmp = path + fmt::format(".tmp.{}", static_cast<long>(getpid()));
+  {
+    std::ofstream os(tmp, std::ios::trunc);
+    os << text;
+    if (!os.flush())
+      return fmt::format("{}: cannot write", tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return fmt::format("{}: cannot rename into place", path);
+  }
+  return {};
+}
+
+const TuningRecord *TuningDb::find(const TuningKey &key) const {
+  for (const TuningRecord &r : records)
+    if (r.key == key)
+      return &r;
+  return nullptr;
+}
+
+void TuningDb::put(const TuningRecord &record) {
+  for (TuningRecord &r : records)
+    if (r.key == record.key) {
+      r = record;
+      return;
+    }
+  records.push_back(record);
+}
+
+const TuningRecord *TuningDb::lookup(const AttentionSpec &spec,
+                                     int64_t seqK) const {
+  const TuningRecord *best = nullptr;
+  double bestDistance = 0;
+  double heads = static_cast<double>(std::max<int64_t>(spec.heads, 1));
+  double seq = static_cast<double>(std::max<int64_t>(seqK, 1));
+  for (const TuningRecord &r : records) {
+    if (r.key.dtype != spec.dtype || r.key.headDim != spec.headDim ||
+        r.key.causal != spec.causal)
+      continue;
+    double distance = std::abs(std::log2(heads / double(r.key.heads))) +
+                      std::abs(std::log2(seq / double(r.key.seq)));
+    bool better = !best || distance < bestDistance - 1e-12 ||
+                  (std::abs(distance - bestDistance) <= 1e-12 &&
+                   std::make_pair(r.key.seq, r.key.heads) <
+                       std::make_pair(best->key.seq, best->key.heads));
+    if (better) {
+      best = &r;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+} // namespace tilt

@@ -1,0 +1,191 @@
+//===- TuningDbTest.cpp - Tuning database and kernel bundle index ---------===//
+
+#include "tilt/KernelBundle.h"
+#include "tilt/TuningDb.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string tempDir(const char *name) {
+  fs::path p = fs::temp_directory_path() /
+               (std::string("tilt-tuningdb-") + name + "-" +
+                std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+tilt::TileConfig config(const char *variant, int64_t m, int64_t n) {
+  tilt::TileConfig c;
+  c.variant = variant;
+  c.blockM = m;
+  c.blockN = n;
+  return c;
+}
+
+tilt::TuningRecord record(tilt::DType t, int64_t d, bool causal, int64_t h,
+                          int64_t s, tilt::TileConfig best, double ms) {
+  tilt::TuningRecord r;
+  r.key = {t, d, causal, h, s};
+  r.best = best;
+  r.bestMs = ms;
+  r.fallback = config("cpu_avx512", 64, 64);
+  r.fallbackMs = ms * 1.25;
+  return r;
+}
+
+tilt::AttentionSpec spec(tilt::DType t, int64_t d, bool causal, int64_t h) {
+  tilt::AttentionSpec s;
+  s.heads = s.kvHeads = h;
+  s.headDim = d;
+  s.dtype = t;
+  s.causal = causal;
+  return s;
+}
+
+TEST(TuningDb, SaveLoadRoundTrip) {
+  std::string dir = tempDir("roundtrip");
+  tilt::TuningDb db;
+  db.machine = "x86_64-amx (test)";
+  db.tiltVersion = "0.1.0";
+  db.family = "alibi";
+  db.put(record(tilt::DType::BF16, 128, true, 32, 2048,
+                config("cpu_amx", 128, 256), 31.5));
+  db.put(record(tilt::DType::F32, 64, false, 8, 128,
+                config("cpu_avx512", 32, 64), 0.141));
+  ASSERT_EQ(db.save(dir + "/a.tune"), "");
+  tilt::TuningDb back;
+  ASSERT_EQ(tilt::TuningDb::load(dir + "/a.tune", back), "");
+  EXPECT_EQ(back.machine, db.machine);
+  EXPECT_EQ(back.family, "alibi");
+  ASSERT_EQ(back.records.size(), 2u);
+  const tilt::TuningRecord *r =
+      back.find({tilt::DType::BF16, 128, true, 32, 2048});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->best.str(), config("cpu_amx", 128, 256).str());
+  EXPECT_DOUBLE_EQ(r->bestMs, 31.5);
+  EXPECT_DOUBLE_EQ(r->fallbackMs, 39.375);
+  // No temp file is left beside the database.
+  int files = 0;
+  for ([[maybe_unused]] auto &e : fs::directory_iterator(dir))
+    ++files;
+  EXPECT_EQ(files, 1);
+  fs::remove_all(dir);
+}
+
+TEST(TuningDb, PutReplacesTheSameKey) {
+  tilt::TuningDb db;
+  db.put(record(tilt::DType::F32, 64, false, 8, 128, config("cpu_avx512", 32, 32), 1));
+  db.put(record(tilt::DType::F32, 64, false, 8, 128, config("cpu_avx512", 64, 32), 2));
+  ASSERT_EQ(db.records.size(), 1u);
+  EXPECT_EQ(db.records[0].best.blockM, 64);
+}
+
+TEST(TuningDb, NearestBucketRule) {
+  tilt::TuningDb db;
+  for (int64_t h : {8, 32, 112})
+    for (int64_t s : {128, 512, 2048, 8192})
+      db.put(record(tilt::DType::F32, 128, true, h, s,
+                    config("cpu_avx512", h, s), 1));
+  db.put(record(tilt::DType::F32, 64, true, 8, 128, config("cpu_avx2", 1, 1), 1));
+  using Key = std::pair<int64_t, int64_t>;
+  auto pick = [&](int64_t heads, int64_t seqK) {
+    const tilt::TuningRecord *r =
+        db.lookup(spec(tilt::DType::F32, 128, true, heads), seqK);
+    return r ? Key(r->key.heads, r->key.seq) : Key(0, 0);
+  };
+  // Exact keys.
+  EXPECT_EQ(pick(32, 2048), Key(32, 2048));
+  // Nearest in log2: 12 heads is 0.58 from 8 and 1.42 from 32.
+  EXPECT_EQ(pick(12, 2048), Key(8, 2048));
+  EXPECT_EQ(pick(40, 3000), Key(32, 2048));
+  EXPECT_EQ(pick(71, 6000), Key(112, 8192));
+  // Beyond the grid: the closest edge.
+  EXPECT_EQ(pick(1, 1), Key(8, 128));
+  EXPECT_EQ(pick(512, 100000), Key(112, 8192));
+  // A tie (1024 sits exactly between 512 and 2048) goes to the smaller seq.
+  EXPECT_EQ(pick(32, 1024), Key(32, 512));
+  // dtype, head dim and causality must match exactly.
+  EXPECT_EQ(db.lookup(spec(tilt::DType::BF16, 128, true, 32), 2048), nullptr);
+  EXPECT_EQ(db.lookup(spec(tilt::DType::F32, 128, false, 32), 2048), nullptr);
+  EXPECT_EQ(db.lookup(spec(tilt::DType::F32, 80, true, 32), 2048), nullptr);
+  EXPECT_EQ(db.lookup(spec(tilt::DType::F32, 64, true, 32), 2048)->best.variant,
+            "cpu_avx2");
+}
+
+TEST(TuningDb, ErrorsNameFileAndLine) {
+  std::string dir = tempDir("errors");
+  auto loadText = [&](const std::string &text) {
+    std::ofstream(dir + "/x.tune") << text;
+    tilt::TuningDb db;
+    return tilt::TuningDb::load(dir + "/x.tune", db);
+  };
+  std::string path = dir + "/x.tune";
+  EXPECT_EQ(loadText("hello\n"),
+            path + ":1: not a Tilt tuning database (expected 'tilt-tuning-db 1')");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\n"),
+            path + ":1: format 2 is not supported (this Tilt reads format 1)");
+  EXPECT_EQ(loadText("tilt-tuning-db 1\nf64 64 0 8 128 | cpu_avx512 32 32 | 1 | "
+                     "cpu_avx512 64 64 | 2\n"),
+            path + ":2: bad key 'f64 64 0 8 128 '");
+  EXPECT_EQ(loadText("tilt-tuning-db 1\nf32 64 0 8 128 | cpu_avx512 x 32 | 1 | "
+                     "cpu_avx512 64 64 | 2\n"),
+            path + ":2: bad tile configuration");
+  EXPECT_EQ(loadText("tilt-tuning-db 1\nf32 64 0 8 128 | cpu_avx512 32 32 | "
+                     "fast | cpu_avx512 64 64 | 2\n"),
+            path + ":2: bad time");
+  EXPECT_EQ(loadText("tilt-tuning-db 1\nf32 64 0 8 128 | cpu_avx512 32 32\n"),
+            path + ":2: expected 'dtype head_dim causal heads seq | best config "
+                   "| ms | default config | ms'");
+  EXPECT_EQ(loadText(""), path + ": empty tuning database");
+  tilt::TuningDb db;
+  EXPECT_EQ(tilt::TuningDb::load(dir + "/missing.tune", db),
+            dir + "/missing.tune: cannot open the tuning database");
+  fs::remove_all(dir);
+}
+
+TEST(KernelBundle, IndexIsUsedOnlyOnTheCpuThatBuiltIt) {
+  std::string dir = tempDir("bundle");
+  tilt::TileConfig c = config("cpu_avx512", 64, 64);
+  auto write = [&](const std::string &cpu) {
+    std::ofstream(dir + "/index")
+        << "tilt-bundle 1\ncpu " << cpu << "\ntilt 0.1.0\n"
+        << "k0.so\tSPEC\t" << c.str() << "\n";
+  };
+  write(tilt::hostCpuDigest());
+  tilt::KernelBundle b;
+  ASSERT_EQ(tilt::KernelBundle::load(dir, b), "");
+  EXPECT_EQ(b.find("SPEC", c), dir + "/k0.so");
+  EXPECT_EQ(b.find("OTHER", c), "");
+  EXPECT_EQ(b.find("SPEC", config("cpu_avx512", 32, 64)), "");
+
+  write("0000");
+  ASSERT_EQ(tilt::KernelBundle::load(dir, b), "");
+  EXPECT_EQ(b.find("SPEC", c), "") << "another CPU's bundle must be ignored";
+
+  std::ofstream(dir + "/index") << "something else\n";
+  EXPECT_EQ(tilt::KernelBundle::load(dir, b),
+            dir + "/index:1: not a Tilt kernel bundle index of format 1");
+  fs::remove(dir + "/index");
+  EXPECT_EQ(tilt::KernelBundle::load(dir, b), "") << "no index: empty bundle";
+  EXPECT_TRUE(b.files.empty());
+  fs::remove_all(dir);
+}
+
+TEST(KernelBundle, HostClassAndDigestAreStable) {
+  std::string cls = tilt::hostTuningClass();
+  EXPECT_TRUE(cls == "x86_64-amx" || cls == "x86_64-avx512" ||
+              cls == "x86_64-avx2" || cls == "x86_64")
+      << cls;
+  EXPECT_EQ(tilt::hostCpuDigest(), tilt::hostCpuDigest());
+  EXPECT_EQ(tilt::hostCpuDigest().size(), 64u);
+}
+
+} // namespace

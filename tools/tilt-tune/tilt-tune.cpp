@@ -1,0 +1,416 @@
+//===- tilt-tune.cpp - Tune tile configurations per heads and length ------===//
+//
+//   tilt-tune --out kernels/cpu-<machine>.tune [--heads 8,12,...]
+//             [--seqs 128,512,2048,8192] [--head-dims 64,128]
+//             [--dtypes f32,bf16] [--causal both|yes|no] [--repeats N]
+//             [--threads N] [--plot FILE.svg] [--table FILE.md] [--fresh]
+//
+// For every key (dtype, head dim, causal, heads, sequence length) of the
+// spec family "ALiBi with standard slopes, one kv head per head, batch 1",
+// times every candidate of the compiler's search space on this machine
+// (warm-up excluded, median of repeats) and records the best beside the
+// default configuration. A candidate that fails to compile or run counts as
+// infinitely slow. Candidates whose first timed run is already 30% slower
+// than the best median are not repeated. The database is rewritten after
+// each key, so an interrupted run resumes where it stopped.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Args.h"
+#include "Half.h"
+
+#include "tilt/Compiler/Compiler.h"
+#include "tilt/Compiler/SearchSpace.h"
+#include "tilt/KernelBundle.h"
+#include "tilt/Runtime.h"
+#include "tilt/TuningDb.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <random>
+#include <sstream>
+#include <unistd.h>
+
+using namespace tilt;
+using namespace tilt::tools;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int fail(const std::string &msg) {
+  fmt::print(stderr, "tilt-tune: error: {}\n", msg);
+  return 1;
+}
+
+std::string parseList(std::string_view flag, std::string_view text,
+                      std::vector<int64_t> &out) {
+  out.clear();
+  std::stringstream in{std::string(text)};
+  for (std::string item; std::getline(in, item, ',');) {
+    int64_t v = 0;
+    if (std::string err = parseInt(flag, item, v, 1); !err.empty())
+      return err;
+    out.push_back(v);
+  }
+  return out.empty() ? fmt::format("--{} needs at least one value", flag)
+                     : std::string();
+}
+
+std::string configName(const TileConfig &c) {
+  return fmt::format("{} {}x{}", c.variant, c.blockM, c.blockN);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Relative cost of a key, for the ETA.
+double cost(const TuningKey &k) {
+  double c = double(k.heads) * double(k.seq) * double(k.seq) * double(k.headDim);
+  return c * (k.causal ? 0.5 : 1.0) * (k.dtype == DType::BF16 ? 0.3 : 1.0);
+}
+
+std::string duration(double s) {
+  if (s < 60)
+    return fmt::format("{:.0f}s", s);
+  if (s < 3600)
+    return fmt::format("{}m{:02}s", int(s) / 60, int(s) % 60);
+  return fmt::format("{}h{:02}m", int(s) / 3600, (int(s) % 3600) / 60);
+}
+
+/// A heat map: one row per (dtype, head dim, causal), one column per
+/// (heads, seq); the colour is the speedup over the default, the label the
+/// chosen blocks.
+std::string svgPlot(const TuningDb &db) {
+  std::map<std::tuple<int, int64_t, bool>, int> rowOf;
+  std::map<std::pair<int64_t, int64_t>, int> colOf;
+  for (const TuningRecord &r : db.records) {
+    rowOf.emplace(std::make_tuple(int(r.key.dtype), r.key.headDim, r.key.causal), 0);
+    colOf.emplace(std::make_pair(r.key.heads, r.key.seq), 0);
+  }
+  int i = 0;
+  for (auto &[k, v] : rowOf)
+    v = i++;
+  i = 0;
+  for (auto &[k, v] : colOf)
+    v = i++;
+  const int cw = 58, ch = 34, left = 150, top = 70;
+  int width = left + cw * int(colOf.size()) + 20;
+  int height = top + ch * int(rowOf.size()) + 60;
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
+      "font-family=\"sans-serif\" font-size=\"9\">\n"
+      "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"10\" y=\"18\" font-size=\"14\">Tilt tuning on {}: chosen "
+      "block_m x block_n (A = AMX) and speedup over the default</text>\n",
+      width, height, db.machine);
+  for (auto &[k, c] : colOf)
+    s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">H{} "
+                     "S{}</text>\n",
+                     left + c * cw + cw / 2, top - 6, k.first, k.second);
+  for (auto &[k, r] : rowOf)
+    s += fmt::format("<text x=\"10\" y=\"{}\">{} D{} {}</text>\n",
+                     top + r * ch + ch / 2 + 3,
+                     toString(static_cast<DType>(std::get<0>(k))),
+                     std::get<1>(k), std::get<2>(k) ? "causal" : "full");
+  for (const TuningRecord &rec : db.records) {
+    int r = rowOf[std::make_tuple(int(rec.key.dtype), rec.key.headDim,
+                                  rec.key.causal)];
+    int c = colOf[std::make_pair(rec.key.heads, rec.key.seq)];
+    double speedup = rec.bestMs > 0 ? rec.fallbackMs / rec.bestMs : 1.0;
+    // White at 1.0x, saturated green at 1.5x and beyond.
+    int g = static_cast<int>(std::clamp((speedup - 1.0) / 0.5, 0.0, 1.0) * 155);
+    s += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" "
+                     "fill=\"rgb({},{},{})\" stroke=\"#999\"/>\n",
+                     left + c * cw, top + r * ch, cw, ch, 255 - g, 255,
+                     255 - g);
+    s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}{}x{}"
+                     "</text>\n<text x=\"{}\" y=\"{}\" "
+                     "text-anchor=\"middle\">{:.2f}x</text>\n",
+                     left + c * cw + cw / 2, top + r * ch + 13,
+                     rec.best.variant == "cpu_amx" ? "A " : "",
+                     rec.best.blockM, rec.best.blockN, left + c * cw + cw / 2,
+                     top + r * ch + 26, speedup);
+  }
+  s += "</svg>\n";
+  return s;
+}
+
+std::string markdownTable(const TuningDb &db) {
+  std::string s = fmt::format(
+      "# Tuned vs default on {} (from tilt-tune)\n\n"
+      "Family: {}. Times are medians in ms.\n\n"
+      "| dtype | D | causal | heads | seq | default | default ms | tuned | "
+      "tuned ms | speedup |\n|---|---:|---|---:|---:|---|---:|---|---:|---:|\n",
+      db.machine, db.family);
+  std::vector<TuningRecord> sorted = db.records;
+  std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) {
+    return std::make_tuple(int(a.key.dtype), a.key.headDim, a.key.causal,
+                           a.key.heads, a.key.seq) <
+           std::make_tuple(int(b.key.dtype), b.key.headDim, b.key.causal,
+                           b.key.heads, b.key.seq);
+  });
+  for (const TuningRecord &r : sorted)
+    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.3f} | {} | {:.3f} | "
+                     "{:.2f}x |\n",
+                     toString(r.key.dtype), r.key.headDim,
+                     r.key.causal ? "yes" : "no", r.key.heads, r.key.seq,
+                     configName(r.fallback), r.fallbackMs, configName(r.best),
+                     r.bestMs, r.bestMs > 0 ? r.fallbackMs / r.bestMs : 0.0);
+  return s;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string out, plot, table, causalMode = "both";
+  std::vector<int64_t> heads{8, 12, 16, 32, 40, 64, 71, 112},
+      seqs{128, 512, 2048, 8192}, headDims{64, 128};
+  std::vector<DType> dtypes{DType::F32, DType::BF16};
+  int64_t repeats = 3, threads = 0;
+  bool fresh = false, help = false;
+
+  std::vector<Option> options;
+  auto listFlag = [&](const char *name, const char *help,
+                      std::vector<int64_t> &dst) {
+    options.push_back({name, "N,N,...", help, [name, &dst](std::string_view v) {
+                         return parseList(name, v, dst);
+                       }});
+  };
+  listFlag("heads", "head counts (default 8,12,16,32,40,64,71,112)", heads);
+  listFlag("seqs", "sequence lengths (default 128,512,2048,8192)", seqs);
+  listFlag("head-dims", "head dims (default 64,128)", headDims);
+  options.push_back({"dtypes", "LIST", "element types (default f32,bf16)",
+                     [&](std::string_view v) -> std::string {
+                       dtypes.clear();
+                       std::stringstream in{std::string(v)};
+                       for (std::string t; std::getline(in, t, ',');) {
+                         auto d = parseDType(t);
+                         if (!d)
+                           return fmt::format("--dtypes: '{}' is not f32, "
+                                              "f16 or bf16",
+                                              t);
+                         dtypes.push_back(*d);
+                       }
+                       return {};
+                     }});
+  options.push_back({"causal", "both|yes|no", "masks to tune (default both)",
+                     [&](std::string_view v) -> std::string {
+                       if (v != "both" && v != "yes" && v != "no")
+                         return fmt::format("--causal must be both, yes or "
+                                            "no, got '{}'",
+                                            v);
+                       causalMode = v;
+                       return {};
+                     }});
+  options.push_back({"repeats", "N", "timed runs per candidate (default 3)",
+                     [&](auto v) { return parseInt("repeats", v, repeats, 1); }});
+  options.push_back({"threads", "N", "CPU threads (default: all cores)",
+                     [&](auto v) { return parseInt("threads", v, threads, 1); }});
+  auto stringFlag = [&](const char *name, const char *value, const char *help,
+                        std::string &dst) {
+    options.push_back({name, value, help, [&dst](std::string_view v) {
+                         dst = v;
+                         return std::string();
+                       }});
+  };
+  stringFlag("out", "FILE", "the tuning database to write (required)", out);
+  stringFlag("plot", "FILE.svg", "write a plot of the choices", plot);
+  stringFlag("table", "FILE.md", "write the tuned-vs-default table", table);
+  options.push_back({"fresh", "", "ignore records already in --out",
+                     [&](auto) {
+                       fresh = true;
+                       return std::string();
+                     }});
+  options.push_back({"help", "", "show this help", [&](auto) {
+                       help = true;
+                       return std::string();
+                     }});
+  std::vector<std::string> positional;
+  if (std::string err = parseArgs(argc, argv, options, positional);
+      !err.empty())
+    return fail(err);
+  if (help) {
+    fmt::print("usage: tilt-tune --out FILE [options]\n\n{}",
+               helpText(options));
+    return 0;
+  }
+  if (!positional.empty())
+    return fail(fmt::format("unexpected argument '{}'", positional.front()));
+  if (out.empty())
+    return fail("--out FILE is required");
+
+  Compiler compiler;
+  // Databases are per tuning class (kernels/cpu-<class>.tune); the LLVM CPU
+  // name is kept for the record.
+  std::string machine =
+      fmt::format("{} ({})", hostTuningClass(), compiler.machine().cpu);
+  TuningDb db;
+  if (!fresh && std::filesystem::exists(out)) {
+    if (std::string err = TuningDb::load(out, db); !err.empty())
+      return fail(err + " (use --fresh to start over)");
+    if (db.machine != machine)
+      return fail(fmt::format("{} was tuned on '{}', this machine is '{}' "
+                              "(use --fresh or another file)",
+                              out, db.machine, machine));
+  }
+  db.target = "cpu";
+  db.machine = machine;
+  db.tiltVersion = TILT_VERSION;
+  db.family = "alibi relative, standard slopes, kv_heads = heads, batch 1";
+
+  std::vector<TuningKey> keys, todo;
+  for (DType t : dtypes)
+    for (int64_t d : headDims)
+      for (bool causal : {false, true}) {
+        if ((causal && causalMode == "no") || (!causal && causalMode == "yes"))
+          continue;
+        for (int64_t h : heads)
+          for (int64_t s : seqs)
+            keys.push_back({t, d, causal, h, s});
+      }
+  for (const TuningKey &k : keys)
+    if (!db.find(k))
+      todo.push_back(k);
+  double totalCost = 0, doneCost = 0;
+  for (const TuningKey &k : todo)
+    totalCost += cost(k);
+
+  RuntimeOptions rtOptions;
+  rtOptions.threads = static_cast<int>(threads);
+  rtOptions.compiler = &compiler;
+  Runtime runtime(rtOptions);
+  bool tty = isatty(fileno(stdout));
+  fmt::print("tilt-tune: {} keys, {} already in {}, {} to tune on {} with {} "
+             "threads\n",
+             keys.size(), keys.size() - todo.size(), out, todo.size(),
+             db.machine, runtime.threads());
+  std::fflush(stdout);
+  auto start = Clock::now();
+
+  for (size_t n = 0; n < todo.size(); ++n) {
+    const TuningKey &key = todo[n];
+    AttentionSpec spec;
+    spec.heads = spec.kvHeads = key.heads;
+    spec.headDim = key.headDim;
+    spec.dtype = key.dtype;
+    spec.causal = key.causal;
+    spec.bias = BiasKind::Alibi;
+    std::string label =
+        fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
+                    key.causal ? "causal" : "full", key.heads, key.seq);
+    if (tty) {
+      double elapsed =
+          std::chrono::duration<double>(Clock::now() - start).count();
+      double eta = doneCost > 0 ? elapsed * (totalCost - doneCost) / doneCost
+                                : 0;
+      int filled = static_cast<int>(30 * doneCost / std::max(totalCost, 1.0));
+      fmt::print("\r[{:<30}] {}/{} ETA {} {:<40}",
+                 std::string(filled, '#'), n, todo.size(),
+                 doneCost > 0 ? duration(eta) : "?", label);
+      std::fflush(stdout);
+    }
+
+    // Unit-normal inputs in the key's dtype, shared by every candidate.
+    const int64_t elems = key.heads * key.seq * key.headDim;
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal;
+    TypedBuffer q(key.dtype, elems), k(key.dtype, elems), v(key.dtype, elems),
+        o(key.dtype, elems);
+    for (TypedBuffer *b : {&q, &k, &v})
+      for (int64_t i = 0; i < elems; ++i)
+        b->set(i, normal(rng));
+    AttentionArgs args;
+    args.q = TensorRef(q.data(), {1, key.heads, key.seq, key.headDim});
+    args.k = TensorRef(k.data(), {1, key.heads, key.seq, key.headDim});
+    args.v = TensorRef(v.data(), {1, key.heads, key.seq, key.headDim});
+    args.o = TensorRef(o.data(), {1, key.heads, key.seq, key.headDim});
+
+    const double inf = std::numeric_limits<double>::infinity();
+    // Median of `repeats` timed runs after one warm-up; a candidate whose
+    // first timed run is 30% slower than `bound` stops there.
+    auto timeConfig = [&](const TileConfig &c, double bound) -> double {
+      if (!runtime.prepare(spec, Target::CPU, c).empty())
+        return inf;
+      if (!runtime.run(spec, args, Target::CPU, c).empty()) // warm-up
+        return inf;
+      std::vector<double> times;
+      for (int64_t r = 0; r < repeats; ++r) {
+        auto t0 = Clock::now();
+        if (!runtime.run(spec, args, Target::CPU, c).empty())
+          return inf;
+        times.push_back(
+            std::chrono::duration<double>(Clock::now() - t0).count() * 1e3);
+        if (r == 0 && times[0] > 1.3 * bound)
+          return times[0];
+      }
+      return median(times);
+    };
+
+    TuningRecord rec;
+    rec.key = key;
+    rec.fallback = compiler.defaultConfig(spec, Target::CPU);
+    rec.fallbackMs = timeConfig(rec.fallback, inf);
+    rec.best = rec.fallback;
+    rec.bestMs = rec.fallbackMs;
+    int tried = 1, failed = std::isinf(rec.fallbackMs) ? 1 : 0;
+    for (const TileConfig &c : cpuSearchSpace(spec, compiler.machine())) {
+      if (c.str() == rec.fallback.str())
+        continue;
+      double ms = timeConfig(c, rec.bestMs);
+      ++tried;
+      failed += std::isinf(ms);
+      if (ms < rec.bestMs) {
+        rec.best = c;
+        rec.bestMs = ms;
+      }
+    }
+    runtime.clearMemoryCache(); // keep the process's mappings bounded
+    if (std::isinf(rec.bestMs))
+      return fail(fmt::format("{}: no candidate ran ({} failed)", label,
+                              failed));
+    db.put(rec);
+    if (std::string err = db.save(out); !err.empty())
+      return fail(err);
+    doneCost += cost(key);
+    if (!tty)
+      fmt::print("{:<28} default {:<20} {:9.3f} ms  best {:<20} {:9.3f} ms  "
+                 "{:.2f}x  ({} candidates{})\n",
+                 label, configName(rec.fallback), rec.fallbackMs,
+                 configName(rec.best), rec.bestMs,
+                 rec.fallbackMs / rec.bestMs, tried,
+                 failed ? fmt::format(", {} failed", failed) : "");
+    std::fflush(stdout);
+  }
+  if (tty)
+    fmt::print("\r[{:<30}] {}/{} done in {}{:<40}\n", std::string(30, '#'),
+               todo.size(), todo.size(),
+               duration(std::chrono::duration<double>(Clock::now() - start)
+                            .count()),
+               "");
+
+  std::string md = markdownTable(db);
+  fmt::print("\n{}", md);
+  if (!table.empty()) {
+    std::ofstream os(table);
+    os << md;
+    if (!os)
+      return fail(fmt::format("--table: cannot write {}", table));
+  }
+  if (!plot.empty()) {
+    std::ofstream os(plot);
+    os << svgPlot(db);
+    if (!os)
+      return fail(fmt::format("--plot: cannot write {}", plot));
+  }
+  return 0;
+}
