@@ -17,4 +17,14 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    ["tilt-opt", "tilt-compile", "tilt-run"], [config.tilt_tools_dir])
+    ["tilt-opt", "tilt-compile", "tilt-run", "tilt-tune"],
+    [config.tilt_tools_dir])
+
+# The build's tuned-kernel bundle serves this CPU only where kernels/ holds a
+# tuning database for its class (KernelBundle.h); tests that need it say
+# REQUIRES: tilt-bundle and are reported unsupported elsewhere.
+bundle_index = os.path.join(config.tilt_obj_root, "..", "..", "kernels", "index")
+if os.path.exists(bundle_index):
+    with open(bundle_index) as f:
+        if any("\t" in line for line in f):
+            config.available_features.add("tilt-bundle")
