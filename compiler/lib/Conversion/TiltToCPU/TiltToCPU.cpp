@@ -142,6 +142,22 @@ private:
     });
   }
   Value exp2(Value x);
+  /// s + bias, with j - i' given as `jrel` (vector) and, for the positions
+  /// form, pos[j] - pos[i'] built on demand by `positions`.
+  Value addBias(Value s, Value jrel, function_ref<Value()> positions) {
+    switch (spec.bias) {
+    case ::tilt::BiasKind::None:
+      return s;
+    case ::tilt::BiasKind::Alibi:
+      return math::FmaOp::create(b, bcast(slope2), jrel, s);
+    case ::tilt::BiasKind::AlibiSymmetric:
+      return math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
+                                 math::AbsFOp::create(b, jrel), s);
+    case ::tilt::BiasKind::AlibiPositions:
+      return math::FmaOp::create(b, bcast(slope2), positions(), s);
+    }
+    return s;
+  }
   /// Scores are never NaN (-inf marks masked keys) and the sign of a zero
   /// maximum does not matter, so maxnumf with `nnan` is a single vmaxps
   /// (maximumf must order -0 below +0, which costs blends).
@@ -542,23 +558,10 @@ void KernelEmitter::softmaxColumn(Value c, Value kb, Value nk) {
       [&](OpBuilder &, Location, Value j, ValueRange args) {
         Value s = vector::LoadOp::create(b, vecF32, st, ValueRange{j, i0});
         Value jrel = arith::AddFOp::create(b, base, bcast(indexToF32(j)));
-        switch (spec.bias) {
-        case ::tilt::BiasKind::None:
-          break;
-        case ::tilt::BiasKind::Alibi:
-          s = math::FmaOp::create(b, bcast(slope2), jrel, s);
-          break;
-        case ::tilt::BiasKind::AlibiSymmetric:
-          s = math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
-                                  math::AbsFOp::create(b, jrel), s);
-          break;
-        case ::tilt::BiasKind::AlibiPositions: {
+        s = addBias(s, jrel, [&] {
           Value p = memref::LoadOp::create(b, pos, ValueRange{add(kb, j)});
-          Value rel = arith::SubFOp::create(b, bcast(p), ref);
-          s = math::FmaOp::create(b, bcast(slope2), rel, s);
-          break;
-        }
-        }
+          return arith::SubFOp::create(b, bcast(p), ref).getResult();
+        });
         // Visible: j <= i' (causal), i' - j < w (window), kpm[j] != 0.
         Value visible;
         auto both = [&](Value cond) {
@@ -943,24 +946,11 @@ void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked,
     Value v = vector::LoadOp::create(b, vecF32, sMat,
                                      ValueRange{buf, i, idx(c * vl)});
     v = arith::MulFOp::create(b, v, scale);
-    switch (spec.bias) {
-    case ::tilt::BiasKind::None:
-      break;
-    case ::tilt::BiasKind::Alibi:
-      v = math::FmaOp::create(b, bcast(slope2), jrel, v);
-      break;
-    case ::tilt::BiasKind::AlibiSymmetric:
-      v = math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
-                              math::AbsFOp::create(b, jrel), v);
-      break;
-    case ::tilt::BiasKind::AlibiPositions: {
+    v = addBias(v, jrel, [&] {
       Value p = vector::LoadOp::create(b, vecF32, pos,
                                        ValueRange{add(kb, idx(c * vl))});
-      v = math::FmaOp::create(b, bcast(slope2),
-                              arith::SubFOp::create(b, p, ref), v);
-      break;
-    }
-    }
+      return arith::SubFOp::create(b, p, ref).getResult();
+    });
     if (!masked) {
       s.push_back(v);
       rowMax = maxF(rowMax, v);
