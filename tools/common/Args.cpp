@@ -60,6 +60,22 @@ std::string helpText(const std::vector<Option> &options) {
   return out;
 }
 
+Option boolOption(std::string name, std::string help, bool &dst) {
+  return {std::move(name), "", std::move(help), [&dst](std::string_view) {
+            dst = true;
+            return std::string();
+          }};
+}
+
+Option stringOption(std::string name, std::string valueName, std::string help,
+                    std::string &dst) {
+  return {std::move(name), std::move(valueName), std::move(help),
+          [&dst](std::string_view v) {
+            dst = v;
+            return std::string();
+          }};
+}
+
 std::string parseInt(std::string_view flag, std::string_view text,
                      int64_t &out, int64_t min) {
   int64_t v = 0;

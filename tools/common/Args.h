@@ -35,6 +35,12 @@ std::string parseArgs(int argc, char **argv, const std::vector<Option> &options,
 /// "--name VALUE  help" lines for every option.
 std::string helpText(const std::vector<Option> &options);
 
+/// A flag without value that sets `dst`.
+Option boolOption(std::string name, std::string help, bool &dst);
+/// A flag whose value is stored in `dst` as given.
+Option stringOption(std::string name, std::string valueName, std::string help,
+                    std::string &dst);
+
 /// Typed value parsers for Option::apply; they name the flag in errors.
 std::string parseInt(std::string_view flag, std::string_view text,
                      int64_t &out, int64_t min);

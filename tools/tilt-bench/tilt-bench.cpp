@@ -169,10 +169,7 @@ int main(int argc, char **argv) {
                        json = true;
                        return std::string();
                      }});
-  options.push_back({"help", "", "show this help", [&](auto) {
-                       help = true;
-                       return std::string();
-                     }});
+  options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
   if (std::string err = parseArgs(argc, argv, options, positional);
       !err.empty())

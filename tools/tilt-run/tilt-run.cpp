@@ -72,10 +72,7 @@ int main(int argc, char **argv) {
   addKernelsDirOption(options, kernelsDir);
   auto stringFlag = [&](const char *name, const char *value, const char *help,
                         std::string &dst) {
-    options.push_back({name, value, help, [&dst](std::string_view v) {
-                         dst = v;
-                         return std::string();
-                       }});
+    options.push_back(stringOption(name, value, help, dst));
   };
   stringFlag("o", "FILE.npy", "output, float32 like q (required)", output);
   stringFlag("lse", "FILE.npy", "also write the log-sum-exp, float32",
@@ -122,10 +119,7 @@ int main(int argc, char **argv) {
                        stats = true;
                        return std::string();
                      }});
-  options.push_back({"help", "", "show this help", [&](auto) {
-                       help = true;
-                       return std::string();
-                     }});
+  options.push_back(boolOption("help", "show this help", help));
 
   std::vector<std::string> files;
   if (std::string err = parseArgs(argc, argv, options, files); !err.empty())

@@ -218,10 +218,7 @@ int main(int argc, char **argv) {
                      [&](auto v) { return parseInt("threads", v, threads, 1); }});
   auto stringFlag = [&](const char *name, const char *value, const char *help,
                         std::string &dst) {
-    options.push_back({name, value, help, [&dst](std::string_view v) {
-                         dst = v;
-                         return std::string();
-                       }});
+    options.push_back(stringOption(name, value, help, dst));
   };
   stringFlag("out", "FILE", "the tuning database to write (required)", out);
   stringFlag("plot", "FILE.svg", "write a plot of the choices", plot);
@@ -231,10 +228,7 @@ int main(int argc, char **argv) {
                        fresh = true;
                        return std::string();
                      }});
-  options.push_back({"help", "", "show this help", [&](auto) {
-                       help = true;
-                       return std::string();
-                     }});
+  options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
   if (std::string err = parseArgs(argc, argv, options, positional);
       !err.empty())
@@ -268,7 +262,7 @@ int main(int argc, char **argv) {
   db.tiltVersion = TILT_VERSION;
   db.family = "alibi relative, standard slopes, kv_heads = heads, batch 1";
 
-  std::vector<TuningKey> keys, todo;
+  std::vector<TuningKey> keys, pending;
   for (DType t : dtypes)
     for (int64_t d : headDims)
       for (bool causal : {false, true}) {
@@ -280,15 +274,15 @@ int main(int argc, char **argv) {
       }
   for (const TuningKey &k : keys)
     if (!db.find(k))
-      todo.push_back(k);
+      pending.push_back(k);
   // Cheapest keys first: an interrupted run has covered all but the most
   // expensive ones, and resuming finishes those.
-  std::stable_sort(todo.begin(), todo.end(),
+  std::stable_sort(pending.begin(), pending.end(),
                    [](const TuningKey &a, const TuningKey &b) {
                      return cost(a) < cost(b);
                    });
   double totalCost = 0, doneCost = 0;
-  for (const TuningKey &k : todo)
+  for (const TuningKey &k : pending)
     totalCost += cost(k);
 
   RuntimeOptions rtOptions;
@@ -298,13 +292,13 @@ int main(int argc, char **argv) {
   bool tty = isatty(fileno(stdout));
   fmt::print("tilt-tune: {} keys, {} already in {}, {} to tune on {} with {} "
              "threads\n",
-             keys.size(), keys.size() - todo.size(), out, todo.size(),
+             keys.size(), keys.size() - pending.size(), out, pending.size(),
              db.machine, runtime.threads());
   std::fflush(stdout);
   auto start = Clock::now();
 
-  for (size_t n = 0; n < todo.size(); ++n) {
-    const TuningKey &key = todo[n];
+  for (size_t n = 0; n < pending.size(); ++n) {
+    const TuningKey &key = pending[n];
     AttentionSpec spec;
     spec.heads = spec.kvHeads = key.heads;
     spec.headDim = key.headDim;
@@ -321,7 +315,7 @@ int main(int argc, char **argv) {
                                 : 0;
       int filled = static_cast<int>(30 * doneCost / std::max(totalCost, 1.0));
       fmt::print("\r[{:<30}] {}/{} ETA {} {:<40}",
-                 std::string(filled, '#'), n, todo.size(),
+                 std::string(filled, '#'), n, pending.size(),
                  doneCost > 0 ? duration(eta) : "?", label);
       std::fflush(stdout);
     }
@@ -407,7 +401,7 @@ int main(int argc, char **argv) {
   }
   if (tty)
     fmt::print("\r[{:<30}] {}/{} done in {}{:<40}\n", std::string(30, '#'),
-               todo.size(), todo.size(),
+               pending.size(), pending.size(),
                duration(std::chrono::duration<double>(Clock::now() - start)
                             .count()),
                "");

@@ -142,6 +142,20 @@ private:
     });
   }
   Value exp2(Value x);
+  /// `visible` (null: all) and-ed with the positional masks at j - i' =
+  /// `jrel`: j <= i' when causal, i' - j < w with a window.
+  Value positionMask(Value visible, Value jrel) {
+    auto both = [&](Value cond) {
+      visible = visible ? arith::AndIOp::create(b, visible, cond) : cond;
+    };
+    if (spec.causal)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
+                                 splat(0.0)));
+    if (spec.window)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
+                                 splat(-double(*spec.window))));
+    return visible;
+  }
   /// s + bias, with j - i' given as `jrel` (vector) and, for the positions
   /// form, pos[j] - pos[i'] built on demand by `positions`.
   Value addBias(Value s, Value jrel, function_ref<Value()> positions) {
@@ -563,16 +577,10 @@ void KernelEmitter::softmaxColumn(Value c, Value kb, Value nk) {
           return arith::SubFOp::create(b, bcast(p), ref).getResult();
         });
         // Visible: j <= i' (causal), i' - j < w (window), kpm[j] != 0.
-        Value visible;
+        Value visible = positionMask(Value(), jrel);
         auto both = [&](Value cond) {
           visible = visible ? arith::AndIOp::create(b, visible, cond) : cond;
         };
-        if (spec.causal)
-          both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
-                                     splat(0.0)));
-        if (spec.window)
-          both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
-                                     splat(-double(*spec.window))));
         if (kpm) {
           Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, add(kb, j)});
           Value on = arith::CmpIOp::create(
@@ -956,17 +964,12 @@ void KernelEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked,
       rowMax = maxF(rowMax, v);
       continue;
     }
-    Value visible = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lane,
-                                          bcast(nkF));
+    Value visible = positionMask(
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lane, bcast(nkF)),
+        jrel);
     auto both = [&](Value cond) {
       visible = arith::AndIOp::create(b, visible, cond);
     };
-    if (spec.causal)
-      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
-                                 splat(0.0)));
-    if (spec.window)
-      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
-                                 splat(-double(*spec.window))));
     if (kpm) {
       VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
       Value inRange = vector::CreateMaskOp::create(
