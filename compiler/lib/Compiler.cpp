@@ -2,6 +2,7 @@
 
 #include "tilt/Compiler/Compiler.h"
 #include "tilt/Compiler/Configs.h"
+#include "tilt/Compiler/GpuTarget.h"
 #include "tilt/Compiler/Pipelines.h"
 #include "tilt/Compiler/SpecBuilder.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
@@ -23,7 +24,9 @@ namespace tilt {
 std::optional<Emit> parseEmit(std::string_view s) {
   static const std::pair<const char *, Emit> names[] = {
       {"spec", Emit::Spec},   {"mlir", Emit::Mlir}, {"llvm", Emit::LLVMIR},
-      {"asm", Emit::Assembly}, {"obj", Emit::Object}, {"so", Emit::SharedObject}};
+      {"asm", Emit::Assembly}, {"obj", Emit::Object}, {"so", Emit::SharedObject},
+      {"ptx", Emit::Ptx},     {"cubin", Emit::Cubin},
+      {"artifact", Emit::CudaArtifact}};
   for (auto [name, e] : names)
     if (s == name)
       return e;
@@ -35,12 +38,50 @@ Compiler::Compiler(CompilerOptions opts)
       cpu(options.machine.cpu.empty() ? CpuMachine::host() : options.machine) {}
 
 std::string Compiler::fingerprint(Target target) const {
+  if (target == Target::CUDA)
+    return fmt::format("tilt={};abi={};llvm={};arch={};ptxas={}", TILT_VERSION,
+                       kKernelAbiVersion, LLVM_VERSION_STRING,
+                       options.cudaArch, ptxasVersion());
   return fmt::format("tilt={};abi={};llvm={};{}", TILT_VERSION,
                      kKernelAbiVersion, LLVM_VERSION_STRING, cpu.str());
 }
 
+std::string defaultGpuVariant(const AttentionSpec &spec,
+                              const std::string &arch) {
+  bool half = spec.dtype != DType::F32;
+  return arch == "sm_90a" && half && spec.headDim % 64 == 0 ? "gpu_sm90a"
+                                                            : "gpu_sm80";
+}
+
+/// Fills the zero fields of a GPU config (or all of an empty one) with the
+/// variant's defaults.
+static TileConfig completeGpuConfig(const AttentionSpec &spec,
+                                    TileConfig config,
+                                    const std::string &arch) {
+  if (config.variant.empty())
+    config.variant = defaultGpuVariant(spec, arch.empty() ? "sm_80" : arch);
+  auto variant = mlir::tilt::symbolizeKernelVariant(config.variant);
+  if (!variant || (*variant != mlir::tilt::KernelVariant::gpu_sm80 &&
+                   *variant != mlir::tilt::KernelVariant::gpu_sm90a))
+    return config; // reported by the caller
+  mlir::MLIRContext ctx;
+  ctx.loadDialect<mlir::tilt::TiltDialect>();
+  auto attr = mlir::tilt::getDefaultGpuConfig(&ctx, *variant, spec.headDim);
+  if (!config.blockM)
+    config.blockM = attr.getBlockM();
+  if (!config.blockN)
+    config.blockN = attr.getBlockN();
+  if (!config.numWarps)
+    config.numWarps = attr.getNumWarps();
+  if (!config.numStages)
+    config.numStages = attr.getNumStages();
+  return config;
+}
+
 TileConfig Compiler::defaultConfig(const AttentionSpec &spec,
                                    Target target) const {
+  if (target == Target::CUDA)
+    return completeGpuConfig(spec, TileConfig(), options.cudaArch);
   mlir::MLIRContext ctx;
   ctx.loadDialect<mlir::tilt::TiltDialect>();
   auto variant = mlir::tilt::pickCpuVariant(spec, cpu.has("amx-bf16"),
@@ -62,21 +103,35 @@ std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config) {
 std::string Compiler::compile(const AttentionSpec &spec,
                               const TileConfig &config, Target target,
                               std::string &artifact) {
-  return compileTo(spec, config, target, Emit::SharedObject, artifact);
+  return compileTo(spec, config, target,
+                   target == Target::CUDA ? Emit::CudaArtifact
+                                          : Emit::SharedObject,
+                   artifact);
 }
 
 std::string Compiler::compileTo(const AttentionSpec &spec,
                                 const TileConfig &requested, Target target,
                                 Emit emit, std::string &out) {
-  if (target != Target::CPU)
-    return fmt::format("target {}: this compiler has no {} backend",
-                       toString(target), toString(target));
+  const bool cuda = target == Target::CUDA;
+  const bool cpuOnly = emit == Emit::LLVMIR || emit == Emit::Assembly ||
+                       emit == Emit::Object || emit == Emit::SharedObject;
+  const bool cudaOnly = emit == Emit::Ptx || emit == Emit::Cubin ||
+                        emit == Emit::CudaArtifact;
+  if ((cuda && cpuOnly) || (!cuda && cudaOnly))
+    return fmt::format("--emit: target {} emits {}", toString(target),
+                       cuda ? "spec, mlir, ptx, cubin or artifact"
+                            : "spec, mlir, llvm, asm, obj or so");
   if (std::string err = spec.validate(); !err.empty())
     return "invalid spec: " + err;
-  TileConfig config =
-      requested.isDefault() ? defaultConfig(spec, target) : requested;
+  TileConfig config = cuda ? completeGpuConfig(spec, requested,
+                                               options.cudaArch)
+                    : requested.isDefault() ? defaultConfig(spec, target)
+                                            : requested;
 
-  mlir::MLIRContext ctx;
+  mlir::DialectRegistry registry;
+  if (cuda)
+    mlir::tilt::registerGpuPipelineDependencies(registry);
+  mlir::MLIRContext ctx(registry);
   ctx.loadDialect<mlir::LLVM::LLVMDialect>();
   std::string diagnostics;
   mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
@@ -97,6 +152,11 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
   auto variant = mlir::tilt::symbolizeKernelVariant(config.variant);
   if (!variant)
     return fmt::format("tile config: unknown variant '{}'", config.variant);
+  bool gpuVariant = *variant == mlir::tilt::KernelVariant::gpu_sm80 ||
+                    *variant == mlir::tilt::KernelVariant::gpu_sm90a;
+  if (!cuda && gpuVariant)
+    return fmt::format("tile config: variant {} is for target cuda",
+                       config.variant);
   auto emitError = [&] { return mlir::emitError(mlir::UnknownLoc::get(&ctx)); };
   if (failed(mlir::tilt::TileConfigAttr::verifyInvariants(
           emitError, *variant, config.blockM, config.blockN, config.numWarps,
@@ -106,6 +166,10 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
                                               config.blockN, config.numWarps,
                                               config.numStages);
   module->walk([&](mlir::tilt::AttentionOp op) { op.setConfigAttr(attr); });
+  if (cuda) {
+    if (std::string err = mlir::tilt::checkGpuConfig(spec, attr); !err.empty())
+      return "tile config: " + err;
+  }
 
   auto print = [](mlir::ModuleOp m) {
     std::string s;
@@ -132,6 +196,81 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
     return err;
   if (emit == Emit::Spec) {
     out = print(*module);
+    return {};
+  }
+
+  if (cuda) {
+    mlir::tilt::GpuPipelineOptions pipeline;
+    const std::string arch =
+        !options.cudaArch.empty() ? options.cudaArch
+        : config.variant == "gpu_sm90a" ? std::string("sm_90a")
+                                        : std::string("sm_80");
+    pipeline.chip = arch;
+    for (const mlir::tilt::PipelineStage &stage :
+         mlir::tilt::getGpuPipelineStages(pipeline)) {
+      mlir::PassManager pm(&ctx);
+      stage.addPasses(pm);
+      if (failed(pm.run(*module)))
+        return fmt::format("stage {} failed: {}", stage.name, diagnostics);
+      if (std::string err = dump(fmt::format("{:02}-{}.mlir", ++stageNo,
+                                             stage.name),
+                                 print(*module));
+          !err.empty())
+        return err;
+      if (emit == Emit::Mlir && stage.name == "nvvm") {
+        out = print(*module);
+        return {};
+      }
+    }
+    std::string ptx;
+    if (std::string err = extractPtx(*module, ptx); !err.empty())
+      return err;
+    if (std::string err = dump(fmt::format("{:02}-kernel.ptx", ++stageNo), ptx);
+        !err.empty())
+      return err;
+    if (emit == Emit::Ptx) {
+      out = std::move(ptx);
+      return {};
+    }
+    std::string cubin;
+    PtxasReport report;
+    std::string ptxasError = runPtxas(ptx, arch, cubin, report);
+    if (emit == Emit::Cubin) {
+      if (!ptxasError.empty())
+        return ptxasError;
+      out = std::move(cubin);
+      return {};
+    }
+    // The artifact: without ptxas it carries the PTX alone (the driver
+    // compiles it at load time); a PTX that ptxas rejects is an error.
+    if (!ptxasError.empty() && !findPtxas().empty())
+      return ptxasError;
+    mlir::MLIRContext attrCtx;
+    attrCtx.loadDialect<mlir::tilt::TiltDialect>();
+    auto gpuAttr = mlir::tilt::TileConfigAttr::get(
+        &attrCtx, *variant, config.blockM, config.blockN, config.numWarps,
+        config.numStages);
+    std::string header = kCudaArtifactMagic;
+    auto line = [&](std::string_view key, const auto &value) {
+      header += fmt::format("{}={}\n", key, value);
+    };
+    line("abi", kKernelAbiVersion);
+    line("variant", config.variant);
+    line("arch", arch);
+    line("kernel", kCudaKernelName);
+    line("block_m", config.blockM);
+    line("block_n", config.blockN);
+    line("num_warps", config.numWarps);
+    line("num_stages", config.numStages);
+    line("threads", 32 * config.numWarps);
+    line("smem", mlir::tilt::gpuSharedMemoryBytes(spec, gpuAttr));
+    line("cubin_bytes", cubin.size());
+    line("ptx_bytes", ptx.size());
+    line("tma", config.variant == "gpu_sm90a" ? "q,k,v" : "");
+    line("ptxas", ptxasError.empty() ? report.summary()
+                                     : std::string("not run: ptxas not found"));
+    line("spec", spec.canonical());
+    out = header + "\n" + cubin + ptx;
     return {};
   }
 

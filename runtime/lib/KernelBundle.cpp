@@ -47,7 +47,7 @@ std::string KernelBundle::load(const std::string &dir, KernelBundle &out) {
   std::string line;
   int lineNo = 0;
   std::string cpu;
-  std::unordered_map<std::string, std::string> files;
+  std::unordered_map<std::string, std::string> files, cudaFiles;
   while (std::getline(in, line)) {
     ++lineNo;
     if (line.empty() || line[0] == '#')
@@ -63,25 +63,45 @@ std::string KernelBundle::load(const std::string &dir, KernelBundle &out) {
       cpu = line.substr(4);
       continue;
     }
+    if (line.rfind("cuda ", 0) == 0) {
+      out.cudaArch = line.substr(5);
+      if (out.cudaArch != "sm_80" && out.cudaArch != "sm_90a")
+        return fmt::format("{}:{}: cuda architecture must be sm_80 or sm_90a, "
+                           "got '{}'",
+                           path, lineNo, out.cudaArch);
+      continue;
+    }
     if (line.rfind("tilt ", 0) == 0)
       continue;
+    // A trailing "\tcuda" marks a CUDA kernel; older indexes have none.
+    const std::string_view cudaMark = "\tcuda";
+    const bool isCuda = line.size() > cudaMark.size() &&
+                        line.compare(line.size() - cudaMark.size(),
+                                     cudaMark.size(), cudaMark) == 0;
+    if (isCuda)
+      line.resize(line.size() - cudaMark.size());
     size_t t1 = line.find('\t'), t2 = line.rfind('\t');
     if (t1 == std::string::npos || t1 == t2)
-      return fmt::format("{}:{}: expected 'file<TAB>spec<TAB>config'", path,
-                         lineNo);
-    files[line.substr(t1 + 1)] = line.substr(0, t1);
+      return fmt::format("{}:{}: expected 'file<TAB>spec<TAB>config[<TAB>"
+                         "cuda]'",
+                         path, lineNo);
+    (isCuda ? cudaFiles : files)[line.substr(t1 + 1)] = line.substr(0, t1);
   }
-  if (cpu == hostCpuDigest())
+  if (!cudaFiles.empty() && out.cudaArch.empty())
+    return fmt::format("{}: CUDA kernels but no 'cuda <arch>' line", path);
+  if (!files.empty() && cpu == hostCpuDigest())
     out.files = std::move(files);
+  out.cudaFiles = std::move(cudaFiles);
   return {};
 }
 
 std::string KernelBundle::find(const std::string &canonicalSpec,
-                               const TileConfig &config) const {
-  if (files.empty())
+                               const TileConfig &config, Target target) const {
+  const auto &map = target == Target::CUDA ? cudaFiles : files;
+  if (map.empty())
     return {};
-  auto it = files.find(canonicalSpec + "\t" + config.str());
-  return it == files.end() ? std::string() : dir + "/" + it->second;
+  auto it = map.find(canonicalSpec + "\t" + config.str());
+  return it == map.end() ? std::string() : dir + "/" + it->second;
 }
 
 } // namespace tilt

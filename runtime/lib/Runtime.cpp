@@ -1,16 +1,17 @@
-//===- Runtime.cpp - Kernel lookup and CPU launch -------------------------===//
+//===- Runtime.cpp - Kernel lookup and CPU and CUDA launch ----------------===//
 //
 // run() = validate the spec and the tensors, find the kernel (memory, then
-// disk, then the compiler), then hand its work items to the thread pool.
-// Everything after the first run() with a given spec is on the hot path:
-// no hashing of files, no syscalls, no allocation beyond a growing scratch
-// buffer.
+// the bundle, then disk, then the compiler), then hand its work items to the
+// thread pool (CPU) or enqueue one grid (CUDA). Everything after the first
+// run() with a given spec is on the hot path: no hashing of files, no
+// syscalls, no allocation beyond a growing scratch buffer.
 //
 //===----------------------------------------------------------------------===//
 
 #include "tilt/Runtime.h"
 
 #include "CpuKernel.h"
+#include "CudaKernel.h"
 #include "DiskCache.h"
 #include "ThreadPool.h"
 #include "tilt/KernelABI.h"
@@ -21,6 +22,8 @@
 #include <bit>
 #include <chrono>
 #include <fmt/format.h>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -73,6 +76,7 @@ KernelCompiler::~KernelCompiler() = default;
 namespace {
 
 using detail::CpuKernel;
+using detail::CudaKernel;
 
 //===----------------------------------------------------------------------===//
 // The memory-cache index
@@ -112,6 +116,18 @@ FastKey makeFastKey(const AttentionSpec &s, const TileConfig &c, Target t) {
                   c.numStages, int64_t(t)},
                  c.variant};
 }
+
+/// The loaded kernels of one target.
+template <typename K> struct KernelCache {
+  /// Owns the kernels; keyed by canonical spec | config | target.
+  std::unordered_map<std::string, std::unique_ptr<K>> kernels;
+  /// The hot-path index into `kernels` (see FastKey).
+  std::unordered_map<FastKey, K *, FastKeyHash> fastIndex;
+  void clear() {
+    fastIndex.clear();
+    kernels.clear();
+  }
+};
 
 //===----------------------------------------------------------------------===//
 // Argument checks
@@ -343,7 +359,7 @@ struct Runtime::Impl {
     }
   }
 
-  /// The configuration for a call: the caller's, else the tuning
+  /// The configuration for a CPU call: the caller's, else the tuning
   /// database's nearest record, else the compiler's default.
   const TileConfig &configFor(const AttentionSpec &spec, int64_t seqK,
                               const TileConfig &requested) const {
@@ -353,18 +369,60 @@ struct Runtime::Impl {
     return r ? r->best : requested;
   }
 
+  KernelCache<CpuKernel> &cacheOf(const CpuKernel *) { return cpuKernels; }
+  KernelCache<CudaKernel> &cacheOf(const CudaKernel *) { return cudaKernels; }
+
+  template <typename K>
   std::string resolve(const AttentionSpec &spec, const TileConfig &config,
-                      Target target, const CpuKernel *&out);
+                      Target target, std::string_view targetKey, K *&out);
+  template <typename K>
   std::string loadOrBuild(const AttentionSpec &spec, const TileConfig &config,
-                          Target target, const std::string &canonicalSpec,
+                          Target target, std::string_view targetKey,
+                          const std::string &canonicalSpec,
                           const std::string &configKey,
-                          std::unique_ptr<CpuKernel> &out);
+                          std::unique_ptr<K> &out);
+  template <typename K>
   std::string loadFromDisk(const std::string &key,
                            const std::string &canonicalSpec, bool removeBad,
-                           std::unique_ptr<CpuKernel> &out,
-                           std::string &rejected);
+                           std::unique_ptr<K> &out, std::string &rejected);
+
+  // How each target's artifacts load: from the bytes of a disk entry or a
+  // fresh compile ("" or an error that is not the artifact's fault, with
+  // `rejected` saying what is wrong with the artifact), and from a bundle.
+  std::string loadPayload(std::string_view payload,
+                          const std::string &canonicalSpec,
+                          const std::string &label,
+                          std::unique_ptr<CpuKernel> &out,
+                          std::string &rejected);
+  std::string loadPayload(std::string_view payload,
+                          const std::string &canonicalSpec,
+                          const std::string &label,
+                          std::unique_ptr<CudaKernel> &out,
+                          std::string &rejected);
+  std::string bundled(const std::string &canonicalSpec,
+                      const TileConfig &config,
+                      const std::unique_ptr<CpuKernel> &) const;
+  std::string bundled(const std::string &canonicalSpec,
+                      const TileConfig &config,
+                      const std::unique_ptr<CudaKernel> &) const;
+  static std::string loadBundled(const std::string &path,
+                                 const std::string &canonicalSpec,
+                                 std::unique_ptr<CpuKernel> &out);
+  static std::string loadBundled(const std::string &path,
+                                 const std::string &canonicalSpec,
+                                 std::unique_ptr<CudaKernel> &out);
+
   void launch(const AttentionSpec &spec, const AttentionArgs &args,
               const Geometry &g, const CpuKernel &kernel);
+
+  /// CUDA: the device (probed once), the configuration of a call and the
+  /// whole of run() and prepare().
+  std::string cudaDevice(const AttentionSpec &spec);
+  std::string cudaConfig(const AttentionSpec &spec,
+                         const TileConfig &requested, TileConfig &out) const;
+  std::string runCuda(const AttentionSpec &spec, const AttentionArgs &args,
+                      const TileConfig &config);
+  std::string prepareCuda(const AttentionSpec &spec, const TileConfig &config);
 
   RuntimeOptions options;
   KernelBundle bundle;
@@ -382,19 +440,28 @@ struct Runtime::Impl {
   /// shared, and the pool already uses every core for one launch.
   std::mutex mutex;
   RunStats stats;
-  /// Owns the loaded kernels; keyed by canonical spec | config | target.
-  std::unordered_map<std::string, std::unique_ptr<CpuKernel>> kernels;
-  /// The hot-path index into `kernels` (see FastKey).
-  std::unordered_map<FastKey, const CpuKernel *, FastKeyHash> fastIndex;
+  KernelCache<CpuKernel> cpuKernels;
+  KernelCache<CudaKernel> cudaKernels;
   /// lse for callers that do not want it; kernels always write one.
   std::vector<float> lseScratch;
+
+  /// Set by the first successful cudaDevice().
+  bool haveDevice = false;
+  cuda::DeviceInfo device;
+  /// The target part of CUDA cache keys: kernels of two GPUs never mix.
+  std::string cudaTargetKey;
+  cuda::DeviceBuffer lseScratchDevice;
+  /// Host copies of device cu_seqlens, for the argument checks.
+  std::vector<int32_t> hostCuSeqlensQ, hostCuSeqlensK;
 };
 
+template <typename K>
 std::string Runtime::Impl::resolve(const AttentionSpec &spec,
                                    const TileConfig &config, Target target,
-                                   const CpuKernel *&out) {
+                                   std::string_view targetKey, K *&out) {
+  KernelCache<K> &cache = cacheOf(static_cast<const K *>(nullptr));
   FastKey fast = makeFastKey(spec, config, target);
-  if (auto it = fastIndex.find(fast); it != fastIndex.end()) {
+  if (auto it = cache.fastIndex.find(fast); it != cache.fastIndex.end()) {
     ++stats.memoryHits;
     out = it->second;
     return {};
@@ -403,21 +470,76 @@ std::string Runtime::Impl::resolve(const AttentionSpec &spec,
   std::string canonicalSpec = spec.canonical();
   std::string configKey = config.isDefault() ? "default" : config.str();
   std::string key =
-      fmt::format("{}|{}|{}", canonicalSpec, configKey, toString(target));
-  auto it = kernels.find(key);
-  if (it != kernels.end()) {
+      fmt::format("{}|{}|{}", canonicalSpec, configKey, targetKey);
+  auto it = cache.kernels.find(key);
+  if (it != cache.kernels.end()) {
     ++stats.memoryHits;
   } else {
-    std::unique_ptr<CpuKernel> kernel;
-    if (std::string err =
-            loadOrBuild(spec, config, target, canonicalSpec, configKey, kernel);
+    std::unique_ptr<K> kernel;
+    if (std::string err = loadOrBuild(spec, config, target, targetKey,
+                                      canonicalSpec, configKey, kernel);
         !err.empty())
       return err;
-    it = kernels.emplace(std::move(key), std::move(kernel)).first;
+    it = cache.kernels.emplace(std::move(key), std::move(kernel)).first;
   }
   out = it->second.get();
-  fastIndex.emplace(std::move(fast), out);
+  cache.fastIndex.emplace(std::move(fast), out);
   return {};
+}
+
+std::string Runtime::Impl::loadPayload(std::string_view payload,
+                                       const std::string &canonicalSpec,
+                                       const std::string &label,
+                                       std::unique_ptr<CpuKernel> &out,
+                                       std::string &rejected) {
+  detail::StagedFile staged; // deleted once loaded
+  if (std::string err = disk.stage(payload, staged); !err.empty())
+    return err;
+  rejected = CpuKernel::load(staged.path(), canonicalSpec, out, label);
+  return {};
+}
+
+std::string Runtime::Impl::loadPayload(std::string_view payload,
+                                       const std::string &canonicalSpec,
+                                       const std::string &label,
+                                       std::unique_ptr<CudaKernel> &out,
+                                       std::string &rejected) {
+  // The driver loads modules from memory: nothing to stage.
+  rejected = CudaKernel::load(payload, canonicalSpec, out, label);
+  return {};
+}
+
+std::string Runtime::Impl::bundled(const std::string &canonicalSpec,
+                                   const TileConfig &config,
+                                   const std::unique_ptr<CpuKernel> &) const {
+  return bundle.find(canonicalSpec, config);
+}
+
+std::string Runtime::Impl::bundled(const std::string &canonicalSpec,
+                                   const TileConfig &config,
+                                   const std::unique_ptr<CudaKernel> &) const {
+  if (!detail::artifactRunsOn(bundle.cudaArch, device.ccMajor, device.ccMinor))
+    return {};
+  return bundle.find(canonicalSpec, config, Target::CUDA);
+}
+
+std::string Runtime::Impl::loadBundled(const std::string &path,
+                                       const std::string &canonicalSpec,
+                                       std::unique_ptr<CpuKernel> &out) {
+  return CpuKernel::load(path, canonicalSpec, out);
+}
+
+std::string Runtime::Impl::loadBundled(const std::string &path,
+                                       const std::string &canonicalSpec,
+                                       std::unique_ptr<CudaKernel> &out) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes{std::istreambuf_iterator<char>(in),
+                    std::istreambuf_iterator<char>()};
+  if (!in.good() && !in.eof())
+    return fmt::format("kernel {}: cannot read it", path);
+  if (bytes.empty())
+    return fmt::format("kernel {}: missing or empty", path);
+  return CudaKernel::load(bytes, canonicalSpec, out, path);
 }
 
 /// Looks `key` up in the disk cache. "" with `out` set (a hit) or left empty
@@ -425,10 +547,11 @@ std::string Runtime::Impl::resolve(const AttentionSpec &spec,
 /// that is not the entry's fault. Bad entries are removed only under the
 /// key's lock (`removeBad`): without it, the entry might be one another
 /// process has just rebuilt.
+template <typename K>
 std::string Runtime::Impl::loadFromDisk(const std::string &key,
                                         const std::string &canonicalSpec,
                                         bool removeBad,
-                                        std::unique_ptr<CpuKernel> &out,
+                                        std::unique_ptr<K> &out,
                                         std::string &rejected) {
   std::string payload, why;
   const std::string path = disk.entryPath(key);
@@ -438,17 +561,16 @@ std::string Runtime::Impl::loadFromDisk(const std::string &key,
   case detail::DiskCache::Lookup::Bad:
     rejected = fmt::format("cache entry {}: {}", path, why);
     break;
-  case detail::DiskCache::Lookup::Hit: {
-    detail::StagedFile staged;
-    if (std::string err = disk.stage(payload, staged); !err.empty())
-      return err;
+  case detail::DiskCache::Lookup::Hit:
     // Verified bytes that do not load (another ABI or spec) are as bad as
     // corrupt ones.
-    rejected = CpuKernel::load(staged.path(), canonicalSpec, out, path);
+    if (std::string err =
+            loadPayload(payload, canonicalSpec, path, out, rejected);
+        !err.empty())
+      return err;
     if (rejected.empty())
       return {};
     break;
-  }
   }
   if (removeBad) {
     disk.remove(key);
@@ -457,15 +579,16 @@ std::string Runtime::Impl::loadFromDisk(const std::string &key,
   return {};
 }
 
+template <typename K>
 std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
                                        const TileConfig &config, Target target,
+                                       std::string_view targetKey,
                                        const std::string &canonicalSpec,
                                        const std::string &configKey,
-                                       std::unique_ptr<CpuKernel> &out) {
+                                       std::unique_ptr<K> &out) {
   // The ahead-of-time bundle first: tuned shapes never compile.
-  if (std::string path = bundle.find(canonicalSpec, config); !path.empty()) {
-    if (std::string err = CpuKernel::load(path, canonicalSpec, out);
-        !err.empty())
+  if (std::string path = bundled(canonicalSpec, config, out); !path.empty()) {
+    if (std::string err = loadBundled(path, canonicalSpec, out); !err.empty())
       return err;
     ++stats.bundleHits;
     return {};
@@ -474,7 +597,7 @@ std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
   auto noKernel = [&] {
     return fmt::format("no cached kernel for {} and no compiler to build one "
                        "(config {}, target {}, cache {})",
-                       canonicalSpec, configKey, toString(target),
+                       canonicalSpec, configKey, targetKey,
                        cacheDir.empty() ? "unset" : cacheDir);
   };
   if (cacheDir.empty() && !compiler)
@@ -486,7 +609,7 @@ std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
   const std::string fingerprint =
       compiler ? compiler->fingerprint(target) : std::string();
   const std::string key =
-      detail::cacheKey({canonicalSpec, configKey, toString(target), fingerprint,
+      detail::cacheKey({canonicalSpec, configKey, targetKey, fingerprint,
                         TILT_VERSION, TILT_COMMIT, kKernelAbiVersion});
 
   // Hits take no lock.
@@ -539,15 +662,12 @@ std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
     return fail(fmt::format("compile: {}", err));
   // Load before writing: an artifact that does not load never enters the
   // cache.
-  {
-    detail::StagedFile staged; // deleted once loaded, before the write
-    if (std::string err = disk.stage(artifact, staged); !err.empty())
-      return fail(std::move(err));
-    if (std::string err = CpuKernel::load(staged.path(), canonicalSpec, out,
-                                          disk.entryPath(key));
-        !err.empty())
-      return fail(fmt::format("compiled artifact rejected: {}", err));
-  }
+  if (std::string err = loadPayload(artifact, canonicalSpec,
+                                    disk.entryPath(key), out, rejected);
+      !err.empty())
+    return fail(std::move(err));
+  if (!rejected.empty())
+    return fail(fmt::format("compiled artifact rejected: {}", rejected));
   if (std::string err = disk.write(key, artifact); !err.empty())
     return fail(std::move(err));
   return {};
@@ -603,6 +723,110 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
                    [&](int64_t item) { entry(descriptors, item, item + 1); });
 }
 
+//===----------------------------------------------------------------------===//
+// CUDA
+//===----------------------------------------------------------------------===//
+
+std::string Runtime::Impl::cudaDevice(const AttentionSpec &spec) {
+  // Before touching the driver: no device makes an f32 kernel possible.
+  if (spec.dtype == DType::F32)
+    return "dtype f32: the cuda target supports f16 and bf16";
+  if (!haveDevice) {
+    if (std::string err = cuda::probe(device); !err.empty())
+      return err;
+    cudaTargetKey = fmt::format("cuda-{}", device.arch);
+    haveDevice = true;
+  }
+  return {};
+}
+
+std::string Runtime::Impl::cudaConfig(const AttentionSpec &spec,
+                                      const TileConfig &requested,
+                                      TileConfig &out) const {
+  if (!requested.isDefault()) {
+    out = requested;
+    return {};
+  }
+  // The variant depends on the device, which the compiler cannot see; zero
+  // block sizes ask the compiler for its defaults for that variant.
+  out = TileConfig();
+  return cuda::defaultVariant(spec, device, out.variant);
+}
+
+std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
+                                   const AttentionArgs &args,
+                                   const TileConfig &config) {
+  if (std::string err = cudaDevice(spec); !err.empty())
+    return err;
+
+  // The checks read cu_seqlens, which live on the device: check host copies.
+  // Only shapes checkArgs accepts are copied; with others it fails before
+  // reading any data.
+  AttentionArgs checked = args;
+  const TensorRef &cuQ = args.cuSeqlensQ, &cuK = args.cuSeqlensK;
+  if (spec.varlen && cuQ.present() && cuQ.rank == 1 && cuQ.shape[0] >= 2 &&
+      cuK.present() && cuK.rank == 1 && cuK.shape[0] == cuQ.shape[0]) {
+    if (cuQ.shape[0] > 65536)
+      return fmt::format("cu_seqlens_q: {} sequences; the cuda target takes "
+                         "at most 65535",
+                         cuQ.shape[0] - 1);
+    const auto n = size_t(cuQ.shape[0]);
+    for (auto [name, t, host, dst] :
+         {std::tuple{"cu_seqlens_q", &cuQ, &hostCuSeqlensQ, &checked.cuSeqlensQ},
+          std::tuple{"cu_seqlens_k", &cuK, &hostCuSeqlensK,
+                     &checked.cuSeqlensK}}) {
+      host->resize(n);
+      if (std::string err =
+              cuda::copyToHost(host->data(), t->data, n * sizeof(int32_t));
+          !err.empty())
+        return fmt::format("{}: cannot read it from the device: {}", name,
+                           err);
+      dst->data = host->data();
+    }
+  }
+  Geometry g;
+  if (std::string err = checkArgs(spec, checked, g); !err.empty())
+    return err;
+
+  TileConfig chosen;
+  if (std::string err = cudaConfig(spec, config, chosen); !err.empty())
+    return err;
+  CudaKernel *kernel = nullptr;
+  if (std::string err =
+          resolve(spec, chosen, Target::CUDA, cudaTargetKey, kernel);
+      !err.empty())
+    return err;
+
+  AttentionArgs launchArgs = args;
+  if (!args.lse.present()) {
+    const int64_t H = spec.heads;
+    const size_t need =
+        size_t(g.rowsQ * H * (spec.varlen ? 1 : g.batch)) * sizeof(float);
+    if (lseScratchDevice.size() < need) {
+      // Earlier launches may still write the old scratch.
+      if (std::string err = cuda::synchronize(); !err.empty())
+        return err;
+      if (std::string err = lseScratchDevice.allocate(need); !err.empty())
+        return err;
+    }
+    void *scratch = lseScratchDevice.data();
+    launchArgs.lse = spec.varlen ? TensorRef(scratch, {H, g.rowsQ})
+                                 : TensorRef(scratch, {g.batch, H, g.rowsQ});
+  }
+  return kernel->launch(spec, launchArgs, g.batch, g.maxSq);
+}
+
+std::string Runtime::Impl::prepareCuda(const AttentionSpec &spec,
+                                       const TileConfig &config) {
+  if (std::string err = cudaDevice(spec); !err.empty())
+    return err;
+  TileConfig chosen;
+  if (std::string err = cudaConfig(spec, config, chosen); !err.empty())
+    return err;
+  CudaKernel *kernel = nullptr;
+  return resolve(spec, chosen, Target::CUDA, cudaTargetKey, kernel);
+}
+
 Runtime::Runtime(RuntimeOptions options)
     : impl(std::make_unique<Impl>(std::move(options))) {}
 
@@ -621,19 +845,20 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
 
   if (std::string err = spec.validate(); !err.empty())
     return result("invalid spec: " + err);
-  if (target == Target::CUDA)
-    return result("target cuda: this runtime has no CUDA launcher");
   if (!impl->bundleError.empty())
     return result(impl->bundleError);
+  if (target == Target::CUDA)
+    return result(impl->runCuda(spec, args, config));
   Geometry geometry;
   if (std::string err = checkArgs(spec, args, geometry); !err.empty())
     return result(std::move(err));
-  const CpuKernel *kernel = nullptr;
+  CpuKernel *kernel = nullptr;
   // Keys per sequence (the mean one when ragged) select the tuned record.
   int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                              : args.k.shape[2];
   const TileConfig &chosen = impl->configFor(spec, seqK, config);
-  if (std::string err = impl->resolve(spec, chosen, target, kernel);
+  if (std::string err =
+          impl->resolve(spec, chosen, target, toString(target), kernel);
       !err.empty())
     return result(std::move(err));
   impl->launch(spec, args, geometry, *kernel);
@@ -646,15 +871,15 @@ std::string Runtime::prepare(const AttentionSpec &spec, Target target,
   if (std::string err = spec.validate(); !err.empty())
     return "invalid spec: " + err;
   if (target == Target::CUDA)
-    return "target cuda: this runtime has no CUDA launcher";
-  const CpuKernel *kernel = nullptr;
-  return impl->resolve(spec, config, target, kernel);
+    return impl->prepareCuda(spec, config);
+  CpuKernel *kernel = nullptr;
+  return impl->resolve(spec, config, target, toString(target), kernel);
 }
 
 void Runtime::clearMemoryCache() {
   std::lock_guard<std::mutex> lock(impl->mutex);
-  impl->fastIndex.clear();
-  impl->kernels.clear();
+  impl->cpuKernels.clear();
+  impl->cudaKernels.clear();
 }
 
 const RunStats &Runtime::stats() const { return impl->stats; }

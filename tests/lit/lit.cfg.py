@@ -28,3 +28,11 @@ if os.path.exists(bundle_index):
     with open(bundle_index) as f:
         if any("\t" in line for line in f):
             config.available_features.add("tilt-bundle")
+
+# CUDA's assembler: the CUDA target's cubin and resource checks need it; the
+# PTX-level tests do not.
+import shutil
+ptxas = shutil.which("ptxas") or (
+    "/usr/local/cuda/bin/ptxas" if os.access("/usr/local/cuda/bin/ptxas", os.X_OK) else None)
+if ptxas:
+    config.available_features.add("ptxas")

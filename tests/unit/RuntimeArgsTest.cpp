@@ -295,10 +295,12 @@ TEST_F(RuntimeArgs, CuSeqlensKExceedsTotal) {
   expectError(p, args, "cu_seqlens_k: last offset 257 exceeds k's total 256");
 }
 
-TEST_F(RuntimeArgs, CudaTarget) {
+// f32 is refused before the driver is asked for anything (CudaTest.cpp has
+// the rest of the CUDA path).
+TEST_F(RuntimeArgs, CudaTargetRefusesF32) {
   Problem p = dense();
   AttentionArgs args = p.args();
-  expectError(p, args, "target cuda: this runtime has no CUDA launcher",
+  expectError(p, args, "dtype f32: the cuda target supports f16 and bf16",
               Target::CUDA);
 }
 

@@ -390,17 +390,6 @@ TEST(RuntimeLatency, TinyRunOverhead) {
   EXPECT_LT(perCall, 5e-6);
 }
 
-TEST(Runtime, CudaHasNoLauncherYet) {
-  TempDir dir;
-  Runtime rt({dir.path(), 1, nullptr});
-  Problem p = Problem::dense(makeSpec(4, 4, 32), 1, 4, 4);
-  AttentionArgs args = p.args();
-  EXPECT_EQ(rt.run(p.spec, args, Target::CUDA),
-            "target cuda: this runtime has no CUDA launcher");
-  EXPECT_EQ(rt.prepare(p.spec, Target::CUDA),
-            "target cuda: this runtime has no CUDA launcher");
-}
-
 TEST(Runtime, Names) {
   EXPECT_EQ(toString(Target::CPU), "cpu");
   EXPECT_EQ(toString(Target::CUDA), "cuda");

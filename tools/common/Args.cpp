@@ -181,13 +181,16 @@ void addSpecOptions(std::vector<Option> &options, SpecFlags &f) {
 
 void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
   options.push_back({"variant", "NAME",
-                     "kernel variant: cpu_avx2, cpu_avx512 or cpu_amx "
-                     "(default: best for this CPU and dtype)",
+                     "kernel variant: cpu_avx2, cpu_avx512, cpu_amx, "
+                     "gpu_sm80 or gpu_sm90a (default: best for this CPU or "
+                     "GPU and dtype)",
                      [&config](std::string_view v) -> std::string {
                        if (v != "cpu_avx2" && v != "cpu_avx512" &&
-                           v != "cpu_amx")
+                           v != "cpu_amx" && v != "gpu_sm80" &&
+                           v != "gpu_sm90a")
                          return fmt::format("--variant must be cpu_avx2, "
-                                            "cpu_avx512 or cpu_amx, got '{}'",
+                                            "cpu_avx512, cpu_amx, gpu_sm80 "
+                                            "or gpu_sm90a, got '{}'",
                                             v);
                        config.variant = v;
                        return {};
@@ -200,14 +203,30 @@ void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
                      [&config](std::string_view v) {
                        return parseInt("block-n", v, config.blockN, 1);
                      }});
+  options.push_back({"num-warps", "N", "warps per CTA (gpu variants)",
+                     [&config](std::string_view v) {
+                       return parseInt("num-warps", v, config.numWarps, 1);
+                     }});
+  options.push_back({"num-stages", "N",
+                     "K/V blocks in flight (gpu variants)",
+                     [&config](std::string_view v) {
+                       return parseInt("num-stages", v, config.numStages, 1);
+                     }});
 }
 
 std::string finishTileConfig(TileConfig &config) {
   if (config.variant.empty()) {
-    if (config.blockM || config.blockN)
-      return "--block-m and --block-n need --variant";
+    if (config.blockM || config.blockN || config.numWarps ||
+        config.numStages)
+      return "--block-m, --block-n, --num-warps and --num-stages need "
+             "--variant";
     return {};
   }
+  // GPU block sizes left at 0 are the compiler's defaults for the variant.
+  if (config.variant.rfind("gpu_", 0) == 0)
+    return {};
+  if (config.numWarps || config.numStages)
+    return "--num-warps and --num-stages apply to gpu variants";
   if (!config.blockM)
     config.blockM = 64;
   if (!config.blockN)

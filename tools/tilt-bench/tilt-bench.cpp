@@ -1,14 +1,15 @@
 //===- tilt-bench.cpp - How fast is Tilt on this machine? -----------------===//
 //
 //   tilt-bench [spec flags] --batch B --seq S [--seq-k S] [--threads N]
-//              [--repeats R] [--json]
+//              [--repeats R] [--json] [--target cpu|cuda]
 //
 // Times one attention shape through the runtime (warm-up excluded, median of
 // repeats) and puts the number next to what this machine can do: its FP32
 // FMA and AMX peaks, measured here with the same thread count, and a naive
 // unfused implementation (the [Sq, Sk] score matrix materialized) run in the
 // same process. Also reports JIT latencies: a cold compile, a disk-cache hit
-// and a memory-cache hit.
+// and a memory-cache hit. With --target cuda the kernel runs on the GPU and
+// is timed with events (TFLOP/s); there is no peak or naive comparison.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,6 +18,7 @@
 #include "Peak.h"
 
 #include "tilt/Compiler/Compiler.h"
+#include "tilt/Cuda.h"
 #include "tilt/Runtime.h"
 #include "tilt/Slopes.h"
 
@@ -123,6 +125,122 @@ struct Naive {
   }
 };
 
+/// A private, empty cache directory for the JIT latencies; removed on exit.
+struct ScratchCacheDir {
+  std::string path =
+      (std::filesystem::temp_directory_path() /
+       fmt::format("tilt-bench-{}", static_cast<long>(getpid())))
+          .string();
+  ScratchCacheDir() { std::filesystem::remove_all(path); }
+  ~ScratchCacheDir() { std::filesystem::remove_all(path); }
+};
+
+/// --target cuda: the same measurements on the GPU, timed with events.
+int benchCuda(const AttentionSpec &spec, const TileConfig &config,
+              int64_t batch, int64_t seq, int64_t seqK, int64_t warmup,
+              int64_t repeats, bool json) {
+  cuda::DeviceInfo device;
+  if (std::string err = cuda::probe(device); !err.empty())
+    return fail(err);
+  const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal;
+  cuda::DeviceBuffer q, k, v, o;
+  auto fill = [&](cuda::DeviceBuffer &buf, size_t n) {
+    TypedBuffer host(spec.dtype, n);
+    for (size_t i = 0; i < n; ++i)
+      host.set(i, normal(rng));
+    const size_t bytes = n * size_t(byteWidth(spec.dtype));
+    if (std::string err = buf.allocate(bytes); !err.empty())
+      return err;
+    return buf.upload(host.data(), bytes);
+  };
+  for (auto [buf, n] : {std::pair{&q, batch * H * seq * D},
+                        std::pair{&k, batch * Hkv * seqK * D},
+                        std::pair{&v, batch * Hkv * seqK * D}})
+    if (std::string err = fill(*buf, size_t(n)); !err.empty())
+      return fail(err);
+  if (std::string err =
+          o.allocate(size_t(batch * H * seq * D * byteWidth(spec.dtype)));
+      !err.empty())
+    return fail(err);
+  AttentionArgs args;
+  args.q = TensorRef(q.data(), {batch, H, seq, D});
+  args.k = TensorRef(k.data(), {batch, Hkv, seqK, D});
+  args.v = TensorRef(v.data(), {batch, Hkv, seqK, D});
+  args.o = TensorRef(o.data(), {batch, H, seq, D});
+
+  // An sm_90 device runs sm_90a cubins of every variant (see tilt-run).
+  CompilerOptions compilerOptions;
+  if (device.ccMajor == 9 && device.ccMinor == 0)
+    compilerOptions.cudaArch = "sm_90a";
+  Compiler compiler(compilerOptions);
+  ScratchCacheDir cacheDir;
+  RuntimeOptions rtOptions;
+  rtOptions.cacheDir = cacheDir.path;
+  rtOptions.compiler = &compiler;
+  double coldS, diskS, memS;
+  {
+    Runtime cold(rtOptions);
+    auto t0 = Clock::now();
+    if (std::string err = cold.prepare(spec, Target::CUDA, config);
+        !err.empty())
+      return fail(err);
+    coldS = seconds(t0, Clock::now());
+  }
+  Runtime runtime(rtOptions);
+  {
+    auto t0 = Clock::now();
+    if (std::string err = runtime.prepare(spec, Target::CUDA, config);
+        !err.empty())
+      return fail(err);
+    diskS = seconds(t0, Clock::now());
+    constexpr int kHits = 100000;
+    t0 = Clock::now();
+    for (int i = 0; i < kHits; ++i)
+      (void)runtime.prepare(spec, Target::CUDA, config);
+    memS = seconds(t0, Clock::now()) / kHits;
+  }
+
+  auto launch = [&] { return runtime.run(spec, args, Target::CUDA, config); };
+  for (int64_t r = 0; r < warmup; ++r)
+    if (std::string err = launch(); !err.empty())
+      return fail(err);
+  if (std::string err = cuda::synchronize(); !err.empty())
+    return fail(err);
+  std::vector<double> ms;
+  if (std::string err = cuda::timeKernel(launch, int(repeats), ms);
+      !err.empty())
+    return fail(err);
+  const double med = median(ms) * 1e-3;
+  const double flops =
+      4.0 * batch * H * seq * seqK * D * (spec.causal ? 0.5 : 1.0);
+  const double tflops = flops / med / 1e12;
+
+  std::string shape = fmt::format(
+      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", batch, H, Hkv, seq,
+      seqK, D, toString(spec.dtype), toString(spec.bias),
+      spec.causal ? " causal" : "",
+      spec.window ? fmt::format(" window={}", *spec.window) : "");
+  fmt::print("shape        {}\n", shape);
+  fmt::print("device       {} ({}, {} SMs, driver {})\n", device.name,
+             device.arch, device.smCount, device.driverVersion);
+  fmt::print("tilt         {:.4f} ms median of {} ({:.2f} TFLOP/s)\n",
+             med * 1e3, repeats, tflops);
+  fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
+             "memory hit {:.3f} us\n",
+             coldS * 1e3, diskS * 1e3, memS * 1e6);
+  if (json)
+    fmt::print("{{\"shape\": \"{}\", \"target\": \"cuda\", \"device\": "
+               "\"{}\", \"arch\": \"{}\", \"tflops\": {:.3f}, "
+               "\"median_ms\": {:.5f}, \"jit_cold_ms\": {:.3f}, "
+               "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": "
+               "{:.4f}}}\n",
+               shape, device.name, device.arch, tflops, med * 1e3,
+               coldS * 1e3, diskS * 1e3, memS * 1e6);
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -156,13 +274,14 @@ int main(int argc, char **argv) {
                        noNaive = true;
                        return std::string();
                      }});
-  options.push_back({"target", "cpu", "where to run", [&](std::string_view v) {
+  options.push_back({"target", "cpu|cuda", "where to run (default cpu)",
+                     [&](std::string_view v) {
                        target = v;
-                       return v == "cpu" ? std::string()
-                                         : fmt::format("--target must be cpu "
-                                                       "on this build, got "
-                                                       "'{}'",
-                                                       v);
+                       return v == "cpu" || v == "cuda"
+                                  ? std::string()
+                                  : fmt::format("--target must be cpu or "
+                                                "cuda, got '{}'",
+                                                v);
                      }});
   options.push_back({"json", "", "print one JSON object as the last line",
                      [&](auto) {
@@ -193,6 +312,8 @@ int main(int argc, char **argv) {
   if (spec.slopes == SlopeSource::Custom || spec.keyPaddingMask)
     return fail("tilt-bench times standard-slope specs without a padding "
                 "mask; use tilt-run for the others");
+  if (target == "cuda")
+    return benchCuda(spec, config, batch, seq, seqK, warmup, repeats, json);
   if (!threads)
     threads = std::max(1u, std::thread::hardware_concurrency());
 

@@ -1,6 +1,8 @@
 //===- tilt-bundle.cpp - Tuning database -> ahead-of-time kernel bundle ---===//
 //
 //   tilt-bundle --kernels-dir kernels --out build/kernels [--jobs N]
+//   tilt-bundle --target cuda --arch sm_80|sm_90a --cases FILE --out DIR
+//               [--jobs N]
 //
 // Picks kernels/cpu-<class>.tune for this CPU's tuning class, compiles the
 // tuned kernel of every record (spec family of the database: ALiBi with
@@ -9,23 +11,33 @@
 // database for this class the bundle is empty, and the runtime compiles on
 // demand as usual.
 //
+// --target cuda needs no GPU: it compiles the CUDA artifact of every case of
+// FILE, one per line in tilt-run's flags (spec flags, optionally --variant
+// and --block-m/--block-n, --varlen for ragged batches; '#' starts a
+// comment), for the GPU architecture --arch, into a CUDA-only bundle for
+// GPU machines without a compiler. A case without --variant gets the one
+// the runtime picks by default on that architecture, so that default runs
+// find it.
+//
 //===----------------------------------------------------------------------===//
 
 #include "Args.h"
 
 #include "tilt/Compiler/Compiler.h"
+#include "tilt/Cuda.h"
 #include "tilt/KernelBundle.h"
 #include "tilt/TuningDb.h"
 
 #include <fmt/format.h>
 
 #include <atomic>
-#include <set>
-#include <tuple>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <thread>
+#include <tuple>
 
 using namespace tilt;
 using namespace tilt::tools;
@@ -36,10 +48,180 @@ static int fail(const std::string &msg) {
   return 1;
 }
 
+/// Writes `outDir`/index atomically: a bundle is either complete or absent.
+static std::string installIndex(const std::string &outDir,
+                                const std::string &index) {
+  std::string tmp = outDir + "/index.tmp";
+  {
+    std::ofstream os(tmp);
+    os << index;
+    if (!os)
+      return "cannot write " + tmp;
+  }
+  std::error_code ec;
+  fs::rename(tmp, outDir + "/index", ec);
+  if (ec)
+    return fmt::format("cannot install the index: {}", ec.message());
+  return {};
+}
+
+/// One case of a --cases file.
+struct CudaCase {
+  AttentionSpec spec;
+  TileConfig config;
+};
+
+/// Parses one line of a --cases file for GPU architecture `arch`.
+static std::string parseCudaCase(const std::string &line,
+                                 const std::string &arch, CudaCase &out) {
+  SpecFlags flags;
+  TileConfig config;
+  bool varlen = false;
+  std::vector<Option> options;
+  addSpecOptions(options, flags);
+  addTileConfigOptions(options, config);
+  options.push_back(boolOption("varlen", "ragged batch", varlen));
+  std::vector<std::string> words{"tilt-bundle"};
+  std::istringstream in(line);
+  for (std::string w; in >> w;)
+    words.push_back(w);
+  std::vector<char *> argv;
+  for (std::string &w : words)
+    argv.push_back(w.data());
+  std::vector<std::string> positional;
+  if (std::string err =
+          parseArgs(int(argv.size()), argv.data(), options, positional);
+      !err.empty())
+    return err;
+  if (!positional.empty())
+    return fmt::format("unexpected argument '{}'", positional.front());
+  flags.spec.varlen = varlen;
+  if (std::string err = finishSpecFlags(flags); !err.empty())
+    return err;
+  if (std::string err = finishTileConfig(config); !err.empty())
+    return err;
+  const AttentionSpec &spec = flags.spec;
+  if (spec.dtype == DType::F32)
+    return "dtype f32: the cuda target supports f16 and bf16";
+  if (config.isDefault()) {
+    // As the runtime picks on a device of this architecture.
+    cuda::DeviceInfo device;
+    device.ccMajor = arch == "sm_90a" ? 9 : 8;
+    if (std::string err = cuda::defaultVariant(spec, device, config.variant);
+        !err.empty())
+      return err;
+  } else if (config.variant.rfind("gpu_", 0) != 0) {
+    return fmt::format("--variant {} is not a GPU variant", config.variant);
+  } else if (config.variant == "gpu_sm90a" && arch != "sm_90a") {
+    return "--variant gpu_sm90a needs --arch sm_90a";
+  }
+  out = {spec, config};
+  return {};
+}
+
+static int bundleCuda(const std::string &arch, const std::string &casesFile,
+                      const std::string &outDir, int64_t jobs) {
+  std::ifstream in(casesFile);
+  if (!in)
+    return fail(fmt::format("--cases {}: cannot open it", casesFile));
+  std::vector<CudaCase> cases;
+  std::set<std::string> seen;
+  int lineNo = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++lineNo;
+    line = line.substr(0, line.find('#'));
+    if (line.find_first_not_of(" \t\r") == std::string::npos)
+      continue;
+    CudaCase c;
+    if (std::string err = parseCudaCase(line, arch, c); !err.empty())
+      return fail(fmt::format("{}:{}: {}", casesFile, lineNo, err));
+    if (seen.insert(c.spec.canonical() + "\t" + c.config.str()).second)
+      cases.push_back(std::move(c));
+  }
+
+  std::vector<std::string> lines(cases.size());
+  std::atomic<size_t> next{0};
+  std::mutex errorMutex;
+  std::string firstError;
+  auto worker = [&] {
+    // Every kernel's cubin for --arch, whatever its variant: the bundle's
+    // `cuda` line promises that architecture.
+    CompilerOptions options;
+    options.cudaArch = arch;
+    Compiler compiler(options);
+    for (size_t i; (i = next.fetch_add(1)) < cases.size();) {
+      const CudaCase &c = cases[i];
+      std::string artifact;
+      std::string err =
+          compiler.compile(c.spec, c.config, Target::CUDA, artifact);
+      std::string file =
+          fmt::format("k{:04}-{}-d{}-h{}-{}.cuda", i, toString(c.spec.dtype),
+                      c.spec.headDim, c.spec.heads, c.config.variant);
+      if (err.empty()) {
+        std::ofstream os(outDir + "/" + file, std::ios::binary);
+        os << artifact;
+        if (!os)
+          err = "cannot write " + file;
+      } else {
+        err = fmt::format("{}: compile: {}", c.spec.canonical(), err);
+      }
+      if (!err.empty()) {
+        std::lock_guard<std::mutex> lock(errorMutex);
+        if (firstError.empty())
+          firstError = err;
+        return;
+      }
+      lines[i] = fmt::format("{}\t{}\t{}\tcuda\n", file, c.spec.canonical(),
+                             c.config.str());
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < jobs && size_t(t) < cases.size(); ++t)
+    pool.emplace_back(worker);
+  worker();
+  for (std::thread &t : pool)
+    t.join();
+  if (!firstError.empty())
+    return fail(firstError);
+
+  std::string index = fmt::format("tilt-bundle {}\ncuda {}\ntilt {}\n",
+                                  KernelBundle::kFormat, arch, TILT_VERSION);
+  for (const std::string &l : lines)
+    index += l;
+  if (std::string err = installIndex(outDir, index); !err.empty())
+    return fail(err);
+  fmt::print("tilt-bundle: {} cuda kernels for {} in {}\n", cases.size(),
+             arch, outDir);
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  std::string kernelsDir, outDir;
+  std::string kernelsDir, outDir, target = "cpu", arch, casesFile;
   int64_t jobs = std::max(1u, std::thread::hardware_concurrency());
   std::vector<Option> options;
+  options.push_back({"target", "cpu|cuda",
+                     "what to bundle (default cpu: this CPU's tuned kernels)",
+                     [&](std::string_view v) {
+                       target = v;
+                       return v == "cpu" || v == "cuda"
+                                  ? std::string()
+                                  : fmt::format("--target must be cpu or "
+                                                "cuda, got '{}'",
+                                                v);
+                     }});
+  options.push_back({"arch", "sm_80|sm_90a", "cuda: the GPU architecture",
+                     [&](std::string_view v) {
+                       arch = v;
+                       return v == "sm_80" || v == "sm_90a"
+                                  ? std::string()
+                                  : fmt::format("--arch must be sm_80 or "
+                                                "sm_90a, got '{}'",
+                                                v);
+                     }});
+  options.push_back(stringOption("cases", "FILE",
+                                 "cuda: the specs to compile, one line of "
+                                 "tilt-run flags each",
+                                 casesFile));
   options.push_back({"kernels-dir", "DIR", "where the tuning databases are",
                      [&](std::string_view v) {
                        kernelsDir = v;
@@ -56,13 +238,20 @@ int main(int argc, char **argv) {
   if (std::string err = parseArgs(argc, argv, options, positional);
       !err.empty())
     return fail(err);
-  if (kernelsDir.empty() || outDir.empty() || !positional.empty())
-    return fail("usage: tilt-bundle --kernels-dir DIR --out DIR [--jobs N]");
+  const bool cuda = target == "cuda";
+  if (outDir.empty() || !positional.empty() ||
+      (cuda ? arch.empty() || casesFile.empty() || !kernelsDir.empty()
+            : kernelsDir.empty() || !arch.empty() || !casesFile.empty()))
+    return fail("usage: tilt-bundle --kernels-dir DIR --out DIR [--jobs N], "
+                "or tilt-bundle --target cuda --arch sm_80|sm_90a --cases "
+                "FILE --out DIR [--jobs N]");
 
   std::error_code ec;
   fs::create_directories(outDir, ec);
   if (ec)
     return fail(fmt::format("--out {}: {}", outDir, ec.message()));
+  if (cuda)
+    return bundleCuda(arch, casesFile, outDir, jobs);
   std::string cls = hostTuningClass();
   std::string dbPath = fmt::format("{}/cpu-{}.tune", kernelsDir, cls);
   TuningDb db;
@@ -142,16 +331,8 @@ int main(int argc, char **argv) {
                                   TILT_VERSION);
   for (const std::string &l : lines)
     index += l;
-  std::string tmp = outDir + "/index.tmp";
-  {
-    std::ofstream os(tmp);
-    os << index;
-    if (!os)
-      return fail("cannot write " + tmp);
-  }
-  fs::rename(tmp, outDir + "/index", ec);
-  if (ec)
-    return fail(fmt::format("cannot install the index: {}", ec.message()));
+  if (std::string err = installIndex(outDir, index); !err.empty())
+    return fail(err);
   fmt::print("tilt-bundle: {} kernels for the {} records of {} in {}\n",
              unique.size(), db.records.size(), cls, outDir);
   return 0;

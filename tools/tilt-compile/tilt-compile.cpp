@@ -59,13 +59,25 @@ int main(int argc, char **argv) {
                        modOpts.withLse = true;
                        return std::string();
                      }});
-  options.push_back({"target", "cpu", "code generation target",
+  options.push_back({"target", "cpu|cuda", "code generation target (default cpu)",
                      [&](std::string_view v) {
                        target = v;
-                       return v == "cpu" ? std::string()
-                                         : fmt::format("--target must be cpu, "
-                                                       "got '{}'",
-                                                       v);
+                       return v == "cpu" || v == "cuda"
+                                  ? std::string()
+                                  : fmt::format("--target must be cpu or "
+                                                "cuda, got '{}'",
+                                                v);
+                     }});
+  options.push_back({"arch", "sm_80|sm_90a",
+                     "CUDA architecture with --target cuda (default: the "
+                     "variant's)",
+                     [&](std::string_view v) {
+                       compilerOptions.cudaArch = v;
+                       return v == "sm_80" || v == "sm_90a"
+                                  ? std::string()
+                                  : fmt::format("--arch must be sm_80 or "
+                                                "sm_90a, got '{}'",
+                                                v);
                      }});
   options.push_back(
       {"cpu", "NAME", "LLVM CPU to generate for (default: this machine)",
@@ -80,12 +92,15 @@ int main(int argc, char **argv) {
                        return std::string();
                      }});
   options.push_back(
-      {"emit", "KIND", "spec|mlir|llvm|asm|obj|so (default spec)",
+      {"emit", "KIND",
+       "spec|mlir, then cpu: llvm|asm|obj|so, cuda: ptx|cubin|artifact "
+       "(default spec)",
        [&](std::string_view v) {
          emit = v;
          return parseEmit(v) ? std::string()
                              : fmt::format("--emit must be one of spec, mlir, "
-                                           "llvm, asm, obj, so; got '{}'",
+                                           "llvm, asm, obj, so, ptx, cubin, "
+                                           "artifact; got '{}'",
                                            v);
        }});
   options.push_back({"dump-stages", "DIR", "write the IR after every stage",
@@ -116,6 +131,8 @@ int main(int argc, char **argv) {
     return fail(err);
   if (std::string err = finishTileConfig(config); !err.empty())
     return fail(err);
+  if (!compilerOptions.cudaArch.empty() && target != "cuda")
+    return fail("--arch needs --target cuda");
   if (!compilerOptions.machine.features.empty() &&
       compilerOptions.machine.cpu.empty())
     return fail("--cpu-features needs --cpu");
@@ -159,7 +176,9 @@ int main(int argc, char **argv) {
   } else {
     Compiler compiler(compilerOptions);
     if (std::string err =
-            compiler.compileTo(flags.spec, config, Target::CPU, what, text);
+            compiler.compileTo(flags.spec, config,
+                               target == "cuda" ? Target::CUDA : Target::CPU,
+                               what, text);
         !err.empty())
       return fail(err);
   }

@@ -3,11 +3,14 @@
 //   tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [--lse lse.npy]
 //            [--cu-seqlens-q F --cu-seqlens-k F] [--threads N] [--stats]
 //   tilt-run [spec flags] --seq S [--batch B --seq-k S] [--check] [--time]
+//            [--target cpu|cuda]
 //
 // Inputs are float32 .npy files, rounded to --dtype before use, or seeded
 // unit-normal tensors of the given sizes; outputs are float32. The kernel
 // comes from the runtime's caches or is JIT-compiled. --check compares the
-// result with the float64 reference of ALIBI.md.
+// result with the float64 reference of ALIBI.md. With --target cuda the
+// tensors are copied to the GPU and back; --time then reports the median of
+// the runs' event-timed kernel times.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,15 +19,18 @@
 #include "Npy.h"
 
 #include "tilt/Compiler/Compiler.h"
+#include "tilt/Cuda.h"
 #include "tilt/Reference.h"
 #include "tilt/Runtime.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <tuple>
 
 using namespace tilt;
 using namespace tilt::tools;
@@ -109,7 +115,9 @@ int main(int argc, char **argv) {
                        check = true;
                        return std::string();
                      }});
-  options.push_back({"time", "", "print each run's time and GFLOP/s",
+  options.push_back({"time", "",
+                     "print each run's time and GFLOP/s (cuda: the median "
+                     "kernel time and TFLOP/s)",
                      [&](auto) {
                        timeRuns = true;
                        return std::string();
@@ -149,6 +157,11 @@ int main(int argc, char **argv) {
   if (std::string err = finishTileConfig(config); !err.empty())
     return fail(err);
   const AttentionSpec &spec = flags.spec;
+  const Target tgt = target == "cuda" ? Target::CUDA : Target::CPU;
+  cuda::DeviceInfo device;
+  if (tgt == Target::CUDA)
+    if (std::string err = cuda::probe(device); !err.empty())
+      return fail(err);
 
   NpyArray q, k, v;
   if (random) {
@@ -249,20 +262,93 @@ int main(int argc, char **argv) {
     args.cuSeqlensK = ref(cuK.data(), cuKNpy.shape);
   }
 
-  Compiler compiler;
+  // CUDA: the same tensors in device memory; `args` points there, `hostArgs`
+  // keeps the host copies that outputs come back to.
+  const AttentionArgs hostArgs = args;
+  std::vector<cuda::DeviceBuffer> deviceBuffers;
+  if (tgt == Target::CUDA) {
+    auto toDevice = [&](TensorRef &t, size_t elementBytes, bool copy) {
+      if (!t.present())
+        return std::string();
+      cuda::DeviceBuffer &buf = deviceBuffers.emplace_back();
+      const size_t bytes = size_t(t.numElements()) * elementBytes;
+      if (std::string err = buf.allocate(std::max<size_t>(bytes, 1));
+          !err.empty())
+        return err;
+      if (std::string err = copy ? buf.upload(t.data, bytes) : buf.fill(0);
+          !err.empty())
+        return err;
+      t.data = buf.data();
+      return std::string();
+    };
+    const size_t e = size_t(byteWidth(spec.dtype));
+    for (auto [t, bytes, copy] :
+         {std::tuple{&args.q, e, true}, std::tuple{&args.k, e, true},
+          std::tuple{&args.v, e, true}, std::tuple{&args.o, e, false},
+          std::tuple{&args.lse, sizeof(float), false},
+          std::tuple{&args.slopes, sizeof(float), true},
+          std::tuple{&args.keyPaddingMask, sizeof(uint8_t), true},
+          std::tuple{&args.cuSeqlensQ, sizeof(int32_t), true},
+          std::tuple{&args.cuSeqlensK, sizeof(int32_t), true}})
+      if (std::string err = toDevice(*t, bytes, copy); !err.empty())
+        return fail(err);
+  }
+
+  // An sm_90 device runs sm_90a cubins of every variant; elsewhere the
+  // variant's own architecture is right (or its PTX is JIT-compiled).
+  CompilerOptions compilerOptions;
+  if (device.ccMajor == 9 && device.ccMinor == 0)
+    compilerOptions.cudaArch = "sm_90a";
+  Compiler compiler(compilerOptions);
   RuntimeOptions rtOptions;
   rtOptions.cacheDir = cacheDir;
   rtOptions.threads = static_cast<int>(threads);
   rtOptions.compiler = &compiler;
   rtOptions.kernelsDir = kernelsDir;
   Runtime runtime(rtOptions);
-  Target tgt = target == "cuda" ? Target::CUDA : Target::CPU;
   // Useful work: 4 * B * H * Sq * Sk * D, half of it when causal.
   double flops = 4.0 * double(q.numElements()) * double(k.shape[k.shape.size() - 2]) *
                  (spec.causal ? 0.5 : 1.0);
   if (spec.varlen)
     flops = 0;
-  for (int64_t r = 0; r < repeat; ++r) {
+  if (tgt == Target::CUDA) {
+    // The first run loads (or compiles) the kernel; the timed ones only
+    // launch it.
+    if (std::string err = runtime.run(spec, args, tgt, config); !err.empty())
+      return fail(err);
+    if (std::string err = cuda::synchronize(); !err.empty())
+      return fail(err);
+    if (timeRuns) {
+      std::vector<double> ms;
+      if (std::string err = cuda::timeKernel(
+              [&] { return runtime.run(spec, args, tgt, config); },
+              int(repeat), ms);
+          !err.empty())
+        return fail(err);
+      std::sort(ms.begin(), ms.end());
+      const double med = ms.size() % 2 ? ms[ms.size() / 2]
+                                       : 0.5 * (ms[ms.size() / 2 - 1] +
+                                                ms[ms.size() / 2]);
+      fmt::print("cuda: {:.4f} ms median of {} runs{}\n", med, ms.size(),
+                 flops > 0 ? fmt::format(" ({:.2f} TFLOP/s)",
+                                         flops / (med * 1e-3) / 1e12)
+                           : std::string());
+    }
+    auto back = [&](const TensorRef &device, const TensorRef &host,
+                    size_t elementBytes) {
+      return device.present()
+                 ? cuda::copyToHost(host.data, device.data,
+                                    size_t(device.numElements()) * elementBytes)
+                 : std::string();
+    };
+    if (std::string err = back(args.o, hostArgs.o, byteWidth(spec.dtype));
+        !err.empty())
+      return fail(err);
+    if (std::string err = back(args.lse, hostArgs.lse, sizeof(float));
+        !err.empty())
+      return fail(err);
+  }
+  for (int64_t r = 0; r < repeat && tgt == Target::CPU; ++r) {
     RunStats before = runtime.stats();
     auto t0 = std::chrono::steady_clock::now();
     if (std::string err = runtime.run(spec, args, tgt, config); !err.empty())

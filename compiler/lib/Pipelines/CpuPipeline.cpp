@@ -68,4 +68,8 @@ void mlir::tilt::registerTiltPipelines() {
       "tilt-cpu-pipeline",
       "Lower a tilt spec module to the LLVM dialect for x86-64 CPUs",
       buildCpuPipeline);
+  PassPipelineRegistration<GpuPipelineOptions>(
+      "tilt-gpu-pipeline",
+      "Lower a tilt spec module to a gpu.binary holding the kernel's PTX",
+      buildGpuPipeline);
 }

@@ -28,6 +28,39 @@
 // `tilt_kernel_info` is a ';'-separated "key=value" list with at least
 // `abi`, `block_m`, `block_n`, `variant` and `spec` (AttentionSpec::canonical).
 //
+// A CUDA artifact is a text header followed by the module images:
+//
+//   TILTCUDA1\n
+//   key=value\n ...            (one per line; order not significant)
+//   \n                         (an empty line ends the header)
+//   <cubin_bytes bytes of cubin (ELF)><ptx_bytes bytes of PTX text>
+//
+// Header keys: abi, variant (gpu_sm80 | gpu_sm90a), arch (the cubin's:
+// sm_80 | sm_90a), kernel (entry symbol), block_m, block_n, num_warps,
+// num_stages, threads (per CTA), smem (dynamic shared memory bytes),
+// cubin_bytes (0: none, the driver JITs the PTX), ptx_bytes, tma (empty, or
+// a ','-separated list of operand names among q,k,v; see below), ptxas
+// (ptxas -v's one-line summary: registers, spills, shared memory), spec
+// (AttentionSpec::canonical, last: it may contain anything but '\n').
+// A cubin for sm_80 runs on any sm_8x device; an sm_90a cubin only on sm_90.
+// Elsewhere the launcher loads the PTX (the driver compiles it).
+//
+// Launch: grid (ceil(maxSq / block_m), H, B) -- blockIdx.z is the batch
+// (varlen: the sequence) and maxSq the longest query sequence -- block
+// (threads, 1, 1), `smem` bytes of dynamic shared memory.
+// Parameters, in order: for each memref of the CPU order above (q, k, v, o,
+// lse, [slopes as [B,H] with a free batch stride], [kpm i8], [cu_seqlens_q,
+// cu_seqlens_k]), its descriptor expanded into separate parameters:
+// allocated ptr, aligned ptr, offset (i64), sizes[rank] (i64 each),
+// strides[rank] (i64 each) -- pointers are device addresses.
+// Then, for each operand named by `tma`, one pointer (8 bytes) to a
+// CUtensorMap (128 bytes, 64-byte aligned) in device global memory, made by
+// cuTensorMapEncodeTiled over the operand seen as a rank-3 tensor
+// {D, S, B*Hx} (dense [B,Hx,S,D]: strides in bytes {D*e, S*D*e}) or
+// {D, total, Hx} (varlen [total,Hx,D]: strides {Hx*D*e, D*e}), e the element
+// size, box {64, rows, 1} with rows = block_m for q and block_n for k and v,
+// 128-byte swizzle, no interleave, zero fill out of bounds.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef TILT_KERNELABI_H
@@ -40,6 +73,8 @@ namespace tilt {
 inline constexpr int kKernelAbiVersion = 1;
 inline constexpr const char *kCpuEntrySymbol = "tilt_cpu_entry";
 inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
+inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";
+inline constexpr const char *kCudaKernelName = "tilt_attention";
 
 template <int Rank> struct MemRefDescriptor {
   void *allocated;

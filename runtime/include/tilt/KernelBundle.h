@@ -7,11 +7,17 @@
 // it, so it is used only where the CPU matches (same /proc/cpuinfo model and
 // flags); elsewhere the runtime ignores it and compiles as usual.
 //
+// CUDA kernels (tilt-bundle --target cuda) are artifacts of KernelABI.h for
+// one GPU architecture, named by a `cuda` line; they are used on devices
+// that can load them (sm_80: sm_80 and newer, sm_90a: sm_90), wherever the
+// bundle was built.
+//
 // Index (text):
 //   tilt-bundle 1
-//   cpu <hostCpuDigest() of the building machine>
+//   cpu <hostCpuDigest() of the building machine>   (when it has CPU kernels)
+//   cuda <arch: sm_80 | sm_90a>                     (when it has CUDA kernels)
 //   tilt <version>
-//   <file>\t<AttentionSpec::canonical()>\t<TileConfig::str()>
+//   <file>\t<AttentionSpec::canonical()>\t<TileConfig::str()>[\tcuda]
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,15 +42,20 @@ std::string hostCpuDigest();
 struct KernelBundle {
   static constexpr int kFormat = 1;
   std::string dir;
-  /// canonical spec + '\t' + config -> file name in `dir`
+  /// canonical spec + '\t' + config -> file name in `dir`; CPU kernels, only
+  /// when this CPU built the bundle
   std::unordered_map<std::string, std::string> files;
+  /// The same for CUDA kernels, all built for `cudaArch`.
+  std::unordered_map<std::string, std::string> cudaFiles;
+  std::string cudaArch;
 
   /// Reads `dir`/index. A missing index or another CPU's bundle leaves the
   /// bundle empty and returns ""; a malformed index is an error.
   static std::string load(const std::string &dir, KernelBundle &out);
-  /// The path of the kernel for (spec, config), or "".
-  std::string find(const std::string &canonicalSpec,
-                   const TileConfig &config) const;
+  /// The path of the kernel for (spec, config, target), or "". Whether a
+  /// CUDA kernel runs on the device is the caller's question (cudaArch).
+  std::string find(const std::string &canonicalSpec, const TileConfig &config,
+                   Target target = Target::CPU) const;
 };
 
 } // namespace tilt

@@ -1,10 +1,12 @@
 //===- Runtime.h - Tilt's small runtime -------------------------*- C++ -*-===//
 //
-// Finds the kernel for a spec (memory cache -> disk cache -> the compiler, on a
-// miss) and launches it over batch x heads x query blocks on its own thread
-// pool. No LLVM/MLIR dependency: the compiler is reached only through the
-// KernelCompiler interface, so a process that only loads cached or bundled
-// artifacts never links it.
+// Finds the kernel for a spec (memory cache -> bundle -> disk cache -> the
+// compiler, on a miss) and launches it over batch x heads x query blocks: on
+// its own thread pool (Target::CPU) or as one grid on the current CUDA device
+// (Target::CUDA, see tilt/Cuda.h). No LLVM/MLIR dependency: the compiler is
+// reached only through the KernelCompiler interface, so a process that only
+// loads cached or bundled artifacts never links it. No CUDA dependency
+// either: the driver is loaded when a CUDA call first needs it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,7 +26,9 @@ std::string_view toString(Target t);
 
 /// A dense, row-major tensor owned by the caller. Elements of q/k/v/o are of
 /// the spec's dtype (f16 and bf16 as 16-bit storage); lse and slopes are f32,
-/// the key padding mask uint8 (0 = padded), cu_seqlens int32.
+/// the key padding mask uint8 (0 = padded), cu_seqlens int32. For
+/// Target::CPU `data` is a host pointer, for Target::CUDA a device pointer
+/// (every tensor, cu_seqlens included).
 struct TensorRef {
   void *data = nullptr;
   int rank = 0;
@@ -114,6 +118,16 @@ public:
 
   /// Runs one attention. Returns "" or a one-line error naming the bad
   /// argument and what was expected; on error nothing is written to `o`.
+  ///
+  /// Target::CUDA: the tensors are device memory of device 0 (tilt/Cuda.h);
+  /// f16 and bf16 only. The kernel is enqueued on the default stream and
+  /// run() returns without waiting for it (cuda::synchronize() does; errors
+  /// of the kernel itself surface there). Varlen checks copy cu_seqlens to
+  /// the host, which waits for earlier work on the default stream. Without a
+  /// driver or a device, run() returns the driver's one-line error. With no
+  /// configuration the runtime picks the variant for the device (gpu_sm90a
+  /// on sm_90 for f16/bf16 with head_dim % 64 == 0, else gpu_sm80) and the
+  /// compiler its block sizes; the tuning database is for the CPU only.
   std::string run(const AttentionSpec &spec, const AttentionArgs &args,
                   Target target = Target::CPU,
                   const TileConfig &config = TileConfig());

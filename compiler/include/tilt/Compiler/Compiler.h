@@ -18,14 +18,29 @@
 namespace tilt {
 
 /// What to produce: the spec module in the tilt dialect, the IR after the
-/// whole MLIR pipeline (LLVM dialect), optimized LLVM IR, assembly, an
-/// object file, or the loadable shared object.
-enum class Emit { Spec, Mlir, LLVMIR, Assembly, Object, SharedObject };
+/// whole MLIR pipeline (LLVM dialect; for CUDA the NVVM dialect, before PTX),
+/// and then per target: CPU -- optimized LLVM IR, assembly, an object file,
+/// the loadable shared object; CUDA -- PTX, the cubin, the runtime's artifact
+/// (KernelABI.h: header + cubin + PTX).
+enum class Emit {
+  Spec,
+  Mlir,
+  LLVMIR,
+  Assembly,
+  Object,
+  SharedObject,
+  Ptx,
+  Cubin,
+  CudaArtifact
+};
 std::optional<Emit> parseEmit(std::string_view s);
 
 struct CompilerOptions {
   CpuMachine machine;        ///< empty: the host
   std::string dumpStagesDir; ///< non-empty: write the IR after every stage
+  /// CUDA: the architecture to generate for (sm_80, sm_90a, ...). Empty:
+  /// the variant's own (gpu_sm80 -> sm_80, gpu_sm90a -> sm_90a).
+  std::string cudaArch;
 };
 
 class Compiler final : public KernelCompiler {
@@ -48,6 +63,11 @@ private:
   CompilerOptions options;
   CpuMachine cpu;
 };
+
+/// The GPU variant for `spec` on `arch` when the caller names none: gpu_sm90a
+/// on sm_90a for f16/bf16 with D % 64 == 0, else gpu_sm80.
+std::string defaultGpuVariant(const AttentionSpec &spec,
+                              const std::string &arch);
 
 /// The `variant=..;block_m=..` form of a tile config, as KernelABI's info
 /// string and the cache key write it.

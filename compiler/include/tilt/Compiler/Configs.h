@@ -18,6 +18,22 @@ TileConfigAttr getDefaultCpuConfig(MLIRContext *ctx, KernelVariant variant);
 KernelVariant pickCpuVariant(const ::tilt::AttentionSpec &spec,
                              bool hasAmxBf16, bool hasAvx512);
 
+/// The default tile configuration of a GPU variant for a head dim.
+TileConfigAttr getDefaultGpuConfig(MLIRContext *ctx, KernelVariant variant,
+                                   int64_t headDim);
+
+/// Dynamic shared memory (bytes) a GPU kernel of `config` takes.
+int64_t gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
+                             TileConfigAttr config);
+
+/// Most dynamic shared memory per CTA a variant's kernels may take: 163 KiB
+/// (A100) for gpu_sm80, 227 KiB (H100/H200) for gpu_sm90a.
+int64_t maxGpuSharedMemory(KernelVariant variant);
+
+/// "" when `config` (a GPU variant) can compile `spec`, else one line.
+std::string checkGpuConfig(const ::tilt::AttentionSpec &spec,
+                           TileConfigAttr config);
+
 } // namespace mlir::tilt
 
 #endif // TILT_COMPILER_CONFIGS_H

@@ -71,4 +71,47 @@ def ConvertTiltToCPU : Pass<"convert-tilt-to-cpu", "mlir::ModuleOp"> {
                            "mlir::vector::VectorDialect"];
 }
 
+def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
+  let summary = "Lower a spec function to a tensor-core kernel in a gpu.module";
+  let description = [{
+    Replaces the spec function (one tensor-form `tilt.attention`) by
+    `gpu.module @tilt_kernels` holding the kernel `tilt_attention` with the
+    CUDA parameter ABI of runtime/include/tilt/KernelABI.h (the memref
+    arguments of the CPU ABI, no work range: the grid is
+    (query blocks, heads, batch)). The tile configuration comes from the op,
+    else from the options, else the variant's default.
+
+    `gpu_sm80`: one CTA per query block of `block_m` rows, 16 rows per warp;
+    the Q block is staged once (`nvgpu.device_async_copy`) and read as
+    `nvgpu.ldmatrix` fragments; K/V blocks of `block_n` keys stream through
+    `num_stages` shared-memory buffers with cp.async groups; Q K^T and P V
+    run on `mma.sync` m16n8k16 (f32 accumulation); the online softmax uses
+    `exp2` on scores in log2 units, with the ALiBi term formed from indices
+    per key column; key blocks outside the causal/window range are never
+    loaded, and blocks that need no per-element mask skip it.
+
+    The kernel carries `tilt.config`, `tilt.smem` (dynamic shared memory
+    bytes) and `tilt.spec` attributes for the target and the runtime.
+  }];
+  let options = [
+    Option<"variant", "variant", "std::string", "\"gpu_sm80\"",
+           "kernel variant when the op has no tile_config: gpu_sm80 or "
+           "gpu_sm90a">,
+    Option<"blockM", "block-m", "int64_t", "0", "query block (0: default)">,
+    Option<"blockN", "block-n", "int64_t", "0", "key block (0: default)">,
+    Option<"numWarps", "num-warps", "int64_t", "0", "warps (0: default)">,
+    Option<"numStages", "num-stages", "int64_t", "0",
+           "K/V pipeline depth (0: default)">,
+  ];
+  let dependentDialects = ["mlir::arith::ArithDialect",
+                           "mlir::gpu::GPUDialect",
+                           "mlir::LLVM::LLVMDialect",
+                           "mlir::math::MathDialect",
+                           "mlir::memref::MemRefDialect",
+                           "mlir::NVVM::NVVMDialect",
+                           "mlir::nvgpu::NVGPUDialect",
+                           "mlir::scf::SCFDialect",
+                           "mlir::vector::VectorDialect"];
+}
+
 #endif // TILT_COMPILER_PASSES_TD

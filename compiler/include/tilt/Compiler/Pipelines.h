@@ -24,6 +24,24 @@ struct CpuPipelineOptions : public PassPipelineOptions<CpuPipelineOptions> {
 };
 
 /// One named stage of a pipeline; `--dump-stages` writes the IR after each.
+struct GpuPipelineOptions : public PassPipelineOptions<GpuPipelineOptions> {
+  Option<std::string> variant{
+      *this, "variant",
+      llvm::cl::desc("gpu_sm80 or gpu_sm90a when the op has no tile_config"),
+      llvm::cl::init("gpu_sm80")};
+  Option<std::string> chip{*this, "chip",
+                           llvm::cl::desc("PTX target: sm_80, sm_90a, ..."),
+                           llvm::cl::init("sm_80")};
+  Option<int64_t> blockM{*this, "block-m", llvm::cl::desc("0: default"),
+                         llvm::cl::init(0)};
+  Option<int64_t> blockN{*this, "block-n", llvm::cl::desc("0: default"),
+                         llvm::cl::init(0)};
+  Option<int64_t> numWarps{*this, "num-warps", llvm::cl::desc("0: default"),
+                           llvm::cl::init(0)};
+  Option<int64_t> numStages{*this, "num-stages", llvm::cl::desc("0: default"),
+                            llvm::cl::init(0)};
+};
+
 struct PipelineStage {
   std::string name;
   std::function<void(OpPassManager &)> addPasses;
@@ -34,7 +52,15 @@ std::vector<PipelineStage> getCpuPipelineStages(const CpuPipelineOptions &);
 void buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &options);
 
 /// Registers `tilt-cpu-pipeline` for tilt-opt.
+/// kernel (convert-tilt-to-gpu), nvvm (everything in NVVM/LLVM dialects,
+/// the target attached), ptx (gpu.binary holding the PTX).
+std::vector<PipelineStage> getGpuPipelineStages(const GpuPipelineOptions &);
+void buildGpuPipeline(OpPassManager &pm, const GpuPipelineOptions &options);
+
 void registerTiltPipelines();
+
+/// What a context running the GPU pipeline needs registered.
+void registerGpuPipelineDependencies(DialectRegistry &registry);
 
 } // namespace mlir::tilt
 

@@ -1,0 +1,434 @@
+//===- CudaKernel.cpp - A loaded CUDA kernel artifact ---------------------===//
+
+#include "CudaKernel.h"
+
+#include "CudaDriver.h"
+#include "tilt/KernelABI.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <climits>
+#include <functional>
+
+namespace tilt::detail {
+
+namespace {
+
+constexpr int64_t kDefaultSmemLimit = 48 * 1024; ///< without opting in
+constexpr const char *kOperandNames[3] = {"q", "k", "v"};
+
+std::string parseInt(std::string_view key, std::string_view value,
+                     int64_t min, int64_t max, int64_t &out) {
+  auto [end, ec] =
+      std::from_chars(value.data(), value.data() + value.size(), out);
+  if (ec != std::errc() || end != value.data() + value.size() || out < min ||
+      out > max)
+    return max == INT64_MAX
+               ? fmt::format("cuda artifact: {} must be an integer >= {}, "
+                             "got '{}'",
+                             key, min, value)
+               : fmt::format("cuda artifact: {} must be an integer from {} "
+                             "to {}, got '{}'",
+                             key, min, max, value);
+  return {};
+}
+
+std::string parseTma(std::string_view value, bool (&tma)[3]) {
+  std::fill_n(tma, 3, false);
+  auto bad = [&] {
+    return fmt::format("cuda artifact: tma must be empty or a ','-separated "
+                       "subset of q,k,v, got '{}'",
+                       value);
+  };
+  for (std::string_view rest = value; !rest.empty();) {
+    size_t comma = rest.find(',');
+    std::string_view name = rest.substr(0, comma);
+    const auto *it = std::find(std::begin(kOperandNames),
+                               std::end(kOperandNames), name);
+    if (it == std::end(kOperandNames) || tma[it - kOperandNames])
+      return bad();
+    tma[it - kOperandNames] = true;
+    if (comma == std::string_view::npos)
+      break;
+    rest.remove_prefix(comma + 1);
+    if (rest.empty()) // a trailing comma
+      return bad();
+  }
+  return {};
+}
+
+bool isSymbol(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+           c == '$' || c == '.';
+  });
+}
+
+} // namespace
+
+std::string parseCudaArtifact(std::string_view bytes, CudaArtifact &out) {
+  out = CudaArtifact();
+  const std::string_view magic = kCudaArtifactMagic;
+  if (bytes.substr(0, magic.size()) != magic)
+    return "cuda artifact: bad magic (expected TILTCUDA1)";
+  bytes.remove_prefix(magic.size());
+
+  int64_t cubinBytes = -1, ptxBytes = -1;
+  std::string_view value;
+  // Every key, in KernelABI.h's order; the handlers read `value`.
+  struct Key {
+    const char *name;
+    std::function<std::string()> apply;
+    bool seen = false;
+  };
+  const std::string_view *v = &value;
+  auto intKey = [v](const char *name, int64_t min, int64_t max,
+                    int64_t &dst) {
+    return Key{name, [v, name, min, max, out = &dst] {
+                 return parseInt(name, *v, min, max, *out);
+               }};
+  };
+  auto oneOf = [v](const char *name, std::string &dst, const char *a,
+                   const char *b) {
+    return Key{name, [v, name, a, b, out = &dst]() -> std::string {
+                 if (*v != a && *v != b)
+                   return fmt::format("cuda artifact: {} must be {} or {}, "
+                                      "got '{}'",
+                                      name, a, b, *v);
+                 *out = std::string(*v);
+                 return {};
+               }};
+  };
+  Key keys[] = {
+      intKey("abi", 0, INT64_MAX, out.abi),
+      oneOf("variant", out.variant, "gpu_sm80", "gpu_sm90a"),
+      oneOf("arch", out.arch, "sm_80", "sm_90a"),
+      {"kernel",
+       [&]() -> std::string {
+         if (!isSymbol(value))
+           return fmt::format("cuda artifact: kernel must be a symbol name, "
+                              "got '{}'",
+                              value);
+         out.kernel = std::string(value);
+         return {};
+       }},
+      intKey("block_m", 1, INT64_MAX, out.blockM),
+      intKey("block_n", 1, INT64_MAX, out.blockN),
+      intKey("num_warps", 1, 32, out.numWarps),
+      intKey("num_stages", 1, INT64_MAX, out.numStages),
+      intKey("threads", 1, 1024, out.threads),
+      intKey("smem", 0, INT_MAX, out.smem),
+      intKey("cubin_bytes", 0, INT64_MAX, cubinBytes),
+      intKey("ptx_bytes", 0, INT64_MAX, ptxBytes),
+      {"tma", [&] { return parseTma(value, out.tma); }},
+      {"ptxas",
+       [&] {
+         out.ptxas = std::string(value);
+         return std::string();
+       }},
+      {"spec",
+       [&]() -> std::string {
+         if (value.empty())
+           return "cuda artifact: spec must not be empty";
+         out.spec = std::string(value);
+         return {};
+       }},
+  };
+
+  for (;;) {
+    size_t nl = bytes.find('\n');
+    if (nl == std::string_view::npos)
+      return "cuda artifact: the header does not end with an empty line";
+    std::string_view line = bytes.substr(0, nl);
+    bytes.remove_prefix(nl + 1);
+    if (line.empty())
+      break;
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos)
+      return fmt::format("cuda artifact: header line '{}' is not key=value",
+                         line);
+    std::string_view name = line.substr(0, eq);
+    value = line.substr(eq + 1);
+    Key *key = std::find_if(std::begin(keys), std::end(keys),
+                            [&](const Key &k) { return name == k.name; });
+    if (key == std::end(keys))
+      return fmt::format("cuda artifact: unknown header key '{}'", name);
+    if (key->seen)
+      return fmt::format("cuda artifact: header key '{}' is repeated", name);
+    key->seen = true;
+    if (std::string err = key->apply(); !err.empty())
+      return err;
+  }
+  for (const Key &k : keys)
+    if (!k.seen)
+      return fmt::format("cuda artifact: missing header key '{}'", k.name);
+
+  // Each size alone fits the payload before they are added: no overflow.
+  const auto payload = int64_t(bytes.size());
+  if (cubinBytes > payload || ptxBytes > payload ||
+      cubinBytes + ptxBytes != payload)
+    return fmt::format("cuda artifact: the payload is {} bytes, cubin_bytes "
+                       "+ ptx_bytes = {} + {}",
+                       payload, cubinBytes, ptxBytes);
+  if (cubinBytes == 0 && ptxBytes == 0)
+    return "cuda artifact: no module (cubin_bytes and ptx_bytes are both 0)";
+  out.cubin = std::string(bytes.substr(0, size_t(cubinBytes)));
+  out.ptx = std::string(bytes.substr(size_t(cubinBytes)));
+  if (!out.cubin.empty() && out.cubin.compare(0, 4, "\x7f"
+                                                    "ELF") != 0)
+    return "cuda artifact: cubin_bytes do not hold an ELF image";
+  return {};
+}
+
+bool cubinRunsOn(std::string_view arch, int ccMajor, int ccMinor) {
+  if (arch == "sm_80")
+    return ccMajor == 8;
+  if (arch == "sm_90a")
+    return ccMajor == 9 && ccMinor == 0;
+  return false;
+}
+
+bool artifactRunsOn(std::string_view arch, int ccMajor, int ccMinor) {
+  // sm_80 PTX JIT-compiles for any later architecture; sm_90a PTX uses
+  // features that exist on sm_90 only.
+  if (arch == "sm_80")
+    return ccMajor >= 8;
+  return cubinRunsOn(arch, ccMajor, ccMinor);
+}
+
+} // namespace tilt::detail
+
+namespace tilt::cuda {
+
+std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
+                           std::string &variant) {
+  if (device.ccMajor < 8)
+    return fmt::format("target cuda: device {} is {}; Tilt's GPU kernels need "
+                       "sm_80 or newer",
+                       device.name, device.arch);
+  const bool hopper = device.ccMajor == 9 && device.ccMinor == 0;
+  variant = hopper && spec.dtype != DType::F32 && spec.headDim % 64 == 0
+                ? "gpu_sm90a"
+                : "gpu_sm80";
+  return {};
+}
+
+} // namespace tilt::cuda
+
+namespace tilt::detail {
+
+void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
+                      int64_t batch, const uint64_t *tmaMaps, int numTma,
+                      KernelParams &out) {
+  out.count = 0;
+  auto push = [&](uint64_t v) { out.values[out.count++] = v; };
+  auto memref = [&](const void *data, int rank, const int64_t *shape,
+                    const int64_t *strides) {
+    const auto ptr = uint64_t(reinterpret_cast<uintptr_t>(data));
+    push(ptr); // allocated
+    push(ptr); // aligned
+    push(0);   // offset
+    for (int i = 0; i < rank; ++i)
+      push(uint64_t(shape[i]));
+    for (int i = 0; i < rank; ++i)
+      push(uint64_t(strides[i]));
+  };
+  auto contiguous = [&](const TensorRef &t) {
+    int64_t strides[4], stride = 1;
+    for (int i = t.rank - 1; i >= 0; --i) {
+      strides[i] = stride;
+      stride *= t.shape[i];
+    }
+    memref(t.data, t.rank, t.shape, strides);
+  };
+  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &args.lse})
+    contiguous(*t);
+  if (spec.hasAlibi() && spec.slopes == SlopeSource::Custom) {
+    // As on the CPU: [H] slopes are a [B, H] broadcast with batch stride 0.
+    const int64_t shape[2] = {batch, spec.heads};
+    const int64_t strides[2] = {args.slopes.rank == 1 ? 0 : spec.heads, 1};
+    memref(args.slopes.data, 2, shape, strides);
+  }
+  if (spec.keyPaddingMask)
+    contiguous(args.keyPaddingMask);
+  if (spec.varlen) {
+    contiguous(args.cuSeqlensQ);
+    contiguous(args.cuSeqlensK);
+  }
+  for (int i = 0; i < numTma; ++i)
+    push(tmaMaps[i]);
+  for (int i = 0; i < out.count; ++i)
+    out.pointers[i] = &out.values[i];
+}
+
+TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
+                                    const TensorRef &t, int64_t rows) {
+  const auto e = uint64_t(byteWidth(spec.dtype));
+  const auto D = uint64_t(spec.headDim);
+  TensorMapGeometry g{};
+  if (spec.varlen) { // [total, Hx, D]
+    const auto total = uint64_t(t.shape[0]), hx = uint64_t(t.shape[1]);
+    g = {{D, total, hx}, {hx * D * e, D * e}, {}};
+  } else { // [B, Hx, S, D]
+    const auto s = uint64_t(t.shape[2]);
+    const auto bh = uint64_t(t.shape[0] * t.shape[1]);
+    g = {{D, s, bh}, {D * e, s * D * e}, {}};
+  }
+  g.box[0] = 64;
+  g.box[1] = uint32_t(rows);
+  g.box[2] = 1;
+  return g;
+}
+
+//===----------------------------------------------------------------------===//
+// CudaKernel
+//===----------------------------------------------------------------------===//
+
+std::string CudaKernel::load(std::string_view bytes,
+                             const std::string &expectedSpec,
+                             std::unique_ptr<CudaKernel> &out,
+                             std::string_view label) {
+  CudaArtifact a;
+  if (std::string err = parseCudaArtifact(bytes, a); !err.empty())
+    return fmt::format("kernel {}: {}", label, err);
+  if (a.abi != kKernelAbiVersion)
+    return fmt::format("kernel {}: built for ABI {}, this runtime needs ABI {}",
+                       label, a.abi, kKernelAbiVersion);
+  if (a.spec != expectedSpec)
+    return fmt::format("kernel {}: built for spec '{}', expected '{}'", label,
+                       a.spec, expectedSpec);
+  std::string err;
+  const CudaDriver *d = cudaDriver(err);
+  if (!d || !(err = d->makeCurrent()).empty())
+    return err;
+  const cuda::DeviceInfo &dev = d->info;
+  const bool cubin =
+      !a.cubin.empty() && cubinRunsOn(a.arch, dev.ccMajor, dev.ccMinor);
+  if (!cubin && a.ptx.empty())
+    return fmt::format("kernel {}: its cubin is for {} and it has no PTX; "
+                       "this device is {}",
+                       label, a.arch, dev.arch);
+
+  std::unique_ptr<CudaKernel> kernel(new CudaKernel());
+  CUmodule module = nullptr;
+  // c_str(): the driver reads PTX as a NUL-terminated string.
+  const void *image = cubin ? a.cubin.data() : a.ptx.c_str();
+  if (err = d->check(d->cuModuleLoadData(&module, image), "cuModuleLoadData");
+      !err.empty())
+    return fmt::format("kernel {}: {}", label, err);
+  kernel->module = module;
+  kernel->fromCubin = cubin;
+  CUfunction function = nullptr;
+  if (err = d->check(d->cuModuleGetFunction(&function, module,
+                                            a.kernel.c_str()),
+                     "cuModuleGetFunction");
+      !err.empty())
+    return fmt::format("kernel {}: {} (entry '{}')", label, err, a.kernel);
+  kernel->function = function;
+  if (a.smem > kDefaultSmemLimit)
+    if (err = d->check(
+            d->cuFuncSetAttribute(function,
+                                  CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                  int(a.smem)),
+            "cuFuncSetAttribute");
+        !err.empty())
+      return fmt::format("kernel {}: {} ({} bytes of shared memory)", label,
+                         err, a.smem);
+  // The images are in the driver now.
+  a.cubin = std::string();
+  a.ptx = std::string();
+  kernel->header = std::move(a);
+  out = std::move(kernel);
+  return {};
+}
+
+CudaKernel::~CudaKernel() {
+  std::string ignored;
+  const CudaDriver *d = cudaDriver(ignored);
+  if (!module || !d || !d->makeCurrent().empty())
+    return;
+  // A launch of this kernel may still be queued.
+  d->cuCtxSynchronize();
+  d->cuModuleUnload(static_cast<CUmodule>(module));
+}
+
+std::string CudaKernel::launch(const AttentionSpec &spec,
+                               const AttentionArgs &args, int64_t batch,
+                               int64_t maxSq) {
+  const int64_t gridX = (maxSq + header.blockM - 1) / header.blockM;
+  if (gridX == 0 || spec.heads == 0 || batch == 0)
+    return {};
+  if (gridX > INT_MAX || spec.heads > 65535 || batch > 65535)
+    return fmt::format("cuda launch: grid ({}, {}, {}) exceeds the limits "
+                       "({}, 65535, 65535)",
+                       gridX, spec.heads, batch, INT_MAX);
+  std::string err;
+  const CudaDriver *d = cudaDriver(err);
+  if (!d || !(err = d->makeCurrent()).empty())
+    return err;
+
+  uint64_t maps[3] = {};
+  const int numTma = header.numTma();
+  if (numTma) {
+    if (!d->cuTensorMapEncodeTiled)
+      return "cuda: the driver lacks cuTensorMapEncodeTiled (TMA kernels need "
+             "CUDA 12 or newer)";
+    CUtensorMap host[3];
+    const TensorRef *operands[3] = {&args.q, &args.k, &args.v};
+    const int dataType = spec.dtype == DType::BF16
+                             ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                             : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    const uint32_t elementStrides[3] = {1, 1, 1};
+    int n = 0;
+    for (int i = 0; i < 3; ++i) {
+      if (!header.tma[i])
+        continue;
+      const TensorMapGeometry g = tensorMapGeometry(
+          spec, *operands[i], i == 0 ? header.blockM : header.blockN);
+      // L2 promotion is a hint KernelABI.h leaves open; 128 B matches the
+      // swizzle span.
+      if (err = d->check(d->cuTensorMapEncodeTiled(
+                             &host[n], dataType, 3, operands[i]->data, g.dims,
+                             g.strides, g.box, elementStrides,
+                             CU_TENSOR_MAP_INTERLEAVE_NONE,
+                             CU_TENSOR_MAP_SWIZZLE_128B,
+                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
+                         "cuTensorMapEncodeTiled");
+          !err.empty())
+        return fmt::format("{} (operand {})", err, kOperandNames[i]);
+      ++n;
+    }
+    const std::string_view bytes(reinterpret_cast<const char *>(host),
+                                 sizeof(CUtensorMap) * size_t(n));
+    if (!tmaBuffer.data())
+      if (err = tmaBuffer.allocate(sizeof host); !err.empty())
+        return err;
+    if (bytes != tmaUploaded) {
+      // A synchronous copy from pageable memory first waits for the default
+      // stream, so no earlier launch still reads the maps it replaces.
+      if (err = tmaBuffer.upload(bytes.data(), bytes.size()); !err.empty()) {
+        tmaUploaded.clear();
+        return err;
+      }
+      tmaUploaded = std::string(bytes);
+    }
+    const auto base = uint64_t(reinterpret_cast<uintptr_t>(tmaBuffer.data()));
+    for (int i = 0; i < n; ++i)
+      maps[i] = base + uint64_t(i) * sizeof(CUtensorMap);
+  }
+
+  KernelParams params;
+  packKernelParams(spec, args, batch, maps, numTma, params);
+  return d->check(d->cuLaunchKernel(static_cast<CUfunction>(function),
+                                    unsigned(gridX), unsigned(spec.heads),
+                                    unsigned(batch), unsigned(header.threads),
+                                    1, 1, unsigned(header.smem), nullptr,
+                                    params.pointers, nullptr),
+                  "cuLaunchKernel");
+}
+
+} // namespace tilt::detail

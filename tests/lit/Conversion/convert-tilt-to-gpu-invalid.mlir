@@ -1,0 +1,25 @@
+// RUN: tilt-opt %s -split-input-file -convert-tilt-to-gpu -verify-diagnostics
+
+func.func @f32(%q: tensor<1x4x?x64xf32>, %k: tensor<1x4x?x64xf32>, %v: tensor<1x4x?x64xf32>) -> tensor<1x4x?x64xf32> {
+  // expected-error @+1 {{dtype f32: the GPU variants take f16 or bf16 (tensor cores)}}
+  %o = tilt.attention q(%q : tensor<1x4x?x64xf32>) k(%k : tensor<1x4x?x64xf32>) v(%v : tensor<1x4x?x64xf32>) -> tensor<1x4x?x64xf32>
+  return %o : tensor<1x4x?x64xf32>
+}
+
+// -----
+
+func.func @cpu_config(%q: tensor<1x4x?x64xbf16>, %k: tensor<1x4x?x64xbf16>, %v: tensor<1x4x?x64xbf16>) -> tensor<1x4x?x64xbf16> {
+  // expected-error @+1 {{convert-tilt-to-gpu needs a GPU tile_config, got cpu_avx512}}
+  %o = tilt.attention q(%q : tensor<1x4x?x64xbf16>) k(%k : tensor<1x4x?x64xbf16>) v(%v : tensor<1x4x?x64xbf16>)
+      {config = #tilt.tile_config<variant = cpu_avx512, block_m = 64, block_n = 64>} -> tensor<1x4x?x64xbf16>
+  return %o : tensor<1x4x?x64xbf16>
+}
+
+// -----
+
+func.func @too_much_smem(%q: tensor<1x4x?x256xbf16>, %k: tensor<1x4x?x256xbf16>, %v: tensor<1x4x?x256xbf16>) -> tensor<1x4x?x256xbf16> {
+  // expected-error @+1 {{tile config needs 1216512 bytes of shared memory; at most 166912 fit}}
+  %o = tilt.attention q(%q : tensor<1x4x?x256xbf16>) k(%k : tensor<1x4x?x256xbf16>) v(%v : tensor<1x4x?x256xbf16>)
+      {config = #tilt.tile_config<variant = gpu_sm80, block_m = 256, block_n = 256, num_warps = 8, num_stages = 4>} -> tensor<1x4x?x256xbf16>
+  return %o : tensor<1x4x?x256xbf16>
+}
