@@ -48,9 +48,8 @@ std::string Compiler::fingerprint(Target target) const {
 
 std::string defaultGpuVariant(const AttentionSpec &spec,
                               const std::string &arch) {
-  bool half = spec.dtype != DType::F32;
-  return arch == "sm_90a" && half && spec.headDim % 64 == 0 ? "gpu_sm90a"
-                                                            : "gpu_sm80";
+  return arch == "sm_90a" && sm90aServesByDefault(spec) ? "gpu_sm90a"
+                                                         : "gpu_sm80";
 }
 
 /// Fills the zero fields of a GPU config (or all of an empty one) with the

@@ -210,9 +210,7 @@ std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
                        "sm_80 or newer",
                        device.name, device.arch);
   const bool hopper = device.ccMajor == 9 && device.ccMinor == 0;
-  variant = hopper && spec.dtype != DType::F32 && spec.headDim % 64 == 0
-                ? "gpu_sm90a"
-                : "gpu_sm80";
+  variant = hopper && sm90aServesByDefault(spec) ? "gpu_sm90a" : "gpu_sm80";
   return {};
 }
 

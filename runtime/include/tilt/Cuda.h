@@ -36,8 +36,8 @@ struct DeviceInfo {
 std::string probe(DeviceInfo &info);
 
 /// The kernel variant Runtime::run() picks on `device` when the caller gives
-/// no configuration: gpu_sm90a on sm_90 when the spec allows it (f16/bf16,
-/// head_dim % 64 == 0), else gpu_sm80 on sm_80 and newer. "" or the error
+/// no configuration: gpu_sm90a on sm_90 when sm90aServesByDefault(spec)
+/// (Spec.h), else gpu_sm80 on sm_80 and newer. "" or the error
 /// naming the device.
 std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
                            std::string &variant);

@@ -23,3 +23,30 @@ func.func @too_much_smem(%q: tensor<1x4x?x256xbf16>, %k: tensor<1x4x?x256xbf16>,
       {config = #tilt.tile_config<variant = gpu_sm80, block_m = 256, block_n = 256, num_warps = 8, num_stages = 4>} -> tensor<1x4x?x256xbf16>
   return %o : tensor<1x4x?x256xbf16>
 }
+
+// -----
+
+func.func @hopper_head_dim(%q: tensor<1x4x?x96xbf16>, %k: tensor<1x4x?x96xbf16>, %v: tensor<1x4x?x96xbf16>) -> tensor<1x4x?x96xbf16> {
+  // expected-error @+1 {{variant gpu_sm90a needs head_dim a multiple of 64 (64, 128, 192, 256); use gpu_sm80}}
+  %o = tilt.attention q(%q : tensor<1x4x?x96xbf16>) k(%k : tensor<1x4x?x96xbf16>) v(%v : tensor<1x4x?x96xbf16>)
+      {config = #tilt.tile_config<variant = gpu_sm90a, block_m = 128, block_n = 64, num_warps = 8, num_stages = 2>} -> tensor<1x4x?x96xbf16>
+  return %o : tensor<1x4x?x96xbf16>
+}
+
+// -----
+
+func.func @hopper_rows(%q: tensor<1x4x?x64xbf16>, %k: tensor<1x4x?x64xbf16>, %v: tensor<1x4x?x64xbf16>) -> tensor<1x4x?x64xbf16> {
+  // expected-error @+1 {{variant gpu_sm90a needs block_m = 16 * num_warps (64 rows per warpgroup)}}
+  %o = tilt.attention q(%q : tensor<1x4x?x64xbf16>) k(%k : tensor<1x4x?x64xbf16>) v(%v : tensor<1x4x?x64xbf16>)
+      {config = #tilt.tile_config<variant = gpu_sm90a, block_m = 256, block_n = 64, num_warps = 8, num_stages = 2>} -> tensor<1x4x?x64xbf16>
+  return %o : tensor<1x4x?x64xbf16>
+}
+
+// -----
+
+func.func @hopper_keys(%q: tensor<1x4x?x64xbf16>, %k: tensor<1x4x?x64xbf16>, %v: tensor<1x4x?x64xbf16>) -> tensor<1x4x?x64xbf16> {
+  // expected-error @+1 {{variant gpu_sm90a needs block_n of 64, 128 or 256}}
+  %o = tilt.attention q(%q : tensor<1x4x?x64xbf16>) k(%k : tensor<1x4x?x64xbf16>) v(%v : tensor<1x4x?x64xbf16>)
+      {config = #tilt.tile_config<variant = gpu_sm90a, block_m = 64, block_n = 32, num_warps = 4, num_stages = 2>} -> tensor<1x4x?x64xbf16>
+  return %o : tensor<1x4x?x64xbf16>
+}

@@ -29,7 +29,7 @@
 // CHECK: llvm.inline_asm asm_dialect = att "ex2.approx.ftz.f32 $0, $1;"
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = true}
 // CHECK: } else {
-// CHECK: arith.cmpi sle
+// CHECK: arith.cmpi sge, %{{.*}}, %c{{[0-9]+}}_i32 : i32
 // CHECK: arith.select
 // CHECK: llvm.inline_asm asm_dialect = att "lg2.approx.ftz.f32 $0, $1;"
 func.func @alibi_causal(%q: tensor<?x16x?x128xbf16>, %k: tensor<?x16x?x128xbf16>,
@@ -76,4 +76,37 @@ func.func @positions(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x8x?x64xbf16>,
       key_padding_mask(%m : tensor<?x?xi8>) {bias = #tilt.bias<alibi_positions>, window = 256 : i64}
       -> tensor<?x8x?x64xbf16>
   return %o : tensor<?x8x?x64xbf16>
+}
+
+// -----
+
+// sm_90a: the tensor maps follow the memrefs as pointers; Q and the K/V
+// stages arrive by TMA on mbarriers (0: Q, 1 + s: stage s); scores and P V
+// are warpgroup MMAs from 128-byte-swizzle descriptors; P goes through
+// shared memory with a proxy fence.
+
+// CHECK-LABEL: gpu.module @tilt_kernels
+// CHECK: gpu.func @tilt_attention({{.*}}, %[[TQ:[a-z0-9]+]]: !llvm.ptr, %[[TK:[a-z0-9]+]]: !llvm.ptr, %[[TV:[a-z0-9]+]]: !llvm.ptr) kernel
+// CHECK-SAME: #tilt.tile_config<variant = gpu_sm90a, block_m = 128, block_n = 64, num_warps = 8, num_stages = 2>
+// CHECK: builtin.unrealized_conversion_cast %[[TQ]] : !llvm.ptr to !nvgpu.tensormap.descriptor<tensor = memref<1x128x64xbf16, #gpu.address_space<workgroup>>, swizzle = swizzle_128b
+// CHECK: nvgpu.mbarrier.create -> <memorySpace = #gpu.address_space<workgroup>, num_barriers = 3>
+// CHECK: nvgpu.mbarrier.init
+// CHECK: nvgpu.mbarrier.arrive.expect_tx %{{.*}}[%c0], %c32768
+// CHECK: nvgpu.tma.async.load
+// CHECK: nvgpu.mbarrier.try_wait.parity
+// CHECK: scf.for
+// CHECK: nvgpu.mbarrier.try_wait.parity
+// CHECK: nvvm.wgmma.fence.aligned
+// CHECK: nvvm.wgmma.mma_async {{.*}}, <m = 64, n = 64, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
+// CHECK: nvvm.wgmma.commit.group.sync.aligned
+// CHECK: nvvm.wgmma.wait.group.sync.aligned 0
+// CHECK: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
+// CHECK: nvvm.wgmma.mma_async {{.*}}, <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <row>]
+func.func @hopper(%q: tensor<?x16x?x128xbf16>, %k: tensor<?x16x?x128xbf16>,
+                  %v: tensor<?x16x?x128xbf16>) -> tensor<?x16x?x128xbf16> {
+  %o = tilt.attention q(%q : tensor<?x16x?x128xbf16>) k(%k : tensor<?x16x?x128xbf16>) v(%v : tensor<?x16x?x128xbf16>)
+      {bias = #tilt.bias<alibi>, causal,
+       config = #tilt.tile_config<variant = gpu_sm90a, block_m = 128, block_n = 64, num_warps = 8, num_stages = 2>}
+      -> tensor<?x16x?x128xbf16>
+  return %o : tensor<?x16x?x128xbf16>
 }

@@ -29,6 +29,14 @@
 // nvgpu -> nvvm lowering of MLIR 22 does not infer PTX types for bf16
 // operands (bf16 pairs travel as i32 registers).
 //
+// gpu_sm90a replaces the loads by TMA boxes on mbarriers (64-column chunks,
+// 128-byte swizzle, from a 1024-byte aligned shared base) and both products
+// by warpgroup MMAs from shared-memory descriptors: S = Q K^T (both
+// K-major) and O += P V, P being stored by the threads in the swizzled
+// K-major layout and V read MN-major. It uses nvvm.wgmma.mma_async rather
+// than nvgpu.warpgroup.mma because the softmax needs the accumulator's
+// elements, which nvgpu's accumulator type does not expose.
+//
 //===----------------------------------------------------------------------===//
 
 #include "tilt/Compiler/Configs.h"
@@ -72,9 +80,10 @@ TileConfigAttr mlir::tilt::getDefaultGpuConfig(MLIRContext *ctx,
                                                KernelVariant variant,
                                                int64_t headDim) {
   if (variant == KernelVariant::gpu_sm90a)
-    // One warpgroup per 64 query rows; two warpgroups per CTA.
-    return TileConfigAttr::get(ctx, variant, 128, headDim <= 128 ? 128 : 64,
-                               8, 2);
+    // Two warpgroups of 64 query rows; 64-key blocks keep the scores, P and
+    // O of a thread inside the register file for every bias form at D <= 128
+    // (128-key blocks spill with a window: ptxas reports 255 registers).
+    return TileConfigAttr::get(ctx, variant, 128, 64, 8, 2);
   // sm_80: 16 query rows per warp. D <= 128: 8 warps x 16 = 128 rows, 64-key
   // blocks, double-buffered (104 KiB of shared memory at D = 128). D > 128:
   // half the rows and keys so the O accumulators (D/2 registers per thread)
@@ -87,10 +96,19 @@ TileConfigAttr mlir::tilt::getDefaultGpuConfig(MLIRContext *ctx,
 int64_t mlir::tilt::gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
                                          TileConfigAttr config) {
   const int64_t e = ::tilt::byteWidth(spec.dtype);
-  const int64_t row = (spec.headDim + kPad) * e;
   const int64_t bn = config.getBlockN();
-  int64_t bytes = config.getBlockM() * row +
-                  2 * config.getNumStages() * bn * row;
+  int64_t bytes;
+  if (config.getVariant() == KernelVariant::gpu_sm90a) {
+    // Unpadded swizzled tiles from a 1024-byte aligned start: Q, the K/V
+    // stages, one P tile per warpgroup.
+    const int64_t row = spec.headDim * e;
+    bytes = 1024 + config.getBlockM() * row +
+            2 * config.getNumStages() * bn * row +
+            (config.getNumWarps() / 4) * bn * 64 * e;
+  } else {
+    const int64_t row = (spec.headDim + kPad) * e;
+    bytes = config.getBlockM() * row + 2 * config.getNumStages() * bn * row;
+  }
   // Per key block: the key mask / positions bias (f32) and per-warp counts.
   if (spec.keyPaddingMask)
     bytes += bn * 4 + 4 * 64;
@@ -99,12 +117,20 @@ int64_t mlir::tilt::gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
 
 namespace {
 
-/// Builds the body of the sm_80 kernel. All per-thread register arrays are
-/// unrolled here (C++ loops), so the IR holds only SSA values and static
+/// Builds the kernel body of both variants. All per-thread register arrays
+/// are unrolled here (C++ loops), so the IR holds only SSA values and static
 /// indices: nothing is dynamically indexed in registers.
-class Sm80Emitter {
+///
+/// The variants share the geometry, the bias and mask arithmetic, the online
+/// softmax and the epilogue: a warp owns 16 query rows and sees scores in
+/// the m16n8 accumulator layout either way (wgmma's m64nN accumulator is, per
+/// warp of the warpgroup, the same layout as 8-column mma.sync tiles). They
+/// differ in how tiles reach shared memory (cp.async vs TMA + mbarrier) and
+/// in the matrix products (mma.sync from ldmatrix fragments vs wgmma from
+/// shared-memory descriptors).
+class GpuEmitter {
 public:
-  Sm80Emitter(const ::tilt::AttentionSpec &spec, TileConfigAttr config,
+  GpuEmitter(const ::tilt::AttentionSpec &spec, TileConfigAttr config,
               ImplicitLocOpBuilder &b, ValueRange args)
       : spec(spec), config(config), b(b) {
     bm = config.getBlockM();
@@ -132,6 +158,23 @@ public:
     if (spec.varlen) {
       cuQ = args[next++];
       cuK = args[next++];
+    }
+    hopper = config.getVariant() == KernelVariant::gpu_sm90a;
+    if (hopper) {
+      mt = 1;
+      dp = d; // TMA tiles: 64-column chunks, 128-byte swizzle, no padding
+      MLIRContext *ctx = b.getContext();
+      auto map = [&](Value ptr, int64_t rows) {
+        auto type = nvgpu::TensorMapDescriptorType::get(
+            ctx, tileType(rows), nvgpu::TensorMapSwizzleKind::SWIZZLE_128B,
+            nvgpu::TensorMapL2PromoKind::L2PROMO_NONE,
+            nvgpu::TensorMapOOBKind::OOB_ZERO,
+            nvgpu::TensorMapInterleaveKind::INTERLEAVE_NONE);
+        return UnrealizedConversionCastOp::create(b, type, ptr).getResult(0);
+      };
+      tmaQ = map(args[next], bm);
+      tmaK = map(args[next + 1], bn);
+      tmaV = map(args[next + 2], bn);
     }
   }
 
@@ -204,7 +247,7 @@ private:
     auto space = gpu::AddressSpaceAttr::get(b.getContext(),
                                             gpu::AddressSpace::Workgroup);
     return memref::ViewOp::create(b, MemRefType::get(shape, type, MemRefLayoutAttrInterface(), space),
-                                  rawSmem, idx(byteOffset), ValueRange{});
+                                  smemRoot, idx(byteOffset), ValueRange{});
   }
 
   // --- kernel pieces --------------------------------------------------------
@@ -234,10 +277,44 @@ private:
   void stageKeyMask(Value kb, Value base, Value &blockCount);
   void emitEpilogue(ValueRange state);
 
+  // --- sm_90a -----------------------------------------------------------
+  /// A TMA box: one 64-column chunk of `rows` rows.
+  MemRefType tileType(int64_t rows) {
+    auto space = gpu::AddressSpaceAttr::get(b.getContext(),
+                                            gpu::AddressSpace::Workgroup);
+    return MemRefType::get({1, rows, 64}, elt, MemRefLayoutAttrInterface(),
+                           space);
+  }
+  /// The chunk at `byteOffset` (from the 1024-byte aligned base) as a box.
+  Value tileAt(Value byteOffset, int64_t rows) {
+    return memref::ViewOp::create(b, tileType(rows), smemRoot, byteOffset,
+                                  ValueRange{});
+  }
+  /// A wgmma shared-memory matrix descriptor (128-byte swizzle) for the
+  /// matrix starting `byteOffset` past the aligned base.
+  Value descriptor(Value byteOffset, int64_t lbo, int64_t sbo);
+  Value wgmma(Value acc, Value descA, Value descB, int64_t n, bool bMnMajor);
+  Value zeroAccumulator(int64_t n);
+  void tmaIssue(Value kb);
+  void waitBarrier(Value id, Value parity);
+  SmallVector<Value> hopperScores(Value slot);
+  void hopperPV(Value slot, ArrayRef<Value> p, Value *acc);
+  SmallVector<Value> tilesOf(Value acc, int64_t n);
+  Value structOf(ArrayRef<Value> tiles);
+  Value bhIndex(bool isQ) {
+    if (spec.varlen)
+      return isQ ? head : kvHead;
+    int64_t hx = isQ ? spec.heads : spec.kvHeads;
+    return add(mul(batch, idx(hx)), isQ ? head : kvHead);
+  }
+
   const ::tilt::AttentionSpec &spec;
   TileConfigAttr config;
   ImplicitLocOpBuilder &b;
+  bool hopper = false;
   int64_t bm, bn, warps, stages, d, dp, mt, threads;
+  Value tmaQ, tmaK, tmaV, bars, alignPad, smemBase;
+  int64_t qOff = 0, kOff = 0, vOff = 0, pOff = 0; ///< bytes past the base
   Type f32, i32, elt;
   Value q, k, v, o, lse, slopes, kpm, cuQ, cuK;
 
@@ -246,13 +323,15 @@ private:
   Value batch, head, kvHead, qStart, kStart, sq, sk, shift, rowStart;
   Value firstRow, lastRow; ///< i' of the block's first / last live row
   Value kbBegin, kbEnd;
-  Value rawSmem, qSmem, kSmem, vSmem, maskSmem, countSmem;
+  /// smemRoot: the dynamic shared memory (sm_90a: from its first
+  /// 1024-byte aligned byte, as swizzled TMA tiles need).
+  Value rawSmem, smemRoot, qSmem, kSmem, vSmem, pFlat, maskSmem, countSmem;
   Value scale2, slope;
   Value posBase0; ///< positions: valid keys before the first block
   SmallVector<SmallVector<Value>> qFrags; ///< [mi][kk], when kept
 };
 
-void Sm80Emitter::emitGeometry() {
+void GpuEmitter::emitGeometry() {
   Type index = b.getIndexType();
   tid = gpu::ThreadIdOp::create(b, index, gpu::Dimension::x);
   lane = remU(tid, idx(32));
@@ -295,7 +374,7 @@ void Sm80Emitter::emitGeometry() {
   scale2 = f32c(spec.effectiveScale() * kLog2E);
 }
 
-Value Sm80Emitter::slope2() {
+Value GpuEmitter::slope2() {
   if (!spec.hasAlibi())
     return f32c(0.0);
   if (slopes) {
@@ -314,7 +393,7 @@ Value Sm80Emitter::slope2() {
 
 /// cp.async of `count` rows x D of `src` (sequence rows rowBase + r, r <
 /// rows live, the rest zero-filled) into `dst` rows bufferRow + r.
-void Sm80Emitter::loadTile(Value src, bool isQ, Value dst, Value bufferRow,
+void GpuEmitter::loadTile(Value src, bool isQ, Value dst, Value bufferRow,
                            Value rowBase, Value rows, int64_t count) {
   const int64_t chunksPerRow = d / 8;
   const int64_t total = count * chunksPerRow;
@@ -347,7 +426,7 @@ void Sm80Emitter::loadTile(Value src, bool isQ, Value dst, Value bufferRow,
   }
 }
 
-void Sm80Emitter::issueKeyBlock(Value kb) {
+void GpuEmitter::issueKeyBlock(Value kb) {
   // Stage slot of key block kb.
   Value slot = remU(sub(kb, kbBegin), idx(stages));
   Value bufferRow = mul(slot, idx(bn));
@@ -356,14 +435,14 @@ void Sm80Emitter::issueKeyBlock(Value kb) {
   loadTile(v, false, vSmem, bufferRow, keyBase, idx(bn), bn);
 }
 
-Value Sm80Emitter::ldmatrix(Value mem, Value row, Value col, bool transpose) {
+Value GpuEmitter::ldmatrix(Value mem, Value row, Value col, bool transpose) {
   return nvgpu::LdMatrixOp::create(b, VectorType::get({4, 2}, elt), mem,
                                    ValueRange{row, col}, transpose, 4u);
 }
 
 /// c += a * b for one m16n8k16 tile: a vector<4x2xT>, b vector<2x2xT>, c
 /// vector<2x2xf32>.
-Value Sm80Emitter::mma(Value a, Value bFrag, Value c) {
+Value GpuEmitter::mma(Value a, Value bFrag, Value c) {
   if (!isa<BFloat16Type>(elt))
     return nvgpu::MmaSyncOp::create(b, a, bFrag, c,
                                     ArrayRef<int64_t>{16, 8, 16});
@@ -401,7 +480,7 @@ Value Sm80Emitter::mma(Value a, Value bFrag, Value c) {
   return out;
 }
 
-Value Sm80Emitter::qFragment(int64_t mi, int64_t kk) {
+Value GpuEmitter::qFragment(int64_t mi, int64_t kk) {
   if (!qFrags.empty())
     return qFrags[mi][kk];
   Value row = add(add(mul(warp, idx(16 * mt)), idx(16 * mi)),
@@ -415,7 +494,7 @@ Value Sm80Emitter::qFragment(int64_t mi, int64_t kk) {
 /// the sequence, else slope * (valid keys before it, counted from the first
 /// visible block) for the positions form, 0 otherwise. Also returns the
 /// block's count of valid keys. Every thread of the CTA takes part.
-void Sm80Emitter::stageKeyMask(Value kb, Value base, Value &blockCount) {
+void GpuEmitter::stageKeyMask(Value kb, Value base, Value &blockCount) {
   const int64_t chunks = (bn + threads - 1) / threads;
   Value keyBase = mul(kb, idx(bn));
   Value full = i32c(-1);
@@ -475,7 +554,7 @@ void Sm80Emitter::stageKeyMask(Value kb, Value base, Value &blockCount) {
   blockCount = total;
 }
 
-SmallVector<Value> Sm80Emitter::blockBody(Value kb, ValueRange state,
+SmallVector<Value> GpuEmitter::blockBody(Value kb, ValueRange state,
                                           bool masked) {
   // state: per m-tile: m[2], l[2], then O tiles [d/8]; then the positions
   // base (i32) when present.
@@ -503,7 +582,9 @@ SmallVector<Value> Sm80Emitter::blockBody(Value kb, ValueRange state,
   for (int64_t mi = 0; mi < mt; ++mi) {
     // S = Q K^T: bn/8 tiles of 16x8.
     SmallVector<Value> s(bn / 8, zero2x2);
-    for (int64_t kk = 0; kk < d / 16; ++kk) {
+    if (hopper)
+      s = hopperScores(slot);
+    for (int64_t kk = 0; kk < (hopper ? 0 : d / 16); ++kk) {
       Value a = qFragment(mi, kk);
       for (int64_t nt = 0; nt < bn / 8; nt += 2) {
         Value row = add(add(bufferRow, idx(nt * 8)),
@@ -529,6 +610,19 @@ SmallVector<Value> Sm80Emitter::blockBody(Value kb, ValueRange state,
       Value ip = add(rowIdx, shift); // i'
       Value jrel0 = sub(add(keyBase, colBase), ip);
       Value jrel0F = toF32(jrel0);
+      // Per-element visibility as one 32-bit compare against a constant
+      // each: j < sk <=> sk - j0 > off; j <= i' <=> -jrel0 >= off;
+      // i' - j < w <=> jrel0 + w > -off.
+      auto i32v = [&](Value x) {
+        return arith::IndexCastOp::create(b, i32, x).getResult();
+      };
+      Value tailRoom, causalRoom, windowRoom;
+      if (masked) {
+        tailRoom = i32v(sub(sk, add(keyBase, colBase)));
+        causalRoom = i32v(sub(idx(0), jrel0));
+        if (spec.window)
+          windowRoom = i32v(add(jrel0, idx(*spec.window)));
+      }
       Value mx = st[r];
       for (int64_t nt = 0; nt < bn / 8; ++nt) {
         for (int64_t e = 0; e < 2; ++e) {
@@ -554,13 +648,13 @@ SmallVector<Value> Sm80Emitter::blockBody(Value kb, ValueRange state,
           if (kpmTerm)
             y = fadd(y, maskTerm[nt * 2 + e]);
           if (masked) {
-            Value jrel = add(jrel0, idx(off));
-            Value j = add(add(keyBase, colBase), idx(off));
-            Value vis = lt(j, sk);
+            Value vis = cmpI(arith::CmpIPredicate::sgt, tailRoom, i32c(off));
             if (spec.causal)
-              vis = andB(vis, le(jrel, idx(0)));
+              vis = andB(vis, cmpI(arith::CmpIPredicate::sge, causalRoom,
+                                   i32c(off)));
             if (spec.window)
-              vis = andB(vis, lt(sub(idx(0), jrel), idx(*spec.window)));
+              vis = andB(vis, cmpI(arith::CmpIPredicate::sgt, windowRoom,
+                                   i32c(-off)));
             y = select(vis, y, negInf);
           }
           val[r].push_back(y);
@@ -612,8 +706,10 @@ SmallVector<Value> Sm80Emitter::blockBody(Value kb, ValueRange state,
     }
 
     // O += P V: k-steps of 16 keys; V fragments by ldmatrix.trans, two
-    // d-tiles per load.
-    for (int64_t kt = 0; kt < bn / 16; ++kt) {
+    // d-tiles per load (sm_90a: P through shared memory into wgmma).
+    if (hopper)
+      hopperPV(slot, p, acc);
+    for (int64_t kt = 0; kt < (hopper ? 0 : bn / 16); ++kt) {
       // A fragment rows: (g, keys 2*t4..) of tiles 2kt and 2kt+1.
       SmallVector<Value> regs;
       for (int64_t h = 0; h < 2; ++h)
@@ -641,20 +737,43 @@ SmallVector<Value> Sm80Emitter::blockBody(Value kb, ValueRange state,
   return next;
 }
 
-void Sm80Emitter::emitKeyBlockLoop() {
-  Type index = b.getIndexType();
-  (void)index;
-  // Q block, then the fragments it feeds every key block.
+void GpuEmitter::emitKeyBlockLoop() {
   auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-  loadTile(q, true, qSmem, idx(0), rowStart, idx(bm), bm);
   auto commit = [&] {
     return nvgpu::DeviceAsyncCreateGroupOp::create(b, tokenType,
                                                    ValueRange{});
   };
-  Value group = commit();
-  nvgpu::DeviceAsyncWaitOp::create(b, group, b.getI32IntegerAttr(0));
-  barrier();
-  if (d <= 128) {
+  Value isLeader = cmpI(arith::CmpIPredicate::eq, tid, idx(0));
+  if (hopper) {
+    // Thread 0 arms the barriers and issues the Q tile and the first
+    // stages-1 K/V blocks; everyone waits for Q.
+    const int64_t e = ::tilt::byteWidth(spec.dtype);
+    for (int64_t i = 0; i < 1 + stages; ++i)
+      nvgpu::MBarrierInitOp::create(b, bars, idx(1), idx(i), isLeader);
+    barrier();
+    ifThen(isLeader, [&] {
+      nvgpu::MBarrierArriveExpectTxOp::create(b, bars, idx(bm * d * e),
+                                              idx(0), Value());
+      Value row = add(qStart, rowStart);
+      Value bh = bhIndex(true);
+      for (int64_t c = 0; c < d / 64; ++c)
+        nvgpu::TmaAsyncLoadOp::create(
+            b, tileAt(idx(qOff + c * bm * 128), bm), bars, tmaQ,
+            ValueRange{idx(c * 64), row, bh}, idx(0), Value(), Value());
+      for (int64_t s = 0; s + 1 < stages; ++s) {
+        Value kb = add(kbBegin, idx(s));
+        ifThen(lt(kb, kbEnd), [&] { tmaIssue(kb); });
+      }
+    });
+    waitBarrier(idx(0), arith::ConstantOp::create(b, b.getBoolAttr(false)));
+  } else {
+    // Q block, then the fragments it feeds every key block.
+    loadTile(q, true, qSmem, idx(0), rowStart, idx(bm), bm);
+    Value group = commit();
+    nvgpu::DeviceAsyncWaitOp::create(b, group, b.getI32IntegerAttr(0));
+    barrier();
+  }
+  if (!hopper && d <= 128) {
     qFrags.assign(mt, {});
     for (int64_t mi = 0; mi < mt; ++mi) {
       Value row = add(add(mul(warp, idx(16 * mt)), idx(16 * mi)),
@@ -700,7 +819,7 @@ void Sm80Emitter::emitKeyBlockLoop() {
   posBase0 = base0;
 
   // Prologue: the first stages-1 key blocks in flight.
-  for (int64_t s = 0; s + 1 < stages; ++s) {
+  for (int64_t s = 0; s + 1 < stages && !hopper; ++s) {
     Value kb = add(kbBegin, idx(s));
     ifThen(lt(kb, kbEnd), [&] { issueKeyBlock(kb); });
     commit();
@@ -724,11 +843,21 @@ void Sm80Emitter::emitKeyBlockLoop() {
       b, kbBegin, kbEnd, idx(1), init,
       [&](OpBuilder &, Location, Value kb, ValueRange state) {
         Value ahead = add(kb, idx(stages - 1));
-        ifThen(lt(ahead, kbEnd), [&] { issueKeyBlock(ahead); });
-        Value grp = commit();
-        nvgpu::DeviceAsyncWaitOp::create(b, grp,
-                                         b.getI32IntegerAttr(stages - 1));
-        barrier();
+        if (hopper) {
+          // The stage of `ahead` was last read in the previous iteration,
+          // which ended with a CTA barrier.
+          ifThen(andB(isLeader, lt(ahead, kbEnd)), [&] { tmaIssue(ahead); });
+          Value n = sub(kb, kbBegin);
+          Value parity = arith::IndexCastOp::create(
+              b, b.getI1Type(), remU(divU(n, idx(stages)), idx(2)));
+          waitBarrier(add(remU(n, idx(stages)), idx(1)), parity);
+        } else {
+          ifThen(lt(ahead, kbEnd), [&] { issueKeyBlock(ahead); });
+          Value grp = commit();
+          nvgpu::DeviceAsyncWaitOp::create(b, grp,
+                                           b.getI32IntegerAttr(stages - 1));
+          barrier();
+        }
         SmallVector<Value> st(state.begin(), state.end());
         if (counting) {
           Value blockCount;
@@ -771,7 +900,7 @@ void Sm80Emitter::emitKeyBlockLoop() {
   emitEpilogue(fin);
 }
 
-void Sm80Emitter::emitEpilogue(ValueRange state) {
+void GpuEmitter::emitEpilogue(ValueRange state) {
   const int64_t perTile = 4 + d / 8;
   Value negInf = f32c(-std::numeric_limits<double>::infinity());
   Value corr = f32c(0.0);
@@ -822,7 +951,7 @@ void Sm80Emitter::emitEpilogue(ValueRange state) {
   }
 }
 
-void Sm80Emitter::emit() {
+void GpuEmitter::emit() {
   emitGeometry();
   // CTAs past the end of a (shorter, varlen) sequence do nothing.
   auto ifOp = scf::IfOp::create(b, lt(rowStart, sq), /*withElse=*/false);
@@ -831,22 +960,209 @@ void Sm80Emitter::emit() {
   slope = slope2();
   auto space = gpu::AddressSpaceAttr::get(b.getContext(),
                                           gpu::AddressSpace::Workgroup);
-  rawSmem = gpu::DynamicSharedMemoryOp::create(
-      b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(), space));
+  auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                   MemRefLayoutAttrInterface(), space);
+  rawSmem = gpu::DynamicSharedMemoryOp::create(b, bytesType);
   const int64_t e = ::tilt::byteWidth(spec.dtype);
   int64_t offset = 0;
-  qSmem = smemView(offset, {bm, dp}, elt);
-  offset += bm * dp * e;
-  kSmem = smemView(offset, {stages * bn, dp}, elt);
-  offset += stages * bn * dp * e;
-  vSmem = smemView(offset, {stages * bn, dp}, elt);
-  offset += stages * bn * dp * e;
+  if (hopper) {
+    Value rawAddr = memref::ExtractAlignedPointerAsIndexOp::create(b, rawSmem);
+    alignPad = remU(sub(idx(1024), remU(rawAddr, idx(1024))), idx(1024));
+    smemBase = add(rawAddr, alignPad);
+    smemRoot = memref::ViewOp::create(
+        b, bytesType, rawSmem, alignPad,
+        ValueRange{idx(gpuSharedMemoryBytes(spec, config) - 1024)});
+    qOff = 0;
+    kOff = qOff + bm * d * e;
+    vOff = kOff + stages * bn * d * e;
+    pOff = vOff + stages * bn * d * e;
+    offset = pOff + (warps / 4) * bn * 64 * e;
+    pFlat = smemView(pOff, {(warps / 4) * bn * 64}, elt);
+    // mbarriers: 0 for Q, 1 + s for K/V stage s.
+    bars = nvgpu::MBarrierCreateOp::create(
+        b, nvgpu::MBarrierGroupType::get(b.getContext(), space,
+                                         unsigned(1 + stages)));
+  } else {
+    smemRoot = rawSmem;
+    qSmem = smemView(offset, {bm, dp}, elt);
+    offset += bm * dp * e;
+    kSmem = smemView(offset, {stages * bn, dp}, elt);
+    offset += stages * bn * dp * e;
+    vSmem = smemView(offset, {stages * bn, dp}, elt);
+    offset += stages * bn * dp * e;
+  }
   if (kpm) {
     maskSmem = smemView(offset, {bn}, f32);
     offset += bn * 4;
     countSmem = smemView(offset, {64}, i32);
   }
   emitKeyBlockLoop();
+}
+
+//===----------------------------------------------------------------------===//
+// sm_90a: TMA + mbarrier loads, wgmma products
+//===----------------------------------------------------------------------===//
+
+Value GpuEmitter::descriptor(Value byteOffset, int64_t lbo, int64_t sbo) {
+  // Bits 0-13: address >> 4; 16-29: leading byte offset >> 4; 32-45: stride
+  // byte offset >> 4; 49-51: base offset (0: tiles are 1024-byte aligned);
+  // 62-63: layout, 1 = 128-byte swizzle.
+  Type i64 = b.getI64Type();
+  Value addr = arith::IndexCastOp::create(b, i64, add(smemBase, byteOffset));
+  Value field = arith::AndIOp::create(
+      b, arith::ShRUIOp::create(b, addr,
+                                arith::ConstantOp::create(
+                                    b, b.getI64IntegerAttr(4))),
+      arith::ConstantOp::create(b, b.getI64IntegerAttr(0x3FFF)));
+  uint64_t bits = (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
+                  (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+  return arith::OrIOp::create(
+      b, field,
+      arith::ConstantOp::create(b, b.getI64IntegerAttr(int64_t(bits))));
+}
+
+Value GpuEmitter::zeroAccumulator(int64_t n) {
+  SmallVector<Type> fields(n / 2, f32);
+  return LLVM::ZeroOp::create(
+      b, LLVM::LLVMStructType::getLiteral(b.getContext(), fields));
+}
+
+/// acc += A * B on one warpgroup, m64 n`n` k16: A K-major, B K-major
+/// (`bMnMajor` false: K rows) or MN-major (V).
+Value GpuEmitter::wgmma(Value acc, Value descA, Value descB, int64_t n,
+                        bool bMnMajor) {
+  auto type = isa<BFloat16Type>(elt) ? NVVM::WGMMATypes::bf16
+                                     : NVVM::WGMMATypes::f16;
+  return NVVM::WgmmaMmaAsyncOp::create(
+      b, acc.getType(), acc, descA, descB,
+      NVVM::MMAShapeAttr::get(b.getContext(), 64, int(n), 16), type, type,
+      NVVM::WGMMATypes::f32, NVVM::WGMMAScaleOut::one,
+      NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
+      bMnMajor ? NVVM::MMALayout::row : NVVM::MMALayout::col,
+      NVVM::MMAIntOverflowAttr());
+}
+
+/// The m64nN accumulator as 8-column tiles: per warp, register 4t+0/1 is row
+/// g, columns 8t + 2*t4 + 0/1, and 4t+2/3 the same columns of row g + 8 --
+/// the mma.sync m16n8 layout.
+SmallVector<Value> GpuEmitter::tilesOf(Value acc, int64_t n) {
+  SmallVector<Value> tiles;
+  Value zero = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(VectorType::get({2, 2}, f32),
+                                b.getF32FloatAttr(0.0f)));
+  for (int64_t t = 0; t < n / 8; ++t) {
+    Value tile = zero;
+    for (int64_t i = 0; i < 4; ++i) {
+      Value x = LLVM::ExtractValueOp::create(b, acc, ArrayRef<int64_t>{4 * t + i});
+      tile = vector::InsertOp::create(b, x, tile,
+                                      ArrayRef<int64_t>{i / 2, i % 2});
+    }
+    tiles.push_back(tile);
+  }
+  return tiles;
+}
+
+Value GpuEmitter::structOf(ArrayRef<Value> tiles) {
+  Value acc = zeroAccumulator(int64_t(tiles.size()) * 8);
+  for (int64_t t = 0; t < int64_t(tiles.size()); ++t)
+    for (int64_t i = 0; i < 4; ++i) {
+      Value x = vector::ExtractOp::create(b, tiles[t],
+                                          ArrayRef<int64_t>{i / 2, i % 2});
+      acc = LLVM::InsertValueOp::create(b, acc, x,
+                                        ArrayRef<int64_t>{4 * t + i});
+    }
+  return acc;
+}
+
+/// Thread 0: K and V of key block kb into its stage, completing on the
+/// stage's mbarrier.
+void GpuEmitter::tmaIssue(Value kb) {
+  const int64_t e = ::tilt::byteWidth(spec.dtype);
+  Value slot = remU(sub(kb, kbBegin), idx(stages));
+  Value barId = add(slot, idx(1));
+  nvgpu::MBarrierArriveExpectTxOp::create(b, bars, idx(2 * bn * d * e), barId,
+                                          Value());
+  Value row = add(kStart, mul(kb, idx(bn)));
+  Value bh = bhIndex(false);
+  Value stageBytes = mul(slot, idx(bn * d * e));
+  for (int64_t c = 0; c < d / 64; ++c) {
+    for (auto [map, base] : {std::pair{tmaK, kOff}, std::pair{tmaV, vOff}}) {
+      Value dst = tileAt(add(idx(base + c * bn * 128), stageBytes), bn);
+      nvgpu::TmaAsyncLoadOp::create(b, dst, bars, map,
+                                    ValueRange{idx(c * 64), row, bh}, barId,
+                                    Value(), Value());
+    }
+  }
+}
+
+void GpuEmitter::waitBarrier(Value id, Value parity) {
+  nvgpu::MBarrierTryWaitParityOp::create(b, bars, parity, idx(10000000), id);
+}
+
+SmallVector<Value> GpuEmitter::hopperScores(Value slot) {
+  const int64_t e = ::tilt::byteWidth(spec.dtype);
+  Value wg = divU(warp, idx(4));
+  Value qRows = mul(wg, idx(64 * 128));
+  Value kStage = mul(slot, idx(bn * d * e));
+  Value acc = zeroAccumulator(bn);
+  NVVM::WgmmaFenceAlignedOp::create(b);
+  for (int64_t kk = 0; kk < d / 16; ++kk) {
+    int64_t c = kk / 4, within = (kk % 4) * 32;
+    Value a = descriptor(add(idx(qOff + c * bm * 128 + within), qRows), 16,
+                         1024);
+    Value bDesc =
+        descriptor(add(idx(kOff + c * bn * 128 + within), kStage), 16, 1024);
+    acc = wgmma(acc, a, bDesc, bn, /*bMnMajor=*/false);
+  }
+  NVVM::WgmmaGroupSyncAlignedOp::create(b);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, uint64_t(0));
+  return tilesOf(acc, bn);
+}
+
+void GpuEmitter::hopperPV(Value slot, ArrayRef<Value> p, Value *acc) {
+  const int64_t e = ::tilt::byteWidth(spec.dtype);
+  // P (rounded to the input type) into this warpgroup's K-major, 128-byte
+  // swizzled A tile: row r, key k at chunk k/64, byte r*128 + 16*((k%64)/8
+  // ^ r%8) + 2*(k%8). Rows g and g+8 of a warp are both = g mod 8.
+  Value wg = divU(warp, idx(4));
+  Value wi = remU(warp, idx(4));
+  Value pBase = mul(wg, idx(bn * 64 * e));
+  for (int64_t nt = 0; nt < bn / 8; ++nt) {
+    for (int64_t r = 0; r < 2; ++r) {
+      Value row = add(add(mul(wi, idx(16)), idx(8 * r)), g);
+      Value unit = arith::XOrIOp::create(b, idx(nt % 8), g);
+      Value byte = add(add(pBase, idx((nt / 8) * 64 * 128)),
+                       add(add(mul(row, idx(128)), mul(unit, idx(16))),
+                           mul(t4, idx(4))));
+      Value pair = arith::TruncFOp::create(
+          b, VectorType::get({2}, elt),
+          vector::ExtractOp::create(b, p[nt], ArrayRef<int64_t>{r}));
+      vector::StoreOp::create(b, pair, pFlat, ValueRange{divU(byte, idx(e))},
+                              /*nontemporal=*/false, llvm::MaybeAlign(4));
+    }
+  }
+  // Generic-proxy writes, read next by the async proxy (wgmma).
+  NVVM::FenceProxyOp::create(
+      b, NVVM::ProxyKind::async_shared,
+      NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+  barrier();
+  Value o = structOf(ArrayRef<Value>(acc, d / 8));
+  Value vStage = mul(slot, idx(bn * d * e));
+  NVVM::WgmmaFenceAlignedOp::create(b);
+  for (int64_t kt = 0; kt < bn / 16; ++kt) {
+    Value a = descriptor(
+        add(idx(pOff + (kt / 4) * 64 * 128 + (kt % 4) * 32), pBase), 16, 1024);
+    // V is MN-major (d contiguous): 64-column chunks bn*128 bytes apart
+    // (leading offset), 8-key groups 1024 bytes apart (stride offset).
+    Value bDesc = descriptor(add(idx(vOff + kt * 16 * 128), vStage),
+                             bn * 128, 1024);
+    o = wgmma(o, a, bDesc, d, /*bMnMajor=*/true);
+  }
+  NVVM::WgmmaGroupSyncAlignedOp::create(b);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, uint64_t(0));
+  SmallVector<Value> tiles = tilesOf(o, d);
+  for (int64_t dt = 0; dt < d / 8; ++dt)
+    acc[dt] = tiles[dt];
 }
 
 struct ConvertTiltToGPU
@@ -945,6 +1261,9 @@ struct ConvertTiltToGPU
       argTypes.push_back(toMemRef(cu.getType()));
       argTypes.push_back(toMemRef(op.getCuSeqlensK().getType()));
     }
+    // sm_90a: the tensor maps of q, k and v (KernelABI.h), as pointers.
+    if (config->getVariant() == KernelVariant::gpu_sm90a)
+      argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
 
     module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
                     UnitAttr::get(ctx));
@@ -974,7 +1293,7 @@ struct ConvertTiltToGPU
 
     ImplicitLocOpBuilder b(func.getLoc(), ctx);
     b.setInsertionPointToStart(&kernel.getBody().front());
-    Sm80Emitter(spec, *config, b, kernel.getArguments()).emit();
+    GpuEmitter(spec, *config, b, kernel.getArguments()).emit();
     gpu::ReturnOp::create(b);
     func.erase();
     return success();
@@ -987,9 +1306,19 @@ std::string mlir::tilt::checkGpuConfig(const ::tilt::AttentionSpec &spec,
                                        TileConfigAttr config) {
   if (spec.dtype == ::tilt::DType::F32)
     return "dtype f32: the GPU variants take f16 or bf16 (tensor cores)";
-  if (config.getVariant() == KernelVariant::gpu_sm90a)
-    return "variant gpu_sm90a is not implemented yet; use gpu_sm80";
   const int64_t bn = config.getBlockN();
+  if (config.getVariant() == KernelVariant::gpu_sm90a) {
+    // 64-column TMA chunks, 64 query rows per warpgroup, P tiles in 64-key
+    // chunks, wgmma N <= 256.
+    if (spec.headDim % 64 != 0)
+      return "variant gpu_sm90a needs head_dim a multiple of 64 (64, 128, "
+             "192, 256); use gpu_sm80";
+    if (config.getBlockM() != 16 * config.getNumWarps())
+      return "variant gpu_sm90a needs block_m = 16 * num_warps (64 rows per "
+             "warpgroup)";
+    if (bn % 64 != 0 || bn > 256)
+      return "variant gpu_sm90a needs block_n of 64, 128 or 256";
+  }
   if (bn % 16 != 0)
     return "block_n must be a multiple of 16 for the GPU variants";
   if (config.getNumWarps() * 32 > 1024)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Every default GPU tile configuration through ptxas: head dims 16..256 x
-# f16/bf16 x the PTX/cubin targets sm_80 and sm_90a, plus the bias/mask forms
-# that add code (positions with a padding mask, window, GQA with custom
+# f16/bf16 x the targets sm_80 and sm_90a (each with its default variant:
+# gpu_sm90a where it serves the spec, else gpu_sm80), plus the bias/mask
+# forms that add code (positions with a padding mask, window, GQA with custom
 # slopes) at D = 64, 128, 256. Prints one line per kernel with ptxas's
 # resource report and a summary line; exits 1 on a compile failure.
 set -u
@@ -18,30 +19,31 @@ run() {
     failed=$((failed + 1))
     return
   fi
-  local report
+  local report variant
   report=$(head -c 1024 "$tmp/k.bin" | grep -a '^ptxas=' | cut -d= -f2-)
+  variant=$(head -c 1024 "$tmp/k.bin" | grep -a '^variant=' | cut -d= -f2-)
   case "$report" in
     *"spill stores 0 B, spill loads 0 B"*) ;;
     *) spilling=$((spilling + 1)) ;;
   esac
-  echo "$label: $report"
+  echo "$label ($variant): $report"
 }
 for arch in sm_80 sm_90a; do
   for dtype in f16 bf16; do
     for d in 16 32 48 64 80 96 112 128 144 160 176 192 208 224 240 256; do
       run "$arch $dtype d=$d alibi causal" --head-dim "$d" --dtype "$dtype" \
-        --bias alibi --causal --variant gpu_sm80 --arch "$arch"
+        --bias alibi --causal --arch "$arch"
     done
   done
   for d in 64 128 256; do
     run "$arch bf16 d=$d positions" --head-dim "$d" --dtype bf16 \
       --bias alibi-positions --key-padding-mask "$tmp/unused" --causal \
-      --variant gpu_sm80 --arch "$arch"
+      --arch "$arch"
     run "$arch bf16 d=$d symmetric window" --head-dim "$d" --dtype bf16 \
-      --bias alibi-symmetric --window 100 --variant gpu_sm80 --arch "$arch"
+      --bias alibi-symmetric --window 100 --arch "$arch"
     run "$arch f16 d=$d gqa custom slopes" --head-dim "$d" --dtype f16 \
       --kv-heads 4 --bias alibi --slopes "$tmp/slopes.npy" \
-      --variant gpu_sm80 --arch "$arch"
+      --arch "$arch"
   done
 done
 echo "kernels: $n, failed: $failed, spilling: $spilling"
