@@ -157,6 +157,6 @@ std::string AttentionSpec::canonical() const {
 } // namespace tilt
 
 bool tilt::sm90aServesByDefault(const AttentionSpec &spec) {
-  return spec.dtype != DType::F32 && spec.headDim % 64 == 0 &&
-         !(spec.headDim > 128 && (spec.keyPaddingMask || spec.window));
+  return spec.dtype != DType::F32 &&
+         (spec.headDim == 64 || spec.headDim == 128);
 }

@@ -1,8 +1,10 @@
 //===- Reference.cpp - float64 reference of ALIBI.md ----------------------===//
 
 #include "tilt/Reference.h"
+#include "tilt/Half.h"
 #include "tilt/Slopes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -27,22 +29,33 @@ struct Slice {
   const float *base;
   int64_t rowStride;
   double at(int64_t row, int64_t d) const { return base[row * rowStride + d]; }
+  const float *row(int64_t r) const { return base + r * rowStride; }
 };
 
-} // namespace
+/// One (sequence, query head) of a launch, as both evaluations walk it.
+struct Head {
+  int64_t b, h, Sq, Sk;
+  Slice q, k, v;
+  int64_t o0, oStride; ///< o element (i, d) is at o0 + i * oStride + d
+  int64_t lse0;        ///< lse of row i is at lse0 + i
+  const uint8_t *kpm;  ///< this sequence's key padding mask, or null
+  const std::vector<double> *pos; ///< key positions (alibi-positions)
 
-Outputs attention(const AttentionSpec &spec, const Extents &ext,
-                  const Inputs &in) {
+  /// Whether query row i sees key j (bottom-right alignment).
+  bool visible(const AttentionSpec &spec, int64_t i, int64_t j) const {
+    const int64_t ip = i + Sk - Sq;
+    return (!kpm || kpm[j] != 0) && !(spec.causal && j > ip) &&
+           !(spec.window && ip - j >= *spec.window);
+  }
+};
+
+/// Calls f(Head) for every (sequence, query head), dense or varlen.
+template <typename F>
+void forEachHead(const AttentionSpec &spec, const Extents &ext,
+                 const Inputs &in, F &&f) {
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t group = H / Hkv;
-  const double scale = spec.effectiveScale();
-  const double inf = std::numeric_limits<double>::infinity();
-
-  Outputs out;
-  out.o.assign(ext.seqQ * (spec.varlen ? 1 : ext.batch) * H * D, 0.0);
-  out.lse.assign(ext.seqQ * (spec.varlen ? 1 : ext.batch) * H, -inf);
-
-  std::vector<double> s, pos;
+  std::vector<double> pos;
   for (int64_t b = 0; b < ext.batch; ++b) {
     // Sequence b's rows within the (packed or dense) tensors.
     int64_t q0 = 0, k0 = 0, Sq = ext.seqQ, Sk = ext.seqK;
@@ -60,79 +73,151 @@ Outputs attention(const AttentionSpec &spec, const Extents &ext,
       c += kpm ? (kpm[j] != 0) : 1;
       pos[j] = double(c - 1);
     }
-    s.assign(Sk, 0.0);
     for (int64_t h = 0; h < H; ++h) {
       const int64_t hk = h / group;
-      Slice q, k, v;
-      double *o;
-      double *lse;
+      Head x{b, h, Sq, Sk, {}, {}, {}, 0, 0, 0, kpm, &pos};
       if (spec.varlen) {
-        q = {in.q + (q0 * H + h) * D, H * D};
-        k = {in.k + (k0 * Hkv + hk) * D, Hkv * D};
-        v = {in.v + (k0 * Hkv + hk) * D, Hkv * D};
-        o = out.o.data() + (q0 * H + h) * D;
-        lse = out.lse.data() + h * ext.seqQ + q0;
+        x.q = {in.q + (q0 * H + h) * D, H * D};
+        x.k = {in.k + (k0 * Hkv + hk) * D, Hkv * D};
+        x.v = {in.v + (k0 * Hkv + hk) * D, Hkv * D};
+        x.o0 = (q0 * H + h) * D;
+        x.oStride = H * D;
+        x.lse0 = h * ext.seqQ + q0;
       } else {
-        q = {in.q + (b * H + h) * Sq * D, D};
-        k = {in.k + (b * Hkv + hk) * Sk * D, D};
-        v = {in.v + (b * Hkv + hk) * Sk * D, D};
-        o = out.o.data() + (b * H + h) * Sq * D;
-        lse = out.lse.data() + (b * H + h) * Sq;
+        x.q = {in.q + (b * H + h) * Sq * D, D};
+        x.k = {in.k + (b * Hkv + hk) * Sk * D, D};
+        x.v = {in.v + (b * Hkv + hk) * Sk * D, D};
+        x.o0 = (b * H + h) * Sq * D;
+        x.oStride = D;
+        x.lse0 = (b * H + h) * Sq;
       }
-      const int64_t oStride = spec.varlen ? H * D : D;
-      const double m = slopeFor(spec, in, b, h);
-
-      for (int64_t i = 0; i < Sq; ++i) {
-        const int64_t ip = i + Sk - Sq; // bottom-right alignment
-        double rowMax = -inf;
-        for (int64_t j = 0; j < Sk; ++j) {
-          bool visible = !kpm || kpm[j] != 0;
-          if (spec.causal && j > ip)
-            visible = false;
-          if (spec.window && ip - j >= *spec.window)
-            visible = false;
-          if (!visible) {
-            s[j] = -inf;
-            continue;
-          }
-          double dot = 0;
-          for (int64_t d = 0; d < D; ++d)
-            dot += q.at(i, d) * k.at(j, d);
-          double bias = 0;
-          switch (spec.bias) {
-          case BiasKind::None:
-            break;
-          case BiasKind::Alibi:
-            bias = m * double(j - ip);
-            break;
-          case BiasKind::AlibiSymmetric:
-            bias = -m * double(std::llabs(j - ip));
-            break;
-          case BiasKind::AlibiPositions:
-            bias = m * pos[j];
-            break;
-          }
-          s[j] = scale * dot + bias;
-          rowMax = std::max(rowMax, s[j]);
-        }
-        double *orow = o + i * oStride;
-        if (rowMax == -inf)
-          continue; // no visible key: output 0, lse -inf
-        double sum = 0;
-        for (int64_t j = 0; j < Sk; ++j)
-          sum += std::exp(s[j] - rowMax);
-        for (int64_t j = 0; j < Sk; ++j) {
-          if (s[j] == -inf)
-            continue;
-          double p = std::exp(s[j] - rowMax) / sum;
-          for (int64_t d = 0; d < D; ++d)
-            orow[d] += p * v.at(j, d);
-        }
-        lse[i] = rowMax + std::log(sum);
-      }
+      f(x);
     }
   }
+}
+
+} // namespace
+
+Outputs attention(const AttentionSpec &spec, const Extents &ext,
+                  const Inputs &in) {
+  const int64_t H = spec.heads, D = spec.headDim;
+  const double scale = spec.effectiveScale();
+  const double inf = std::numeric_limits<double>::infinity();
+
+  Outputs out;
+  out.o.assign(ext.seqQ * (spec.varlen ? 1 : ext.batch) * H * D, 0.0);
+  out.lse.assign(ext.seqQ * (spec.varlen ? 1 : ext.batch) * H, -inf);
+
+  std::vector<double> s;
+  forEachHead(spec, ext, in, [&](const Head &x) {
+    const double m = slopeFor(spec, in, x.b, x.h);
+    s.assign(x.Sk, 0.0);
+    for (int64_t i = 0; i < x.Sq; ++i) {
+      const int64_t ip = i + x.Sk - x.Sq;
+      double rowMax = -inf;
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        if (!x.visible(spec, i, j)) {
+          s[j] = -inf;
+          continue;
+        }
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dot += x.q.at(i, d) * x.k.at(j, d);
+        double bias = 0;
+        switch (spec.bias) {
+        case BiasKind::None:
+          break;
+        case BiasKind::Alibi:
+          bias = m * double(j - ip);
+          break;
+        case BiasKind::AlibiSymmetric:
+          bias = -m * double(std::llabs(j - ip));
+          break;
+        case BiasKind::AlibiPositions:
+          bias = m * (*x.pos)[j];
+          break;
+        }
+        s[j] = scale * dot + bias;
+        rowMax = std::max(rowMax, s[j]);
+      }
+      double *orow = out.o.data() + x.o0 + i * x.oStride;
+      if (rowMax == -inf)
+        continue; // no visible key: output 0, lse -inf
+      double sum = 0;
+      for (int64_t j = 0; j < x.Sk; ++j)
+        sum += std::exp(s[j] - rowMax);
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        if (s[j] == -inf)
+          continue;
+        double p = std::exp(s[j] - rowMax) / sum;
+        for (int64_t d = 0; d < D; ++d)
+          orow[d] += p * x.v.at(j, d);
+      }
+      out.lse[x.lse0 + i] = rowMax + std::log(sum);
+    }
+  });
   return out;
+}
+
+std::vector<double> naiveSameDtype(const AttentionSpec &spec,
+                                   const Extents &ext, const Inputs &in) {
+  const int64_t H = spec.heads, D = spec.headDim;
+  auto r = [&](float x) { return roundTo(spec.dtype, x); };
+  const float scale = r(float(spec.effectiveScale()));
+  std::vector<double> out(ext.seqQ * (spec.varlen ? 1 : ext.batch) * H * D,
+                          0.0);
+  std::vector<float> s, acc;
+  forEachHead(spec, ext, in, [&](const Head &x) {
+    const float m = slopeFor(spec, in, x.b, x.h);
+    s.assign(x.Sk, 0.0f);
+    for (int64_t i = 0; i < x.Sq; ++i) {
+      const int64_t ip = i + x.Sk - x.Sq;
+      const float *q = x.q.row(i);
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        s[j] = -INFINITY;
+        if (!x.visible(spec, i, j))
+          continue;
+        const float *k = x.k.row(j);
+        float dot = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dot += q[d] * k[d];
+        float bias = 0;
+        if (spec.bias == BiasKind::Alibi)
+          bias = m * float(j - ip);
+        else if (spec.bias == BiasKind::AlibiSymmetric)
+          bias = -m * float(std::llabs(j - ip));
+        else if (spec.bias == BiasKind::AlibiPositions)
+          bias = m * float((*x.pos)[j]);
+        s[j] = r(r(r(dot) * scale) + bias);
+        mx = std::max(mx, s[j]);
+      }
+      if (mx == -INFINITY)
+        continue;
+      float sum = 0;
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        s[j] = std::exp(s[j] - mx);
+        sum += s[j];
+      }
+      for (int64_t j = 0; j < x.Sk; ++j)
+        s[j] = r(s[j] / sum);
+      // Each output sums over keys in order; keys outer reads v by rows.
+      acc.assign(D, 0.0f);
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        const float *v = x.v.row(j);
+        for (int64_t d = 0; d < D; ++d)
+          acc[d] += s[j] * v[d];
+      }
+      double *orow = out.data() + x.o0 + i * x.oStride;
+      for (int64_t d = 0; d < D; ++d)
+        orow[d] = r(acc[d]);
+    }
+  });
+  return out;
+}
+
+double errorBound(DType dtype, double naiveError) {
+  return dtype == DType::F32 ? 1e-4 : 2 * naiveError + 1e-6;
 }
 
 } // namespace tilt::reference

@@ -13,9 +13,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "Half.h"
 
 #include "tilt/Compiler/Compiler.h"
+#include "tilt/Half.h"
 #include "tilt/Reference.h"
 #include "tilt/Runtime.h"
 #include "tilt/Slopes.h"
@@ -33,8 +33,6 @@
 namespace {
 
 using namespace tilt;
-using tools::roundTo;
-using tools::TypedBuffer;
 
 //===----------------------------------------------------------------------===//
 // The case space and its pairwise cover
@@ -170,70 +168,6 @@ Case makeCase(const Choice &c) {
 }
 
 void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
-
-//===----------------------------------------------------------------------===//
-// The naive same-dtype implementation (the f16/bf16 yardstick)
-//===----------------------------------------------------------------------===//
-
-/// What a straightforward framework does in `dtype`: Q K^T accumulated in
-/// f32 and rounded to the dtype, scaled in the dtype, the f32 bias added and
-/// rounded, softmax in f32 rounded to the dtype, P V accumulated in f32 and
-/// rounded. Inputs are the already-rounded values.
-std::vector<double> naiveSameDtype(const AttentionSpec &spec, const Extents &e,
-                                   const reference::Inputs &in,
-                                   const std::vector<float> &pos) {
-  const int64_t H = spec.heads, D = spec.headDim, g = H / spec.kvHeads;
-  const float scale = roundTo(spec.dtype, float(spec.effectiveScale()));
-  auto r = [&](float x) { return roundTo(spec.dtype, x); };
-  std::vector<double> out(e.batch * H * e.seqQ * D, 0.0);
-  std::vector<float> s(e.seqK);
-  for (int64_t b = 0; b < e.batch; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      int64_t hk = h / g;
-      float m = reference::slopeFor(spec, in, b, h);
-      const float *q = in.q + (b * H + h) * e.seqQ * D;
-      const float *k = in.k + (b * spec.kvHeads + hk) * e.seqK * D;
-      const float *v = in.v + (b * spec.kvHeads + hk) * e.seqK * D;
-      for (int64_t i = 0; i < e.seqQ; ++i) {
-        int64_t ip = i + e.seqK - e.seqQ;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < e.seqK; ++j) {
-          bool visible = !(spec.causal && j > ip) &&
-                         !(spec.window && ip - j >= *spec.window) &&
-                         !(in.keyPaddingMask &&
-                           !in.keyPaddingMask[b * e.seqK + j]);
-          float dot = 0;
-          for (int64_t d = 0; d < D; ++d)
-            dot += q[i * D + d] * k[j * D + d];
-          float bias = 0;
-          if (spec.bias == BiasKind::Alibi)
-            bias = m * float(j - ip);
-          else if (spec.bias == BiasKind::AlibiSymmetric)
-            bias = -m * float(std::abs(j - ip));
-          else if (spec.bias == BiasKind::AlibiPositions)
-            bias = m * pos[b * e.seqK + j];
-          s[j] = visible ? r(r(r(dot) * scale) + bias) : -INFINITY;
-          mx = std::max(mx, s[j]);
-        }
-        if (mx == -INFINITY)
-          continue;
-        float sum = 0;
-        for (int64_t j = 0; j < e.seqK; ++j) {
-          s[j] = std::exp(s[j] - mx);
-          sum += s[j];
-        }
-        for (int64_t j = 0; j < e.seqK; ++j)
-          s[j] = r(s[j] / sum);
-        for (int64_t d = 0; d < D; ++d) {
-          float acc = 0;
-          for (int64_t j = 0; j < e.seqK; ++j)
-            acc += s[j] * v[j * D + d];
-          out[((b * H + h) * e.seqQ + i) * D + d] = r(acc);
-        }
-      }
-    }
-  return out;
-}
 
 //===----------------------------------------------------------------------===//
 // The test
@@ -372,71 +306,16 @@ TEST_P(Numerics, MatchesFloat64Reference) {
     }
   }
 
-  double bound = 1e-4, lseBound = 1e-4;
+  // f16/bf16: the naive same-dtype implementation's error sets the bound.
+  double naiveErr = 0;
   if (spec.dtype != DType::F32) {
-    std::vector<float> pos;
-    if (!kpm.empty())
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0, cnt = 0; j < c.seqK; ++j) {
-          cnt += kpm[b * c.seqK + j];
-          pos.push_back(float(cnt - 1));
-        }
-    double naiveErr = 0;
-    if (!spec.varlen) {
-      std::vector<double> naive = naiveSameDtype(spec, ext, in, pos);
-      for (size_t i = 0; i < naive.size(); ++i)
-        if (!std::isinf(ref.lse[i / D]))
-          naiveErr = std::max(naiveErr, std::abs(naive[i] - ref.o[i]));
-    } else {
-      // Each packed sequence on its own, as a dense batch of one.
-      AttentionSpec dense = spec;
-      dense.varlen = false;
-      for (int64_t b = 0; b < B; ++b) {
-        int64_t q0 = cuQ[b], sq = cuQ[b + 1] - q0;
-        int64_t k0 = cuK[b], sk = cuK[b + 1] - k0;
-        if (sq == 0)
-          continue;
-        auto gather = [&](const std::vector<float> &src, int64_t r0,
-                          int64_t n, int64_t heads) {
-          std::vector<float> out(heads * n * D);
-          for (int64_t h = 0; h < heads; ++h)
-            for (int64_t i = 0; i < n; ++i)
-              for (int64_t d = 0; d < D; ++d)
-                out[(h * n + i) * D + d] =
-                    src[((r0 + i) * heads + h) * D + d];
-          return out;
-        };
-        std::vector<float> qs = gather(qf, q0, sq, H),
-                           ks = gather(kf, k0, sk, Hkv),
-                           vs = gather(vf, k0, sk, Hkv);
-        reference::Inputs one = in;
-        one.q = qs.data();
-        one.k = ks.data();
-        one.v = vs.data();
-        one.cuSeqlensQ = one.cuSeqlensK = nullptr;
-        std::vector<float> slopesB;
-        if (in.slopes && c.slopesPerBatch) {
-          slopesB.assign(in.slopes + b * H, in.slopes + (b + 1) * H);
-          one.slopes = slopesB.data();
-          one.slopesPerBatch = false;
-        }
-        std::vector<double> naive =
-            naiveSameDtype(dense, Extents{1, sq, sk}, one, pos);
-        for (int64_t h = 0; h < H; ++h)
-          for (int64_t i = 0; i < sq; ++i) {
-            if (std::isinf(ref.lse[h * totalQ + q0 + i]))
-              continue;
-            for (int64_t d = 0; d < D; ++d)
-              naiveErr = std::max(
-                  naiveErr, std::abs(naive[(h * sq + i) * D + d] -
-                                     ref.o[((q0 + i) * H + h) * D + d]));
-          }
-      }
-    }
-    bound = 2 * naiveErr + 1e-6;
-    // lse is f32 from f32 arithmetic on rounded inputs whatever the dtype.
-    lseBound = 1e-3;
+    std::vector<double> naive = reference::naiveSameDtype(spec, ext, in);
+    for (size_t i = 0; i < naive.size(); ++i)
+      naiveErr = std::max(naiveErr, std::abs(naive[i] - ref.o[i]));
   }
+  const double bound = reference::errorBound(spec.dtype, naiveErr);
+  // lse is f32 from f32 arithmetic on rounded inputs whatever the dtype.
+  const double lseBound = spec.dtype == DType::F32 ? 1e-4 : 1e-3;
   EXPECT_LE(err, bound) << c.name;
   EXPECT_LE(lseErr, lseBound) << c.name;
   RecordProperty("max_abs_err", std::to_string(err));

@@ -274,7 +274,9 @@ TEST(CudaArch, DefaultVariant) {
   };
   EXPECT_EQ(pick(DType::F16, 128, device(9, 0)), "gpu_sm90a");
   EXPECT_EQ(pick(DType::BF16, 64, device(9, 0)), "gpu_sm90a");
-  EXPECT_EQ(pick(DType::BF16, 256, device(9, 0)), "gpu_sm90a");
+  // Above 128 the sm_80 kernels serve by default (Spec.h: register file).
+  EXPECT_EQ(pick(DType::BF16, 192, device(9, 0)), "gpu_sm80");
+  EXPECT_EQ(pick(DType::BF16, 256, device(9, 0)), "gpu_sm80");
   EXPECT_EQ(pick(DType::F16, 80, device(9, 0)), "gpu_sm80");
   EXPECT_EQ(pick(DType::F16, 96, device(9, 0)), "gpu_sm80");
   EXPECT_EQ(pick(DType::F32, 128, device(9, 0)), "gpu_sm80");

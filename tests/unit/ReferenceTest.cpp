@@ -6,11 +6,13 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tilt/Half.h"
 #include "tilt/Reference.h"
 #include "tilt/Slopes.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -237,6 +239,57 @@ TEST(Reference, VarlenMatchesEachSequenceAlone) {
   // lse is [H, totalQ].
   EXPECT_NEAR(out.lse[1], first.lse(1), 1e-12);
   EXPECT_NEAR(out.lse[2], second.lse(0), 1e-12);
+}
+
+//===----------------------------------------------------------------------===//
+// The naive same-dtype yardstick
+//===----------------------------------------------------------------------===//
+
+/// Three query rows over two keys with ALiBi, causal: row 0 sees no key.
+struct NaiveCase {
+  tilt::AttentionSpec spec = spec1(tilt::BiasKind::Alibi);
+  std::vector<float> q = rows({1, 1, 3}), k = rows({1, 2}), v = rows({10, 20});
+  tilt::reference::Inputs in;
+  explicit NaiveCase(tilt::DType dtype) {
+    spec.dtype = dtype;
+    spec.causal = true;
+    in.q = q.data();
+    in.k = k.data();
+    in.v = v.data();
+    in.slopes = &kHalf;
+  }
+};
+
+TEST(NaiveSameDtype, F32FollowsTheReference) {
+  NaiveCase c(tilt::DType::F32);
+  const tilt::Extents e{1, 3, 2};
+  auto ref = tilt::reference::attention(c.spec, e, c.in);
+  std::vector<double> naive = tilt::reference::naiveSameDtype(c.spec, e, c.in);
+  ASSERT_EQ(naive.size(), ref.o.size());
+  EXPECT_EQ(naive[0], 0.0);
+  for (size_t i = 0; i < naive.size(); ++i)
+    EXPECT_NEAR(naive[i], ref.o[i], 1e-5) << i;
+}
+
+TEST(NaiveSameDtype, Bf16OutputsAreBf16WithARoundingSizedError) {
+  NaiveCase c(tilt::DType::BF16);
+  tilt::Extents e{1, 3, 2};
+  auto ref = tilt::reference::attention(c.spec, e, c.in);
+  std::vector<double> naive = tilt::reference::naiveSameDtype(c.spec, e, c.in);
+  double err = 0;
+  for (size_t i = 0; i < naive.size(); ++i) {
+    EXPECT_EQ(naive[i], tilt::roundTo(tilt::DType::BF16, float(naive[i])));
+    err = std::max(err, std::abs(naive[i] - ref.o[i]));
+  }
+  // bf16 keeps 8 bits: outputs between 10 and 20 are off by up to ~0.1.
+  EXPECT_GT(err, 0.0);
+  EXPECT_LT(err, 0.25);
+}
+
+TEST(NaiveSameDtype, ErrorBoundFollowsAlibiMd) {
+  EXPECT_EQ(tilt::reference::errorBound(tilt::DType::F32, 0.5), 1e-4);
+  EXPECT_EQ(tilt::reference::errorBound(tilt::DType::F16, 0.25), 0.5 + 1e-6);
+  EXPECT_EQ(tilt::reference::errorBound(tilt::DType::BF16, 0.0), 1e-6);
 }
 
 } // namespace

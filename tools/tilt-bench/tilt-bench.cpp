@@ -10,15 +10,16 @@
 // same process. Also reports JIT latencies: a cold compile, a disk-cache hit
 // and a memory-cache hit. With --target cuda the kernel runs on the GPU and
 // is timed with events (TFLOP/s); there is no peak or naive comparison.
+// tilt-bench-rt, built without the compiler, only loads kernels (the bundle).
 //
 //===----------------------------------------------------------------------===//
 
 #include "Args.h"
-#include "Half.h"
 #include "Peak.h"
+#include "ToolCompiler.h"
 
-#include "tilt/Compiler/Compiler.h"
 #include "tilt/Cuda.h"
+#include "tilt/Half.h"
 #include "tilt/Runtime.h"
 #include "tilt/Slopes.h"
 
@@ -170,15 +171,11 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   args.v = TensorRef(v.data(), {batch, Hkv, seqK, D});
   args.o = TensorRef(o.data(), {batch, H, seq, D});
 
-  // An sm_90 device runs sm_90a cubins of every variant (see tilt-run).
-  CompilerOptions compilerOptions;
-  if (device.ccMajor == 9 && device.ccMinor == 0)
-    compilerOptions.cudaArch = "sm_90a";
-  Compiler compiler(compilerOptions);
+  std::unique_ptr<KernelCompiler> compiler = makeToolCompiler(device);
   ScratchCacheDir cacheDir;
   RuntimeOptions rtOptions;
   rtOptions.cacheDir = cacheDir.path;
-  rtOptions.compiler = &compiler;
+  rtOptions.compiler = compiler.get();
   double coldS, diskS, memS;
   {
     Runtime cold(rtOptions);
@@ -342,7 +339,7 @@ int main(int argc, char **argv) {
   args.o = TensorRef(ob.data(), {batch, H, seq, D});
 
   // JIT latencies, from an empty private cache directory.
-  Compiler compiler;
+  std::unique_ptr<KernelCompiler> compiler = makeToolCompiler();
   std::string cacheDir =
       (std::filesystem::temp_directory_path() /
        fmt::format("tilt-bench-{}", static_cast<long>(getpid())))
@@ -351,7 +348,7 @@ int main(int argc, char **argv) {
   RuntimeOptions rtOptions;
   rtOptions.cacheDir = cacheDir;
   rtOptions.threads = static_cast<int>(threads);
-  rtOptions.compiler = &compiler;
+  rtOptions.compiler = compiler.get();
   double coldS, diskS, memS;
   {
     Runtime cold(rtOptions);

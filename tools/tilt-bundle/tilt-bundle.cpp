@@ -12,12 +12,15 @@
 // demand as usual.
 //
 // --target cuda needs no GPU: it compiles the CUDA artifact of every case of
-// FILE, one per line in tilt-run's flags (spec flags, optionally --variant
-// and --block-m/--block-n, --varlen for ragged batches; '#' starts a
-// comment), for the GPU architecture --arch, into a CUDA-only bundle for
-// GPU machines without a compiler. A case without --variant gets the one
-// the runtime picks by default on that architecture, so that default runs
-// find it.
+// FILE, one tilt-run command line each (spec flags, optionally --variant and
+// --block-m/--block-n; '#' starts a comment), for the GPU architecture
+// --arch, into a CUDA-only bundle for GPU machines without a compiler. Of
+// tilt-run's other flags, --cu-seqlens-q/-k mark a ragged batch (as does
+// --varlen); input files and sizes (--batch, --seq, --seq-k, --seed) are
+// ignored. A case without --variant gets the one the runtime picks by
+// default on that architecture, so that default runs find it; while the
+// compiler does not implement that variant (gpu_sm90a), the entry holds a
+// gpu_sm80 kernel compiled for --arch instead.
 //
 //===----------------------------------------------------------------------===//
 
@@ -69,6 +72,7 @@ static std::string installIndex(const std::string &outDir,
 struct CudaCase {
   AttentionSpec spec;
   TileConfig config;
+  bool defaultConfig = false; ///< the runtime's default on --arch
 };
 
 /// Parses one line of a --cases file for GPU architecture `arch`.
@@ -81,6 +85,15 @@ static std::string parseCudaCase(const std::string &line,
   addSpecOptions(options, flags);
   addTileConfigOptions(options, config);
   options.push_back(boolOption("varlen", "ragged batch", varlen));
+  // The rest of a tilt-run command line: only a ragged batch changes the spec.
+  for (const char *name : {"cu-seqlens-q", "cu-seqlens-k"})
+    options.push_back({name, "FILE.npy", "ragged batch", [&](auto) {
+                         varlen = true;
+                         return std::string();
+                       }});
+  for (const char *name : {"batch", "seq", "seq-k", "seed"})
+    options.push_back(
+        {name, "N", "ignored", [](auto) { return std::string(); }});
   std::vector<std::string> words{"tilt-bundle"};
   std::istringstream in(line);
   for (std::string w; in >> w;)
@@ -93,8 +106,9 @@ static std::string parseCudaCase(const std::string &line,
           parseArgs(int(argv.size()), argv.data(), options, positional);
       !err.empty())
     return err;
-  if (!positional.empty())
-    return fmt::format("unexpected argument '{}'", positional.front());
+  // tilt-run's input files q.npy k.npy v.npy.
+  if (positional.size() > 3)
+    return fmt::format("unexpected argument '{}'", positional[3]);
   flags.spec.varlen = varlen;
   if (std::string err = finishSpecFlags(flags); !err.empty())
     return err;
@@ -103,7 +117,8 @@ static std::string parseCudaCase(const std::string &line,
   const AttentionSpec &spec = flags.spec;
   if (spec.dtype == DType::F32)
     return "dtype f32: the cuda target supports f16 and bf16";
-  if (config.isDefault()) {
+  const bool defaultConfig = config.isDefault();
+  if (defaultConfig) {
     // As the runtime picks on a device of this architecture.
     cuda::DeviceInfo device;
     device.ccMajor = arch == "sm_90a" ? 9 : 8;
@@ -115,7 +130,7 @@ static std::string parseCudaCase(const std::string &line,
   } else if (config.variant == "gpu_sm90a" && arch != "sm_90a") {
     return "--variant gpu_sm90a needs --arch sm_90a";
   }
-  out = {spec, config};
+  out = {spec, config, defaultConfig};
   return {};
 }
 
@@ -154,9 +169,18 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
       std::string artifact;
       std::string err =
           compiler.compile(c.spec, c.config, Target::CUDA, artifact);
+      std::string variant = c.config.variant;
+      if (!err.empty() && c.defaultConfig && variant != "gpu_sm80" &&
+          err.find("not implemented") != std::string::npos) {
+        // The runtime's default variant for --arch is not there yet: what
+        // the runtime asks for by default gets the portable one.
+        TileConfig portable = c.config;
+        portable.variant = variant = "gpu_sm80";
+        err = compiler.compile(c.spec, portable, Target::CUDA, artifact);
+      }
       std::string file =
           fmt::format("k{:04}-{}-d{}-h{}-{}.cuda", i, toString(c.spec.dtype),
-                      c.spec.headDim, c.spec.heads, c.config.variant);
+                      c.spec.headDim, c.spec.heads, variant);
       if (err.empty()) {
         std::ofstream os(outDir + "/" + file, std::ios::binary);
         os << artifact;

@@ -17,10 +17,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "Args.h"
-#include "Half.h"
 
 #include "tilt/Compiler/Compiler.h"
 #include "tilt/Compiler/SearchSpace.h"
+#include "tilt/Half.h"
 #include "tilt/KernelBundle.h"
 #include "tilt/Runtime.h"
 #include "tilt/TuningDb.h"

@@ -750,6 +750,12 @@ void GpuEmitter::emitKeyBlockLoop() {
     const int64_t e = ::tilt::byteWidth(spec.dtype);
     for (int64_t i = 0; i < 1 + stages; ++i)
       nvgpu::MBarrierInitOp::create(b, bars, idx(1), idx(i), isLeader);
+    // Make the initialized barriers visible to the async proxy (TMA
+    // complete_tx), as the CUDA TMA examples do before the CTA barrier.
+    NVVM::FenceProxyOp::create(
+        b, NVVM::ProxyKind::async_shared,
+        NVVM::SharedSpaceAttr::get(b.getContext(),
+                                   NVVM::SharedSpace::shared_cta));
     barrier();
     ifThen(isLeader, [&] {
       nvgpu::MBarrierArriveExpectTxOp::create(b, bars, idx(bm * d * e),
@@ -966,8 +972,22 @@ void GpuEmitter::emit() {
   const int64_t e = ::tilt::byteWidth(spec.dtype);
   int64_t offset = 0;
   if (hopper) {
+    // mbarriers: 0 for Q, 1 + s for K/V stage s. They are static shared
+    // variables; so is the dynamic shared memory's own symbol, which MLIR
+    // lowers to a zero-length global that NVPTX emits as a 1-byte `.shared`
+    // variable: ptxas lays both out at the start of the CTA's shared memory
+    // (seen: __dynamic_shmem__0 at +0, __mbarrier at +8), and the dynamic
+    // bytes follow them. The tiles start at the first 1024-byte boundary
+    // past all of it; gpuSharedMemoryBytes reserves 1024 bytes for that.
+    bars = nvgpu::MBarrierCreateOp::create(
+        b, nvgpu::MBarrierGroupType::get(b.getContext(), space,
+                                         unsigned(1 + stages)));
     Value rawAddr = memref::ExtractAlignedPointerAsIndexOp::create(b, rawSmem);
-    alignPad = remU(sub(idx(1024), remU(rawAddr, idx(1024))), idx(1024));
+    Value lastBar = nvgpu::MBarrierGetOp::create(b, b.getI64Type(), bars,
+                                                 idx(stages));
+    Value staticEnd = maxI(add(rawAddr, idx(1)), add(toIndex(lastBar), idx(8)));
+    Value aligned = mul(divU(add(staticEnd, idx(1023)), idx(1024)), idx(1024));
+    alignPad = sub(aligned, rawAddr);
     smemBase = add(rawAddr, alignPad);
     smemRoot = memref::ViewOp::create(
         b, bytesType, rawSmem, alignPad,
@@ -978,10 +998,6 @@ void GpuEmitter::emit() {
     pOff = vOff + stages * bn * d * e;
     offset = pOff + (warps / 4) * bn * 64 * e;
     pFlat = smemView(pOff, {(warps / 4) * bn * 64}, elt);
-    // mbarriers: 0 for Q, 1 + s for K/V stage s.
-    bars = nvgpu::MBarrierCreateOp::create(
-        b, nvgpu::MBarrierGroupType::get(b.getContext(), space,
-                                         unsigned(1 + stages)));
   } else {
     smemRoot = rawSmem;
     qSmem = smemView(offset, {bm, dp}, elt);

@@ -38,6 +38,20 @@ struct Outputs {
 Outputs attention(const AttentionSpec &spec, const Extents &ext,
                   const Inputs &in);
 
+/// ALIBI.md's yardstick for f16/bf16 kernels: attention as a straightforward
+/// framework computes it in spec.dtype. Q K^T accumulated in f32 and rounded
+/// to the dtype, scaled in the dtype, the f32 bias added and rounded, softmax
+/// in f32 rounded to the dtype, P V accumulated in f32 and rounded. `in`
+/// holds the already-rounded inputs; the result has `attention()`'s o layout
+/// (0 in rows that see no key).
+std::vector<double> naiveSameDtype(const AttentionSpec &spec,
+                                   const Extents &ext, const Inputs &in);
+
+/// ALIBI.md's bound on a kernel's max abs error against `attention()`: 1e-4
+/// for f32 (unit-normal inputs), else 2 * `naiveError` + 1e-6, where
+/// `naiveError` is naiveSameDtype()'s max abs error on the same inputs.
+double errorBound(DType dtype, double naiveError);
+
 /// The slope of query head `h` in batch `b` as the kernels must use it
 /// (float32, per ALIBI.md), or 0 when the spec has no ALiBi bias.
 float slopeFor(const AttentionSpec &spec, const Inputs &in, int64_t b,

@@ -1,12 +1,13 @@
-//===- Half.h - f16 / bf16 rounding for tools and tests ---------*- C++ -*-===//
+//===- Half.h - f16 / bf16 rounding on the host -----------------*- C++ -*-===//
 //
 // Round-to-nearest-even conversions between float and the 16-bit storage the
-// kernels read for f16 and bf16 inputs.
+// kernels read for f16 and bf16 inputs: how tools and tests prepare inputs,
+// and how the naive same-dtype yardstick (tilt/Reference.h) rounds.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef TILT_TOOLS_HALF_H
-#define TILT_TOOLS_HALF_H
+#ifndef TILT_HALF_H
+#define TILT_HALF_H
 
 #include "tilt/Spec.h"
 
@@ -14,7 +15,7 @@
 #include <cstring>
 #include <vector>
 
-namespace tilt::tools {
+namespace tilt {
 
 inline uint16_t floatToBf16(float f) {
   uint32_t u;
@@ -90,6 +91,6 @@ struct TypedBuffer {
   }
 };
 
-} // namespace tilt::tools
+} // namespace tilt
 
-#endif // TILT_TOOLS_HALF_H
+#endif // TILT_HALF_H
