@@ -220,4 +220,32 @@ double errorBound(DType dtype, double naiveError) {
   return dtype == DType::F32 ? 1e-4 : 2 * naiveError + 1e-6;
 }
 
+RoundedInputs fromBuffers(const TypedBuffer &q, const TypedBuffer &k,
+                          const TypedBuffer &v,
+                          const std::vector<float> &slopes,
+                          bool slopesPerBatch,
+                          const std::vector<uint8_t> &keyPaddingMask,
+                          bool varlen, const std::vector<int32_t> &cuQ,
+                          const std::vector<int32_t> &cuK) {
+  auto widen = [](const TypedBuffer &t) {
+    std::vector<float> f(t.size());
+    for (size_t i = 0; i < f.size(); ++i)
+      f[i] = t.get(i);
+    return f;
+  };
+  RoundedInputs r;
+  r.q = widen(q);
+  r.k = widen(k);
+  r.v = widen(v);
+  r.in.q = r.q.data();
+  r.in.k = r.k.data();
+  r.in.v = r.v.data();
+  r.in.slopes = slopes.empty() ? nullptr : slopes.data();
+  r.in.slopesPerBatch = slopesPerBatch;
+  r.in.keyPaddingMask = keyPaddingMask.empty() ? nullptr : keyPaddingMask.data();
+  r.in.cuSeqlensQ = varlen ? cuQ.data() : nullptr;
+  r.in.cuSeqlensK = varlen ? cuK.data() : nullptr;
+  return r;
+}
+
 } // namespace tilt::reference

@@ -27,6 +27,8 @@
 #include <filesystem>
 #include <map>
 #include <random>
+
+#include "../common/TestInputs.h"
 #include <set>
 #include <thread>
 
@@ -202,7 +204,6 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t B = c.batch;
   std::mt19937 rng(1234);
-  std::normal_distribution<float> normal;
 
   // Varlen packs B sequences of lengths around Sq/Sk (one of them empty when
   // B > 1 and the lengths allow) into [total, H, D].
@@ -217,10 +218,7 @@ TEST_P(Numerics, MatchesFloat64Reference) {
     totalK = cuK.back();
   }
   auto fill = [&](int64_t n) {
-    TypedBuffer t(spec.dtype, n);
-    for (int64_t i = 0; i < n; ++i)
-      t.set(i, normal(rng));
-    return t;
+    return test_inputs::normalBuffer(spec.dtype, n, rng);
   };
   TypedBuffer q = fill(totalQ * H * D), k = fill(totalK * Hkv * D),
               v = fill(totalK * Hkv * D);
@@ -229,16 +227,10 @@ TEST_P(Numerics, MatchesFloat64Reference) {
 
   std::vector<float> slopes;
   if (spec.hasAlibi() && spec.slopes == SlopeSource::Custom)
-    for (int64_t i = 0; i < (c.slopesPerBatch ? B : 1) * H; ++i)
-      slopes.push_back(std::ldexp(1.0f, -1 - int(rng() % 8)) *
-                       (1.0f + float(rng() % 4) / 8));
-  // Padding: batch 0 keeps its first key and pads every third after; the
-  // last batch pads everything (fully masked rows).
+    slopes = test_inputs::customSlopes((c.slopesPerBatch ? B : 1) * H, 8, rng);
   std::vector<uint8_t> kpm;
   if (c.padding)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < c.seqK; ++j)
-        kpm.push_back(B > 1 && b == B - 1 ? 0 : (j == 0 || j % 3 != 1));
+    kpm = test_inputs::paddingMask(B, c.seqK);
 
   AttentionArgs args;
   if (spec.varlen) {
@@ -264,22 +256,9 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
 
   // The reference sees exactly the rounded inputs the kernel saw.
-  auto asFloat = [](const TypedBuffer &t) {
-    std::vector<float> f(t.size());
-    for (size_t i = 0; i < f.size(); ++i)
-      f[i] = t.get(i);
-    return f;
-  };
-  std::vector<float> qf = asFloat(q), kf = asFloat(k), vf = asFloat(v);
-  reference::Inputs in;
-  in.q = qf.data();
-  in.k = kf.data();
-  in.v = vf.data();
-  in.slopes = slopes.empty() ? nullptr : slopes.data();
-  in.slopesPerBatch = c.slopesPerBatch;
-  in.keyPaddingMask = kpm.empty() ? nullptr : kpm.data();
-  in.cuSeqlensQ = spec.varlen ? cuQ.data() : nullptr;
-  in.cuSeqlensK = spec.varlen ? cuK.data() : nullptr;
+  reference::RoundedInputs rounded = reference::fromBuffers(
+      q, k, v, slopes, c.slopesPerBatch, kpm, spec.varlen, cuQ, cuK);
+  const reference::Inputs &in = rounded.in;
   Extents ext{B, spec.varlen ? totalQ : c.seqQ, spec.varlen ? totalK : c.seqK};
   reference::Outputs ref = reference::attention(spec, ext, in);
 

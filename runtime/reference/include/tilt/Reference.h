@@ -9,6 +9,7 @@
 #ifndef TILT_REFERENCE_H
 #define TILT_REFERENCE_H
 
+#include "tilt/Half.h"
 #include "tilt/Spec.h"
 
 #include <cstdint>
@@ -56,6 +57,25 @@ double errorBound(DType dtype, double naiveError);
 /// (float32, per ALIBI.md), or 0 when the spec has no ALiBi bias.
 float slopeFor(const AttentionSpec &spec, const Inputs &in, int64_t b,
                int64_t h);
+
+/// Inputs for the reference from the typed buffers a kernel ran on (so the
+/// reference sees exactly the rounded values): the widened q, k, v and the
+/// Inputs pointing at them and at the optional tensors (empty vectors: absent;
+/// cu_seqlens only when `varlen`). Move-only: `in` points into the vectors.
+struct RoundedInputs {
+  std::vector<float> q, k, v;
+  Inputs in;
+  RoundedInputs() = default;
+  RoundedInputs(RoundedInputs &&) = default;
+  RoundedInputs(const RoundedInputs &) = delete;
+};
+RoundedInputs fromBuffers(const TypedBuffer &q, const TypedBuffer &k,
+                          const TypedBuffer &v,
+                          const std::vector<float> &slopes,
+                          bool slopesPerBatch,
+                          const std::vector<uint8_t> &keyPaddingMask,
+                          bool varlen, const std::vector<int32_t> &cuQ,
+                          const std::vector<int32_t> &cuK);
 
 } // namespace tilt::reference
 
