@@ -92,7 +92,9 @@ std::string loadDriver(CudaDriver &d) {
   std::pair<int *, int> attributes[] = {
       {&info.ccMajor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR},
       {&info.ccMinor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR},
-      {&info.smCount, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT}};
+      {&info.smCount, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT},
+      {&info.maxSharedPerBlock,
+       CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN}};
   for (auto [value, attribute] : attributes)
     if (std::string err =
             d.check(d.cuDeviceGetAttribute(value, attribute, d.device),

@@ -310,6 +310,12 @@ std::string CudaKernel::load(std::string_view bytes,
                        "this device is {}",
                        label, a.arch, dev.arch);
 
+  if (dev.maxSharedPerBlock > 0 && a.smem > dev.maxSharedPerBlock)
+    return fmt::format("kernel {}: its tile config needs {} bytes of shared "
+                       "memory; {} ({}) allows {} per block (choose a "
+                       "smaller block_m, block_n or num_stages)",
+                       label, a.smem, dev.name, dev.arch,
+                       dev.maxSharedPerBlock);
   std::unique_ptr<CudaKernel> kernel(new CudaKernel());
   CUmodule module = nullptr;
   // c_str(): the driver reads PTX as a NUL-terminated string.

@@ -124,8 +124,11 @@ std::vector<EmuCase> cases() {
     // The default configurations (getDefaultGpuConfig).
     AttentionSpec s = spec(2, 2, 128, DType::BF16, Alibi);
     s.causal = true;
-    add("sm80_default_config_d128", s, "gpu_sm80", 128, 64, 8, 2, 1, 200,
+    add("sm80_default_config_d128", s, "gpu_sm80", 128, 32, 8, 3, 1, 200,
         200);
+    AttentionSpec s64 = spec(2, 2, 64, DType::F16, AlibiSymmetric);
+    add("sm80_default_config_d64", s64, "gpu_sm80", 128, 64, 8, 2, 1, 150,
+        150);
     AttentionSpec s256 = spec(1, 1, 256, DType::F16, Alibi);
     add("sm80_default_config_d256", s256, "gpu_sm80", 64, 32, 4, 2, 1, 70,
         90);

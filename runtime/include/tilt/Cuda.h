@@ -28,6 +28,8 @@ struct DeviceInfo {
   int ccMajor = 0;   ///< compute capability
   int ccMinor = 0;
   int smCount = 0;
+  /// Most shared memory one block may use after opting in (bytes).
+  int maxSharedPerBlock = 0;
   int driverVersion = 0; ///< e.g. 12040 for CUDA 12.4
   std::string arch;      ///< "sm_" + major + minor: "sm_90"
 };

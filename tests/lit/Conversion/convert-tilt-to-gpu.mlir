@@ -1,6 +1,7 @@
 // RUN: tilt-opt %s -split-input-file -convert-tilt-to-gpu -canonicalize | FileCheck %s
 
-// ALiBi, causal, bf16, default sm_80 config (128 x 64, 8 warps, 2 stages):
+// ALiBi, causal, bf16, default sm_80 config at D = 128 (128 x 32, 8 warps,
+// 3 stages):
 // one gpu.func with the memref ABI, known block size, cp.async staging,
 // ldmatrix fragments and bf16 mma.sync through nvvm.
 
@@ -8,19 +9,20 @@
 // CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x16x?x128xbf16>, %[[K:.*]]: memref<?x16x?x128xbf16>, %[[V:.*]]: memref<?x16x?x128xbf16>, %[[O:.*]]: memref<?x16x?x128xbf16>, %[[LSE:.*]]: memref<?x16x?xf32>) kernel
 // CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
 // CHECK-SAME: nvvm.minctasm = 1
-// CHECK-SAME: tilt.config = #tilt.tile_config<variant = gpu_sm80, block_m = 128, block_n = 64, num_warps = 8, num_stages = 2>
-// CHECK-SAME: tilt.smem = 104448
+// CHECK-SAME: tilt.config = #tilt.tile_config<variant = gpu_sm80, block_m = 128, block_n = 32, num_warps = 8, num_stages = 3>
+// CHECK-SAME: tilt.smem = 87040
 // CHECK: gpu.dynamic_shared_memory
 // CHECK: nvgpu.device_async_copy %[[Q]]{{.*}}, 8, %{{.*}} {bypassL1}
 // CHECK: nvgpu.device_async_create_group
 // CHECK: nvgpu.device_async_wait %{{.*}} {numGroups = 0 : i32}
 // CHECK: gpu.barrier
 // CHECK: nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false} : memref<128x136xbf16, #gpu.address_space<workgroup>> -> vector<4x2xbf16>
-// The key loop: the next block's copies, then wait for all but one group.
+// The key loop: the next block's copies, then wait for all but the two
+// newest groups.
 // CHECK: scf.for
 // CHECK: nvgpu.device_async_copy %[[K]]
 // CHECK: nvgpu.device_async_copy %[[V]]
-// CHECK: nvgpu.device_async_wait %{{.*}} {numGroups = 1 : i32}
+// CHECK: nvgpu.device_async_wait %{{.*}} {numGroups = 2 : i32}
 // Blocks wholly visible skip the per-element masks.
 // CHECK: scf.if
 // CHECK: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>{{.*}}shape = #nvvm.shape<m = 16, n = 8, k = 16>

@@ -84,12 +84,17 @@ TileConfigAttr mlir::tilt::getDefaultGpuConfig(MLIRContext *ctx,
     // O of a thread inside the register file for every bias form at D <= 128
     // (128-key blocks spill with a window: ptxas reports 255 registers).
     return TileConfigAttr::get(ctx, variant, 128, 64, 8, 2);
-  // sm_80: 16 query rows per warp. D <= 128: 8 warps x 16 = 128 rows, 64-key
-  // blocks, double-buffered (104 KiB of shared memory at D = 128). D > 128:
-  // half the rows and keys so the O accumulators (D/2 registers per thread)
-  // fit.
-  if (headDim <= 128)
+  // sm_80: 16 query rows per warp, 8 warps x 16 = 128 rows. The defaults
+  // fit the 99 KiB of shared memory a block may opt into on sm_86/sm_89 as
+  // well as the 163 KiB of an A100: D <= 64 streams 64-key blocks double-
+  // buffered (55 KiB at D = 64); D <= 128 streams 32-key blocks three deep
+  // (87 KiB at D = 128). D > 128: half the rows and 32-key blocks so the O
+  // accumulators (D/2 registers a thread) fit; 101 KiB at D = 256, which
+  // needs an A100/H100-class part (a smaller tile config elsewhere).
+  if (headDim <= 64)
     return TileConfigAttr::get(ctx, variant, 128, 64, 8, 2);
+  if (headDim <= 128)
+    return TileConfigAttr::get(ctx, variant, 128, 32, 8, 3);
   return TileConfigAttr::get(ctx, variant, 64, 32, 4, 2);
 }
 
