@@ -198,15 +198,12 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
     return {};
   }
 
-  if (cuda) {
-    mlir::tilt::GpuPipelineOptions pipeline;
-    const std::string arch =
-        !options.cudaArch.empty() ? options.cudaArch
-        : config.variant == "gpu_sm90a" ? std::string("sm_90a")
-                                        : std::string("sm_80");
-    pipeline.chip = arch;
-    for (const mlir::tilt::PipelineStage &stage :
-         mlir::tilt::getGpuPipelineStages(pipeline)) {
+  // Runs `stages` in order, dumping the IR after each; after the one named
+  // `stopAfter` the module's text is the output and `stopped` is set.
+  auto runStages = [&](const std::vector<mlir::tilt::PipelineStage> &stages,
+                       std::string_view stopAfter,
+                       bool &stopped) -> std::string {
+    for (const mlir::tilt::PipelineStage &stage : stages) {
       mlir::PassManager pm(&ctx);
       stage.addPasses(pm);
       if (failed(pm.run(*module)))
@@ -216,11 +213,28 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
                                  print(*module));
           !err.empty())
         return err;
-      if (emit == Emit::Mlir && stage.name == "nvvm") {
+      if (stage.name == stopAfter) {
         out = print(*module);
+        stopped = true;
         return {};
       }
     }
+    return {};
+  };
+
+  if (cuda) {
+    mlir::tilt::GpuPipelineOptions pipeline;
+    const std::string arch =
+        !options.cudaArch.empty() ? options.cudaArch
+        : config.variant == "gpu_sm90a" ? std::string("sm_90a")
+                                        : std::string("sm_80");
+    pipeline.chip = arch;
+    // --emit mlir stops after the NVVM stage (the PTX stage only wraps it).
+    bool stopped = false;
+    if (std::string err = runStages(mlir::tilt::getGpuPipelineStages(pipeline),
+                                    emit == Emit::Mlir ? "nvvm" : "", stopped);
+        !err.empty() || stopped)
+      return err;
     std::string ptx;
     if (std::string err = extractPtx(*module, ptx); !err.empty())
       return err;
@@ -274,22 +288,11 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
   }
 
   mlir::tilt::CpuPipelineOptions pipeline;
-  for (const mlir::tilt::PipelineStage &stage :
-       mlir::tilt::getCpuPipelineStages(pipeline)) {
-    mlir::PassManager pm(&ctx);
-    stage.addPasses(pm);
-    if (failed(pm.run(*module)))
-      return fmt::format("stage {} failed: {}", stage.name, diagnostics);
-    if (std::string err = dump(fmt::format("{:02}-{}.mlir", ++stageNo,
-                                           stage.name),
-                               print(*module));
-        !err.empty())
-      return err;
-  }
-  if (emit == Emit::Mlir) {
-    out = print(*module);
-    return {};
-  }
+  bool stopped = false;
+  if (std::string err = runStages(mlir::tilt::getCpuPipelineStages(pipeline),
+                                  emit == Emit::Mlir ? "llvm" : "", stopped);
+      !err.empty() || stopped)
+    return err;
 
   unsigned numMemrefs = 5 + (spec.hasAlibi() &&
                              spec.slopes == SlopeSource::Custom) +

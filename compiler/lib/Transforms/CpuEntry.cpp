@@ -39,12 +39,45 @@ KernelVariant mlir::tilt::pickCpuVariant(const ::tilt::AttentionSpec &spec,
   return hasAvx512 ? KernelVariant::cpu_avx512 : KernelVariant::cpu_avx2;
 }
 
-namespace {
-
-MemRefType toMemRef(Type t) {
-  auto tensor = cast<RankedTensorType>(t);
-  return MemRefType::get(tensor.getShape(), tensor.getElementType());
+SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
+  const ::tilt::AttentionSpec spec = op.getSpec();
+  MLIRContext *ctx = op.getContext();
+  auto toMemRef = [](Type t) {
+    auto tensor = cast<RankedTensorType>(t);
+    return MemRefType::get(tensor.getShape(), tensor.getElementType());
+  };
+  // The order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k].
+  auto qType = cast<RankedTensorType>(op.getQ().getType());
+  SmallVector<int64_t> lseShape =
+      spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
+                  : SmallVector<int64_t>{qType.getDimSize(0), spec.heads,
+                                         qType.getDimSize(2)};
+  SmallVector<Type> types = {toMemRef(op.getQ().getType()),
+                             toMemRef(op.getK().getType()),
+                             toMemRef(op.getV().getType()),
+                             toMemRef(op.getQ().getType()),
+                             MemRefType::get(lseShape, Float32Type::get(ctx))};
+  if (op.getSlopes()) {
+    // Always [B, H] with a dynamic batch stride: the runtime passes per-head
+    // slopes ([H]) with batch stride 0, so one kernel serves both.
+    int64_t dyn = ShapedType::kDynamic;
+    types.push_back(MemRefType::get(
+        {dyn, spec.heads}, Float32Type::get(ctx),
+        StridedLayoutAttr::get(ctx, /*offset=*/0, {dyn, 1})));
+  }
+  if (Value m = op.getKeyPaddingMask()) {
+    // The runtime always passes the mask as bytes.
+    auto shape = cast<RankedTensorType>(m.getType()).getShape();
+    types.push_back(MemRefType::get(shape, IntegerType::get(ctx, 8)));
+  }
+  if (Value cu = op.getCuSeqlensQ()) {
+    types.push_back(toMemRef(cu.getType()));
+    types.push_back(toMemRef(op.getCuSeqlensK().getType()));
+  }
+  return types;
 }
+
+namespace {
 
 struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
   using Base::Base;
@@ -103,36 +136,8 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
         spec.dtype != ::tilt::DType::BF16)
       return op.emitOpError("variant cpu_amx needs bf16 inputs");
 
-    // The ABI order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k].
     MLIRContext *ctx = op.getContext();
-    auto qType = cast<RankedTensorType>(op.getQ().getType());
-    SmallVector<int64_t> lseShape =
-        spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
-                    : SmallVector<int64_t>{qType.getDimSize(0), spec.heads,
-                                           qType.getDimSize(2)};
-    SmallVector<Type> argTypes = {toMemRef(op.getQ().getType()),
-                                  toMemRef(op.getK().getType()),
-                                  toMemRef(op.getV().getType()),
-                                  toMemRef(op.getQ().getType()),
-                                  MemRefType::get(lseShape,
-                                                  Float32Type::get(ctx))};
-    if (op.getSlopes()) {
-      // Always [B, H] with a dynamic batch stride: the runtime passes
-      // per-head slopes ([H]) with batch stride 0, so one kernel serves both.
-      int64_t dyn = ShapedType::kDynamic;
-      argTypes.push_back(MemRefType::get(
-          {dyn, spec.heads}, Float32Type::get(ctx),
-          StridedLayoutAttr::get(ctx, /*offset=*/0, {dyn, 1})));
-    }
-    if (Value m = op.getKeyPaddingMask()) {
-      // The runtime always passes the mask as bytes.
-      auto shape = cast<RankedTensorType>(m.getType()).getShape();
-      argTypes.push_back(MemRefType::get(shape, IntegerType::get(ctx, 8)));
-    }
-    if (Value cu = op.getCuSeqlensQ()) {
-      argTypes.push_back(toMemRef(cu.getType()));
-      argTypes.push_back(toMemRef(op.getCuSeqlensK().getType()));
-    }
+    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
     Type index = IndexType::get(ctx);
     argTypes.append({index, index});
 

@@ -18,6 +18,11 @@ TileConfigAttr getDefaultCpuConfig(MLIRContext *ctx, KernelVariant variant);
 KernelVariant pickCpuVariant(const ::tilt::AttentionSpec &spec,
                              bool hasAmxBf16, bool hasAvx512);
 
+/// The memref types of the kernel ABI (KernelABI.h) for a tensor-form op: q,
+/// k, v, o, lse, then the optional slopes ([B,H], free batch stride), key
+/// padding mask (i8) and cu_seqlens. Shared by the CPU and GPU entries.
+SmallVector<Type> kernelAbiMemRefTypes(AttentionOp op);
+
 /// The default tile configuration of a GPU variant for a head dim.
 TileConfigAttr getDefaultGpuConfig(MLIRContext *ctx, KernelVariant variant,
                                    int64_t headDim);

@@ -1254,34 +1254,7 @@ struct ConvertTiltToGPU
     const ::tilt::AttentionSpec spec = op.getSpec();
     MLIRContext *ctx = &getContext();
 
-    // The ABI's memrefs (KernelABI.h), identity layouts except the slopes.
-    auto toMemRef = [](Type t) {
-      auto tensor = cast<RankedTensorType>(t);
-      return MemRefType::get(tensor.getShape(), tensor.getElementType());
-    };
-    auto qType = cast<RankedTensorType>(op.getQ().getType());
-    SmallVector<int64_t> lseShape =
-        spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
-                    : SmallVector<int64_t>{qType.getDimSize(0), spec.heads,
-                                           qType.getDimSize(2)};
-    SmallVector<Type> argTypes = {
-        toMemRef(op.getQ().getType()), toMemRef(op.getK().getType()),
-        toMemRef(op.getV().getType()), toMemRef(op.getQ().getType()),
-        MemRefType::get(lseShape, Float32Type::get(ctx))};
-    if (op.getSlopes()) {
-      int64_t dyn = ShapedType::kDynamic;
-      argTypes.push_back(MemRefType::get(
-          {dyn, spec.heads}, Float32Type::get(ctx),
-          StridedLayoutAttr::get(ctx, /*offset=*/0, {dyn, 1})));
-    }
-    if (Value m = op.getKeyPaddingMask()) {
-      auto shape = cast<RankedTensorType>(m.getType()).getShape();
-      argTypes.push_back(MemRefType::get(shape, IntegerType::get(ctx, 8)));
-    }
-    if (Value cu = op.getCuSeqlensQ()) {
-      argTypes.push_back(toMemRef(cu.getType()));
-      argTypes.push_back(toMemRef(op.getCuSeqlensK().getType()));
-    }
+    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
     // sm_90a: the tensor maps of q, k and v (KernelABI.h), as pointers.
     if (config->getVariant() == KernelVariant::gpu_sm90a)
       argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
