@@ -76,6 +76,27 @@ Option stringOption(std::string name, std::string valueName, std::string help,
           }};
 }
 
+/// --name A|B: stores `a` or `b` in `dst`; anything else is an error.
+static Option eitherOption(const char *name, const char *a, const char *b,
+                           std::string help, std::string &dst) {
+  return {name, fmt::format("{}|{}", a, b), std::move(help),
+          [name, a, b, &dst](std::string_view v) -> std::string {
+            if (v != a && v != b)
+              return fmt::format("--{} must be {} or {}, got '{}'", name, a, b,
+                                 v);
+            dst = v;
+            return {};
+          }};
+}
+
+Option targetOption(std::string help, std::string &dst) {
+  return eitherOption("target", "cpu", "cuda", std::move(help), dst);
+}
+
+Option archOption(std::string help, std::string &dst) {
+  return eitherOption("arch", "sm_80", "sm_90a", std::move(help), dst);
+}
+
 std::string parseInt(std::string_view flag, std::string_view text,
                      int64_t &out, int64_t min) {
   int64_t v = 0;

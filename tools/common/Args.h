@@ -40,6 +40,10 @@ Option boolOption(std::string name, std::string help, bool &dst);
 /// A flag whose value is stored in `dst` as given.
 Option stringOption(std::string name, std::string valueName, std::string help,
                     std::string &dst);
+/// --target cpu|cuda, stored in `dst` as given; anything else is an error.
+Option targetOption(std::string help, std::string &dst);
+/// --arch sm_80|sm_90a: the CUDA architecture, stored in `dst` as given.
+Option archOption(std::string help, std::string &dst);
 
 /// Typed value parsers for Option::apply; they name the flag in errors.
 std::string parseInt(std::string_view flag, std::string_view text,

@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unistd.h>
@@ -136,6 +137,42 @@ struct ScratchCacheDir {
   ~ScratchCacheDir() { std::filesystem::remove_all(path); }
 };
 
+/// JIT latencies from an empty private cache directory: a cold compile, a
+/// disk-cache hit and a memory-cache hit (the mean of many).
+struct Jit {
+  ScratchCacheDir cacheDir;
+  /// The runtime that made the disk and memory hits; it holds the kernel for
+  /// the timed runs. Declared after cacheDir so it is destroyed first.
+  std::optional<Runtime> runtime;
+  double coldS = 0, diskS = 0, memS = 0;
+};
+
+/// Fills `jit` for `target`, with runtimes made from `rtOptions` over
+/// jit.cacheDir. Returns "" or an error.
+std::string measureJit(RuntimeOptions rtOptions, const AttentionSpec &spec,
+                       Target target, const TileConfig &config, Jit &jit) {
+  rtOptions.cacheDir = jit.cacheDir.path;
+  {
+    Runtime cold(rtOptions);
+    auto t0 = Clock::now();
+    if (std::string err = cold.prepare(spec, target, config); !err.empty())
+      return err;
+    jit.coldS = seconds(t0, Clock::now());
+  }
+  // Made after the cold compile, as a later process would find the cache.
+  Runtime &runtime = jit.runtime.emplace(rtOptions);
+  auto t0 = Clock::now();
+  if (std::string err = runtime.prepare(spec, target, config); !err.empty())
+    return err;
+  jit.diskS = seconds(t0, Clock::now());
+  constexpr int kHits = 100000;
+  t0 = Clock::now();
+  for (int i = 0; i < kHits; ++i)
+    (void)runtime.prepare(spec, target, config);
+  jit.memS = seconds(t0, Clock::now()) / kHits;
+  return {};
+}
+
 /// --target cuda: the same measurements on the GPU, timed with events.
 int benchCuda(const AttentionSpec &spec, const TileConfig &config,
               int64_t batch, int64_t seq, int64_t seqK, int64_t warmup,
@@ -172,34 +209,16 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   args.o = TensorRef(o.data(), {batch, H, seq, D});
 
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler(device);
-  ScratchCacheDir cacheDir;
   RuntimeOptions rtOptions;
-  rtOptions.cacheDir = cacheDir.path;
   rtOptions.compiler = compiler.get();
-  double coldS, diskS, memS;
-  {
-    Runtime cold(rtOptions);
-    auto t0 = Clock::now();
-    if (std::string err = cold.prepare(spec, Target::CUDA, config);
-        !err.empty())
-      return fail(err);
-    coldS = seconds(t0, Clock::now());
-  }
-  Runtime runtime(rtOptions);
-  {
-    auto t0 = Clock::now();
-    if (std::string err = runtime.prepare(spec, Target::CUDA, config);
-        !err.empty())
-      return fail(err);
-    diskS = seconds(t0, Clock::now());
-    constexpr int kHits = 100000;
-    t0 = Clock::now();
-    for (int i = 0; i < kHits; ++i)
-      (void)runtime.prepare(spec, Target::CUDA, config);
-    memS = seconds(t0, Clock::now()) / kHits;
-  }
+  Jit jit;
+  if (std::string err = measureJit(rtOptions, spec, Target::CUDA, config, jit);
+      !err.empty())
+    return fail(err);
 
-  auto launch = [&] { return runtime.run(spec, args, Target::CUDA, config); };
+  auto launch = [&] {
+    return jit.runtime->run(spec, args, Target::CUDA, config);
+  };
   for (int64_t r = 0; r < warmup; ++r)
     if (std::string err = launch(); !err.empty())
       return fail(err);
@@ -226,7 +245,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
              med * 1e3, repeats, tflops);
   fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
              "memory hit {:.3f} us\n",
-             coldS * 1e3, diskS * 1e3, memS * 1e6);
+             jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
   if (json)
     fmt::print("{{\"shape\": \"{}\", \"target\": \"cuda\", \"device\": "
                "\"{}\", \"arch\": \"{}\", \"tflops\": {:.3f}, "
@@ -234,7 +253,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
                "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": "
                "{:.4f}}}\n",
                shape, device.name, device.arch, tflops, med * 1e3,
-               coldS * 1e3, diskS * 1e3, memS * 1e6);
+               jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
   return 0;
 }
 
@@ -271,15 +290,7 @@ int main(int argc, char **argv) {
                        noNaive = true;
                        return std::string();
                      }});
-  options.push_back({"target", "cpu|cuda", "where to run (default cpu)",
-                     [&](std::string_view v) {
-                       target = v;
-                       return v == "cpu" || v == "cuda"
-                                  ? std::string()
-                                  : fmt::format("--target must be cpu or "
-                                                "cuda, got '{}'",
-                                                v);
-                     }});
+  options.push_back(targetOption("where to run (default cpu)", target));
   options.push_back({"json", "", "print one JSON object as the last line",
                      [&](auto) {
                        json = true;
@@ -338,50 +349,25 @@ int main(int argc, char **argv) {
   args.v = TensorRef(vb.data(), {batch, Hkv, seqK, D});
   args.o = TensorRef(ob.data(), {batch, H, seq, D});
 
-  // JIT latencies, from an empty private cache directory.
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler();
-  std::string cacheDir =
-      (std::filesystem::temp_directory_path() /
-       fmt::format("tilt-bench-{}", static_cast<long>(getpid())))
-          .string();
-  std::filesystem::remove_all(cacheDir);
   RuntimeOptions rtOptions;
-  rtOptions.cacheDir = cacheDir;
   rtOptions.threads = static_cast<int>(threads);
   rtOptions.compiler = compiler.get();
-  double coldS, diskS, memS;
-  {
-    Runtime cold(rtOptions);
-    auto t0 = Clock::now();
-    if (std::string err = cold.prepare(spec, Target::CPU, config); !err.empty())
-      return fail(err);
-    coldS = seconds(t0, Clock::now());
-  }
-  Runtime runtime(rtOptions);
-  {
-    auto t0 = Clock::now();
-    if (std::string err = runtime.prepare(spec, Target::CPU, config);
-        !err.empty())
-      return fail(err);
-    diskS = seconds(t0, Clock::now());
-    constexpr int kHits = 100000;
-    t0 = Clock::now();
-    for (int i = 0; i < kHits; ++i)
-      (void)runtime.prepare(spec, Target::CPU, config);
-    memS = seconds(t0, Clock::now()) / kHits;
-  }
+  Jit jit;
+  if (std::string err = measureJit(rtOptions, spec, Target::CPU, config, jit);
+      !err.empty())
+    return fail(err);
 
   // The kernel.
   std::vector<double> times;
   for (int64_t r = 0; r < warmup + repeats; ++r) {
     auto t0 = Clock::now();
-    if (std::string err = runtime.run(spec, args, Target::CPU, config);
+    if (std::string err = jit.runtime->run(spec, args, Target::CPU, config);
         !err.empty())
       return fail(err);
     if (r >= warmup)
       times.push_back(seconds(t0, Clock::now()));
   }
-  std::filesystem::remove_all(cacheDir);
   double flops = 4.0 * batch * H * seq * seqK * D * (spec.causal ? 0.5 : 1.0);
   double med = median(times);
   double gflops = flops / med / 1e9;
@@ -423,7 +409,7 @@ int main(int argc, char **argv) {
                naiveMed * 1e3, naiveMed / med);
   fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
              "memory hit {:.3f} us\n",
-             coldS * 1e3, diskS * 1e3, memS * 1e6);
+             jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
   if (json)
     fmt::print(
         "{{\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
@@ -434,7 +420,7 @@ int main(int argc, char **argv) {
         "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}}}\n",
         shape, threads, gflops, med * 1e3, peakFp32, peakAmx,
         gflops / peakFp32, peakAmx > 0 ? gflops / peakAmx : 0.0,
-        naiveMed * 1e3, naiveMed > 0 ? naiveMed / med : 0.0, coldS * 1e3,
-        diskS * 1e3, memS * 1e6);
+        naiveMed * 1e3, naiveMed > 0 ? naiveMed / med : 0.0, jit.coldS * 1e3,
+        jit.diskS * 1e3, jit.memS * 1e6);
   return 0;
 }

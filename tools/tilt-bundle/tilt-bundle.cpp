@@ -223,25 +223,9 @@ int main(int argc, char **argv) {
   std::string kernelsDir, outDir, target = "cpu", arch, casesFile;
   int64_t jobs = std::max(1u, std::thread::hardware_concurrency());
   std::vector<Option> options;
-  options.push_back({"target", "cpu|cuda",
-                     "what to bundle (default cpu: this CPU's tuned kernels)",
-                     [&](std::string_view v) {
-                       target = v;
-                       return v == "cpu" || v == "cuda"
-                                  ? std::string()
-                                  : fmt::format("--target must be cpu or "
-                                                "cuda, got '{}'",
-                                                v);
-                     }});
-  options.push_back({"arch", "sm_80|sm_90a", "cuda: the GPU architecture",
-                     [&](std::string_view v) {
-                       arch = v;
-                       return v == "sm_80" || v == "sm_90a"
-                                  ? std::string()
-                                  : fmt::format("--arch must be sm_80 or "
-                                                "sm_90a, got '{}'",
-                                                v);
-                     }});
+  options.push_back(targetOption(
+      "what to bundle (default cpu: this CPU's tuned kernels)", target));
+  options.push_back(archOption("cuda: the GPU architecture", arch));
   options.push_back(stringOption("cases", "FILE",
                                  "cuda: the specs to compile, one line of "
                                  "tilt-run flags each",

@@ -59,26 +59,11 @@ int main(int argc, char **argv) {
                        modOpts.withLse = true;
                        return std::string();
                      }});
-  options.push_back({"target", "cpu|cuda", "code generation target (default cpu)",
-                     [&](std::string_view v) {
-                       target = v;
-                       return v == "cpu" || v == "cuda"
-                                  ? std::string()
-                                  : fmt::format("--target must be cpu or "
-                                                "cuda, got '{}'",
-                                                v);
-                     }});
-  options.push_back({"arch", "sm_80|sm_90a",
-                     "CUDA architecture with --target cuda (default: the "
-                     "variant's)",
-                     [&](std::string_view v) {
-                       compilerOptions.cudaArch = v;
-                       return v == "sm_80" || v == "sm_90a"
-                                  ? std::string()
-                                  : fmt::format("--arch must be sm_80 or "
-                                                "sm_90a, got '{}'",
-                                                v);
-                     }});
+  options.push_back(
+      targetOption("code generation target (default cpu)", target));
+  options.push_back(archOption("CUDA architecture with --target cuda "
+                               "(default: the variant's)",
+                               compilerOptions.cudaArch));
   options.push_back(
       {"cpu", "NAME", "LLVM CPU to generate for (default: this machine)",
        [&](std::string_view v) {

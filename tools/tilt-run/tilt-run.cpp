@@ -94,14 +94,7 @@ int main(int argc, char **argv) {
              cuKFile);
   stringFlag("cache-dir", "DIR", "kernel cache (default: $TILT_CACHE_DIR)",
              cacheDir);
-  options.push_back({"target", "cpu|cuda", "where to run (default cpu)",
-                     [&](std::string_view v) -> std::string {
-                       if (v != "cpu" && v != "cuda")
-                         return fmt::format(
-                             "--target must be cpu or cuda, got '{}'", v);
-                       target = v;
-                       return {};
-                     }});
+  options.push_back(targetOption("where to run (default cpu)", target));
   options.push_back({"threads", "N", "CPU threads (default: all cores)",
                      [&](auto v) { return parseInt("threads", v, threads, 1); }});
   options.push_back({"repeat", "N", "run N times (later runs hit the cache)",
