@@ -270,6 +270,14 @@ private:
   int64_t simAddr(const uint8_t *p) const { return p - smem.data(); }
   /// 128-byte swizzle: bits 4-6 of a shared address XOR bits 7-9.
   static int64_t swizzle128(int64_t a) { return a ^ (((a >> 7) & 7) << 4); }
+  /// A 16-bit element at a logical (pre-swizzle) shared address.
+  double readSwizzled(int64_t logical, Type elt) {
+    const uint8_t *p = smem.data() + swizzle128(logical);
+    checkShared(p, 2);
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return from16(elt, h);
+  }
 
   // --- control flow ---------------------------------------------------------
   /// Runs `block`; returns the operands of its terminator (scf.yield).
@@ -366,6 +374,15 @@ private:
   void ldmatrix(nvgpu::LdMatrixOp op, const std::vector<uint8_t> &mask);
   void mmaSync(Operation &op, const std::vector<uint8_t> &mask);
   void wgmma(NVVM::WgmmaMmaAsyncOp op, const std::vector<uint8_t> &mask);
+  void wgmmaRegisterA(LLVM::InlineAsmOp op, const std::vector<uint8_t> &mask);
+  /// Shared by both wgmma forms: acc (per thread, `n`/2 f32 in the m64nN
+  /// accumulator layout) += A (64 x 16) * B (16 x n) for the warpgroup
+  /// starting at thread g0.
+  void wgmmaAccumulate(Val &r, const Val &acc, int64_t g0, int64_t n,
+                       const std::vector<double> &A,
+                       const std::vector<double> &B);
+  /// B (16 x n) through a descriptor: K-major, or MN-major (`mnMajor`).
+  std::vector<double> wgmmaB(int64_t desc, int64_t n, bool mnMajor, Type elt);
   void tmaLoad(nvgpu::TmaAsyncLoadOp op, const std::vector<uint8_t> &mask);
 
   gpu::GPUFuncOp kernel;
@@ -526,6 +543,8 @@ void Cta::exec(Operation &op, const std::vector<uint8_t> &mask) {
   // llvm
   if (auto o = dyn_cast<LLVM::InlineAsmOp>(op)) {
     StringRef s = o.getAsmString();
+    if (s.contains("wgmma.mma_async"))
+      return wgmmaRegisterA(o, mask);
     Val &r = def(o.getResult(0));
     each([&](int64_t t) {
       double x = fval(o.getOperands()[0], t);
@@ -1032,6 +1051,67 @@ void Cta::mmaSync(Operation &op, const std::vector<uint8_t> &mask) {
   }
 }
 
+namespace {
+struct Descriptor {
+  int64_t start, lbo, sbo;
+};
+} // namespace
+
+static Descriptor decodeDescriptor(int64_t desc) {
+  uint64_t d = uint64_t(desc);
+  if ((d >> 62) != 1)
+    fail("wgmma descriptor: only the 128-byte swizzle layout is emulated");
+  if (((d >> 49) & 7) != 0)
+    fail("wgmma descriptor: base offset must be 0");
+  return {int64_t((d & 0x3FFF) << 4), int64_t(((d >> 16) & 0x3FFF) << 4),
+          int64_t(((d >> 32) & 0x3FFF) << 4)};
+}
+
+std::vector<double> Cta::wgmmaB(int64_t desc, int64_t n, bool mnMajor,
+                                Type elt) {
+  Descriptor b = decodeDescriptor(desc);
+  std::vector<double> B(16 * size_t(n));
+  for (int64_t k = 0; k < 16; ++k)
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t logical =
+          mnMajor
+              // MN-major: n contiguous in 64-element (128-byte) rows, one row
+              // per k; LBO between 64-wide n chunks, SBO between 8-row k
+              // groups.
+              ? b.start + (j / 64) * b.lbo + (k / 8) * b.sbo + (k % 8) * 128 +
+                    (j % 64) * 2
+              // K-major: row j at (j/8)*SBO + (j%8)*128, k contiguous.
+              : b.start + (j / 8) * b.sbo + (j % 8) * 128 + k * 2;
+      B[size_t(k * n + j)] = readSwizzled(logical, elt);
+    }
+  return B;
+}
+
+void Cta::wgmmaAccumulate(Val &r, const Val &acc, int64_t g0, int64_t n,
+                          const std::vector<double> &A,
+                          const std::vector<double> &B) {
+  // Accumulator: thread (warp w of the group, lane l), register 4c+i: row
+  // 16w + l/4 (+8 for i >= 2), column 8c + 2(l%4) + i%2.
+  for (int64_t t = g0; t < g0 + 128; ++t) {
+    int64_t w = (t - g0) / 32, l = t % 32;
+    for (int64_t c = 0; c < n / 8; ++c)
+      for (int64_t i = 0; i < 4; ++i) {
+        int64_t row = 16 * w + l / 4 + 8 * (i / 2);
+        int64_t col = 8 * c + 2 * (l % 4) + i % 2;
+        double x = acc.f[size_t(t * acc.width + 4 * c + i)];
+        for (int64_t k = 0; k < 16; ++k)
+          x += A[size_t(row * 16 + k)] * B[size_t(k * n + col)];
+        r.f[size_t(t * r.width + 4 * c + i)] = double(float(x));
+      }
+  }
+}
+
+static void requireWarpgroup(const std::vector<uint8_t> &mask, int64_t g0) {
+  for (int64_t t = g0; t < g0 + 128; ++t)
+    if (!mask[size_t(t)])
+      fail("wgmma with an inactive thread");
+}
+
 void Cta::wgmma(NVVM::WgmmaMmaAsyncOp o, const std::vector<uint8_t> &mask) {
   const int64_t n = o.getShape().getN();
   if (o.getShape().getM() != 64 || o.getShape().getK() != 16)
@@ -1042,68 +1122,76 @@ void Cta::wgmma(NVVM::WgmmaMmaAsyncOp o, const std::vector<uint8_t> &mask) {
   const bool bMnMajor = o.getLayoutB() == NVVM::MMALayout::row;
   Val &r = def(o.getResult());
   const Val &acc = get(o.getInouts());
-  auto decode = [&](int64_t desc, int64_t &start, int64_t &lbo, int64_t &sbo) {
-    uint64_t d = uint64_t(desc);
-    start = int64_t((d & 0x3FFF) << 4);
-    lbo = int64_t(((d >> 16) & 0x3FFF) << 4);
-    sbo = int64_t(((d >> 32) & 0x3FFF) << 4);
-    if ((d >> 62) != 1)
-      fail("wgmma descriptor: only the 128-byte swizzle layout is emulated");
-    if (((d >> 49) & 7) != 0)
-      fail("wgmma descriptor: base offset must be 0");
-  };
-  auto read = [&](int64_t logical) {
-    int64_t a = swizzle128(logical);
-    const uint8_t *p = smem.data() + a;
-    checkShared(p, 2);
-    uint16_t h;
-    std::memcpy(&h, p, 2);
-    return from16(elt, h);
-  };
   for (int64_t g0 = 0; g0 < T; g0 += 128) {
-    for (int64_t t = g0; t < g0 + 128; ++t)
-      if (!mask[t])
-        fail("wgmma with an inactive thread");
-    int64_t aStart, aLbo, aSbo, bStart, bLbo, bSbo;
-    decode(ival(o.getDescriptorA(), g0), aStart, aLbo, aSbo);
-    decode(ival(o.getDescriptorB(), g0), bStart, bLbo, bSbo);
+    requireWarpgroup(mask, g0);
     for (int64_t t = g0; t < g0 + 128; ++t)
       if (ival(o.getDescriptorA(), t) != ival(o.getDescriptorA(), g0) ||
           ival(o.getDescriptorB(), t) != ival(o.getDescriptorB(), g0))
         fail("wgmma descriptors differ within a warpgroup");
     // A (64 x 16, K-major): row m at (m/8)*SBO + (m%8)*128, k contiguous.
-    std::vector<double> A(64 * 16), B(16 * size_t(n));
+    Descriptor a = decodeDescriptor(ival(o.getDescriptorA(), g0));
+    std::vector<double> A(64 * 16);
     for (int64_t m = 0; m < 64; ++m)
       for (int64_t k = 0; k < 16; ++k)
         A[size_t(m * 16 + k)] =
-            read(aStart + (m / 8) * aSbo + (m % 8) * 128 + k * 2);
-    for (int64_t k = 0; k < 16; ++k)
-      for (int64_t j = 0; j < n; ++j) {
-        int64_t logical =
-            bMnMajor
-                // MN-major: n contiguous in 64-element (128-byte) rows, one
-                // row per k; LBO between 64-wide n chunks, SBO between
-                // 8-row k groups.
-                ? bStart + (j / 64) * bLbo + (k / 8) * bSbo + (k % 8) * 128 +
-                      (j % 64) * 2
-                // K-major: row j at (j/8)*SBO + (j%8)*128, k contiguous.
-                : bStart + (j / 8) * bSbo + (j % 8) * 128 + k * 2;
-        B[size_t(k * n + j)] = read(logical);
-      }
-    // Accumulator: thread (warp w of the group, lane l), register 4c+i: row
-    // 16w + l/4 (+8 for i >= 2), column 8c + 2(l%4) + i%2.
+            readSwizzled(a.start + (m / 8) * a.sbo + (m % 8) * 128 + k * 2, elt);
+    wgmmaAccumulate(r, acc, g0, n,
+                    A, wgmmaB(ival(o.getDescriptorB(), g0), n, bMnMajor, elt));
+  }
+}
+
+/// The register-A form, as TiltToGPU writes it in inline PTX:
+///   wgmma.mma_async.sync.aligned.m64n<N>k16.f32.<t>.<t> {d...}, {a0..a3},
+///     descB, p, 1, 1, <trans-b>;
+/// operands: the N/2 accumulators (tied), four packed A words, descB.
+void Cta::wgmmaRegisterA(LLVM::InlineAsmOp o,
+                         const std::vector<uint8_t> &mask) {
+  StringRef text = o.getAsmString();
+  size_t at = text.find(".m64n");
+  if (at == StringRef::npos)
+    fail("wgmma asm: no shape");
+  int64_t n = 0;
+  if (text.substr(at + 5).consumeInteger(10, n) || n % 8 != 0)
+    fail("wgmma asm: bad shape");
+  Type elt = text.contains(".bf16.bf16") ? Type(BFloat16Type::get(o.getContext()))
+                                         : Type(Float16Type::get(o.getContext()));
+  if (!text.rtrim("\n}").ends_with("p, 1, 1, 1;"))
+    fail("wgmma asm: expected an MN-major (transposed) B");
+  const int64_t regs = n / 2;
+  if (int64_t(o.getOperands().size()) != regs + 5)
+    fail("wgmma asm: unexpected operand count");
+  // The accumulator inputs as one value.
+  Val acc;
+  acc.width = regs;
+  acc.isFloat = true;
+  acc.f.assign(size_t(T * regs), 0.0);
+  for (int64_t i = 0; i < regs; ++i) {
+    const Val &x = get(o.getOperands()[size_t(i)]);
+    for (int64_t t = 0; t < T; ++t)
+      acc.f[size_t(t * regs + i)] = x.f[size_t(t)];
+  }
+  Val &r = def(o.getResult(0));
+  Value descB = o.getOperands()[size_t(regs + 4)];
+  for (int64_t g0 = 0; g0 < T; g0 += 128) {
+    requireWarpgroup(mask, g0);
+    // A (64 x 16) from registers: warp w holds rows 16w..16w+15 in the
+    // mma.sync m16n8k16 A layout (word j of lane l: row l/4 + 8*(j%2),
+    // columns 2*(l%4) + 8*(j/2) and +1, low half first).
+    std::vector<double> A(64 * 16);
     for (int64_t t = g0; t < g0 + 128; ++t) {
       int64_t w = (t - g0) / 32, l = t % 32;
-      for (int64_t c = 0; c < n / 8; ++c)
-        for (int64_t i = 0; i < 4; ++i) {
-          int64_t row = 16 * w + l / 4 + 8 * (i / 2);
-          int64_t col = 8 * c + 2 * (l % 4) + i % 2;
-          double x = acc.f[size_t(t * acc.width + 4 * c + i)];
-          for (int64_t k = 0; k < 16; ++k)
-            x += A[size_t(row * 16 + k)] * B[size_t(k * n + col)];
-          r.f[size_t(t * r.width + 4 * c + i)] = double(float(x));
-        }
+      for (int64_t j = 0; j < 4; ++j) {
+        uint32_t word = uint32_t(ival(o.getOperands()[size_t(regs + j)], t));
+        int64_t row = 16 * w + l / 4 + 8 * (j % 2);
+        int64_t col = 2 * (l % 4) + 8 * (j / 2);
+        A[size_t(row * 16 + col)] = from16(elt, uint16_t(word));
+        A[size_t(row * 16 + col + 1)] = from16(elt, uint16_t(word >> 16));
+      }
     }
+    for (int64_t t = g0; t < g0 + 128; ++t)
+      if (ival(descB, t) != ival(descB, g0))
+        fail("wgmma descriptors differ within a warpgroup");
+    wgmmaAccumulate(r, acc, g0, n, A, wgmmaB(ival(descB, g0), n, true, elt));
   }
 }
 

@@ -83,9 +83,9 @@ func.func @positions(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x8x?x64xbf16>,
 // -----
 
 // sm_90a: the tensor maps follow the memrefs as pointers; Q and the K/V
-// stages arrive by TMA on mbarriers (0: Q, 1 + s: stage s); scores and P V
-// are warpgroup MMAs from 128-byte-swizzle descriptors; P goes through
-// shared memory with a proxy fence.
+// stages arrive by TMA on mbarriers (0: Q, 1 + s: stage s); scores are a
+// warpgroup MMA from two 128-byte-swizzle descriptors; P V takes P from
+// registers (inline PTX: the MLIR ops have no register-A form).
 
 // CHECK-LABEL: gpu.module @tilt_kernels
 // CHECK: gpu.func @tilt_attention({{.*}}, %[[TQ:[a-z0-9]+]]: !llvm.ptr, %[[TK:[a-z0-9]+]]: !llvm.ptr, %[[TV:[a-z0-9]+]]: !llvm.ptr) kernel
@@ -102,8 +102,10 @@ func.func @positions(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x8x?x64xbf16>,
 // CHECK: nvvm.wgmma.mma_async {{.*}}, <m = 64, n = 64, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <col>]
 // CHECK: nvvm.wgmma.commit.group.sync.aligned
 // CHECK: nvvm.wgmma.wait.group.sync.aligned 0
-// CHECK: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
-// CHECK: nvvm.wgmma.mma_async {{.*}}, <m = 64, n = 128, k = 16>, D[<f32>, <one>], A[<bf16>, <one>, <row>], B[<bf16>, <one>, <row>]
+// CHECK: nvvm.wgmma.fence.aligned
+// CHECK: llvm.inline_asm has_side_effects asm_dialect = att "{\0A.reg .pred p;\0Asetp.ne.b32 p, 1, 0;\0Awgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {$0, $1,
+// CHECK-SAME: }, {$128, $129, $130, $131}, $132, p, 1, 1, 1;\0A}", "=f,=f,
+// CHECK: nvvm.wgmma.commit.group.sync.aligned
 func.func @hopper(%q: tensor<?x16x?x128xbf16>, %k: tensor<?x16x?x128xbf16>,
                   %v: tensor<?x16x?x128xbf16>) -> tensor<?x16x?x128xbf16> {
   %o = tilt.attention q(%q : tensor<?x16x?x128xbf16>) k(%k : tensor<?x16x?x128xbf16>) v(%v : tensor<?x16x?x128xbf16>)

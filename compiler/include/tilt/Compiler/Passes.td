@@ -94,9 +94,9 @@ def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
     the K/V stages arrive by TMA (`nvgpu.tma.async.load`, 64-column boxes,
     128-byte swizzle) completing on `nvgpu.mbarrier`s, `num_stages` key
     blocks in flight; S = Q K^T is one `nvvm.wgmma.mma_async` m64nNk16 chain
-    per block from shared-memory descriptors; P is written back to shared
-    memory in the swizzled K-major layout and O += P V is a second wgmma
-    chain with V as the MN-major operand. The tensor maps of q, k and v are
+    per block from shared-memory descriptors; O += P V is a second wgmma
+    chain with P kept in registers (the A operand) and V the MN-major
+    descriptor operand. The tensor maps of q, k and v are
     extra `!llvm.ptr` parameters (KernelABI.h). The wgmma accumulators are
     LLVM structs whose per-warp layout equals 8-column mma.sync tiles, so
     both variants share the softmax, bias and mask code.

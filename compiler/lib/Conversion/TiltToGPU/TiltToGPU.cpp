@@ -31,11 +31,12 @@
 //
 // gpu_sm90a replaces the loads by TMA boxes on mbarriers (64-column chunks,
 // 128-byte swizzle, from a 1024-byte aligned shared base) and both products
-// by warpgroup MMAs from shared-memory descriptors: S = Q K^T (both
-// K-major) and O += P V, P being stored by the threads in the swizzled
-// K-major layout and V read MN-major. It uses nvvm.wgmma.mma_async rather
-// than nvgpu.warpgroup.mma because the softmax needs the accumulator's
-// elements, which nvgpu's accumulator type does not expose.
+// by warpgroup MMAs: S = Q K^T from two K-major shared-memory descriptors,
+// and O += P V with P kept in registers (the score accumulators repacked as
+// the A fragment, as on sm_80) and V an MN-major descriptor. It uses
+// nvvm.wgmma.mma_async rather than nvgpu.warpgroup.mma because the softmax
+// needs the accumulator's elements, which nvgpu's accumulator type does not
+// expose, and inline PTX for the register-A form, which neither op has.
 //
 //===----------------------------------------------------------------------===//
 
@@ -104,12 +105,11 @@ int64_t mlir::tilt::gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
   const int64_t bn = config.getBlockN();
   int64_t bytes;
   if (config.getVariant() == KernelVariant::gpu_sm90a) {
-    // Unpadded swizzled tiles from a 1024-byte aligned start: Q, the K/V
-    // stages, one P tile per warpgroup.
+    // Unpadded swizzled tiles from a 1024-byte aligned start: Q and the K/V
+    // stages.
     const int64_t row = spec.headDim * e;
     bytes = 1024 + config.getBlockM() * row +
-            2 * config.getNumStages() * bn * row +
-            (config.getNumWarps() / 4) * bn * 64 * e;
+            2 * config.getNumStages() * bn * row;
   } else {
     const int64_t row = (spec.headDim + kPad) * e;
     bytes = config.getBlockM() * row + 2 * config.getNumStages() * bn * row;
@@ -298,12 +298,13 @@ private:
   /// A wgmma shared-memory matrix descriptor (128-byte swizzle) for the
   /// matrix starting `byteOffset` past the aligned base.
   Value descriptor(Value byteOffset, int64_t lbo, int64_t sbo);
-  Value wgmma(Value acc, Value descA, Value descB, int64_t n, bool bMnMajor);
+  Value wgmma(Value acc, Value descA, Value descB, int64_t n);
   Value zeroAccumulator(int64_t n);
   void tmaIssue(Value kb);
   void waitBarrier(Value id, Value parity);
   SmallVector<Value> hopperScores(Value slot);
   void hopperPV(Value slot, ArrayRef<Value> p, Value *acc);
+  Value wgmmaRegisterA(Value acc, ArrayRef<Value> a, Value descB, int64_t n);
   SmallVector<Value> tilesOf(Value acc, int64_t n);
   Value structOf(ArrayRef<Value> tiles);
   Value bhIndex(bool isQ) {
@@ -319,7 +320,7 @@ private:
   bool hopper = false;
   int64_t bm, bn, warps, stages, d, dp, mt, threads;
   Value tmaQ, tmaK, tmaV, bars, alignPad, smemBase;
-  int64_t qOff = 0, kOff = 0, vOff = 0, pOff = 0; ///< bytes past the base
+  int64_t qOff = 0, kOff = 0, vOff = 0; ///< bytes past the aligned base
   Type f32, i32, elt;
   Value q, k, v, o, lse, slopes, kpm, cuQ, cuK;
 
@@ -330,7 +331,7 @@ private:
   Value kbBegin, kbEnd;
   /// smemRoot: the dynamic shared memory (sm_90a: from its first
   /// 1024-byte aligned byte, as swizzled TMA tiles need).
-  Value rawSmem, smemRoot, qSmem, kSmem, vSmem, pFlat, maskSmem, countSmem;
+  Value rawSmem, smemRoot, qSmem, kSmem, vSmem, maskSmem, countSmem;
   Value scale2, slope;
   Value posBase0; ///< positions: valid keys before the first block
   SmallVector<SmallVector<Value>> qFrags; ///< [mi][kk], when kept
@@ -1000,9 +1001,7 @@ void GpuEmitter::emit() {
     qOff = 0;
     kOff = qOff + bm * d * e;
     vOff = kOff + stages * bn * d * e;
-    pOff = vOff + stages * bn * d * e;
-    offset = pOff + (warps / 4) * bn * 64 * e;
-    pFlat = smemView(pOff, {(warps / 4) * bn * 64}, elt);
+    offset = vOff + stages * bn * d * e;
   } else {
     smemRoot = rawSmem;
     qSmem = smemView(offset, {bm, dp}, elt);
@@ -1048,10 +1047,9 @@ Value GpuEmitter::zeroAccumulator(int64_t n) {
       b, LLVM::LLVMStructType::getLiteral(b.getContext(), fields));
 }
 
-/// acc += A * B on one warpgroup, m64 n`n` k16: A K-major, B K-major
-/// (`bMnMajor` false: K rows) or MN-major (V).
-Value GpuEmitter::wgmma(Value acc, Value descA, Value descB, int64_t n,
-                        bool bMnMajor) {
+/// acc += A * B on one warpgroup, m64 n`n` k16, both operands K-major
+/// descriptors (Q K^T).
+Value GpuEmitter::wgmma(Value acc, Value descA, Value descB, int64_t n) {
   auto type = isa<BFloat16Type>(elt) ? NVVM::WGMMATypes::bf16
                                      : NVVM::WGMMATypes::f16;
   return NVVM::WgmmaMmaAsyncOp::create(
@@ -1059,8 +1057,7 @@ Value GpuEmitter::wgmma(Value acc, Value descA, Value descB, int64_t n,
       NVVM::MMAShapeAttr::get(b.getContext(), 64, int(n), 16), type, type,
       NVVM::WGMMATypes::f32, NVVM::WGMMAScaleOut::one,
       NVVM::WGMMAScaleIn::one, NVVM::WGMMAScaleIn::one, NVVM::MMALayout::row,
-      bMnMajor ? NVVM::MMALayout::row : NVVM::MMALayout::col,
-      NVVM::MMAIntOverflowAttr());
+      NVVM::MMALayout::col, NVVM::MMAIntOverflowAttr());
 }
 
 /// The m64nN accumulator as 8-column tiles: per warp, register 4t+0/1 is row
@@ -1133,7 +1130,7 @@ SmallVector<Value> GpuEmitter::hopperScores(Value slot) {
                          1024);
     Value bDesc =
         descriptor(add(idx(kOff + c * bn * 128 + within), kStage), 16, 1024);
-    acc = wgmma(acc, a, bDesc, bn, /*bMnMajor=*/false);
+    acc = wgmma(acc, a, bDesc, bn);
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b);
   NVVM::WgmmaWaitGroupSyncOp::create(b, uint64_t(0));
@@ -1142,48 +1139,76 @@ SmallVector<Value> GpuEmitter::hopperScores(Value slot) {
 
 void GpuEmitter::hopperPV(Value slot, ArrayRef<Value> p, Value *acc) {
   const int64_t e = ::tilt::byteWidth(spec.dtype);
-  // P (rounded to the input type) into this warpgroup's K-major, 128-byte
-  // swizzled A tile: row r, key k at chunk k/64, byte r*128 + 16*((k%64)/8
-  // ^ r%8) + 2*(k%8). Rows g and g+8 of a warp are both = g mod 8.
-  Value wg = divU(warp, idx(4));
-  Value wi = remU(warp, idx(4));
-  Value pBase = mul(wg, idx(bn * 64 * e));
-  for (int64_t nt = 0; nt < bn / 8; ++nt) {
-    for (int64_t r = 0; r < 2; ++r) {
-      Value row = add(add(mul(wi, idx(16)), idx(8 * r)), g);
-      Value unit = arith::XOrIOp::create(b, idx(nt % 8), g);
-      Value byte = add(add(pBase, idx((nt / 8) * 64 * 128)),
-                       add(add(mul(row, idx(128)), mul(unit, idx(16))),
-                           mul(t4, idx(4))));
-      Value pair = arith::TruncFOp::create(
-          b, VectorType::get({2}, elt),
-          vector::ExtractOp::create(b, p[nt], ArrayRef<int64_t>{r}));
-      vector::StoreOp::create(b, pair, pFlat, ValueRange{divU(byte, idx(e))},
-                              /*nontemporal=*/false, llvm::MaybeAlign(4));
-    }
-  }
-  // Generic-proxy writes, read next by the async proxy (wgmma).
-  NVVM::FenceProxyOp::create(
-      b, NVVM::ProxyKind::async_shared,
-      NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
-  barrier();
   Value o = structOf(ArrayRef<Value>(acc, d / 8));
   Value vStage = mul(slot, idx(bn * d * e));
   NVVM::WgmmaFenceAlignedOp::create(b);
   for (int64_t kt = 0; kt < bn / 16; ++kt) {
-    Value a = descriptor(
-        add(idx(pOff + (kt / 4) * 64 * 128 + (kt % 4) * 32), pBase), 16, 1024);
+    // P stays in registers: the wgmma A fragment of a warp's 16 rows is the
+    // mma.sync m16n8k16 A layout, i.e. the score tiles 2kt and 2kt+1 rounded
+    // to the input type and packed in pairs, as on sm_80.
+    SmallVector<Value> a;
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t r = 0; r < 2; ++r) {
+        Value pair = arith::TruncFOp::create(
+            b, VectorType::get({2}, elt),
+            vector::ExtractOp::create(b, p[2 * kt + h], ArrayRef<int64_t>{r}));
+        Value word = vector::BitCastOp::create(b, VectorType::get({1}, i32),
+                                               pair);
+        a.push_back(vector::ExtractOp::create(b, word, ArrayRef<int64_t>{0}));
+      }
     // V is MN-major (d contiguous): 64-column chunks bn*128 bytes apart
     // (leading offset), 8-key groups 1024 bytes apart (stride offset).
     Value bDesc = descriptor(add(idx(vOff + kt * 16 * 128), vStage),
                              bn * 128, 1024);
-    o = wgmma(o, a, bDesc, d, /*bMnMajor=*/true);
+    o = wgmmaRegisterA(o, a, bDesc, d);
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b);
   NVVM::WgmmaWaitGroupSyncOp::create(b, uint64_t(0));
   SmallVector<Value> tiles = tilesOf(o, d);
   for (int64_t dt = 0; dt < d / 8; ++dt)
     acc[dt] = tiles[dt];
+}
+
+/// acc += A * B on one warpgroup, m64 n`n` k16, with A in registers (four
+/// 32-bit words of packed pairs a thread) and B an MN-major descriptor.
+/// Neither nvvm.wgmma.mma_async nor nvgpu.warpgroup.mma takes A from
+/// registers in MLIR 22, so this is the PTX instruction as inline assembly,
+/// with side effects so it stays between wgmma.fence and commit/wait.
+Value GpuEmitter::wgmmaRegisterA(Value acc, ArrayRef<Value> a, Value descB,
+                                 int64_t n) {
+  const int64_t regs = n / 2;
+  std::string text, constraints;
+  llvm::raw_string_ostream os(text), cs(constraints);
+  os << "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+     << "wgmma.mma_async.sync.aligned.m64n" << n << "k16.f32."
+     << (isa<BFloat16Type>(elt) ? "bf16.bf16" : "f16.f16") << " {";
+  for (int64_t i = 0; i < regs; ++i) {
+    os << (i ? ", $" : "$") << i;
+    cs << (i ? ",=f" : "=f");
+  }
+  os << "}, {";
+  for (int64_t i = 0; i < 4; ++i)
+    os << (i ? ", $" : "$") << 2 * regs + i;
+  os << "}, $" << 2 * regs + 4 << ", p, 1, 1, 1;\n}";
+  SmallVector<Value> operands;
+  for (int64_t i = 0; i < regs; ++i) {
+    operands.push_back(
+        LLVM::ExtractValueOp::create(b, acc, ArrayRef<int64_t>{i}));
+    cs << "," << i; // tied to output i
+  }
+  for (Value w : a) {
+    operands.push_back(w);
+    cs << ",r";
+  }
+  operands.push_back(descB);
+  cs << ",l";
+  auto asmOp = LLVM::InlineAsmOp::create(
+      b, acc.getType(), operands, os.str(), cs.str(),
+      /*has_side_effects=*/true, /*is_align_stack=*/false,
+      LLVM::tailcallkind::TailCallKind::None,
+      LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+      ArrayAttr());
+  return asmOp.getResult(0);
 }
 
 struct ConvertTiltToGPU
