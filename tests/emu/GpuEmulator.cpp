@@ -16,6 +16,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <fmt/format.h>
 #include <stdexcept>
 #include <unordered_map>
@@ -391,6 +392,31 @@ private:
   int64_t block[3];
   int64_t numBarriers = 0;
   std::vector<uint8_t> smem;
+
+  struct PendingWrite {
+    uint8_t *dst;
+    std::vector<uint8_t> bytes;
+  };
+  struct Barrier {
+    std::vector<PendingWrite> pending; ///< TMA bytes of the armed phase
+    int64_t completed = 0;             ///< phases completed so far
+  };
+  /// cp.async: the copies since the last commit, and committed groups.
+  std::vector<PendingWrite> openGroup;
+  std::deque<std::vector<PendingWrite>> asyncGroups;
+  std::unordered_map<int64_t, Barrier> barriers;
+  void land(const std::vector<PendingWrite> &writes) {
+    for (const PendingWrite &w : writes)
+      std::memcpy(w.dst, w.bytes.data(), w.bytes.size());
+  }
+  /// NaN in every 16-bit lane (f16 0x7E00 / bf16 0x7FC0 both decode NaN
+  /// from 0x7FFF).
+  static void poison(uint8_t *p, int64_t n) {
+    for (int64_t i = 0; i + 1 < n; i += 2) {
+      p[i] = 0xFF;
+      p[i + 1] = 0x7F;
+    }
+  }
   // Node-based maps: references to entries stay valid while others are
   // added (an op's results are defined one after the other).
   struct ValueHash {
@@ -435,11 +461,38 @@ void Cta::exec(Operation &op, const std::vector<uint8_t> &mask) {
   if (isa<gpu::BarrierOp, NVVM::WgmmaFenceAlignedOp,
           NVVM::WgmmaGroupSyncAlignedOp, NVVM::WgmmaWaitGroupSyncOp,
           NVVM::FenceProxyOp, nvgpu::MBarrierInitOp,
-          nvgpu::MBarrierArriveExpectTxOp, nvgpu::MBarrierTryWaitParityOp,
-          nvgpu::DeviceAsyncWaitOp>(op))
-    return; // lockstep: everything before has completed
+          nvgpu::MBarrierArriveExpectTxOp>(op))
+    return; // lockstep: the other threads are at the same point
+  // Asynchronous copies land only when the kernel waits for them (and their
+  // destinations read as NaN until then), so a read too early, a wait for
+  // the wrong group or phase, or a copy into a buffer still in use shows.
   if (isa<nvgpu::DeviceAsyncCreateGroupOp>(op)) {
     def(op.getResult(0));
+    asyncGroups.push_back(std::move(openGroup));
+    openGroup.clear();
+    return;
+  }
+  if (auto o = dyn_cast<nvgpu::DeviceAsyncWaitOp>(op)) {
+    size_t keep = o.getNumGroups() ? size_t(*o.getNumGroups()) : 0;
+    while (asyncGroups.size() > keep) {
+      land(asyncGroups.front());
+      asyncGroups.pop_front();
+    }
+    return;
+  }
+  if (auto o = dyn_cast<nvgpu::MBarrierTryWaitParityOp>(op)) {
+    int64_t id = uniform(o.getMbarId(), mask);
+    int64_t parity = uniform(o.getPhaseParity(), mask);
+    Barrier &bar = barriers[id];
+    if (!bar.pending.empty() && bar.completed % 2 == parity) {
+      land(bar.pending);
+      bar.pending.clear();
+      ++bar.completed;
+    } else if (bar.completed == 0 || (bar.completed - 1) % 2 != parity) {
+      fail(fmt::format("mbarrier {}: waiting for a phase of parity {} that "
+                       "never completes (would hang)",
+                       id, parity));
+    }
     return;
   }
   if (auto o = dyn_cast<nvgpu::MBarrierCreateOp>(op)) {
@@ -626,16 +679,18 @@ void Cta::exec(Operation &op, const std::vector<uint8_t> &mask) {
       int64_t e = byteSize(dst.elt);
       if (dst.shared)
         checkShared(d, n * e);
-      if (have == 0) {
-        std::memset(d, 0, size_t(n * e));
-        return;
+      PendingWrite w;
+      w.dst = d;
+      w.bytes.assign(size_t(n * e), 0); // zero fill past `have`
+      if (have > 0) {
+        std::vector<int64_t> si = indices(o.getSrcIndices(), t);
+        const uint8_t *s = address(src, si);
+        si.back() += have - 1;
+        (void)address(src, si); // the last element read is in bounds
+        std::memcpy(w.bytes.data(), s, size_t(have * e));
       }
-      std::vector<int64_t> si = indices(o.getSrcIndices(), t);
-      const uint8_t *s = address(src, si);
-      si.back() += have - 1;
-      (void)address(src, si); // the last element read is in bounds
-      std::memcpy(d, s, size_t(have * e));
-      std::memset(d + have * e, 0, size_t((n - have) * e));
+      poison(d, n * e);
+      openGroup.push_back(std::move(w));
     });
     return;
   }
@@ -1196,6 +1251,8 @@ void Cta::wgmmaRegisterA(LLVM::InlineAsmOp o,
 }
 
 void Cta::tmaLoad(nvgpu::TmaAsyncLoadOp o, const std::vector<uint8_t> &mask) {
+  std::vector<PendingWrite> &pending =
+      barriers[uniform(o.getMbarId(), mask)].pending;
   auto it = mapOf.find(o.getTensorMapDescriptor());
   if (it == mapOf.end() || it->second >= int64_t(launch.maps.size()))
     fail("tma load from an unknown tensor map");
@@ -1224,7 +1281,12 @@ void Cta::tmaLoad(nvgpu::TmaAsyncLoadOp o, const std::vector<uint8_t> &mask) {
         }
         uint8_t *q = smem.data() + swizzle128(base + r * 128 + c * e);
         checkShared(q, e);
-        storeElt(dst.elt, q, v);
+        PendingWrite w;
+        w.dst = q;
+        w.bytes.resize(size_t(e));
+        storeElt(dst.elt, w.bytes.data(), v);
+        poison(q, e);
+        pending.push_back(std::move(w));
       }
   }
 }

@@ -12,10 +12,15 @@
 // mma.sync m16n8k16 fragments, wgmma m64nNk16 with shared-memory matrix
 // descriptors (K-major and MN-major, 128-byte swizzle) and its accumulator
 // layout, TMA tiles with 128-byte swizzle and zero fill, shfl.bfly, vote
-// ballot. Asynchronous copies complete at once and barriers are no-ops
-// (lockstep execution has nothing to wait for), so the emulator does not
-// find races. It is a check of the kernel's logic against the documented
-// instruction semantics, not a substitute for running on a GPU.
+// ballot. Asynchronous copies land only when the kernel waits for them:
+// cp.async groups at cp.async.wait_group, TMA boxes at the wait on their
+// mbarrier phase (a wait for a phase that never completes is reported as a
+// hang); until then their destinations read as NaN. So reading a buffer
+// too early, waiting for the wrong group or phase, or refilling a buffer
+// still in use fails the check. Threads run in lockstep, so CTA barriers are
+// no-ops and races between threads are not found. It is a check of the
+// kernel's logic against the documented instruction semantics, not a
+// substitute for running on a GPU.
 //
 //===----------------------------------------------------------------------===//
 
