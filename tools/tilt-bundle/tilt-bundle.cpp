@@ -36,6 +36,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -72,7 +73,6 @@ static std::string installIndex(const std::string &outDir,
 struct CudaCase {
   AttentionSpec spec;
   TileConfig config;
-  bool defaultConfig = false; ///< the runtime's default on --arch
 };
 
 /// Parses one line of a --cases file for GPU architecture `arch`.
@@ -117,8 +117,7 @@ static std::string parseCudaCase(const std::string &line,
   const AttentionSpec &spec = flags.spec;
   if (spec.dtype == DType::F32)
     return "dtype f32: the cuda target supports f16 and bf16";
-  const bool defaultConfig = config.isDefault();
-  if (defaultConfig) {
+  if (config.isDefault()) {
     // As the runtime picks on a device of this architecture.
     cuda::DeviceInfo device;
     device.ccMajor = arch == "sm_90a" ? 9 : 8;
@@ -130,8 +129,49 @@ static std::string parseCudaCase(const std::string &line,
   } else if (config.variant == "gpu_sm90a" && arch != "sm_90a") {
     return "--variant gpu_sm90a needs --arch sm_90a";
   }
-  out = {spec, config, defaultConfig};
+  out = {spec, config};
   return {};
+}
+
+/// Builds kernels 0..n-1 on `jobs` threads, each with its own Compiler (MLIR
+/// contexts are not shared): `build(i, compiler, line)` compiles kernel i,
+/// writes its file and sets its index line. "" or the first error.
+static std::string
+compileAll(size_t n, int64_t jobs, const CompilerOptions &options,
+           const std::function<std::string(size_t, Compiler &, std::string &)>
+               &build,
+           std::vector<std::string> &lines) {
+  lines.assign(n, std::string());
+  std::atomic<size_t> next{0};
+  std::mutex errorMutex;
+  std::string firstError;
+  auto worker = [&] {
+    Compiler compiler(options);
+    for (size_t i; (i = next.fetch_add(1)) < n;) {
+      if (std::string err = build(i, compiler, lines[i]); !err.empty()) {
+        std::lock_guard<std::mutex> lock(errorMutex);
+        if (firstError.empty())
+          firstError = err;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < jobs && size_t(t) < n; ++t)
+    pool.emplace_back(worker);
+  worker();
+  for (std::thread &t : pool)
+    t.join();
+  return firstError;
+}
+
+/// Writes one kernel file of the bundle; "" or an error.
+static std::string writeKernel(const std::string &outDir,
+                               const std::string &file,
+                               const std::string &bytes) {
+  std::ofstream os(outDir + "/" + file, std::ios::binary);
+  os << bytes;
+  return os ? std::string() : "cannot write " + file;
 }
 
 static int bundleCuda(const std::string &arch, const std::string &casesFile,
@@ -154,59 +194,28 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
       cases.push_back(std::move(c));
   }
 
-  std::vector<std::string> lines(cases.size());
-  std::atomic<size_t> next{0};
-  std::mutex errorMutex;
-  std::string firstError;
-  auto worker = [&] {
-    // Every kernel's cubin for --arch, whatever its variant: the bundle's
-    // `cuda` line promises that architecture.
-    CompilerOptions options;
-    options.cudaArch = arch;
-    Compiler compiler(options);
-    for (size_t i; (i = next.fetch_add(1)) < cases.size();) {
-      const CudaCase &c = cases[i];
-      std::string artifact;
-      std::string err =
-          compiler.compile(c.spec, c.config, Target::CUDA, artifact);
-      std::string variant = c.config.variant;
-      if (!err.empty() && c.defaultConfig && variant != "gpu_sm80" &&
-          err.find("not implemented") != std::string::npos) {
-        // The runtime's default variant for --arch is not there yet: what
-        // the runtime asks for by default gets the portable one.
-        TileConfig portable = c.config;
-        portable.variant = variant = "gpu_sm80";
-        err = compiler.compile(c.spec, portable, Target::CUDA, artifact);
-      }
-      std::string file =
-          fmt::format("k{:04}-{}-d{}-h{}-{}.cuda", i, toString(c.spec.dtype),
-                      c.spec.headDim, c.spec.heads, variant);
-      if (err.empty()) {
-        std::ofstream os(outDir + "/" + file, std::ios::binary);
-        os << artifact;
-        if (!os)
-          err = "cannot write " + file;
-      } else {
-        err = fmt::format("{}: compile: {}", c.spec.canonical(), err);
-      }
-      if (!err.empty()) {
-        std::lock_guard<std::mutex> lock(errorMutex);
-        if (firstError.empty())
-          firstError = err;
-        return;
-      }
-      lines[i] = fmt::format("{}\t{}\t{}\tcuda\n", file, c.spec.canonical(),
-                             c.config.str());
-    }
+  // Every kernel's cubin for --arch, whatever its variant: the bundle's
+  // `cuda` line promises that architecture.
+  CompilerOptions options;
+  options.cudaArch = arch;
+  std::vector<std::string> lines;
+  auto build = [&](size_t i, Compiler &compiler, std::string &line) {
+    const CudaCase &c = cases[i];
+    std::string artifact;
+    if (std::string err =
+            compiler.compile(c.spec, c.config, Target::CUDA, artifact);
+        !err.empty())
+      return fmt::format("{}: compile: {}", c.spec.canonical(), err);
+    std::string file =
+        fmt::format("k{:04}-{}-d{}-h{}-{}.cuda", i, toString(c.spec.dtype),
+                    c.spec.headDim, c.spec.heads, c.config.variant);
+    line = fmt::format("{}\t{}\t{}\tcuda\n", file, c.spec.canonical(),
+                       c.config.str());
+    return writeKernel(outDir, file, artifact);
   };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < jobs && size_t(t) < cases.size(); ++t)
-    pool.emplace_back(worker);
-  worker();
-  for (std::thread &t : pool)
-    t.join();
-  if (!firstError.empty())
-    return fail(firstError);
+  if (std::string err = compileAll(cases.size(), jobs, options, build, lines);
+      !err.empty())
+    return fail(err);
 
   std::string index = fmt::format("tilt-bundle {}\ncuda {}\ntilt {}\n",
                                   KernelBundle::kFormat, arch, TILT_VERSION);
@@ -288,49 +297,29 @@ int main(int argc, char **argv) {
               .second)
         unique.push_back(r);
   }
-  std::vector<std::string> lines(unique.size());
-  std::atomic<size_t> next{0};
-  std::mutex errorMutex;
-  std::string firstError;
-  auto worker = [&] {
-    Compiler compiler;
-    for (size_t i; (i = next.fetch_add(1)) < unique.size();) {
-      const TuningRecord &r = unique[i];
-      AttentionSpec spec;
-      spec.heads = spec.kvHeads = r.key.heads;
-      spec.headDim = r.key.headDim;
-      spec.dtype = r.key.dtype;
-      spec.causal = r.key.causal;
-      spec.bias = BiasKind::Alibi;
-      std::string so;
-      std::string err = compiler.compile(spec, r.best, Target::CPU, so);
-      std::string file = fmt::format(
-          "k{:04}-{}-d{}-h{}-{}.so", i, toString(spec.dtype), spec.headDim,
-          spec.heads, spec.causal ? "causal" : "full");
-      if (err.empty()) {
-        std::ofstream os(outDir + "/" + file, std::ios::binary);
-        os << so;
-        if (!os)
-          err = "cannot write " + file;
-      }
-      if (!err.empty()) {
-        std::lock_guard<std::mutex> lock(errorMutex);
-        if (firstError.empty())
-          firstError = err;
-        return;
-      }
-      lines[i] = fmt::format("{}\t{}\t{}\n", file, spec.canonical(),
-                             r.best.str());
-    }
+  std::vector<std::string> lines;
+  auto build = [&](size_t i, Compiler &compiler, std::string &line) {
+    const TuningRecord &r = unique[i];
+    AttentionSpec spec;
+    spec.heads = spec.kvHeads = r.key.heads;
+    spec.headDim = r.key.headDim;
+    spec.dtype = r.key.dtype;
+    spec.causal = r.key.causal;
+    spec.bias = BiasKind::Alibi;
+    std::string so;
+    if (std::string err = compiler.compile(spec, r.best, Target::CPU, so);
+        !err.empty())
+      return err;
+    std::string file = fmt::format("k{:04}-{}-d{}-h{}-{}.so", i,
+                                   toString(spec.dtype), spec.headDim,
+                                   spec.heads, spec.causal ? "causal" : "full");
+    line = fmt::format("{}\t{}\t{}\n", file, spec.canonical(), r.best.str());
+    return writeKernel(outDir, file, so);
   };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < jobs; ++t)
-    pool.emplace_back(worker);
-  worker();
-  for (std::thread &t : pool)
-    t.join();
-  if (!firstError.empty())
-    return fail(firstError);
+  if (std::string err =
+          compileAll(unique.size(), jobs, CompilerOptions(), build, lines);
+      !err.empty())
+    return fail(err);
 
   // The index goes last and atomically: a bundle is either complete or
   // absent.

@@ -21,6 +21,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tilt/Compiler/Log2Units.h"
 #include "tilt/Compiler/Passes.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/Slopes.h"
@@ -46,9 +47,6 @@ using namespace mlir;
 using namespace mlir::tilt;
 
 namespace {
-
-constexpr double kLog2E = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 
 /// Coefficients of 2^f on [0, 1), a degree-5 fit of the relative error
 /// (max 9e-8, below f32 epsilon); computed for Tilt by weighted least squares

@@ -41,6 +41,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tilt/Compiler/Configs.h"
+#include "tilt/Compiler/Log2Units.h"
 #include "tilt/Compiler/Passes.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/KernelABI.h"
@@ -70,8 +71,6 @@ using namespace mlir::tilt;
 
 namespace {
 
-constexpr double kLog2E = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
 /// Shared-memory row padding in elements (16 bytes).
 constexpr int64_t kPad = 8;
 
