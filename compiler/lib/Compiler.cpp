@@ -35,7 +35,12 @@ std::optional<Emit> parseEmit(std::string_view s) {
 
 Compiler::Compiler(CompilerOptions opts)
     : options(std::move(opts)),
-      cpu(options.machine.cpu.empty() ? CpuMachine::host() : options.machine) {}
+      cpu(options.machine.cpu.empty() ? CpuMachine::host() : options.machine) {
+  if (options.machine.cpu.empty())
+    machineError = hostCpu().error;
+  else
+    machineError = cpu.validate();
+}
 
 std::string Compiler::fingerprint(Target target) const {
   if (target == Target::CUDA)
@@ -93,10 +98,11 @@ TileConfig Compiler::defaultConfig(const AttentionSpec &spec,
   return config;
 }
 
-std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config) {
-  return fmt::format("abi={};variant={};block_m={};block_n={};spec={}",
+std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config,
+                       CpuClass isa) {
+  return fmt::format("abi={};variant={};block_m={};block_n={};isa={};spec={}",
                      kKernelAbiVersion, config.variant, config.blockM,
-                     config.blockN, spec.canonical());
+                     config.blockN, toString(isa), spec.canonical());
 }
 
 std::string Compiler::compile(const AttentionSpec &spec,
@@ -122,6 +128,8 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
                             : "spec, mlir, llvm, asm, obj or so");
   if (std::string err = spec.validate(); !err.empty())
     return "invalid spec: " + err;
+  if (!cuda && !machineError.empty())
+    return machineError;
   TileConfig config = cuda ? completeGpuConfig(spec, requested,
                                                options.cudaArch)
                     : requested.isDefault() ? defaultConfig(spec, target)
@@ -168,6 +176,13 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
   if (cuda) {
     if (std::string err = mlir::tilt::checkGpuConfig(spec, attr); !err.empty())
       return "tile config: " + err;
+  } else if (std::string err = checkVariantRuns(
+                 config.variant, [&](std::string_view f) { return cpu.has(f); },
+                 "target CPU " + cpu.describe());
+             !err.empty()) {
+    // Before any code generation: LLVM aborts on an intrinsic the target
+    // lacks (AMX tile ops without amx-tile), it does not return an error.
+    return "tile config: " + err;
   }
 
   auto print = [](mlir::ModuleOp m) {
@@ -288,6 +303,9 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
   }
 
   mlir::tilt::CpuPipelineOptions pipeline;
+  pipeline.expandBf16 = spec.dtype == DType::BF16 && !cpu.has("avx512bf16");
+  // Checked above: every CPU variant needs x86-64-v3 or better.
+  const CpuClass isa = cpu.cpuClass().value_or(CpuClass::X86_64_V3);
   bool stopped = false;
   if (std::string err = runStages(mlir::tilt::getCpuPipelineStages(pipeline),
                                   emit == Emit::Mlir ? "llvm" : "", stopped);
@@ -305,7 +323,7 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
     std::string ir;
     if (std::string err =
             emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
-                            kernelInfo(spec, config), cpu, CpuEmit::LLVMIR, ir);
+                            kernelInfo(spec, config, isa), cpu, CpuEmit::LLVMIR, ir);
         !err.empty())
       return err;
     if (std::string err = dump(fmt::format("{:02}-llvm.ll", ++stageNo), ir);
@@ -313,7 +331,7 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
       return err;
   }
   return emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
-                         kernelInfo(spec, config), cpu, cpuEmit, out);
+                         kernelInfo(spec, config, isa), cpu, cpuEmit, out);
 }
 
 } // namespace tilt

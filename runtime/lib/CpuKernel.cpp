@@ -27,7 +27,7 @@ std::string parseInt(std::string_view key, std::string_view value,
 std::string parseKernelInfo(std::string_view text, KernelInfo &info) {
   info = KernelInfo();
   bool haveAbi = false, haveBlockM = false, haveBlockN = false,
-       haveSpec = false;
+       haveSpec = false, haveIsa = false;
   while (!text.empty()) {
     size_t eq = text.find('=');
     if (eq == std::string_view::npos)
@@ -54,16 +54,25 @@ std::string parseKernelInfo(std::string_view text, KernelInfo &info) {
       haveBlockN = true;
     } else if (key == "variant") {
       info.variant = std::string(value);
+    } else if (key == "isa") {
+      std::optional<CpuClass> isa = parseCpuClass(value);
+      if (!isa)
+        err = fmt::format("kernel info: isa must be {}, got '{}'",
+                          cpuClassNames(), value);
+      else
+        info.isa = *isa;
+      haveIsa = true;
     }
     // Other keys are informational (tools print them).
     if (!err.empty())
       return err;
   }
-  if (!haveAbi || !haveBlockM || !haveBlockN || !haveSpec)
+  if (!haveAbi || !haveBlockM || !haveBlockN || !haveIsa || !haveSpec)
     return fmt::format("kernel info: missing {}",
                        !haveAbi      ? "abi"
                        : !haveBlockM ? "block_m"
                        : !haveBlockN ? "block_n"
+                       : !haveIsa    ? "isa"
                                      : "spec (it must be the last key)");
   if (info.blockM < 1 || info.blockN < 1)
     return fmt::format("kernel info: block_m and block_n must be >= 1, got "
@@ -117,6 +126,16 @@ std::string CpuKernel::load(const std::string &path,
   if (info.spec != expectedSpec)
     return fmt::format("kernel {}: built for spec '{}', expected '{}'", name,
                        info.spec, expectedSpec);
+  // A kernel has no initializers, so nothing of it has run yet.
+  const HostCpu &host = hostCpu();
+  if (!host.error.empty())
+    return host.error;
+  if (!host.cls || *host.cls < info.isa)
+    return fmt::format("kernel {}: built for {}; this CPU is {} and lacks {}",
+                       name, toString(info.isa), host.describe(),
+                       missingFeatures(info.isa, [&](std::string_view f) {
+                         return host.has(f);
+                       }));
   if (info.variant == "cpu_amx")
     if (std::string err = enableAmx(); !err.empty())
       return fmt::format("kernel {}: {}", name, err);

@@ -10,6 +10,7 @@
 #ifndef TILT_RUNTIME_CPUKERNEL_H
 #define TILT_RUNTIME_CPUKERNEL_H
 
+#include "tilt/CpuIsa.h"
 #include "tilt/KernelABI.h"
 
 #include <cstdint>
@@ -25,6 +26,7 @@ struct KernelInfo {
   int64_t blockM = 0;
   int64_t blockN = 0;
   std::string variant;
+  CpuClass isa = CpuClass::X86_64_V3;
   std::string spec;
 };
 
@@ -38,7 +40,9 @@ std::string enableAmx();
 
 class CpuKernel {
 public:
-  /// Loads `path` and checks it against `expectedSpec` (a canonical spec).
+  /// Loads `path` and checks it against `expectedSpec` (a canonical spec)
+  /// and against this CPU: a kernel whose ISA class the host (hostCpu())
+  /// lacks is refused before any of its code runs.
   /// Returns "" and sets `out`, or a one-line error naming the kernel by
   /// `label` (default: `path`; a staged copy's path means nothing to users).
   static std::string load(const std::string &path,

@@ -2,52 +2,36 @@
 
 #include "tilt/KernelBundle.h"
 
-#include "Sha256.h"
-
-#include <cpuid.h>
 #include <fmt/format.h>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace tilt {
 
-std::string hostTuningClass() {
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
-    return "x86_64";
-  bool avx2 = ebx >> 5 & 1, avx512f = ebx >> 16 & 1;
-  bool amxBf16 = edx >> 22 & 1, amxTile = edx >> 24 & 1;
-  if (avx512f && amxBf16 && amxTile)
-    return "x86_64-amx";
-  if (avx512f)
-    return "x86_64-avx512";
-  return avx2 ? "x86_64-avx2" : "x86_64";
-}
-
-std::string hostCpuDigest() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, model, flags;
-  while (std::getline(in, line) && (model.empty() || flags.empty())) {
-    if (model.empty() && line.rfind("model name", 0) == 0)
-      model = line;
-    else if (flags.empty() && line.rfind("flags", 0) == 0)
-      flags = line;
-  }
-  return detail::sha256Hex(model + "\n" + flags);
-}
-
 std::string KernelBundle::load(const std::string &dir, KernelBundle &out) {
+  return load(dir, out, hostCpu().cls);
+}
+
+std::string KernelBundle::load(const std::string &dir, KernelBundle &out,
+                               std::optional<CpuClass> host) {
   out = KernelBundle();
   out.dir = dir;
   std::string path = dir + "/index";
   std::ifstream in(path);
-  if (!in)
+  if (!in) {
+    out.status = fmt::format("no kernel bundle in {}", dir);
     return {};
+  }
   std::string line;
   int lineNo = 0;
-  std::string cpu;
-  std::unordered_map<std::string, std::string> files, cudaFiles;
+  std::map<CpuClass, std::string> tuningFiles;
+  std::map<CpuClass, std::unordered_map<std::string, std::string>> files;
+  std::unordered_map<std::string, std::string> cudaFiles;
+  auto bad = [&](const std::string &what) {
+    return fmt::format("{}:{}: {}", path, lineNo, what);
+  };
   while (std::getline(in, line)) {
     ++lineNo;
     if (line.empty() || line[0] == '#')
@@ -59,39 +43,78 @@ std::string KernelBundle::load(const std::string &dir, KernelBundle &out) {
                            path, kFormat);
       continue;
     }
-    if (line.rfind("cpu ", 0) == 0) {
-      cpu = line.substr(4);
+    if (line.rfind("class ", 0) == 0) {
+      std::istringstream words(line.substr(6));
+      std::string name, file;
+      words >> name >> file;
+      std::optional<CpuClass> cls = parseCpuClass(name);
+      if (!cls)
+        return bad(fmt::format("class must be {}, got '{}'", cpuClassNames(),
+                               name));
+      if (file.empty())
+        return bad("expected 'class <cpu class> <tuning database file>'");
+      if (tuningFiles.count(*cls))
+        return bad(fmt::format("class {} listed twice", name));
+      tuningFiles[*cls] = file;
+      out.classes.push_back(*cls);
       continue;
     }
     if (line.rfind("cuda ", 0) == 0) {
       out.cudaArch = line.substr(5);
       if (out.cudaArch != "sm_80" && out.cudaArch != "sm_90a")
-        return fmt::format("{}:{}: cuda architecture must be sm_80 or sm_90a, "
-                           "got '{}'",
-                           path, lineNo, out.cudaArch);
+        return bad(fmt::format("cuda architecture must be sm_80 or sm_90a, "
+                               "got '{}'",
+                               out.cudaArch));
       continue;
     }
     if (line.rfind("tilt ", 0) == 0)
       continue;
-    // A trailing "\tcuda" marks a CUDA kernel; older indexes have none.
-    const std::string_view cudaMark = "\tcuda";
-    const bool isCuda = line.size() > cudaMark.size() &&
-                        line.compare(line.size() - cudaMark.size(),
-                                     cudaMark.size(), cudaMark) == 0;
-    if (isCuda)
-      line.resize(line.size() - cudaMark.size());
-    size_t t1 = line.find('\t'), t2 = line.rfind('\t');
-    if (t1 == std::string::npos || t1 == t2)
-      return fmt::format("{}:{}: expected 'file<TAB>spec<TAB>config[<TAB>"
-                         "cuda]'",
-                         path, lineNo);
-    (isCuda ? cudaFiles : files)[line.substr(t1 + 1)] = line.substr(0, t1);
+    // file \t spec \t config \t (class | cuda)
+    size_t t1 = line.find('\t');
+    size_t t3 = line.rfind('\t');
+    size_t t2 = t3 == std::string::npos || t3 == 0
+                    ? std::string::npos
+                    : line.rfind('\t', t3 - 1);
+    if (t1 == std::string::npos || t2 == std::string::npos || t2 <= t1)
+      return bad("expected 'file<TAB>spec<TAB>config<TAB>class or cuda'");
+    const std::string file = line.substr(0, t1);
+    const std::string key = line.substr(t1 + 1, t3 - t1 - 1);
+    const std::string where = line.substr(t3 + 1);
+    if (where == "cuda") {
+      cudaFiles[key] = file;
+      continue;
+    }
+    std::optional<CpuClass> cls = parseCpuClass(where);
+    if (!cls || !tuningFiles.count(*cls))
+      return bad(fmt::format("kernel of class '{}', which no 'class' line "
+                             "names before it",
+                             where));
+    files[*cls][key] = file;
   }
   if (!cudaFiles.empty() && out.cudaArch.empty())
     return fmt::format("{}: CUDA kernels but no 'cuda <arch>' line", path);
-  if (!files.empty() && cpu == hostCpuDigest())
-    out.files = std::move(files);
   out.cudaFiles = std::move(cudaFiles);
+
+  std::string held;
+  for (CpuClass c : out.classes) {
+    held += (held.empty() ? "" : ", ") + std::string(toString(c));
+    if (host && c <= *host && (!out.cpuClass || c > *out.cpuClass))
+      out.cpuClass = c;
+  }
+  if (out.classes.empty()) {
+    out.status = fmt::format("the bundle in {} has no CPU kernels", dir);
+  } else if (!out.cpuClass) {
+    out.status = fmt::format(
+        "no class of the bundle in {} ({}) runs on this CPU ({})", dir, held,
+        host ? toString(*host) : std::string_view("below x86-64-v3"));
+  } else {
+    const std::string &file = tuningFiles[*out.cpuClass];
+    out.tuningDb = file == "-" ? std::string() : dir + "/" + file;
+    out.files = std::move(files[*out.cpuClass]);
+    out.status = fmt::format("bundle class {} serves this CPU ({}; the "
+                             "bundle holds {})",
+                             toString(*out.cpuClass), toString(*host), held);
+  }
   return {};
 }
 

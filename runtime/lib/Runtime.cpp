@@ -15,6 +15,7 @@
 #include "DiskCache.h"
 #include "ThreadPool.h"
 #include "tilt/KernelABI.h"
+#include "tilt/CpuIsa.h"
 #include "tilt/KernelBundle.h"
 #include "tilt/TuningDb.h"
 
@@ -351,11 +352,12 @@ struct Runtime::Impl {
                  : int(std::max(1u, std::thread::hardware_concurrency()))) {
     if (!options.kernelsDir.empty()) {
       bundleError = KernelBundle::load(options.kernelsDir, bundle);
-      std::string db = options.kernelsDir + "/tuning.db";
-      if (bundleError.empty() && ::access(db.c_str(), R_OK) == 0) {
-        bundleError = TuningDb::load(db, tuning);
+      if (bundleError.empty() && !bundle.tuningDb.empty()) {
+        bundleError = TuningDb::load(bundle.tuningDb, tuning);
         haveTuning = bundleError.empty();
       }
+    } else {
+      bundle.status = "no kernel bundle given";
     }
   }
 
@@ -367,6 +369,23 @@ struct Runtime::Impl {
       return requested;
     const TuningRecord *r = tuning.lookup(spec, seqK);
     return r ? r->best : requested;
+  }
+
+  /// "" when this CPU runs `config` (empty: whatever the compiler picks
+  /// for it), else one line: checked before any compile or load.
+  static std::string checkHostRuns(const TileConfig &config) {
+    const HostCpu &host = hostCpu();
+    if (!host.error.empty())
+      return host.error;
+    if (!host.cls)
+      return fmt::format("this CPU is {}: Tilt's CPU kernels need x86-64-v3 "
+                         "or better",
+                         host.describe());
+    if (config.isDefault())
+      return {};
+    return checkVariantRuns(
+        config.variant, [&](std::string_view f) { return host.has(f); },
+        fmt::format("this CPU ({})", host.describe()));
   }
 
   KernelCache<CpuKernel> &cacheOf(const CpuKernel *) { return cpuKernels; }
@@ -857,6 +876,8 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
   int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                              : args.k.shape[2];
   const TileConfig &chosen = impl->configFor(spec, seqK, config);
+  if (std::string err = Impl::checkHostRuns(chosen); !err.empty())
+    return result(std::move(err));
   if (std::string err =
           impl->resolve(spec, chosen, target, toString(target), kernel);
       !err.empty())
@@ -872,6 +893,8 @@ std::string Runtime::prepare(const AttentionSpec &spec, Target target,
     return "invalid spec: " + err;
   if (target == Target::CUDA)
     return impl->prepareCuda(spec, config);
+  if (std::string err = Impl::checkHostRuns(config); !err.empty())
+    return err;
   CpuKernel *kernel = nullptr;
   return impl->resolve(spec, config, target, toString(target), kernel);
 }
@@ -890,6 +913,10 @@ void Runtime::resetStats() {
 }
 
 const std::string &Runtime::cacheDir() const { return impl->cacheDir; }
+
+const std::string &Runtime::bundleStatus() const {
+  return impl->bundle.status;
+}
 
 uint64_t Runtime::cacheMaxBytes() const { return impl->capBytes; }
 

@@ -82,6 +82,8 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
     if (line.empty() || line[0] == '#')
       continue;
     std::vector<std::string> w = words(line);
+    if (w.empty()) // whitespace only (found by fuzzing: w[0] was read)
+      continue;
     if (!sawHeader) {
       int64_t format = 0;
       if (w.size() != 2 || w[0] != "tilt-tuning-db" || !toInt(w[1], format))

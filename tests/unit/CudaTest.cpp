@@ -413,19 +413,20 @@ TEST(CudaBundle, IndexCarriesCudaKernels) {
   gpu.variant = "gpu_sm80";
   TileConfig cpu = naiveConfig(16);
   writeFile(dir / "index",
-            fmt::format("tilt-bundle 1\ncpu {}\ncuda sm_80\ntilt 0.1.0\n"
-                        "k0.so\tSPEC\t{}\nk1.cuda\tSPEC\t{}\tcuda\n",
-                        hostCpuDigest(), cpu.str(), gpu.str()));
+            fmt::format("tilt-bundle 2\nclass x86-64-v3 t.db\ncuda sm_80\n"
+                        "tilt 0.1.0\nk0.so\tSPEC\t{}\tx86-64-v3\n"
+                        "k1.cuda\tSPEC\t{}\tcuda\n",
+                        cpu.str(), gpu.str()));
   KernelBundle b;
-  ASSERT_EQ(KernelBundle::load(dir.path(), b), "");
+  ASSERT_EQ(KernelBundle::load(dir.path(), b, CpuClass::X86_64_V3), "");
   EXPECT_EQ(b.cudaArch, "sm_80");
   EXPECT_EQ(b.find("SPEC", cpu), dir / "k0.so");
   EXPECT_EQ(b.find("SPEC", gpu), "");
   EXPECT_EQ(b.find("SPEC", gpu, Target::CUDA), dir / "k1.cuda");
   EXPECT_EQ(b.find("SPEC", cpu, Target::CUDA), "");
 
-  // A CUDA-only bundle from another machine: no cpu line needed.
-  writeFile(dir / "index", fmt::format("tilt-bundle 1\ncuda sm_90a\n"
+  // A CUDA-only bundle from another machine: no class line needed.
+  writeFile(dir / "index", fmt::format("tilt-bundle 2\ncuda sm_90a\n"
                                        "k1.cuda\tSPEC\t{}\tcuda\n",
                                        gpu.str()));
   ASSERT_EQ(KernelBundle::load(dir.path(), b), "");
@@ -433,10 +434,10 @@ TEST(CudaBundle, IndexCarriesCudaKernels) {
   EXPECT_TRUE(b.files.empty());
 
   writeFile(dir / "index",
-            fmt::format("tilt-bundle 1\nk1.cuda\tSPEC\t{}\tcuda\n", gpu.str()));
+            fmt::format("tilt-bundle 2\nk1.cuda\tSPEC\t{}\tcuda\n", gpu.str()));
   EXPECT_EQ(KernelBundle::load(dir.path(), b),
             dir / "index" + ": CUDA kernels but no 'cuda <arch>' line");
-  writeFile(dir / "index", "tilt-bundle 1\ncuda sm_86\n");
+  writeFile(dir / "index", "tilt-bundle 2\ncuda sm_86\n");
   EXPECT_EQ(KernelBundle::load(dir.path(), b),
             dir / "index" +
                 ":2: cuda architecture must be sm_80 or sm_90a, got 'sm_86'");

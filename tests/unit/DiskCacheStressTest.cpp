@@ -11,6 +11,7 @@
 
 #include "RuntimeTestSupport.h"
 
+#include <atomic>
 #include <algorithm>
 #include <csignal>
 #include <fcntl.h>
@@ -161,9 +162,15 @@ TEST(DiskCacheStress, A_ConcurrentProcessesCompileEachKeyOnce) {
 // B: writers killed mid-write
 //===----------------------------------------------------------------------===//
 
+/// How many pieces the current writer child has started writing: the parent
+/// watches it to kill the child in the middle of its writes, whatever the
+/// speed of the build or the machine.
+std::atomic<int64_t> *writesStarted = nullptr;
+
 /// Writes in small pieces with pauses, so that a write lasts long enough to
 /// be killed in the middle.
 ssize_t slowWrite(int fd, const void *data, size_t size) {
+  writesStarted->fetch_add(1);
   std::this_thread::sleep_for(std::chrono::microseconds(100));
   return ::write(fd, data, std::min<size_t>(size, 8192));
 }
@@ -199,13 +206,24 @@ TEST(DiskCacheStress, B_WritersKilledMidWriteNeverLeaveABadKernel) {
       verified = 0, detected = 0, badLoads = 0;
   int64_t hits = 0, rebuilt = 0;
   const auto t0 = std::chrono::steady_clock::now();
+  writesStarted = sharedObject<std::atomic<int64_t>>();
+  ASSERT_NE(writesStarted, nullptr);
+  int unobserved = 0;
   for (int kill = 0; kill < kKills; ++kill) {
+    writesStarted->store(0);
+    // A kernel is ~25 pieces: the kill lands at a random piece of the
+    // first few entries the child writes or stages.
+    const int64_t target = std::uniform_int_distribution<int64_t>(1, 80)(rng);
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0)
       writerChild(dir.path(), cap, unsigned(rng()));
-    std::this_thread::sleep_for(std::chrono::microseconds(
-        std::uniform_int_distribution<int>(1000, 30000)(rng)));
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (writesStarted->load() < target &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    unobserved += writesStarted->load() < target;
     ::kill(pid, SIGKILL);
     waitpid(pid, nullptr, 0);
 
@@ -285,6 +303,9 @@ TEST(DiskCacheStress, B_WritersKilledMidWriteNeverLeaveABadKernel) {
               kKills, seconds, killsInEntryWrite, killsInStaging,
               entriesChecked, verified, detected, (long long)hits,
               (long long)rebuilt, badLoads, tempsLeft, tempsAfter, orphanLocks);
+  freeShared(writesStarted);
+  writesStarted = nullptr;
+  EXPECT_EQ(unobserved, 0) << "writers that never reached their kill point";
   EXPECT_EQ(badLoads, 0);
   EXPECT_EQ(hits + rebuilt, entriesChecked);
   EXPECT_GT(killsInEntryWrite, 0) << "no kill landed mid-write";

@@ -74,4 +74,33 @@ TEST(Npy, ErrorsNameTheFile) {
   std::remove(path.c_str());
 }
 
+/// Regressions found by tests/fuzz: a shape that is not a list of
+/// non-negative integers used to throw out of std::stoll (aborting the
+/// host), and a huge one to overflow the byte count.
+TEST(Npy, MalformedShapesAreErrorsNotExceptions) {
+  auto withShape = [](const std::string &shape) {
+    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " +
+                         shape + ", }";
+    header.resize(118, ' ');
+    header += '\n';
+    std::string path = tempPath("shape.npy");
+    std::ofstream(path, std::ios::binary)
+        << std::string("\x93NUMPY\x01\x00", 8) << char(header.size())
+        << char(0) << header << std::string(24, '\0');
+    tilt::tools::NpyArray a;
+    std::string err = tilt::tools::readNpy(path, a);
+    std::remove(path.c_str());
+    return err.empty() ? err : err.substr(err.find(':') + 2);
+  };
+  EXPECT_EQ(withShape("(2, 3)"), "");
+  EXPECT_EQ(withShape("(\xcb" "2, 3)"),
+            "malformed .npy shape '(\xcb" "2, 3)' (dimensions are "
+            "non-negative integers)");
+  EXPECT_EQ(withShape("(-2, 3)"),
+            "malformed .npy shape '(-2, 3)' (dimensions are non-negative "
+            "integers)");
+  EXPECT_EQ(withShape("(99999999999, 99999999999)"),
+            ".npy shape (99999999999, 99999999999) is too large");
+}
+
 } // namespace

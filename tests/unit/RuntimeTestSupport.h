@@ -79,9 +79,11 @@ private:
 
 /// The kernel info the compiler would embed.
 inline std::string kernelInfo(const std::string &canonicalSpec, int64_t blockM,
-                              int64_t blockN, int abi = kKernelAbiVersion) {
-  return fmt::format("abi={};variant=cpu_naive;block_m={};block_n={};spec={}",
-                     abi, blockM, blockN, canonicalSpec);
+                              int64_t blockN, int abi = kKernelAbiVersion,
+                              std::string_view isa = "x86-64-v3") {
+  return fmt::format(
+      "abi={};variant=cpu_naive;block_m={};block_n={};isa={};spec={}", abi,
+      blockM, blockN, isa, canonicalSpec);
 }
 
 /// The naive kernel's bytes with `info` written into its info slot.
@@ -125,7 +127,7 @@ public:
       return "the runtime must pass a concrete config";
     artifact = stampedKernel(
         kernelInfo(stampSpec.empty() ? spec.canonical() : stampSpec,
-                   config.blockM, config.blockN, abi));
+                   config.blockM, config.blockN, abi, isa));
     // The loader maps segments by their offsets and ignores trailing bytes.
     if (artifact.size() < padTo)
       artifact.resize(padTo, '\0');
@@ -137,6 +139,7 @@ public:
   std::string failWith;             ///< non-empty: compile() fails with this
   std::string stampSpec;            ///< non-empty: claim this spec instead
   int abi = kKernelAbiVersion;
+  std::string isa = "x86-64-v3";    ///< the ISA class the kernel claims
   std::chrono::milliseconds delay{0}; ///< how long a compile takes
   size_t padTo = 0;                   ///< artifacts grow to this many bytes
 };

@@ -89,6 +89,29 @@ static Option eitherOption(const char *name, const char *a, const char *b,
           }};
 }
 
+Option cpuClassOption(std::string help, std::optional<CpuClass> &dst) {
+  return {"cpu-class", "NAME", std::move(help), [&dst](std::string_view v) {
+            dst = parseCpuClass(v);
+            if (!dst)
+              return fmt::format("--cpu-class must be {}, got '{}'",
+                                 cpuClassNames(), v);
+            return std::string();
+          }};
+}
+
+std::string jsonEscape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\')
+      out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\u{:04x}", int(c));
+    else
+      out += c;
+  }
+  return out;
+}
+
 Option targetOption(std::string help, std::string &dst) {
   return eitherOption("target", "cpu", "cuda", std::move(help), dst);
 }

@@ -9,10 +9,12 @@
 #ifndef TILT_TOOLS_ARGS_H
 #define TILT_TOOLS_ARGS_H
 
+#include "tilt/CpuIsa.h"
 #include "tilt/Runtime.h"
 #include "tilt/Spec.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +46,12 @@ Option stringOption(std::string name, std::string valueName, std::string help,
 Option targetOption(std::string help, std::string &dst);
 /// --arch sm_80|sm_90a: the CUDA architecture, stored in `dst` as given.
 Option archOption(std::string help, std::string &dst);
+
+/// --cpu-class NAME: an ISA class of CpuIsa.h, stored in `dst`.
+Option cpuClassOption(std::string help, std::optional<CpuClass> &dst);
+
+/// `text` as the inside of a JSON string.
+std::string jsonEscape(std::string_view text);
 
 /// Typed value parsers for Option::apply; they name the flag in errors.
 std::string parseInt(std::string_view flag, std::string_view text,

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -95,12 +96,28 @@ std::string readNpy(const std::string &path, NpyArray &out) {
                        "a C-ordered array",
                        path);
   out.shape.clear();
-  for (size_t i = 1; i < shape.size();) {
+  if (shape.front() != '(' || shape.back() != ')')
+    return fmt::format("{}: malformed .npy shape '{}'", path, shape);
+  // Dimensions are non-negative integers whose product (in bytes) fits the
+  // file: anything else is an error, never an exception or an overflow.
+  uint64_t count = 1;
+  for (size_t i = 1; i + 1 < shape.size();) {
     size_t j = shape.find_first_of(",)", i);
     std::string tok = shape.substr(i, j - i);
     tok.erase(0, tok.find_first_not_of(' '));
-    if (!tok.empty())
-      out.shape.push_back(std::stoll(tok));
+    tok.erase(tok.find_last_not_of(' ') + 1);
+    if (!tok.empty()) {
+      int64_t d = -1;
+      auto [end, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), d);
+      if (ec != std::errc() || end != tok.data() + tok.size() || d < 0)
+        return fmt::format("{}: malformed .npy shape '{}' (dimensions are "
+                           "non-negative integers)",
+                           path, shape);
+      if (d != 0 && count > (uint64_t(1) << 40) / uint64_t(d))
+        return fmt::format("{}: .npy shape {} is too large", path, shape);
+      count *= uint64_t(d);
+      out.shape.push_back(d);
+    }
     i = j + 1;
   }
 

@@ -1,15 +1,17 @@
-//===- tilt-bundle.cpp - Tuning database -> ahead-of-time kernel bundle ---===//
+//===- tilt-bundle.cpp - Tuning databases -> ahead-of-time kernel bundle --===//
 //
-//   tilt-bundle --kernels-dir kernels --out build/kernels [--jobs N]
+//   tilt-bundle --kernels-dir kernels --out build/kernels
+//               [--cpu-classes all|x86-64-v3,...] [--tune-cpu NAME] [--jobs N]
 //   tilt-bundle --target cuda --arch sm_80|sm_90a --cases FILE --out DIR
 //               [--jobs N]
 //
-// Picks kernels/cpu-<class>.tune for this CPU's tuning class, compiles the
-// tuned kernel of every record (spec family of the database: ALiBi with
-// standard slopes, kv_heads = heads) and writes the bundle of KernelBundle.h:
-// the shared objects, an index and a copy of the database. Without a
-// database for this class the bundle is empty, and the runtime compiles on
-// demand as usual.
+// For every ISA class asked for (default: all four of CpuIsa.h), on any
+// machine: takes kernels/cpu-<class>.tune, or, for a class without one, the
+// nearest class's database with the configurations the class cannot run
+// replaced by its defaults; cross-compiles the kernel of every record (spec
+// family of the databases: ALiBi with standard slopes, kv_heads = heads) for
+// exactly that class; and writes the bundle of KernelBundle.h: the shared
+// objects, each class's database and an index.
 //
 // --target cuda needs no GPU: it compiles the CUDA artifact of every case of
 // FILE, one tilt-run command line each (spec flags, optionally --variant and
@@ -37,6 +39,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -228,6 +231,139 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
   return 0;
 }
 
+/// The spec of a tuning record: the databases' family (ALiBi with standard
+/// slopes, one kv head per head).
+static AttentionSpec recordSpec(const TuningKey &key) {
+  AttentionSpec spec;
+  spec.heads = spec.kvHeads = key.heads;
+  spec.headDim = key.headDim;
+  spec.dtype = key.dtype;
+  spec.causal = key.causal;
+  spec.bias = BiasKind::Alibi;
+  return spec;
+}
+
+/// The tuning database a class's kernels follow: its own, else the nearest
+/// class's (ties going to the lower class, whose code this CPU runs), with
+/// every configuration the class cannot run replaced by its default.
+static std::string planClass(CpuClass cls,
+                             const std::map<CpuClass, TuningDb> &dbs,
+                             Compiler &compiler, TuningDb &out,
+                             std::string &note) {
+  if (auto own = dbs.find(cls); own != dbs.end()) {
+    out = own->second;
+    note = "tuned on " + out.machine;
+    return {};
+  }
+  const TuningDb *nearest = nullptr;
+  CpuClass from = cls;
+  for (int distance = 1; !nearest && distance < 4; ++distance)
+    for (int step : {-distance, distance}) {
+      int rank = int(cls) + step;
+      auto it = dbs.find(CpuClass(rank));
+      if (rank >= 0 && rank < 4 && it != dbs.end() && !nearest) {
+        nearest = &it->second;
+        from = it->first;
+      }
+    }
+  out = TuningDb();
+  if (!nearest) {
+    note = "no tuning database: default configurations";
+    return {};
+  }
+  out = *nearest;
+  out.machine = fmt::format("{} (borrowed by {})", nearest->machine,
+                            toString(cls));
+  note = fmt::format("borrowed from {} (tuned on {})", toString(from),
+                     nearest->machine);
+  for (TuningRecord &r : out.records) {
+    const AttentionSpec spec = recordSpec(r.key);
+    for (TileConfig *c : {&r.best, &r.fallback}) {
+      std::optional<CpuClass> need = variantCpuClass(c->variant);
+      if (!need || *need > cls)
+        *c = compiler.defaultConfig(spec, Target::CPU);
+    }
+  }
+  return {};
+}
+
+/// Cross-compiles the tuned kernels of every class in `classes` (each for
+/// exactly that class, tuned for `tuneCpu`) into one bundle.
+static int bundleCpu(const std::string &kernelsDir, const std::string &outDir,
+                     const std::vector<CpuClass> &classes,
+                     const std::string &tuneCpu, int64_t jobs) {
+  std::map<CpuClass, TuningDb> dbs;
+  for (CpuClass c : kCpuClasses) {
+    std::string path = fmt::format("{}/cpu-{}.tune", kernelsDir, toString(c));
+    if (!fs::exists(path))
+      continue;
+    if (std::string err = TuningDb::load(path, dbs[c]); !err.empty())
+      return fail(err);
+  }
+  std::string index =
+      fmt::format("tilt-bundle {}\ntilt {}\n", KernelBundle::kFormat,
+                  TILT_VERSION);
+  std::string kernelLines;
+  size_t total = 0;
+  for (CpuClass cls : classes) {
+    CompilerOptions options;
+    options.machine = CpuMachine::forClass(cls, tuneCpu);
+    Compiler planner(options);
+    TuningDb db;
+    std::string note;
+    if (std::string err = planClass(cls, dbs, planner, db, note);
+        !err.empty())
+      return fail(err);
+    const std::string dbFile = fmt::format("tuning-{}.db", toString(cls));
+    if (std::string err = db.save(outDir + "/" + dbFile); !err.empty())
+      return fail(err);
+    index += fmt::format("class {} {} {}\n", toString(cls), dbFile, note);
+
+    // One kernel per distinct (spec, tuned config), compiled by `jobs`
+    // threads (each its own Compiler: MLIR contexts are not shared).
+    std::vector<TuningRecord> unique;
+    std::set<std::tuple<int64_t, int64_t, int, bool, std::string>> seen;
+    for (const TuningRecord &r : db.records)
+      if (seen.insert({r.key.heads, r.key.headDim, int(r.key.dtype),
+                       r.key.causal, r.best.str()})
+              .second)
+        unique.push_back(r);
+    std::vector<std::string> lines;
+    auto build = [&](size_t i, Compiler &compiler, std::string &line) {
+      const TuningRecord &r = unique[i];
+      const AttentionSpec spec = recordSpec(r.key);
+      std::string so;
+      if (std::string err = compiler.compile(spec, r.best, Target::CPU, so);
+          !err.empty())
+        return fmt::format("{}: {}", toString(cls), err);
+      std::string file = fmt::format("{}-k{:04}-{}-d{}-h{}-{}.so",
+                                     toString(cls), i, toString(spec.dtype),
+                                     spec.headDim, spec.heads,
+                                     spec.causal ? "causal" : "full");
+      line = fmt::format("{}\t{}\t{}\t{}\n", file, spec.canonical(),
+                         r.best.str(), toString(cls));
+      return writeKernel(outDir, file, so);
+    };
+    if (std::string err = compileAll(unique.size(), jobs, options, build, lines);
+        !err.empty())
+      return fail(err);
+    for (const std::string &l : lines)
+      kernelLines += l;
+    total += unique.size();
+    fmt::print("tilt-bundle: {}: {} kernels for {} records ({})\n",
+               toString(cls), unique.size(), db.records.size(), note);
+  }
+
+  // The index goes last and atomically: a bundle is either complete or
+  // absent.
+  if (std::string err = installIndex(outDir, index + kernelLines);
+      !err.empty())
+    return fail(err);
+  fmt::print("tilt-bundle: {} kernels of {} classes in {}\n", total,
+             classes.size(), outDir);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   std::string kernelsDir, outDir, target = "cpu", arch, casesFile;
   int64_t jobs = std::max(1u, std::thread::hardware_concurrency());
@@ -251,10 +387,53 @@ int main(int argc, char **argv) {
                      }});
   options.push_back({"jobs", "N", "parallel compiles (default: all cores)",
                      [&](auto v) { return parseInt("jobs", v, jobs, 1); }});
+  std::vector<CpuClass> classes(std::begin(kCpuClasses),
+                                std::end(kCpuClasses));
+  options.push_back(
+      {"cpu-classes", "LIST",
+       "cpu: the ISA classes to cross-compile for, comma-separated, or all "
+       "(default: all of " + cpuClassNames() + ")",
+       [&](std::string_view v) {
+         classes.clear();
+         if (v == "all") {
+           classes.assign(std::begin(kCpuClasses), std::end(kCpuClasses));
+           return std::string();
+         }
+         for (size_t at = 0; at <= v.size();) {
+           size_t comma = std::min(v.find(',', at), v.size());
+           std::string_view name = v.substr(at, comma - at);
+           std::optional<CpuClass> c = parseCpuClass(name);
+           if (!c)
+             return fmt::format("--cpu-classes: each must be {} (or the "
+                                "whole list 'all'), got '{}'",
+                                cpuClassNames(), name);
+           if (std::find(classes.begin(), classes.end(), *c) == classes.end())
+             classes.push_back(*c);
+           at = comma + 1;
+         }
+         std::sort(classes.begin(), classes.end());
+         return std::string();
+       }});
+  std::string tuneCpu;
+  options.push_back(stringOption(
+      "tune-cpu", "NAME",
+      "cpu: schedule the kernels for this LLVM CPU, e.g. znver4 (default: "
+      "generic); the code still uses only its class's features",
+      tuneCpu));
+  bool help = false;
+  options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
   if (std::string err = parseArgs(argc, argv, options, positional);
       !err.empty())
     return fail(err);
+  if (help) {
+    fmt::print("usage: tilt-bundle --kernels-dir DIR --out DIR "
+               "[--cpu-classes LIST] [--tune-cpu NAME] [--jobs N]\n"
+               "       tilt-bundle --target cuda --arch sm_80|sm_90a --cases "
+               "FILE --out DIR [--jobs N]\n\n{}",
+               helpText(options));
+    return 0;
+  }
   const bool cuda = target == "cuda";
   if (outDir.empty() || !positional.empty() ||
       (cuda ? arch.empty() || casesFile.empty() || !kernelsDir.empty()
@@ -269,68 +448,5 @@ int main(int argc, char **argv) {
     return fail(fmt::format("--out {}: {}", outDir, ec.message()));
   if (cuda)
     return bundleCuda(arch, casesFile, outDir, jobs);
-  std::string cls = hostTuningClass();
-  std::string dbPath = fmt::format("{}/cpu-{}.tune", kernelsDir, cls);
-  TuningDb db;
-  if (fs::exists(dbPath)) {
-    if (std::string err = TuningDb::load(dbPath, db); !err.empty())
-      return fail(err);
-    fs::copy_file(dbPath, outDir + "/tuning.db",
-                  fs::copy_options::overwrite_existing, ec);
-    if (ec)
-      return fail(fmt::format("cannot copy {}: {}", dbPath, ec.message()));
-  } else {
-    fs::remove(outDir + "/tuning.db", ec);
-    fmt::print("tilt-bundle: no tuning database for this CPU class ({}); "
-               "writing an empty bundle\n",
-               dbPath);
-  }
-
-  // One kernel per distinct (spec, tuned config), compiled by `jobs` threads
-  // (each its own Compiler: MLIR contexts are not shared).
-  std::vector<TuningRecord> unique;
-  {
-    std::set<std::tuple<int64_t, int64_t, int, bool, std::string>> seen;
-    for (const TuningRecord &r : db.records)
-      if (seen.insert({r.key.heads, r.key.headDim, int(r.key.dtype),
-                       r.key.causal, r.best.str()})
-              .second)
-        unique.push_back(r);
-  }
-  std::vector<std::string> lines;
-  auto build = [&](size_t i, Compiler &compiler, std::string &line) {
-    const TuningRecord &r = unique[i];
-    AttentionSpec spec;
-    spec.heads = spec.kvHeads = r.key.heads;
-    spec.headDim = r.key.headDim;
-    spec.dtype = r.key.dtype;
-    spec.causal = r.key.causal;
-    spec.bias = BiasKind::Alibi;
-    std::string so;
-    if (std::string err = compiler.compile(spec, r.best, Target::CPU, so);
-        !err.empty())
-      return err;
-    std::string file = fmt::format("k{:04}-{}-d{}-h{}-{}.so", i,
-                                   toString(spec.dtype), spec.headDim,
-                                   spec.heads, spec.causal ? "causal" : "full");
-    line = fmt::format("{}\t{}\t{}\n", file, spec.canonical(), r.best.str());
-    return writeKernel(outDir, file, so);
-  };
-  if (std::string err =
-          compileAll(unique.size(), jobs, CompilerOptions(), build, lines);
-      !err.empty())
-    return fail(err);
-
-  // The index goes last and atomically: a bundle is either complete or
-  // absent.
-  std::string index = fmt::format("tilt-bundle {}\ncpu {}\ntilt {}\n",
-                                  KernelBundle::kFormat, hostCpuDigest(),
-                                  TILT_VERSION);
-  for (const std::string &l : lines)
-    index += l;
-  if (std::string err = installIndex(outDir, index); !err.empty())
-    return fail(err);
-  fmt::print("tilt-bundle: {} kernels for the {} records of {} in {}\n",
-             unique.size(), db.records.size(), cls, outDir);
-  return 0;
+  return bundleCpu(kernelsDir, outDir, classes, tuneCpu, jobs);
 }

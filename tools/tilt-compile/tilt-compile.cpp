@@ -64,8 +64,15 @@ int main(int argc, char **argv) {
   options.push_back(archOption("CUDA architecture with --target cuda "
                                "(default: the variant's)",
                                compilerOptions.cudaArch));
+  std::optional<CpuClass> cpuClass;
+  options.push_back(cpuClassOption(
+      "ISA class to generate for: " + cpuClassNames() +
+          " (default: this machine's)",
+      cpuClass));
   options.push_back(
-      {"cpu", "NAME", "LLVM CPU to generate for (default: this machine)",
+      {"cpu", "NAME",
+       "LLVM CPU to generate for, e.g. sapphirerapids (default: this "
+       "machine's class)",
        [&](std::string_view v) {
          compilerOptions.machine.cpu = v;
          return std::string();
@@ -118,9 +125,18 @@ int main(int argc, char **argv) {
     return fail(err);
   if (!compilerOptions.cudaArch.empty() && target != "cuda")
     return fail("--arch needs --target cuda");
+  if (cpuClass) {
+    if (!compilerOptions.machine.cpu.empty())
+      return fail("--cpu-class and --cpu exclude each other");
+    std::string extra = compilerOptions.machine.features;
+    compilerOptions.machine = CpuMachine::forClass(*cpuClass);
+    if (!extra.empty())
+      compilerOptions.machine.features +=
+          (compilerOptions.machine.features.empty() ? "" : ",") + extra;
+  }
   if (!compilerOptions.machine.features.empty() &&
       compilerOptions.machine.cpu.empty())
-    return fail("--cpu-features needs --cpu");
+    return fail("--cpu-features needs --cpu or --cpu-class");
 
   // Custom slopes decide between an [H] and a [B,H] operand.
   if (!flags.slopesFile.empty()) {

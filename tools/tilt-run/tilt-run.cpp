@@ -340,6 +340,8 @@ int main(int argc, char **argv) {
         !err.empty())
       return fail(err);
   }
+  if (timeRuns && tgt == Target::CPU)
+    fmt::print("kernel bundle: {}\n", runtime.bundleStatus());
   for (int64_t r = 0; r < repeat && tgt == Target::CPU; ++r) {
     RunStats before = runtime.stats();
     auto t0 = std::chrono::steady_clock::now();
@@ -434,8 +436,10 @@ int main(int argc, char **argv) {
     const RunStats &s = runtime.stats();
     fmt::print(stderr,
                "{{\"compiles\": {}, \"bundle_hits\": {}, \"disk_hits\": {}, "
-               "\"memory_hits\": {}, \"seconds\": {:.6f}}}\n",
-               s.compiles, s.bundleHits, s.diskHits, s.memoryHits, s.seconds);
+               "\"memory_hits\": {}, \"seconds\": {:.6f}, \"bundle\": "
+               "\"{}\"}}\n",
+               s.compiles, s.bundleHits, s.diskHits, s.memoryHits, s.seconds,
+               jsonEscape(runtime.bundleStatus()));
   }
   return checkFailure.empty() ? 0 : fail(checkFailure);
 }

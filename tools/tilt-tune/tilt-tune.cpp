@@ -1,6 +1,6 @@
 //===- tilt-tune.cpp - Tune tile configurations per heads and length ------===//
 //
-//   tilt-tune --out kernels/cpu-<machine>.tune [--heads 8,12,...]
+//   tilt-tune --out kernels/cpu-<class>.tune [--cpu-class NAME] [--heads 8,12,...]
 //             [--seqs 128,512,2048,8192] [--head-dims 64,128]
 //             [--dtypes f32,bf16] [--causal both|yes|no] [--repeats N]
 //             [--threads N] [--plot FILE.svg] [--table FILE.md] [--fresh]
@@ -21,7 +21,7 @@
 #include "tilt/Compiler/Compiler.h"
 #include "tilt/Compiler/SearchSpace.h"
 #include "tilt/Half.h"
-#include "tilt/KernelBundle.h"
+#include "tilt/CpuIsa.h"
 #include "tilt/Runtime.h"
 #include "tilt/TuningDb.h"
 
@@ -228,6 +228,13 @@ int main(int argc, char **argv) {
                        fresh = true;
                        return std::string();
                      }});
+  std::optional<CpuClass> tuneClass;
+  options.push_back(cpuClassOption(
+      "tune this class's database (" + cpuClassNames() +
+          ") on this machine, which must run it: the compiler and the "
+          "runtime see the host as that class (as TILT_CPU_CLASS does); "
+          "default: the host's class",
+      tuneClass));
   options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
   if (std::string err = parseArgs(argc, argv, options, positional);
@@ -243,11 +250,20 @@ int main(int argc, char **argv) {
   if (out.empty())
     return fail("--out FILE is required");
 
+  // Before anything reads the host's class.
+  if (tuneClass)
+    setenv("TILT_CPU_CLASS", std::string(toString(*tuneClass)).c_str(), 1);
+  const HostCpu &host = hostCpu();
+  if (!host.error.empty())
+    return fail(host.error);
+  if (!host.cls)
+    return fail(fmt::format("this CPU is {}: nothing to tune",
+                            host.describe()));
   Compiler compiler;
-  // Databases are per tuning class (kernels/cpu-<class>.tune); the LLVM CPU
-  // name is kept for the record.
-  std::string machine =
-      fmt::format("{} ({})", hostTuningClass(), compiler.machine().cpu);
+  // Databases are per ISA class (kernels/cpu-<class>.tune); the CPU model
+  // that timed them is kept for the record.
+  std::string machine = fmt::format("{} ({})", toString(*host.cls),
+                                    compiler.machine().tuneCpu);
   TuningDb db;
   if (!fresh && std::filesystem::exists(out)) {
     if (std::string err = TuningDb::load(out, db); !err.empty())

@@ -13,6 +13,7 @@
 #include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
 #include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVMPass.h"
 #include "mlir/Conversion/AffineToStandard/AffineToStandard.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
@@ -23,6 +24,7 @@ using namespace mlir::tilt;
 std::vector<PipelineStage>
 mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
   std::string name = options.kernelName, variant = options.variant;
+  bool expandBf16 = options.expandBf16;
   return {
       {"entry",
        [=](OpPassManager &pm) {
@@ -38,7 +40,12 @@ mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
          pm.addPass(createCSEPass());
        }},
       {"llvm",
-       [](OpPassManager &pm) {
+       [=](OpPassManager &pm) {
+         if (expandBf16) {
+           arith::ArithExpandOpsPassOptions expand;
+           expand.includeBf16 = true;
+           pm.addPass(arith::createArithExpandOpsPass(expand));
+         }
          ConvertVectorToLLVMPassOptions vectorOptions;
          vectorOptions.amx = true; // tile ops of the cpu_amx variant
          pm.addPass(createConvertVectorToLLVMPass(vectorOptions));

@@ -21,36 +21,15 @@
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/Target/TargetOptions.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/X86TargetParser.h"
 
 #include <mutex>
 
 LLD_HAS_DRIVER(elf)
 
 namespace tilt {
-
-CpuMachine CpuMachine::host() {
-  CpuMachine m;
-  m.cpu = llvm::sys::getHostCPUName().str();
-  std::vector<std::string> on;
-  for (const auto &f : llvm::sys::getHostCPUFeatures())
-    if (f.getValue())
-      on.push_back((llvm::Twine("+") + f.getKey()).str());
-  llvm::sort(on);
-  m.features = llvm::join(on, ",");
-  return m;
-}
-
-bool CpuMachine::has(const std::string &feature) const {
-  std::string needle = (llvm::Twine("+") + feature).str();
-  llvm::SmallVector<llvm::StringRef> parts;
-  llvm::StringRef(features).split(parts, ',');
-  return llvm::is_contained(parts, needle);
-}
-
-std::string CpuMachine::str() const {
-  return (llvm::Twine("cpu=") + cpu + ";features=" + features).str();
-}
 
 namespace {
 
@@ -61,6 +40,105 @@ void initializeLLVMOnce() {
     llvm::InitializeNativeTargetAsmPrinter();
   });
 }
+
+} // namespace
+
+CpuMachine CpuMachine::host() {
+  return forClass(hostCpu().cls.value_or(CpuClass::X86_64_V3),
+                  llvm::sys::getHostCPUName().str());
+}
+
+CpuMachine CpuMachine::forClass(CpuClass cls, std::string tune) {
+  CpuMachine m;
+  m.cpu = std::string(cpuClassLlvmCpu(cls));
+  m.features = cpuClassLlvmFeatures(cls);
+  m.tuneCpu = std::move(tune);
+  return m;
+}
+
+bool CpuMachine::has(std::string_view feature) const {
+  llvm::StringMap<bool> on;
+  llvm::SmallVector<llvm::StringRef> cpuFeatures;
+  llvm::X86::getFeaturesForCPU(cpu, cpuFeatures);
+  // updateImpliedFeatures sets what a feature implies (or, when disabling,
+  // what implies it), not the feature itself.
+  auto set = [&](llvm::StringRef f, bool enabled) {
+    llvm::X86::updateImpliedFeatures(f, enabled, on);
+    on[f] = enabled;
+  };
+  for (llvm::StringRef f : cpuFeatures)
+    set(f, true);
+  llvm::SmallVector<llvm::StringRef> parts;
+  llvm::StringRef(features).split(parts, ',', -1, /*KeepEmpty=*/false);
+  for (llvm::StringRef p : parts) {
+    p = p.trim();
+    if (p.size() > 1 && (p[0] == '+' || p[0] == '-'))
+      set(p.drop_front(), p[0] == '+');
+  }
+  auto it = on.find(llvm::StringRef(feature.data(), feature.size()));
+  return it != on.end() && it->second;
+}
+
+std::optional<CpuClass> CpuMachine::cpuClass() const {
+  return cpuClassOf([&](std::string_view f) { return has(f); });
+}
+
+std::string CpuMachine::validate() const {
+  initializeLLVMOnce();
+  std::string error;
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return "no LLVM target for " + triple.str() + ": " + error;
+  std::unique_ptr<llvm::MCSubtargetInfo> sti(
+      target->createMCSubtargetInfo(triple, "", ""));
+  auto knownCpu = [&](llvm::StringRef name) {
+    return sti->isCPUStringValid(name);
+  };
+  if (!knownCpu(cpu))
+    return "--cpu: '" + cpu +
+           "' is not an x86-64 CPU LLVM knows (e.g. x86-64-v3, znver4, "
+           "sapphirerapids)";
+  if (!tuneCpu.empty() && !knownCpu(tuneCpu))
+    return "tune cpu: '" + tuneCpu + "' is not an x86-64 CPU LLVM knows";
+  llvm::SmallVector<llvm::StringRef> parts;
+  llvm::StringRef(features).split(parts, ',', -1, /*KeepEmpty=*/false);
+  for (llvm::StringRef p : parts) {
+    p = p.trim();
+    if (p.size() < 2 || (p[0] != '+' && p[0] != '-'))
+      return "--cpu-features: each feature is +NAME or -NAME, got '" +
+             p.str() + "'";
+    llvm::StringRef name = p.drop_front();
+    auto all = sti->getAllProcessorFeatures();
+    if (std::none_of(all.begin(), all.end(),
+                     [&](const llvm::SubtargetFeatureKV &kv) {
+                       return name == kv.Key;
+                     }))
+      // Not in the MC table: could be a typo that LLVM would only warn about.
+      return "--cpu-features: '" + p.drop_front().str() +
+             "' is not an x86-64 feature LLVM knows (e.g. avx512f, "
+             "avx512bf16, amx-bf16)";
+  }
+  return {};
+}
+
+std::string CpuMachine::str() const {
+  return (llvm::Twine("cpu=") + cpu + ";features=" + features +
+          ";tune=" + tuneCpu)
+      .str();
+}
+
+std::string CpuMachine::describe() const {
+  std::optional<CpuClass> cls = cpuClass();
+  std::string tune = tuneCpu.empty() ? "" : ", tuned for " + tuneCpu;
+  if (cls && cpu == toString(*cls))
+    return cpu + (tune.empty() ? "" : " (" + tune.substr(2) + ")");
+  return cpu + " (" +
+         (cls ? std::string(toString(*cls)) : std::string("below x86-64-v3")) +
+         tune + ")";
+}
+
+namespace {
 
 /// void tilt_cpu_entry(void **descriptors, i64 begin, i64 end): forwards the
 /// descriptors to the C interface wrapper MLIR generated for the kernel.
@@ -179,6 +257,8 @@ std::string emitCpuArtifact(mlir::ModuleOp module, const std::string &kernelName
       continue;
     f.addFnAttr("target-cpu", machine.cpu);
     f.addFnAttr("target-features", machine.features);
+    if (!machine.tuneCpu.empty())
+      f.addFnAttr("tune-cpu", machine.tuneCpu);
     if (machine.has("avx512f")) {
       f.addFnAttr("prefer-vector-width", "512");
       f.addFnAttr("min-legal-vector-width", "512");

@@ -26,7 +26,9 @@
 // the runtime may hand them to threads in any order.
 //
 // `tilt_kernel_info` is a ';'-separated "key=value" list with at least
-// `abi`, `block_m`, `block_n`, `variant` and `spec` (AttentionSpec::canonical).
+// `abi`, `block_m`, `block_n`, `variant`, `isa` (the ISA class its code
+// needs, CpuIsa.h: the runtime refuses to load it on a CPU below that class)
+// and `spec` (AttentionSpec::canonical, last).
 //
 // A CUDA artifact is a text header followed by the module images:
 //

@@ -1,11 +1,13 @@
 //===- KernelBundle.h - Ahead-of-time compiled kernels ----------*- C++ -*-===//
 //
-// The build turns kernels/<class>.tune into a bundle directory: one shared
-// object per tuned (spec, tile configuration), an index, and a copy of the
-// tuning database. A runtime pointed at the bundle runs every tuned shape
-// without compiling. A bundle holds native code for the machine that built
-// it, so it is used only where the CPU matches (same /proc/cpuinfo model and
-// flags); elsewhere the runtime ignores it and compiles as usual.
+// The build turns the tuning databases of kernels/ into a bundle directory:
+// for each CPU ISA class (CpuIsa.h), one shared object per tuned (spec, tile
+// configuration) cross-compiled for that class, and the class's tuning
+// database. A class without a database of its own gets the nearest class's
+// configurations (see tilt-bundle). A runtime pointed at the bundle uses the
+// best class this CPU executes (the highest one not above the host's class),
+// whichever machine built the bundle, so tuned shapes run without compiling
+// on any x86-64-v3 or better CPU.
 //
 // CUDA kernels (tilt-bundle --target cuda) are artifacts of KernelABI.h for
 // one GPU architecture, named by a `cuda` line; they are used on devices
@@ -13,44 +15,52 @@
 // bundle was built.
 //
 // Index (text):
-//   tilt-bundle 1
-//   cpu <hostCpuDigest() of the building machine>   (when it has CPU kernels)
-//   cuda <arch: sm_80 | sm_90a>                     (when it has CUDA kernels)
+//   tilt-bundle 2
 //   tilt <version>
-//   <file>\t<AttentionSpec::canonical()>\t<TileConfig::str()>[\tcuda]
+//   class <cpu class> <tuning database file> [<what it was tuned on>]
+//                                         (one per CPU class it holds)
+//   cuda <arch: sm_80 | sm_90a>           (when it has CUDA kernels)
+//   <file>\t<AttentionSpec::canonical()>\t<TileConfig::str()>\t<class|cuda>
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef TILT_KERNELBUNDLE_H
 #define TILT_KERNELBUNDLE_H
 
+#include "tilt/CpuIsa.h"
 #include "tilt/Runtime.h"
 
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace tilt {
 
-/// The tuning class of this CPU: "x86_64-amx" (AMX-BF16 and AVX-512),
-/// "x86_64-avx512", "x86_64-avx2" or "x86_64". Tuning databases are named
-/// kernels/cpu-<class>.tune.
-std::string hostTuningClass();
-
-/// SHA-256 of this CPU's model name and feature flags (/proc/cpuinfo).
-std::string hostCpuDigest();
-
 struct KernelBundle {
-  static constexpr int kFormat = 1;
+  static constexpr int kFormat = 2;
   std::string dir;
-  /// canonical spec + '\t' + config -> file name in `dir`; CPU kernels, only
-  /// when this CPU built the bundle
+  /// Every CPU class the bundle holds, in index order.
+  std::vector<CpuClass> classes;
+  /// The class serving this CPU (the highest of `classes` not above the
+  /// host's), and its tuning database's path ("" when it has none).
+  std::optional<CpuClass> cpuClass;
+  std::string tuningDb;
+  /// Which class serves and why, or why none does, in one line.
+  std::string status;
+  /// canonical spec + '\t' + config -> file name in `dir`: the kernels of
+  /// `cpuClass`.
   std::unordered_map<std::string, std::string> files;
   /// The same for CUDA kernels, all built for `cudaArch`.
   std::unordered_map<std::string, std::string> cudaFiles;
   std::string cudaArch;
 
-  /// Reads `dir`/index. A missing index or another CPU's bundle leaves the
-  /// bundle empty and returns ""; a malformed index is an error.
+  /// Reads `dir`/index for a CPU of class `host` (none: below x86-64-v3).
+  /// A missing index leaves the bundle empty and returns ""; a malformed
+  /// index is an error.
+  static std::string load(const std::string &dir, KernelBundle &out,
+                          std::optional<CpuClass> host);
+  /// The same for this CPU (hostCpu()).
   static std::string load(const std::string &dir, KernelBundle &out);
   /// The path of the kernel for (spec, config, target), or "". Whether a
   /// CUDA kernel runs on the device is the caller's question (cudaArch).

@@ -101,7 +101,7 @@ struct RuntimeOptions {
   /// suffix), else 1 GiB.
   uint64_t cacheMaxBytes = 0;
   /// An ahead-of-time kernel bundle (KernelBundle.h, built from kernels/).
-  /// Its tuning database picks the tile configuration of run() calls that
+  /// The tuning database of the bundle class that serves this CPU picks the tile configuration of run() calls that
   /// give none (nearest-bucket rule of TuningDb.h); its kernels load without
   /// compiling. Empty: no bundle, the compiler's default configurations.
   std::string kernelsDir = {};
@@ -142,6 +142,9 @@ public:
   const RunStats &stats() const; ///< read it between calls
   void resetStats();
   const std::string &cacheDir() const;
+  /// Which CPU class of the kernel bundle serves this CPU, or why none does
+  /// (no bundle, none of its classes runs here), in one line.
+  const std::string &bundleStatus() const;
   uint64_t cacheMaxBytes() const;
   int threads() const;
 

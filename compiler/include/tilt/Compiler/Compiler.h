@@ -36,7 +36,9 @@ enum class Emit {
 std::optional<Emit> parseEmit(std::string_view s);
 
 struct CompilerOptions {
-  CpuMachine machine;        ///< empty: the host
+  /// Empty: the host's ISA class (CpuIsa.h, after $TILT_CPU_CLASS), tuned
+  /// for the host; CpuMachine::forClass() cross-compiles for a class.
+  CpuMachine machine;
   std::string dumpStagesDir; ///< non-empty: write the IR after every stage
   /// CUDA: the architecture to generate for (sm_80, sm_90a, ...). Empty:
   /// the variant's own (gpu_sm80 -> sm_80, gpu_sm90a -> sm_90a).
@@ -62,6 +64,8 @@ public:
 private:
   CompilerOptions options;
   CpuMachine cpu;
+  /// A bad machine or $TILT_CPU_CLASS: every CPU compile returns it.
+  std::string machineError;
 };
 
 /// The GPU variant for `spec` on `arch` when the caller names none: gpu_sm90a
@@ -69,9 +73,10 @@ private:
 std::string defaultGpuVariant(const AttentionSpec &spec,
                               const std::string &arch);
 
-/// The `variant=..;block_m=..` form of a tile config, as KernelABI's info
-/// string and the cache key write it.
-std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config);
+/// KernelABI's info string of a CPU kernel: its tile config, the ISA class
+/// its code needs and its spec.
+std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config,
+                       CpuClass isa);
 
 } // namespace tilt
 

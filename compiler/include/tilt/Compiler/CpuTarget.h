@@ -3,20 +3,42 @@
 #ifndef TILT_COMPILER_CPUTARGET_H
 #define TILT_COMPILER_CPUTARGET_H
 
+#include "tilt/CpuIsa.h"
+
 #include "mlir/IR/BuiltinOps.h"
+
+#include <optional>
 
 #include <string>
 
 namespace tilt {
 
-/// The machine code generation targets: an LLVM CPU name and feature string
-/// ("+avx512f,..."). Empty means the host.
+/// The machine code generation targets: an LLVM CPU name, explicit
+/// features ("+avx512bf16,-avx512f,...") on top of that CPU's own, and the
+/// CPU whose scheduling model tunes the code (empty: `cpu`'s). The host is
+/// the host's ISA class (CpuIsa.h) tuned for the host's model, so that a
+/// kernel runs on every CPU of its class.
 struct CpuMachine {
   std::string cpu;
   std::string features;
+  std::string tuneCpu;
+  /// The host's class (after $TILT_CPU_CLASS), tuned for this CPU model; a
+  /// host below x86-64-v3 gets x86-64-v3, whose kernels it then refuses.
   static CpuMachine host();
-  bool has(const std::string &feature) const; ///< e.g. "avx512f", "amx-bf16"
-  std::string str() const; ///< "cpu=...;features=..." for cache keys
+  /// Code for exactly `cls`, tuned for `tune` ("" = generic).
+  static CpuMachine forClass(CpuClass cls, std::string tune = {});
+  /// Whether code for this machine may use an LLVM feature ("avx512f",
+  /// "amx-bf16"): the CPU's features with the explicit ones applied, implied
+  /// features included ("-avx512f" also drops avx512bw and the rest).
+  bool has(std::string_view feature) const;
+  /// The best ISA class this machine's code may use; none below x86-64-v3.
+  std::optional<CpuClass> cpuClass() const;
+  /// "" when the CPU name and every feature are known to LLVM, else one line
+  /// naming the bad one.
+  std::string validate() const;
+  std::string str() const; ///< "cpu=...;features=...;tune=..." for cache keys
+  /// "znver3 (x86-64-v3)", for messages.
+  std::string describe() const;
 };
 
 enum class CpuEmit { LLVMIR, Assembly, Object, SharedObject };

@@ -21,6 +21,12 @@ struct CpuPipelineOptions : public PassPipelineOptions<CpuPipelineOptions> {
       llvm::cl::desc("cpu_avx2, cpu_avx512 or cpu_amx when the op has no "
                      "tile_config"),
       llvm::cl::init("cpu_avx512")};
+  Option<bool> expandBf16{
+      *this, "expand-bf16",
+      llvm::cl::desc("convert between f32 and bf16 with integer ops, for "
+                     "CPUs without AVX512_BF16 (LLVM would otherwise call a "
+                     "runtime library routine the kernel cannot link)"),
+      llvm::cl::init(false)};
 };
 
 /// One named stage of a pipeline; `--dump-stages` writes the IR after each.
