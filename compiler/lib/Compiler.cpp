@@ -6,7 +6,9 @@
 #include "tilt/Compiler/Pipelines.h"
 #include "tilt/Compiler/SpecBuilder.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/Artifacts.h"
 #include "tilt/KernelABI.h"
+#include "tilt/TilePolicy.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Diagnostics.h"
@@ -51,58 +53,12 @@ std::string Compiler::fingerprint(Target target) const {
                      kKernelAbiVersion, LLVM_VERSION_STRING, cpu.str());
 }
 
-std::string defaultGpuVariant(const AttentionSpec &spec,
-                              const std::string &arch) {
-  return arch == "sm_90a" && sm90aServesByDefault(spec) ? "gpu_sm90a"
-                                                         : "gpu_sm80";
-}
-
-/// Fills the zero fields of a GPU config (or all of an empty one) with the
-/// variant's defaults.
-static TileConfig completeGpuConfig(const AttentionSpec &spec,
-                                    TileConfig config,
-                                    const std::string &arch) {
-  if (config.variant.empty())
-    config.variant = defaultGpuVariant(spec, arch.empty() ? "sm_80" : arch);
-  auto variant = mlir::tilt::symbolizeKernelVariant(config.variant);
-  if (!variant || (*variant != mlir::tilt::KernelVariant::gpu_sm80 &&
-                   *variant != mlir::tilt::KernelVariant::gpu_sm90a))
-    return config; // reported by the caller
-  mlir::MLIRContext ctx;
-  ctx.loadDialect<mlir::tilt::TiltDialect>();
-  auto attr = mlir::tilt::getDefaultGpuConfig(&ctx, *variant, spec.headDim);
-  if (!config.blockM)
-    config.blockM = attr.getBlockM();
-  if (!config.blockN)
-    config.blockN = attr.getBlockN();
-  if (!config.numWarps)
-    config.numWarps = attr.getNumWarps();
-  if (!config.numStages)
-    config.numStages = attr.getNumStages();
-  return config;
-}
-
 TileConfig Compiler::defaultConfig(const AttentionSpec &spec,
                                    Target target) const {
   if (target == Target::CUDA)
     return completeGpuConfig(spec, TileConfig(), options.cudaArch);
-  mlir::MLIRContext ctx;
-  ctx.loadDialect<mlir::tilt::TiltDialect>();
-  auto variant = mlir::tilt::pickCpuVariant(spec, cpu.has("amx-bf16"),
-                                            cpu.has("avx512f"));
-  auto attr = mlir::tilt::getDefaultCpuConfig(&ctx, variant);
-  TileConfig config;
-  config.variant = mlir::tilt::stringifyKernelVariant(variant).str();
-  config.blockM = attr.getBlockM();
-  config.blockN = attr.getBlockN();
-  return config;
-}
-
-std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config,
-                       CpuClass isa) {
-  return fmt::format("abi={};variant={};block_m={};block_n={};isa={};spec={}",
-                     kKernelAbiVersion, config.variant, config.blockM,
-                     config.blockN, toString(isa), spec.canonical());
+  return defaultCpuConfig(defaultCpuVariant(
+      spec, [&](std::string_view f) { return cpu.has(f); }));
 }
 
 std::string Compiler::compile(const AttentionSpec &spec,
@@ -273,32 +229,25 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
     // compiles it at load time); a PTX that ptxas rejects is an error.
     if (!ptxasError.empty() && !findPtxas().empty())
       return ptxasError;
-    mlir::MLIRContext attrCtx;
-    attrCtx.loadDialect<mlir::tilt::TiltDialect>();
-    auto gpuAttr = mlir::tilt::TileConfigAttr::get(
-        &attrCtx, *variant, config.blockM, config.blockN, config.numWarps,
-        config.numStages);
-    std::string header = kCudaArtifactMagic;
-    auto line = [&](std::string_view key, const auto &value) {
-      header += fmt::format("{}={}\n", key, value);
-    };
-    line("abi", kKernelAbiVersion);
-    line("variant", config.variant);
-    line("arch", arch);
-    line("kernel", kCudaKernelName);
-    line("block_m", config.blockM);
-    line("block_n", config.blockN);
-    line("num_warps", config.numWarps);
-    line("num_stages", config.numStages);
-    line("threads", 32 * config.numWarps);
-    line("smem", mlir::tilt::gpuSharedMemoryBytes(spec, gpuAttr));
-    line("cubin_bytes", cubin.size());
-    line("ptx_bytes", ptx.size());
-    line("tma", config.variant == "gpu_sm90a" ? "q,k,v" : "");
-    line("ptxas", ptxasError.empty() ? report.summary()
-                                     : std::string("not run: ptxas not found"));
-    line("spec", spec.canonical());
-    out = header + "\n" + cubin + ptx;
+    CudaArtifact artifact;
+    artifact.abi = kKernelAbiVersion;
+    artifact.variant = config.variant;
+    artifact.arch = arch;
+    artifact.kernel = kCudaKernelName;
+    artifact.blockM = config.blockM;
+    artifact.blockN = config.blockN;
+    artifact.numWarps = config.numWarps;
+    artifact.numStages = config.numStages;
+    artifact.threads = 32 * config.numWarps;
+    artifact.smem = mlir::tilt::gpuSharedMemoryBytes(spec, attr);
+    if (config.variant == "gpu_sm90a")
+      std::fill_n(artifact.tma, 3, true);
+    artifact.ptxas = ptxasError.empty() ? report.summary()
+                                        : "not run: ptxas not found";
+    artifact.spec = spec.canonical();
+    artifact.cubin = std::move(cubin);
+    artifact.ptx = std::move(ptx);
+    out = writeCudaArtifact(artifact);
     return {};
   }
 
@@ -323,7 +272,7 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
     std::string ir;
     if (std::string err =
             emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
-                            kernelInfo(spec, config, isa), cpu, CpuEmit::LLVMIR, ir);
+                            formatKernelInfo(config, isa, spec), cpu, CpuEmit::LLVMIR, ir);
         !err.empty())
       return err;
     if (std::string err = dump(fmt::format("{:02}-llvm.ll", ++stageNo), ir);
@@ -331,7 +280,7 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
       return err;
   }
   return emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
-                         kernelInfo(spec, config, isa), cpu, cpuEmit, out);
+                         formatKernelInfo(config, isa, spec), cpu, cpuEmit, out);
 }
 
 } // namespace tilt

@@ -10,6 +10,7 @@
 #ifndef TILT_RUNTIME_CPUKERNEL_H
 #define TILT_RUNTIME_CPUKERNEL_H
 
+#include "tilt/Artifacts.h"
 #include "tilt/CpuIsa.h"
 #include "tilt/KernelABI.h"
 
@@ -19,21 +20,6 @@
 #include <string_view>
 
 namespace tilt::detail {
-
-/// The fields of `tilt_kernel_info` the runtime uses.
-struct KernelInfo {
-  int64_t abi = -1;
-  int64_t blockM = 0;
-  int64_t blockN = 0;
-  std::string variant;
-  CpuClass isa = CpuClass::X86_64_V3;
-  std::string spec;
-};
-
-/// Parses "key=value;...". `spec` must come last: its value is a canonical
-/// spec, which itself contains ';' and '=', so it runs to the end of the
-/// string. Returns "" or a one-line error.
-std::string parseKernelInfo(std::string_view text, KernelInfo &info);
 
 /// Asks the OS for AMX tile state (once per process); "" or an error.
 std::string enableAmx();

@@ -3,7 +3,9 @@
 #include "CudaKernel.h"
 
 #include "CudaDriver.h"
+#include "tilt/Artifacts.h"
 #include "tilt/KernelABI.h"
+#include "tilt/TilePolicy.h"
 
 #include <fmt/format.h>
 
@@ -18,170 +20,8 @@ namespace tilt::detail {
 namespace {
 
 constexpr int64_t kDefaultSmemLimit = 48 * 1024; ///< without opting in
-constexpr const char *kOperandNames[3] = {"q", "k", "v"};
-
-std::string parseInt(std::string_view key, std::string_view value,
-                     int64_t min, int64_t max, int64_t &out) {
-  auto [end, ec] =
-      std::from_chars(value.data(), value.data() + value.size(), out);
-  if (ec != std::errc() || end != value.data() + value.size() || out < min ||
-      out > max)
-    return max == INT64_MAX
-               ? fmt::format("cuda artifact: {} must be an integer >= {}, "
-                             "got '{}'",
-                             key, min, value)
-               : fmt::format("cuda artifact: {} must be an integer from {} "
-                             "to {}, got '{}'",
-                             key, min, max, value);
-  return {};
-}
-
-std::string parseTma(std::string_view value, bool (&tma)[3]) {
-  std::fill_n(tma, 3, false);
-  auto bad = [&] {
-    return fmt::format("cuda artifact: tma must be empty or a ','-separated "
-                       "subset of q,k,v, got '{}'",
-                       value);
-  };
-  for (std::string_view rest = value; !rest.empty();) {
-    size_t comma = rest.find(',');
-    std::string_view name = rest.substr(0, comma);
-    const auto *it = std::find(std::begin(kOperandNames),
-                               std::end(kOperandNames), name);
-    if (it == std::end(kOperandNames) || tma[it - kOperandNames])
-      return bad();
-    tma[it - kOperandNames] = true;
-    if (comma == std::string_view::npos)
-      break;
-    rest.remove_prefix(comma + 1);
-    if (rest.empty()) // a trailing comma
-      return bad();
-  }
-  return {};
-}
-
-bool isSymbol(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
-           c == '$' || c == '.';
-  });
-}
 
 } // namespace
-
-std::string parseCudaArtifact(std::string_view bytes, CudaArtifact &out) {
-  out = CudaArtifact();
-  const std::string_view magic = kCudaArtifactMagic;
-  if (bytes.substr(0, magic.size()) != magic)
-    return "cuda artifact: bad magic (expected TILTCUDA1)";
-  bytes.remove_prefix(magic.size());
-
-  int64_t cubinBytes = -1, ptxBytes = -1;
-  std::string_view value;
-  // Every key, in KernelABI.h's order; the handlers read `value`.
-  struct Key {
-    const char *name;
-    std::function<std::string()> apply;
-    bool seen = false;
-  };
-  const std::string_view *v = &value;
-  auto intKey = [v](const char *name, int64_t min, int64_t max,
-                    int64_t &dst) {
-    return Key{name, [v, name, min, max, out = &dst] {
-                 return parseInt(name, *v, min, max, *out);
-               }};
-  };
-  auto oneOf = [v](const char *name, std::string &dst, const char *a,
-                   const char *b) {
-    return Key{name, [v, name, a, b, out = &dst]() -> std::string {
-                 if (*v != a && *v != b)
-                   return fmt::format("cuda artifact: {} must be {} or {}, "
-                                      "got '{}'",
-                                      name, a, b, *v);
-                 *out = std::string(*v);
-                 return {};
-               }};
-  };
-  Key keys[] = {
-      intKey("abi", 0, INT64_MAX, out.abi),
-      oneOf("variant", out.variant, "gpu_sm80", "gpu_sm90a"),
-      oneOf("arch", out.arch, "sm_80", "sm_90a"),
-      {"kernel",
-       [&]() -> std::string {
-         if (!isSymbol(value))
-           return fmt::format("cuda artifact: kernel must be a symbol name, "
-                              "got '{}'",
-                              value);
-         out.kernel = std::string(value);
-         return {};
-       }},
-      intKey("block_m", 1, INT64_MAX, out.blockM),
-      intKey("block_n", 1, INT64_MAX, out.blockN),
-      intKey("num_warps", 1, 32, out.numWarps),
-      intKey("num_stages", 1, INT64_MAX, out.numStages),
-      intKey("threads", 1, 1024, out.threads),
-      intKey("smem", 0, INT_MAX, out.smem),
-      intKey("cubin_bytes", 0, INT64_MAX, cubinBytes),
-      intKey("ptx_bytes", 0, INT64_MAX, ptxBytes),
-      {"tma", [&] { return parseTma(value, out.tma); }},
-      {"ptxas",
-       [&] {
-         out.ptxas = std::string(value);
-         return std::string();
-       }},
-      {"spec",
-       [&]() -> std::string {
-         if (value.empty())
-           return "cuda artifact: spec must not be empty";
-         out.spec = std::string(value);
-         return {};
-       }},
-  };
-
-  for (;;) {
-    size_t nl = bytes.find('\n');
-    if (nl == std::string_view::npos)
-      return "cuda artifact: the header does not end with an empty line";
-    std::string_view line = bytes.substr(0, nl);
-    bytes.remove_prefix(nl + 1);
-    if (line.empty())
-      break;
-    size_t eq = line.find('=');
-    if (eq == std::string_view::npos)
-      return fmt::format("cuda artifact: header line '{}' is not key=value",
-                         line);
-    std::string_view name = line.substr(0, eq);
-    value = line.substr(eq + 1);
-    Key *key = std::find_if(std::begin(keys), std::end(keys),
-                            [&](const Key &k) { return name == k.name; });
-    if (key == std::end(keys))
-      return fmt::format("cuda artifact: unknown header key '{}'", name);
-    if (key->seen)
-      return fmt::format("cuda artifact: header key '{}' is repeated", name);
-    key->seen = true;
-    if (std::string err = key->apply(); !err.empty())
-      return err;
-  }
-  for (const Key &k : keys)
-    if (!k.seen)
-      return fmt::format("cuda artifact: missing header key '{}'", k.name);
-
-  // Each size alone fits the payload before they are added: no overflow.
-  const auto payload = int64_t(bytes.size());
-  if (cubinBytes > payload || ptxBytes > payload ||
-      cubinBytes + ptxBytes != payload)
-    return fmt::format("cuda artifact: the payload is {} bytes, cubin_bytes "
-                       "+ ptx_bytes = {} + {}",
-                       payload, cubinBytes, ptxBytes);
-  if (cubinBytes == 0 && ptxBytes == 0)
-    return "cuda artifact: no module (cubin_bytes and ptx_bytes are both 0)";
-  out.cubin = std::string(bytes.substr(0, size_t(cubinBytes)));
-  out.ptx = std::string(bytes.substr(size_t(cubinBytes)));
-  if (!out.cubin.empty() && out.cubin.compare(0, 4, "\x7f"
-                                                    "ELF") != 0)
-    return "cuda artifact: cubin_bytes do not hold an ELF image";
-  return {};
-}
 
 bool cubinRunsOn(std::string_view arch, int ccMajor, int ccMinor) {
   if (arch == "sm_80")
@@ -209,8 +49,9 @@ std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
     return fmt::format("target cuda: device {} is {}; Tilt's GPU kernels need "
                        "sm_80 or newer",
                        device.name, device.arch);
+  // sm_90a kernels run on sm_90 only (KernelABI.h).
   const bool hopper = device.ccMajor == 9 && device.ccMinor == 0;
-  variant = hopper && sm90aServesByDefault(spec) ? "gpu_sm90a" : "gpu_sm80";
+  variant = defaultGpuVariant(spec, hopper ? "sm_90a" : "sm_80");
   return {};
 }
 
@@ -403,7 +244,7 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
                          "cuTensorMapEncodeTiled");
           !err.empty())
-        return fmt::format("{} (operand {})", err, kOperandNames[i]);
+        return fmt::format("{} (operand {})", err, kTmaOperandNames[i]);
       ++n;
     }
     const std::string_view bytes(reinterpret_cast<const char *>(host),

@@ -10,6 +10,7 @@
 #ifndef TILT_RUNTIME_CUDAKERNEL_H
 #define TILT_RUNTIME_CUDAKERNEL_H
 
+#include "tilt/Artifacts.h"
 #include "tilt/Cuda.h"
 #include "tilt/Runtime.h"
 
@@ -19,30 +20,6 @@
 #include <string_view>
 
 namespace tilt::detail {
-
-/// The header of a CUDA artifact, and its module images.
-struct CudaArtifact {
-  int64_t abi = -1;
-  std::string variant; ///< gpu_sm80 | gpu_sm90a
-  std::string arch;    ///< the cubin's: sm_80 | sm_90a
-  std::string kernel;  ///< the entry symbol
-  int64_t blockM = 0, blockN = 0, numWarps = 0, numStages = 0;
-  int64_t threads = 0; ///< per CTA
-  int64_t smem = 0;    ///< dynamic shared memory bytes
-  /// Which of q, k, v get a tensor map, in q, k, v order.
-  bool tma[3] = {false, false, false};
-  std::string ptxas;
-  std::string spec;
-  std::string cubin; ///< empty: none
-  std::string ptx;   ///< may be empty when there is a cubin
-  int numTma() const { return int(tma[0]) + int(tma[1]) + int(tma[2]); }
-};
-
-/// Parses and checks the whole artifact: magic, every header key (a missing,
-/// repeated, unknown or ill-formed key is an error naming it), and that the
-/// payload is exactly cubin_bytes + ptx_bytes long. "" or a one-line error.
-/// The ABI version and the spec are checked by CudaKernel::load.
-std::string parseCudaArtifact(std::string_view bytes, CudaArtifact &out);
 
 /// Whether a cubin built for `arch` runs on a device of compute capability
 /// major.minor (KernelABI.h: sm_80 on any sm_8x, sm_90a on sm_90 only).

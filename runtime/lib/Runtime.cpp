@@ -40,10 +40,6 @@
 
 namespace tilt {
 
-std::string_view toString(Target t) {
-  return t == Target::CPU ? "cpu" : "cuda";
-}
-
 TensorRef::TensorRef(void *data, std::initializer_list<int64_t> dims)
     : data(data), rank(int(dims.size())) {
   // More than 4 dims cannot be stored; run() rejects the rank.
@@ -65,14 +61,6 @@ std::string TensorRef::shapeString() const {
     s += ", ...";
   return s + "]";
 }
-
-std::string TileConfig::str() const {
-  return fmt::format("variant={};block_m={};block_n={};num_warps={};"
-                     "num_stages={}",
-                     variant, blockM, blockN, numWarps, numStages);
-}
-
-KernelCompiler::~KernelCompiler() = default;
 
 namespace {
 

@@ -5,8 +5,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tilt::TuningDb db;
-  if (!tilt::TuningDb::load(tilt::fuzz::writeScratch("db.tune", data, size),
-                            db)
+  if (!tilt::TuningDb::load(tilt::fuzz::writeScratch("db.tune", data, size), db)
            .empty())
     return 0;
   // What loads saves, and the saved file loads to the same records.

@@ -37,8 +37,8 @@ TEST(CpuIsa, NamesRoundTripAndClassesAreOrdered) {
 }
 
 TEST(CpuIsa, ClassOfAFeatureSet) {
-  std::set<std::string> v3{"avx",  "avx2", "fma",   "f16c",
-                           "bmi",  "bmi2", "lzcnt", "movbe"};
+  std::set<std::string> v3{"avx", "avx2", "fma",   "f16c",
+                           "bmi", "bmi2", "lzcnt", "movbe"};
   EXPECT_EQ(cpuClassOf(featureSet(v3)), CpuClass::X86_64_V3);
   std::set<std::string> v4 = v3;
   v4.insert({"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"});

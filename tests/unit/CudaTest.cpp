@@ -19,9 +19,9 @@ namespace {
 
 using namespace tilt;
 using namespace tilt::test;
-using detail::CudaArtifact;
+using tilt::CudaArtifact;
 using detail::KernelParams;
-using detail::parseCudaArtifact;
+using tilt::parseCudaArtifact;
 
 //===----------------------------------------------------------------------===//
 // Artifacts

@@ -60,6 +60,29 @@ std::string helpText(const std::vector<Option> &options) {
   return out;
 }
 
+int toolError(std::string_view tool, std::string_view message) {
+  std::fflush(stdout);
+  fmt::print(stderr, "{}: error: {}\n", tool, message);
+  return 1;
+}
+
+std::optional<int> parseCommandLine(int argc, char **argv,
+                                    std::vector<Option> options,
+                                    std::string_view tool,
+                                    std::string_view usage,
+                                    std::vector<std::string> &positional) {
+  bool help = false;
+  options.push_back(boolOption("help", "show this help", help));
+  if (std::string err = parseArgs(argc, argv, options, positional);
+      !err.empty())
+    return toolError(tool, err);
+  if (help) {
+    fmt::print("usage: {}\n\n{}", usage, helpText(options));
+    return 0;
+  }
+  return std::nullopt;
+}
+
 Option boolOption(std::string name, std::string help, bool &dst) {
   return {std::move(name), "", std::move(help), [&dst](std::string_view) {
             dst = true;

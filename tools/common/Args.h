@@ -37,6 +37,20 @@ std::string parseArgs(int argc, char **argv, const std::vector<Option> &options,
 /// "--name VALUE  help" lines for every option.
 std::string helpText(const std::vector<Option> &options);
 
+/// Prints "<tool>: error: <message>" to stderr (after flushing stdout, so it
+/// follows what the tool printed) and returns 1, the tools' failure status.
+int toolError(std::string_view tool, std::string_view message);
+
+/// Every tool's command line: parses argv against `options` plus --help.
+/// Returns nothing when the tool should go on; else the status to exit with:
+/// 0 after printing "usage: <usage>" and the options for --help, 1 after
+/// reporting a bad argument through toolError().
+std::optional<int> parseCommandLine(int argc, char **argv,
+                                    std::vector<Option> options,
+                                    std::string_view tool,
+                                    std::string_view usage,
+                                    std::vector<std::string> &positional);
+
 /// A flag without value that sets `dst`.
 Option boolOption(std::string name, std::string help, bool &dst);
 /// A flag whose value is stored in `dst` as given.

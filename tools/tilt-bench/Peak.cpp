@@ -8,6 +8,8 @@
 
 #include "Peak.h"
 
+#include "tilt/CpuIsa.h"
+
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -162,7 +164,8 @@ __attribute__((target("amx-tile,amx-bf16"))) double amxLoop() {
 } // namespace
 
 double measureFp32Peak(int threads) {
-  if (__builtin_cpu_supports("avx512f"))
+  // The widest FMA the host's class (after TILT_CPU_CLASS) allows.
+  if (hostCpu().has("avx512f"))
     return runOnThreads(threads, fmaLoopAvx512);
   return runOnThreads(threads, fmaLoopAvx2);
 }

@@ -18,6 +18,7 @@
 #include "Peak.h"
 #include "ToolCompiler.h"
 
+#include "tilt/CpuIsa.h"
 #include "tilt/Cuda.h"
 #include "tilt/Half.h"
 #include "tilt/Runtime.h"
@@ -30,6 +31,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <random>
 #include <thread>
@@ -41,9 +43,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int fail(const std::string &msg) {
-  fmt::print(stderr, "tilt-bench: error: {}\n", msg);
-  return 1;
+int fail(const std::string &msg) { return toolError("tilt-bench", msg); }
+
+/// This CPU's model as /proc/cpuinfo names it.
+std::string cpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos)
+      return line.substr(line.find_first_not_of(" \t", line.find(':') + 1));
+  return "unknown CPU";
 }
 
 double seconds(Clock::time_point a, Clock::time_point b) {
@@ -264,7 +272,7 @@ int main(int argc, char **argv) {
   TileConfig config;
   int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
           naiveRepeats = 1;
-  bool json = false, help = false, noNaive = false;
+  bool json = false, noNaive = false;
   std::string target = "cpu";
 
   std::vector<Option> options;
@@ -296,16 +304,11 @@ int main(int argc, char **argv) {
                        json = true;
                        return std::string();
                      }});
-  options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
-  if (std::string err = parseArgs(argc, argv, options, positional);
-      !err.empty())
-    return fail(err);
-  if (help) {
-    fmt::print("usage: tilt-bench [spec flags] --seq S [options]\n\n{}",
-               helpText(options));
-    return 0;
-  }
+  if (std::optional<int> exit = parseCommandLine(
+          argc, argv, options, "tilt-bench",
+          "tilt-bench [spec flags] --seq S [options]", positional))
+    return *exit;
   if (!positional.empty())
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
   if (!seq)
@@ -385,13 +388,19 @@ int main(int argc, char **argv) {
   }
 
   double peakFp32 = measureFp32Peak(static_cast<int>(threads));
-  double peakAmx = measureAmxPeak(static_cast<int>(threads));
+  // AMX only where the host's class (after TILT_CPU_CLASS) includes it.
+  double peakAmx = hostCpu().cls == CpuClass::X86_64_V4_AMX
+                       ? measureAmxPeak(static_cast<int>(threads))
+                       : 0.0;
+  const std::string cpu = cpuModelName();
+  const std::string isa = hostCpu().describe();
 
   std::string shape = fmt::format(
       "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", batch, H, Hkv, seq,
       seqK, D, toString(spec.dtype), toString(spec.bias),
       spec.causal ? " causal" : "",
       spec.window ? fmt::format(" window={}", *spec.window) : "");
+  fmt::print("cpu          {} ({})\n", cpu, isa);
   fmt::print("shape        {}\n", shape);
   fmt::print("threads      {}\n", threads);
   fmt::print("tilt         {:.3f} ms median of {} ({:.1f} GFLOP/s)\n",
@@ -412,13 +421,15 @@ int main(int argc, char **argv) {
              jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
   if (json)
     fmt::print(
-        "{{\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
+        "{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
+        "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
         "\"median_ms\": {:.4f}, \"peak_fp32_gflops\": {:.2f}, "
         "\"peak_amx_gflops\": {:.2f}, \"ratio_fp32_peak\": {:.4f}, "
         "\"ratio_amx_peak\": {:.4f}, \"naive_ms\": {:.4f}, "
         "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
         "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}}}\n",
-        shape, threads, gflops, med * 1e3, peakFp32, peakAmx,
+        jsonEscape(cpu), jsonEscape(isa), shape, threads, gflops, med * 1e3,
+        peakFp32, peakAmx,
         gflops / peakFp32, peakAmx > 0 ? gflops / peakAmx : 0.0,
         naiveMed * 1e3, naiveMed > 0 ? naiveMed / med : 0.0, jit.coldS * 1e3,
         jit.diskS * 1e3, jit.memS * 1e6);

@@ -51,8 +51,7 @@ using namespace tilt::tools;
 namespace fs = std::filesystem;
 
 static int fail(const std::string &msg) {
-  fmt::print(stderr, "tilt-bundle: error: {}\n", msg);
-  return 1;
+  return toolError("tilt-bundle", msg);
 }
 
 /// Writes `outDir`/index atomically: a bundle is either complete or absent.
@@ -420,20 +419,15 @@ int main(int argc, char **argv) {
       "cpu: schedule the kernels for this LLVM CPU, e.g. znver4 (default: "
       "generic); the code still uses only its class's features",
       tuneCpu));
-  bool help = false;
-  options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
-  if (std::string err = parseArgs(argc, argv, options, positional);
-      !err.empty())
-    return fail(err);
-  if (help) {
-    fmt::print("usage: tilt-bundle --kernels-dir DIR --out DIR "
-               "[--cpu-classes LIST] [--tune-cpu NAME] [--jobs N]\n"
-               "       tilt-bundle --target cuda --arch sm_80|sm_90a --cases "
-               "FILE --out DIR [--jobs N]\n\n{}",
-               helpText(options));
-    return 0;
-  }
+  if (std::optional<int> exit = parseCommandLine(
+          argc, argv, options, "tilt-bundle",
+          "tilt-bundle --kernels-dir DIR --out DIR [--cpu-classes LIST] "
+          "[--tune-cpu NAME] [--jobs N]\n"
+          "       tilt-bundle --target cuda --arch sm_80|sm_90a --cases FILE "
+          "--out DIR [--jobs N]",
+          positional))
+    return *exit;
   const bool cuda = target == "cuda";
   if (outDir.empty() || !positional.empty() ||
       (cuda ? arch.empty() || casesFile.empty() || !kernelsDir.empty()

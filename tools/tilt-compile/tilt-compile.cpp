@@ -23,8 +23,7 @@ using namespace tilt;
 using namespace tilt::tools;
 
 static int fail(const std::string &msg) {
-  fmt::print(stderr, "tilt-compile: error: {}\n", msg);
-  return 1;
+  return toolError("tilt-compile", msg);
 }
 
 int main(int argc, char **argv) {
@@ -34,7 +33,6 @@ int main(int argc, char **argv) {
   TileConfig config;
   CompilerOptions compilerOptions;
   std::string emit = "spec", output = "-", target = "cpu";
-  bool help = false;
 
   std::vector<Option> options;
   addSpecOptions(options, flags);
@@ -105,18 +103,13 @@ int main(int argc, char **argv) {
                        output = v;
                        return std::string();
                      }});
-  options.push_back(boolOption("help", "show this help", help));
-
   std::vector<std::string> positional;
-  if (std::string err = parseArgs(argc, argv, options, positional);
-      !err.empty())
-    return fail(err);
-  if (help) {
-    fmt::print("usage: tilt-compile [spec flags] [tile config] [--emit KIND] "
-               "[--dump-stages DIR] [-o FILE]\n\n{}",
-               helpText(options));
-    return 0;
-  }
+  if (std::optional<int> exit = parseCommandLine(
+          argc, argv, options, "tilt-compile",
+          "tilt-compile [spec flags] [tile config] [--emit KIND] "
+          "[--dump-stages DIR] [-o FILE]",
+          positional))
+    return *exit;
   if (!positional.empty())
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
   if (std::string err = finishSpecFlags(flags); !err.empty())

@@ -40,11 +40,7 @@ using namespace tilt::tools;
 
 namespace {
 
-int fail(const std::string &msg) {
-  std::fflush(stdout); // after what was printed, such as a --check line
-  fmt::print(stderr, "tilt-run: error: {}\n", msg);
-  return 1;
-}
+int fail(const std::string &msg) { return toolError("tilt-run", msg); }
 
 std::string loadFloat32(const std::string &what, const std::string &path,
                         NpyArray &out) {
@@ -73,7 +69,7 @@ int main(int argc, char **argv) {
   TileConfig config;
   std::string output, lseOutput, cuQFile, cuKFile, target = "cpu", cacheDir;
   int64_t threads = 0, repeat = 1, batch = 1, seq = 0, seqK = 0, seed = 0;
-  bool stats = false, help = false, check = false, timeRuns = false;
+  bool stats = false, check = false, timeRuns = false;
 
   std::string kernelsDir;
   std::vector<Option> options;
@@ -124,17 +120,12 @@ int main(int argc, char **argv) {
                        stats = true;
                        return std::string();
                      }});
-  options.push_back(boolOption("help", "show this help", help));
-
   std::vector<std::string> files;
-  if (std::string err = parseArgs(argc, argv, options, files); !err.empty())
-    return fail(err);
-  if (help) {
-    fmt::print("usage: tilt-run [spec flags] q.npy k.npy v.npy -o out.npy "
-               "[options]\n\n{}",
-               helpText(options));
-    return 0;
-  }
+  if (std::optional<int> exit = parseCommandLine(
+          argc, argv, options, "tilt-run",
+          "tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [options]",
+          files))
+    return *exit;
   bool random = files.empty() && seq > 0;
   if (!random && files.size() != 3)
     return fail(fmt::format("expected three inputs q.npy k.npy v.npy (or "

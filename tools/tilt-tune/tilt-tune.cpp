@@ -19,9 +19,9 @@
 #include "Args.h"
 
 #include "tilt/Compiler/Compiler.h"
-#include "tilt/Compiler/SearchSpace.h"
 #include "tilt/Half.h"
 #include "tilt/CpuIsa.h"
+#include "tilt/TilePolicy.h"
 #include "tilt/Runtime.h"
 #include "tilt/TuningDb.h"
 
@@ -44,10 +44,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int fail(const std::string &msg) {
-  fmt::print(stderr, "tilt-tune: error: {}\n", msg);
-  return 1;
-}
+int fail(const std::string &msg) { return toolError("tilt-tune", msg); }
 
 std::string parseList(std::string_view flag, std::string_view text,
                       std::vector<int64_t> &out) {
@@ -177,7 +174,7 @@ int main(int argc, char **argv) {
       seqs{128, 512, 2048, 8192}, headDims{64, 128};
   std::vector<DType> dtypes{DType::F32, DType::BF16};
   int64_t repeats = 3, threads = 0;
-  bool fresh = false, help = false;
+  bool fresh = false;
 
   std::vector<Option> options;
   auto listFlag = [&](const char *name, const char *help,
@@ -235,16 +232,11 @@ int main(int argc, char **argv) {
           "runtime see the host as that class (as TILT_CPU_CLASS does); "
           "default: the host's class",
       tuneClass));
-  options.push_back(boolOption("help", "show this help", help));
   std::vector<std::string> positional;
-  if (std::string err = parseArgs(argc, argv, options, positional);
-      !err.empty())
-    return fail(err);
-  if (help) {
-    fmt::print("usage: tilt-tune --out FILE [options]\n\n{}",
-               helpText(options));
-    return 0;
-  }
+  if (std::optional<int> exit =
+          parseCommandLine(argc, argv, options, "tilt-tune",
+                           "tilt-tune --out FILE [options]", positional))
+    return *exit;
   if (!positional.empty())
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
   if (out.empty())
@@ -387,7 +379,8 @@ int main(int argc, char **argv) {
     rec.best = rec.fallback;
     rec.bestMs = rec.fallbackMs;
     int tried = 1, failed = std::isinf(rec.fallbackMs) ? 1 : 0;
-    for (const TileConfig &c : cpuSearchSpace(spec, compiler.machine())) {
+    for (const TileConfig &c : cpuSearchSpace(
+             spec, [&](std::string_view f) { return host.has(f); })) {
       if (c.str() == rec.fallback.str())
         continue;
       double ms = timeConfig(c, rec.bestMs);

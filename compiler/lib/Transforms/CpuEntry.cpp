@@ -3,6 +3,7 @@
 #include "tilt/Compiler/Configs.h"
 #include "tilt/Compiler/Passes.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/TilePolicy.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -14,29 +15,19 @@ namespace mlir::tilt {
 using namespace mlir;
 using namespace mlir::tilt;
 
-TileConfigAttr mlir::tilt::getDefaultCpuConfig(MLIRContext *ctx,
-                                               KernelVariant variant) {
-  switch (variant) {
-  case KernelVariant::cpu_avx2:
-    return TileConfigAttr::get(ctx, variant, 32, 32, 0, 0);
-  case KernelVariant::cpu_amx:
-    // Larger blocks amortize the per-block cost of packing K/V and of moving
-    // scores between tiles and vectors. Measured on Sapphire Rapids, 2
-    // threads, H=32 D=128 causal: 128x128 gives 1031 GFLOP/s at S=2048
-    // (64x64: 851) and stays best at S=128 and 512; 128x256 wins only for
-    // long sequences, which is the tuner's call.
-    return TileConfigAttr::get(ctx, variant, 128, 128, 0, 0);
-  default:
-    return TileConfigAttr::get(ctx, KernelVariant::cpu_avx512, 64, 64, 0, 0);
-  }
+TileConfigAttr mlir::tilt::toTileConfigAttr(MLIRContext *ctx,
+                                            const ::tilt::TileConfig &c) {
+  std::optional<KernelVariant> v = symbolizeKernelVariant(c.variant);
+  if (!v)
+    return {};
+  return TileConfigAttr::get(ctx, *v, c.blockM, c.blockN, c.numWarps,
+                             c.numStages);
 }
 
-KernelVariant mlir::tilt::pickCpuVariant(const ::tilt::AttentionSpec &spec,
-                                         bool hasAmxBf16, bool hasAvx512) {
-  if (spec.dtype == ::tilt::DType::BF16 && spec.headDim % 32 == 0 &&
-      hasAmxBf16)
-    return KernelVariant::cpu_amx;
-  return hasAvx512 ? KernelVariant::cpu_avx512 : KernelVariant::cpu_avx2;
+TileConfigAttr mlir::tilt::getDefaultCpuConfig(MLIRContext *ctx,
+                                               KernelVariant variant) {
+  return toTileConfigAttr(
+      ctx, ::tilt::defaultCpuConfig(stringifyKernelVariant(variant)));
 }
 
 SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {

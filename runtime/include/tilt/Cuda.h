@@ -38,9 +38,9 @@ struct DeviceInfo {
 std::string probe(DeviceInfo &info);
 
 /// The kernel variant Runtime::run() picks on `device` when the caller gives
-/// no configuration: gpu_sm90a on sm_90 when sm90aServesByDefault(spec)
-/// (Spec.h), else gpu_sm80 on sm_80 and newer. "" or the error
-/// naming the device.
+/// no configuration: TilePolicy.h's defaultGpuVariant for the architecture
+/// whose cubins the device runs (sm_90a on sm_90, else sm_80). "" or the
+/// error naming a device older than sm_80.
 std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
                            std::string &variant);
 

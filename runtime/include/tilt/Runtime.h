@@ -13,6 +13,7 @@
 #ifndef TILT_RUNTIME_H
 #define TILT_RUNTIME_H
 
+#include "tilt/KernelCompiler.h"
 #include "tilt/Spec.h"
 
 #include <cstdint>
@@ -20,9 +21,6 @@
 #include <string>
 
 namespace tilt {
-
-enum class Target { CPU, CUDA };
-std::string_view toString(Target t);
 
 /// A dense, row-major tensor owned by the caller. Elements of q/k/v/o are of
 /// the spec's dtype (f16 and bf16 as 16-bit storage); lse and slopes are f32,
@@ -50,15 +48,6 @@ struct AttentionArgs {
   TensorRef cuSeqlensK;
 };
 
-/// How a kernel is tiled (mirrors #tilt.tile_config). An empty variant asks
-/// for the compiler's default.
-struct TileConfig {
-  std::string variant; ///< cpu_avx2 | cpu_avx512 | cpu_amx | gpu_sm80 | gpu_sm90a
-  int64_t blockM = 0, blockN = 0, numWarps = 0, numStages = 0;
-  bool isDefault() const { return variant.empty(); }
-  std::string str() const; ///< canonical "variant=..;block_m=..;..."
-};
-
 /// Counters since the Runtime was created (or since resetStats()).
 struct RunStats {
   int64_t compiles = 0;
@@ -68,23 +57,6 @@ struct RunStats {
   /// Disk entries found corrupt, truncated or stale, removed (then rebuilt).
   int64_t diskRejected = 0;
   double seconds = 0; ///< wall time spent inside run(), compiles included
-};
-
-/// The compiler as the runtime sees it. Implemented in compiler/.
-class KernelCompiler {
-public:
-  virtual ~KernelCompiler();
-  /// Everything about the compiler and target that changes the binary
-  /// (versions, CPU features, ...); part of every cache key.
-  virtual std::string fingerprint(Target target) const = 0;
-  /// The configuration used when the caller gives none.
-  virtual TileConfig defaultConfig(const AttentionSpec &spec,
-                                   Target target) const = 0;
-  /// Compiles; on success fills `artifact` (a shared object for CPU) and
-  /// returns "", else a one-line error.
-  virtual std::string compile(const AttentionSpec &spec,
-                              const TileConfig &config, Target target,
-                              std::string &artifact) = 0;
 };
 
 struct RuntimeOptions {
@@ -125,9 +97,10 @@ public:
   /// of the kernel itself surface there). Varlen checks copy cu_seqlens to
   /// the host, which waits for earlier work on the default stream. Without a
   /// driver or a device, run() returns the driver's one-line error. With no
-  /// configuration the runtime picks the variant for the device (gpu_sm90a
-  /// on sm_90 for f16/bf16 with head_dim % 64 == 0, else gpu_sm80) and the
-  /// compiler its block sizes; the tuning database is for the CPU only.
+  /// configuration the variant follows the device (TilePolicy.h's
+  /// defaultGpuVariant: gpu_sm90a on sm_90 for f16/bf16 with head_dim 64 or
+  /// 128, else gpu_sm80) and the block sizes the policy's defaults; the
+  /// tuning database is for the CPU only.
   std::string run(const AttentionSpec &spec, const AttentionArgs &args,
                   Target target = Target::CPU,
                   const TileConfig &config = TileConfig());

@@ -11,7 +11,7 @@
 #define TILT_COMPILER_COMPILER_H
 
 #include "tilt/Compiler/CpuTarget.h"
-#include "tilt/Runtime.h"
+#include "tilt/KernelCompiler.h"
 
 #include <string>
 
@@ -67,16 +67,6 @@ private:
   /// A bad machine or $TILT_CPU_CLASS: every CPU compile returns it.
   std::string machineError;
 };
-
-/// The GPU variant for `spec` on `arch` when the caller names none: gpu_sm90a
-/// on sm_90a for f16/bf16 with D % 64 == 0, else gpu_sm80.
-std::string defaultGpuVariant(const AttentionSpec &spec,
-                              const std::string &arch);
-
-/// KernelABI's info string of a CPU kernel: its tile config, the ISA class
-/// its code needs and its spec.
-std::string kernelInfo(const AttentionSpec &spec, const TileConfig &config,
-                       CpuClass isa);
 
 } // namespace tilt
 

@@ -86,13 +86,6 @@ struct Extents {
 /// Head dims the kernels are generated for.
 bool isSupportedHeadDim(int64_t d);
 
-/// Whether the sm_90a (wgmma/TMA) kernels serve `spec` by default: f16/bf16
-/// with head_dim 64 or 128. Above 128 the O accumulator alone takes 128
-/// registers a thread and ptxas spills for some bias/mask forms, so the
-/// sm_80 kernels (which do not spill there) serve those head dims unless a
-/// caller asks for gpu_sm90a. Shared by the compiler's and the runtime's
-/// default-variant choice.
-bool sm90aServesByDefault(const AttentionSpec &spec);
 inline constexpr const char *kSupportedHeadDims =
     "a multiple of 16 from 16 to 256";
 

@@ -155,8 +155,3 @@ std::string AttentionSpec::canonical() const {
 }
 
 } // namespace tilt
-
-bool tilt::sm90aServesByDefault(const AttentionSpec &spec) {
-  return spec.dtype != DType::F32 &&
-         (spec.headDim == 64 || spec.headDim == 128);
-}

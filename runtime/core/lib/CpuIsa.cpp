@@ -98,7 +98,9 @@ std::string cpuClassNames() {
   std::string out;
   const auto &t = classTable();
   for (size_t i = 0; i < t.size(); ++i)
-    out += std::string(i == 0 ? "" : i + 1 == t.size() ? " or " : ", ") +
+    out += std::string(i == 0              ? ""
+                       : i + 1 == t.size() ? " or "
+                                           : ", ") +
            std::string(t[i].name);
   return out;
 }
@@ -163,8 +165,8 @@ std::string checkVariantRuns(std::string_view variant, const HasFeature &has,
   if (missing.empty())
     return {};
   return "variant " + std::string(variant) + " needs " +
-         std::string(toString(*need)) + "; " + std::string(target) +
-         " lacks " + missing;
+         std::string(toString(*need)) + "; " + std::string(target) + " lacks " +
+         missing;
 }
 
 std::string HostCpu::describe() const {
@@ -175,8 +177,7 @@ std::string HostCpu::describe() const {
            ")";
   std::string s(toString(*cls));
   if (detected && *detected != *cls)
-    s += " (TILT_CPU_CLASS; detected " + std::string(toString(*detected)) +
-         ")";
+    s += " (TILT_CPU_CLASS; detected " + std::string(toString(*detected)) + ")";
   return s;
 }
 
@@ -203,8 +204,8 @@ HostCpu detectHostCpu() {
     return host;
   std::optional<CpuClass> want = parseCpuClass(env);
   if (!want) {
-    host.error = "TILT_CPU_CLASS must be " + cpuClassNames() + ", got '" +
-                 env + "'";
+    host.error =
+        "TILT_CPU_CLASS must be " + cpuClassNames() + ", got '" + env + "'";
     return host;
   }
   if (!host.detected || *want > *host.detected) {

@@ -4,7 +4,8 @@
 |* ...): opaque handles, plain structs, int status plus a last-error string.  *|
 |*                                                                            *|
 |* Example:                                                                   *|
-|*   tilt_runtime *rt = tilt_runtime_create(NULL, 0, compiler);               *|
+|*   tilt_compiler *jit = tilt_compiler_create(NULL, NULL, 0);                *|
+|*   tilt_runtime *rt = tilt_runtime_create(NULL, 0, jit);                    *|
 |*   tilt_spec spec = {0};                                                    *|
 |*   spec.heads = 12; spec.kv_heads = 12; spec.head_dim = 64;                 *|
 |*   spec.bias = TILT_BIAS_ALIBI; spec.causal = 1;                            *|
@@ -13,12 +14,14 @@
 |*   if (tilt_attention(rt, &spec, &args) != 0)                               *|
 |*     fprintf(stderr, "%s\n", tilt_runtime_last_error(rt));                  *|
 |*   tilt_runtime_destroy(rt);                                                *|
+|*   tilt_compiler_destroy(jit);                                              *|
 |*                                                                            *|
 \*===----------------------------------------------------------------------===*/
 
 #ifndef TILT_TILT_H
 #define TILT_TILT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -28,8 +31,10 @@ extern "C" {
 /** A tilt::Runtime: kernel caches and a thread pool. */
 typedef struct tilt_runtime tilt_runtime;
 
-/** A tilt::KernelCompiler, created and owned by the compiler library (the
- *  runtime never creates or frees one). */
+/** A tilt::KernelCompiler: Tilt's JIT compiler, created and freed by the
+ *  functions below, which the compiler library (TiltCompiler) defines. A
+ *  program that only loads cached or bundled kernels links the runtime alone
+ *  and passes NULL where a compiler is asked for. */
 typedef struct tilt_compiler tilt_compiler;
 
 /* Values of tilt_spec's enumerated fields. */
@@ -79,6 +84,18 @@ typedef struct tilt_attention_args {
   tilt_tensor cu_seqlens_q;     /**< int32 [B+1], varlen only */
   tilt_tensor cu_seqlens_k;
 } tilt_attention_args;
+
+/** Creates the JIT compiler. cpu_class NULL or "": code for this machine's
+ *  ISA class (after $TILT_CPU_CLASS); else one of "x86-64-v3", "x86-64-v4",
+ *  "x86-64-v4-bf16", "x86-64-v4-amx". Returns NULL on a bad cpu_class, with
+ *  a one-line reason in error (when error_size > 0; always NUL-terminated).
+ *  Defined in the compiler library. */
+tilt_compiler *tilt_compiler_create(const char *cpu_class, char *error,
+                                    size_t error_size);
+
+/** Frees a compiler created by tilt_compiler_create(); NULL is allowed. The
+ *  runtimes using it must be destroyed first. */
+void tilt_compiler_destroy(tilt_compiler *compiler);
 
 /** Creates a runtime. cache_dir NULL or "": $TILT_CACHE_DIR, else
  *  $XDG_CACHE_HOME/tilt, else $HOME/.cache/tilt. threads <= 0: every core.

@@ -1,0 +1,272 @@
+//===- CpuEmitter.cpp - The phases every CPU variant shares ---------------===//
+//
+// A work item's geometry (batch, head, query block, visible key range),
+// the slopes in log2 units, the positions of the padding-mask form, the
+// dispatch to the variant's key loop, and o = Acc / l, lse.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CpuEmitter.h"
+
+#include "tilt/Compiler/Log2Units.h"
+#include "tilt/Slopes.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+namespace {
+
+/// Coefficients of 2^f on [0, 1), a degree-5 fit of the relative error
+/// (max 9e-8, below f32 epsilon); computed for Tilt by weighted least squares
+/// on Chebyshev nodes.
+constexpr float kExp2Poly[] = {0.99999994f,   0.693152964f,   0.240154535f,
+                               0.0558236055f, 0.00899258442f, 0.00187623291f};
+
+} // namespace
+
+Value CpuEmitter::exp2(Value x) {
+  // 2^x = 2^n * 2^f with n = floor(x), f in [0, 1). Inputs here are <= 0;
+  // below -127 the result is 0 (also for -inf, the masked scores).
+  x = maxF(x, splat(-127.0));
+  Value n = math::FloorOp::create(b, x);
+  Value f = arith::SubFOp::create(b, x, n);
+  Value p = splat(kExp2Poly[5]);
+  for (int k = 4; k >= 0; --k)
+    p = math::FmaOp::create(b, p, f, splat(kExp2Poly[k]));
+  VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
+  Value ni = arith::FPToSIOp::create(b, vecI32, n);
+  Value biased = arith::AddIOp::create(
+      b, ni,
+      arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(127))));
+  Value bits = arith::ShLIOp::create(
+      b, biased,
+      arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(23))));
+  Value scale = arith::BitcastOp::create(b, vecF32, bits);
+  return arith::MulFOp::create(b, p, scale);
+}
+
+void CpuEmitter::groups(int64_t total, int64_t group,
+                        function_ref<void(Value, int64_t)> tile) {
+  group = std::min(group, total);
+  int64_t full = total / group * group;
+  forLoop(idx(0), idx(full), idx(group),
+          [&](Value first) { tile(first, group); });
+  if (full < total)
+    tile(idx(full), total - full);
+}
+
+LogicalResult CpuEmitter::emit() {
+  if (d % vl != 0 || bm % vl != 0)
+    return op.emitOpError("head dim and block_m must be multiples of the "
+                          "vector length ")
+           << vl;
+  if (amx) {
+    if (!elt.isBF16() || d % 32 != 0 || bn % 32 != 0 || bm % 32 != 0)
+      return op.emitOpError("cpu_amx needs bf16 inputs and a head dim, "
+                            "block_m and block_n that are multiples of 32");
+    qs16 = scratch({bm, d}, elt);
+    kvnni = scratch({2, d / 2, 2 * bn}, elt);
+    vvnni = scratch({2, bn / 2, 2 * d}, elt);
+    sMat = scratch({2, bm, bn}, f32);
+    pMat = scratch({2, bm, bn}, elt);
+    alphas = scratch({2, bm}, f32);
+    oBlock = scratch({bm, d}, f32);
+  } else {
+    qt = scratch({d, bm}, f32);
+    if (!elt.isF32()) {
+      ks = scratch({bn, d}, f32);
+      vs = scratch({bn, d}, f32);
+    }
+    st = scratch({bn, bm}, f32);
+  }
+  acc = scratch({bm, d}, f32);
+  mRow = scratch({bm}, f32);
+  lRow = scratch({bm}, f32);
+  alphaRow = scratch({bm}, f32);
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    posRef = scratch({bm}, f32);
+  forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
+          [&](Value item) { emitItem(item); });
+  return success();
+}
+
+void CpuEmitter::emitItem(Value item) {
+  // Geometry of this item: (batch, head, query block).
+  Value q = op.getQ();
+  Value h = idx(spec.heads);
+  Value maxSq;
+  if (spec.varlen) {
+    // Query blocks per (batch, head) count against the longest sequence, as
+    // the runtime does; scan cu_seqlens_q once per item (B is small).
+    Value cu = op.getCuSeqlensQ();
+    Value nb = sub(memref::DimOp::create(b, cu, 0), idx(1));
+    auto loop = scf::ForOp::create(
+        b, idx(0), nb, idx(1), ValueRange{idx(0)},
+        [&](OpBuilder &, Location, Value i, ValueRange args) {
+          Value lo = memref::LoadOp::create(b, cu, ValueRange{i});
+          Value hi = memref::LoadOp::create(b, cu, ValueRange{add(i, idx(1))});
+          Value len = arith::IndexCastOp::create(
+              b, b.getIndexType(), arith::SubIOp::create(b, hi, lo));
+          scf::YieldOp::create(b, ValueRange{maxI(args[0], len)});
+        });
+    maxSq = loop.getResult(0);
+  } else {
+    maxSq = memref::DimOp::create(b, q, 2);
+  }
+  Value numQBlocks = arith::CeilDivSIOp::create(b, maxSq, idx(bm));
+  Value qb = arith::RemSIOp::create(b, item, numQBlocks);
+  Value bh = arith::DivSIOp::create(b, item, numQBlocks);
+  head = arith::RemSIOp::create(b, bh, h);
+  batch = arith::DivSIOp::create(b, bh, h);
+  kvHead = arith::DivSIOp::create(b, head, idx(spec.heads / spec.kvHeads));
+  if (spec.varlen) {
+    auto load = [&](Value cu, Value i) -> Value {
+      Value v = memref::LoadOp::create(b, cu, ValueRange{i});
+      return arith::IndexCastOp::create(b, b.getIndexType(), v);
+    };
+    seqQ0 = load(op.getCuSeqlensQ(), batch);
+    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
+    seqK0 = load(op.getCuSeqlensK(), batch);
+    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
+  } else {
+    sq = memref::DimOp::create(b, q, 2);
+    sk = memref::DimOp::create(b, op.getK(), 2);
+  }
+  rowStart = mul(qb, idx(bm));
+  Value live =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::slt, rowStart, sq);
+  ifThen(live, [&] {
+    rows = minI(idx(bm), sub(sq, rowStart));
+    shift = sub(sk, sq); // i' = i + Sk - Sq
+    slope2 = spec.hasAlibi() ? slopeLog2() : Value();
+
+    // Keys any row of this block may see.
+    Value kBegin = idx(0), kEnd = sk;
+    firstPos = add(rowStart, shift);
+    lastPos = add(firstPos, sub(rows, idx(1)));
+    if (amx)
+      liveRows = minI(
+          idx(bm), mul(arith::CeilDivSIOp::create(b, rows, idx(32)), idx(32)));
+    if (spec.causal)
+      kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
+    if (spec.window)
+      kBegin = maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1)));
+
+    // Running state.
+    forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+      memref::StoreOp::create(b, f32c(-INFINITY), mRow, ValueRange{i});
+      memref::StoreOp::create(b, f32c(0.0), lRow, ValueRange{i});
+      for (int64_t c = 0; c < d; c += vl)
+        vector::StoreOp::create(b, splat(0.0), acc, ValueRange{i, idx(c)});
+    });
+    if (amx)
+      stageQueryAmx();
+    else
+      stageQuery();
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+      stagePositions();
+    if (amx)
+      emitKeyLoopAmx(kBegin, kEnd);
+    else
+      forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
+        emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
+      });
+    finalize();
+    if (pos)
+      memref::DeallocOp::create(b, pos);
+    pos = nullptr;
+  });
+}
+
+Value CpuEmitter::slopeLog2() {
+  if (spec.slopes == ::tilt::SlopeSource::Custom) {
+    Value slopes = op.getSlopes();
+    auto type = cast<MemRefType>(slopes.getType());
+    SmallVector<Value> index{head};
+    if (type.getRank() == 2)
+      index.insert(index.begin(), batch);
+    Value m = memref::LoadOp::create(b, slopes, index);
+    return arith::MulFOp::create(b, m, f32c(kLog2E));
+  }
+  // Standard slopes are constants of the kernel: a table indexed by head.
+  std::vector<float> table = ::tilt::standardSlopes(spec);
+  for (float &m : table)
+    m = static_cast<float>(m * kLog2E);
+  auto type = VectorType::get({static_cast<int64_t>(table.size())}, f32);
+  Value all = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(type, ArrayRef<float>(table)));
+  return vector::ExtractOp::create(b, all, OpFoldResult(head));
+}
+
+void CpuEmitter::stagePositions() {
+  // pos[j] = cumsum(kpm)[j] - 1 over the whole sequence, and each row's
+  // reference pos[clamp(i')], which the scores are taken relative to.
+  auto type = MemRefType::get({ShapedType::kDynamic}, f32);
+  // Padded by a block so row-wise code may read whole vectors at the end.
+  pos = memref::AllocOp::create(b, type, ValueRange{add(sk, idx(bn))},
+                                b.getI64IntegerAttr(64));
+  Value kpm = op.getKeyPaddingMask();
+  scf::ForOp::create(
+      b, idx(0), sk, idx(1), ValueRange{f32c(-1.0)},
+      [&](OpBuilder &, Location, Value j, ValueRange args) {
+        Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, j});
+        Value zero = arith::ConstantOp::create(b, b.getI8IntegerAttr(0));
+        Value on = arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zero);
+        Value next = arith::SelectOp::create(
+            b, on, arith::AddFOp::create(b, args[0], f32c(1.0)), args[0]);
+        memref::StoreOp::create(b, next, pos, ValueRange{j});
+        scf::YieldOp::create(b, ValueRange{next});
+      });
+  forLoop(sk, add(sk, idx(bn)), idx(1), [&](Value j) {
+    memref::StoreOp::create(b, f32c(0.0), pos, ValueRange{j});
+  });
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+    Value ip = add(add(rowStart, i), shift);
+    Value ref = memref::LoadOp::create(
+        b, pos, ValueRange{maxI(idx(0), minI(ip, sub(sk, idx(1))))});
+    memref::StoreOp::create(b, ref, posRef, ValueRange{i});
+  });
+}
+
+void CpuEmitter::finalize() {
+  // o = Acc / l; lse = (m + log2 l) * ln 2 (+ the positions' row constant).
+  // A row that saw no key has l = 0: o = 0, lse = -inf.
+  Value lse = op.getLseOut();
+  forLoop(idx(0), rows, idx(1), [&](Value i) {
+    Value l = memref::LoadOp::create(b, lRow, ValueRange{i});
+    Value m = memref::LoadOp::create(b, mRow, ValueRange{i});
+    Value any =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
+    Value inv = arith::SelectOp::create(
+        b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
+    Value invV = bcast(inv);
+    Value row = add(rowStart, i);
+    for (int64_t c = 0; c < d; c += vl) {
+      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
+      vector::StoreOp::create(b, fromF32(arith::MulFOp::create(b, a, invV)),
+                              op.getOut(), qIndex(row, idx(c)));
+    }
+    if (!lse)
+      return;
+    Value logL =
+        math::Log2Op::create(b, arith::SelectOp::create(b, any, l, f32c(1.0)));
+    Value value =
+        arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2));
+    if (posRef) {
+      Value ref = memref::LoadOp::create(b, posRef, ValueRange{i});
+      // Scores were shifted by -m * pos[i'] (natural units); undo it.
+      Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
+      value = math::FmaOp::create(b, slope, ref, value);
+    }
+    value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
+    SmallVector<Value> index = spec.varlen
+                                   ? SmallVector<Value>{head, add(seqQ0, row)}
+                                   : SmallVector<Value>{batch, head, row};
+    memref::StoreOp::create(b, value, lse, index);
+  });
+}

@@ -1,0 +1,208 @@
+//===- CpuEmitter.h - The CPU kernel emitter ---------------------*- C++
+//-*-===//
+//
+// convert-tilt-to-cpu's kernel body, in three files: CpuEmitter.cpp (the
+// work item's geometry, slopes, positions, the finalization shared by every
+// variant), Vector.cpp (the register-tiled vector path of cpu_avx2 and
+// cpu_avx512) and Amx.cpp (cpu_amx's tile products and row softmax).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_CONVERSION_TILTTOCPU_CPUEMITTER_H
+#define TILT_CONVERSION_TILTTOCPU_CPUEMITTER_H
+
+#include "../ArithBuilder.h"
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/Spec.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+namespace mlir::tilt {
+
+/// Emits one work item's loop nest for a CPU tile configuration. The
+/// phases every variant shares live in CpuEmitter.cpp; the vector path
+/// (cpu_avx2, cpu_avx512) in Vector.cpp; the AMX path (cpu_amx) in Amx.cpp.
+class CpuEmitter : ArithBuilder {
+public:
+  CpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+      : ArithBuilder(b), op(op), spec(op.getSpec()),
+        config(op.getConfigAttr()) {
+    vl = config.getVariant() == KernelVariant::cpu_avx2 ? 8 : 16;
+    amx = config.getVariant() == KernelVariant::cpu_amx;
+    bm = config.getBlockM();
+    bn = config.getBlockN();
+    d = spec.headDim;
+    f32 = b.getF32Type();
+    vecF32 = VectorType::get({vl}, f32);
+    elt = cast<MemRefType>(op.getQ().getType()).getElementType();
+  }
+
+  LogicalResult emit();
+
+private:
+  // --- small builders -------------------------------------------------------
+  Value splat(double v) {
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(vecF32, b.getF32FloatAttr(float(v))));
+  }
+  Value bcast(Value scalar) {
+    return vector::BroadcastOp::create(b, vecF32, scalar);
+  }
+  Value toF32(Value v) {
+    if (elt.isF32())
+      return v;
+    Type target = isa<VectorType>(v.getType()) ? Type(vecF32) : Type(f32);
+    return arith::ExtFOp::create(b, target, v);
+  }
+  Value fromF32(Value v) {
+    if (elt.isF32())
+      return v;
+    return arith::TruncFOp::create(b, VectorType::get({vl}, elt), v);
+  }
+  Value scratch(ArrayRef<int64_t> shape, Type t) {
+    return memref::AllocaOp::create(b, MemRefType::get(shape, t),
+                                    b.getI64IntegerAttr(64));
+  }
+  void forLoop(Value lb, Value ub, Value step, function_ref<void(Value)> body) {
+    scf::ForOp::create(b, lb, ub, step, ValueRange{},
+                       [&](OpBuilder &, Location, Value iv, ValueRange) {
+                         body(iv);
+                         scf::YieldOp::create(b);
+                       });
+  }
+  /// scf.if yielding one value.
+  Value ifValue(Type type, Value cond, function_ref<Value()> thenValue,
+                function_ref<Value()> elseValue) {
+    auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
+                                  /*addThenBlock=*/true, /*addElseBlock=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    scf::YieldOp::create(b, ValueRange{thenValue()});
+    b.setInsertionPointToStart(ifOp.elseBlock());
+    scf::YieldOp::create(b, ValueRange{elseValue()});
+    return ifOp.getResult(0);
+  }
+  void ifThen(Value cond, function_ref<void()> body) {
+    scf::IfOp::create(b, cond, [&](OpBuilder &, Location) {
+      body();
+      scf::YieldOp::create(b);
+    });
+  }
+  Value exp2(Value x);
+  /// `visible` (null: all) and-ed with the positional masks at j - i' =
+  /// `jrel`: j <= i' when causal, i' - j < w with a window.
+  Value positionMask(Value visible, Value jrel) {
+    auto both = [&](Value cond) {
+      visible = visible ? arith::AndIOp::create(b, visible, cond) : cond;
+    };
+    if (spec.causal)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OLE, jrel,
+                                 splat(0.0)));
+    if (spec.window)
+      both(arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, jrel,
+                                 splat(-double(*spec.window))));
+    return visible;
+  }
+  /// s + bias, with j - i' given as `jrel` (vector) and, for the positions
+  /// form, pos[j] - pos[i'] built on demand by `positions`.
+  Value addBias(Value s, Value jrel, function_ref<Value()> positions) {
+    switch (spec.bias) {
+    case ::tilt::BiasKind::None:
+      return s;
+    case ::tilt::BiasKind::Alibi:
+      return math::FmaOp::create(b, bcast(slope2), jrel, s);
+    case ::tilt::BiasKind::AlibiSymmetric:
+      return math::FmaOp::create(b, bcast(arith::NegFOp::create(b, slope2)),
+                                 math::AbsFOp::create(b, jrel), s);
+    case ::tilt::BiasKind::AlibiPositions:
+      return math::FmaOp::create(b, bcast(slope2), positions(), s);
+    }
+    return s;
+  }
+  /// Scores are never NaN (-inf marks masked keys) and the sign of a zero
+  /// maximum does not matter, so maxnumf with `nnan` is a single vmaxps
+  /// (maximumf must order -0 below +0, which costs blends).
+  Value maxF(Value x, Value y) {
+    return arith::MaxNumFOp::create(b, x, y, nnan());
+  }
+  arith::FastMathFlagsAttr nnan() {
+    return arith::FastMathFlagsAttr::get(b.getContext(),
+                                         arith::FastMathFlags::nnan);
+  }
+
+  // --- tensor access
+  // ----------------------------------------------------------
+  /// Indices of q/o row `row` (sequence-relative), column `col`.
+  SmallVector<Value> qIndex(Value row, Value col) {
+    if (spec.varlen)
+      return {add(seqQ0, row), head, col};
+    return {batch, head, row, col};
+  }
+  SmallVector<Value> kvIndex(Value row, Value col) {
+    if (spec.varlen)
+      return {add(seqK0, row), kvHead, col};
+    return {batch, kvHead, row, col};
+  }
+
+  // --- phases ---------------------------------------------------------------
+  void emitItem(Value item);
+  Value slopeLog2();
+  void stageQuery();
+  void stagePositions();
+  void emitKeyBlock(Value kb, Value nk);
+  void stageKeys(Value kb, Value nk);
+  void scoreTile(Value kb, Value j0, int64_t keys, int64_t c0, int64_t cols);
+  void softmaxColumn(Value c, Value kb, Value nk);
+  void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
+              Value nk);
+  void finalize();
+
+  // The AMX variant (bf16): S = Q K^T and P V on tiles, softmax row-wise.
+  void stageQueryAmx();
+  void emitKeyLoopAmx(Value kBegin, Value kEnd);
+  void stageKeysAmx(Value kb, Value nk, Value buf);
+  void tileMatmul(Value rowsM, int64_t colsN, int64_t depth, Value aMem,
+                  Value aBuf, Value bMem, Value bBuf, Value cMem, Value cBuf);
+  void softmaxBlockAmx(Value kb, Value nk, Value buf);
+  void softmaxRowAmx(Value i, Value kb, Value nk, bool masked, Value buf);
+  void accumulateAmx(Value buf);
+  /// Combines all lanes of `v` with butterfly shuffles; every lane of the
+  /// result holds the total (no scalar extraction, no ordering rules).
+  Value allReduce(Value v, function_ref<Value(Value, Value)> combine);
+  SmallVector<Value> transpose16(SmallVector<Value> rows);
+
+  /// Runs `tile(first, count)` over [0, total) in groups of `group`: a loop
+  /// over the full groups and one more call for the remainder.
+  void groups(int64_t total, int64_t group,
+              function_ref<void(Value, int64_t)> tile);
+
+  AttentionOp op;
+  ::tilt::AttentionSpec spec;
+  TileConfigAttr config;
+  int64_t vl, bm, bn, d;
+  bool amx;
+  Type f32, elt;
+  VectorType vecF32;
+
+  // Scratch, allocated once per call: Qt [D][BM], staged K/V [BN][D] (16-bit
+  // inputs only), St/Pt [BN][BM], Acc [BM][D], per-row state [BM].
+  Value qt, ks, vs, st, acc, mRow, lRow, alphaRow, posRef;
+  // AMX scratch: Q rows [BM][D]; double-buffered ([2][...]) K^T and V in
+  // VNNI pairs ([D/2][2BN], [BN/2][2D]), scores [BM][BN] f32, P [BM][BN]
+  // bf16 and alpha [BM]; P.V [BM][D] f32.
+  Value qs16, kvnni, vvnni, sMat, pMat, oBlock, alphas;
+  // Per work item.
+  Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
+  Value firstPos, lastPos; // i' of the block's first and last rows
+  Value liveRows;          // AMX: rows rounded up to the 32-row tile pairs
+  Value slope2, pos;
+};
+
+} // namespace mlir::tilt
+
+#endif // TILT_CONVERSION_TILTTOCPU_CPUEMITTER_H

@@ -1,0 +1,468 @@
+//===- GpuEmitter.cpp - The shared part of the GPU kernel emitters --------===//
+//
+// Everything a GPU kernel of any variant does around its loads and its
+// matrix products: the CTA's geometry, slopes, the key padding mask and
+// positions, the key-block loop with the online softmax, and the epilogue.
+//
+//===----------------------------------------------------------------------===//
+
+#include "GpuEmitter.h"
+
+#include "tilt/Compiler/Configs.h"
+#include "tilt/Compiler/Log2Units.h"
+#include "tilt/Slopes.h"
+
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+void GpuEmitter::emitGeometry() {
+  Type index = b.getIndexType();
+  tid = gpu::ThreadIdOp::create(b, index, gpu::Dimension::x);
+  lane = remU(tid, idx(32));
+  warp = divU(tid, idx(32));
+  g = divU(lane, idx(4));
+  t4 = remU(lane, idx(4));
+  Value qb = gpu::BlockIdOp::create(b, index, gpu::Dimension::x);
+  head = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
+  batch = gpu::BlockIdOp::create(b, index, gpu::Dimension::z);
+  kvHead = divU(head, idx(spec.heads / spec.kvHeads));
+  if (spec.varlen) {
+    auto load = [&](Value cu, Value i) {
+      return toIndex(memref::LoadOp::create(b, cu, ValueRange{i}));
+    };
+    Value next = add(batch, idx(1));
+    qStart = load(cuQ, batch);
+    kStart = load(cuK, batch);
+    sq = sub(load(cuQ, next), qStart);
+    sk = sub(load(cuK, next), kStart);
+  } else {
+    qStart = kStart = idx(0);
+    sq = memref::DimOp::create(b, q, 2);
+    sk = memref::DimOp::create(b, k, 2);
+  }
+  shift = sub(sk, sq);
+  rowStart = mul(qb, idx(bm));
+  Value live = minI(idx(bm), sub(sq, rowStart));
+  firstRow = add(rowStart, shift);
+  lastRow = add(firstRow, sub(live, idx(1)));
+  // Visible keys [kBegin, kEnd) of the whole block.
+  Value kBegin = idx(0), kEnd = sk;
+  if (spec.causal)
+    kEnd = minI(kEnd, add(lastRow, idx(1)));
+  if (spec.window)
+    kBegin = maxI(kBegin, add(sub(firstRow, idx(*spec.window)), idx(1)));
+  kEnd = maxI(kEnd, kBegin);
+  kbBegin = divU(kBegin, idx(bn));
+  kbEnd = divU(add(kEnd, idx(bn - 1)), idx(bn));
+  kbEnd = select(lt(kBegin, kEnd), kbEnd, kbBegin);
+  scale2 = f32c(spec.effectiveScale() * kLog2E);
+}
+
+Value GpuEmitter::slope2() {
+  if (!spec.hasAlibi())
+    return f32c(0.0);
+  if (slopes) {
+    Value s = memref::LoadOp::create(b, slopes, ValueRange{batch, head});
+    return fmul(s, f32c(kLog2E));
+  }
+  // Standard slopes of this rank's heads: a select chain over the (static)
+  // head count, evaluated once per CTA.
+  std::vector<float> table = ::tilt::standardSlopes(spec);
+  Value s = f32c(double(table.back()) * kLog2E);
+  for (int64_t h = int64_t(table.size()) - 2; h >= 0; --h)
+    s = select(cmpI(arith::CmpIPredicate::eq, head, idx(h)),
+               f32c(double(table[h]) * kLog2E), s);
+  return s;
+}
+
+/// Positions / key padding: per key of block kb, the additive term of its
+/// score column (f32 in shared memory): -inf for padded keys and keys past
+/// the sequence, else slope * (valid keys before it, counted from the first
+/// visible block) for the positions form, 0 otherwise. Also returns the
+/// block's count of valid keys. Every thread of the CTA takes part.
+void GpuEmitter::stageKeyMask(Value kb, Value base, Value &blockCount) {
+  const int64_t chunks = (bn + threads - 1) / threads;
+  Value keyBase = mul(kb, idx(bn));
+  Value full = i32c(-1);
+  SmallVector<Value> valid(chunks), ballots(chunks);
+  for (int64_t c = 0; c < chunks; ++c) {
+    Value t = add(tid, idx(c * threads));
+    Value j = add(keyBase, t);
+    Value inRange = andB(lt(t, idx(bn)), lt(j, sk));
+    Value safeJ = minI(j, maxI(sub(sk, idx(1)), idx(0)));
+    Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, safeJ});
+    Value on = cmpI(arith::CmpIPredicate::ne, m,
+                    arith::ConstantOp::create(b, b.getI8IntegerAttr(0)));
+    valid[c] = andB(inRange, on);
+    ballots[c] = NVVM::VoteSyncOp::create(b, i32, full, valid[c],
+                                          NVVM::VoteSyncKind::ballot);
+    Value warpTotal = LLVM::CtPopOp::create(b, ballots[c]);
+    ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)), [&] {
+      memref::StoreOp::create(b, warpTotal, countSmem,
+                              ValueRange{add(warp, idx(c * warps))});
+    });
+  }
+  barrier();
+  const int64_t slots = chunks * warps;
+  Value total = i32c(0);
+  SmallVector<Value> before(chunks, Value());
+  for (int64_t s = 0; s < slots; ++s) {
+    Value n = memref::LoadOp::create(b, countSmem, ValueRange{idx(s)});
+    // Slot s precedes chunk c's warp w when s < c * warps + w.
+    for (int64_t c = 0; c < chunks; ++c) {
+      Value mine = add(warp, idx(c * warps));
+      Value add_ = select(lt(idx(s), mine), n, i32c(0));
+      before[c] = before[c] ? arith::AddIOp::create(b, before[c], add_) : add_;
+    }
+    total = arith::AddIOp::create(b, total, n);
+  }
+  Value laneMask = arith::SubIOp::create(
+      b,
+      arith::ShLIOp::create(b, i32c(1),
+                            arith::IndexCastOp::create(b, i32, lane)),
+      i32c(1));
+  Value negInf = f32c(-std::numeric_limits<double>::infinity());
+  for (int64_t c = 0; c < chunks; ++c) {
+    Value t = add(tid, idx(c * threads));
+    Value inWarp = LLVM::CtPopOp::create(
+        b, arith::AndIOp::create(b, ballots[c], laneMask));
+    Value value = f32c(0.0);
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions) {
+      Value count = arith::AddIOp::create(
+          b, arith::AddIOp::create(b, base, before[c]), inWarp);
+      value = fmul(slope, arith::SIToFPOp::create(b, f32, count));
+    }
+    value = select(valid[c], value, negInf);
+    ifThen(lt(t, idx(bn)),
+           [&] { memref::StoreOp::create(b, value, maskSmem, ValueRange{t}); });
+  }
+  barrier();
+  blockCount = total;
+}
+
+SmallVector<Value> GpuEmitter::blockBody(Value kb, ValueRange state,
+                                         bool masked) {
+  // state: per m-tile: m[2], l[2], then O tiles [d/8]; then the positions
+  // base (i32) when present.
+  const int64_t perTile = 4 + d / 8;
+  Value slot = remU(sub(kb, kbBegin), idx(stages));
+  Value bufferRow = mul(slot, idx(bn));
+  Value keyBase = mul(kb, idx(bn));
+  Value negInf = f32c(-std::numeric_limits<double>::infinity());
+  Value zero2x2 = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(VectorType::get({2, 2}, f32),
+                                b.getF32FloatAttr(0.0f)));
+  SmallVector<Value> next(state.begin(), state.end());
+  const bool kpmTerm = bool(kpm);
+
+  // Column of element (nt, e) of this thread within the block: nt*8 + 2*t4 +
+  // e. Its j - i' for row r: (keyBase + 2*t4 - i'(r)) + nt*8 + e.
+  Value colBase = mul(t4, idx(2));
+  SmallVector<Value> maskTerm; // [nt*2+e], shared across rows
+  if (kpmTerm)
+    for (int64_t nt = 0; nt < bn / 8; ++nt)
+      for (int64_t e = 0; e < 2; ++e)
+        maskTerm.push_back(memref::LoadOp::create(
+            b, maskSmem, ValueRange{add(colBase, idx(nt * 8 + e))}));
+
+  for (int64_t mi = 0; mi < mt; ++mi) {
+    // S = Q K^T: bn/8 tiles of 16x8.
+    SmallVector<Value> s = scores(slot, bufferRow, mi, zero2x2);
+
+    // Scores in log2 units with bias and masks; row max.
+    Value *st = &next[mi * perTile];
+    SmallVector<SmallVector<Value>> val(2); // [row][nt*2+e]
+    Value rowMax[2];
+    for (int64_t r = 0; r < 2; ++r) {
+      Value rowIdx = add(add(rowStart, mul(warp, idx(16 * mt))),
+                         add(idx(16 * mi + 8 * r), g));
+      Value ip = add(rowIdx, shift); // i'
+      Value jrel0 = sub(add(keyBase, colBase), ip);
+      Value jrel0F = indexToF32(jrel0);
+      // Per-element visibility as one 32-bit compare against a constant
+      // each: j < sk <=> sk - j0 > off; j <= i' <=> -jrel0 >= off;
+      // i' - j < w <=> jrel0 + w > -off.
+      auto i32v = [&](Value x) {
+        return arith::IndexCastOp::create(b, i32, x).getResult();
+      };
+      Value tailRoom, causalRoom, windowRoom;
+      if (masked) {
+        tailRoom = i32v(sub(sk, add(keyBase, colBase)));
+        causalRoom = i32v(sub(idx(0), jrel0));
+        if (spec.window)
+          windowRoom = i32v(add(jrel0, idx(*spec.window)));
+      }
+      Value mx = st[r];
+      for (int64_t nt = 0; nt < bn / 8; ++nt) {
+        for (int64_t e = 0; e < 2; ++e) {
+          Value x =
+              vector::ExtractOp::create(b, s[nt], ArrayRef<int64_t>{r, e});
+          int64_t off = nt * 8 + e;
+          Value bias;
+          switch (spec.bias) {
+          case ::tilt::BiasKind::Alibi:
+            bias = fmul(slope, fadd(jrel0F, f32c(double(off))));
+            break;
+          case ::tilt::BiasKind::AlibiSymmetric: {
+            Value jr = fadd(jrel0F, f32c(double(off)));
+            Value absJr = fmax(jr, arith::NegFOp::create(b, jr));
+            bias = fmul(arith::NegFOp::create(b, slope), absJr);
+          } break;
+          default:
+            break;
+          }
+          Value y = bias ? fma(x, scale2, bias) : fmul(x, scale2);
+          if (kpmTerm)
+            y = fadd(y, maskTerm[nt * 2 + e]);
+          if (masked) {
+            Value vis = cmpI(arith::CmpIPredicate::sgt, tailRoom, i32c(off));
+            if (spec.causal)
+              vis = andB(
+                  vis, cmpI(arith::CmpIPredicate::sge, causalRoom, i32c(off)));
+            if (spec.window)
+              vis = andB(
+                  vis, cmpI(arith::CmpIPredicate::sgt, windowRoom, i32c(-off)));
+            y = select(vis, y, negInf);
+          }
+          val[r].push_back(y);
+          mx = fmax(mx, y);
+        }
+      }
+      mx = fmax(mx, shuffleXor(mx, 1));
+      mx = fmax(mx, shuffleXor(mx, 2));
+      rowMax[r] = mx;
+    }
+
+    // Online softmax: rescale, exponentiate, P as A fragments.
+    Value alpha[2], mUse[2];
+    for (int64_t r = 0; r < 2; ++r) {
+      Value isInf = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ,
+                                          rowMax[r], negInf);
+      mUse[r] = select(isInf, f32c(0.0), rowMax[r]);
+      alpha[r] = exp2(fsub(st[r], mUse[r]));
+      st[r] = rowMax[r];
+    }
+    SmallVector<Value> p(bn / 8); // vector<2x2xf32> per tile
+    Value rowSum[2] = {f32c(0.0), f32c(0.0)};
+    for (int64_t nt = 0; nt < bn / 8; ++nt) {
+      Value tile = zero2x2;
+      for (int64_t r = 0; r < 2; ++r)
+        for (int64_t e = 0; e < 2; ++e) {
+          Value pe = exp2(fsub(val[r][nt * 2 + e], mUse[r]));
+          rowSum[r] = fadd(rowSum[r], pe);
+          tile = vector::InsertOp::create(b, pe, tile, ArrayRef<int64_t>{r, e});
+        }
+      p[nt] = tile;
+    }
+    for (int64_t r = 0; r < 2; ++r)
+      st[2 + r] = fma(st[2 + r], alpha[r], rowSum[r]);
+    Value *acc = &st[4];
+    for (int64_t dt = 0; dt < d / 8; ++dt) {
+      Value scaled = acc[dt];
+      for (int64_t r = 0; r < 2; ++r) {
+        Value rowV = vector::ExtractOp::create(b, scaled, ArrayRef<int64_t>{r});
+        Value sc =
+            vector::BroadcastOp::create(b, VectorType::get({2}, f32), alpha[r]);
+        scaled = vector::InsertOp::create(b, arith::MulFOp::create(b, rowV, sc),
+                                          scaled, ArrayRef<int64_t>{r});
+      }
+      acc[dt] = scaled;
+    }
+
+    // O += P V: k-steps of 16 keys; V fragments by ldmatrix.trans, two
+    // d-tiles per load (sm_90a: P through shared memory into wgmma).
+    accumulatePV(slot, bufferRow, p, acc);
+  }
+  return next;
+}
+
+void GpuEmitter::emitKeyBlockLoop() {
+  Value isLeader = cmpI(arith::CmpIPredicate::eq, tid, idx(0));
+  loadQ(isLeader);
+
+  // Positions: valid keys before the first visible block, so the bias is
+  // taken relative to it (the lse gets the constant back).
+  Value base0 = i32c(0);
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions) {
+    Value limit = mul(kbBegin, idx(bn));
+    auto loop = scf::ForOp::create(
+        b, tid, limit, idx(threads), ValueRange{i32c(0)},
+        [&](OpBuilder &, Location, Value j, ValueRange acc) {
+          Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, j});
+          Value on = arith::ExtUIOp::create(
+              b, i32,
+              cmpI(arith::CmpIPredicate::ne, m,
+                   arith::ConstantOp::create(b, b.getI8IntegerAttr(0))));
+          scf::YieldOp::create(
+              b, ValueRange{arith::AddIOp::create(b, acc[0], on)});
+        });
+    Value mine = loop.getResult(0);
+    for (int32_t off : {16, 8, 4, 2, 1})
+      mine = arith::AddIOp::create(
+          b, mine,
+          gpu::ShuffleOp::create(b, mine, off, 32, gpu::ShuffleMode::XOR)
+              .getShuffleResult());
+    ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)), [&] {
+      memref::StoreOp::create(b, mine, countSmem, ValueRange{warp});
+    });
+    barrier();
+    for (int64_t w = 0; w < warps; ++w)
+      base0 = arith::AddIOp::create(
+          b, base0, memref::LoadOp::create(b, countSmem, ValueRange{idx(w)}));
+    barrier();
+  }
+  posBase0 = base0;
+
+  // Prologue: the first key blocks in flight.
+  issuePrologue();
+
+  Value negInf = f32c(-std::numeric_limits<double>::infinity());
+  Value zero2x2 = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(VectorType::get({2, 2}, f32),
+                                b.getF32FloatAttr(0.0f)));
+  SmallVector<Value> init;
+  for (int64_t mi = 0; mi < mt; ++mi) {
+    init.append({negInf, negInf, f32c(0.0), f32c(0.0)});
+    for (int64_t dt = 0; dt < d / 8; ++dt)
+      init.push_back(zero2x2);
+  }
+  const bool counting = bool(kpm);
+  if (counting)
+    init.push_back(i32c(0));
+
+  auto loop = scf::ForOp::create(
+      b, kbBegin, kbEnd, idx(1), init,
+      [&](OpBuilder &, Location, Value kb, ValueRange state) {
+        Value ahead = add(kb, idx(stages - 1));
+        awaitKeyBlock(kb, ahead, isLeader);
+        SmallVector<Value> st(state.begin(), state.end());
+        if (counting) {
+          Value blockCount;
+          stageKeyMask(kb, st.back(), blockCount);
+          st.back() = arith::AddIOp::create(b, st.back(), blockCount);
+        }
+        // No structural mask needed when the block is whole and entirely
+        // visible to every live row.
+        Value keyEnd = mul(add(kb, idx(1)), idx(bn));
+        Value clean = le(keyEnd, sk);
+        if (spec.causal)
+          clean = andB(clean, le(sub(keyEnd, idx(1)), firstRow));
+        if (spec.window)
+          clean = andB(clean,
+                       lt(sub(lastRow, mul(kb, idx(bn))), idx(*spec.window)));
+        SmallVector<Type> types;
+        for (Value x : st)
+          types.push_back(x.getType());
+        ValueRange core =
+            ValueRange(st).take_front(init.size() - (counting ? 1 : 0));
+        auto ifOp = scf::IfOp::create(
+            b, TypeRange(types).take_front(core.size()), clean, true, true);
+        {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(ifOp.thenBlock());
+          scf::YieldOp::create(b, blockBody(kb, core, false));
+          b.setInsertionPointToStart(ifOp.elseBlock());
+          scf::YieldOp::create(b, blockBody(kb, core, true));
+        }
+        SmallVector<Value> out(ifOp.getResults());
+        if (counting)
+          out.push_back(st.back());
+        barrier();
+        scf::YieldOp::create(b, out);
+      });
+  SmallVector<Value> fin(loop.getResults());
+  if (counting)
+    fin.pop_back();
+  emitEpilogue(fin);
+}
+
+void GpuEmitter::emitEpilogue(ValueRange state) {
+  const int64_t perTile = 4 + d / 8;
+  Value negInf = f32c(-std::numeric_limits<double>::infinity());
+  Value corr = f32c(0.0);
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    corr = fmul(slope, arith::SIToFPOp::create(b, f32, posBase0));
+  for (int64_t mi = 0; mi < mt; ++mi) {
+    ValueRange st = state.slice(mi * perTile, perTile);
+    for (int64_t r = 0; r < 2; ++r) {
+      Value l = st[2 + r];
+      l = fadd(l, shuffleXor(l, 1));
+      l = fadd(l, shuffleXor(l, 2));
+      Value has =
+          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
+      Value inv =
+          select(has, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
+      Value rowIdx = add(add(rowStart, mul(warp, idx(16 * mt))),
+                         add(idx(16 * mi + 8 * r), g));
+      Value live = lt(rowIdx, sq);
+      ifThen(live, [&] {
+        Value seqRow = add(qStart, rowIdx);
+        for (int64_t dt = 0; dt < d / 8; ++dt) {
+          Value rowV =
+              vector::ExtractOp::create(b, st[4 + dt], ArrayRef<int64_t>{r});
+          Value sc =
+              vector::BroadcastOp::create(b, VectorType::get({2}, f32), inv);
+          Value outV = arith::TruncFOp::create(
+              b, VectorType::get({2}, elt), arith::MulFOp::create(b, rowV, sc));
+          Value col = add(idx(dt * 8), mul(t4, idx(2)));
+          SmallVector<Value> oIdx =
+              spec.varlen ? SmallVector<Value>{seqRow, head, col}
+                          : SmallVector<Value>{batch, head, rowIdx, col};
+          // 4-byte aligned: o is contiguous in D (even) and col is even.
+          vector::StoreOp::create(b, outV, o, oIdx, /*nontemporal=*/false,
+                                  llvm::MaybeAlign(4));
+        }
+        ifThen(cmpI(arith::CmpIPredicate::eq, t4, idx(0)), [&] {
+          Value lse2 = fadd(fadd(st[r], log2(l)), corr);
+          Value value = select(has, fmul(lse2, f32c(kLn2)), negInf);
+          SmallVector<Value> lIdx =
+              spec.varlen ? SmallVector<Value>{head, seqRow}
+                          : SmallVector<Value>{batch, head, rowIdx};
+          memref::StoreOp::create(b, value, lse, lIdx);
+        });
+      });
+    }
+  }
+}
+
+void GpuEmitter::emit() {
+  emitGeometry();
+  // CTAs past the end of a (shorter, varlen) sequence do nothing.
+  auto ifOp = scf::IfOp::create(b, lt(rowStart, sq), /*withElse=*/false);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(ifOp.thenBlock());
+  slope = slope2();
+  auto space =
+      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+  auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
+                                   MemRefLayoutAttrInterface(), space);
+  rawSmem = gpu::DynamicSharedMemoryOp::create(b, bytesType);
+  const int64_t e = ::tilt::byteWidth(spec.dtype);
+  int64_t offset = layOutTiles(e);
+  if (kpm) {
+    maskSmem = smemView(offset, {bn}, f32);
+    offset += bn * 4;
+    countSmem = smemView(offset, {64}, i32);
+  }
+  emitKeyBlockLoop();
+}
+
+std::unique_ptr<GpuEmitter>
+mlir::tilt::makeGpuEmitter(const ::tilt::AttentionSpec &spec,
+                           TileConfigAttr config, ImplicitLocOpBuilder &b,
+                           ValueRange args) {
+  switch (config.getVariant()) {
+  case KernelVariant::gpu_sm80:
+    return makeSm80Emitter(spec, config, b, args);
+  case KernelVariant::gpu_sm90a:
+    return makeSm90aEmitter(spec, config, b, args);
+  default:
+    return nullptr;
+  }
+}

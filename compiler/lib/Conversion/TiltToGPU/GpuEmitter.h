@@ -1,0 +1,208 @@
+//===- GpuEmitter.h - The shared part of the GPU kernel emitters -*- C++
+//-*-===//
+//
+// convert-tilt-to-gpu's kernel body: what every GPU variant shares
+// (geometry, bias and masks, the online softmax, the epilogue, the key-block
+// loop) in GpuEmitter.cpp, and the hooks through which a variant brings
+// tiles into shared memory and multiplies them (Sm80.cpp: cp.async +
+// ldmatrix + mma.sync; Sm90a.cpp: TMA + mbarrier + wgmma).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_CONVERSION_TILTTOGPU_GPUEMITTER_H
+#define TILT_CONVERSION_TILTTOGPU_GPUEMITTER_H
+
+#include "../ArithBuilder.h"
+#include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/Spec.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <memory>
+
+namespace mlir::tilt {
+
+/// Shared-memory row padding in elements (16 bytes) of the sm_80 tiles.
+constexpr int64_t kGpuRowPad = 8;
+
+/// The shared part of the kernel body of every GPU variant. All per-thread
+/// register arrays are unrolled here (C++ loops), so the IR holds only SSA
+/// values and static indices: nothing is dynamically indexed in registers.
+///
+/// The variants share the geometry, the bias and mask arithmetic, the online
+/// softmax and the epilogue: a warp owns 16 query rows and sees scores in
+/// the m16n8 accumulator layout either way (wgmma's m64nN accumulator is, per
+/// warp of the warpgroup, the same layout as 8-column mma.sync tiles). They
+/// differ in how tiles reach shared memory (cp.async vs TMA + mbarrier) and
+/// in the matrix products (mma.sync from ldmatrix fragments vs wgmma from
+/// shared-memory descriptors). Those differences are the hooks below, which
+/// each variant implements in its own file (Sm80.cpp, Sm90a.cpp); a new
+/// variant is one more file and one line in makeGpuEmitter().
+class GpuEmitter : protected ArithBuilder {
+public:
+  GpuEmitter(const ::tilt::AttentionSpec &spec, TileConfigAttr config,
+             ImplicitLocOpBuilder &b, ValueRange args)
+      : ArithBuilder(b), spec(spec), config(config) {
+    bm = config.getBlockM();
+    bn = config.getBlockN();
+    warps = config.getNumWarps();
+    stages = config.getNumStages();
+    d = spec.headDim;
+    dp = d + kGpuRowPad;
+    mt = bm / (16 * warps);
+    threads = 32 * warps;
+    f32 = b.getF32Type();
+    i32 = b.getI32Type();
+    elt = spec.dtype == ::tilt::DType::BF16 ? Type(b.getBF16Type())
+                                            : Type(b.getF16Type());
+    q = args[0];
+    k = args[1];
+    v = args[2];
+    o = args[3];
+    lse = args[4];
+    unsigned next = 5;
+    if (spec.slopes == ::tilt::SlopeSource::Custom && spec.hasAlibi())
+      slopes = args[next++];
+    if (spec.keyPaddingMask)
+      kpm = args[next++];
+    if (spec.varlen) {
+      cuQ = args[next++];
+      cuK = args[next++];
+    }
+    firstExtraArg = next;
+    kernelArgs = args;
+  }
+
+  virtual ~GpuEmitter() = default;
+
+  void emit();
+
+protected:
+  // --- the variant's hooks, in the order emit() calls them ------------------
+  /// Lays the Q/K/V tiles out in shared memory from `rawSmem` (setting
+  /// `smemRoot`); returns the byte offset where the shared part (the key
+  /// mask and counts) may start.
+  virtual int64_t layOutTiles(int64_t elementBytes) = 0;
+  /// Brings the Q block in (and whatever the variant keeps of it), before
+  /// the positions prefix count; `isLeader` is thread 0.
+  virtual void loadQ(Value isLeader) = 0;
+  /// Puts the first key blocks in flight, after the positions prefix count.
+  virtual void issuePrologue() = 0;
+  /// At the top of key block kb: issues block `ahead` (kb + stages - 1)
+  /// when it exists and waits until kb's K and V are in shared memory.
+  virtual void awaitKeyBlock(Value kb, Value ahead, Value isLeader) = 0;
+  /// S = Q K^T of m-tile mi from the K stage `slot` (rows from bufferRow):
+  /// bn/8 tiles in the m16n8 accumulator layout, starting from `zero2x2`.
+  virtual SmallVector<Value> scores(Value slot, Value bufferRow, int64_t mi,
+                                    Value zero2x2) = 0;
+  /// acc[0, d/8) += P V from the V stage `slot`; P in the score layout.
+  virtual void accumulatePV(Value slot, Value bufferRow, ArrayRef<Value> p,
+                            Value *acc) = 0;
+
+  // --- small builders -------------------------------------------------------
+  Value i32c(int64_t v) {
+    return arith::ConstantOp::create(b, b.getI32IntegerAttr(int32_t(v)));
+  }
+  Value divU(Value x, Value y) { return arith::DivUIOp::create(b, x, y); }
+  Value remU(Value x, Value y) { return arith::RemUIOp::create(b, x, y); }
+  Value cmpI(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  Value lt(Value x, Value y) { return cmpI(arith::CmpIPredicate::slt, x, y); }
+  Value le(Value x, Value y) { return cmpI(arith::CmpIPredicate::sle, x, y); }
+  Value andB(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value fadd(Value x, Value y) { return arith::AddFOp::create(b, x, y); }
+  Value fmul(Value x, Value y) { return arith::MulFOp::create(b, x, y); }
+  Value fsub(Value x, Value y) { return arith::SubFOp::create(b, x, y); }
+  Value fmax(Value x, Value y) { return arith::MaximumFOp::create(b, x, y); }
+  Value fma(Value x, Value y, Value z) {
+    return fadd(fmul(x, y), z); // contracted to fma by the backend
+  }
+  Value toIndex(Value i) {
+    return arith::IndexCastOp::create(b, b.getIndexType(), i);
+  }
+  /// One PTX instruction `op` on f32 without side effects, so the backend
+  /// may schedule and combine it freely.
+  Value ptxUnary(StringRef op, Value x) {
+    auto asmOp = LLVM::InlineAsmOp::create(
+        b, f32, ValueRange{x}, (op + " $0, $1;").str(), "=f,f",
+        /*has_side_effects=*/false, /*is_align_stack=*/false,
+        LLVM::tailcallkind::TailCallKind::None,
+        LLVM::AsmDialectAttr::get(b.getContext(), LLVM::AsmDialect::AD_ATT),
+        ArrayAttr());
+    return asmOp.getResult(0);
+  }
+  Value exp2(Value x) { return ptxUnary("ex2.approx.ftz.f32", x); }
+  Value log2(Value x) { return ptxUnary("lg2.approx.ftz.f32", x); }
+  Value shuffleXor(Value x, int32_t offset) {
+    return gpu::ShuffleOp::create(b, x, offset, 32, gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  }
+  void barrier() { gpu::BarrierOp::create(b); }
+  void ifThen(Value cond, function_ref<void()> body) {
+    scf::IfOp::create(b, cond, [&](OpBuilder &, Location) {
+      body();
+      scf::YieldOp::create(b);
+    });
+  }
+  Value smemView(int64_t byteOffset, ArrayRef<int64_t> shape, Type type) {
+    auto space = gpu::AddressSpaceAttr::get(b.getContext(),
+                                            gpu::AddressSpace::Workgroup);
+    return memref::ViewOp::create(
+        b, MemRefType::get(shape, type, MemRefLayoutAttrInterface(), space),
+        smemRoot, idx(byteOffset), ValueRange{});
+  }
+
+  // --- kernel pieces --------------------------------------------------------
+  void emitGeometry();
+  Value slope2();
+  void emitKeyBlockLoop();
+  SmallVector<Value> blockBody(Value kb, ValueRange state, bool masked);
+  void stageKeyMask(Value kb, Value base, Value &blockCount);
+  void emitEpilogue(ValueRange state);
+
+  const ::tilt::AttentionSpec &spec;
+  TileConfigAttr config;
+  int64_t bm, bn, warps, stages, d, dp, mt, threads;
+  unsigned firstExtraArg = 0; ///< the variant's own kernel arguments
+  Type f32, i32, elt;
+  Value q, k, v, o, lse, slopes, kpm, cuQ, cuK;
+
+  // Per-thread geometry.
+  Value tid, lane, warp, g, t4;
+  Value batch, head, kvHead, qStart, kStart, sq, sk, shift, rowStart;
+  Value firstRow, lastRow; ///< i' of the block's first / last live row
+  Value kbBegin, kbEnd;
+  /// smemRoot: where the variant's tiles start (sm_90a: the first
+  /// 1024-byte aligned byte, as swizzled TMA tiles need).
+  Value rawSmem, smemRoot, maskSmem, countSmem;
+  Value scale2, slope;
+  Value posBase0; ///< positions: valid keys before the first block
+  ValueRange kernelArgs;
+};
+
+/// The emitter of `config`'s variant (gpu_sm80 or gpu_sm90a), or null.
+std::unique_ptr<GpuEmitter> makeGpuEmitter(const ::tilt::AttentionSpec &spec,
+                                           TileConfigAttr config,
+                                           ImplicitLocOpBuilder &b,
+                                           ValueRange args);
+std::unique_ptr<GpuEmitter> makeSm80Emitter(const ::tilt::AttentionSpec &spec,
+                                            TileConfigAttr config,
+                                            ImplicitLocOpBuilder &b,
+                                            ValueRange args);
+std::unique_ptr<GpuEmitter> makeSm90aEmitter(const ::tilt::AttentionSpec &spec,
+                                             TileConfigAttr config,
+                                             ImplicitLocOpBuilder &b,
+                                             ValueRange args);
+
+} // namespace mlir::tilt
+
+#endif // TILT_CONVERSION_TILTTOGPU_GPUEMITTER_H

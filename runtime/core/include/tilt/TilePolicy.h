@@ -1,0 +1,82 @@
+//===- TilePolicy.h - The one owner of tile-configuration decisions -*- C++
+//-*-===//
+//
+// Every decision about how a kernel is tiled, in plain C++ that the runtime,
+// the tuner, the bundler and the compiler all call: the default variant for
+// a spec on a CPU class or a GPU architecture, each variant's default block
+// sizes, the limits a configuration must respect and the search space the
+// tuner times. The compiler pins the result on the IR as #tilt.tile_config
+// (tilt-cpu-entry for the CPU, convert-tilt-to-gpu's config step for the
+// GPU); the lowerings only read it. Nothing else chooses or completes a
+// configuration.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_TILEPOLICY_H
+#define TILT_TILEPOLICY_H
+
+#include "tilt/CpuIsa.h"
+#include "tilt/KernelCompiler.h"
+#include "tilt/Spec.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tilt {
+
+//===----------------------------------------------------------------------===//
+// CPU
+//===----------------------------------------------------------------------===//
+
+/// The CPU variant for `spec` on a CPU with features `has`: cpu_amx for bf16
+/// with a head dim that is a multiple of 32 where the CPU has the AMX class,
+/// else cpu_avx512 where it has AVX-512 (x86-64-v4), else cpu_avx2.
+std::string defaultCpuVariant(const AttentionSpec &spec, const HasFeature &has);
+
+/// A CPU variant's default block sizes (block_m x block_n): they keep one
+/// query block's working set (Q, K^T, V, scores, accumulator) within L2 at
+/// D = 128. Unknown variants get cpu_avx512's.
+TileConfig defaultCpuConfig(std::string_view variant);
+
+/// Bytes of per-thread scratch (stack) a CPU kernel of `config` uses.
+int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &config);
+
+/// The most scratch a configuration may use: worker threads have 8 MiB
+/// stacks, and a working set beyond L2 (2 MiB a core here) never wins.
+inline constexpr int64_t kMaxCpuScratchBytes = 2 << 20;
+
+/// CPU candidates for `spec` on a CPU with features `has`: the widest vector
+/// ISA's block sizes, plus AMX ones for bf16 where the CPU has AMX-BF16,
+/// pruned by divisibility and scratch size. Non-empty on x86-64-v3 and up.
+std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
+                                       const HasFeature &has);
+
+//===----------------------------------------------------------------------===//
+// GPU
+//===----------------------------------------------------------------------===//
+
+/// The GPU variant for `spec` compiled for `arch` ("sm_80", "sm_90a"; a
+/// device's compute capability maps to it through cuda::defaultVariant):
+/// gpu_sm90a on sm_90a for f16/bf16 with head_dim 64 or 128, else gpu_sm80.
+/// Above D = 128 the sm_90a kernel's O accumulator alone takes 128 registers
+/// a thread and ptxas spills for some bias/mask forms, so the sm_80 kernels
+/// (which do not spill there) serve those head dims unless a caller asks.
+std::string defaultGpuVariant(const AttentionSpec &spec, std::string_view arch);
+
+/// A GPU variant's default configuration for a head dim.
+TileConfig defaultGpuConfig(std::string_view variant, int64_t headDim);
+
+/// `config` with its zero fields (or, when it names no variant, all of it:
+/// the default variant for `arch`) filled from the defaults.
+TileConfig completeGpuConfig(const AttentionSpec &spec, TileConfig config,
+                             std::string_view arch);
+
+/// Most dynamic shared memory per CTA a variant's kernels may take: 163 KiB
+/// (A100) for gpu_sm80, 227 KiB (H100/H200) for gpu_sm90a.
+int64_t maxGpuSharedMemory(std::string_view variant);
+
+} // namespace tilt
+
+#endif // TILT_TILEPOLICY_H

@@ -1,0 +1,132 @@
+//===- TilePolicy.cpp - The one owner of tile-configuration decisions -----===//
+
+#include "tilt/TilePolicy.h"
+
+namespace tilt {
+
+namespace {
+
+TileConfig config(std::string_view variant, int64_t m, int64_t n,
+                  int64_t warps = 0, int64_t stages = 0) {
+  TileConfig c;
+  c.variant = std::string(variant);
+  c.blockM = m;
+  c.blockN = n;
+  c.numWarps = warps;
+  c.numStages = stages;
+  return c;
+}
+
+} // namespace
+
+std::string defaultCpuVariant(const AttentionSpec &spec,
+                              const HasFeature &has) {
+  auto hasClass = [&](CpuClass c) { return missingFeatures(c, has).empty(); };
+  if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
+      hasClass(CpuClass::X86_64_V4_AMX))
+    return "cpu_amx";
+  return hasClass(CpuClass::X86_64_V4) ? "cpu_avx512" : "cpu_avx2";
+}
+
+TileConfig defaultCpuConfig(std::string_view variant) {
+  if (variant == "cpu_avx2")
+    return config(variant, 32, 32);
+  if (variant == "cpu_amx")
+    // Larger blocks amortize the per-block cost of packing K/V and of moving
+    // scores between tiles and vectors. Measured on Sapphire Rapids, 2
+    // threads, H=32 D=128 causal: 128x128 gives 1031 GFLOP/s at S=2048
+    // (64x64: 851) and stays best at S=128 and 512; 128x256 wins only for
+    // long sequences, which is the tuner's call.
+    return config(variant, 128, 128);
+  return config("cpu_avx512", 64, 64);
+}
+
+int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
+  const int64_t m = c.blockM, n = c.blockN, d = spec.headDim;
+  int64_t rows = 4 * m * 4; // m, l, alpha, positions' references
+  if (c.variant == "cpu_amx")
+    return m * d * 2                   // Q rows
+           + 2 * (d / 2) * (2 * n) * 2 // packed K^T, double-buffered
+           + 2 * (n / 2) * (2 * d) * 2 // packed V
+           + 2 * m * n * 4             // scores
+           + 2 * m * n * 2             // P
+           + 2 * m * 4                 // alphas
+           + 2 * m * d * 4             // P.V and Acc
+           + rows;
+  int64_t staged = spec.dtype == DType::F32 ? 0 : 2 * n * d * 4;
+  return d * m * 4 + staged + n * m * 4 + m * d * 4 + rows;
+}
+
+std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
+                                       const HasFeature &has) {
+  std::vector<TileConfig> out;
+  auto add = [&](std::string_view variant, int64_t m, int64_t n) {
+    TileConfig c = config(variant, m, n);
+    if (cpuScratchBytes(spec, c) <= kMaxCpuScratchBytes)
+      out.push_back(c);
+  };
+  const bool avx512 = missingFeatures(CpuClass::X86_64_V4, has).empty();
+  const std::string_view vector = avx512 ? "cpu_avx512" : "cpu_avx2";
+  const std::vector<int64_t> rows = avx512 ? std::vector<int64_t>{32, 64, 128}
+                                           : std::vector<int64_t>{16, 32, 64};
+  for (int64_t m : rows)
+    for (int64_t n : {32, 64, 128})
+      add(vector, m, n);
+  if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
+      missingFeatures(CpuClass::X86_64_V4_AMX, has).empty())
+    for (int64_t m : {64, 128})
+      for (int64_t n : {64, 128, 256})
+        add("cpu_amx", m, n);
+  return out;
+}
+
+std::string defaultGpuVariant(const AttentionSpec &spec,
+                              std::string_view arch) {
+  const bool sm90aServes =
+      spec.dtype != DType::F32 && (spec.headDim == 64 || spec.headDim == 128);
+  return arch == "sm_90a" && sm90aServes ? "gpu_sm90a" : "gpu_sm80";
+}
+
+TileConfig defaultGpuConfig(std::string_view variant, int64_t headDim) {
+  if (variant == "gpu_sm90a")
+    // Two warpgroups of 64 query rows; 64-key blocks keep the scores, P and
+    // O of a thread inside the register file for every bias form at D <= 128
+    // (128-key blocks spill with a window: ptxas reports 255 registers).
+    return config(variant, 128, 64, 8, 2);
+  // sm_80: 16 query rows per warp, 8 warps x 16 = 128 rows. The defaults
+  // fit the 99 KiB of shared memory a block may opt into on sm_86/sm_89 as
+  // well as the 163 KiB of an A100: D <= 64 streams 64-key blocks double-
+  // buffered (55 KiB at D = 64); D <= 128 streams 32-key blocks three deep
+  // (87 KiB at D = 128). D > 128: half the rows and 32-key blocks so the O
+  // accumulators (D/2 registers a thread) fit; 101 KiB at D = 256, which
+  // needs an A100/H100-class part (a smaller tile config elsewhere).
+  if (headDim <= 64)
+    return config(variant, 128, 64, 8, 2);
+  if (headDim <= 128)
+    return config(variant, 128, 32, 8, 3);
+  return config(variant, 64, 32, 4, 2);
+}
+
+TileConfig completeGpuConfig(const AttentionSpec &spec, TileConfig c,
+                             std::string_view arch) {
+  if (c.variant.empty())
+    c.variant = defaultGpuVariant(spec, arch.empty() ? "sm_80" : arch);
+  if (c.variant != "gpu_sm80" && c.variant != "gpu_sm90a")
+    return c; // reported by whoever compiles it
+  const TileConfig d = defaultGpuConfig(c.variant, spec.headDim);
+  if (!c.blockM)
+    c.blockM = d.blockM;
+  if (!c.blockN)
+    c.blockN = d.blockN;
+  if (!c.numWarps)
+    c.numWarps = d.numWarps;
+  if (!c.numStages)
+    c.numStages = d.numStages;
+  return c;
+}
+
+int64_t maxGpuSharedMemory(std::string_view variant) {
+  return variant == "gpu_sm90a" ? 227 * 1024 : 163 * 1024;
+}
+
+} // namespace tilt
