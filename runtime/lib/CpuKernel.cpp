@@ -65,7 +65,7 @@ std::string CpuKernel::load(const std::string &path,
                        missingFeatures(info.isa, [&](std::string_view f) {
                          return host.has(f);
                        }));
-  if (info.variant == "cpu_amx")
+  if (parseKernelVariant(info.variant) == KernelVariant::CpuAmx)
     if (std::string err = enableAmx(); !err.empty())
       return fmt::format("kernel {}: {}", name, err);
   out = std::move(kernel);

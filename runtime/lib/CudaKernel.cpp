@@ -51,7 +51,8 @@ std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
                        device.name, device.arch);
   // sm_90a kernels run on sm_90 only (KernelABI.h).
   const bool hopper = device.ccMajor == 9 && device.ccMinor == 0;
-  variant = defaultGpuVariant(spec, hopper ? "sm_90a" : "sm_80");
+  variant =
+      std::string(toString(defaultGpuVariant(spec, hopper ? "sm_90a" : "sm_80")));
   return {};
 }
 

@@ -2,6 +2,8 @@
 
 #include "Args.h"
 
+#include "tilt/TilePolicy.h"
+
 #include <fmt/format.h>
 
 #include <cctype>
@@ -248,17 +250,12 @@ void addSpecOptions(std::vector<Option> &options, SpecFlags &f) {
 
 void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
   options.push_back({"variant", "NAME",
-                     "kernel variant: cpu_avx2, cpu_avx512, cpu_amx, "
-                     "gpu_sm80 or gpu_sm90a (default: best for this CPU or "
-                     "GPU and dtype)",
+                     "kernel variant: " + kernelVariantNames() +
+                         " (default: best for this CPU or GPU and dtype)",
                      [&config](std::string_view v) -> std::string {
-                       if (v != "cpu_avx2" && v != "cpu_avx512" &&
-                           v != "cpu_amx" && v != "gpu_sm80" &&
-                           v != "gpu_sm90a")
-                         return fmt::format("--variant must be cpu_avx2, "
-                                            "cpu_avx512, cpu_amx, gpu_sm80 "
-                                            "or gpu_sm90a, got '{}'",
-                                            v);
+                       if (!parseKernelVariant(v))
+                         return fmt::format("--variant must be {}, got '{}'",
+                                            kernelVariantNames(), v);
                        config.variant = v;
                        return {};
                      }});
@@ -290,14 +287,16 @@ std::string finishTileConfig(TileConfig &config) {
     return {};
   }
   // GPU block sizes left at 0 are the compiler's defaults for the variant.
-  if (config.variant.rfind("gpu_", 0) == 0)
+  if (config.kind() && isGpuVariant(*config.kind()))
     return {};
   if (config.numWarps || config.numStages)
     return "--num-warps and --num-stages apply to gpu variants";
+  // CPU block sizes left at 0: the tile policy's defaults for the variant.
+  const TileConfig defaults = defaultCpuConfig(*config.kind());
   if (!config.blockM)
-    config.blockM = 64;
+    config.blockM = defaults.blockM;
   if (!config.blockN)
-    config.blockN = 64;
+    config.blockN = defaults.blockN;
   return {};
 }
 

@@ -126,9 +126,9 @@ static std::string parseCudaCase(const std::string &line,
     if (std::string err = cuda::defaultVariant(spec, device, config.variant);
         !err.empty())
       return err;
-  } else if (config.variant.rfind("gpu_", 0) != 0) {
+  } else if (!config.kind() || !isGpuVariant(*config.kind())) {
     return fmt::format("--variant {} is not a GPU variant", config.variant);
-  } else if (config.variant == "gpu_sm90a" && arch != "sm_90a") {
+  } else if (config.is(KernelVariant::GpuSm90a) && arch != "sm_90a") {
     return "--variant gpu_sm90a needs --arch sm_90a";
   }
   out = {spec, config};

@@ -134,7 +134,7 @@ std::string svgPlot(const TuningDb &db) {
                      "</text>\n<text x=\"{}\" y=\"{}\" "
                      "text-anchor=\"middle\">{:.2f}x</text>\n",
                      left + c * cw + cw / 2, top + r * ch + 13,
-                     rec.best.variant == "cpu_amx" ? "A " : "",
+                     rec.best.is(KernelVariant::CpuAmx) ? "A " : "",
                      rec.best.blockM, rec.best.blockN, left + c * cw + cw / 2,
                      top + r * ch + 26, speedup);
   }

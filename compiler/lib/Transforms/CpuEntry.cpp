@@ -26,8 +26,7 @@ TileConfigAttr mlir::tilt::toTileConfigAttr(MLIRContext *ctx,
 
 TileConfigAttr mlir::tilt::getDefaultCpuConfig(MLIRContext *ctx,
                                                KernelVariant variant) {
-  return toTileConfigAttr(
-      ctx, ::tilt::defaultCpuConfig(stringifyKernelVariant(variant)));
+  return toTileConfigAttr(ctx, ::tilt::defaultCpuConfig(toCore(variant)));
 }
 
 SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {

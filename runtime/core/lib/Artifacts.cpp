@@ -210,7 +210,8 @@ std::string parseCudaArtifact(std::string_view bytes, CudaArtifact &out) {
   };
   Key keys[] = {
       intKey("abi", 0, INT64_MAX, out.abi),
-      oneOf("variant", out.variant, "gpu_sm80", "gpu_sm90a"),
+      oneOf("variant", out.variant, toString(KernelVariant::GpuSm80).data(),
+            toString(KernelVariant::GpuSm90a).data()),
       oneOf("arch", out.arch, "sm_80", "sm_90a"),
       {"kernel",
        [&]() -> std::string {

@@ -1,6 +1,7 @@
 //===- CpuIsa.cpp - x86-64 ISA classes of CPU kernels ---------------------===//
 
 #include "tilt/CpuIsa.h"
+#include "tilt/KernelCompiler.h"
 
 #include <algorithm>
 #include <cpuid.h>
@@ -147,13 +148,16 @@ std::string missingFeatures(CpuClass c, const HasFeature &has) {
 }
 
 std::optional<CpuClass> variantCpuClass(std::string_view variant) {
-  if (variant == "cpu_avx2")
+  switch (parseKernelVariant(variant).value_or(KernelVariant::GpuSm80)) {
+  case KernelVariant::CpuAvx2:
     return CpuClass::X86_64_V3;
-  if (variant == "cpu_avx512")
+  case KernelVariant::CpuAvx512:
     return CpuClass::X86_64_V4;
-  if (variant == "cpu_amx")
+  case KernelVariant::CpuAmx:
     return CpuClass::X86_64_V4_AMX;
-  return std::nullopt;
+  default:
+    return std::nullopt; // GPU variants and unknown names
+  }
 }
 
 std::string checkVariantRuns(std::string_view variant, const HasFeature &has,

@@ -16,6 +16,44 @@ std::string TileConfig::str() const {
                      variant, blockM, blockN, numWarps, numStages);
 }
 
+std::string_view toString(KernelVariant v) {
+  switch (v) {
+  case KernelVariant::CpuAvx2:
+    return "cpu_avx2";
+  case KernelVariant::CpuAvx512:
+    return "cpu_avx512";
+  case KernelVariant::CpuAmx:
+    return "cpu_amx";
+  case KernelVariant::GpuSm80:
+    return "gpu_sm80";
+  case KernelVariant::GpuSm90a:
+    return "gpu_sm90a";
+  }
+  return "unknown";
+}
+
+std::optional<KernelVariant> parseKernelVariant(std::string_view s) {
+  for (KernelVariant v : kKernelVariants)
+    if (s == toString(v))
+      return v;
+  return std::nullopt;
+}
+
+std::string kernelVariantNames() {
+  std::string out;
+  const size_t n = std::size(kKernelVariants);
+  for (size_t i = 0; i < n; ++i)
+    out += std::string(i == 0       ? ""
+                       : i + 1 == n ? " or "
+                                    : ", ") +
+           std::string(toString(kKernelVariants[i]));
+  return out;
+}
+
+bool isGpuVariant(KernelVariant v) {
+  return v == KernelVariant::GpuSm80 || v == KernelVariant::GpuSm90a;
+}
+
 KernelCompiler::~KernelCompiler() = default;
 
 } // namespace tilt

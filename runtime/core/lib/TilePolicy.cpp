@@ -6,10 +6,10 @@ namespace tilt {
 
 namespace {
 
-TileConfig config(std::string_view variant, int64_t m, int64_t n,
+TileConfig config(KernelVariant variant, int64_t m, int64_t n,
                   int64_t warps = 0, int64_t stages = 0) {
   TileConfig c;
-  c.variant = std::string(variant);
+  c.variant = std::string(toString(variant));
   c.blockM = m;
   c.blockN = n;
   c.numWarps = warps;
@@ -19,32 +19,33 @@ TileConfig config(std::string_view variant, int64_t m, int64_t n,
 
 } // namespace
 
-std::string defaultCpuVariant(const AttentionSpec &spec,
-                              const HasFeature &has) {
+KernelVariant defaultCpuVariant(const AttentionSpec &spec,
+                                const HasFeature &has) {
   auto hasClass = [&](CpuClass c) { return missingFeatures(c, has).empty(); };
   if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
       hasClass(CpuClass::X86_64_V4_AMX))
-    return "cpu_amx";
-  return hasClass(CpuClass::X86_64_V4) ? "cpu_avx512" : "cpu_avx2";
+    return KernelVariant::CpuAmx;
+  return hasClass(CpuClass::X86_64_V4) ? KernelVariant::CpuAvx512
+                                       : KernelVariant::CpuAvx2;
 }
 
-TileConfig defaultCpuConfig(std::string_view variant) {
-  if (variant == "cpu_avx2")
+TileConfig defaultCpuConfig(KernelVariant variant) {
+  if (variant == KernelVariant::CpuAvx2)
     return config(variant, 32, 32);
-  if (variant == "cpu_amx")
+  if (variant == KernelVariant::CpuAmx)
     // Larger blocks amortize the per-block cost of packing K/V and of moving
     // scores between tiles and vectors. Measured on Sapphire Rapids, 2
     // threads, H=32 D=128 causal: 128x128 gives 1031 GFLOP/s at S=2048
     // (64x64: 851) and stays best at S=128 and 512; 128x256 wins only for
     // long sequences, which is the tuner's call.
     return config(variant, 128, 128);
-  return config("cpu_avx512", 64, 64);
+  return config(KernelVariant::CpuAvx512, 64, 64);
 }
 
 int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   const int64_t m = c.blockM, n = c.blockN, d = spec.headDim;
   int64_t rows = 4 * m * 4; // m, l, alpha, positions' references
-  if (c.variant == "cpu_amx")
+  if (c.is(KernelVariant::CpuAmx))
     return m * d * 2                   // Q rows
            + 2 * (d / 2) * (2 * n) * 2 // packed K^T, double-buffered
            + 2 * (n / 2) * (2 * d) * 2 // packed V
@@ -60,13 +61,14 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
 std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
                                        const HasFeature &has) {
   std::vector<TileConfig> out;
-  auto add = [&](std::string_view variant, int64_t m, int64_t n) {
+  auto add = [&](KernelVariant variant, int64_t m, int64_t n) {
     TileConfig c = config(variant, m, n);
     if (cpuScratchBytes(spec, c) <= kMaxCpuScratchBytes)
       out.push_back(c);
   };
   const bool avx512 = missingFeatures(CpuClass::X86_64_V4, has).empty();
-  const std::string_view vector = avx512 ? "cpu_avx512" : "cpu_avx2";
+  const KernelVariant vector =
+      avx512 ? KernelVariant::CpuAvx512 : KernelVariant::CpuAvx2;
   const std::vector<int64_t> rows = avx512 ? std::vector<int64_t>{32, 64, 128}
                                            : std::vector<int64_t>{16, 32, 64};
   for (int64_t m : rows)
@@ -76,19 +78,20 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
       missingFeatures(CpuClass::X86_64_V4_AMX, has).empty())
     for (int64_t m : {64, 128})
       for (int64_t n : {64, 128, 256})
-        add("cpu_amx", m, n);
+        add(KernelVariant::CpuAmx, m, n);
   return out;
 }
 
-std::string defaultGpuVariant(const AttentionSpec &spec,
-                              std::string_view arch) {
+KernelVariant defaultGpuVariant(const AttentionSpec &spec,
+                                std::string_view arch) {
   const bool sm90aServes =
       spec.dtype != DType::F32 && (spec.headDim == 64 || spec.headDim == 128);
-  return arch == "sm_90a" && sm90aServes ? "gpu_sm90a" : "gpu_sm80";
+  return arch == "sm_90a" && sm90aServes ? KernelVariant::GpuSm90a
+                                         : KernelVariant::GpuSm80;
 }
 
-TileConfig defaultGpuConfig(std::string_view variant, int64_t headDim) {
-  if (variant == "gpu_sm90a")
+TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
+  if (variant == KernelVariant::GpuSm90a)
     // Two warpgroups of 64 query rows; 64-key blocks keep the scores, P and
     // O of a thread inside the register file for every bias form at D <= 128
     // (128-key blocks spill with a window: ptxas reports 255 registers).
@@ -110,10 +113,12 @@ TileConfig defaultGpuConfig(std::string_view variant, int64_t headDim) {
 TileConfig completeGpuConfig(const AttentionSpec &spec, TileConfig c,
                              std::string_view arch) {
   if (c.variant.empty())
-    c.variant = defaultGpuVariant(spec, arch.empty() ? "sm_80" : arch);
-  if (c.variant != "gpu_sm80" && c.variant != "gpu_sm90a")
+    c.variant = std::string(
+        toString(defaultGpuVariant(spec, arch.empty() ? "sm_80" : arch)));
+  std::optional<KernelVariant> v = c.kind();
+  if (!v || !isGpuVariant(*v))
     return c; // reported by whoever compiles it
-  const TileConfig d = defaultGpuConfig(c.variant, spec.headDim);
+  const TileConfig d = defaultGpuConfig(*v, spec.headDim);
   if (!c.blockM)
     c.blockM = d.blockM;
   if (!c.blockN)
@@ -125,8 +130,8 @@ TileConfig completeGpuConfig(const AttentionSpec &spec, TileConfig c,
   return c;
 }
 
-int64_t maxGpuSharedMemory(std::string_view variant) {
-  return variant == "gpu_sm90a" ? 227 * 1024 : 163 * 1024;
+int64_t maxGpuSharedMemory(KernelVariant variant) {
+  return variant == KernelVariant::GpuSm90a ? 227 * 1024 : 163 * 1024;
 }
 
 } // namespace tilt

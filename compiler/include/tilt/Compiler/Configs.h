@@ -8,6 +8,12 @@
 
 namespace mlir::tilt {
 
+/// The dialect's variant enum mirrors the core's (tilt/KernelCompiler.h)
+/// value for value; TiltDialect.cpp checks that at compile time.
+inline ::tilt::KernelVariant toCore(KernelVariant v) {
+  return static_cast<::tilt::KernelVariant>(static_cast<int>(v));
+}
+
 /// A configuration of the tile policy (tilt/TilePolicy.h, which owns every
 /// default) as the IR attribute; null for an unknown variant.
 TileConfigAttr toTileConfigAttr(MLIRContext *ctx,

@@ -5,6 +5,7 @@
 
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassOptions.h"
+#include "tilt/KernelCompiler.h"
 
 #include <functional>
 #include <string>
@@ -20,7 +21,8 @@ struct CpuPipelineOptions : public PassPipelineOptions<CpuPipelineOptions> {
       *this, "variant",
       llvm::cl::desc("cpu_avx2, cpu_avx512 or cpu_amx when the op has no "
                      "tile_config"),
-      llvm::cl::init("cpu_avx512")};
+      llvm::cl::init(
+          std::string(::tilt::toString(::tilt::KernelVariant::CpuAvx512)))};
   Option<bool> expandBf16{
       *this, "expand-bf16",
       llvm::cl::desc("convert between f32 and bf16 with integer ops, for "
@@ -34,7 +36,8 @@ struct GpuPipelineOptions : public PassPipelineOptions<GpuPipelineOptions> {
   Option<std::string> variant{
       *this, "variant",
       llvm::cl::desc("gpu_sm80 or gpu_sm90a when the op has no tile_config"),
-      llvm::cl::init("gpu_sm80")};
+      llvm::cl::init(
+          std::string(::tilt::toString(::tilt::KernelVariant::GpuSm80)))};
   Option<std::string> chip{*this, "chip",
                            llvm::cl::desc("PTX target: sm_80, sm_90a, ..."),
                            llvm::cl::init("sm_80")};

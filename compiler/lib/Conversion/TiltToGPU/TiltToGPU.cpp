@@ -80,7 +80,7 @@ TileConfigAttr mlir::tilt::getDefaultGpuConfig(MLIRContext *ctx,
                                                KernelVariant variant,
                                                int64_t headDim) {
   return toTileConfigAttr(
-      ctx, ::tilt::defaultGpuConfig(stringifyKernelVariant(variant), headDim));
+      ctx, ::tilt::defaultGpuConfig(toCore(variant), headDim));
 }
 
 int64_t mlir::tilt::gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
@@ -246,7 +246,7 @@ std::string mlir::tilt::checkGpuConfig(const ::tilt::AttentionSpec &spec,
     return "block_n too large for the key mask staging";
   const int64_t smem = gpuSharedMemoryBytes(spec, config);
   const int64_t limit =
-      ::tilt::maxGpuSharedMemory(stringifyKernelVariant(config.getVariant()));
+      ::tilt::maxGpuSharedMemory(toCore(config.getVariant()));
   if (smem > limit)
     return "tile config needs " + std::to_string(smem) +
            " bytes of shared memory; at most " + std::to_string(limit) +

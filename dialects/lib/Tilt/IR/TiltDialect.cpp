@@ -1,6 +1,7 @@
 //===- TiltDialect.cpp - tilt dialect and attributes ----------------------===//
 
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/KernelCompiler.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -16,6 +17,18 @@ using namespace mlir::tilt;
 
 #define GET_ATTRDEF_CLASSES
 #include "tilt/Dialect/Tilt/IR/TiltAttrs.cpp.inc"
+
+// The IR's variant enum mirrors the core's, value for value and name for
+// name: code on both sides converts by value (Configs.h toCore).
+#define TILT_SAME_VARIANT(ir, core)                                            \
+  static_assert(static_cast<int>(KernelVariant::ir) ==                         \
+                static_cast<int>(::tilt::KernelVariant::core))
+TILT_SAME_VARIANT(cpu_avx2, CpuAvx2);
+TILT_SAME_VARIANT(cpu_avx512, CpuAvx512);
+TILT_SAME_VARIANT(cpu_amx, CpuAmx);
+TILT_SAME_VARIANT(gpu_sm80, GpuSm80);
+TILT_SAME_VARIANT(gpu_sm90a, GpuSm90a);
+#undef TILT_SAME_VARIANT
 
 void TiltDialect::initialize() {
   addAttributes<

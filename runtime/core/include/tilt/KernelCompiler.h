@@ -14,6 +14,7 @@
 #include "tilt/Spec.h"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,13 +23,37 @@ namespace tilt {
 enum class Target { CPU, CUDA };
 std::string_view toString(Target t);
 
-/// How a kernel is tiled (mirrors #tilt.tile_config). An empty variant asks
-/// for the compiler's default.
+/// The kernel variants: how a kernel is built for a target. The dialect's
+/// #tilt.tile_config variant enum mirrors it value for value (checked there).
+enum class KernelVariant {
+  CpuAvx2 = 0,   ///< cpu_avx2: 8-lane vectors (x86-64-v3)
+  CpuAvx512 = 1, ///< cpu_avx512: 16-lane vectors (x86-64-v4)
+  CpuAmx = 2,    ///< cpu_amx: AMX tile products, bf16 (x86-64-v4-amx)
+  GpuSm80 = 3,   ///< gpu_sm80: cp.async + ldmatrix + mma.sync (sm_80+)
+  GpuSm90a = 4,  ///< gpu_sm90a: TMA + mbarrier + wgmma (sm_90a)
+};
+inline constexpr KernelVariant kKernelVariants[] = {
+    KernelVariant::CpuAvx2, KernelVariant::CpuAvx512, KernelVariant::CpuAmx,
+    KernelVariant::GpuSm80, KernelVariant::GpuSm90a};
+/// The variant's name as configs, tools and the IR spell it ("cpu_amx").
+std::string_view toString(KernelVariant v);
+std::optional<KernelVariant> parseKernelVariant(std::string_view s);
+/// "cpu_avx2, cpu_avx512, cpu_amx, gpu_sm80 or gpu_sm90a", for messages.
+std::string kernelVariantNames();
+bool isGpuVariant(KernelVariant v);
+
+/// How a kernel is tiled (mirrors #tilt.tile_config). The variant is kept
+/// by name, as tuning databases, bundles and cache keys write it; an empty
+/// one asks for the compiler's default.
 struct TileConfig {
-  std::string
-      variant; ///< cpu_avx2 | cpu_avx512 | cpu_amx | gpu_sm80 | gpu_sm90a
+  std::string variant; ///< toString(KernelVariant), or empty
   int64_t blockM = 0, blockN = 0, numWarps = 0, numStages = 0;
   bool isDefault() const { return variant.empty(); }
+  /// The variant as the enum; none when empty or not a variant's name.
+  std::optional<KernelVariant> kind() const {
+    return parseKernelVariant(variant);
+  }
+  bool is(KernelVariant v) const { return variant == toString(v); }
   std::string str() const; ///< canonical "variant=..;block_m=..;..."
 };
 

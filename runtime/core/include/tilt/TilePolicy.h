@@ -33,12 +33,13 @@ namespace tilt {
 /// The CPU variant for `spec` on a CPU with features `has`: cpu_amx for bf16
 /// with a head dim that is a multiple of 32 where the CPU has the AMX class,
 /// else cpu_avx512 where it has AVX-512 (x86-64-v4), else cpu_avx2.
-std::string defaultCpuVariant(const AttentionSpec &spec, const HasFeature &has);
+KernelVariant defaultCpuVariant(const AttentionSpec &spec,
+                                const HasFeature &has);
 
 /// A CPU variant's default block sizes (block_m x block_n): they keep one
 /// query block's working set (Q, K^T, V, scores, accumulator) within L2 at
-/// D = 128. Unknown variants get cpu_avx512's.
-TileConfig defaultCpuConfig(std::string_view variant);
+/// D = 128. GPU variants get cpu_avx512's.
+TileConfig defaultCpuConfig(KernelVariant variant);
 
 /// Bytes of per-thread scratch (stack) a CPU kernel of `config` uses.
 int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &config);
@@ -63,10 +64,11 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
 /// Above D = 128 the sm_90a kernel's O accumulator alone takes 128 registers
 /// a thread and ptxas spills for some bias/mask forms, so the sm_80 kernels
 /// (which do not spill there) serve those head dims unless a caller asks.
-std::string defaultGpuVariant(const AttentionSpec &spec, std::string_view arch);
+KernelVariant defaultGpuVariant(const AttentionSpec &spec,
+                                std::string_view arch);
 
 /// A GPU variant's default configuration for a head dim.
-TileConfig defaultGpuConfig(std::string_view variant, int64_t headDim);
+TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim);
 
 /// `config` with its zero fields (or, when it names no variant, all of it:
 /// the default variant for `arch`) filled from the defaults.
@@ -75,7 +77,7 @@ TileConfig completeGpuConfig(const AttentionSpec &spec, TileConfig config,
 
 /// Most dynamic shared memory per CTA a variant's kernels may take: 163 KiB
 /// (A100) for gpu_sm80, 227 KiB (H100/H200) for gpu_sm90a.
-int64_t maxGpuSharedMemory(std::string_view variant);
+int64_t maxGpuSharedMemory(KernelVariant variant);
 
 } // namespace tilt
 
