@@ -66,6 +66,16 @@ auto order(const TuningKey &k) {
 
 } // namespace
 
+AttentionSpec familySpec(const TuningKey &key) {
+  AttentionSpec spec;
+  spec.heads = spec.kvHeads = key.heads;
+  spec.headDim = key.headDim;
+  spec.dtype = key.dtype;
+  spec.causal = key.causal;
+  spec.bias = BiasKind::Alibi;
+  return spec;
+}
+
 std::string TuningDb::load(const std::string &path, TuningDb &out) {
   std::ifstream in(path);
   if (!in)

@@ -230,18 +230,6 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
   return 0;
 }
 
-/// The spec of a tuning record: the databases' family (ALiBi with standard
-/// slopes, one kv head per head).
-static AttentionSpec recordSpec(const TuningKey &key) {
-  AttentionSpec spec;
-  spec.heads = spec.kvHeads = key.heads;
-  spec.headDim = key.headDim;
-  spec.dtype = key.dtype;
-  spec.causal = key.causal;
-  spec.bias = BiasKind::Alibi;
-  return spec;
-}
-
 /// The tuning database a class's kernels follow: its own, else the nearest
 /// class's (ties going to the lower class, whose code this CPU runs), with
 /// every configuration the class cannot run replaced by its default.
@@ -276,7 +264,7 @@ static std::string planClass(CpuClass cls,
   note = fmt::format("borrowed from {} (tuned on {})", toString(from),
                      nearest->machine);
   for (TuningRecord &r : out.records) {
-    const AttentionSpec spec = recordSpec(r.key);
+    const AttentionSpec spec = familySpec(r.key);
     for (TileConfig *c : {&r.best, &r.fallback}) {
       std::optional<CpuClass> need = variantCpuClass(c->variant);
       if (!need || *need > cls)
@@ -330,7 +318,7 @@ static int bundleCpu(const std::string &kernelsDir, const std::string &outDir,
     std::vector<std::string> lines;
     auto build = [&](size_t i, Compiler &compiler, std::string &line) {
       const TuningRecord &r = unique[i];
-      const AttentionSpec spec = recordSpec(r.key);
+      const AttentionSpec spec = familySpec(r.key);
       std::string so;
       if (std::string err = compiler.compile(spec, r.best, Target::CPU, so);
           !err.empty())

@@ -307,12 +307,7 @@ int main(int argc, char **argv) {
 
   for (size_t n = 0; n < pending.size(); ++n) {
     const TuningKey &key = pending[n];
-    AttentionSpec spec;
-    spec.heads = spec.kvHeads = key.heads;
-    spec.headDim = key.headDim;
-    spec.dtype = key.dtype;
-    spec.causal = key.causal;
-    spec.bias = BiasKind::Alibi;
+    const AttentionSpec spec = familySpec(key);
     std::string label =
         fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
                     key.causal ? "causal" : "full", key.heads, key.seq);

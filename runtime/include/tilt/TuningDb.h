@@ -45,6 +45,10 @@ struct TuningKey {
   }
 };
 
+/// The spec a key stands for in the databases' family: ALiBi (relative)
+/// with standard slopes, one kv head per query head.
+AttentionSpec familySpec(const TuningKey &key);
+
 struct TuningRecord {
   TuningKey key;
   TileConfig best;
