@@ -232,7 +232,8 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
 
 /// The tuning database a class's kernels follow: its own, else the nearest
 /// class's (ties going to the lower class, whose code this CPU runs), with
-/// every configuration the class cannot run replaced by its default.
+/// every configuration of another variant than the class's own replaced by
+/// the class's default.
 static std::string planClass(CpuClass cls,
                              const std::map<CpuClass, TuningDb> &dbs,
                              Compiler &compiler, TuningDb &out,
@@ -263,13 +264,16 @@ static std::string planClass(CpuClass cls,
                             toString(cls));
   note = fmt::format("borrowed from {} (tuned on {})", toString(from),
                      nearest->machine);
+  // A configuration carries over only where it is of the variant this class
+  // would pick anyway: block sizes tuned for cpu_amx mean nothing to
+  // cpu_avx512, and a lower class's cpu_avx2 blocks would keep an AVX-512
+  // CPU on 8-lane code.
   for (TuningRecord &r : out.records) {
     const AttentionSpec spec = familySpec(r.key);
-    for (TileConfig *c : {&r.best, &r.fallback}) {
-      std::optional<CpuClass> need = variantCpuClass(c->variant);
-      if (!need || *need > cls)
-        *c = compiler.defaultConfig(spec, Target::CPU);
-    }
+    const TileConfig own = compiler.defaultConfig(spec, Target::CPU);
+    for (TileConfig *c : {&r.best, &r.fallback})
+      if (c->variant != own.variant)
+        *c = own;
   }
   return {};
 }
