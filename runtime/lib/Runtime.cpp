@@ -359,6 +359,15 @@ struct Runtime::Impl {
     return r ? r->best : requested;
   }
 
+  /// checkHostRuns, once per variant name: the answer cannot change while
+  /// the process lives, and run() is on the hot path. Callers hold `mutex`.
+  const std::string &hostRuns(const TileConfig &config) {
+    auto it = hostRunsByVariant.find(config.variant);
+    if (it == hostRunsByVariant.end())
+      it = hostRunsByVariant.emplace(config.variant, checkHostRuns(config))
+               .first;
+    return it->second;
+  }
   /// "" when this CPU runs `config` (empty: whatever the compiler picks
   /// for it), else one line: checked before any compile or load.
   static std::string checkHostRuns(const TileConfig &config) {
@@ -436,6 +445,7 @@ struct Runtime::Impl {
   TuningDb tuning;
   bool haveTuning = false;
   std::string bundleError; ///< a malformed bundle, reported by run()
+  std::unordered_map<std::string, std::string> hostRunsByVariant;
   std::string cacheDir;
   uint64_t capBytes = 0; ///< set by capError's initializer
   /// A malformed $TILT_CACHE_MAX_BYTES, reported by every disk access.
@@ -864,8 +874,8 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
   int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                              : args.k.shape[2];
   const TileConfig &chosen = impl->configFor(spec, seqK, config);
-  if (std::string err = Impl::checkHostRuns(chosen); !err.empty())
-    return result(std::move(err));
+  if (const std::string &err = impl->hostRuns(chosen); !err.empty())
+    return result(err);
   if (std::string err =
           impl->resolve(spec, chosen, target, toString(target), kernel);
       !err.empty())
@@ -881,7 +891,7 @@ std::string Runtime::prepare(const AttentionSpec &spec, Target target,
     return "invalid spec: " + err;
   if (target == Target::CUDA)
     return impl->prepareCuda(spec, config);
-  if (std::string err = Impl::checkHostRuns(config); !err.empty())
+  if (const std::string &err = impl->hostRuns(config); !err.empty())
     return err;
   CpuKernel *kernel = nullptr;
   return impl->resolve(spec, config, target, toString(target), kernel);
