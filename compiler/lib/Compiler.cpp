@@ -162,34 +162,31 @@ std::string CompileJob::buildAndPin(const CpuMachine &cpu) {
   if (!module)
     return "the spec did not verify: " + diagnostics;
 
-  auto variant = mlir::tilt::symbolizeKernelVariant(config.variant);
+  std::optional<KernelVariant> variant = config.kind();
   if (!variant)
     return fmt::format("tile config: unknown variant '{}'", config.variant);
-  bool gpuVariant = *variant == mlir::tilt::KernelVariant::gpu_sm80 ||
-                    *variant == mlir::tilt::KernelVariant::gpu_sm90a;
-  if (!cuda && gpuVariant)
+  if (!cuda && isGpuVariant(*variant))
     return fmt::format("tile config: variant {} is for target cuda",
                        config.variant);
   auto emitError = [&] { return mlir::emitError(mlir::UnknownLoc::get(&ctx)); };
-  if (failed(mlir::tilt::TileConfigAttr::verifyInvariants(
-          emitError, *variant, config.blockM, config.blockN, config.numWarps,
-          config.numStages)))
+  mlir::tilt::AttentionOp op;
+  module->walk([&](mlir::tilt::AttentionOp a) { op = a; });
+  // The pass tilt-pin-tile-config would pin the same way; the JIT calls the
+  // shared chooser directly, with the tuned or requested values.
+  mlir::FailureOr<mlir::tilt::TileConfigAttr> pinned =
+      mlir::tilt::pinTileConfig(op, config, emitError);
+  if (failed(pinned))
     return "tile config: " + diagnostics;
-  attr = mlir::tilt::TileConfigAttr::get(&ctx, *variant, config.blockM,
-                                         config.blockN, config.numWarps,
-                                         config.numStages);
-  module->walk([&](mlir::tilt::AttentionOp op) { op.setConfigAttr(attr); });
-  if (cuda) {
-    if (std::string err = mlir::tilt::checkGpuConfig(spec, attr); !err.empty())
-      return "tile config: " + err;
-  } else if (std::string err = checkVariantRuns(
-                 config.variant, [&](std::string_view f) { return cpu.has(f); },
-                 "target CPU " + cpu.describe());
-             !err.empty()) {
-    // Before any code generation: LLVM aborts on an intrinsic the target
-    // lacks (AMX tile ops without amx-tile), it does not return an error.
+  attr = *pinned;
+  if (cuda)
+    return {};
+  // Before any code generation: LLVM aborts on an intrinsic the target lacks
+  // (AMX tile ops without amx-tile), it does not return an error.
+  if (std::string err = checkVariantRuns(
+          config.variant, [&](std::string_view f) { return cpu.has(f); },
+          "target CPU " + cpu.describe());
+      !err.empty())
     return "tile config: " + err;
-  }
   return {};
 }
 

@@ -265,74 +265,83 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   return 0;
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+struct BenchOptions {
   SpecFlags flags;
   TileConfig config;
   int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
           naiveRepeats = 1;
   bool json = false, noNaive = false;
   std::string target = "cpu";
+};
 
+std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   std::vector<Option> options;
-  addSpecOptions(options, flags);
-  addTileConfigOptions(options, config);
+  addSpecOptions(options, o.flags);
+  addTileConfigOptions(options, o.config);
   auto intFlag = [&](const char *name, const char *help, int64_t &dst,
                      int64_t min) {
     options.push_back({name, "N", help, [name, &dst, min](auto v) {
                          return parseInt(name, v, dst, min);
                        }});
   };
-  intFlag("batch", "batch size (default 1)", batch, 1);
+  auto boolFlag = [&](const char *name, const char *help, bool &dst) {
+    options.push_back({name, "", help, [&dst](auto) {
+                         dst = true;
+                         return std::string();
+                       }});
+  };
+  intFlag("batch", "batch size (default 1)", o.batch, 1);
   intFlag("seq", "query length, and key length unless --seq-k (required)",
-          seq, 1);
-  intFlag("seq-k", "key length", seqK, 1);
-  intFlag("threads", "CPU threads (default: all cores)", threads, 1);
+          o.seq, 1);
+  intFlag("seq-k", "key length", o.seqK, 1);
+  intFlag("threads", "CPU threads (default: all cores)", o.threads, 1);
   intFlag("repeats", "timed runs; the median is reported (default 10)",
-          repeats, 1);
-  intFlag("warmup", "untimed runs first (default 2)", warmup, 0);
+          o.repeats, 1);
+  intFlag("warmup", "untimed runs first (default 2)", o.warmup, 0);
   intFlag("naive-repeats", "timed runs of the naive baseline (default 1)",
-          naiveRepeats, 1);
-  options.push_back({"no-naive", "", "skip the naive baseline", [&](auto) {
-                       noNaive = true;
-                       return std::string();
-                     }});
-  options.push_back(targetOption("where to run (default cpu)", target));
-  options.push_back({"json", "", "print one JSON object as the last line",
-                     [&](auto) {
-                       json = true;
-                       return std::string();
-                     }});
+          o.naiveRepeats, 1);
+  boolFlag("no-naive", "skip the naive baseline", o.noNaive);
+  options.push_back(targetOption("where to run (default cpu)", o.target));
+  boolFlag("json", "print one JSON object as the last line", o.json);
   std::vector<std::string> positional;
   if (std::optional<int> exit = parseCommandLine(
           argc, argv, options, "tilt-bench",
           "tilt-bench [spec flags] --seq S [options]", positional))
-    return *exit;
+    return exit;
   if (!positional.empty())
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
-  if (!seq)
+  if (!o.seq)
     return fail("--seq is required");
-  if (!seqK)
-    seqK = seq;
-  if (std::string err = finishSpecFlags(flags); !err.empty())
+  if (!o.seqK)
+    o.seqK = o.seq;
+  if (std::string err = finishSpecFlags(o.flags); !err.empty())
     return fail(err);
-  if (std::string err = finishTileConfig(config); !err.empty())
+  if (std::string err = finishTileConfig(o.config); !err.empty())
     return fail(err);
-  const AttentionSpec &spec = flags.spec;
+  const AttentionSpec &spec = o.flags.spec;
   if (spec.slopes == SlopeSource::Custom || spec.keyPaddingMask)
     return fail("tilt-bench times standard-slope specs without a padding "
                 "mask; use tilt-run for the others");
-  if (target == "cuda")
-    return benchCuda(spec, config, batch, seq, seqK, warmup, repeats, json);
-  if (!threads)
-    threads = std::max(1u, std::thread::hardware_concurrency());
+  if (!o.threads)
+    o.threads = std::max(1u, std::thread::hardware_concurrency());
+  return std::nullopt;
+}
 
-  // Inputs: unit normal, rounded to the dtype.
+/// What one CPU benchmark measured.
+struct CpuResult {
+  double med = 0, gflops = 0, naiveMed = 0, peakFp32 = 0, peakAmx = 0;
+  Jit jit;
+};
+
+/// Times the kernel (median of --repeats after --warmup), the naive
+/// baseline, the JIT paths and the machine's peaks.
+std::string benchCpu(const BenchOptions &o, CpuResult &r) {
+  const AttentionSpec &spec = o.flags.spec;
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
+  // Inputs: unit normal, rounded to the dtype.
   std::mt19937 rng(42);
   std::normal_distribution<float> normal;
-  Naive naive{spec, batch, seq, seqK, {}, {}, {}, {}};
+  Naive naive{spec, o.batch, o.seq, o.seqK, {}, {}, {}, {}};
   auto fill = [&](TypedBuffer &buf, std::vector<float> &f32, size_t n) {
     buf = TypedBuffer(spec.dtype, n);
     f32.resize(n);
@@ -342,84 +351,86 @@ int main(int argc, char **argv) {
     }
   };
   TypedBuffer qb, kb, vb;
-  fill(qb, naive.q, batch * H * seq * D);
-  fill(kb, naive.k, batch * Hkv * seqK * D);
-  fill(vb, naive.v, batch * Hkv * seqK * D);
-  TypedBuffer ob(spec.dtype, batch * H * seq * D);
+  fill(qb, naive.q, o.batch * H * o.seq * D);
+  fill(kb, naive.k, o.batch * Hkv * o.seqK * D);
+  fill(vb, naive.v, o.batch * Hkv * o.seqK * D);
+  TypedBuffer ob(spec.dtype, o.batch * H * o.seq * D);
   AttentionArgs args;
-  args.q = TensorRef(qb.data(), {batch, H, seq, D});
-  args.k = TensorRef(kb.data(), {batch, Hkv, seqK, D});
-  args.v = TensorRef(vb.data(), {batch, Hkv, seqK, D});
-  args.o = TensorRef(ob.data(), {batch, H, seq, D});
+  args.q = TensorRef(qb.data(), {o.batch, H, o.seq, D});
+  args.k = TensorRef(kb.data(), {o.batch, Hkv, o.seqK, D});
+  args.v = TensorRef(vb.data(), {o.batch, Hkv, o.seqK, D});
+  args.o = TensorRef(ob.data(), {o.batch, H, o.seq, D});
 
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler();
   RuntimeOptions rtOptions;
-  rtOptions.threads = static_cast<int>(threads);
+  rtOptions.threads = static_cast<int>(o.threads);
   rtOptions.compiler = compiler.get();
-  Jit jit;
-  if (std::string err = measureJit(rtOptions, spec, Target::CPU, config, jit);
+  if (std::string err =
+          measureJit(rtOptions, spec, Target::CPU, o.config, r.jit);
       !err.empty())
-    return fail(err);
+    return err;
 
-  // The kernel.
   std::vector<double> times;
-  for (int64_t r = 0; r < warmup + repeats; ++r) {
+  for (int64_t i = 0; i < o.warmup + o.repeats; ++i) {
     auto t0 = Clock::now();
-    if (std::string err = jit.runtime->run(spec, args, Target::CPU, config);
+    if (std::string err =
+            r.jit.runtime->run(spec, args, Target::CPU, o.config);
         !err.empty())
-      return fail(err);
-    if (r >= warmup)
+      return err;
+    if (i >= o.warmup)
       times.push_back(seconds(t0, Clock::now()));
   }
-  double flops = 4.0 * batch * H * seq * seqK * D * (spec.causal ? 0.5 : 1.0);
-  double med = median(times);
-  double gflops = flops / med / 1e9;
-
-  double naiveMed = 0;
-  if (!noNaive) {
+  const double flops = 4.0 * o.batch * H * o.seq * o.seqK * D *
+                       (spec.causal ? 0.5 : 1.0);
+  r.med = median(times);
+  r.gflops = flops / r.med / 1e9;
+  if (!o.noNaive) {
     std::vector<double> naiveTimes;
-    naive.o.resize(batch * H * seq * D);
-    for (int64_t r = 0; r < naiveRepeats; ++r) {
+    naive.o.resize(o.batch * H * o.seq * D);
+    for (int64_t i = 0; i < o.naiveRepeats; ++i) {
       auto t0 = Clock::now();
-      naive.run(static_cast<int>(threads));
+      naive.run(static_cast<int>(o.threads));
       naiveTimes.push_back(seconds(t0, Clock::now()));
     }
-    naiveMed = median(naiveTimes);
+    r.naiveMed = median(naiveTimes);
   }
-
-  double peakFp32 = measureFp32Peak(static_cast<int>(threads));
+  r.peakFp32 = measureFp32Peak(static_cast<int>(o.threads));
   // AMX only where the host's class (after TILT_CPU_CLASS) includes it.
-  double peakAmx = hostCpu().cls == CpuClass::X86_64_V4_AMX
-                       ? measureAmxPeak(static_cast<int>(threads))
-                       : 0.0;
+  r.peakAmx = hostCpu().cls == CpuClass::X86_64_V4_AMX
+                  ? measureAmxPeak(static_cast<int>(o.threads))
+                  : 0.0;
+  return {};
+}
+
+void printCpuResult(const BenchOptions &o, const CpuResult &r) {
+  const AttentionSpec &spec = o.flags.spec;
   const std::string cpu = cpuModelName();
   const std::string isa = hostCpu().describe();
-
-  std::string shape = fmt::format(
-      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", batch, H, Hkv, seq,
-      seqK, D, toString(spec.dtype), toString(spec.bias),
-      spec.causal ? " causal" : "",
+  const std::string shape = fmt::format(
+      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", o.batch, spec.heads,
+      spec.kvHeads, o.seq, o.seqK, spec.headDim, toString(spec.dtype),
+      toString(spec.bias), spec.causal ? " causal" : "",
       spec.window ? fmt::format(" window={}", *spec.window) : "");
   fmt::print("cpu          {} ({})\n", cpu, isa);
   fmt::print("shape        {}\n", shape);
-  fmt::print("threads      {}\n", threads);
+  fmt::print("threads      {}\n", o.threads);
   fmt::print("tilt         {:.3f} ms median of {} ({:.1f} GFLOP/s)\n",
-             med * 1e3, repeats, gflops);
+             r.med * 1e3, o.repeats, r.gflops);
   fmt::print("fp32 peak    {:.1f} GFLOP/s measured -> tilt at {:.1f}%\n",
-             peakFp32, 100 * gflops / peakFp32);
-  if (peakAmx > 0)
+             r.peakFp32, 100 * r.gflops / r.peakFp32);
+  if (r.peakAmx > 0)
     fmt::print("amx peak     {:.1f} GFLOP/s measured -> tilt at {:.1f}%\n",
-               peakAmx, 100 * gflops / peakAmx);
+               r.peakAmx, 100 * r.gflops / r.peakAmx);
   else
     fmt::print("amx peak     not available on this CPU\n");
-  if (!noNaive)
+  if (!o.noNaive)
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
                "faster\n",
-               naiveMed * 1e3, naiveMed / med);
+               r.naiveMed * 1e3, r.naiveMed / r.med);
   fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
              "memory hit {:.3f} us\n",
-             jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
-  if (json)
+             r.jit.coldS * 1e3, r.jit.diskS * 1e3, r.jit.memS * 1e6);
+  if (o.json)
     fmt::print(
         "{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
         "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
@@ -428,10 +439,25 @@ int main(int argc, char **argv) {
         "\"ratio_amx_peak\": {:.4f}, \"naive_ms\": {:.4f}, "
         "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
         "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}}}\n",
-        jsonEscape(cpu), jsonEscape(isa), shape, threads, gflops, med * 1e3,
-        peakFp32, peakAmx,
-        gflops / peakFp32, peakAmx > 0 ? gflops / peakAmx : 0.0,
-        naiveMed * 1e3, naiveMed > 0 ? naiveMed / med : 0.0, jit.coldS * 1e3,
-        jit.diskS * 1e3, jit.memS * 1e6);
+        jsonEscape(cpu), jsonEscape(isa), shape, o.threads, r.gflops,
+        r.med * 1e3, r.peakFp32, r.peakAmx, r.gflops / r.peakFp32,
+        r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
+        r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
+        r.jit.diskS * 1e3, r.jit.memS * 1e6);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  BenchOptions o;
+  if (std::optional<int> exit = parseBenchOptions(argc, argv, o))
+    return *exit;
+  if (o.target == "cuda")
+    return benchCuda(o.flags.spec, o.config, o.batch, o.seq, o.seqK, o.warmup,
+                     o.repeats, o.json);
+  CpuResult r;
+  if (std::string err = benchCpu(o, r); !err.empty())
+    return fail(err);
+  printCpuResult(o, r);
   return 0;
 }

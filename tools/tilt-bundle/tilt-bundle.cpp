@@ -355,62 +355,64 @@ static int bundleCpu(const std::string &kernelsDir, const std::string &outDir,
   return 0;
 }
 
-int main(int argc, char **argv) {
-  std::string kernelsDir, outDir, target = "cpu", arch, casesFile;
+namespace {
+
+struct BundleOptions {
+  std::string kernelsDir, outDir, target = "cpu", arch, casesFile, tuneCpu;
   int64_t jobs = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<CpuClass> classes{std::begin(kCpuClasses), std::end(kCpuClasses)};
+};
+
+/// --cpu-classes: a comma-separated list of classes, or "all".
+std::string parseClasses(std::string_view v, std::vector<CpuClass> &classes) {
+  classes.clear();
+  if (v == "all") {
+    classes.assign(std::begin(kCpuClasses), std::end(kCpuClasses));
+    return {};
+  }
+  for (size_t at = 0; at <= v.size();) {
+    size_t comma = std::min(v.find(',', at), v.size());
+    std::string_view name = v.substr(at, comma - at);
+    std::optional<CpuClass> c = parseCpuClass(name);
+    if (!c)
+      return fmt::format("--cpu-classes: each must be {} (or the whole list "
+                         "'all'), got '{}'",
+                         cpuClassNames(), name);
+    if (std::find(classes.begin(), classes.end(), *c) == classes.end())
+      classes.push_back(*c);
+    at = comma + 1;
+  }
+  std::sort(classes.begin(), classes.end());
+  return {};
+}
+
+std::optional<int> parseBundleOptions(int argc, char **argv,
+                                      BundleOptions &o) {
   std::vector<Option> options;
   options.push_back(targetOption(
-      "what to bundle (default cpu: this CPU's tuned kernels)", target));
-  options.push_back(archOption("cuda: the GPU architecture", arch));
+      "what to bundle (default cpu: this CPU's tuned kernels)", o.target));
+  options.push_back(archOption("cuda: the GPU architecture", o.arch));
   options.push_back(stringOption("cases", "FILE",
                                  "cuda: the specs to compile, one line of "
                                  "tilt-run flags each",
-                                 casesFile));
-  options.push_back({"kernels-dir", "DIR", "where the tuning databases are",
-                     [&](std::string_view v) {
-                       kernelsDir = v;
-                       return std::string();
-                     }});
-  options.push_back({"out", "DIR", "the bundle directory to write",
-                     [&](std::string_view v) {
-                       outDir = v;
-                       return std::string();
-                     }});
+                                 o.casesFile));
+  options.push_back(stringOption("kernels-dir", "DIR",
+                                 "where the tuning databases are",
+                                 o.kernelsDir));
+  options.push_back(
+      stringOption("out", "DIR", "the bundle directory to write", o.outDir));
   options.push_back({"jobs", "N", "parallel compiles (default: all cores)",
-                     [&](auto v) { return parseInt("jobs", v, jobs, 1); }});
-  std::vector<CpuClass> classes(std::begin(kCpuClasses),
-                                std::end(kCpuClasses));
+                     [&](auto v) { return parseInt("jobs", v, o.jobs, 1); }});
   options.push_back(
       {"cpu-classes", "LIST",
        "cpu: the ISA classes to cross-compile for, comma-separated, or all "
        "(default: all of " + cpuClassNames() + ")",
-       [&](std::string_view v) {
-         classes.clear();
-         if (v == "all") {
-           classes.assign(std::begin(kCpuClasses), std::end(kCpuClasses));
-           return std::string();
-         }
-         for (size_t at = 0; at <= v.size();) {
-           size_t comma = std::min(v.find(',', at), v.size());
-           std::string_view name = v.substr(at, comma - at);
-           std::optional<CpuClass> c = parseCpuClass(name);
-           if (!c)
-             return fmt::format("--cpu-classes: each must be {} (or the "
-                                "whole list 'all'), got '{}'",
-                                cpuClassNames(), name);
-           if (std::find(classes.begin(), classes.end(), *c) == classes.end())
-             classes.push_back(*c);
-           at = comma + 1;
-         }
-         std::sort(classes.begin(), classes.end());
-         return std::string();
-       }});
-  std::string tuneCpu;
+       [&](std::string_view v) { return parseClasses(v, o.classes); }});
   options.push_back(stringOption(
       "tune-cpu", "NAME",
       "cpu: schedule the kernels for this LLVM CPU, e.g. znver4 (default: "
       "generic); the code still uses only its class's features",
-      tuneCpu));
+      o.tuneCpu));
   std::vector<std::string> positional;
   if (std::optional<int> exit = parseCommandLine(
           argc, argv, options, "tilt-bundle",
@@ -419,20 +421,28 @@ int main(int argc, char **argv) {
           "       tilt-bundle --target cuda --arch sm_80|sm_90a --cases FILE "
           "--out DIR [--jobs N]",
           positional))
-    return *exit;
-  const bool cuda = target == "cuda";
-  if (outDir.empty() || !positional.empty() ||
-      (cuda ? arch.empty() || casesFile.empty() || !kernelsDir.empty()
-            : kernelsDir.empty() || !arch.empty() || !casesFile.empty()))
+    return exit;
+  const bool cuda = o.target == "cuda";
+  if (o.outDir.empty() || !positional.empty() ||
+      (cuda ? o.arch.empty() || o.casesFile.empty() || !o.kernelsDir.empty()
+            : o.kernelsDir.empty() || !o.arch.empty() || !o.casesFile.empty()))
     return fail("usage: tilt-bundle --kernels-dir DIR --out DIR [--jobs N], "
                 "or tilt-bundle --target cuda --arch sm_80|sm_90a --cases "
                 "FILE --out DIR [--jobs N]");
+  return std::nullopt;
+}
 
+} // namespace
+
+int main(int argc, char **argv) {
+  BundleOptions o;
+  if (std::optional<int> exit = parseBundleOptions(argc, argv, o))
+    return *exit;
   std::error_code ec;
-  fs::create_directories(outDir, ec);
+  fs::create_directories(o.outDir, ec);
   if (ec)
-    return fail(fmt::format("--out {}: {}", outDir, ec.message()));
-  if (cuda)
-    return bundleCuda(arch, casesFile, outDir, jobs);
-  return bundleCpu(kernelsDir, outDir, classes, tuneCpu, jobs);
+    return fail(fmt::format("--out {}: {}", o.outDir, ec.message()));
+  if (o.target == "cuda")
+    return bundleCuda(o.arch, o.casesFile, o.outDir, o.jobs);
+  return bundleCpu(o.kernelsDir, o.outDir, o.classes, o.tuneCpu, o.jobs);
 }

@@ -22,165 +22,184 @@
 using namespace tilt;
 using namespace tilt::tools;
 
-static int fail(const std::string &msg) {
-  return toolError("tilt-compile", msg);
-}
+namespace {
 
-int main(int argc, char **argv) {
+int fail(const std::string &msg) { return toolError("tilt-compile", msg); }
+
+struct CompileOptions {
   SpecFlags flags;
   SpecModuleOptions modOpts;
-  modOpts.extents = {0, 0, 0};
   TileConfig config;
-  CompilerOptions compilerOptions;
+  CompilerOptions compiler;
+  std::optional<CpuClass> cpuClass;
   std::string emit = "spec", output = "-", target = "cpu";
+};
 
+std::vector<Option> compileOptions(CompileOptions &o) {
   std::vector<Option> options;
-  addSpecOptions(options, flags);
-  addTileConfigOptions(options, config);
-  options.push_back({"batch", "N", "batch size of the spec module (default: dynamic)",
-                     [&](auto v) {
-                       return parseInt("batch", v, modOpts.extents.batch, 1);
+  addSpecOptions(options, o.flags);
+  addTileConfigOptions(options, o.config);
+  SpecModuleOptions &mod = o.modOpts;
+  options.push_back({"batch", "N",
+                     "batch size of the spec module (default: dynamic)",
+                     [&mod](auto v) {
+                       return parseInt("batch", v, mod.extents.batch, 1);
                      }});
   options.push_back({"seq", "N", "query and key length of the spec module",
-                     [&](auto v) {
+                     [&mod](auto v) {
                        std::string err =
-                           parseInt("seq", v, modOpts.extents.seqQ, 1);
-                       modOpts.extents.seqK = modOpts.extents.seqQ;
+                           parseInt("seq", v, mod.extents.seqQ, 1);
+                       mod.extents.seqK = mod.extents.seqQ;
                        return err;
                      }});
   options.push_back({"seq-k", "N", "key length when it differs from --seq",
-                     [&](auto v) {
-                       return parseInt("seq-k", v, modOpts.extents.seqK, 1);
+                     [&mod](auto v) {
+                       return parseInt("seq-k", v, mod.extents.seqK, 1);
                      }});
   options.push_back({"lse", "", "the spec module also returns lse",
-                     [&](auto) {
-                       modOpts.withLse = true;
+                     [&mod](auto) {
+                       mod.withLse = true;
                        return std::string();
                      }});
   options.push_back(
-      targetOption("code generation target (default cpu)", target));
+      targetOption("code generation target (default cpu)", o.target));
   options.push_back(archOption("CUDA architecture with --target cuda "
                                "(default: the variant's)",
-                               compilerOptions.cudaArch));
-  std::optional<CpuClass> cpuClass;
+                               o.compiler.cudaArch));
   options.push_back(cpuClassOption(
       "ISA class to generate for: " + cpuClassNames() +
           " (default: this machine's)",
-      cpuClass));
-  options.push_back(
-      {"cpu", "NAME",
-       "LLVM CPU to generate for, e.g. sapphirerapids (default: this "
-       "machine's class)",
-       [&](std::string_view v) {
-         compilerOptions.machine.cpu = v;
-         return std::string();
-       }});
-  options.push_back({"cpu-features", "LIST",
-                     "LLVM features with --cpu, e.g. +avx512f,+fma",
-                     [&](std::string_view v) {
-                       compilerOptions.machine.features = v;
-                       return std::string();
-                     }});
+      o.cpuClass));
+  options.push_back(stringOption(
+      "cpu", "NAME",
+      "LLVM CPU to generate for, e.g. sapphirerapids (default: this "
+      "machine's class)",
+      o.compiler.machine.cpu));
+  options.push_back(stringOption("cpu-features", "LIST",
+                                 "LLVM features with --cpu, e.g. "
+                                 "+avx512f,+fma",
+                                 o.compiler.machine.features));
   options.push_back(
       {"emit", "KIND",
        "spec|mlir, then cpu: llvm|asm|obj|so, cuda: ptx|cubin|artifact "
        "(default spec)",
-       [&](std::string_view v) {
-         emit = v;
+       [&o](std::string_view v) {
+         o.emit = v;
          return parseEmit(v) ? std::string()
                              : fmt::format("--emit must be one of spec, mlir, "
                                            "llvm, asm, obj, so, ptx, cubin, "
                                            "artifact; got '{}'",
                                            v);
        }});
-  options.push_back({"dump-stages", "DIR", "write the IR after every stage",
-                     [&](std::string_view v) {
-                       compilerOptions.dumpStagesDir = v;
-                       return std::string();
-                     }});
-  options.push_back({"o", "FILE", "output file (default: stdout)",
-                     [&](std::string_view v) {
-                       output = v;
-                       return std::string();
-                     }});
+  options.push_back(stringOption("dump-stages", "DIR",
+                                 "write the IR after every stage",
+                                 o.compiler.dumpStagesDir));
+  options.push_back(
+      stringOption("o", "FILE", "output file (default: stdout)", o.output));
+  return options;
+}
+
+/// The machine to generate for: --cpu-class's, or --cpu with its features.
+std::string finishMachine(CompileOptions &o) {
+  CpuMachine &machine = o.compiler.machine;
+  if (!o.compiler.cudaArch.empty() && o.target != "cuda")
+    return "--arch needs --target cuda";
+  if (o.cpuClass) {
+    if (!machine.cpu.empty())
+      return "--cpu-class and --cpu exclude each other";
+    std::string extra = machine.features;
+    machine = CpuMachine::forClass(*o.cpuClass);
+    if (!extra.empty())
+      machine.features += (machine.features.empty() ? "" : ",") + extra;
+  }
+  if (!machine.features.empty() && machine.cpu.empty())
+    return "--cpu-features needs --cpu or --cpu-class";
+  return {};
+}
+
+/// Custom slopes decide between an [H] and a [B,H] operand.
+std::string finishSlopes(CompileOptions &o) {
+  if (o.flags.slopesFile.empty())
+    return {};
+  NpyArray slopes;
+  if (std::string err = readNpy(o.flags.slopesFile, slopes); !err.empty())
+    return err;
+  const int64_t heads = o.flags.spec.heads, batch = o.modOpts.extents.batch;
+  bool perHead = slopes.shape.size() == 1 && slopes.shape[0] == heads;
+  bool perBatch = slopes.shape.size() == 2 && slopes.shape[1] == heads &&
+                  (batch == 0 || slopes.shape[0] == batch);
+  if (!perHead && !perBatch)
+    return fmt::format("--slopes: {} has shape {}, expected [H] or [B, H] "
+                       "with H = {}",
+                       o.flags.slopesFile, slopes.shapeString(), heads);
+  o.modOpts.slopesPerBatch = perBatch;
+  return {};
+}
+
+std::optional<int> parseCompileOptions(int argc, char **argv,
+                                       CompileOptions &o) {
+  std::vector<Option> options = compileOptions(o);
   std::vector<std::string> positional;
   if (std::optional<int> exit = parseCommandLine(
           argc, argv, options, "tilt-compile",
           "tilt-compile [spec flags] [tile config] [--emit KIND] "
           "[--dump-stages DIR] [-o FILE]",
           positional))
-    return *exit;
+    return exit;
   if (!positional.empty())
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
-  if (std::string err = finishSpecFlags(flags); !err.empty())
-    return fail(err);
-  if (std::string err = finishTileConfig(config); !err.empty())
-    return fail(err);
-  if (!compilerOptions.cudaArch.empty() && target != "cuda")
-    return fail("--arch needs --target cuda");
-  if (cpuClass) {
-    if (!compilerOptions.machine.cpu.empty())
-      return fail("--cpu-class and --cpu exclude each other");
-    std::string extra = compilerOptions.machine.features;
-    compilerOptions.machine = CpuMachine::forClass(*cpuClass);
-    if (!extra.empty())
-      compilerOptions.machine.features +=
-          (compilerOptions.machine.features.empty() ? "" : ",") + extra;
-  }
-  if (!compilerOptions.machine.features.empty() &&
-      compilerOptions.machine.cpu.empty())
-    return fail("--cpu-features needs --cpu or --cpu-class");
-
-  // Custom slopes decide between an [H] and a [B,H] operand.
-  if (!flags.slopesFile.empty()) {
-    NpyArray slopes;
-    if (std::string err = readNpy(flags.slopesFile, slopes); !err.empty())
+  // In order: each step may rely on the ones before it.
+  for (auto finish :
+       {+[](CompileOptions &c) { return finishSpecFlags(c.flags); },
+        +[](CompileOptions &c) { return finishTileConfig(c.config); },
+        &finishMachine, &finishSlopes})
+    if (std::string err = finish(o); !err.empty())
       return fail(err);
-    bool perHead = slopes.shape.size() == 1 &&
-                   slopes.shape[0] == flags.spec.heads;
-    bool perBatch = slopes.shape.size() == 2 &&
-                    slopes.shape[1] == flags.spec.heads &&
-                    (modOpts.extents.batch == 0 ||
-                     slopes.shape[0] == modOpts.extents.batch);
-    if (!perHead && !perBatch)
-      return fail(fmt::format("--slopes: {} has shape {}, expected [H] or "
-                              "[B, H] with H = {}",
-                              flags.slopesFile, slopes.shapeString(),
-                              flags.spec.heads));
-    modOpts.slopesPerBatch = perBatch;
-  }
+  return std::nullopt;
+}
 
+/// The spec as stated, with the sizes given on the command line.
+std::string printSpec(const CompileOptions &o, std::string &text) {
+  mlir::MLIRContext ctx;
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+    diagnostics += d.str();
+    return mlir::success();
+  });
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      buildSpecModule(ctx, o.flags.spec, o.modOpts);
+  if (!module)
+    return "the spec did not verify: " + diagnostics;
+  llvm::raw_string_ostream os(text);
+  module->print(os);
+  os << '\n';
+  return {};
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CompileOptions o;
+  o.modOpts.extents = {0, 0, 0};
+  if (std::optional<int> exit = parseCompileOptions(argc, argv, o))
+    return *exit;
   std::string text;
-  Emit what = *parseEmit(emit);
-  if (what == Emit::Spec && compilerOptions.dumpStagesDir.empty()) {
-    // The spec as stated, with the sizes given on the command line.
-    mlir::MLIRContext ctx;
-    std::string diagnostics;
-    mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
-      diagnostics += d.str();
-      return mlir::success();
-    });
-    mlir::OwningOpRef<mlir::ModuleOp> module =
-        buildSpecModule(ctx, flags.spec, modOpts);
-    if (!module)
-      return fail("the spec did not verify: " + diagnostics);
-    llvm::raw_string_ostream os(text);
-    module->print(os);
-    os << '\n';
+  const Emit what = *parseEmit(o.emit);
+  if (what == Emit::Spec && o.compiler.dumpStagesDir.empty()) {
+    if (std::string err = printSpec(o, text); !err.empty())
+      return fail(err);
   } else {
-    Compiler compiler(compilerOptions);
-    if (std::string err =
-            compiler.compileTo(flags.spec, config,
-                               target == "cuda" ? Target::CUDA : Target::CPU,
-                               what, text);
+    Compiler compiler(o.compiler);
+    if (std::string err = compiler.compileTo(
+            o.flags.spec, o.config,
+            o.target == "cuda" ? Target::CUDA : Target::CPU, what, text);
         !err.empty())
       return fail(err);
   }
-
   std::error_code ec;
-  llvm::raw_fd_ostream os(output, ec);
+  llvm::raw_fd_ostream os(o.output, ec);
   if (ec)
-    return fail(fmt::format("-o {}: {}", output, ec.message()));
+    return fail(fmt::format("-o {}: {}", o.output, ec.message()));
   os << text;
   return 0;
 }

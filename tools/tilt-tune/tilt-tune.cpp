@@ -166,16 +166,17 @@ std::string markdownTable(const TuningDb &db) {
   return s;
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+struct TuneOptions {
   std::string out, plot, table, causalMode = "both";
   std::vector<int64_t> heads{8, 12, 16, 32, 40, 64, 71, 112},
       seqs{128, 512, 2048, 8192}, headDims{64, 128};
   std::vector<DType> dtypes{DType::F32, DType::BF16};
   int64_t repeats = 3, threads = 0;
   bool fresh = false;
+  std::optional<CpuClass> tuneClass;
+};
 
+std::optional<int> parseTuneOptions(int argc, char **argv, TuneOptions &o) {
   std::vector<Option> options;
   auto listFlag = [&](const char *name, const char *help,
                       std::vector<int64_t> &dst) {
@@ -183,12 +184,12 @@ int main(int argc, char **argv) {
                          return parseList(name, v, dst);
                        }});
   };
-  listFlag("heads", "head counts (default 8,12,16,32,40,64,71,112)", heads);
-  listFlag("seqs", "sequence lengths (default 128,512,2048,8192)", seqs);
-  listFlag("head-dims", "head dims (default 64,128)", headDims);
+  listFlag("heads", "head counts (default 8,12,16,32,40,64,71,112)", o.heads);
+  listFlag("seqs", "sequence lengths (default 128,512,2048,8192)", o.seqs);
+  listFlag("head-dims", "head dims (default 64,128)", o.headDims);
   options.push_back({"dtypes", "LIST", "element types (default f32,bf16)",
                      [&](std::string_view v) -> std::string {
-                       dtypes.clear();
+                       o.dtypes.clear();
                        std::stringstream in{std::string(v)};
                        for (std::string t; std::getline(in, t, ',');) {
                          auto d = parseDType(t);
@@ -196,7 +197,7 @@ int main(int argc, char **argv) {
                            return fmt::format("--dtypes: '{}' is not f32, "
                                               "f16 or bf16",
                                               t);
-                         dtypes.push_back(*d);
+                         o.dtypes.push_back(*d);
                        }
                        return {};
                      }});
@@ -206,179 +207,118 @@ int main(int argc, char **argv) {
                          return fmt::format("--causal must be both, yes or "
                                             "no, got '{}'",
                                             v);
-                       causalMode = v;
+                       o.causalMode = v;
                        return {};
                      }});
   options.push_back({"repeats", "N", "timed runs per candidate (default 3)",
-                     [&](auto v) { return parseInt("repeats", v, repeats, 1); }});
+                     [&](auto v) {
+                       return parseInt("repeats", v, o.repeats, 1);
+                     }});
   options.push_back({"threads", "N", "CPU threads (default: all cores)",
-                     [&](auto v) { return parseInt("threads", v, threads, 1); }});
-  auto stringFlag = [&](const char *name, const char *value, const char *help,
-                        std::string &dst) {
-    options.push_back(stringOption(name, value, help, dst));
-  };
-  stringFlag("out", "FILE", "the tuning database to write (required)", out);
-  stringFlag("plot", "FILE.svg", "write a plot of the choices", plot);
-  stringFlag("table", "FILE.md", "write the tuned-vs-default table", table);
+                     [&](auto v) {
+                       return parseInt("threads", v, o.threads, 1);
+                     }});
+  options.push_back(stringOption("out", "FILE",
+                                 "the tuning database to write (required)",
+                                 o.out));
+  options.push_back(
+      stringOption("plot", "FILE.svg", "write a plot of the choices", o.plot));
+  options.push_back(stringOption("table", "FILE.md",
+                                 "write the tuned-vs-default table", o.table));
   options.push_back({"fresh", "", "ignore records already in --out",
                      [&](auto) {
-                       fresh = true;
+                       o.fresh = true;
                        return std::string();
                      }});
-  std::optional<CpuClass> tuneClass;
   options.push_back(cpuClassOption(
       "tune this class's database (" + cpuClassNames() +
           ") on this machine, which must run it: the compiler and the "
           "runtime see the host as that class (as TILT_CPU_CLASS does); "
           "default: the host's class",
-      tuneClass));
+      o.tuneClass));
   std::vector<std::string> positional;
   if (std::optional<int> exit =
           parseCommandLine(argc, argv, options, "tilt-tune",
                            "tilt-tune --out FILE [options]", positional))
-    return *exit;
+    return exit;
   if (!positional.empty())
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
-  if (out.empty())
+  if (o.out.empty())
     return fail("--out FILE is required");
+  return std::nullopt;
+}
 
-  // Before anything reads the host's class.
-  if (tuneClass)
-    setenv("TILT_CPU_CLASS", std::string(toString(*tuneClass)).c_str(), 1);
-  const HostCpu &host = hostCpu();
-  if (!host.error.empty())
-    return fail(host.error);
-  if (!host.cls)
-    return fail(fmt::format("this CPU is {}: nothing to tune",
-                            host.describe()));
-  Compiler compiler;
-  // Databases are per ISA class (kernels/cpu-<class>.tune); the CPU model
-  // that timed them is kept for the record.
-  std::string machine = fmt::format("{} ({})", toString(*host.cls),
-                                    compiler.machine().tuneCpu);
-  TuningDb db;
-  if (!fresh && std::filesystem::exists(out)) {
-    if (std::string err = TuningDb::load(out, db); !err.empty())
-      return fail(err + " (use --fresh to start over)");
+/// The database to extend: --out's records (unless --fresh), which must have
+/// been tuned on this machine.
+std::string openDb(const TuneOptions &o, const std::string &machine,
+                   TuningDb &db) {
+  if (!o.fresh && std::filesystem::exists(o.out)) {
+    if (std::string err = TuningDb::load(o.out, db); !err.empty())
+      return err + " (use --fresh to start over)";
     if (db.machine != machine)
-      return fail(fmt::format("{} was tuned on '{}', this machine is '{}' "
-                              "(use --fresh or another file)",
-                              out, db.machine, machine));
+      return fmt::format("{} was tuned on '{}', this machine is '{}' "
+                         "(use --fresh or another file)",
+                         o.out, db.machine, machine);
   }
   db.target = "cpu";
   db.machine = machine;
   db.tiltVersion = TILT_VERSION;
   db.family = "alibi relative, standard slopes, kv_heads = heads, batch 1";
+  return {};
+}
 
-  std::vector<TuningKey> keys, pending;
-  for (DType t : dtypes)
-    for (int64_t d : headDims)
+/// Every key the options ask for.
+std::vector<TuningKey> requestedKeys(const TuneOptions &o) {
+  std::vector<TuningKey> keys;
+  for (DType t : o.dtypes)
+    for (int64_t d : o.headDims)
       for (bool causal : {false, true}) {
-        if ((causal && causalMode == "no") || (!causal && causalMode == "yes"))
+        if ((causal && o.causalMode == "no") ||
+            (!causal && o.causalMode == "yes"))
           continue;
-        for (int64_t h : heads)
-          for (int64_t s : seqs)
+        for (int64_t h : o.heads)
+          for (int64_t s : o.seqs)
             keys.push_back({t, d, causal, h, s});
       }
-  for (const TuningKey &k : keys)
-    if (!db.find(k))
-      pending.push_back(k);
-  // Cheapest keys first: an interrupted run has covered all but the most
-  // expensive ones, and resuming finishes those.
-  std::stable_sort(pending.begin(), pending.end(),
-                   [](const TuningKey &a, const TuningKey &b) {
-                     return cost(a) < cost(b);
-                   });
-  double totalCost = 0, doneCost = 0;
-  for (const TuningKey &k : pending)
-    totalCost += cost(k);
+  return keys;
+}
 
-  RuntimeOptions rtOptions;
-  rtOptions.threads = static_cast<int>(threads);
-  rtOptions.compiler = &compiler;
-  Runtime runtime(rtOptions);
-  bool tty = isatty(fileno(stdout));
-  fmt::print("tilt-tune: {} keys, {} already in {}, {} to tune on {} with {} "
-             "threads\n",
-             keys.size(), keys.size() - pending.size(), out, pending.size(),
-             db.machine, runtime.threads());
-  std::fflush(stdout);
-  auto start = Clock::now();
-
-  for (size_t n = 0; n < pending.size(); ++n) {
-    const TuningKey &key = pending[n];
-    const AttentionSpec spec = familySpec(key);
-    std::string label =
-        fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
-                    key.causal ? "causal" : "full", key.heads, key.seq);
-    if (tty) {
-      double elapsed =
-          std::chrono::duration<double>(Clock::now() - start).count();
-      double eta = doneCost > 0 ? elapsed * (totalCost - doneCost) / doneCost
-                                : 0;
-      int filled = static_cast<int>(30 * doneCost / std::max(totalCost, 1.0));
-      fmt::print("\r[{:<30}] {}/{} ETA {} {:<40}",
-                 std::string(filled, '#'), n, pending.size(),
-                 doneCost > 0 ? duration(eta) : "?", label);
-      std::fflush(stdout);
-    }
-
+/// Times the candidates of one key and keeps the fastest.
+class KeyTuner {
+public:
+  KeyTuner(Runtime &runtime, const TuningKey &key, int64_t repeats)
+      : runtime(runtime), spec(familySpec(key)), repeats(repeats) {
     // Unit-normal inputs in the key's dtype, shared by every candidate.
     const int64_t elems = key.heads * key.seq * key.headDim;
     std::mt19937 rng(7);
     std::normal_distribution<float> normal;
-    TypedBuffer q(key.dtype, elems), k(key.dtype, elems), v(key.dtype, elems),
-        o(key.dtype, elems);
+    for (TypedBuffer *b : {&q, &k, &v, &o})
+      *b = TypedBuffer(key.dtype, elems);
     for (TypedBuffer *b : {&q, &k, &v})
       for (int64_t i = 0; i < elems; ++i)
         b->set(i, normal(rng));
-    AttentionArgs args;
-    args.q = TensorRef(q.data(), {1, key.heads, key.seq, key.headDim});
-    args.k = TensorRef(k.data(), {1, key.heads, key.seq, key.headDim});
-    args.v = TensorRef(v.data(), {1, key.heads, key.seq, key.headDim});
-    args.o = TensorRef(o.data(), {1, key.heads, key.seq, key.headDim});
+    for (auto [t, b] : {std::pair{&args.q, &q}, std::pair{&args.k, &k},
+                        std::pair{&args.v, &v}, std::pair{&args.o, &o}})
+      *t = TensorRef(b->data(), {1, key.heads, key.seq, key.headDim});
+  }
 
-    const double inf = std::numeric_limits<double>::infinity();
-    // Median of `repeats` timed runs after one warm-up; a candidate whose
-    // first timed run is 30% slower than `bound` stops there. A run of half a
-    // second or more is its own warm-up (the kernel is already compiled and
-    // loaded by prepare(); what a warm-up would absorb is negligible next to
-    // it), which keeps long-sequence keys affordable.
-    auto timeConfig = [&](const TileConfig &c, double bound) -> double {
-      if (!runtime.prepare(spec, Target::CPU, c).empty())
-        return inf;
-      std::vector<double> times;
-      bool warmedUp = false;
-      while (static_cast<int64_t>(times.size()) < repeats) {
-        auto t0 = Clock::now();
-        if (!runtime.run(spec, args, Target::CPU, c).empty())
-          return inf;
-        double ms =
-            std::chrono::duration<double>(Clock::now() - t0).count() * 1e3;
-        if (!warmedUp) {
-          warmedUp = true;
-          if (ms < 500)
-            continue;
-        }
-        times.push_back(ms);
-        if (times.size() == 1 && ms > 1.3 * bound)
-          return ms;
-      }
-      return median(times);
-    };
-
+  /// The record of `key`: the default config's time and the best of the
+  /// search space; `tried`/`failed` count the candidates.
+  TuningRecord tune(const TuningKey &key, const Compiler &compiler,
+                    const HostCpu &host, int &tried, int &failed) {
     TuningRecord rec;
     rec.key = key;
     rec.fallback = compiler.defaultConfig(spec, Target::CPU);
-    rec.fallbackMs = timeConfig(rec.fallback, inf);
+    rec.fallbackMs = time(rec.fallback, kInf);
     rec.best = rec.fallback;
     rec.bestMs = rec.fallbackMs;
-    int tried = 1, failed = std::isinf(rec.fallbackMs) ? 1 : 0;
+    tried = 1;
+    failed = std::isinf(rec.fallbackMs) ? 1 : 0;
     for (const TileConfig &c : cpuSearchSpace(
              spec, [&](std::string_view f) { return host.has(f); })) {
       if (c.str() == rec.fallback.str())
         continue;
-      double ms = timeConfig(c, rec.bestMs);
+      double ms = time(c, rec.bestMs);
       ++tried;
       failed += std::isinf(ms);
       if (ms < rec.bestMs) {
@@ -386,13 +326,102 @@ int main(int argc, char **argv) {
         rec.bestMs = ms;
       }
     }
+    return rec;
+  }
+
+private:
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
+
+  /// Median of `repeats` timed runs after one warm-up; a candidate whose
+  /// first timed run is 30% slower than `bound` stops there. A run of half a
+  /// second or more is its own warm-up (the kernel is already compiled and
+  /// loaded by prepare(); what a warm-up would absorb is negligible next to
+  /// it), which keeps long-sequence keys affordable.
+  double time(const TileConfig &c, double bound) {
+    if (!runtime.prepare(spec, Target::CPU, c).empty())
+      return kInf;
+    std::vector<double> times;
+    bool warmedUp = false;
+    while (static_cast<int64_t>(times.size()) < repeats) {
+      auto t0 = Clock::now();
+      if (!runtime.run(spec, args, Target::CPU, c).empty())
+        return kInf;
+      double ms =
+          std::chrono::duration<double>(Clock::now() - t0).count() * 1e3;
+      if (!warmedUp) {
+        warmedUp = true;
+        if (ms < 500)
+          continue;
+      }
+      times.push_back(ms);
+      if (times.size() == 1 && ms > 1.3 * bound)
+        return ms;
+    }
+    return median(times);
+  }
+
+  Runtime &runtime;
+  const AttentionSpec spec;
+  const int64_t repeats;
+  TypedBuffer q, k, v, o;
+  AttentionArgs args;
+};
+
+/// One-line progress on a terminal: a bar, the count and the ETA.
+void printProgress(size_t n, size_t total, double doneCost, double totalCost,
+                   Clock::time_point start, const std::string &label) {
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  double eta = doneCost > 0 ? elapsed * (totalCost - doneCost) / doneCost : 0;
+  int filled = static_cast<int>(30 * doneCost / std::max(totalCost, 1.0));
+  fmt::print("\r[{:<30}] {}/{} ETA {} {:<40}", std::string(filled, '#'), n,
+             total, doneCost > 0 ? duration(eta) : "?", label);
+  std::fflush(stdout);
+}
+
+/// The table on stdout, and --table / --plot files.
+std::string writeReports(const TuneOptions &o, const TuningDb &db) {
+  std::string md = markdownTable(db);
+  fmt::print("\n{}", md);
+  for (auto [path, flag, text] :
+       {std::tuple{&o.table, "--table", md},
+        std::tuple{&o.plot, "--plot",
+                   o.plot.empty() ? std::string() : svgPlot(db)}}) {
+    if (path->empty())
+      continue;
+    std::ofstream os(*path);
+    os << text;
+    if (!os)
+      return fmt::format("{}: cannot write {}", flag, *path);
+  }
+  return {};
+}
+
+/// Tunes `pending` (cheapest first), saving the database after each key so
+/// that an interrupted run resumes where it stopped.
+std::string tuneKeys(const TuneOptions &o, const std::vector<TuningKey> &pending,
+                     Runtime &runtime, const Compiler &compiler,
+                     const HostCpu &host, TuningDb &db) {
+  double totalCost = 0, doneCost = 0;
+  for (const TuningKey &k : pending)
+    totalCost += cost(k);
+  const bool tty = isatty(fileno(stdout));
+  const auto start = Clock::now();
+  for (size_t n = 0; n < pending.size(); ++n) {
+    const TuningKey &key = pending[n];
+    const std::string label =
+        fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
+                    key.causal ? "causal" : "full", key.heads, key.seq);
+    if (tty)
+      printProgress(n, pending.size(), doneCost, totalCost, start, label);
+    int tried = 0, failed = 0;
+    const TuningRecord rec = KeyTuner(runtime, key, o.repeats)
+                                 .tune(key, compiler, host, tried, failed);
     runtime.clearMemoryCache(); // keep the process's mappings bounded
     if (std::isinf(rec.bestMs))
-      return fail(fmt::format("{}: no candidate ran ({} failed)", label,
-                              failed));
+      return fmt::format("{}: no candidate ran ({} failed)", label, failed);
     db.put(rec);
-    if (std::string err = db.save(out); !err.empty())
-      return fail(err);
+    if (std::string err = db.save(o.out); !err.empty())
+      return err;
     doneCost += cost(key);
     if (!tty)
       fmt::print("{:<28} default {:<20} {:9.3f} ms  best {:<20} {:9.3f} ms  "
@@ -409,20 +438,59 @@ int main(int argc, char **argv) {
                duration(std::chrono::duration<double>(Clock::now() - start)
                             .count()),
                "");
+  return {};
+}
 
-  std::string md = markdownTable(db);
-  fmt::print("\n{}", md);
-  if (!table.empty()) {
-    std::ofstream os(table);
-    os << md;
-    if (!os)
-      return fail(fmt::format("--table: cannot write {}", table));
-  }
-  if (!plot.empty()) {
-    std::ofstream os(plot);
-    os << svgPlot(db);
-    if (!os)
-      return fail(fmt::format("--plot: cannot write {}", plot));
-  }
+} // namespace
+
+int main(int argc, char **argv) {
+  TuneOptions o;
+  if (std::optional<int> exit = parseTuneOptions(argc, argv, o))
+    return *exit;
+  // Before anything reads the host's class.
+  if (o.tuneClass)
+    setenv("TILT_CPU_CLASS", std::string(toString(*o.tuneClass)).c_str(), 1);
+  const HostCpu &host = hostCpu();
+  if (!host.error.empty())
+    return fail(host.error);
+  if (!host.cls)
+    return fail(fmt::format("this CPU is {}: nothing to tune",
+                            host.describe()));
+  Compiler compiler;
+  // Databases are per ISA class (kernels/cpu-<class>.tune); the CPU model
+  // that timed them is kept for the record.
+  TuningDb db;
+  if (std::string err = openDb(o,
+                               fmt::format("{} ({})", toString(*host.cls),
+                                           compiler.machine().tuneCpu),
+                               db);
+      !err.empty())
+    return fail(err);
+
+  const std::vector<TuningKey> keys = requestedKeys(o);
+  std::vector<TuningKey> pending;
+  for (const TuningKey &k : keys)
+    if (!db.find(k))
+      pending.push_back(k);
+  // Cheapest keys first: an interrupted run has covered all but the most
+  // expensive ones, and resuming finishes those.
+  std::stable_sort(pending.begin(), pending.end(),
+                   [](const TuningKey &a, const TuningKey &b) {
+                     return cost(a) < cost(b);
+                   });
+  RuntimeOptions rtOptions;
+  rtOptions.threads = static_cast<int>(o.threads);
+  rtOptions.compiler = &compiler;
+  Runtime runtime(rtOptions);
+  fmt::print("tilt-tune: {} keys, {} already in {}, {} to tune on {} with {} "
+             "threads\n",
+             keys.size(), keys.size() - pending.size(), o.out, pending.size(),
+             db.machine, runtime.threads());
+  std::fflush(stdout);
+  if (std::string err = tuneKeys(o, pending, runtime, compiler, host, db);
+      !err.empty())
+    return fail(err);
+  if (std::string err = writeReports(o, db); !err.empty())
+    return fail(err);
   return 0;
 }

@@ -28,9 +28,11 @@ mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
   return {
       {"entry",
        [=](OpPassManager &pm) {
+         TiltPinTileConfigOptions pin;
+         pin.variant = variant;
+         pm.addPass(createTiltPinTileConfig(pin));
          TiltCpuEntryOptions entry;
          entry.kernelName = name;
-         entry.variant = variant;
          pm.addPass(createTiltCpuEntry(entry));
        }},
       {"loops",

@@ -24,13 +24,14 @@ mlir::tilt::getGpuPipelineStages(const GpuPipelineOptions &options) {
   return {
       {"kernel",
        [=](OpPassManager &pm) {
-         ConvertTiltToGPUOptions kernel;
-         kernel.variant = variant;
-         kernel.blockM = blockM;
-         kernel.blockN = blockN;
-         kernel.numWarps = numWarps;
-         kernel.numStages = numStages;
-         pm.addPass(createConvertTiltToGPU(kernel));
+         TiltPinTileConfigOptions pin;
+         pin.variant = variant;
+         pin.blockM = blockM;
+         pin.blockN = blockN;
+         pin.numWarps = numWarps;
+         pin.numStages = numStages;
+         pm.addPass(createTiltPinTileConfig(pin));
+         pm.addPass(createConvertTiltToGPU());
          pm.addPass(createCanonicalizerPass());
          pm.addPass(createCSEPass());
        }},

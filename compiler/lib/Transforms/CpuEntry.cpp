@@ -3,7 +3,6 @@
 #include "tilt/Compiler/Configs.h"
 #include "tilt/Compiler/Passes.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
-#include "tilt/TilePolicy.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -14,20 +13,6 @@ namespace mlir::tilt {
 
 using namespace mlir;
 using namespace mlir::tilt;
-
-TileConfigAttr mlir::tilt::toTileConfigAttr(MLIRContext *ctx,
-                                            const ::tilt::TileConfig &c) {
-  std::optional<KernelVariant> v = symbolizeKernelVariant(c.variant);
-  if (!v)
-    return {};
-  return TileConfigAttr::get(ctx, *v, c.blockM, c.blockN, c.numWarps,
-                             c.numStages);
-}
-
-TileConfigAttr mlir::tilt::getDefaultCpuConfig(MLIRContext *ctx,
-                                               KernelVariant variant) {
-  return toTileConfigAttr(ctx, ::tilt::defaultCpuConfig(toCore(variant)));
-}
 
 SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   const ::tilt::AttentionSpec spec = op.getSpec();
@@ -83,30 +68,17 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
         return signalPassFailure();
   }
 
-  FailureOr<TileConfigAttr> pickConfig(AttentionOp op) {
-    if (TileConfigAttr config = op.getConfigAttr()) {
-      if (config.isGpu()) {
-        op.emitOpError("tilt-cpu-entry needs a CPU tile_config, got ")
-            << stringifyKernelVariant(config.getVariant());
-        return failure();
-      }
-      return config;
-    }
-    std::optional<KernelVariant> v = symbolizeKernelVariant(variant);
-    if (!v || *v == KernelVariant::gpu_sm80 || *v == KernelVariant::gpu_sm90a) {
-      op.emitOpError("tilt-cpu-entry: variant must be cpu_avx2, cpu_avx512 "
-                     "or cpu_amx, got '")
-          << variant << "'";
+  /// The configuration tilt-pin-tile-config pinned; this pass only reads it.
+  FailureOr<TileConfigAttr> pinnedConfig(AttentionOp op) {
+    TileConfigAttr config = op.getConfigAttr();
+    if (!config) {
+      op.emitOpError("has no tile_config; run tilt-pin-tile-config first");
       return failure();
     }
-    TileConfigAttr config = getDefaultCpuConfig(op.getContext(), *v);
-    if (blockM || blockN) {
-      auto emitError = [&] { return op.emitOpError(); };
-      int64_t m = blockM ? blockM : config.getBlockM();
-      int64_t n = blockN ? blockN : config.getBlockN();
-      if (failed(TileConfigAttr::verify(emitError, *v, m, n, 0, 0)))
-        return failure();
-      config = TileConfigAttr::get(op.getContext(), *v, m, n, 0, 0);
+    if (config.isGpu()) {
+      op.emitOpError("tilt-cpu-entry needs a CPU tile_config, got ")
+          << stringifyKernelVariant(config.getVariant());
+      return failure();
     }
     return config;
   }
@@ -118,13 +90,9 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
                       [&](Value v) { return isa<BlockArgument>(v); }))
       return op.emitOpError("tilt-cpu-entry expects the op alone in a "
                             "function whose arguments it uses directly");
-    FailureOr<TileConfigAttr> config = pickConfig(op);
+    FailureOr<TileConfigAttr> config = pinnedConfig(op);
     if (failed(config))
       return failure();
-    ::tilt::AttentionSpec spec = op.getSpec();
-    if (config->getVariant() == KernelVariant::cpu_amx &&
-        spec.dtype != ::tilt::DType::BF16)
-      return op.emitOpError("variant cpu_amx needs bf16 inputs");
 
     MLIRContext *ctx = op.getContext();
     SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);

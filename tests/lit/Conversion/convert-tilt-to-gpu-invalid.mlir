@@ -1,4 +1,7 @@
-// RUN: tilt-opt %s -split-input-file -convert-tilt-to-gpu -verify-diagnostics
+// RUN: tilt-opt %s -split-input-file -tilt-pin-tile-config=variant=gpu_sm80 -convert-tilt-to-gpu -verify-diagnostics
+// RUN: not tilt-opt %s -split-input-file -convert-tilt-to-gpu 2>&1 | FileCheck %s --check-prefix=UNPINNED
+
+// UNPINNED: error: 'tilt.attention' op has no tile_config; run tilt-pin-tile-config first
 
 func.func @f32(%q: tensor<1x4x?x64xf32>, %k: tensor<1x4x?x64xf32>, %v: tensor<1x4x?x64xf32>) -> tensor<1x4x?x64xf32> {
   // expected-error @+1 {{dtype f32: the GPU variants take f16 or bf16 (tensor cores)}}

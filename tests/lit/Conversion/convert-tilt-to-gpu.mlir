@@ -1,4 +1,4 @@
-// RUN: tilt-opt %s -split-input-file -convert-tilt-to-gpu -canonicalize | FileCheck %s
+// RUN: tilt-opt %s -split-input-file -tilt-pin-tile-config=variant=gpu_sm80 -convert-tilt-to-gpu -canonicalize | FileCheck %s
 
 // ALiBi, causal, bf16, default sm_80 config at D = 128 (128 x 32, 8 warps,
 // 3 stages):

@@ -1,9 +1,9 @@
-// RUN: tilt-opt %s -split-input-file --tilt-cpu-entry | FileCheck %s
-// RUN: tilt-opt %s -split-input-file --tilt-cpu-entry="kernel-name=k variant=cpu_avx2 block-m=32 block-n=128" | FileCheck %s --check-prefix=OPTS
+// RUN: tilt-opt %s -split-input-file --tilt-pin-tile-config=variant=cpu_avx512 --tilt-cpu-entry | FileCheck %s
+// RUN: tilt-opt %s -split-input-file --tilt-pin-tile-config="variant=cpu_avx2 block-m=32 block-n=128" --tilt-cpu-entry="kernel-name=k" | FileCheck %s --check-prefix=OPTS
 
 // The spec function becomes the kernel ABI of KernelABI.h: q, k, v, o, lse,
 // the optional operands, then the work range; the op switches to its memref
-// form with the default tile configuration.
+// form with the tile configuration tilt-pin-tile-config pinned.
 
 // CHECK-LABEL: func.func @tilt_kernel(
 // CHECK-SAME: %[[Q:.*]]: memref<?x8x?x64xf32>, %[[K:.*]]: memref<?x2x?x64xf32>, %[[V:.*]]: memref<?x2x?x64xf32>,

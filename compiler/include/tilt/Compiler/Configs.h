@@ -35,6 +35,15 @@ TileConfigAttr getDefaultGpuConfig(MLIRContext *ctx, KernelVariant variant,
 int64_t gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
                              TileConfigAttr config);
 
+/// The one chooser of an op's #tilt.tile_config (the tilt-pin-tile-config
+/// pass and the JIT compiler both call it): `requested` names the variant;
+/// its zero block sizes, warps and stages come from the tile policy. The
+/// result is checked against the op's spec and set on the op; errors go to
+/// `emitError`.
+FailureOr<TileConfigAttr>
+pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
+              function_ref<InFlightDiagnostic()> emitError);
+
 /// "" when `config` (a GPU variant) can compile `spec`, else one line.
 std::string checkGpuConfig(const ::tilt::AttentionSpec &spec,
                            TileConfigAttr config);

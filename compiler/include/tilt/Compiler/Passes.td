@@ -5,6 +5,44 @@
 
 include "mlir/Pass/PassBase.td"
 
+def TiltPinTileConfig : Pass<"tilt-pin-tile-config", "mlir::ModuleOp"> {
+  let summary = "Pin the tile configuration (#tilt.tile_config) on every spec op";
+  let description = [{
+    The one place a `#tilt.tile_config` is chosen. For each tensor-form
+    `tilt.attention` without one, it takes `variant` and the given block
+    sizes, warps and stages, fills the rest from the tile policy
+    (runtime/core/include/tilt/TilePolicy.h: the CPU defaults per variant,
+    the GPU defaults per variant and head dim), checks the result against
+    the spec (power-of-two blocks, cpu_amx only for bf16, the GPU variants'
+    shared-memory and shape limits) and sets it. An op that already carries
+    a configuration keeps it. The lowerings that follow only read the
+    attribute; the JIT compiler pins through the same function
+    (`mlir::tilt::pinTileConfig`), with its tuned or requested values.
+
+    Example:
+
+    ```mlir
+    %o = tilt.attention q(%q : ...) k(%k : ...) v(%v : ...) -> ...
+    // with variant=cpu_avx2 block-n=128 becomes
+    %o = tilt.attention ... {config = #tilt.tile_config<variant = cpu_avx2,
+                                       block_m = 32, block_n = 128>} -> ...
+    ```
+  }];
+  let options = [
+    Option<"variant", "variant", "std::string", "\"\"",
+           "kernel variant for ops without a tile_config: cpu_avx2, "
+           "cpu_avx512, cpu_amx, gpu_sm80 or gpu_sm90a">,
+    Option<"blockM", "block-m", "int64_t", "0",
+           "query block (0: the policy's default)">,
+    Option<"blockN", "block-n", "int64_t", "0",
+           "key/value block (0: the policy's default)">,
+    Option<"numWarps", "num-warps", "int64_t", "0",
+           "GPU warps (0: the policy's default)">,
+    Option<"numStages", "num-stages", "int64_t", "0",
+           "GPU K/V pipeline depth (0: the policy's default)">,
+  ];
+}
+
 def TiltCpuEntry : Pass<"tilt-cpu-entry", "mlir::ModuleOp"> {
   let summary = "Turn a spec function on tensors into a CPU kernel entry point";
   let description = [{
@@ -13,9 +51,8 @@ def TiltCpuEntry : Pass<"tilt-cpu-entry", "mlir::ModuleOp"> {
     memref arguments `q, k, v, o, lse`, then the optional `slopes`, key
     padding mask (i8) and `cu_seqlens`, then the work range
     `%item_begin, %item_end : index`. The body becomes one memref-form
-    `tilt.attention ... items(%item_begin, %item_end)` carrying a tile
-    configuration: the op's own, else the one given by the options, else the
-    default for `variant`. The function is renamed to `kernel-name` and marked
+    `tilt.attention ... items(%item_begin, %item_end)` carrying the op's
+    tile configuration, which `tilt-pin-tile-config` put there. The function is renamed to `kernel-name` and marked
     `llvm.emit_c_interface`.
 
     Example:
@@ -30,13 +67,6 @@ def TiltCpuEntry : Pass<"tilt-cpu-entry", "mlir::ModuleOp"> {
   let options = [
     Option<"kernelName", "kernel-name", "std::string", "\"tilt_kernel\"",
            "name of the entry function">,
-    Option<"variant", "variant", "std::string", "\"cpu_avx512\"",
-           "kernel variant when the op has no tile_config: cpu_avx2, "
-           "cpu_avx512 or cpu_amx">,
-    Option<"blockM", "block-m", "int64_t", "0",
-           "query block (0: the variant's default)">,
-    Option<"blockN", "block-n", "int64_t", "0",
-           "key/value block (0: the variant's default)">,
   ];
   let dependentDialects = ["mlir::memref::MemRefDialect",
                            "mlir::func::FuncDialect"];
@@ -78,8 +108,8 @@ def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
     `gpu.module @tilt_kernels` holding the kernel `tilt_attention` with the
     CUDA parameter ABI of runtime/include/tilt/KernelABI.h (the memref
     arguments of the CPU ABI, no work range: the grid is
-    (query blocks, heads, batch)). The tile configuration comes from the op,
-    else from the options, else the variant's default.
+    (query blocks, heads, batch)). The tile configuration is the op's, as
+    `tilt-pin-tile-config` pinned it.
 
     `gpu_sm80`: one CTA per query block of `block_m` rows, 16 rows per warp;
     the Q block is staged once (`nvgpu.device_async_copy`) and read as
@@ -104,16 +134,6 @@ def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
     The kernel carries `tilt.config`, `tilt.smem` (dynamic shared memory
     bytes) and `tilt.spec` attributes for the target and the runtime.
   }];
-  let options = [
-    Option<"variant", "variant", "std::string", "\"gpu_sm80\"",
-           "kernel variant when the op has no tile_config: gpu_sm80 or "
-           "gpu_sm90a">,
-    Option<"blockM", "block-m", "int64_t", "0", "query block (0: default)">,
-    Option<"blockN", "block-n", "int64_t", "0", "key block (0: default)">,
-    Option<"numWarps", "num-warps", "int64_t", "0", "warps (0: default)">,
-    Option<"numStages", "num-stages", "int64_t", "0",
-           "K/V pipeline depth (0: default)">,
-  ];
   let dependentDialects = ["mlir::arith::ArithDialect",
                            "mlir::gpu::GPUDialect",
                            "mlir::LLVM::LLVMDialect",

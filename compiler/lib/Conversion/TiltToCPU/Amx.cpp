@@ -19,7 +19,65 @@
 using namespace mlir;
 using namespace mlir::tilt;
 
-void CpuEmitter::stageQueryAmx() {
+namespace {
+
+/// cpu_amx (bf16): S = Q K^T and P V on tiles, the softmax row-wise.
+class AmxEmitter final : public CpuEmitter {
+public:
+  AmxEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+      : CpuEmitter(op, b, /*vl=*/16) {}
+
+private:
+  LogicalResult allocateScratch() override;
+  void beginItem() override;
+  void stageQuery() override;
+  void keyLoop(Value kBegin, Value kEnd) override;
+
+  void stageKeys(Value kb, Value nk, Value buf);
+  void tileMatmul(Value rowsM, int64_t colsN, int64_t depth, Value aMem,
+                  Value aBuf, Value bMem, Value bBuf, Value cMem, Value cBuf);
+  void softmaxBlock(Value kb, Value nk, Value buf);
+  void softmaxRow(Value i, Value kb, Value nk, bool masked, Value buf);
+  void accumulate(Value buf);
+  /// Combines all lanes of `v` with butterfly shuffles; every lane of the
+  /// result holds the total (no scalar extraction, no ordering rules).
+  Value allReduce(Value v, function_ref<Value(Value, Value)> combine);
+  SmallVector<Value> transpose16(SmallVector<Value> rows);
+
+  // Q rows [BM][D]; double-buffered ([2][...]) K^T and V in VNNI pairs
+  // ([D/2][2BN], [BN/2][2D]), scores [BM][BN] f32, P [BM][BN] bf16 and
+  // alpha [BM]; P.V [BM][D] f32.
+  Value qs16, kvnni, vvnni, sMat, pMat, oBlock, alphas;
+  Value liveRows; // rows rounded up to the 32-row tile pairs
+};
+
+} // namespace
+
+std::unique_ptr<CpuEmitter> mlir::tilt::makeAmxEmitter(AttentionOp op,
+                                                       ImplicitLocOpBuilder &b) {
+  return std::make_unique<AmxEmitter>(op, b);
+}
+
+LogicalResult AmxEmitter::allocateScratch() {
+  if (!elt.isBF16() || d % 32 != 0 || bn % 32 != 0 || bm % 32 != 0)
+    return op.emitOpError("cpu_amx needs bf16 inputs and a head dim, "
+                          "block_m and block_n that are multiples of 32");
+  qs16 = scratch({bm, d}, elt);
+  kvnni = scratch({2, d / 2, 2 * bn}, elt);
+  vvnni = scratch({2, bn / 2, 2 * d}, elt);
+  sMat = scratch({2, bm, bn}, f32);
+  pMat = scratch({2, bm, bn}, elt);
+  alphas = scratch({2, bm}, f32);
+  oBlock = scratch({bm, d}, f32);
+  return success();
+}
+
+void AmxEmitter::beginItem() {
+  liveRows = minI(idx(bm),
+                  mul(arith::CeilDivSIOp::create(b, rows, idx(32)), idx(32)));
+}
+
+void AmxEmitter::stageQuery() {
   // Qs = the block's q rows as they are (bf16), zero past the sequence; the
   // scale is applied to the f32 scores instead, so Q is never re-rounded.
   VectorType v32 = VectorType::get({32}, elt);
@@ -36,7 +94,7 @@ void CpuEmitter::stageQueryAmx() {
   });
 }
 
-Value CpuEmitter::allReduce(Value v,
+Value AmxEmitter::allReduce(Value v,
                             function_ref<Value(Value, Value)> combine) {
   for (int64_t w = vl / 2; w >= 1; w /= 2) {
     SmallVector<int64_t> mask;
@@ -47,7 +105,7 @@ Value CpuEmitter::allReduce(Value v,
   return v;
 }
 
-SmallVector<Value> CpuEmitter::transpose16(SmallVector<Value> a) {
+SmallVector<Value> AmxEmitter::transpose16(SmallVector<Value> a) {
   // 16x16 transpose of 32-bit lanes in four butterfly stages: the stage for
   // bit k swaps the (row bit k = 0, column bit k = 1) elements with the
   // (1, 0) ones; after all four every element (i, p) sits at (p, i).
@@ -69,7 +127,7 @@ SmallVector<Value> CpuEmitter::transpose16(SmallVector<Value> a) {
   return a;
 }
 
-void CpuEmitter::stageKeysAmx(Value kb, Value nk, Value buf) {
+void AmxEmitter::stageKeys(Value kb, Value nk, Value buf) {
   // Tile B operands hold pairs of bf16 along the reduction (VNNI):
   //   Kv[p][2n + t] = K[kb + n][2p + t]   (K^T for S = Q K^T)
   //   Vv[p][2c + t] = V[kb + 2p + t][c]   (V for P V)
@@ -127,7 +185,7 @@ void CpuEmitter::stageKeysAmx(Value kb, Value nk, Value buf) {
   });
 }
 
-void CpuEmitter::tileMatmul(Value rowsM, int64_t colsN, int64_t depth,
+void AmxEmitter::tileMatmul(Value rowsM, int64_t colsN, int64_t depth,
                             Value aMem, Value aBuf, Value bMem, Value bBuf,
                             Value cMem, Value cBuf) {
   // C[M][N] = A[M][K] B[K][N] in 2x2 blocks of 16x16 f32 tiles: four
@@ -168,7 +226,7 @@ void CpuEmitter::tileMatmul(Value rowsM, int64_t colsN, int64_t depth,
   });
 }
 
-void CpuEmitter::emitKeyLoopAmx(Value kBegin, Value kEnd) {
+void AmxEmitter::keyLoop(Value kBegin, Value kEnd) {
   // Data moves between the tile unit and the vector unit through memory, and
   // a load of lines that the other unit has just stored waits for those
   // stores to drain. So the blocks are software-pipelined, every buffer
@@ -187,7 +245,7 @@ void CpuEmitter::emitKeyLoopAmx(Value kBegin, Value kEnd) {
   auto ifBlock = [&](Value c, function_ref<void()> body) {
     ifThen(arith::CmpIOp::create(b, arith::CmpIPredicate::slt, c, n), body);
   };
-  auto pack = [&](Value c) { stageKeysAmx(start(c), keys(c), parity(c)); };
+  auto pack = [&](Value c) { stageKeys(start(c), keys(c), parity(c)); };
   auto scores = [&](Value c) {
     tileMatmul(liveRows, bn, d, qs16, Value(), kvnni, parity(c), sMat,
                parity(c));
@@ -197,14 +255,14 @@ void CpuEmitter::emitKeyLoopAmx(Value kBegin, Value kEnd) {
   ifBlock(idx(0), [&] { scores(idx(0)); });
   forLoop(idx(0), n, idx(1), [&](Value c) {
     Value next = add(c, idx(1)), after = add(c, idx(2));
-    softmaxBlockAmx(start(c), keys(c), parity(c));
+    softmaxBlock(start(c), keys(c), parity(c));
     ifBlock(next, [&] { scores(next); });
-    accumulateAmx(parity(c));
+    accumulate(parity(c));
     ifBlock(after, [&] { pack(after); });
   });
 }
 
-void CpuEmitter::accumulateAmx(Value buf) {
+void AmxEmitter::accumulate(Value buf) {
   // Acc = Acc * alpha + P V for the block in buffer `buf`.
   tileMatmul(liveRows, d, bn, pMat, buf, vvnni, buf, oBlock, Value());
   forLoop(idx(0), liveRows, idx(1), [&](Value i) {
@@ -219,7 +277,7 @@ void CpuEmitter::accumulateAmx(Value buf) {
   });
 }
 
-void CpuEmitter::softmaxBlockAmx(Value kb, Value nk, Value buf) {
+void AmxEmitter::softmaxBlock(Value kb, Value nk, Value buf) {
   // Most blocks are fully visible; they skip every mask.
   Value needsMask =
       arith::CmpIOp::create(b, arith::CmpIPredicate::slt, nk, idx(bn));
@@ -238,19 +296,19 @@ void CpuEmitter::softmaxBlockAmx(Value kb, Value nk, Value buf) {
       b, needsMask,
       [&](OpBuilder &, Location) {
         forLoop(idx(0), liveRows, idx(1), [&](Value i) {
-          softmaxRowAmx(i, kb, nk, /*masked=*/true, buf);
+          softmaxRow(i, kb, nk, /*masked=*/true, buf);
         });
         scf::YieldOp::create(b);
       },
       [&](OpBuilder &, Location) {
         forLoop(idx(0), liveRows, idx(1), [&](Value i) {
-          softmaxRowAmx(i, kb, nk, /*masked=*/false, buf);
+          softmaxRow(i, kb, nk, /*masked=*/false, buf);
         });
         scf::YieldOp::create(b);
       });
 }
 
-void CpuEmitter::softmaxRowAmx(Value i, Value kb, Value nk, bool masked,
+void AmxEmitter::softmaxRow(Value i, Value kb, Value nk, bool masked,
                                Value buf) {
   // One query row across the block's keys: scores scaled here (Q stayed
   // bf16), bias, masks, then the online softmax with horizontal reductions.

@@ -65,25 +65,8 @@ LogicalResult CpuEmitter::emit() {
     return op.emitOpError("head dim and block_m must be multiples of the "
                           "vector length ")
            << vl;
-  if (amx) {
-    if (!elt.isBF16() || d % 32 != 0 || bn % 32 != 0 || bm % 32 != 0)
-      return op.emitOpError("cpu_amx needs bf16 inputs and a head dim, "
-                            "block_m and block_n that are multiples of 32");
-    qs16 = scratch({bm, d}, elt);
-    kvnni = scratch({2, d / 2, 2 * bn}, elt);
-    vvnni = scratch({2, bn / 2, 2 * d}, elt);
-    sMat = scratch({2, bm, bn}, f32);
-    pMat = scratch({2, bm, bn}, elt);
-    alphas = scratch({2, bm}, f32);
-    oBlock = scratch({bm, d}, f32);
-  } else {
-    qt = scratch({d, bm}, f32);
-    if (!elt.isF32()) {
-      ks = scratch({bn, d}, f32);
-      vs = scratch({bn, d}, f32);
-    }
-    st = scratch({bn, bm}, f32);
-  }
+  if (failed(allocateScratch()))
+    return failure();
   acc = scratch({bm, d}, f32);
   mRow = scratch({bm}, f32);
   lRow = scratch({bm}, f32);
@@ -149,9 +132,7 @@ void CpuEmitter::emitItem(Value item) {
     Value kBegin = idx(0), kEnd = sk;
     firstPos = add(rowStart, shift);
     lastPos = add(firstPos, sub(rows, idx(1)));
-    if (amx)
-      liveRows = minI(
-          idx(bm), mul(arith::CeilDivSIOp::create(b, rows, idx(32)), idx(32)));
+    beginItem();
     if (spec.causal)
       kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
     if (spec.window)
@@ -164,18 +145,10 @@ void CpuEmitter::emitItem(Value item) {
       for (int64_t c = 0; c < d; c += vl)
         vector::StoreOp::create(b, splat(0.0), acc, ValueRange{i, idx(c)});
     });
-    if (amx)
-      stageQueryAmx();
-    else
-      stageQuery();
+    stageQuery();
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       stagePositions();
-    if (amx)
-      emitKeyLoopAmx(kBegin, kEnd);
-    else
-      forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
-        emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
-      });
+    keyLoop(kBegin, kEnd);
     finalize();
     if (pos)
       memref::DeallocOp::create(b, pos);
@@ -269,4 +242,19 @@ void CpuEmitter::finalize() {
                                    : SmallVector<Value>{batch, head, row};
     memref::StoreOp::create(b, value, lse, index);
   });
+}
+
+std::unique_ptr<CpuEmitter> mlir::tilt::makeCpuEmitter(AttentionOp op,
+                                                       ImplicitLocOpBuilder &b) {
+  switch (op.getConfigAttr().getVariant()) {
+  case KernelVariant::cpu_avx2:
+  case KernelVariant::cpu_avx512:
+    return makeVectorEmitter(op, b);
+  case KernelVariant::cpu_amx:
+    return makeAmxEmitter(op, b);
+  case KernelVariant::gpu_sm80:
+  case KernelVariant::gpu_sm90a:
+    break;
+  }
+  return nullptr;
 }

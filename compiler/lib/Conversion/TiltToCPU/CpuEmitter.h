@@ -22,18 +22,27 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
+#include <memory>
+
 namespace mlir::tilt {
 
 /// Emits one work item's loop nest for a CPU tile configuration. The
-/// phases every variant shares live in CpuEmitter.cpp; the vector path
-/// (cpu_avx2, cpu_avx512) in Vector.cpp; the AMX path (cpu_amx) in Amx.cpp.
-class CpuEmitter : ArithBuilder {
+/// phases every variant shares live in CpuEmitter.cpp; a variant's matrix
+/// path is a subclass in a file of its own that fills three hooks:
+/// VectorEmitter (cpu_avx2, cpu_avx512) in Vector.cpp, AmxEmitter (cpu_amx)
+/// in Amx.cpp. makeCpuEmitter() is the registration: a new variant is one
+/// file plus one case there.
+class CpuEmitter : protected ArithBuilder {
 public:
-  CpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+  virtual ~CpuEmitter() = default;
+
+  LogicalResult emit();
+
+protected:
+  /// `vl`: the f32 lanes of the variant's vectors.
+  CpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b, int64_t vl)
       : ArithBuilder(b), op(op), spec(op.getSpec()),
-        config(op.getConfigAttr()) {
-    vl = config.getVariant() == KernelVariant::cpu_avx2 ? 8 : 16;
-    amx = config.getVariant() == KernelVariant::cpu_amx;
+        config(op.getConfigAttr()), vl(vl) {
     bm = config.getBlockM();
     bn = config.getBlockN();
     d = spec.headDim;
@@ -42,9 +51,18 @@ public:
     elt = cast<MemRefType>(op.getQ().getType()).getElementType();
   }
 
-  LogicalResult emit();
+  // --- hooks: the variant's matrix path --------------------------------------
+  /// Checks what the variant needs of the spec and config, and allocates its
+  /// scratch (once per call, before the shared scratch).
+  virtual LogicalResult allocateScratch() = 0;
+  /// Called once the item's rows are known, before its running state is set.
+  virtual void beginItem() {}
+  /// Stages the item's query block.
+  virtual void stageQuery() = 0;
+  /// Streams the keys [kBegin, kEnd) through scores, softmax and P.V into
+  /// Acc, mRow and lRow.
+  virtual void keyLoop(Value kBegin, Value kEnd) = 0;
 
-private:
   // --- small builders -------------------------------------------------------
   Value splat(double v) {
     return arith::ConstantOp::create(
@@ -149,32 +167,11 @@ private:
     return {batch, kvHead, row, col};
   }
 
-  // --- phases ---------------------------------------------------------------
+  // --- phases every variant shares -----------------------------------------
   void emitItem(Value item);
   Value slopeLog2();
-  void stageQuery();
   void stagePositions();
-  void emitKeyBlock(Value kb, Value nk);
-  void stageKeys(Value kb, Value nk);
-  void scoreTile(Value kb, Value j0, int64_t keys, int64_t c0, int64_t cols);
-  void softmaxColumn(Value c, Value kb, Value nk);
-  void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
-              Value nk);
   void finalize();
-
-  // The AMX variant (bf16): S = Q K^T and P V on tiles, softmax row-wise.
-  void stageQueryAmx();
-  void emitKeyLoopAmx(Value kBegin, Value kEnd);
-  void stageKeysAmx(Value kb, Value nk, Value buf);
-  void tileMatmul(Value rowsM, int64_t colsN, int64_t depth, Value aMem,
-                  Value aBuf, Value bMem, Value bBuf, Value cMem, Value cBuf);
-  void softmaxBlockAmx(Value kb, Value nk, Value buf);
-  void softmaxRowAmx(Value i, Value kb, Value nk, bool masked, Value buf);
-  void accumulateAmx(Value buf);
-  /// Combines all lanes of `v` with butterfly shuffles; every lane of the
-  /// result holds the total (no scalar extraction, no ordering rules).
-  Value allReduce(Value v, function_ref<Value(Value, Value)> combine);
-  SmallVector<Value> transpose16(SmallVector<Value> rows);
 
   /// Runs `tile(first, count)` over [0, total) in groups of `group`: a loop
   /// over the full groups and one more call for the remainder.
@@ -185,23 +182,27 @@ private:
   ::tilt::AttentionSpec spec;
   TileConfigAttr config;
   int64_t vl, bm, bn, d;
-  bool amx;
   Type f32, elt;
   VectorType vecF32;
 
-  // Scratch, allocated once per call: Qt [D][BM], staged K/V [BN][D] (16-bit
-  // inputs only), St/Pt [BN][BM], Acc [BM][D], per-row state [BM].
-  Value qt, ks, vs, st, acc, mRow, lRow, alphaRow, posRef;
-  // AMX scratch: Q rows [BM][D]; double-buffered ([2][...]) K^T and V in
-  // VNNI pairs ([D/2][2BN], [BN/2][2D]), scores [BM][BN] f32, P [BM][BN]
-  // bf16 and alpha [BM]; P.V [BM][D] f32.
-  Value qs16, kvnni, vvnni, sMat, pMat, oBlock, alphas;
+  // Shared scratch, allocated once per call: Acc [BM][D], per-row state
+  // [BM], the positions of the block's rows [BM].
+  Value acc, mRow, lRow, alphaRow, posRef;
   // Per work item.
   Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
   Value firstPos, lastPos; // i' of the block's first and last rows
-  Value liveRows;          // AMX: rows rounded up to the 32-row tile pairs
   Value slope2, pos;
 };
+
+/// The register-tiled vector path (Vector.cpp): cpu_avx2, cpu_avx512.
+std::unique_ptr<CpuEmitter> makeVectorEmitter(AttentionOp op,
+                                              ImplicitLocOpBuilder &b);
+/// The AMX tile path (Amx.cpp): cpu_amx.
+std::unique_ptr<CpuEmitter> makeAmxEmitter(AttentionOp op,
+                                           ImplicitLocOpBuilder &b);
+/// The emitter of the op's tile_config variant (a CPU one).
+std::unique_ptr<CpuEmitter> makeCpuEmitter(AttentionOp op,
+                                           ImplicitLocOpBuilder &b);
 
 } // namespace mlir::tilt
 

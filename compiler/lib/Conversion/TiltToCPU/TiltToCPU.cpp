@@ -55,8 +55,8 @@ struct ConvertTiltToCPU
         return signalPassFailure();
       }
       ImplicitLocOpBuilder b(op.getLoc(), op);
-      CpuEmitter emitter(op, b);
-      if (failed(emitter.emit()))
+      std::unique_ptr<CpuEmitter> emitter = makeCpuEmitter(op, b);
+      if (failed(emitter->emit()))
         return signalPassFailure();
       op.erase();
     }

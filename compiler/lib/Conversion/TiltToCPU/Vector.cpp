@@ -25,9 +25,56 @@ int64_t accumulatorBudget(KernelVariant v) {
   return v == KernelVariant::cpu_avx2 ? 12 : 24;
 }
 
+/// cpu_avx2 (8 lanes) and cpu_avx512 (16 lanes): Qt staged once per item,
+/// St = K . Qt register-tiled, a column-wise softmax, Acc += Pt^T . V.
+class VectorEmitter final : public CpuEmitter {
+public:
+  VectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+      : CpuEmitter(op, b,
+                   op.getConfigAttr().getVariant() == KernelVariant::cpu_avx2
+                       ? 8
+                       : 16) {}
+
+private:
+  LogicalResult allocateScratch() override;
+  void stageQuery() override;
+  void keyLoop(Value kBegin, Value kEnd) override;
+
+  void emitKeyBlock(Value kb, Value nk);
+  void stageKeys(Value kb, Value nk);
+  void scoreTile(Value kb, Value j0, int64_t keys, int64_t c0, int64_t cols);
+  void softmaxColumn(Value c, Value kb, Value nk);
+  void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
+              Value nk);
+
+  // Qt [D][BM], staged K/V [BN][D] (16-bit inputs only), St/Pt [BN][BM].
+  Value qt, ks, vs, st;
+};
+
 } // namespace
 
-void CpuEmitter::stageQuery() {
+std::unique_ptr<CpuEmitter> mlir::tilt::makeVectorEmitter(
+    AttentionOp op, ImplicitLocOpBuilder &b) {
+  return std::make_unique<VectorEmitter>(op, b);
+}
+
+LogicalResult VectorEmitter::allocateScratch() {
+  qt = scratch({d, bm}, f32);
+  if (!elt.isF32()) {
+    ks = scratch({bn, d}, f32);
+    vs = scratch({bn, d}, f32);
+  }
+  st = scratch({bn, bm}, f32);
+  return success();
+}
+
+void VectorEmitter::keyLoop(Value kBegin, Value kEnd) {
+  forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
+    emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
+  });
+}
+
+void VectorEmitter::stageQuery() {
   // Qt[k][i] = q[i][k] * scale * log2(e); rows past the sequence are zero.
   // Once per item, so scalar moves are cheap enough.
   Value scale = f32c(spec.effectiveScale() * kLog2E);
@@ -43,7 +90,7 @@ void CpuEmitter::stageQuery() {
   });
 }
 
-void CpuEmitter::emitKeyBlock(Value kb, Value nk) {
+void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
   // nk: keys of this block inside the visible range (the last may be short).
   if (ks)
     stageKeys(kb, nk);
@@ -65,7 +112,7 @@ void CpuEmitter::emitKeyBlock(Value kb, Value nk) {
   }
 }
 
-void CpuEmitter::stageKeys(Value kb, Value nk) {
+void VectorEmitter::stageKeys(Value kb, Value nk) {
   // 16-bit inputs: widen the block's K and V rows to f32 once, so the
   // micro-kernels broadcast and load plain f32.
   VectorType vecElt = VectorType::get({vl}, elt);
@@ -82,7 +129,7 @@ void CpuEmitter::stageKeys(Value kb, Value nk) {
   });
 }
 
-void CpuEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
+void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
                            int64_t cols) {
   // St[j0 + r, (c0 + c) * vl ...] = sum_k K[kb + j0 + r, k] * Qt[k, ...].
   // Keys past the sequence read its last row instead (their scores are
@@ -118,7 +165,7 @@ void CpuEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
                               ValueRange{add(j0, idx(r)), idx((c0 + c) * vl)});
 }
 
-void CpuEmitter::softmaxColumn(Value c, Value kb, Value nk) {
+void VectorEmitter::softmaxColumn(Value c, Value kb, Value nk) {
   // The online softmax for the vl query rows c * vl ...: every reduction
   // over keys is an element-wise max or add across the block's rows of St.
   Value i0 = mul(c, idx(vl));
@@ -189,7 +236,7 @@ void CpuEmitter::softmaxColumn(Value c, Value kb, Value nk) {
   vector::StoreOp::create(b, alpha, alphaRow, ValueRange{i0});
 }
 
-void CpuEmitter::pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols,
+void VectorEmitter::pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols,
                         Value kb, Value nk) {
   // Acc[r, c] = Acc[r, c] * alpha[r] + sum_j Pt[j, r] * V[j, c]. The P
   // broadcasts come first, then each V vector is loaded once and used by

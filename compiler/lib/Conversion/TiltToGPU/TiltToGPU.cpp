@@ -47,11 +47,11 @@
 
 #include "GpuEmitter.h"
 #include "tilt/Compiler/Configs.h"
-#include "tilt/TilePolicy.h"
 #include "tilt/Compiler/Log2Units.h"
 #include "tilt/Compiler/Passes.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/KernelABI.h"
+#include "tilt/TilePolicy.h"
 #include "tilt/Slopes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -75,13 +75,6 @@ namespace mlir::tilt {
 
 using namespace mlir;
 using namespace mlir::tilt;
-
-TileConfigAttr mlir::tilt::getDefaultGpuConfig(MLIRContext *ctx,
-                                               KernelVariant variant,
-                                               int64_t headDim) {
-  return toTileConfigAttr(
-      ctx, ::tilt::defaultGpuConfig(toCore(variant), headDim));
-}
 
 int64_t mlir::tilt::gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
                                          TileConfigAttr config) {
@@ -124,36 +117,20 @@ struct ConvertTiltToGPU
       signalPassFailure();
   }
 
-  FailureOr<TileConfigAttr> pickConfig(AttentionOp op) {
-    const ::tilt::AttentionSpec spec = op.getSpec();
+  /// The configuration tilt-pin-tile-config pinned, checked against the
+  /// spec; this pass chooses nothing.
+  FailureOr<TileConfigAttr> pinnedConfig(AttentionOp op) {
     TileConfigAttr config = op.getConfigAttr();
-    if (config && !config.isGpu()) {
+    if (!config) {
+      op.emitOpError("has no tile_config; run tilt-pin-tile-config first");
+      return failure();
+    }
+    if (!config.isGpu()) {
       op.emitOpError("convert-tilt-to-gpu needs a GPU tile_config, got ")
           << stringifyKernelVariant(config.getVariant());
       return failure();
     }
-    if (!config) {
-      std::optional<KernelVariant> v = symbolizeKernelVariant(variant);
-      if (!v || (*v != KernelVariant::gpu_sm80 &&
-                 *v != KernelVariant::gpu_sm90a)) {
-        op.emitOpError("convert-tilt-to-gpu: variant must be gpu_sm80 or "
-                       "gpu_sm90a, got '")
-            << variant << "'";
-        return failure();
-      }
-      config = getDefaultGpuConfig(op.getContext(), *v, spec.headDim);
-      if (blockM || blockN || numWarps || numStages) {
-        auto emitError = [&] { return op.emitOpError(); };
-        int64_t m = blockM ? blockM : config.getBlockM();
-        int64_t n = blockN ? blockN : config.getBlockN();
-        int64_t w = numWarps ? numWarps : config.getNumWarps();
-        int64_t s = numStages ? numStages : config.getNumStages();
-        if (failed(TileConfigAttr::verify(emitError, *v, m, n, w, s)))
-          return failure();
-        config = TileConfigAttr::get(op.getContext(), *v, m, n, w, s);
-      }
-    }
-    if (std::string err = checkGpuConfig(spec, config); !err.empty()) {
+    if (std::string err = checkGpuConfig(op.getSpec(), config); !err.empty()) {
       op.emitOpError(err);
       return failure();
     }
@@ -168,7 +145,7 @@ struct ConvertTiltToGPU
     if (!func)
       return op.emitOpError("convert-tilt-to-gpu expects the op in a "
                             "func.func");
-    FailureOr<TileConfigAttr> config = pickConfig(op);
+    FailureOr<TileConfigAttr> config = pinnedConfig(op);
     if (failed(config))
       return failure();
     const ::tilt::AttentionSpec spec = op.getSpec();
