@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
 namespace tilt::tools {
 
@@ -300,12 +301,26 @@ std::string finishTileConfig(TileConfig &config) {
   return {};
 }
 
+/// The bundle next to an installed tool (<prefix>/bin/../share/tilt/kernels),
+/// else the one of the build tree the tool was built in.
+static std::string defaultKernelsDir() {
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    std::filesystem::path installed =
+        exe.parent_path().parent_path() / "share" / "tilt" / "kernels";
+    if (std::filesystem::exists(installed / "index", ec))
+      return installed.string();
+  }
+  return TILT_DEFAULT_KERNELS_DIR;
+}
+
 void addKernelsDirOption(std::vector<Option> &options, std::string &dir) {
   const char *env = std::getenv("TILT_KERNELS_DIR");
-  dir = env ? env : TILT_DEFAULT_KERNELS_DIR;
+  dir = env && *env ? env : defaultKernelsDir();
   options.push_back({"kernels-dir", "DIR|none",
                      "tuned kernel bundle (default: $TILT_KERNELS_DIR, else "
-                     "this build's)",
+                     "the installed one, else this build's)",
                      [&dir](std::string_view v) {
                        dir = v == "none" ? std::string() : std::string(v);
                        return std::string();

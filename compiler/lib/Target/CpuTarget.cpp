@@ -3,6 +3,7 @@
 #include "tilt/Compiler/CpuTarget.h"
 #include "tilt/KernelABI.h"
 
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"

@@ -5,11 +5,12 @@
 
 #include "tilt/CpuIsa.h"
 
-#include "mlir/IR/BuiltinOps.h"
-
 #include <optional>
-
 #include <string>
+
+namespace mlir {
+class ModuleOp;
+} // namespace mlir
 
 namespace tilt {
 
