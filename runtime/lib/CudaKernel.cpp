@@ -255,7 +255,14 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
         return err;
     if (bytes != tmaUploaded) {
       // A synchronous copy from pageable memory first waits for the default
-      // stream, so no earlier launch still reads the maps it replaces.
+      // stream, so no earlier launch still reads the maps it replaces; a
+      // caller's stream may not synchronize with it, so it is waited for.
+      if (args.cudaStream)
+        if (err = d->check(d->cuStreamSynchronize(
+                               static_cast<CUstream>(args.cudaStream)),
+                           "cuStreamSynchronize");
+            !err.empty())
+          return err;
       if (err = tmaBuffer.upload(bytes.data(), bytes.size()); !err.empty()) {
         tmaUploaded.clear();
         return err;
@@ -272,7 +279,8 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
   return d->check(d->cuLaunchKernel(static_cast<CUfunction>(function),
                                     unsigned(gridX), unsigned(spec.heads),
                                     unsigned(batch), unsigned(header.threads),
-                                    1, 1, unsigned(header.smem), nullptr,
+                                    1, 1, unsigned(header.smem),
+                                    static_cast<CUstream>(args.cudaStream),
                                     params.pointers, nullptr),
                   "cuLaunchKernel");
 }

@@ -788,6 +788,11 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                          "at most 65535",
                          cuQ.shape[0] - 1);
     const auto n = size_t(cuQ.shape[0]);
+    // The caller's stream may not order with the copies below (which wait
+    // only for the default stream): the offsets may still be in flight.
+    if (args.cudaStream)
+      if (std::string err = cuda::synchronize(); !err.empty())
+        return err;
     for (auto [name, t, host, dst] :
          {std::tuple{"cu_seqlens_q", &cuQ, &hostCuSeqlensQ, &checked.cuSeqlensQ},
           std::tuple{"cu_seqlens_k", &cuK, &hostCuSeqlensK,

@@ -46,6 +46,9 @@ struct AttentionArgs {
   TensorRef keyPaddingMask; ///< uint8 [B,Sk]
   TensorRef cuSeqlensQ;     ///< int32 [B+1], varlen only
   TensorRef cuSeqlensK;
+  /// Target::CUDA: the stream (a CUstream) the kernel is enqueued on, e.g.
+  /// PyTorch's current stream; null: the default stream. Ignored on the CPU.
+  void *cudaStream = nullptr;
 };
 
 /// Counters since the Runtime was created (or since resetStats()).

@@ -1,0 +1,244 @@
+//===- TiltModule.cpp - tilt._tilt: the runtime for Python tensors --------===//
+//
+// The extension under the `tilt` package (runtime/python/tilt). Tensors
+// arrive through DLPack (nanobind ndarrays), so PyTorch tensors on the CPU
+// or a CUDA device are used in place, never copied. One process-wide Runtime
+// with the JIT compiler serves every call: kernels come from the package's
+// bundle, the disk cache or a compile. The Python layer (tilt/_ops.py)
+// checks arguments and names them; this layer checks again what it relies
+// on, so nothing passed here can crash the process.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tilt/Compiler/Compiler.h"
+#include "tilt/Cuda.h"
+#include "tilt/Runtime.h"
+#include "tilt/Slopes.h"
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <fmt/format.h>
+
+#include <memory>
+#include <mutex>
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro>;
+using OutArray = nb::ndarray<>;
+
+/// The process's runtime, made on first use with the options configure()
+/// set until then.
+struct State {
+  std::mutex mutex;
+  tilt::RuntimeOptions options;
+  std::unique_ptr<tilt::Compiler> compiler;
+  std::unique_ptr<tilt::Runtime> runtime;
+
+  tilt::Runtime &get() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!runtime) {
+      tilt::CompilerOptions copts;
+      // An sm_90 device runs sm_90a cubins of every variant; elsewhere the
+      // variant's own architecture is right (or its PTX is JIT-compiled).
+      tilt::cuda::DeviceInfo device;
+      if (tilt::cuda::probe(device).empty() && device.ccMajor == 9 &&
+          device.ccMinor == 0)
+        copts.cudaArch = "sm_90a";
+      compiler = std::make_unique<tilt::Compiler>(copts);
+      options.compiler = compiler.get();
+      runtime = std::make_unique<tilt::Runtime>(options);
+    }
+    return *runtime;
+  }
+};
+
+State &state() {
+  static State *s = new State; // never destroyed: kernels outlive atexit
+  return *s;
+}
+
+[[noreturn]] void bad(const std::string &msg) { throw nb::value_error(msg.c_str()); }
+
+std::optional<tilt::DType> dtypeOf(const nb::dlpack::dtype &t) {
+  if (t.lanes != 1)
+    return std::nullopt;
+  if (t.code == uint8_t(nb::dlpack::dtype_code::Float) && t.bits == 32)
+    return tilt::DType::F32;
+  if (t.code == uint8_t(nb::dlpack::dtype_code::Float) && t.bits == 16)
+    return tilt::DType::F16;
+  if (t.code == uint8_t(nb::dlpack::dtype_code::Bfloat) && t.bits == 16)
+    return tilt::DType::BF16;
+  return std::nullopt;
+}
+
+/// A TensorRef of `a`, which must be row-major contiguous, of rank 1..4,
+/// with `bits`-bit elements, on the device of the call.
+template <typename A>
+tilt::TensorRef ref(const char *name, const A &a, int bits, int deviceType) {
+  if (a.ndim() < 1 || a.ndim() > 4)
+    bad(fmt::format("{}: rank {} (expected 1 to 4)", name, a.ndim()));
+  if (a.dtype().bits != bits || a.dtype().lanes != 1)
+    bad(fmt::format("{}: {}-bit elements expected, got {}-bit", name, bits,
+                    a.dtype().bits));
+  if (a.device_type() != deviceType)
+    bad(fmt::format("{}: on another device than q", name));
+  int64_t expect = 1;
+  for (size_t i = a.ndim(); i-- > 0;) {
+    if (a.shape(i) != 1 && a.stride(i) != expect)
+      bad(fmt::format("{}: must be contiguous (row-major)", name));
+    expect *= int64_t(a.shape(i));
+  }
+  tilt::TensorRef t;
+  t.data = const_cast<void *>(static_cast<const void *>(a.data()));
+  t.rank = int(a.ndim());
+  for (size_t i = 0; i < a.ndim(); ++i)
+    t.shape[i] = int64_t(a.shape(i));
+  if (!t.data) // zero-size tensors: any non-null pointer, never read
+    t.data = reinterpret_cast<void *>(uintptr_t(64));
+  return t;
+}
+
+std::optional<tilt::BiasKind> parseBias(const std::string &s) {
+  if (s == "alibi")
+    return tilt::BiasKind::Alibi;
+  if (s == "alibi_symmetric")
+    return tilt::BiasKind::AlibiSymmetric;
+  if (s == "alibi_positions")
+    return tilt::BiasKind::AlibiPositions;
+  if (s == "none")
+    return tilt::BiasKind::None;
+  return std::nullopt;
+}
+
+/// Runs one attention into `o` and `lse`; dense ([B, H, S, D]) or, with
+/// cu_seqlens, packed ([total, H, D]).
+void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
+             std::optional<Array> slopes, std::optional<Array> keyPaddingMask,
+             std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
+             bool causal, int64_t window, const std::string &bias,
+             double maxBias, int64_t headOffset, int64_t totalHeads,
+             double scale, uintptr_t stream) {
+  const auto dtype = dtypeOf(q.dtype());
+  if (!dtype)
+    bad("q: dtype must be float32, float16 or bfloat16");
+  for (auto [name, a] : {std::pair{"k", &k}, std::pair{"v", &v}})
+    if (dtypeOf(a->dtype()) != dtype)
+      bad(fmt::format("{}: dtype differs from q's", name));
+  const int dev = q.device_type();
+  if (dev != nb::device::cpu::value && dev != nb::device::cuda::value)
+    bad("q: must be a CPU or CUDA tensor");
+  if (dev == nb::device::cuda::value && q.device_id() != 0)
+    bad("q: Tilt runs on CUDA device 0 of the process (select it with "
+        "CUDA_VISIBLE_DEVICES)");
+  const bool varlen = cuSeqlensQ.has_value();
+  if (varlen != cuSeqlensK.has_value())
+    bad("cu_seqlens_q and cu_seqlens_k go together");
+  const size_t rank = varlen ? 3 : 4;
+  if (q.ndim() != rank || k.ndim() != rank)
+    bad(fmt::format("q, k: rank {} expected", rank));
+
+  tilt::AttentionSpec spec;
+  spec.heads = int64_t(q.shape(1)); // [B, H, S, D] or [total, H, D]
+  spec.kvHeads = int64_t(k.shape(1));
+  spec.headDim = int64_t(q.shape(rank - 1));
+  spec.dtype = *dtype;
+  spec.causal = causal;
+  if (window > 0)
+    spec.window = window;
+  const auto kind = parseBias(bias);
+  if (!kind)
+    bad("bias: must be alibi, alibi_symmetric, alibi_positions or none");
+  spec.bias = *kind;
+  spec.slopes =
+      slopes ? tilt::SlopeSource::Custom : tilt::SlopeSource::Standard;
+  spec.maxBias = maxBias;
+  spec.headOffset = headOffset;
+  spec.totalHeads = totalHeads;
+  if (scale > 0)
+    spec.scale = scale;
+  spec.keyPaddingMask = keyPaddingMask.has_value();
+  spec.varlen = varlen;
+  if (std::string err = spec.validate(); !err.empty())
+    bad(err);
+
+  const int bits = tilt::byteWidth(*dtype) * 8;
+  tilt::AttentionArgs args;
+  args.q = ref("q", q, bits, dev);
+  args.k = ref("k", k, bits, dev);
+  args.v = ref("v", v, bits, dev);
+  args.o = ref("out", o, bits, dev);
+  args.lse = ref("lse", lse, 32, dev);
+  if (slopes)
+    args.slopes = ref("slopes", *slopes, 32, dev);
+  if (keyPaddingMask)
+    args.keyPaddingMask = ref("key_padding_mask", *keyPaddingMask, 8, dev);
+  if (varlen) {
+    args.cuSeqlensQ = ref("cu_seqlens_q", *cuSeqlensQ, 32, dev);
+    args.cuSeqlensK = ref("cu_seqlens_k", *cuSeqlensK, 32, dev);
+  }
+  args.cudaStream = reinterpret_cast<void *>(stream);
+  const tilt::Target target =
+      dev == nb::device::cuda::value ? tilt::Target::CUDA : tilt::Target::CPU;
+  tilt::Runtime &runtime = state().get();
+  std::string err;
+  {
+    nb::gil_scoped_release release;
+    err = runtime.run(spec, args, target);
+  }
+  if (!err.empty())
+    throw nb::value_error(err.c_str());
+}
+
+} // namespace
+
+NB_MODULE(_tilt, m) {
+  m.doc() = "Tilt's runtime and JIT compiler (use the tilt package's API)";
+  m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a,
+        "slopes"_a.none(), "key_padding_mask"_a.none(),
+        "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "causal"_a,
+        "window"_a, "bias"_a, "max_bias"_a, "head_offset"_a, "total_heads"_a,
+        "scale"_a, "stream"_a);
+  m.def(
+      "configure",
+      [](const std::string &kernelsDir, const std::string &cacheDir,
+         int threads) {
+        State &s = state();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (s.runtime)
+          throw nb::value_error("configure: the runtime is already running "
+                                "(configure before the first call)");
+        s.options.kernelsDir = kernelsDir;
+        s.options.cacheDir = cacheDir;
+        s.options.threads = threads;
+      },
+      "kernels_dir"_a, "cache_dir"_a, "threads"_a);
+  m.def(
+      "standard_slopes",
+      [](int64_t totalHeads, double maxBias) {
+        if (totalHeads < 1)
+          throw nb::value_error("heads: must be at least 1");
+        if (!(maxBias > 0))
+          throw nb::value_error("max_bias: must be positive");
+        return tilt::standardSlopes(totalHeads, maxBias);
+      },
+      "heads"_a, "max_bias"_a);
+  m.def("stats", [] {
+    const tilt::RunStats &s = state().get().stats();
+    nb::dict d;
+    d["compiles"] = s.compiles;
+    d["bundle_hits"] = s.bundleHits;
+    d["disk_hits"] = s.diskHits;
+    d["memory_hits"] = s.memoryHits;
+    d["bundle"] = state().get().bundleStatus();
+    d["cache_dir"] = state().get().cacheDir();
+    return d;
+  });
+}

@@ -1,0 +1,310 @@
+"""tilt.attention and friends as torch.library custom ops.
+
+The ops (tilt::attention, tilt::attention_varlen) take only what a schema can
+say (tensors, bools, ints, floats, strings) and always return (o, lse), so
+that torch.compile traces them through their fake implementations without a
+graph break. The public functions check every argument first and raise a
+ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+from . import _tilt
+
+_BIASES = ("alibi", "alibi_symmetric", "alibi_positions", None)
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_BACKWARD = ("tilt.attention: gradients are not available yet (Tilt has no "
+             "backward kernels); call it under torch.no_grad() or on tensors "
+             "that do not require grad")
+_configured = False
+
+
+def configure(*, kernels_dir: Optional[str] = None,
+              cache_dir: Optional[str] = None, threads: int = 0) -> None:
+    """Sets where kernels come from, before the first call.
+
+    kernels_dir: an ahead-of-time kernel bundle (default: $TILT_KERNELS_DIR,
+    else the one shipped in the package); "" for none. cache_dir: the disk
+    cache (default: $TILT_CACHE_DIR, else ~/.cache/tilt). threads: CPU
+    threads (0: every core).
+    """
+    global _configured
+    if kernels_dir is None:
+        kernels_dir = os.environ.get("TILT_KERNELS_DIR") or os.path.join(
+            os.path.dirname(__file__), "kernels")
+        if not os.path.exists(os.path.join(kernels_dir, "index")):
+            kernels_dir = ""
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads: must be an int >= 0, got {threads!r}")
+    _tilt.configure(kernels_dir, cache_dir or "", threads)
+    _configured = True
+
+
+def stats() -> dict:
+    """Counters of the process's runtime: compiles, bundle/disk/memory hits."""
+    _ensure_configured()
+    return _tilt.stats()
+
+
+def _ensure_configured() -> None:
+    if not _configured:
+        configure()
+
+
+def alibi_slopes(heads: int, max_bias: float = 8.0) -> torch.Tensor:
+    """The standard ALiBi slopes of `heads` heads (float32 [heads])."""
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+        raise ValueError(f"heads: must be an int >= 1, got {heads!r}")
+    if not isinstance(max_bias, (int, float)) or not max_bias > 0:
+        raise ValueError(f"max_bias: must be a positive number, got {max_bias!r}")
+    return torch.tensor(_tilt.standard_slopes(heads, float(max_bias)),
+                        dtype=torch.float32)
+
+
+# --- the custom ops -----------------------------------------------------------
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+@torch.library.custom_op("tilt::attention", mutates_args=(), device_types=("cpu", "cuda"))
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  slopes: Optional[torch.Tensor],
+                  key_padding_mask: Optional[torch.Tensor], causal: bool,
+                  window: int, bias: str, max_bias: float, head_offset: int,
+                  total_heads: int, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    _ensure_configured()
+    o = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    _tilt.forward(q, k, v, o, lse, slopes, key_padding_mask, None, None,
+                  causal, window, bias, max_bias, head_offset, total_heads,
+                  scale, _stream(q))
+    return o, lse
+
+
+@_attention_op.register_fake
+def _(q, k, v, slopes, key_padding_mask, causal, window, bias, max_bias,
+      head_offset, total_heads, scale):
+    return (torch.empty_like(q),
+            q.new_empty(q.shape[:3], dtype=torch.float32))
+
+
+@torch.library.custom_op("tilt::attention_varlen", mutates_args=(), device_types=("cpu", "cuda"))
+def _attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+                         slopes: Optional[torch.Tensor], causal: bool,
+                         window: int, bias: str, max_bias: float,
+                         head_offset: int, total_heads: int,
+                         scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    _ensure_configured()
+    o = torch.empty_like(q)
+    lse = torch.empty((q.shape[1], q.shape[0]), dtype=torch.float32,
+                      device=q.device)
+    _tilt.forward(q, k, v, o, lse, slopes, None, cu_seqlens_q, cu_seqlens_k,
+                  causal, window, bias, max_bias, head_offset, total_heads,
+                  scale, _stream(q))
+    return o, lse
+
+
+@_attention_varlen_op.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, causal, window, bias,
+      max_bias, head_offset, total_heads, scale):
+    return (torch.empty_like(q),
+            q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32))
+
+
+def _no_backward(ctx, grad_o, grad_lse):
+    raise NotImplementedError(_BACKWARD)
+
+
+def _no_context(ctx, inputs, output):
+    pass
+
+
+_attention_op.register_autograd(_no_backward, setup_context=_no_context)
+_attention_varlen_op.register_autograd(_no_backward, setup_context=_no_context)
+
+
+# --- argument checks ----------------------------------------------------------
+
+def _check_tensor(name: str, t, rank: int, what: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _DTYPES:
+        raise ValueError(f"{name}: dtype must be float32, float16 or bfloat16, got {t.dtype}")
+    if t.dim() != rank:
+        raise ValueError(f"{name}: must be {what} (rank {rank}), got shape {list(t.shape)}")
+    if t.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"{name}: device must be cpu or cuda, got {t.device}")
+
+
+def _check_same(name: str, t: torch.Tensor, q: torch.Tensor) -> None:
+    if t.dtype != q.dtype:
+        raise ValueError(f"{name}: dtype {t.dtype} differs from q's {q.dtype}")
+    if t.device != q.device:
+        raise ValueError(f"{name}: device {t.device} differs from q's {q.device}")
+
+
+def _check_contiguous(name: str, t: torch.Tensor) -> None:
+    if not t.is_contiguous():
+        raise ValueError(f"{name}: must be contiguous (row-major), got strides "
+                         f"{list(t.stride())} for shape {list(t.shape)}")
+
+
+def _check_options(causal, window, bias, max_bias, head_offset, total_heads,
+                   scale, heads):
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal: must be a bool, got {causal!r}")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+        raise ValueError(f"window: must be None or an int >= 1, got {window!r}")
+    if bias not in _BIASES:
+        raise ValueError(f"bias: must be one of 'alibi', 'alibi_symmetric', "
+                         f"'alibi_positions' or None, got {bias!r}")
+    if not isinstance(max_bias, (int, float)) or isinstance(max_bias, bool) or not max_bias > 0:
+        raise ValueError(f"max_bias: must be a positive number, got {max_bias!r}")
+    if not isinstance(head_offset, int) or isinstance(head_offset, bool) or head_offset < 0:
+        raise ValueError(f"head_offset: must be an int >= 0, got {head_offset!r}")
+    if total_heads is not None and (not isinstance(total_heads, int) or total_heads < heads + head_offset):
+        raise ValueError(f"total_heads: must be None or an int >= head_offset + H "
+                         f"({head_offset + heads}), got {total_heads!r}")
+    if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0):
+        raise ValueError(f"scale: must be None or a positive number, got {scale!r}")
+
+
+def _check_slopes(slopes, q: torch.Tensor, heads: int, batch: Optional[int], bias):
+    if slopes is None:
+        return None
+    if bias is None:
+        raise ValueError("slopes: given with bias=None (slopes need an alibi bias)")
+    if not isinstance(slopes, torch.Tensor):
+        raise ValueError(f"slopes: must be a torch.Tensor, got {type(slopes).__name__}")
+    ok = (slopes.dim() == 1 and slopes.shape[0] == heads) or (
+        batch is not None and slopes.dim() == 2 and tuple(slopes.shape) == (batch, heads))
+    if not ok:
+        want = f"[{heads}]" + (f" or [{batch}, {heads}]" if batch is not None else "")
+        raise ValueError(f"slopes: must be {want}, got shape {list(slopes.shape)}")
+    if slopes.device != q.device:
+        raise ValueError(f"slopes: device {slopes.device} differs from q's {q.device}")
+    if not slopes.is_floating_point():
+        raise ValueError(f"slopes: must be a floating tensor, got {slopes.dtype}")
+    # float32 as the kernels read it; a copy only when it is not already.
+    return slopes.detach().to(torch.float32).contiguous()
+
+
+def _bias_name(bias) -> str:
+    return "none" if bias is None else bias
+
+
+# --- public API -----------------------------------------------------------------
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+              causal: bool = False, window: Optional[int] = None,
+              bias: Optional[str] = "alibi", slopes: Optional[torch.Tensor] = None,
+              max_bias: float = 8.0, head_offset: int = 0,
+              total_heads: Optional[int] = None,
+              key_padding_mask: Optional[torch.Tensor] = None,
+              scale: Optional[float] = None, return_lse: bool = False,
+              layout: str = "bhsd"):
+    """Attention with a linear position bias.
+
+    q: [B, H, Sq, D]; k, v: [B, Hkv, Sk, D] (H % Hkv == 0: GQA/MQA); with
+    layout="bshd" all three are [B, S, H, D] and so is the output.
+    bias: "alibi" (m_h * (j - i')), "alibi_symmetric" (-m_h * |j - i'|),
+    "alibi_positions" (m_h * pos_j, pos from key_padding_mask), or None.
+    slopes: float [H] or [B, H] (default: the standard slopes for max_bias,
+    of total_heads heads starting at head_offset, for tensor parallelism).
+    key_padding_mask: bool or 0/1 [B, Sk], True/1 = a real key.
+    causal and window (i' - j < window) mask keys; a row that sees no key
+    gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
+    natural log) with return_lse=True.
+
+    layout="bshd" is served by copying to [B, H, S, D] and back (the kernels
+    take row-major [B, H, S, D] only); "bhsd" tensors are used in place.
+    """
+    if layout not in ("bhsd", "bshd"):
+        raise ValueError(f"layout: must be 'bhsd' or 'bshd', got {layout!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(name, t, 4, "[B, S, H, D]" if layout == "bshd" else "[B, H, S, D]")
+    for name, t in (("k", k), ("v", v)):
+        _check_same(name, t, q)
+    if layout == "bshd":
+        q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+    else:
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            _check_contiguous(name, t)
+    B, H, Sq, D = q.shape
+    if k.shape[0] != B or k.shape[3] != D:
+        raise ValueError(f"k: shape {list(k.shape)} does not match q's batch {B} and head dim {D}")
+    if tuple(v.shape) != tuple(k.shape):
+        raise ValueError(f"v: shape {list(v.shape)} differs from k's {list(k.shape)}")
+    Hkv = k.shape[1]
+    if Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"k: {Hkv} kv heads do not divide q's {H} heads")
+    _check_options(causal, window, bias, max_bias, head_offset, total_heads, scale, H)
+    slopes = _check_slopes(slopes, q, H, B, bias)
+    kpm = None
+    if key_padding_mask is not None:
+        m = key_padding_mask
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != (B, k.shape[2]):
+            raise ValueError(f"key_padding_mask: must be a tensor [B, Sk] = [{B}, {k.shape[2]}], "
+                             f"got {list(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}")
+        if m.device != q.device:
+            raise ValueError(f"key_padding_mask: device {m.device} differs from q's {q.device}")
+        if m.dtype not in (torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64):
+            raise ValueError(f"key_padding_mask: must be bool or an integer 0/1 tensor, got {m.dtype}")
+        kpm = m.to(torch.uint8).contiguous()
+    elif bias == "alibi_positions":
+        raise ValueError("key_padding_mask: bias='alibi_positions' needs one")
+    o, lse = _attention_op(q, k, v, slopes, kpm, causal, window or 0,
+                           _bias_name(bias), float(max_bias), head_offset,
+                           total_heads or 0, float(scale or 0.0))
+    if layout == "bshd":
+        o = o.transpose(1, 2).contiguous()
+    return (o, lse) if return_lse else o
+
+
+def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, *,
+                     causal: bool = False, window: Optional[int] = None,
+                     bias: Optional[str] = "alibi",
+                     slopes: Optional[torch.Tensor] = None, max_bias: float = 8.0,
+                     head_offset: int = 0, total_heads: Optional[int] = None,
+                     scale: Optional[float] = None, return_lse: bool = False):
+    """Ragged batches: q [total_q, H, D], k, v [total_k, Hkv, D] packed, with
+    cumulative offsets cu_seqlens_q / cu_seqlens_k (int32 [B+1]). lse is
+    [H, total_q]. Other arguments as for attention()."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(name, t, 3, "[total, H, D]")
+        _check_contiguous(name, t)
+    for name, t in (("k", k), ("v", v)):
+        _check_same(name, t, q)
+    for name, c in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if not isinstance(c, torch.Tensor) or c.dim() != 1 or c.shape[0] < 2:
+            raise ValueError(f"{name}: must be an int32 tensor [B+1] with B >= 1")
+        if c.dtype != torch.int32:
+            raise ValueError(f"{name}: dtype must be int32, got {c.dtype}")
+        if c.device != q.device:
+            raise ValueError(f"{name}: device {c.device} differs from q's {q.device}")
+    if cu_seqlens_k.shape[0] != cu_seqlens_q.shape[0]:
+        raise ValueError("cu_seqlens_k: must have as many entries as cu_seqlens_q")
+    H, D = q.shape[1], q.shape[2]
+    if k.shape[2] != D or tuple(v.shape) != tuple(k.shape):
+        raise ValueError(f"k, v: shapes {list(k.shape)}, {list(v.shape)} do not match q's head dim {D}")
+    if k.shape[1] < 1 or H % k.shape[1] != 0:
+        raise ValueError(f"k: {k.shape[1]} kv heads do not divide q's {H} heads")
+    _check_options(causal, window, bias, max_bias, head_offset, total_heads, scale, H)
+    if bias == "alibi_positions":
+        raise ValueError("bias: 'alibi_positions' needs a key padding mask, which "
+                         "ragged batches do not take")
+    slopes = _check_slopes(slopes, q, H, cu_seqlens_q.shape[0] - 1, bias)
+    o, lse = _attention_varlen_op(q, k, v, cu_seqlens_q.contiguous(),
+                                  cu_seqlens_k.contiguous(), slopes, causal,
+                                  window or 0, _bias_name(bias),
+                                  float(max_bias), head_offset,
+                                  total_heads or 0, float(scale or 0.0))
+    return (o, lse) if return_lse else o

@@ -1,0 +1,102 @@
+"""The torch.library registration (opcheck, torch.compile), the errors, and
+what happens under autograd."""
+
+import pytest
+import torch
+
+import tilt
+
+
+def qkv(B=1, H=4, Hkv=4, S=16, D=64, dtype=torch.float32, **kw):
+    return (torch.randn(B, H, S, D, dtype=dtype, **kw),
+            torch.randn(B, Hkv, S, D, dtype=dtype, **kw),
+            torch.randn(B, Hkv, S, D, dtype=dtype, **kw))
+
+
+def test_opcheck_attention():
+    q, k, v = qkv(2, 8, 2, 24)
+    slopes = torch.rand(8)
+    kpm = torch.ones(2, 24, dtype=torch.uint8)
+    kpm[1, :5] = 0
+    for args in [
+        (q, k, v, None, None, True, 0, "alibi", 8.0, 0, 0, 0.0),
+        (q, k, v, slopes, None, False, 7, "alibi_symmetric", 8.0, 0, 0, 0.0),
+        (q, k, v, None, kpm, False, 0, "alibi_positions", 8.0, 0, 0, 0.125),
+        (q.bfloat16(), k.bfloat16(), v.bfloat16(), None, None, True, 0, "none", 8.0, 0, 0, 0.0),
+    ]:
+        torch.library.opcheck(torch.ops.tilt.attention.default, args)
+
+
+def test_opcheck_attention_varlen():
+    q = torch.randn(30, 4, 64)
+    k = torch.randn(40, 2, 64)
+    v = torch.randn(40, 2, 64)
+    cu_q = torch.tensor([0, 10, 30], dtype=torch.int32)
+    cu_k = torch.tensor([0, 15, 40], dtype=torch.int32)
+    torch.library.opcheck(torch.ops.tilt.attention_varlen.default,
+                          (q, k, v, cu_q, cu_k, None, True, 0, "alibi", 8.0, 0, 0, 0.0))
+
+
+def test_torch_compile_fullgraph():
+    def block(x, wq, wk, wv):
+        B, S, _ = x.shape
+        q = (x @ wq).view(B, S, 4, 64).transpose(1, 2)
+        k = (x @ wk).view(B, S, 4, 64).transpose(1, 2)
+        v = (x @ wv).view(B, S, 4, 64).transpose(1, 2)
+        o = tilt.attention(q.contiguous(), k.contiguous(), v.contiguous(), causal=True)
+        return o.transpose(1, 2).reshape(B, S, 256).relu().sum(-1)
+
+    x = torch.randn(2, 33, 256)
+    w = [torch.randn(256, 256) / 16 for _ in range(3)]
+    compiled = torch.compile(block, fullgraph=True)
+    torch.testing.assert_close(compiled(x, *w), block(x, *w))
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda q, k, v: tilt.attention(q.int(), k, v), "q: dtype"),
+    (lambda q, k, v: tilt.attention(q, k.double(), v), "k: dtype"),
+    (lambda q, k, v: tilt.attention(q, k.half(), v), "k: dtype torch.float16 differs"),
+    (lambda q, k, v: tilt.attention(q[0], k, v), "q: must be [B, H, S, D]"),
+    (lambda q, k, v: tilt.attention(q, k[:, :3], v[:, :3]), "kv heads do not divide"),
+    (lambda q, k, v: tilt.attention(q, k, v[:, :, :8].contiguous()), "v: shape"),
+    (lambda q, k, v: tilt.attention(q.transpose(2, 3), k, v), "q: must be contiguous"),
+    (lambda q, k, v: tilt.attention(q, k, v, bias="mpt"), "bias: must be one of"),
+    (lambda q, k, v: tilt.attention(q, k, v, window=0), "window: must be"),
+    (lambda q, k, v: tilt.attention(q, k, v, slopes=torch.ones(3)), "slopes: must be [4]"),
+    (lambda q, k, v: tilt.attention(q, k, v, bias=None, slopes=torch.ones(4)), "slopes: given with bias=None"),
+    (lambda q, k, v: tilt.attention(q, k, v, bias="alibi_positions"), "key_padding_mask: bias='alibi_positions' needs"),
+    (lambda q, k, v: tilt.attention(q, k, v, key_padding_mask=torch.ones(1, 5)), "key_padding_mask: must be a tensor [B, Sk]"),
+    (lambda q, k, v: tilt.attention(q, k, v, layout="sbhd"), "layout: must be"),
+    (lambda q, k, v: tilt.attention(q, k, v, scale=-1.0), "scale: must be"),
+    (lambda q, k, v: tilt.attention(q, k, v, total_heads=2), "total_heads: must be"),
+    (lambda q, k, v: tilt.attention(q, k.to("meta"), v), "k: device meta differs"),
+    (lambda q, k, v: tilt.attention(q, k, v, max_bias=0), "max_bias: must be"),
+    (lambda q, k, v: tilt.attention_varlen(q[0], k[0], v[0], torch.tensor([0, 4]), torch.tensor([0, 16], dtype=torch.int32)), "cu_seqlens_q: dtype must be int32"),
+])
+def test_bad_arguments_raise_value_error_naming_them(call, arg):
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match=arg.replace("[", r"\[").replace("]", r"\]")):
+        call(q, k, v)
+
+
+def test_runtime_checks_reach_python_as_value_error():
+    # cu_seqlens past the packed tensors: caught by the runtime, not a crash.
+    q = torch.randn(10, 4, 64)
+    k = torch.randn(10, 4, 64)
+    bad = torch.tensor([0, 50], dtype=torch.int32)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        tilt.attention_varlen(q, k, k, bad, bad)
+
+
+def test_backward_says_it_is_not_available():
+    q, k, v = qkv(requires_grad=True)
+    o = tilt.attention(q, k, v, causal=True)
+    with pytest.raises(NotImplementedError, match="gradients are not available yet"):
+        o.sum().backward()
+
+
+def test_no_grad_inputs_run_under_no_grad():
+    q, k, v = qkv(requires_grad=True)
+    with torch.no_grad():
+        o = tilt.attention(q, k, v)
+    assert o.shape == q.shape and not o.requires_grad

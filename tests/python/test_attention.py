@@ -1,0 +1,144 @@
+"""tilt.attention against the float64 reference of ALIBI.md, under its rule:
+max abs error <= 1e-4 for float32, else <= 2 x a naive same-dtype
+implementation's error + 1e-6; NaN or inf anywhere fails."""
+
+import math
+
+import pytest
+import torch
+
+import reference
+import tilt
+
+DT = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def inputs(B, H, Hkv, Sq, Sk, D, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, Sq, D, generator=g).to(dtype)
+    k = torch.randn(B, Hkv, Sk, D, generator=g).to(dtype)
+    v = torch.randn(B, Hkv, Sk, D, generator=g).to(dtype)
+    return q, k, v
+
+
+def check(o, lse, q, k, v, **kw):
+    want_o, want_lse = reference.attention(q, k, v, **kw)
+    assert torch.isfinite(o).all(), "NaN or inf in o"
+    err = (o.double() - want_o).abs().max().item()
+    if q.dtype == torch.float32:
+        bound = 1e-4
+    else:
+        naive, _ = reference.attention(q, k, v, dtype=q.dtype, **kw)
+        bound = 2 * (naive.double().nan_to_num(0.0) - want_o).abs().max().item() + 1e-6
+    assert err <= bound, f"max abs error {err:.3e} > bound {bound:.3e}"
+    # lse: -inf exactly where the reference row is empty, else close.
+    empty = torch.isinf(want_lse)
+    assert torch.equal(torch.isinf(lse) & (lse < 0), empty)
+    lse_err = (lse.double() - want_lse)[~empty].abs().max().item() if (~empty).any() else 0.0
+    assert lse_err <= 1e-3, f"lse error {lse_err:.3e}"
+    return err, bound
+
+
+# (B, H, Hkv, Sq, Sk, D, dtype, options)
+CASES = [
+    (2, 12, 12, 129, 129, 64, "f32", dict(causal=True)),
+    (1, 8, 2, 17, 300, 128, "f32", dict(causal=True)),                 # GQA, Sq != Sk
+    (2, 40, 8, 33, 33, 64, "bf16", dict(bias="alibi_symmetric")),
+    (1, 71, 71, 65, 65, 64, "f16", dict(causal=True, window=20)),
+    (1, 56, 1, 1, 1000, 128, "bf16", dict(causal=True)),                # MQA decode row
+    (2, 4, 4, 40, 40, 64, "f32", dict(bias=None)),
+    (2, 12, 4, 50, 50, 64, "f32", dict(slopes="per_head", causal=True)),
+    (2, 12, 4, 50, 50, 64, "bf16", dict(slopes="per_batch")),
+    (1, 8, 8, 30, 30, 64, "f32", dict(head_offset=8, total_heads=24, causal=True)),
+    (2, 16, 16, 60, 60, 64, "f32", dict(bias="alibi_positions", key_padding_mask=True)),
+    (1, 4, 4, 128, 64, 64, "f32", dict(causal=True)),                  # rows with no key
+    (1, 4, 2, 20, 20, 80, "f32", dict(scale=0.3, max_bias=4.0)),
+]
+
+
+def ids(c):
+    B, H, Hkv, Sq, Sk, D, dt, opt = c
+    return f"B{B}-H{H}-Hkv{Hkv}-Sq{Sq}-Sk{Sk}-D{D}-{dt}-" + "-".join(
+        f"{k}={v}" for k, v in opt.items())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[ids(c) for c in CASES])
+def test_matches_float64_reference(case):
+    B, H, Hkv, Sq, Sk, D, dt, opt = case
+    q, k, v = inputs(B, H, Hkv, Sq, Sk, D, DT[dt])
+    opt = dict(opt)
+    g = torch.Generator().manual_seed(1)
+    if opt.get("slopes") == "per_head":
+        opt["slopes"] = torch.rand(H, generator=g) * 0.5
+    elif opt.get("slopes") == "per_batch":
+        opt["slopes"] = torch.rand(B, H, generator=g) * 0.5
+    if opt.get("key_padding_mask"):
+        m = torch.ones(B, Sk, dtype=torch.bool)
+        m[0, :10] = False           # left padding
+        m[-1, Sk // 2:] = False     # right padding
+        opt["key_padding_mask"] = m
+    o, lse = tilt.attention(q, k, v, return_lse=True, **opt)
+    assert o.shape == q.shape and o.dtype == q.dtype
+    assert lse.shape == (B, H, Sq) and lse.dtype == torch.float32
+    check(o, lse, q, k, v, **opt)
+
+
+def test_fully_padded_batch_row_gives_zero_and_minus_inf():
+    q, k, v = inputs(2, 4, 4, 8, 8, 64, torch.float32)
+    m = torch.ones(2, 8, dtype=torch.bool)
+    m[1] = False
+    o, lse = tilt.attention(q, k, v, bias="alibi_positions", key_padding_mask=m,
+                            return_lse=True)
+    assert torch.equal(o[1], torch.zeros_like(o[1]))
+    assert torch.isneginf(lse[1]).all()
+    check(o, lse, q, k, v, bias="alibi_positions", key_padding_mask=m)
+
+
+def test_alibi_slopes_are_the_standard_ones():
+    for h in (1, 8, 12, 40, 71, 112):
+        got = tilt.alibi_slopes(h)
+        want = reference.standard_slopes(h)
+        assert torch.allclose(got.double(), want, rtol=1e-6), h
+    assert tilt.alibi_slopes(8)[0].item() == 0.5
+
+
+def test_bshd_layout_equals_bhsd():
+    q, k, v = inputs(2, 8, 2, 40, 40, 64, torch.float32)
+    o = tilt.attention(q, k, v, causal=True)
+    o2 = tilt.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                        causal=True, layout="bshd")
+    assert o2.shape == (2, 40, 8, 64)
+    assert torch.equal(o2.transpose(1, 2), o)
+
+
+def test_varlen_matches_each_sequence():
+    torch.manual_seed(0)
+    lens_q, lens_k, H, Hkv, D = [5, 17, 1], [5, 30, 9], 8, 4, 64
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32)
+    q = torch.randn(sum(lens_q), H, D)
+    k = torch.randn(sum(lens_k), Hkv, D)
+    v = torch.randn(sum(lens_k), Hkv, D)
+    o, lse = tilt.attention_varlen(q, k, v, cu_q, cu_k, causal=True, return_lse=True)
+    assert lse.shape == (H, sum(lens_q))
+    for b in range(3):
+        qs = q[cu_q[b]:cu_q[b + 1]].transpose(0, 1)[None]
+        ks = k[cu_k[b]:cu_k[b + 1]].transpose(0, 1)[None]
+        vs = v[cu_k[b]:cu_k[b + 1]].transpose(0, 1)[None]
+        ob = o[cu_q[b]:cu_q[b + 1]].transpose(0, 1)[None]
+        lb = lse[:, cu_q[b]:cu_q[b + 1]][None]
+        check(ob, lb, qs, ks, vs, causal=True)
+
+
+def test_kernels_come_from_the_bundle_or_a_compile():
+    s = tilt.stats()
+    assert s["compiles"] + s["bundle_hits"] + s["disk_hits"] >= 1
+    assert isinstance(s["bundle"], str) and s["bundle"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="skipped: no GPU")
+@pytest.mark.parametrize("dt", ["f16", "bf16"])
+def test_cuda_matches_float64_reference(dt):
+    q, k, v = inputs(2, 12, 4, 300, 300, 128, DT[dt])
+    o, lse = tilt.attention(q.cuda(), k.cuda(), v.cuda(), causal=True, return_lse=True)
+    check(o.cpu(), lse.cpu(), q, k, v, causal=True)
