@@ -1,7 +1,10 @@
 //===- CApi.cpp - C API of the Tilt runtime -------------------------------===//
 
+#include "tilt/Merge.h"
 #include "tilt/Runtime.h"
 #include "tilt/tilt.h"
+
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -111,6 +114,42 @@ int tilt_attention(tilt_runtime *rt, const tilt_spec *spec,
     rt->lastError = "internal error: unknown exception";
   }
   return rt->lastError.empty() ? 0 : 1;
+}
+
+int tilt_merge_states(int dtype, int num_parts, const tilt_tensor *o_parts,
+                      const tilt_tensor *lse_parts, tilt_tensor o,
+                      tilt_tensor lse, char *error, size_t error_size) {
+  std::string err;
+  try {
+    if (dtype < TILT_DTYPE_F32 || dtype > TILT_DTYPE_BF16)
+      err = fmt::format("dtype: expected 0 (f32), 1 (f16) or 2 (bf16), got {}",
+                        dtype);
+    else if (num_parts < 1 || !o_parts || !lse_parts)
+      err = "num_parts: at least one part, with o_parts and lse_parts";
+    std::vector<tilt::AttentionState> parts;
+    for (int n = 0; err.empty() && n < num_parts; ++n) {
+      for (const tilt_tensor *t : {&o_parts[n], &lse_parts[n]})
+        if (t->rank < 0 || t->rank > 4)
+          err = fmt::format("part {}: rank {} (at most 4)", n + 1, t->rank);
+      parts.push_back({toTensorRef(o_parts[n]), toTensorRef(lse_parts[n])});
+    }
+    for (const tilt_tensor *t : {&o, &lse})
+      if (err.empty() && (t->rank < 0 || t->rank > 4))
+        err = fmt::format("output: rank {} (at most 4)", t->rank);
+    if (err.empty())
+      err = tilt::mergeAttentionStates(static_cast<tilt::DType>(dtype), parts,
+                                       toTensorRef(o), toTensorRef(lse));
+  } catch (const std::exception &e) {
+    err = fmt::format("internal error: {}", e.what());
+  } catch (...) {
+    err = "internal error: unknown exception";
+  }
+  if (error && error_size > 0) {
+    const size_t n = std::min(err.size(), error_size - 1);
+    std::memcpy(error, err.data(), n);
+    error[n] = '\0';
+  }
+  return err.empty() ? 0 : 1;
 }
 
 const char *tilt_runtime_last_error(tilt_runtime *rt) {

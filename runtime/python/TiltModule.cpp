@@ -12,6 +12,7 @@
 
 #include "tilt/Compiler/Compiler.h"
 #include "tilt/Cuda.h"
+#include "tilt/Merge.h"
 #include "tilt/Runtime.h"
 #include "tilt/Slopes.h"
 
@@ -197,9 +198,41 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
     throw nb::value_error(err.c_str());
 }
 
+/// Merges CPU partial results (o_n [..., D] in one dtype, lse_n f32) into
+/// `o` and `lse`.
+void merge(const std::vector<Array> &os, const std::vector<Array> &lses,
+           OutArray o, OutArray lse) {
+  if (os.empty() || os.size() != lses.size())
+    bad("merge_states: give as many lse tensors as outputs, at least one");
+  const auto dtype = dtypeOf(o.dtype());
+  if (!dtype)
+    bad("outputs: dtype must be float32, float16 or bfloat16");
+  const int bits = tilt::byteWidth(*dtype) * 8;
+  const int dev = nb::device::cpu::value;
+  std::vector<tilt::AttentionState> parts;
+  for (size_t n = 0; n < os.size(); ++n) {
+    if (dtypeOf(os[n].dtype()) != dtype)
+      bad(fmt::format("outputs[{}]: dtype differs from outputs[0]'s", n));
+    const std::string on = fmt::format("outputs[{}]", n),
+                      ln = fmt::format("lses[{}]", n);
+    parts.push_back({ref(on.c_str(), os[n], bits, dev),
+                     ref(ln.c_str(), lses[n], 32, dev)});
+  }
+  const tilt::TensorRef ro = ref("out", o, bits, dev),
+                        rl = ref("lse", lse, 32, dev);
+  std::string err;
+  {
+    nb::gil_scoped_release release;
+    err = tilt::mergeAttentionStates(*dtype, parts, ro, rl);
+  }
+  if (!err.empty())
+    throw nb::value_error(err.c_str());
+}
+
 } // namespace
 
 NB_MODULE(_tilt, m) {
+  m.def("merge", &merge, "outputs"_a, "lses"_a, "out"_a, "lse"_a);
   m.doc() = "Tilt's runtime and JIT compiler (use the tilt package's API)";
   m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a,
         "slopes"_a.none(), "key_padding_mask"_a.none(),

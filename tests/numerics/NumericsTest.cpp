@@ -29,6 +29,7 @@
 #include <map>
 #include <random>
 
+#include "../common/JitRuntimeTest.h"
 #include "../common/TestInputs.h"
 #include <set>
 #include <thread>
@@ -176,27 +177,7 @@ void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
 // The test
 //===----------------------------------------------------------------------===//
 
-class Numerics : public ::testing::TestWithParam<Case> {
-protected:
-  static void SetUpTestSuite() {
-    cacheDir = (std::filesystem::temp_directory_path() /
-                ("tilt-numerics-" + std::to_string(::getpid())))
-                   .string();
-    compiler = new Compiler();
-    RuntimeOptions options;
-    options.cacheDir = cacheDir;
-    options.compiler = compiler;
-    runtime = new Runtime(options);
-  }
-  static void TearDownTestSuite() {
-    delete runtime;
-    delete compiler;
-    std::filesystem::remove_all(cacheDir);
-  }
-  static inline std::string cacheDir;
-  static inline Compiler *compiler = nullptr;
-  static inline Runtime *runtime = nullptr;
-};
+class Numerics : public test::JitRuntimeTest<Case> {};
 
 TEST_P(Numerics, MatchesFloat64Reference) {
   const Case &c = GetParam();

@@ -100,3 +100,10 @@ def test_no_grad_inputs_run_under_no_grad():
     with torch.no_grad():
         o = tilt.attention(q, k, v)
     assert o.shape == q.shape and not o.requires_grad
+
+
+def test_opcheck_merge_states():
+    o = [torch.randn(2, 3, 5, 16) for _ in range(3)]
+    l = [torch.randn(2, 3, 5) for _ in range(3)]
+    l[1][0, 0, 0] = float("-inf")
+    torch.library.opcheck(torch.ops.tilt.merge_states.default, (o, l))

@@ -142,3 +142,39 @@ def test_cuda_matches_float64_reference(dt):
     q, k, v = inputs(2, 12, 4, 300, 300, 128, DT[dt])
     o, lse = tilt.attention(q.cuda(), k.cuda(), v.cuda(), causal=True, return_lse=True)
     check(o.cpu(), lse.cpu(), q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_merge_states_of_key_chunks_equals_the_whole(dt):
+    # Key padding masks pick disjoint key sets without moving the keys, so
+    # each part is a real kernel run at the keys' true positions.
+    B, H, Hkv, Sq, Sk, D = 2, 8, 2, 150, 150, 64
+    q, k, v = inputs(B, H, Hkv, Sq, Sk, D, DT[dt])
+    whole, whole_lse = tilt.attention(q, k, v, causal=True, key_padding_mask=torch.ones(B, Sk, dtype=torch.bool),
+                                      return_lse=True)
+    parts, lses = [], []
+    for c in range(3):
+        m = torch.zeros(B, Sk, dtype=torch.bool)
+        m[:, c * Sk // 3:(c + 1) * Sk // 3] = True
+        o, lse = tilt.attention(q, k, v, causal=True, key_padding_mask=m, return_lse=True)
+        parts.append(o)
+        lses.append(lse)
+    assert torch.isneginf(torch.stack(lses)).any()   # rows empty in some chunk
+    o, lse = tilt.merge_states(parts, lses)
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(whole_lse))
+    fin = ~torch.isneginf(whole_lse)
+    assert (lse - whole_lse)[fin].abs().max() <= 1e-4
+    if dt == "f32":
+        assert (o - whole).abs().max() <= 1e-5
+    check(o, lse, q, k, v, causal=True)
+
+
+def test_merge_states_rejects_bad_parts():
+    o = torch.randn(1, 2, 3, 8)
+    l = torch.randn(1, 2, 3)
+    with pytest.raises(ValueError, match="lses: need one per output"):
+        tilt.merge_states([o, o], [l])
+    with pytest.raises(ValueError, match=r"lses\[0\]: must be outputs\[0\]'s shape"):
+        tilt.merge_states([o], [l[..., :2]])
+    with pytest.raises(ValueError, match="lse is nan"):
+        tilt.merge_states([o], [torch.full_like(l, float("nan"))])

@@ -12,7 +12,9 @@ JIT-compiled on first use and kept in the disk cache ($TILT_CACHE_DIR,
 default ~/.cache/tilt).
 """
 
-from ._ops import alibi_slopes, attention, attention_varlen, configure, stats
+from ._ops import (alibi_slopes, attention, attention_varlen, configure,
+                   merge_states, stats)
 
-__all__ = ["alibi_slopes", "attention", "attention_varlen", "configure", "stats"]
+__all__ = ["alibi_slopes", "attention", "attention_varlen", "configure",
+           "merge_states", "stats"]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ ValueError naming it.
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -118,6 +118,29 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, causal, window, bias,
             q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32))
 
 
+@torch.library.custom_op("tilt::merge_states", mutates_args=(), device_types=("cpu",))
+def _merge_op(outputs: List[torch.Tensor], lses: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    o = torch.empty_like(outputs[0])
+    lse = torch.empty_like(lses[0])
+    _tilt.merge(outputs, lses, o, lse)
+    return o, lse
+
+
+@_merge_op.register_fake
+def _(outputs, lses):
+    return torch.empty_like(outputs[0]), torch.empty_like(lses[0])
+
+
+@torch.library.register_kernel("tilt::merge_states", "cuda")
+def _(outputs, lses):
+    # The same formula with torch's operations, in float32, on the device.
+    lse_all = torch.stack(lses)                       # [N, ...]
+    lse = torch.logsumexp(lse_all, dim=0)
+    w = torch.exp(lse_all - lse).nan_to_num(0.0)      # rows of all -inf: 0
+    o = (w[..., None] * torch.stack(outputs).float()).sum(0)
+    return o.to(outputs[0].dtype), lse
+
+
 def _no_backward(ctx, grad_o, grad_lse):
     raise NotImplementedError(_BACKWARD)
 
@@ -128,6 +151,7 @@ def _no_context(ctx, inputs, output):
 
 _attention_op.register_autograd(_no_backward, setup_context=_no_context)
 _attention_varlen_op.register_autograd(_no_backward, setup_context=_no_context)
+_merge_op.register_autograd(_no_backward, setup_context=_no_context)
 
 
 # --- argument checks ----------------------------------------------------------
@@ -308,3 +332,33 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                   float(max_bias), head_offset,
                                   total_heads or 0, float(scale or 0.0))
     return (o, lse) if return_lse else o
+
+
+def merge_states(outputs, lses):
+    """Combines attention over disjoint key sets exactly (ALIBI.md, "Merge").
+
+    outputs: o_n [..., D] (one dtype), lses: lse_n float32 [...] as
+    tilt.attention(..., return_lse=True) returns them. Returns (o, lse):
+    lse = log(sum exp(lse_n)), o = sum exp(lse_n - lse) * o_n; parts with
+    lse_n = -inf count for nothing; rows where all are -inf give 0 and -inf.
+    Context parallelism: run each chunk of keys where it lives, merge here.
+    """
+    if not isinstance(outputs, (list, tuple)) or not isinstance(lses, (list, tuple)):
+        raise ValueError("outputs, lses: must be lists of tensors")
+    if not outputs or len(outputs) != len(lses):
+        raise ValueError(f"lses: need one per output and at least one, got "
+                         f"{len(lses)} for {len(outputs)}")
+    o0, l0 = outputs[0], lses[0]
+    for n, (o, l) in enumerate(zip(outputs, lses)):
+        if not isinstance(o, torch.Tensor) or o.dtype not in _DTYPES:
+            raise ValueError(f"outputs[{n}]: must be a float32/float16/bfloat16 tensor")
+        if not isinstance(l, torch.Tensor) or l.dtype != torch.float32:
+            raise ValueError(f"lses[{n}]: must be a float32 tensor")
+        if o.dtype != o0.dtype or o.device != o0.device or l.device != o0.device:
+            raise ValueError(f"outputs[{n}]: dtype/device differ from outputs[0]'s")
+        if tuple(o.shape) != tuple(o0.shape) or tuple(l.shape) != tuple(o.shape[:-1]):
+            raise ValueError(f"lses[{n}]: must be outputs[{n}]'s shape without the last "
+                             f"dimension ({list(o0.shape[:-1])}), got {list(l.shape)}")
+        if o.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"outputs[{n}]: device must be cpu or cuda, got {o.device}")
+    return _merge_op([o.contiguous() for o in outputs], [l.contiguous() for l in lses])

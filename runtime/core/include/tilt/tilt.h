@@ -117,6 +117,17 @@ int tilt_attention(tilt_runtime *rt, const tilt_spec *spec,
  *  calls on the same runtime. */
 const char *tilt_runtime_last_error(tilt_runtime *rt);
 
+/** Merges partial results over disjoint key sets (context parallelism,
+ *  split-KV): lse = log(sum exp(lse_n)), o = sum exp(lse_n - lse) * o_n;
+ *  parts with lse_n = -inf count for nothing, rows where all are -inf give
+ *  o = 0, lse = -inf. o tensors are in `dtype` (TILT_DTYPE_*), [..., D];
+ *  lse tensors float32 of o's shape without D. o and lse may alias the first
+ *  part's. Returns 0, or nonzero with a one-line reason in error (when
+ *  error_size > 0) and nothing written. */
+int tilt_merge_states(int dtype, int num_parts, const tilt_tensor *o_parts,
+                      const tilt_tensor *lse_parts, tilt_tensor o,
+                      tilt_tensor lse, char *error, size_t error_size);
+
 #ifdef __cplusplus
 }
 #endif
