@@ -10,7 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "tilt/Compiler/Compiler.h"
+#include "ToolCompiler.h"
+
 #include "tilt/Cuda.h"
 #include "tilt/Merge.h"
 #include "tilt/Runtime.h"
@@ -40,20 +41,17 @@ using OutArray = nb::ndarray<>;
 struct State {
   std::mutex mutex;
   tilt::RuntimeOptions options;
-  std::unique_ptr<tilt::Compiler> compiler;
+  std::unique_ptr<tilt::KernelCompiler> compiler;
   std::unique_ptr<tilt::Runtime> runtime;
 
   tilt::Runtime &get() {
     std::lock_guard<std::mutex> lock(mutex);
     if (!runtime) {
-      tilt::CompilerOptions copts;
-      // An sm_90 device runs sm_90a cubins of every variant; elsewhere the
-      // variant's own architecture is right (or its PTX is JIT-compiled).
+      // The tools' compiler for this process's device (none: the CPU).
       tilt::cuda::DeviceInfo device;
-      if (tilt::cuda::probe(device).empty() && device.ccMajor == 9 &&
-          device.ccMinor == 0)
-        copts.cudaArch = "sm_90a";
-      compiler = std::make_unique<tilt::Compiler>(copts);
+      if (!tilt::cuda::probe(device).empty())
+        device = {};
+      compiler = tilt::tools::makeToolCompiler(device);
       options.compiler = compiler.get();
       runtime = std::make_unique<tilt::Runtime>(options);
     }

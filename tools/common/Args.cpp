@@ -63,6 +63,15 @@ std::string helpText(const std::vector<Option> &options) {
   return out;
 }
 
+TensorRef tensorRef(void *data, const std::vector<int64_t> &shape) {
+  TensorRef t;
+  t.data = data;
+  t.rank = static_cast<int>(shape.size());
+  for (int i = 0; i < t.rank && i < 4; ++i)
+    t.shape[i] = shape[size_t(i)];
+  return t;
+}
+
 int toolError(std::string_view tool, std::string_view message) {
   std::fflush(stdout);
   fmt::print(stderr, "{}: error: {}\n", tool, message);
@@ -293,11 +302,7 @@ std::string finishTileConfig(TileConfig &config) {
   if (config.numWarps || config.numStages)
     return "--num-warps and --num-stages apply to gpu variants";
   // CPU block sizes left at 0: the tile policy's defaults for the variant.
-  const TileConfig defaults = defaultCpuConfig(*config.kind());
-  if (!config.blockM)
-    config.blockM = defaults.blockM;
-  if (!config.blockN)
-    config.blockN = defaults.blockN;
+  config = completeCpuConfig(config);
   return {};
 }
 

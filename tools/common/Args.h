@@ -41,6 +41,10 @@ std::string helpText(const std::vector<Option> &options);
 /// follows what the tool printed) and returns 1, the tools' failure status.
 int toolError(std::string_view tool, std::string_view message);
 
+/// A TensorRef over `data` with `shape` (rank at most 4, as the tools'
+/// .npy readers and callers ensure).
+TensorRef tensorRef(void *data, const std::vector<int64_t> &shape);
+
 /// Every tool's command line: parses argv against `options` plus --help.
 /// Returns nothing when the tool should go on; else the status to exit with:
 /// 0 after printing "usage: <usage>" and the options for --help, 1 after

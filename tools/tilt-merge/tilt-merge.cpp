@@ -30,15 +30,6 @@ struct Part {
   std::vector<float> of, lsef;
 };
 
-TensorRef ref(std::vector<float> &data, const std::vector<int64_t> &shape) {
-  TensorRef t;
-  t.data = data.data();
-  t.rank = int(shape.size());
-  for (int i = 0; i < t.rank; ++i)
-    t.shape[i] = shape[size_t(i)];
-  return t;
-}
-
 std::string load(const std::string &path, NpyArray &a, std::vector<float> &f,
                  size_t maxRank) {
   if (std::string err = readNpy(path, a); !err.empty())
@@ -85,12 +76,13 @@ int main(int argc, char **argv) {
     if (std::string err = load(files[2 * n + 1], p.lse, p.lsef, 3);
         !err.empty())
       return fail(err);
-    states.push_back({ref(p.of, p.o.shape), ref(p.lsef, p.lse.shape)});
+    states.push_back({tensorRef(p.of.data(), p.o.shape),
+                      tensorRef(p.lsef.data(), p.lse.shape)});
   }
   std::vector<float> o(parts[0].of.size()), lse(parts[0].lsef.size());
-  if (std::string err =
-          mergeAttentionStates(DType::F32, states, ref(o, parts[0].o.shape),
-                               ref(lse, parts[0].lse.shape));
+  if (std::string err = mergeAttentionStates(
+          DType::F32, states, tensorRef(o.data(), parts[0].o.shape),
+          tensorRef(lse.data(), parts[0].lse.shape));
       !err.empty())
     return fail(err);
   if (std::string err = writeNpyF32(output, parts[0].o.shape, o); !err.empty())

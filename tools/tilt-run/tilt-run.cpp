@@ -53,15 +53,6 @@ std::string loadFloat32(const std::string &what, const std::string &path,
   return {};
 }
 
-TensorRef ref(void *data, const std::vector<int64_t> &shape) {
-  TensorRef t;
-  t.data = data;
-  t.rank = static_cast<int>(shape.size());
-  for (int i = 0; i < t.rank && i < 4; ++i)
-    t.shape[i] = shape[i];
-  return t;
-}
-
 /// Everything the command line sets.
 struct RunOptions {
   SpecFlags flags;
@@ -222,10 +213,10 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
   t.vb = toDtype(t.v);
   t.ob = TypedBuffer(spec.dtype, t.q.values.size());
   AttentionArgs &args = t.args;
-  args.q = ref(t.qb.data(), t.q.shape);
-  args.k = ref(t.kb.data(), t.k.shape);
-  args.v = ref(t.vb.data(), t.v.shape);
-  args.o = ref(t.ob.data(), t.q.shape);
+  args.q = tensorRef(t.qb.data(), t.q.shape);
+  args.k = tensorRef(t.kb.data(), t.k.shape);
+  args.v = tensorRef(t.vb.data(), t.v.shape);
+  args.o = tensorRef(t.ob.data(), t.q.shape);
 
   t.lseShape = spec.varlen
                    ? std::vector<int64_t>{spec.heads, t.q.shape[0]}
@@ -235,7 +226,7 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
     t.lse.assign(t.lseShape[0] * t.lseShape[1] *
                      (spec.varlen ? 1 : t.lseShape[2]),
                  0.0f);
-    args.lse = ref(t.lse.data(), t.lseShape);
+    args.lse = tensorRef(t.lse.data(), t.lseShape);
   }
   if (!o.flags.slopesFile.empty()) {
     if (std::string err = loadFloat32("slopes", o.flags.slopesFile,
@@ -243,7 +234,7 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
         !err.empty())
       return err;
     t.slopes.assign(t.slopesNpy.values.begin(), t.slopesNpy.values.end());
-    args.slopes = ref(t.slopes.data(), t.slopesNpy.shape);
+    args.slopes = tensorRef(t.slopes.data(), t.slopesNpy.shape);
   }
   if (!o.flags.keyPaddingMaskFile.empty()) {
     if (std::string err = readNpy(o.flags.keyPaddingMaskFile, t.kpmNpy);
@@ -256,7 +247,7 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
                            x);
       t.kpm.push_back(x != 0.0);
     }
-    args.keyPaddingMask = ref(t.kpm.data(), t.kpmNpy.shape);
+    args.keyPaddingMask = tensorRef(t.kpm.data(), t.kpmNpy.shape);
   }
   if (spec.varlen) {
     if (std::string err = loadOffsets(o.cuQFile, t.cuQNpy, t.cuQ);
@@ -265,8 +256,8 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
     if (std::string err = loadOffsets(o.cuKFile, t.cuKNpy, t.cuK);
         !err.empty())
       return err;
-    args.cuSeqlensQ = ref(t.cuQ.data(), t.cuQNpy.shape);
-    args.cuSeqlensK = ref(t.cuK.data(), t.cuKNpy.shape);
+    args.cuSeqlensQ = tensorRef(t.cuQ.data(), t.cuQNpy.shape);
+    args.cuSeqlensK = tensorRef(t.cuK.data(), t.cuKNpy.shape);
   }
   return {};
 }

@@ -54,13 +54,9 @@ mlir::tilt::pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
   const ::tilt::AttentionSpec spec = op.getSpec();
   const bool gpu = ::tilt::isGpuVariant(*kind);
   // The policy fills what the request leaves open (zero fields).
-  ::tilt::TileConfig c =
-      gpu ? ::tilt::completeGpuConfig(spec, requested, "") : requested;
-  if (!gpu) {
-    const ::tilt::TileConfig d = ::tilt::defaultCpuConfig(*kind);
-    c.blockM = c.blockM ? c.blockM : d.blockM;
-    c.blockN = c.blockN ? c.blockN : d.blockN;
-  }
+  const ::tilt::TileConfig c =
+      gpu ? ::tilt::completeGpuConfig(spec, requested, "")
+          : ::tilt::completeCpuConfig(requested);
   if (failed(TileConfigAttr::verifyInvariants(emitError, *variant, c.blockM,
                                               c.blockN, c.numWarps,
                                               c.numStages)))

@@ -110,6 +110,18 @@ TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
   return config(variant, 64, 32, 4, 2);
 }
 
+TileConfig completeCpuConfig(TileConfig c) {
+  std::optional<KernelVariant> v = c.kind();
+  if (!v || isGpuVariant(*v))
+    return c; // reported by whoever compiles it
+  const TileConfig d = defaultCpuConfig(*v);
+  if (!c.blockM)
+    c.blockM = d.blockM;
+  if (!c.blockN)
+    c.blockN = d.blockN;
+  return c;
+}
+
 TileConfig completeGpuConfig(const AttentionSpec &spec, TileConfig c,
                              std::string_view arch) {
   if (c.variant.empty())

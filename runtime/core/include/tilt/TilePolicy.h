@@ -40,6 +40,8 @@ KernelVariant defaultCpuVariant(const AttentionSpec &spec,
 /// query block's working set (Q, K^T, V, scores, accumulator) within L2 at
 /// D = 128. GPU variants get cpu_avx512's.
 TileConfig defaultCpuConfig(KernelVariant variant);
+/// `config` (a CPU variant) with its zero block sizes from the defaults.
+TileConfig completeCpuConfig(TileConfig config);
 
 /// Bytes of per-thread scratch (stack) a CPU kernel of `config` uses.
 int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &config);
