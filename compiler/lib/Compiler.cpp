@@ -298,6 +298,7 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
   unsigned numMemrefs =
       5 + (spec.hasAlibi() && spec.slopes == SlopeSource::Custom) +
       spec.keyPaddingMask + 2 * spec.varlen;
+  unsigned numIndexArgs = spec.positionOffsets ? 2 : 0;
   CpuEmit cpuEmit = emit == Emit::LLVMIR     ? CpuEmit::LLVMIR
                     : emit == Emit::Assembly ? CpuEmit::Assembly
                     : emit == Emit::Object   ? CpuEmit::Object
@@ -305,16 +306,16 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
   if (!dumpDir.empty() && cpuEmit != CpuEmit::LLVMIR) {
     std::string ir;
     if (std::string err =
-            emitCpuArtifact(*module, pipeline.kernelName, numMemrefs, info, cpu,
-                            CpuEmit::LLVMIR, ir);
+            emitCpuArtifact(*module, pipeline.kernelName, numMemrefs,
+                            numIndexArgs, info, cpu, CpuEmit::LLVMIR, ir);
         !err.empty())
       return err;
     if (std::string err = dump(fmt::format("{:02}-llvm.ll", ++stageNo), ir);
         !err.empty())
       return err;
   }
-  return emitCpuArtifact(*module, pipeline.kernelName, numMemrefs, info, cpu,
-                         cpuEmit, out);
+  return emitCpuArtifact(*module, pipeline.kernelName, numMemrefs, numIndexArgs,
+                         info, cpu, cpuEmit, out);
 }
 
 } // namespace

@@ -41,6 +41,7 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
     return RankedTensorType::get(shape, t);
   };
 
+  OpBuilder b(&ctx);
   SmallVector<Type> args;
   Type qType, kvType, lseType;
   if (spec.varlen) {
@@ -63,11 +64,12 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
     Type cu = tensor({e.batch > 0 ? e.batch + 1 : ShapedType::kDynamic}, i32);
     args.append({cu, cu});
   }
+  if (spec.positionOffsets)
+    args.append({b.getIndexType(), b.getIndexType()});
   SmallVector<Type> results{qType};
   if (options.withLse)
     results.push_back(lseType);
 
-  OpBuilder b(&ctx);
   Location loc = UnknownLoc::get(&ctx);
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   b.setInsertionPointToEnd(module->getBody());
@@ -84,6 +86,8 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
   Value kpm = take(spec.keyPaddingMask);
   Value cuQ = take(spec.varlen);
   Value cuK = take(spec.varlen);
+  Value qOffset = take(spec.positionOffsets);
+  Value kOffset = take(spec.positionOffsets);
 
   mlir::tilt::BiasAttr bias;
   if (spec.hasAlibi())
@@ -93,9 +97,9 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
   auto op = mlir::tilt::AttentionOp::create(
       b, loc, qType, options.withLse ? lseType : Type(), body->getArgument(0),
       body->getArgument(1), body->getArgument(2), slopes, kpm, cuQ, cuK,
-      /*out=*/Value(), /*lse_out=*/Value(), /*item_begin=*/Value(),
-      /*item_end=*/Value(), bias,
-      spec.causal ? b.getUnitAttr() : UnitAttr(),
+      qOffset, kOffset, /*out=*/Value(), /*lse_out=*/Value(),
+      /*item_begin=*/Value(),
+      /*item_end=*/Value(), bias, spec.causal ? b.getUnitAttr() : UnitAttr(),
       spec.window ? b.getI64IntegerAttr(*spec.window) : IntegerAttr(),
       spec.scale ? b.getF64FloatAttr(*spec.scale) : FloatAttr(),
       /*config=*/mlir::tilt::TileConfigAttr());

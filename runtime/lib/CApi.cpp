@@ -58,6 +58,7 @@ std::string toSpec(const tilt_spec &c, tilt::AttentionSpec &out) {
   out.totalHeads = c.total_heads;
   out.keyPaddingMask = c.key_padding_mask != 0;
   out.varlen = c.varlen != 0;
+  out.positionOffsets = c.position_offsets != 0;
   return {};
 }
 
@@ -107,6 +108,8 @@ int tilt_attention(tilt_runtime *rt, const tilt_spec *spec,
     a.keyPaddingMask = toTensorRef(args->key_padding_mask);
     a.cuSeqlensQ = toTensorRef(args->cu_seqlens_q);
     a.cuSeqlensK = toTensorRef(args->cu_seqlens_k);
+    a.qOffset = args->q_offset;
+    a.kOffset = args->k_offset;
     rt->lastError = rt->runtime.run(s, a);
   } catch (const std::exception &e) {
     rt->lastError = fmt::format("internal error: {}", e.what());

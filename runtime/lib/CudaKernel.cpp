@@ -98,6 +98,10 @@ void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
     contiguous(args.cuSeqlensQ);
     contiguous(args.cuSeqlensK);
   }
+  if (spec.positionOffsets) {
+    push(uint64_t(args.qOffset));
+    push(uint64_t(args.kOffset));
+  }
   for (int i = 0; i < numTma; ++i)
     push(tmaMaps[i]);
   for (int i = 0; i < out.count; ++i)

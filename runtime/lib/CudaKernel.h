@@ -33,8 +33,9 @@ bool artifactRunsOn(std::string_view arch, int ccMajor, int ccMinor);
 /// pointer or an i64), `pointers[i]` points at `values[i]` as cuLaunchKernel
 /// wants. Not copyable: the pointers point into the object.
 struct KernelParams {
-  // 9 memrefs of rank <= 4 (3 + 2 * 4 words each) and 3 tensor maps.
-  static constexpr int kMax = 9 * 11 + 3;
+  // 9 memrefs of rank <= 4 (3 + 2 * 4 words each), 2 position offsets and 3
+  // tensor maps.
+  static constexpr int kMax = 9 * 11 + 2 + 3;
   uint64_t values[kMax];
   void *pointers[kMax];
   int count = 0;

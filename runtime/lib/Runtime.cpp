@@ -28,6 +28,7 @@
 #include <mutex>
 #include <new>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -81,7 +82,7 @@ static_assert(sizeof(AttentionSpec) == 112 && sizeof(TileConfig) == 64,
               "makeFastKey, else specs differing only in them share kernels");
 
 struct FastKey {
-  int64_t words[19];
+  int64_t words[20];
   std::string variant; // short names fit std::string's inline buffer
   bool operator==(const FastKey &) const = default;
 };
@@ -97,12 +98,26 @@ struct FastKeyHash {
 };
 
 FastKey makeFastKey(const AttentionSpec &s, const TileConfig &c, Target t) {
-  return FastKey{{s.heads, s.kvHeads, s.headDim, int64_t(s.dtype),
-                  std::bit_cast<int64_t>(s.effectiveScale()), s.causal,
-                  s.window.value_or(0), int64_t(s.bias), int64_t(s.slopes),
-                  std::bit_cast<int64_t>(s.maxBias), s.headOffset, s.totalHeads,
-                  s.keyPaddingMask, s.varlen, c.blockM, c.blockN, c.numWarps,
-                  c.numStages, int64_t(t)},
+  return FastKey{{s.heads,
+                  s.kvHeads,
+                  s.headDim,
+                  int64_t(s.dtype),
+                  std::bit_cast<int64_t>(s.effectiveScale()),
+                  s.causal,
+                  s.window.value_or(0),
+                  int64_t(s.bias),
+                  int64_t(s.slopes),
+                  std::bit_cast<int64_t>(s.maxBias),
+                  s.headOffset,
+                  s.totalHeads,
+                  s.keyPaddingMask,
+                  s.varlen,
+                  s.positionOffsets,
+                  c.blockM,
+                  c.blockN,
+                  c.numWarps,
+                  c.numStages,
+                  int64_t(t)},
                  c.variant};
 }
 
@@ -283,6 +298,23 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
       !hasShape(a.keyPaddingMask, {g.batch, a.k.shape[2]}))
     return fmt::format("key_padding_mask: expected [B, Sk] = [{}, {}], got {}",
                        g.batch, a.k.shape[2], a.keyPaddingMask.shapeString());
+
+  // Position offsets: absolute positions stay below kMaxPosition, where f32
+  // distances are exact. Varlen checks against the packed totals (each
+  // sequence is shorter).
+  const int64_t seqK = spec.varlen ? a.k.shape[0] : a.k.shape[2];
+  for (auto [name, offset, len] : {std::tuple<const char *, int64_t, int64_t>{
+                                       "q_offset", a.qOffset, g.maxSq},
+                                   {"k_offset", a.kOffset, seqK}}) {
+    if (!spec.positionOffsets && offset != 0)
+      return fmt::format("{}: given ({}), but the spec has no position "
+                         "offsets (set position_offsets)",
+                         name, offset);
+    if (spec.positionOffsets && (offset < 0 || offset > kMaxPosition - len))
+      return fmt::format("{}: must be in [0, {}] so that positions stay below "
+                         "2^24 for a sequence of {}, got {}",
+                         name, kMaxPosition - len, len, offset);
+  }
   return {};
 }
 
@@ -704,7 +736,7 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
 
   // KernelABI.h's order: q, k, v, o, lse, then the optional inputs.
   DescriptorSlot slots[9];
-  void *descriptors[9];
+  void *descriptors[10];
   int n = 0;
   const TensorRef &lseRef = lse;
   for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &lseRef}) {
@@ -732,6 +764,10 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
       ++n;
     }
   }
+  // Position offsets: the slot after the descriptors points to two int64.
+  int64_t offsets[2] = {args.qOffset, args.kOffset};
+  if (spec.positionOffsets)
+    descriptors[n++] = offsets;
 
   const int64_t blockM = kernel.info().blockM;
   const int64_t items = g.batch * H * ((g.maxSq + blockM - 1) / blockM);

@@ -124,7 +124,7 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
              std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
              bool causal, int64_t window, const std::string &bias,
              double maxBias, int64_t headOffset, int64_t totalHeads,
-             double scale, uintptr_t stream) {
+             double scale, int64_t qOffset, int64_t kOffset, uintptr_t stream) {
   const auto dtype = dtypeOf(q.dtype());
   if (!dtype)
     bad("q: dtype must be float32, float16 or bfloat16");
@@ -165,6 +165,8 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
     spec.scale = scale;
   spec.keyPaddingMask = keyPaddingMask.has_value();
   spec.varlen = varlen;
+  // Position offsets (-1: not given, the bottom-right rule).
+  spec.positionOffsets = qOffset >= 0;
   if (std::string err = spec.validate(); !err.empty())
     bad(err);
 
@@ -182,6 +184,10 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
   if (varlen) {
     args.cuSeqlensQ = ref("cu_seqlens_q", *cuSeqlensQ, 32, dev);
     args.cuSeqlensK = ref("cu_seqlens_k", *cuSeqlensK, 32, dev);
+  }
+  if (spec.positionOffsets) {
+    args.qOffset = qOffset;
+    args.kOffset = kOffset;
   }
   args.cudaStream = reinterpret_cast<void *>(stream);
   const tilt::Target target =
@@ -233,10 +239,10 @@ NB_MODULE(_tilt, m) {
   m.def("merge", &merge, "outputs"_a, "lses"_a, "out"_a, "lse"_a);
   m.doc() = "Tilt's runtime and JIT compiler (use the tilt package's API)";
   m.def("forward", &forward, "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a,
-        "slopes"_a.none(), "key_padding_mask"_a.none(),
-        "cu_seqlens_q"_a.none(), "cu_seqlens_k"_a.none(), "causal"_a,
-        "window"_a, "bias"_a, "max_bias"_a, "head_offset"_a, "total_heads"_a,
-        "scale"_a, "stream"_a);
+        "slopes"_a.none(), "key_padding_mask"_a.none(), "cu_seqlens_q"_a.none(),
+        "cu_seqlens_k"_a.none(), "causal"_a, "window"_a, "bias"_a, "max_bias"_a,
+        "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a, "k_offset"_a,
+        "stream"_a);
   m.def(
       "configure",
       [](const std::string &kernelsDir, const std::string &cacheDir,

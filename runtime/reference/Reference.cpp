@@ -35,15 +35,16 @@ struct Slice {
 /// One (sequence, query head) of a launch, as both evaluations walk it.
 struct Head {
   int64_t b, h, Sq, Sk;
+  int64_t shift; ///< query row i sits at i' = i + shift (key 0 at 0)
   Slice q, k, v;
   int64_t o0, oStride; ///< o element (i, d) is at o0 + i * oStride + d
   int64_t lse0;        ///< lse of row i is at lse0 + i
   const uint8_t *kpm;  ///< this sequence's key padding mask, or null
   const std::vector<double> *pos; ///< key positions (alibi-positions)
 
-  /// Whether query row i sees key j (bottom-right alignment).
+  /// Whether query row i sees key j.
   bool visible(const AttentionSpec &spec, int64_t i, int64_t j) const {
-    const int64_t ip = i + Sk - Sq;
+    const int64_t ip = i + shift;
     return (!kpm || kpm[j] != 0) && !(spec.causal && j > ip) &&
            !(spec.window && ip - j >= *spec.window);
   }
@@ -75,7 +76,11 @@ void forEachHead(const AttentionSpec &spec, const Extents &ext,
     }
     for (int64_t h = 0; h < H; ++h) {
       const int64_t hk = h / group;
-      Head x{b, h, Sq, Sk, {}, {}, {}, 0, 0, 0, kpm, &pos};
+      // Bottom-right alignment, or absolute positions from the offsets
+      // (j' - i' = j - (i + q_offset - k_offset)).
+      const int64_t shift =
+          spec.positionOffsets ? in.qOffset - in.kOffset : Sk - Sq;
+      Head x{b, h, Sq, Sk, shift, {}, {}, {}, 0, 0, 0, kpm, &pos};
       if (spec.varlen) {
         x.q = {in.q + (q0 * H + h) * D, H * D};
         x.k = {in.k + (k0 * Hkv + hk) * D, Hkv * D};
@@ -113,7 +118,7 @@ Outputs attention(const AttentionSpec &spec, const Extents &ext,
     const double m = slopeFor(spec, in, x.b, x.h);
     s.assign(x.Sk, 0.0);
     for (int64_t i = 0; i < x.Sq; ++i) {
-      const int64_t ip = i + x.Sk - x.Sq;
+      const int64_t ip = i + x.shift;
       double rowMax = -inf;
       for (int64_t j = 0; j < x.Sk; ++j) {
         if (!x.visible(spec, i, j)) {
@@ -171,7 +176,7 @@ std::vector<double> naiveSameDtype(const AttentionSpec &spec,
     const float m = slopeFor(spec, in, x.b, x.h);
     s.assign(x.Sk, 0.0f);
     for (int64_t i = 0; i < x.Sq; ++i) {
-      const int64_t ip = i + x.Sk - x.Sq;
+      const int64_t ip = i + x.shift;
       const float *q = x.q.row(i);
       float mx = -INFINITY;
       for (int64_t j = 0; j < x.Sk; ++j) {

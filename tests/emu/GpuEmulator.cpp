@@ -127,7 +127,7 @@ public:
 
   void run() {
     Block &body = kernel.getBody().front();
-    unsigned mi = 0, pi = 0;
+    unsigned mi = 0, pi = 0, si = 0;
     for (BlockArgument a : body.getArguments()) {
       if (auto mt = dyn_cast<MemRefType>(a.getType())) {
         if (mi >= launch.memrefs.size())
@@ -141,6 +141,11 @@ public:
         mems[a] = mem;
       } else if (isa<LLVM::LLVMPointerType>(a.getType())) {
         mapOf[a] = int64_t(pi++);
+      } else if (a.getType().isIndex() || a.getType().isInteger(64)) {
+        if (si >= launch.scalars.size())
+          fail("too few integer arguments");
+        Val &x = def(a);
+        std::fill(x.i.begin(), x.i.end(), launch.scalars[si++]);
       } else {
         fail("unsupported kernel argument type");
       }

@@ -57,6 +57,7 @@ struct Launch {
   int64_t smemBytes = 0;
   std::vector<MemRefArg> memrefs;    ///< the kernel's memref arguments
   std::vector<TensorMapArg> maps;    ///< its !llvm.ptr (tensor map) arguments
+  std::vector<int64_t> scalars;      ///< its index / i64 arguments, in order
   /// When non-empty, only these blockIdx.x / blockIdx.y values run (long
   /// sequences and many heads are checked on a sample of their CTAs).
   std::vector<int64_t> onlyX, onlyY;

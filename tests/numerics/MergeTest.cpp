@@ -42,10 +42,8 @@ struct MergeCase {
   bool interleaved; // key j goes to part j % parts, else contiguous chunks
 };
 
-class MergeTest : public test::JitRuntimeTest<MergeCase> {};
-
-TEST_P(MergeTest, ChunksOfKeysMergeToTheWhole) {
-  const MergeCase &c = GetParam();
+/// The spec a case states (MergeCase and OffsetCase share these fields).
+template <typename Case> AttentionSpec specOf(const Case &c) {
   AttentionSpec spec;
   spec.heads = c.heads;
   spec.kvHeads = c.kvHeads;
@@ -55,6 +53,14 @@ TEST_P(MergeTest, ChunksOfKeysMergeToTheWhole) {
   spec.causal = c.causal;
   if (c.window)
     spec.window = c.window;
+  return spec;
+}
+
+class MergeTest : public test::JitRuntimeTest<MergeCase> {};
+
+TEST_P(MergeTest, ChunksOfKeysMergeToTheWhole) {
+  const MergeCase &c = GetParam();
+  AttentionSpec spec = specOf(c);
   spec.keyPaddingMask = true;
   ASSERT_EQ(spec.validate(), "");
   const int64_t B = 2, H = c.heads, D = c.headDim;
@@ -172,6 +178,165 @@ INSTANTIATE_TEST_SUITE_P(
                   BiasKind::None, true, 0, 5, false},
         MergeCase{"causal_f16_5_chunks", 8, 2, 64, 200, 200, DType::F16,
                   BiasKind::Alibi, true, 0, 5, false}),
+    [](const auto &info) { return std::string(info.param.name); });
+
+//===----------------------------------------------------------------------===//
+// Context parallelism: chunks with position offsets
+//===----------------------------------------------------------------------===//
+
+struct OffsetCase {
+  const char *name;
+  int64_t heads, kvHeads, headDim, sq, sk;
+  DType dtype;
+  BiasKind bias;
+  bool causal;
+  int64_t window; // 0: none
+  int qChunks, kChunks;
+};
+
+void PrintTo(const OffsetCase &c, std::ostream *os) { *os << c.name; }
+
+class OffsetMergeTest : public test::JitRuntimeTest<OffsetCase> {};
+
+/// Rows [begin, begin + len) of the sequence dim of a [B, Hx, S, D] tensor.
+TypedBuffer sliceSeq(const TypedBuffer &t, int64_t bh, int64_t seq, int64_t d,
+                     int64_t begin, int64_t len) {
+  TypedBuffer out(t.dtype, size_t(bh * len * d));
+  for (int64_t x = 0; x < bh; ++x)
+    for (int64_t i = 0; i < len * d; ++i)
+      out.set(size_t(x * len * d + i),
+              t.get(size_t((x * seq + begin) * d + i)));
+  return out;
+}
+
+// The whole attention runs once with the bottom-right rule. Then the queries
+// and the keys are cut into contiguous chunks, as ring attention cuts a long
+// sequence across devices; every (query chunk, key chunk) pair runs on its
+// own tensors with q_offset = Sk - Sq + (first query) and k_offset = (first
+// key), and each query chunk merges its parts. The merged rows must equal
+// the whole run's.
+TEST_P(OffsetMergeTest, ChunksWithOffsetsMergeToTheWhole) {
+  const OffsetCase &c = GetParam();
+  AttentionSpec spec = specOf(c);
+  ASSERT_EQ(spec.validate(), "");
+  AttentionSpec chunkSpec = spec;
+  chunkSpec.positionOffsets = true;
+  ASSERT_EQ(chunkSpec.validate(), "");
+  const int64_t B = 2, H = c.heads, Hkv = c.kvHeads, D = c.headDim;
+  std::mt19937 rng(29);
+  TypedBuffer q = test_inputs::normalBuffer(c.dtype, B * H * c.sq * D, rng);
+  TypedBuffer k = test_inputs::normalBuffer(c.dtype, B * Hkv * c.sk * D, rng);
+  TypedBuffer v = test_inputs::normalBuffer(c.dtype, B * Hkv * c.sk * D, rng);
+
+  TypedBuffer whole(c.dtype, size_t(B * H * c.sq * D));
+  std::vector<float> wholeLse(size_t(B * H * c.sq));
+  {
+    AttentionArgs args;
+    args.q = TensorRef(q.data(), {B, H, c.sq, D});
+    args.k = TensorRef(k.data(), {B, Hkv, c.sk, D});
+    args.v = TensorRef(v.data(), {B, Hkv, c.sk, D});
+    args.o = TensorRef(whole.data(), {B, H, c.sq, D});
+    args.lse = TensorRef(wholeLse.data(), {B, H, c.sq});
+    ASSERT_EQ(runtime->run(spec, args), "");
+  }
+
+  // The float64 reference of the whole and the naive same-dtype error that
+  // sets ALIBI.md's bound for 16-bit results.
+  reference::RoundedInputs rounded =
+      reference::fromBuffers(q, k, v, {}, false, {}, false, {}, {});
+  const Extents ext{B, c.sq, c.sk};
+  const reference::Outputs ref = reference::attention(spec, ext, rounded.in);
+  double naive = 0;
+  const std::vector<double> n =
+      reference::naiveSameDtype(spec, ext, rounded.in);
+  for (size_t i = 0; i < n.size(); ++i)
+    naive = std::max(naive, std::abs(n[i] - ref.o[i]));
+  const double bound = reference::errorBound(c.dtype, naive);
+
+  double err = 0, lseErr = 0, vsRef = 0;
+  int64_t emptyParts = 0;
+  for (int qc = 0; qc < c.qChunks; ++qc) {
+    const int64_t q0 = qc * c.sq / c.qChunks,
+                  qLen = (qc + 1) * c.sq / c.qChunks - q0;
+    TypedBuffer qPart = sliceSeq(q, B * H, c.sq, D, q0, qLen);
+    std::vector<TypedBuffer> po(size_t(c.kChunks));
+    std::vector<std::vector<float>> pl(size_t(c.kChunks));
+    std::vector<AttentionState> states;
+    for (int kc = 0; kc < c.kChunks; ++kc) {
+      const int64_t k0 = kc * c.sk / c.kChunks,
+                    kLen = (kc + 1) * c.sk / c.kChunks - k0;
+      TypedBuffer kPart = sliceSeq(k, B * Hkv, c.sk, D, k0, kLen);
+      TypedBuffer vPart = sliceSeq(v, B * Hkv, c.sk, D, k0, kLen);
+      TypedBuffer &o = po[size_t(kc)];
+      std::vector<float> &lse = pl[size_t(kc)];
+      o = TypedBuffer(c.dtype, size_t(B * H * qLen * D));
+      lse.assign(size_t(B * H * qLen), 0.0f);
+      AttentionArgs args;
+      args.q = TensorRef(qPart.data(), {B, H, qLen, D});
+      args.k = TensorRef(kPart.data(), {B, Hkv, kLen, D});
+      args.v = TensorRef(vPart.data(), {B, Hkv, kLen, D});
+      args.o = TensorRef(o.data(), {B, H, qLen, D});
+      args.lse = TensorRef(lse.data(), {B, H, qLen});
+      args.qOffset = c.sk - c.sq + q0;
+      args.kOffset = k0;
+      ASSERT_EQ(runtime->run(chunkSpec, args), "")
+          << "query chunk " << qc << ", key chunk " << kc;
+      for (float l : lse)
+        emptyParts += std::isinf(l);
+      states.push_back({TensorRef(o.data(), {B, H, qLen, D}),
+                        TensorRef(lse.data(), {B, H, qLen})});
+    }
+    TypedBuffer merged(c.dtype, size_t(B * H * qLen * D));
+    std::vector<float> mergedLse(size_t(B * H * qLen));
+    ASSERT_EQ(mergeAttentionStates(c.dtype, states,
+                                   TensorRef(merged.data(), {B, H, qLen, D}),
+                                   TensorRef(mergedLse.data(), {B, H, qLen})),
+              "");
+    for (int64_t bh = 0; bh < B * H; ++bh)
+      for (int64_t i = 0; i < qLen; ++i) {
+        const float want = wholeLse[size_t(bh * c.sq + q0 + i)];
+        const float got = mergedLse[size_t(bh * qLen + i)];
+        ASSERT_EQ(std::isinf(got), std::isinf(want))
+            << "row " << q0 + i << " of (batch, head) " << bh;
+        if (!std::isinf(want))
+          lseErr = std::max(lseErr, double(std::abs(got - want)));
+        for (int64_t x = 0; x < D; ++x) {
+          const size_t w = size_t((bh * c.sq + q0 + i) * D + x);
+          const double m = merged.get(size_t((bh * qLen + i) * D + x));
+          err = std::max(err, std::abs(m - double(whole.get(w))));
+          vsRef = std::max(vsRef, std::abs(m - ref.o[w]));
+        }
+      }
+  }
+  std::printf("%s: merged chunks vs whole run %.3g, vs float64 %.3g (bound "
+              "%.3g), lse %.3g, %lld row-parts empty\n",
+              c.name, err, vsRef, bound, lseErr, (long long)emptyParts);
+  if ((c.causal || c.window) && c.sq >= c.sk / c.kChunks) {
+    EXPECT_GT(emptyParts, 0) << "the case should leave rows empty in some "
+                                "part";
+  }
+  EXPECT_LE(lseErr, 1e-4) << "lse";
+  // f32: equal to the whole run up to float rounding. 16-bit parts are
+  // rounded once more, so the merge is held to ALIBI.md's bound.
+  if (c.dtype == DType::F32) {
+    EXPECT_LE(err, 1e-5);
+  }
+  EXPECT_LE(vsRef, bound);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Chunks, OffsetMergeTest,
+    ::testing::Values(OffsetCase{"causal_4x4", 8, 2, 64, 256, 256, DType::F32,
+                                 BiasKind::Alibi, true, 0, 4, 4},
+                      OffsetCase{"window_3x5", 4, 4, 64, 300, 300, DType::F32,
+                                 BiasKind::Alibi, true, 50, 3, 5},
+                      OffsetCase{"symmetric_sq_lt_sk", 12, 3, 128, 100, 700,
+                                 DType::F32, BiasKind::AlibiSymmetric, false, 0,
+                                 2, 4},
+                      OffsetCase{"bf16_causal_decode_rows", 16, 4, 128, 8, 3000,
+                                 DType::BF16, BiasKind::Alibi, true, 0, 1, 6},
+                      OffsetCase{"f16_window_no_bias", 4, 1, 64, 200, 200,
+                                 DType::F16, BiasKind::None, false, 64, 2, 3}),
     [](const auto &info) { return std::string(info.param.name); });
 
 TEST(Merge, EveryPartEmptyGivesZeroAndMinusInf) {

@@ -14,15 +14,17 @@ def standard_slopes(total_heads: int, max_bias: float = 8.0) -> torch.Tensor:
 
 def scores(q, k, *, causal=False, window=None, bias="alibi", slopes=None,
            max_bias=8.0, head_offset=0, total_heads=None, key_padding_mask=None,
-           scale=None, dtype=torch.float64):
+           scale=None, q_offset=None, k_offset=None, dtype=torch.float64):
     """Masked scores [B, H, Sq, Sk] in `dtype` (-inf where masked)."""
     B, H, Sq, D = q.shape
     Hkv, Sk = k.shape[1], k.shape[2]
     k = k.repeat_interleave(H // Hkv, dim=1)
     scale = scale if scale is not None else 1.0 / math.sqrt(D)
     s = (q.to(dtype) @ k.to(dtype).transpose(-1, -2)) * scale
-    i = torch.arange(Sq, dtype=torch.float64)[:, None] + (Sk - Sq)
-    j = torch.arange(Sk, dtype=torch.float64)[None, :]
+    # Positions: bottom-right, or absolute from the offsets.
+    i = torch.arange(Sq, dtype=torch.float64)[:, None] + (
+        Sk - Sq if q_offset is None else q_offset)
+    j = torch.arange(Sk, dtype=torch.float64)[None, :] + (k_offset or 0)
     if slopes is None:
         m = standard_slopes(total_heads or H, max_bias)[head_offset:head_offset + H]
         m = m.expand(B, H)

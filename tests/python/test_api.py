@@ -19,10 +19,11 @@ def test_opcheck_attention():
     kpm = torch.ones(2, 24, dtype=torch.uint8)
     kpm[1, :5] = 0
     for args in [
-        (q, k, v, None, None, True, 0, "alibi", 8.0, 0, 0, 0.0),
-        (q, k, v, slopes, None, False, 7, "alibi_symmetric", 8.0, 0, 0, 0.0),
-        (q, k, v, None, kpm, False, 0, "alibi_positions", 8.0, 0, 0, 0.125),
-        (q.bfloat16(), k.bfloat16(), v.bfloat16(), None, None, True, 0, "none", 8.0, 0, 0, 0.0),
+        (q, k, v, None, None, True, 0, "alibi", 8.0, 0, 0, 0.0, -1, -1),
+        (q, k, v, slopes, None, False, 7, "alibi_symmetric", 8.0, 0, 0, 0.0, -1, -1),
+        (q, k, v, None, kpm, False, 0, "alibi_positions", 8.0, 0, 0, 0.125, -1, -1),
+        (q.bfloat16(), k.bfloat16(), v.bfloat16(), None, None, True, 0, "none", 8.0, 0, 0, 0.0, -1, -1),
+        (q, k, v, None, None, True, 0, "alibi", 8.0, 0, 0, 0.0, 100, 90),
     ]:
         torch.library.opcheck(torch.ops.tilt.attention.default, args)
 
@@ -34,7 +35,7 @@ def test_opcheck_attention_varlen():
     cu_q = torch.tensor([0, 10, 30], dtype=torch.int32)
     cu_k = torch.tensor([0, 15, 40], dtype=torch.int32)
     torch.library.opcheck(torch.ops.tilt.attention_varlen.default,
-                          (q, k, v, cu_q, cu_k, None, True, 0, "alibi", 8.0, 0, 0, 0.0))
+                          (q, k, v, cu_q, cu_k, None, True, 0, "alibi", 8.0, 0, 0, 0.0, -1, -1))
 
 
 def test_torch_compile_fullgraph():
@@ -71,6 +72,9 @@ def test_torch_compile_fullgraph():
     (lambda q, k, v: tilt.attention(q, k, v, total_heads=2), "total_heads: must be"),
     (lambda q, k, v: tilt.attention(q, k.to("meta"), v), "k: device meta differs"),
     (lambda q, k, v: tilt.attention(q, k, v, max_bias=0), "max_bias: must be"),
+    (lambda q, k, v: tilt.attention(q, k, v, q_offset=5), "k_offset: must be an int >= 0 given together"),
+    (lambda q, k, v: tilt.attention(q, k, v, q_offset=-1, k_offset=0), "q_offset: must be an int >= 0"),
+    (lambda q, k, v: tilt.attention(q, k, v, q_offset=2**24, k_offset=0), "q_offset: must be in [0, 16777200]"),
     (lambda q, k, v: tilt.attention_varlen(q[0], k[0], v[0], torch.tensor([0, 4]), torch.tensor([0, 16], dtype=torch.int32)), "cu_seqlens_q: dtype must be int32"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(call, arg):

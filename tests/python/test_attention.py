@@ -169,6 +169,35 @@ def test_merge_states_of_key_chunks_equals_the_whole(dt):
     check(o, lse, q, k, v, causal=True)
 
 
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_chunks_with_position_offsets_merge_to_the_whole(dt):
+    # Context parallelism: queries and keys cut into chunks that each run on
+    # their own tensors with their absolute offsets, then merged per query
+    # chunk.
+    B, H, Hkv, Sq, Sk, D = 2, 8, 2, 120, 200, 64
+    q, k, v = inputs(B, H, Hkv, Sq, Sk, D, DT[dt], seed=3)
+    kw = dict(causal=True, window=90, bias="alibi")
+    whole, whole_lse = tilt.attention(q, k, v, return_lse=True, **kw)
+    for q0, q1 in ((0, 50), (50, 120)):
+        parts, lses = [], []
+        for k0, k1 in ((0, 70), (70, 140), (140, 200)):
+            o, lse = tilt.attention(q[:, :, q0:q1].contiguous(), k[:, :, k0:k1].contiguous(),
+                                    v[:, :, k0:k1].contiguous(), q_offset=Sk - Sq + q0,
+                                    k_offset=k0, return_lse=True, **kw)
+            check(o, lse, q[:, :, q0:q1], k[:, :, k0:k1], v[:, :, k0:k1],
+                  q_offset=Sk - Sq + q0, k_offset=k0, **kw)
+            parts.append(o)
+            lses.append(lse)
+        o, lse = tilt.merge_states(parts, lses)
+        want_lse = whole_lse[:, :, q0:q1]
+        assert torch.equal(torch.isneginf(lse), torch.isneginf(want_lse))
+        fin = ~torch.isneginf(want_lse)
+        assert (lse - want_lse)[fin].abs().max() <= 1e-4
+        if dt == "f32":
+            assert (o - whole[:, :, q0:q1]).abs().max() <= 1e-5
+        check(o, lse, q[:, :, q0:q1], k, v, q_offset=Sk - Sq + q0, k_offset=0, **kw)
+
+
 def test_merge_states_rejects_bad_parts():
     o = torch.randn(1, 2, 3, 8)
     l = torch.randn(1, 2, 3)

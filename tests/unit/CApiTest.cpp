@@ -77,8 +77,23 @@ TEST(CApi, RoundTrip) {
                "invalid spec: max_bias applies to standard slopes only "
                "(slopes are custom)");
 
-  // A success clears the error; the kernel is now a memory hit.
   spec.max_bias = 0;
+  // The position offsets reach the runtime's checks.
+  args.q_offset = 3;
+  EXPECT_NE(tilt_attention(rt, &spec, &args), 0);
+  EXPECT_STREQ(tilt_runtime_last_error(rt),
+               "q_offset: given (3), but the spec has no position offsets "
+               "(set position_offsets)");
+  spec.position_offsets = 1;
+  args.k_offset = -2;
+  EXPECT_NE(tilt_attention(rt, &spec, &args), 0);
+  EXPECT_STREQ(tilt_runtime_last_error(rt),
+               "k_offset: must be in [0, 16777193] so that positions stay "
+               "below 2^24 for a sequence of 23, got -2");
+  spec.position_offsets = 0;
+  args.q_offset = args.k_offset = 0;
+
+  // A success clears the error; the kernel is now a memory hit.
   EXPECT_EQ(tilt_attention(rt, &spec, &args), 0);
   EXPECT_STREQ(tilt_runtime_last_error(rt), "");
   EXPECT_EQ(compiler.compiles, 1);

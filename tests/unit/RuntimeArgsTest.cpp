@@ -202,6 +202,30 @@ TEST_F(RuntimeArgs, PaddingMaskNotInSpec) {
               "(set key_padding_mask)");
 }
 
+TEST_F(RuntimeArgs, OffsetsNotInSpec) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.kOffset = 7;
+  expectError(p, args,
+              "k_offset: given (7), but the spec has no position offsets (set "
+              "position_offsets)");
+}
+
+TEST_F(RuntimeArgs, OffsetsRange) {
+  Problem p = dense();
+  p.spec.positionOffsets = true;
+  AttentionArgs args = p.args();
+  args.qOffset = -1;
+  expectError(p, args,
+              "q_offset: must be in [0, 16777200] so that positions stay below "
+              "2^24 for a sequence of 16, got -1");
+  args.qOffset = 0;
+  args.kOffset = kMaxPosition - 15;
+  expectError(p, args,
+              "k_offset: must be in [0, 16777200] so that positions stay below "
+              "2^24 for a sequence of 16, got 16777201");
+}
+
 TEST_F(RuntimeArgs, CuSeqlensWithoutVarlen) {
   Problem p = dense();
   AttentionArgs args = p.args();

@@ -94,6 +94,14 @@ TEST(Spec, EveryRuleNamesItsField) {
        },
        "key_padding_mask cannot be combined with varlen cu_seqlens (give the "
        "unpadded lengths instead)"},
+      {"offsets with mask positions",
+       [](auto &s) {
+         s.bias = tilt::BiasKind::AlibiPositions;
+         s.keyPaddingMask = true;
+         s.positionOffsets = true;
+       },
+       "position offsets cannot be combined with bias alibi_positions (its "
+       "positions come from the key_padding_mask)"},
   };
   for (const Case &c : cases) {
     tilt::AttentionSpec s = valid();
@@ -125,7 +133,7 @@ TEST(Spec, NamesRoundTrip) {
 
 TEST(Spec, CanonicalFormSeparatesEveryField) {
   tilt::AttentionSpec base = valid();
-  std::vector<tilt::AttentionSpec> variants(12, base);
+  std::vector<tilt::AttentionSpec> variants(13, base);
   variants[1].heads = 24;
   variants[2].kvHeads = 12;
   variants[3].headDim = 128;
@@ -137,6 +145,7 @@ TEST(Spec, CanonicalFormSeparatesEveryField) {
   variants[9].maxBias = 4;
   variants[10].headOffset = 12, variants[10].totalHeads = 24;
   variants[11].slopes = tilt::SlopeSource::Custom;
+  variants[12].positionOffsets = true;
   for (size_t i = 0; i < variants.size(); ++i)
     for (size_t j = i + 1; j < variants.size(); ++j)
       EXPECT_NE(variants[i].canonical(), variants[j].canonical())

@@ -1,7 +1,8 @@
 //===- tilt-run.cpp - Run one attention through the runtime ---------------===//
 //
 //   tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [--lse lse.npy]
-//            [--cu-seqlens-q F --cu-seqlens-k F] [--threads N] [--stats]
+//            [--cu-seqlens-q F --cu-seqlens-k F] [--q-offset N --k-offset N]
+//            [--threads N] [--stats]
 //   tilt-run [spec flags] --seq S [--batch B --seq-k S] [--check] [--time]
 //            [--target cpu|cuda]
 //
@@ -60,6 +61,7 @@ struct RunOptions {
   std::string output, lseOutput, cuQFile, cuKFile, target = "cpu", cacheDir,
       kernelsDir;
   int64_t threads = 0, repeat = 1, batch = 1, seq = 0, seqK = 0, seed = 0;
+  int64_t qOffset = -1, kOffset = -1; ///< -1: not given
   bool stats = false, check = false, timeRuns = false;
   std::vector<std::string> files;
   bool random() const { return files.empty() && seq > 0; }
@@ -96,6 +98,13 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
              o.cuQFile);
   stringFlag("cu-seqlens-k", "FILE.npy", "ragged batch: key offsets [B+1]",
              o.cuKFile);
+  intFlag("q-offset", "N",
+          "context parallelism: absolute position of query row 0 (with "
+          "--k-offset; replaces the bottom-right rule)",
+          o.qOffset, 0);
+  intFlag("k-offset", "N",
+          "context parallelism: absolute position of key 0 (with --q-offset)",
+          o.kOffset, 0);
   stringFlag("cache-dir", "DIR", "kernel cache (default: $TILT_CACHE_DIR)",
              o.cacheDir);
   options.push_back(targetOption("where to run (default cpu)", o.target));
@@ -132,6 +141,9 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
   if (random && !o.cuQFile.empty())
     return fail("--cu-seqlens-q/-k need input files");
   o.flags.spec.varlen = !o.cuQFile.empty();
+  if ((o.qOffset < 0) != (o.kOffset < 0))
+    return fail("--q-offset and --k-offset go together");
+  o.flags.spec.positionOffsets = o.qOffset >= 0;
   if (std::string err = finishSpecFlags(o.flags); !err.empty())
     return fail(err);
   if (std::string err = finishTileConfig(o.config); !err.empty())
@@ -258,6 +270,10 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
       return err;
     args.cuSeqlensQ = tensorRef(t.cuQ.data(), t.cuQNpy.shape);
     args.cuSeqlensK = tensorRef(t.cuK.data(), t.cuKNpy.shape);
+  }
+  if (spec.positionOffsets) {
+    args.qOffset = o.qOffset;
+    args.kOffset = o.kOffset;
   }
   return {};
 }
@@ -395,6 +411,8 @@ std::string checkOutput(const AttentionSpec &spec, const Tensors &t) {
   in.keyPaddingMask = t.kpm.empty() ? nullptr : t.kpm.data();
   in.cuSeqlensQ = t.cuQ.empty() ? nullptr : t.cuQ.data();
   in.cuSeqlensK = t.cuK.empty() ? nullptr : t.cuK.data();
+  in.qOffset = t.args.qOffset;
+  in.kOffset = t.args.kOffset;
   const Extents ext =
       spec.varlen ? Extents{int64_t(t.cuQ.size()) - 1, t.q.shape[0],
                             t.k.shape[0]}

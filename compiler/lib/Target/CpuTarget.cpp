@@ -142,9 +142,10 @@ std::string CpuMachine::describe() const {
 namespace {
 
 /// void tilt_cpu_entry(void **descriptors, i64 begin, i64 end): forwards the
-/// descriptors to the C interface wrapper MLIR generated for the kernel.
+/// descriptors, and the int64 values the slot after them points to, to the C
+/// interface wrapper MLIR generated for the kernel.
 void addPackedEntry(llvm::Module &m, llvm::Function *ciface,
-                    unsigned numMemrefs) {
+                    unsigned numMemrefs, unsigned numIndexArgs) {
   llvm::LLVMContext &ctx = m.getContext();
   auto *ptr = llvm::PointerType::getUnqual(ctx);
   auto *i64 = llvm::Type::getInt64Ty(ctx);
@@ -157,6 +158,12 @@ void addPackedEntry(llvm::Module &m, llvm::Function *ciface,
   for (unsigned i = 0; i < numMemrefs; ++i) {
     llvm::Value *slot = b.CreateConstGEP1_64(ptr, entry->getArg(0), i);
     args.push_back(b.CreateLoad(ptr, slot));
+  }
+  if (numIndexArgs > 0) {
+    llvm::Value *slot = b.CreateConstGEP1_64(ptr, entry->getArg(0), numMemrefs);
+    llvm::Value *values = b.CreateLoad(ptr, slot);
+    for (unsigned i = 0; i < numIndexArgs; ++i)
+      args.push_back(b.CreateLoad(i64, b.CreateConstGEP1_64(i64, values, i)));
   }
   args.push_back(entry->getArg(1));
   args.push_back(entry->getArg(2));
@@ -214,8 +221,10 @@ std::string linkSharedObject(llvm::StringRef object, std::string &out) {
 
 } // namespace
 
-std::string emitCpuArtifact(mlir::ModuleOp module, const std::string &kernelName,
-                            unsigned numMemrefArgs, const std::string &info,
+std::string emitCpuArtifact(mlir::ModuleOp module,
+                            const std::string &kernelName,
+                            unsigned numMemrefArgs, unsigned numIndexArgs,
+                            const std::string &info,
                             const CpuMachine &machineIn, CpuEmit emit,
                             std::string &out) {
   initializeLLVMOnce();
@@ -245,7 +254,7 @@ std::string emitCpuArtifact(mlir::ModuleOp module, const std::string &kernelName
   llvm::Function *ciface = m->getFunction("_mlir_ciface_" + kernelName);
   if (!ciface)
     return "the module has no C interface for " + kernelName;
-  addPackedEntry(*m, ciface, numMemrefArgs);
+  addPackedEntry(*m, ciface, numMemrefArgs, numIndexArgs);
   auto *infoInit = llvm::ConstantDataArray::getString(ctx, info);
   new llvm::GlobalVariable(*m, infoInit->getType(), /*isConstant=*/true,
                            llvm::GlobalValue::ExternalLinkage, infoInit,

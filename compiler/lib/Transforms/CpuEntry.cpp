@@ -97,6 +97,9 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     MLIRContext *ctx = op.getContext();
     SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
     Type index = IndexType::get(ctx);
+    // [q_offset, k_offset], then the item range.
+    if (op.getQOffset())
+      argTypes.append({index, index});
     argTypes.append({index, index});
 
     OpBuilder b(func);
@@ -114,11 +117,13 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     Value kpm = take(op.getKeyPaddingMask());
     Value cuQ = take(op.getCuSeqlensQ());
     Value cuK = take(op.getCuSeqlensK());
+    Value qOffset = take(op.getQOffset());
+    Value kOffset = take(op.getKOffset());
     AttentionOp::create(b, op.getLoc(), Type(), Type(), args[0], args[1],
-                        args[2], slopes, kpm, cuQ, cuK, args[3], args[4],
-                        args[next], args[next + 1], op.getBiasAttr(),
-                        op.getCausalAttr(), op.getWindowAttr(),
-                        op.getScaleAttr(), *config);
+                        args[2], slopes, kpm, cuQ, cuK, qOffset, kOffset,
+                        args[3], args[4], args[next], args[next + 1],
+                        op.getBiasAttr(), op.getCausalAttr(),
+                        op.getWindowAttr(), op.getScaleAttr(), *config);
     func::ReturnOp::create(b, op.getLoc());
     func.erase();
     return success();

@@ -132,6 +132,9 @@ std::string AttentionSpec::validate() const {
   if (keyPaddingMask && varlen)
     return "key_padding_mask cannot be combined with varlen cu_seqlens (give "
            "the unpadded lengths instead)";
+  if (positionOffsets && bias == BiasKind::AlibiPositions)
+    return "position offsets cannot be combined with bias alibi_positions "
+           "(its positions come from the key_padding_mask)";
   return {};
 }
 
@@ -151,6 +154,9 @@ std::string AttentionSpec::canonical() const {
                   (long long)headOffset, (long long)effectiveTotalHeads());
   }
   s += format("kpm=%d;varlen=%d", keyPaddingMask ? 1 : 0, varlen ? 1 : 0);
+  // Only when set, so every spec without offsets keeps its key.
+  if (positionOffsets)
+    s += ";offsets=1";
   return s;
 }
 

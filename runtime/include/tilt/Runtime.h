@@ -46,6 +46,10 @@ struct AttentionArgs {
   TensorRef keyPaddingMask; ///< uint8 [B,Sk]
   TensorRef cuSeqlensQ;     ///< int32 [B+1], varlen only
   TensorRef cuSeqlensK;
+  /// Position offsets (spec.positionOffsets only; ALIBI.md): query row i and
+  /// key j sit at the absolute positions qOffset + i and kOffset + j. Each
+  /// >= 0, and offset + sequence length <= 2^24 (kMaxPosition).
+  int64_t qOffset = 0, kOffset = 0;
   /// Target::CUDA: the stream (a CUstream) the kernel is enqueued on, e.g.
   /// PyTorch's current stream; null: the default stream. Ignored on the CPU.
   void *cudaStream = nullptr;

@@ -77,19 +77,20 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   slopes: Optional[torch.Tensor],
                   key_padding_mask: Optional[torch.Tensor], causal: bool,
                   window: int, bias: str, max_bias: float, head_offset: int,
-                  total_heads: int, scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+                  total_heads: int, scale: float, q_offset: int,
+                  k_offset: int) -> Tuple[torch.Tensor, torch.Tensor]:
     _ensure_configured()
     o = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     _tilt.forward(q, k, v, o, lse, slopes, key_padding_mask, None, None,
                   causal, window, bias, max_bias, head_offset, total_heads,
-                  scale, _stream(q))
+                  scale, q_offset, k_offset, _stream(q))
     return o, lse
 
 
 @_attention_op.register_fake
 def _(q, k, v, slopes, key_padding_mask, causal, window, bias, max_bias,
-      head_offset, total_heads, scale):
+      head_offset, total_heads, scale, q_offset, k_offset):
     return (torch.empty_like(q),
             q.new_empty(q.shape[:3], dtype=torch.float32))
 
@@ -100,20 +101,21 @@ def _attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          slopes: Optional[torch.Tensor], causal: bool,
                          window: int, bias: str, max_bias: float,
                          head_offset: int, total_heads: int,
-                         scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+                         scale: float, q_offset: int,
+                         k_offset: int) -> Tuple[torch.Tensor, torch.Tensor]:
     _ensure_configured()
     o = torch.empty_like(q)
     lse = torch.empty((q.shape[1], q.shape[0]), dtype=torch.float32,
                       device=q.device)
     _tilt.forward(q, k, v, o, lse, slopes, None, cu_seqlens_q, cu_seqlens_k,
                   causal, window, bias, max_bias, head_offset, total_heads,
-                  scale, _stream(q))
+                  scale, q_offset, k_offset, _stream(q))
     return o, lse
 
 
 @_attention_varlen_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, causal, window, bias,
-      max_bias, head_offset, total_heads, scale):
+      max_bias, head_offset, total_heads, scale, q_offset, k_offset):
     return (torch.empty_like(q),
             q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32))
 
@@ -224,6 +226,20 @@ def _bias_name(bias) -> str:
     return "none" if bias is None else bias
 
 
+def _check_offsets(q_offset, k_offset, bias) -> Tuple[int, int]:
+    """The op's (q_offset, k_offset): (-1, -1) when neither is given."""
+    if q_offset is None and k_offset is None:
+        return -1, -1
+    for name, x in (("q_offset", q_offset), ("k_offset", k_offset)):
+        if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+            raise ValueError(f"{name}: must be an int >= 0 given together with "
+                             f"{'k_offset' if name == 'q_offset' else 'q_offset'}, got {x!r}")
+    if bias == "alibi_positions":
+        raise ValueError("q_offset: position offsets cannot be combined with "
+                         "bias='alibi_positions' (its positions come from the mask)")
+    return q_offset, k_offset
+
+
 # --- public API -----------------------------------------------------------------
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -233,7 +249,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
               total_heads: Optional[int] = None,
               key_padding_mask: Optional[torch.Tensor] = None,
               scale: Optional[float] = None, return_lse: bool = False,
-              layout: str = "bhsd"):
+              layout: str = "bhsd", q_offset: Optional[int] = None,
+              k_offset: Optional[int] = None):
     """Attention with a linear position bias.
 
     q: [B, H, Sq, D]; k, v: [B, Hkv, Sk, D] (H % Hkv == 0: GQA/MQA); with
@@ -246,6 +263,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     causal and window (i' - j < window) mask keys; a row that sees no key
     gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
     natural log) with return_lse=True.
+    q_offset, k_offset (context parallelism, given together): query row i
+    and key j sit at the absolute positions q_offset + i and k_offset + j
+    instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of
+    keys with its offsets and combine the results with merge_states().
 
     layout="bshd" is served by copying to [B, H, S, D] and back (the kernels
     take row-major [B, H, S, D] only); "bhsd" tensors are used in place.
@@ -284,9 +305,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         kpm = m.to(torch.uint8).contiguous()
     elif bias == "alibi_positions":
         raise ValueError("key_padding_mask: bias='alibi_positions' needs one")
+    qo, ko = _check_offsets(q_offset, k_offset, bias)
     o, lse = _attention_op(q, k, v, slopes, kpm, causal, window or 0,
                            _bias_name(bias), float(max_bias), head_offset,
-                           total_heads or 0, float(scale or 0.0))
+                           total_heads or 0, float(scale or 0.0), qo, ko)
     if layout == "bshd":
         o = o.transpose(1, 2).contiguous()
     return (o, lse) if return_lse else o
@@ -298,7 +320,9 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      bias: Optional[str] = "alibi",
                      slopes: Optional[torch.Tensor] = None, max_bias: float = 8.0,
                      head_offset: int = 0, total_heads: Optional[int] = None,
-                     scale: Optional[float] = None, return_lse: bool = False):
+                     scale: Optional[float] = None, return_lse: bool = False,
+                     q_offset: Optional[int] = None,
+                     k_offset: Optional[int] = None):
     """Ragged batches: q [total_q, H, D], k, v [total_k, Hkv, D] packed, with
     cumulative offsets cu_seqlens_q / cu_seqlens_k (int32 [B+1]). lse is
     [H, total_q]. Other arguments as for attention()."""
@@ -330,7 +354,8 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                   cu_seqlens_k.contiguous(), slopes, causal,
                                   window or 0, _bias_name(bias),
                                   float(max_bias), head_offset,
-                                  total_heads or 0, float(scale or 0.0))
+                                  total_heads or 0, float(scale or 0.0),
+                                  *_check_offsets(q_offset, k_offset, bias))
     return (o, lse) if return_lse else o
 
 

@@ -168,3 +168,40 @@ func.func @amx(%q: memref<?x2x?x32xbf16>, %k: memref<?x2x?x32xbf16>, %v: memref<
   tilt.attention q(%q : memref<?x2x?x32xbf16>) k(%k : memref<?x2x?x32xbf16>) v(%v : memref<?x2x?x32xbf16>) out(%o : memref<?x2x?x32xbf16>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_amx, block_m = 32, block_n = 32>}
   return
 }
+
+// -----
+
+// Position offsets: i' = i + (q_offset - k_offset) in place of Sk - Sq, and
+// each row's distances taken from its anchor clamp(i', 0, Sk - 1) (staged
+// once per item, exact in f32), the row constant -m * |anchor| put back into
+// the lse. Masks keep the true j - i'.
+
+// CHECK-LABEL: func.func @offsets(
+// CHECK-SAME: %[[QO:[a-z0-9]+]]: index, %[[KO:[a-z0-9]+]]: index, %{{[a-z0-9]+}}: index, %{{[a-z0-9]+}}: index)
+// CHECK: %[[SHIFT:.*]] = arith.subi %[[QO]], %[[KO]] : index
+// Anchors: clamp(i') - i' per row.
+// CHECK: scf.for %[[I:.*]] = %c0 to %c16 step %c1 {
+// CHECK: %[[IP:.*]] = arith.addi %{{.*}}, %[[SHIFT]] : index
+// CHECK: %[[NEAR0:.*]] = arith.minsi %[[IP]], %{{.*}} : index
+// CHECK: %[[NEAR:.*]] = arith.maxsi %[[NEAR0]], %c0 : index
+// CHECK: %[[A:.*]] = arith.subi %[[NEAR]], %[[IP]] : index
+// CHECK: %[[AI:.*]] = arith.index_cast %[[A]] : index to i64
+// CHECK: %[[AF:.*]] = arith.sitofp %[[AI]] : i64 to f32
+// CHECK: memref.store %[[AF]], %[[ANCHORS:.*]][%[[I]]] : memref<16xf32>
+// Scores: the bias from jrel - anchor, the causal mask from jrel.
+// CHECK: %[[AV:.*]] = vector.load %[[ANCHORS]][%c0] : memref<16xf32>, vector<16xf32>
+// CHECK: %[[JREL:.*]] = arith.addf %{{.*}}, %{{.*}} : vector<16xf32>
+// CHECK: %[[DIST:.*]] = arith.subf %[[JREL]], %[[AV]] : vector<16xf32>
+// CHECK: %[[ABS:.*]] = math.absf %[[DIST]] : vector<16xf32>
+// CHECK: math.fma %{{.*}}, %[[ABS]], %{{.*}} : vector<16xf32>
+// CHECK: arith.cmpf ole, %[[JREL]], %{{.*}} : vector<16xf32>
+// Finalize: lse += -m * |anchor| (natural units).
+// CHECK: math.log2
+// CHECK: %[[AROW:.*]] = memref.load %[[ANCHORS]][%{{.*}}] : memref<16xf32>
+// CHECK: %[[NEGM:.*]] = arith.negf %{{.*}} : f32
+// CHECK: %[[AABS:.*]] = math.absf %[[AROW]] : f32
+// CHECK: math.fma %[[NEGM]], %[[AABS]], %{{.*}} : f32
+func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x2x?x16xf32>, %lse: memref<?x2x?xf32>, %qo: index, %ko: index, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) offsets(%qo, %ko) out(%o : memref<?x2x?x16xf32>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi_symmetric>, causal, config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
+  return
+}

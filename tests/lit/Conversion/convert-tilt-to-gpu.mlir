@@ -114,3 +114,18 @@ func.func @hopper(%q: tensor<?x16x?x128xbf16>, %k: tensor<?x16x?x128xbf16>,
       -> tensor<?x16x?x128xbf16>
   return %o : tensor<?x16x?x128xbf16>
 }
+
+// -----
+
+// Position offsets: q_offset and k_offset become two index parameters after
+// the memrefs (i64 in the CUDA ABI), and i' = i + (q_offset - k_offset).
+
+// CHECK-LABEL: gpu.module @tilt_kernels
+// CHECK: gpu.func @tilt_attention({{.*}}, %{{.*}}: memref<?x4x?xf32>, %[[QO:.*]]: index, %[[KO:.*]]: index)
+// CHECK-SAME: offsets=1
+// CHECK: arith.subi %[[QO]], %[[KO]] : index
+func.func @offsets(%q: tensor<?x4x?x64xbf16>, %k: tensor<?x4x?x64xbf16>,
+                   %v: tensor<?x4x?x64xbf16>, %qo: index, %ko: index) -> (tensor<?x4x?x64xbf16>, tensor<?x4x?xf32>) {
+  %o, %lse = tilt.attention q(%q : tensor<?x4x?x64xbf16>) k(%k : tensor<?x4x?x64xbf16>) v(%v : tensor<?x4x?x64xbf16>) offsets(%qo, %ko) {bias = #tilt.bias<alibi>, causal} -> tensor<?x4x?x64xbf16>, tensor<?x4x?xf32>
+  return %o, %lse : tensor<?x4x?x64xbf16>, tensor<?x4x?xf32>
+}

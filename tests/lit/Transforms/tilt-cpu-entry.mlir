@@ -48,3 +48,18 @@ func.func @varlen(%q: tensor<?x12x80xf16>, %k: tensor<?x4x80xf16>, %v: tensor<?x
   %o = tilt.attention q(%q : tensor<?x12x80xf16>) k(%k : tensor<?x4x80xf16>) v(%v : tensor<?x4x80xf16>) cu_seqlens_q(%cq : tensor<?xi32>) cu_seqlens_k(%ck : tensor<?xi32>) {bias = #tilt.bias<alibi>} -> tensor<?x12x80xf16>
   return %o : tensor<?x12x80xf16>
 }
+
+// -----
+
+// Position offsets: two index arguments after the memrefs, before the work
+// range (the packed entry point reads them from the slot after the
+// descriptors).
+
+// CHECK-LABEL: func.func @tilt_kernel(
+// CHECK-SAME: %{{.*}}: memref<?x4x?xf32>, %[[QO:.*]]: index, %[[KO:.*]]: index, %[[B:.*]]: index, %[[E:.*]]: index)
+// CHECK: offsets(%[[QO]], %[[KO]]) out(
+// CHECK-SAME: items(%[[B]], %[[E]])
+func.func @offsets(%q: tensor<?x4x?x64xf32>, %k: tensor<?x4x?x64xf32>, %v: tensor<?x4x?x64xf32>, %qo: index, %ko: index) -> tensor<?x4x?x64xf32> {
+  %o = tilt.attention q(%q : tensor<?x4x?x64xf32>) k(%k : tensor<?x4x?x64xf32>) v(%v : tensor<?x4x?x64xf32>) offsets(%qo, %ko) {bias = #tilt.bias<alibi_symmetric>} -> tensor<?x4x?x64xf32>
+  return %o : tensor<?x4x?x64xf32>
+}

@@ -48,11 +48,15 @@ enum class CpuEmit { LLVMIR, Assembly, Object, SharedObject };
 /// llvm.emit_c_interface) to LLVM IR, adds the packed entry point and the
 /// info string of KernelABI.h, optimizes at O3 for `machine`, and emits the
 /// requested form. `numMemrefArgs` is how many memref descriptors the packed
-/// entry forwards. Returns "" or an error.
-std::string emitCpuArtifact(mlir::ModuleOp module, const std::string &kernelName,
-                            unsigned numMemrefArgs, const std::string &info,
-                            const CpuMachine &machine, CpuEmit emit,
-                            std::string &out);
+/// entry forwards; then, when `numIndexArgs` > 0, the next slot of its
+/// descriptor array points to that many int64 values, passed as the kernel's
+/// index arguments (KernelABI.h: the position offsets). Returns "" or an
+/// error.
+std::string emitCpuArtifact(mlir::ModuleOp module,
+                            const std::string &kernelName,
+                            unsigned numMemrefArgs, unsigned numIndexArgs,
+                            const std::string &info, const CpuMachine &machine,
+                            CpuEmit emit, std::string &out);
 
 } // namespace tilt
 

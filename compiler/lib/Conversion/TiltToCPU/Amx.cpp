@@ -324,6 +324,9 @@ void AmxEmitter::softmaxRow(Value i, Value kb, Value nk, bool masked,
   Value negInf = splat(-INFINITY);
   Value ref = posRef ? bcast(memref::LoadOp::create(b, posRef, ValueRange{i}))
                      : Value();
+  Value anchor =
+      anchorRow ? bcast(memref::LoadOp::create(b, anchorRow, ValueRange{i}))
+                : Value();
   Value kpm = op.getKeyPaddingMask();
   SmallVector<Value> s;
   Value rowMax = negInf;
@@ -333,7 +336,7 @@ void AmxEmitter::softmaxRow(Value i, Value kb, Value nk, bool masked,
     Value v = vector::LoadOp::create(b, vecF32, sMat,
                                      ValueRange{buf, i, idx(c * vl)});
     v = arith::MulFOp::create(b, v, scale);
-    v = addBias(v, jrel, [&] {
+    v = addBias(v, jrel, anchor, [&] {
       Value p = vector::LoadOp::create(b, vecF32, pos,
                                        ValueRange{add(kb, idx(c * vl))});
       return arith::SubFOp::create(b, p, ref).getResult();

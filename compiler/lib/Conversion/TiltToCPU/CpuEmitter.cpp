@@ -73,6 +73,8 @@ LogicalResult CpuEmitter::emit() {
   alphaRow = scratch({bm}, f32);
   if (spec.bias == ::tilt::BiasKind::AlibiPositions)
     posRef = scratch({bm}, f32);
+  if (spec.positionOffsets && spec.hasAlibi())
+    anchorRow = scratch({bm}, f32);
   forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
           [&](Value item) { emitItem(item); });
   return success();
@@ -125,7 +127,10 @@ void CpuEmitter::emitItem(Value item) {
       arith::CmpIOp::create(b, arith::CmpIPredicate::slt, rowStart, sq);
   ifThen(live, [&] {
     rows = minI(idx(bm), sub(sq, rowStart));
-    shift = sub(sk, sq); // i' = i + Sk - Sq
+    // i' = i + shift relative to key 0: Sk - Sq (bottom-right), or
+    // q_offset - k_offset with position offsets.
+    shift = spec.positionOffsets ? sub(op.getQOffset(), op.getKOffset())
+                                 : sub(sk, sq);
     slope2 = spec.hasAlibi() ? slopeLog2() : Value();
 
     // Keys any row of this block may see.
@@ -148,6 +153,8 @@ void CpuEmitter::emitItem(Value item) {
     stageQuery();
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       stagePositions();
+    if (anchorRow)
+      stageAnchors();
     keyLoop(kBegin, kEnd);
     finalize();
     if (pos)
@@ -206,6 +213,22 @@ void CpuEmitter::stagePositions() {
   });
 }
 
+void CpuEmitter::stageAnchors() {
+  // With position offsets a row may lie far from every key of this chunk
+  // (i' - j in the millions), and m * (j - i') in f32 would lose the few
+  // units that tell the keys apart. Each row's distances are therefore
+  // taken from its anchor: the nearest key position, clamp(i', 0, Sk - 1).
+  // anchor = clamp(i') - i' is an exact integer in f32 (|i'| < 2^24); the
+  // bias splits exactly into a part relative to the anchor and a row
+  // constant, which the softmax ignores and finalize() adds to the lse.
+  forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+    Value ip = add(add(rowStart, i), shift);
+    Value nearest = maxI(idx(0), minI(ip, sub(sk, idx(1))));
+    memref::StoreOp::create(b, indexToF32(sub(nearest, ip)), anchorRow,
+                            ValueRange{i});
+  });
+}
+
 void CpuEmitter::finalize() {
   // o = Acc / l; lse = (m + log2 l) * ln 2 (+ the positions' row constant).
   // A row that saw no key has l = 0: o = 0, lse = -inf.
@@ -235,6 +258,17 @@ void CpuEmitter::finalize() {
       // Scores were shifted by -m * pos[i'] (natural units); undo it.
       Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
       value = math::FmaOp::create(b, slope, ref, value);
+    }
+    if (anchorRow) {
+      // The row constant the anchors took out: m * a (relative bias) or
+      // -m * |a| (symmetric), natural units.
+      Value a = memref::LoadOp::create(b, anchorRow, ValueRange{i});
+      Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
+      if (spec.bias == ::tilt::BiasKind::AlibiSymmetric) {
+        slope = arith::NegFOp::create(b, slope);
+        a = math::AbsFOp::create(b, a);
+      }
+      value = math::FmaOp::create(b, slope, a, value);
     }
     value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
     SmallVector<Value> index = spec.varlen

@@ -127,8 +127,13 @@ protected:
     return visible;
   }
   /// s + bias, with j - i' given as `jrel` (vector) and, for the positions
-  /// form, pos[j] - pos[i'] built on demand by `positions`.
-  Value addBias(Value s, Value jrel, function_ref<Value()> positions) {
+  /// form, pos[j] - pos[i'] built on demand by `positions`. `anchor` (null
+  /// without position offsets, see stageAnchors): the rows' anchors, taken
+  /// out of the distance.
+  Value addBias(Value s, Value jrel, Value anchor,
+                function_ref<Value()> positions) {
+    if (anchor && spec.bias != ::tilt::BiasKind::AlibiPositions)
+      jrel = arith::SubFOp::create(b, jrel, anchor);
     switch (spec.bias) {
     case ::tilt::BiasKind::None:
       return s;
@@ -171,6 +176,7 @@ protected:
   void emitItem(Value item);
   Value slopeLog2();
   void stagePositions();
+  void stageAnchors();
   void finalize();
 
   /// Runs `tile(first, count)` over [0, total) in groups of `group`: a loop
@@ -186,8 +192,8 @@ protected:
   VectorType vecF32;
 
   // Shared scratch, allocated once per call: Acc [BM][D], per-row state
-  // [BM], the positions of the block's rows [BM].
-  Value acc, mRow, lRow, alphaRow, posRef;
+  // [BM], the positions of the block's rows [BM], their anchors [BM].
+  Value acc, mRow, lRow, alphaRow, posRef, anchorRow;
   // Per work item.
   Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
   Value firstPos, lastPos; // i' of the block's first and last rows

@@ -180,6 +180,9 @@ void VectorEmitter::softmaxColumn(Value c, Value kb, Value nk) {
   Value negInf = splat(-INFINITY);
   Value ref = posRef ? vector::LoadOp::create(b, vecF32, posRef, ValueRange{i0})
                      : Value();
+  Value anchor =
+      anchorRow ? vector::LoadOp::create(b, vecF32, anchorRow, ValueRange{i0})
+                : Value();
   Value kpm = op.getKeyPaddingMask();
 
   auto pass1 = scf::ForOp::create(
@@ -187,7 +190,7 @@ void VectorEmitter::softmaxColumn(Value c, Value kb, Value nk) {
       [&](OpBuilder &, Location, Value j, ValueRange args) {
         Value s = vector::LoadOp::create(b, vecF32, st, ValueRange{j, i0});
         Value jrel = arith::AddFOp::create(b, base, bcast(indexToF32(j)));
-        s = addBias(s, jrel, [&] {
+        s = addBias(s, jrel, anchor, [&] {
           Value p = memref::LoadOp::create(b, pos, ValueRange{add(kb, j)});
           return arith::SubFOp::create(b, bcast(p), ref).getResult();
         });

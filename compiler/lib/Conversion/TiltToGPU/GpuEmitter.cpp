@@ -46,7 +46,8 @@ void GpuEmitter::emitGeometry() {
     sq = memref::DimOp::create(b, q, 2);
     sk = memref::DimOp::create(b, k, 2);
   }
-  shift = sub(sk, sq);
+  // i' = i + shift relative to key 0: bottom-right, or from the offsets.
+  shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
   rowStart = mul(qb, idx(bm));
   Value live = minI(idx(bm), sub(sq, rowStart));
   firstRow = add(rowStart, shift);
@@ -184,7 +185,8 @@ SmallVector<Value> GpuEmitter::blockBody(Value kb, ValueRange state,
                          add(idx(16 * mi + 8 * r), g));
       Value ip = add(rowIdx, shift); // i'
       Value jrel0 = sub(add(keyBase, colBase), ip);
-      Value jrel0F = indexToF32(jrel0);
+      // The bias's distance: from the row's anchor with position offsets.
+      Value jrel0F = indexToF32(anchored(jrel0, ip));
       // Per-element visibility as one 32-bit compare against a constant
       // each: j < sk <=> sk - j0 > off; j <= i' <=> -jrel0 >= off;
       // i' - j < w <=> jrel0 + w > -off.
@@ -280,6 +282,21 @@ SmallVector<Value> GpuEmitter::blockBody(Value kb, ValueRange state,
     accumulatePV(slot, bufferRow, p, acc);
   }
   return next;
+}
+
+Value GpuEmitter::anchor(Value ip) {
+  // As on the CPU (CpuEmitter::stageAnchors): with position offsets a row's
+  // distances are taken from its nearest key position clamp(i', 0, Sk - 1),
+  // so that f32 keeps the units that tell keys apart when the row lies far
+  // from this chunk of keys; the constant goes back into the lse.
+  if (!spec.positionOffsets || !spec.hasAlibi())
+    return {};
+  return sub(maxI(idx(0), minI(ip, sub(sk, idx(1)))), ip);
+}
+
+Value GpuEmitter::anchored(Value jrel, Value ip) {
+  Value a = anchor(ip);
+  return a ? sub(jrel, a) : jrel;
 }
 
 void GpuEmitter::emitKeyBlockLoop() {
@@ -420,6 +437,15 @@ void GpuEmitter::emitEpilogue(ValueRange state) {
         }
         ifThen(cmpI(arith::CmpIPredicate::eq, t4, idx(0)), [&] {
           Value lse2 = fadd(fadd(st[r], log2(l)), corr);
+          if (Value a = anchor(add(rowIdx, shift))) {
+            // The row constant the anchor took out of the bias.
+            Value aF = indexToF32(a);
+            lse2 =
+                spec.bias == ::tilt::BiasKind::AlibiSymmetric
+                    ? fsub(lse2,
+                           fmul(slope, fmax(aF, arith::NegFOp::create(b, aF))))
+                    : fadd(lse2, fmul(slope, aF));
+          }
           Value value = select(has, fmul(lse2, f32c(kLn2)), negInf);
           SmallVector<Value> lIdx =
               spec.varlen ? SmallVector<Value>{head, seqRow}

@@ -74,6 +74,10 @@ public:
       cuQ = args[next++];
       cuK = args[next++];
     }
+    if (spec.positionOffsets) {
+      qOffset = args[next++];
+      kOffset = args[next++];
+    }
     firstExtraArg = next;
     kernelArgs = args;
   }
@@ -165,6 +169,10 @@ protected:
   void emitGeometry();
   Value slope2();
   void emitKeyBlockLoop();
+  /// clamp(i', 0, Sk - 1) - i' with position offsets and an ALiBi bias, else
+  /// null; anchored(): j - i' less that anchor.
+  Value anchor(Value ip);
+  Value anchored(Value jrel, Value ip);
   SmallVector<Value> blockBody(Value kb, ValueRange state, bool masked);
   void stageKeyMask(Value kb, Value base, Value &blockCount);
   void emitEpilogue(ValueRange state);
@@ -174,7 +182,7 @@ protected:
   int64_t bm, bn, warps, stages, d, dp, mt, threads;
   unsigned firstExtraArg = 0; ///< the variant's own kernel arguments
   Type f32, i32, elt;
-  Value q, k, v, o, lse, slopes, kpm, cuQ, cuK;
+  Value q, k, v, o, lse, slopes, kpm, cuQ, cuK, qOffset, kOffset;
 
   // Per-thread geometry.
   Value tid, lane, warp, g, t4;

@@ -152,6 +152,9 @@ struct ConvertTiltToGPU
     MLIRContext *ctx = &getContext();
 
     SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
+    // Position offsets: q_offset, k_offset as i64 parameters.
+    if (spec.positionOffsets)
+      argTypes.append(2, IndexType::get(ctx));
     // sm_90a: the tensor maps of q, k and v (KernelABI.h), as pointers.
     if (config->getVariant() == KernelVariant::gpu_sm90a)
       argTypes.append(3, LLVM::LLVMPointerType::get(ctx));

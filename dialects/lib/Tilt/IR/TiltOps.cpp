@@ -68,6 +68,7 @@ bool dimsAgree(int64_t a, int64_t b) {
   }
   spec.keyPaddingMask = getKeyPaddingMask() != nullptr;
   spec.varlen = layout.varlen;
+  spec.positionOffsets = getQOffset() != nullptr;
   return spec;
 }
 
@@ -87,6 +88,8 @@ LogicalResult AttentionOp::verify() {
       return emitOpError("operands must all be tensors or all be memrefs");
   if (tensors && !getO())
     return emitOpError("the tensor form must return o");
+  if ((getQOffset() == nullptr) != (getKOffset() == nullptr))
+    return emitOpError("offsets needs both a q_offset and a k_offset");
   if ((getItemBegin() == nullptr) != (getItemEnd() == nullptr))
     return emitOpError("items needs both a begin and an end");
   if (getItemBegin() && tensors)

@@ -13,7 +13,9 @@
 // layout MLIR uses for strided memrefs) of, in this order:
 //   q, k, v, o, lse,
 //   then, only when the spec has them: slopes, key_padding_mask (i8),
-//   cu_seqlens_q, cu_seqlens_k.
+//   cu_seqlens_q, cu_seqlens_k;
+// then, only when the spec has position offsets, one more slot: a pointer to
+// two int64_t, {q_offset, k_offset}.
 // Dense: q/o [B,H,Sq,D], k/v [B,Hkv,Sk,D], lse [B,H,Sq].
 // Varlen: q/o [totalQ,H,D], k/v [totalK,Hkv,D], lse [H,totalQ].
 // Elements of f16/bf16 tensors are 16-bit storage; lse is always f32.
@@ -55,6 +57,7 @@
 // cu_seqlens_k]), its descriptor expanded into separate parameters:
 // allocated ptr, aligned ptr, offset (i64), sizes[rank] (i64 each),
 // strides[rank] (i64 each) -- pointers are device addresses.
+// Then, with position offsets, q_offset and k_offset (i64 each).
 // Then, for each operand named by `tma`, one pointer (8 bytes) to a
 // CUtensorMap (128 bytes, 64-byte aligned) in device global memory, made by
 // cuTensorMapEncodeTiled over the operand seen as a rank-3 tensor

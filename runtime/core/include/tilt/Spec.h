@@ -59,6 +59,10 @@ struct AttentionSpec {
 
   bool keyPaddingMask = false; ///< a [B, Sk] 0/1 mask is given at launch
   bool varlen = false;         ///< packed [total, H, D] with cu_seqlens
+  /// Context parallelism (ALIBI.md): query row i and key j sit at the
+  /// absolute positions q_offset + i and k_offset + j, two integers given at
+  /// launch, instead of the bottom-right rule (i' = i + Sk - Sq).
+  bool positionOffsets = false;
 
   double effectiveScale() const;
   int64_t effectiveTotalHeads() const {
@@ -85,6 +89,10 @@ struct Extents {
 
 /// Head dims the kernels are generated for.
 bool isSupportedHeadDim(int64_t d);
+
+/// Largest absolute position a query or key may take with position offsets:
+/// distances are exact in f32 up to 2^24.
+inline constexpr int64_t kMaxPosition = int64_t(1) << 24;
 
 inline constexpr const char *kSupportedHeadDims =
     "a multiple of 16 from 16 to 256";

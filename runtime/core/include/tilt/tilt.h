@@ -65,6 +65,7 @@ typedef struct tilt_spec {
   int64_t total_heads;      /**< heads of the whole model; 0: heads */
   int32_t key_padding_mask; /**< nonzero: a [B, Sk] mask is passed */
   int32_t varlen;           /**< nonzero: packed tensors with cu_seqlens */
+  int32_t position_offsets; /**< nonzero: q_offset/k_offset give positions */
 } tilt_spec;
 
 /** A dense row-major tensor owned by the caller; data == NULL and rank == 0
@@ -83,6 +84,9 @@ typedef struct tilt_attention_args {
   tilt_tensor key_padding_mask; /**< uint8 [B, Sk] */
   tilt_tensor cu_seqlens_q;     /**< int32 [B+1], varlen only */
   tilt_tensor cu_seqlens_k;
+  /** With spec.position_offsets: query row i and key j sit at the absolute
+   *  positions q_offset + i and k_offset + j (context parallelism). */
+  int64_t q_offset, k_offset;
 } tilt_attention_args;
 
 /** Creates the JIT compiler. cpu_class NULL or "": code for this machine's

@@ -28,6 +28,7 @@ struct Inputs {
   const uint8_t *keyPaddingMask = nullptr; ///< [B,Sk], 0 = padded
   const int32_t *cuSeqlensQ = nullptr;
   const int32_t *cuSeqlensK = nullptr;
+  int64_t qOffset = 0, kOffset = 0; ///< spec.positionOffsets only
 };
 
 struct Outputs {

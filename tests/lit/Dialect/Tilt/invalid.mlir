@@ -439,7 +439,7 @@ module attributes {tilt.a = #tilt.tile_config<variant = gpu_sm70, block_m = 64, 
 
 func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
   // expected-error @+1 {{items needs both a begin and an end}}
-  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 1, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
+  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
   return
 }
 
@@ -447,7 +447,7 @@ func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
 
 func.func @f(%q: tensor<1x4x8x64xf32>, %b: index, %e: index) {
   // expected-error @+1 {{items belong to the memref (kernel) form}}
-  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
+  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
   return
 }
 
@@ -456,5 +456,21 @@ func.func @f(%q: tensor<1x4x8x64xf32>, %b: index, %e: index) {
 func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index, %e: index) {
   // expected-error @+1 {{items need a tile_config: block_m defines the query blocks they count}}
   tilt.attention q(%q : memref<1x4x8x64xf32>) k(%q : memref<1x4x8x64xf32>) v(%q : memref<1x4x8x64xf32>) out(%o : memref<1x4x8x64xf32>) items(%b, %e)
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %a: index) {
+  // expected-error @+1 {{offsets needs both a q_offset and a k_offset}}
+  %o = "tilt.attention"(%q, %q, %q, %a) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index) -> tensor<1x4x8x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %m: tensor<1x8xi8>, %a: index, %b: index) {
+  // expected-error @+1 {{position offsets cannot be combined with bias alibi_positions (its positions come from the key_padding_mask)}}
+  %o = tilt.attention q(%q : tensor<1x4x8x64xf32>) k(%q : tensor<1x4x8x64xf32>) v(%q : tensor<1x4x8x64xf32>) key_padding_mask(%m : tensor<1x8xi8>) offsets(%a, %b) {bias = #tilt.bias<alibi_positions>} -> tensor<1x4x8x64xf32>
   return
 }

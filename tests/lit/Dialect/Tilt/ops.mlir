@@ -94,3 +94,11 @@ func.func @gpu_config(%q: tensor<2x32x4096x128xbf16>, %k: tensor<2x32x4096x128xb
   %o = tilt.attention q(%q : tensor<2x32x4096x128xbf16>) k(%k : tensor<2x32x4096x128xbf16>) v(%v : tensor<2x32x4096x128xbf16>) {bias = #tilt.bias<alibi>, config = #tilt.tile_config<variant = gpu_sm90a, block_m = 128, block_n = 128, num_warps = 8, num_stages = 2>} -> tensor<2x32x4096x128xbf16>
   return %o : tensor<2x32x4096x128xbf16>
 }
+
+// CHECK-LABEL: func.func @position_offsets
+// CHECK: tilt.attention q(%{{.*}}) k(%{{.*}}) v(%{{.*}}) offsets(%[[QO:.*]], %[[KO:.*]]) {bias = #tilt.bias<alibi>, causal}
+func.func @position_offsets(%q: tensor<1x8x?x64xbf16>, %k: tensor<1x8x?x64xbf16>, %v: tensor<1x8x?x64xbf16>,
+                            %qo: index, %ko: index) -> (tensor<1x8x?x64xbf16>, tensor<1x8x?xf32>) {
+  %o, %lse = tilt.attention q(%q : tensor<1x8x?x64xbf16>) k(%k : tensor<1x8x?x64xbf16>) v(%v : tensor<1x8x?x64xbf16>) offsets(%qo, %ko) {bias = #tilt.bias<alibi>, causal} -> tensor<1x8x?x64xbf16>, tensor<1x8x?xf32>
+  return %o, %lse : tensor<1x8x?x64xbf16>, tensor<1x8x?xf32>
+}

@@ -37,6 +37,12 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     `alibi_positions`), and ragged offsets `cu_seqlens_q`/`cu_seqlens_k`
     (i32 `[B+1]`) under which q/k/v are packed `[total,H,D]`.
 
+    `offsets(%q_offset, %k_offset)` (two `index` values) replace the
+    bottom-right rule for context parallelism: query row `i` sits at the
+    absolute position `i' = q_offset + i` and key `j` at `j' = k_offset + j`;
+    bias and masks use `j' - i'`. Not with `alibi_positions`, whose positions
+    come from the mask.
+
     On tensors the op returns `o` (q's type) and, when asked for, `lse`
     (f32 `[B,H,Sq]`, or `[H,totalQ]` when ragged). On memrefs it writes the
     `out` operand (and `lse_out`, if given) and returns nothing; there an
@@ -63,6 +69,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     Optional<Tilt_Buffer>:$key_padding_mask,
     Optional<Tilt_Buffer>:$cu_seqlens_q,
     Optional<Tilt_Buffer>:$cu_seqlens_k,
+    Optional<Index>:$q_offset,
+    Optional<Index>:$k_offset,
     Optional<AnyStridedMemRef>:$out,
     Optional<AnyStridedMemRef>:$lse_out,
     Optional<Index>:$item_begin,
@@ -86,6 +94,7 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     (`key_padding_mask` `(` $key_padding_mask^ `:` type($key_padding_mask) `)`)?
     (`cu_seqlens_q` `(` $cu_seqlens_q^ `:` type($cu_seqlens_q) `)`)?
     (`cu_seqlens_k` `(` $cu_seqlens_k^ `:` type($cu_seqlens_k) `)`)?
+    (`offsets` `(` $q_offset^ `,` $k_offset `)`)?
     (`out` `(` $out^ `:` type($out) `)`)?
     (`lse_out` `(` $lse_out^ `:` type($lse_out) `)`)?
     (`items` `(` $item_begin^ `,` $item_end `)`)?
