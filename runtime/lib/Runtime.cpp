@@ -14,9 +14,10 @@
 #include "CudaKernel.h"
 #include "DiskCache.h"
 #include "ThreadPool.h"
-#include "tilt/KernelABI.h"
 #include "tilt/CpuIsa.h"
+#include "tilt/KernelABI.h"
 #include "tilt/KernelBundle.h"
+#include "tilt/TilePolicy.h"
 #include "tilt/TuningDb.h"
 
 #include <algorithm>
@@ -381,11 +382,20 @@ struct Runtime::Impl {
     }
   }
 
-  /// The configuration for a CPU call: the caller's, else the tuning
-  /// database's nearest record, else the compiler's default.
-  const TileConfig &configFor(const AttentionSpec &spec, int64_t seqK,
-                              const TileConfig &requested) const {
-    if (!requested.isDefault() || !haveTuning)
+  /// The configuration for a CPU call: the caller's; else the decode
+  /// family's default where TilePolicy's useDecodeFamily rule picks it (few
+  /// query rows per kv head); else the tuning database's nearest record;
+  /// else the compiler's default.
+  TileConfig configFor(const AttentionSpec &spec, int64_t maxSq, int64_t seqK,
+                       const TileConfig &requested) const {
+    if (!requested.isDefault())
+      return requested;
+    if (useDecodeFamily(spec, maxSq)) {
+      const HostCpu &host = hostCpu();
+      return defaultCpuConfig(
+          decodeCpuVariant([&](std::string_view f) { return host.has(f); }));
+    }
+    if (!haveTuning)
       return requested;
     const TuningRecord *r = tuning.lookup(spec, seqK);
     return r ? r->best : requested;
@@ -769,8 +779,14 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   if (spec.positionOffsets)
     descriptors[n++] = offsets;
 
+  // Work items (KernelABI.h): (batch, kv head) for the decode family, else
+  // (batch, head, query block).
   const int64_t blockM = kernel.info().blockM;
-  const int64_t items = g.batch * H * ((g.maxSq + blockM - 1) / blockM);
+  const std::optional<KernelVariant> variant =
+      parseKernelVariant(kernel.info().variant);
+  const int64_t items = variant && isDecodeVariant(*variant)
+                            ? g.batch * spec.kvHeads
+                            : g.batch * H * ((g.maxSq + blockM - 1) / blockM);
   const CpuEntryFn entry = kernel.entry();
   pool.parallelFor(items,
                    [&](int64_t item) { entry(descriptors, item, item + 1); });
@@ -914,7 +930,7 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
   // Keys per sequence (the mean one when ragged) select the tuned record.
   int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                              : args.k.shape[2];
-  const TileConfig &chosen = impl->configFor(spec, seqK, config);
+  const TileConfig chosen = impl->configFor(spec, geometry.maxSq, seqK, config);
   if (const std::string &err = impl->hostRuns(chosen); !err.empty())
     return result(err);
   if (std::string err =

@@ -346,8 +346,6 @@ std::vector<Case> extraCases() {
     c.batch = 1;
     c.seqQ = sq;
     c.seqK = sk;
-    c.name = c.spec.canonical() + " Sq=" + std::to_string(sq) +
-             " Sk=" + std::to_string(sk);
     return c;
   };
   // Every CPU variant, whatever this machine would pick: AVX2 and AVX-512
@@ -357,8 +355,6 @@ std::vector<Case> extraCases() {
     c.config.variant = variant;
     c.config.blockM = bm;
     c.config.blockN = bn;
-    c.name += std::string(" ") + variant + " " + std::to_string(bm) + "x" +
-              std::to_string(bn);
     return c;
   };
   // Position offsets (context parallelism): a query chunk after its key
@@ -369,16 +365,32 @@ std::vector<Case> extraCases() {
     c.spec.positionOffsets = true;
     c.qOffset = qOffset;
     c.kOffset = kOffset;
-    c.name = c.spec.canonical() + " Sq=" + std::to_string(c.seqQ) +
-             " Sk=" + std::to_string(c.seqK) +
-             " q_offset=" + std::to_string(qOffset) +
-             " k_offset=" + std::to_string(kOffset) +
-             (c.config.variant.empty() ? "" : " " + c.config.variant);
     return c;
   };
   auto varlen = [](Case c) {
     c.spec.varlen = true;
     c.batch = 3;
+    return c;
+  };
+  // The decode family, pinned (the runtime also picks it by itself for the
+  // pairwise cases with heads/kv heads x Sq <= 16): Sq 1, 2, 7, 16 against
+  // Sk 1 to 32768; MHA, GQA and MQA, so that a (batch, kv head) has 1 to
+  // 1792 query rows (row blocks of 16 and 32); every bias form it takes;
+  // rows that see no key (Sq > Sk causal); padding masks, custom [B, H]
+  // slopes, varlen and position offsets.
+  auto decode = [&](Case c, int64_t rows = 16, int64_t keys = 16) {
+    return with(std::move(c), "cpu_decode_avx2", rows, keys);
+  };
+  auto padded = [](Case c) {
+    c.spec.keyPaddingMask = true;
+    c.padding = true;
+    c.batch = 2;
+    return c;
+  };
+  auto perBatchSlopes = [](Case c) {
+    c.spec.slopes = SlopeSource::Custom;
+    c.slopesPerBatch = true;
+    c.batch = 2;
     return c;
   };
   return {
@@ -428,15 +440,57 @@ std::vector<Case> extraCases() {
                         600),
                    "cpu_amx", 64, 128),
               1000, 700),
+      decode(
+          make(12, 12, 128, DType::BF16, BiasKind::Alibi, true, {}, 1, 32768)),
+      decode(
+          make(40, 8, 128, DType::BF16, BiasKind::Alibi, true, {}, 16, 8192)),
+      decode(make(71, 1, 64, DType::F32, BiasKind::AlibiSymmetric, false, {}, 7,
+                  1000)),
+      decode(make(112, 16, 80, DType::F16, BiasKind::None, true, 100, 2, 1000)),
+      decode(make(12, 4, 64, DType::F32, BiasKind::Alibi, true, {}, 16, 17), 32,
+             32),
+      decode(make(40, 40, 64, DType::F32, BiasKind::Alibi, true, {}, 16, 1)),
+      decode(make(112, 112, 128, DType::BF16, BiasKind::AlibiSymmetric, true,
+                  64, 2, 8192)),
+      decode(make(12, 3, 96, DType::F16, BiasKind::Alibi, false, {}, 1, 1)),
+      decode(varlen(
+          make(12, 3, 128, DType::BF16, BiasKind::Alibi, true, {}, 7, 1000))),
+      decode(padded(make(8, 2, 64, DType::F32, BiasKind::AlibiSymmetric, false,
+                         {}, 1, 300))),
+      decode(perBatchSlopes(
+          make(16, 4, 128, DType::F32, BiasKind::Alibi, true, {}, 2, 500))),
+      offsets(decode(make(12, 4, 64, DType::F32, BiasKind::Alibi, true, {}, 1,
+                          1000)),
+              5000, 0),
+      with(make(32, 8, 128, DType::BF16, BiasKind::Alibi, true, {}, 1, 8192),
+           "cpu_decode_avx512", 16, 16),
   };
+}
+
+/// An extra case's name, from everything that was set on it.
+std::string describe(const Case &c) {
+  std::string name = c.spec.canonical() + " B=" + std::to_string(c.batch) +
+                     " Sq=" + std::to_string(c.seqQ) +
+                     " Sk=" + std::to_string(c.seqK);
+  if (c.slopesPerBatch)
+    name += " slopes[B,H]";
+  if (c.spec.positionOffsets)
+    name += " q_offset=" + std::to_string(c.qOffset) +
+            " k_offset=" + std::to_string(c.kOffset);
+  if (!c.config.variant.empty())
+    name += " " + c.config.variant + " " + std::to_string(c.config.blockM) +
+            "x" + std::to_string(c.config.blockN);
+  return name;
 }
 
 std::vector<Case> allCases() {
   std::vector<Case> cases;
   for (const Choice &c : pairwiseCover(20261125))
     cases.push_back(makeCase(c));
-  for (const Case &c : extraCases())
+  for (Case c : extraCases()) {
+    c.name = describe(c);
     cases.push_back(c);
+  }
   return cases;
 }
 

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -161,7 +162,47 @@ __attribute__((target("amx-tile,amx-bf16"))) double amxLoop() {
   return double(iters) * 4 * 16 * 16 * 32 * 2 / elapsed;
 }
 
+/// Sums `n` floats (n a multiple of 64) with eight independent AVX2 chains;
+/// returns the sum so the loads cannot be dropped.
+__attribute__((target("avx2"))) float sumAvx2(const float *p, size_t n) {
+  __m256 acc[8];
+  for (int i = 0; i < 8; ++i)
+    acc[i] = _mm256_setzero_ps();
+  for (size_t i = 0; i < n; i += 64)
+    for (int c = 0; c < 8; ++c)
+      acc[c] = _mm256_add_ps(acc[c], _mm256_load_ps(p + i + 8 * c));
+  for (int i = 1; i < 8; ++i)
+    acc[0] = _mm256_add_ps(acc[0], acc[i]);
+  alignas(32) float out[8];
+  _mm256_store_ps(out, acc[0]);
+  return out[0];
+}
+
 } // namespace
+
+double measureReadBandwidth(int threads) {
+  constexpr size_t kFloats = size_t(128) << 18; // 128 MiB a thread
+  // Bytes per second of each thread, summed (runOnThreads divides by 1e9).
+  return runOnThreads(threads, [] {
+    float *buf = static_cast<float *>(std::aligned_alloc(64, kFloats * 4));
+    if (!buf)
+      return 0.0;
+    for (size_t i = 0; i < kFloats; ++i) // touch every page first
+      buf[i] = 1.0f;
+    volatile float sink = sumAvx2(buf, kFloats); // warm-up pass
+    int64_t passes = 0;
+    auto start = Clock::now();
+    double elapsed = 0;
+    do {
+      sink = sumAvx2(buf, kFloats);
+      ++passes;
+      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    } while (elapsed < 3 * kSeconds);
+    (void)sink;
+    std::free(buf);
+    return double(passes) * double(kFloats) * 4 / elapsed;
+  });
+}
 
 double measureFp32Peak(int threads) {
   // The widest FMA the host's class (after TILT_CPU_CLASS) allows.

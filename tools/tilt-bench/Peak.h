@@ -13,6 +13,11 @@ double measureFp32Peak(int threads);
 /// threads in GFLOP/s, or 0 when the CPU or the kernel does not offer AMX.
 double measureAmxPeak(int threads);
 
+/// Memory read bandwidth of `threads` threads, each streaming (summing) its
+/// own 128 MiB buffer -- far beyond any cache -- for a fixed time, in GB/s:
+/// the floor a memory-bound kernel (decode reading K and V) is held to.
+double measureReadBandwidth(int threads);
+
 } // namespace tilt::tools
 
 #endif // TILT_TOOLS_PEAK_H

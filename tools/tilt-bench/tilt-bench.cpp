@@ -330,6 +330,7 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
 /// What one CPU benchmark measured.
 struct CpuResult {
   double med = 0, gflops = 0, naiveMed = 0, peakFp32 = 0, peakAmx = 0;
+  double kvReadGbps = 0, readBandwidth = 0;
   Jit jit;
 };
 
@@ -380,10 +381,23 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
     if (i >= o.warmup)
       times.push_back(seconds(t0, Clock::now()));
   }
-  const double flops = 4.0 * o.batch * H * o.seq * o.seqK * D *
-                       (spec.causal ? 0.5 : 1.0);
+  // FLOPs of the visible (query, key) pairs: 4 D each (Q K^T and P V), the
+  // bottom-right rule of ALIBI.md for causal and window.
+  double pairs = 0;
+  for (int64_t i = 0; i < o.seq; ++i) {
+    const int64_t ip = i + o.seqK - o.seq;
+    int64_t hi = spec.causal ? std::min(o.seqK, ip + 1) : o.seqK;
+    int64_t lo = spec.window ? std::max<int64_t>(0, ip - *spec.window + 1) : 0;
+    pairs += double(std::max<int64_t>(0, hi - lo));
+  }
+  const double flops = 4.0 * o.batch * H * pairs * D;
   r.med = median(times);
   r.gflops = flops / r.med / 1e9;
+  // K and V read once each: the floor of a memory-bound (decode) call.
+  const double kvBytes =
+      2.0 * o.batch * Hkv * o.seqK * D * double(byteWidth(spec.dtype));
+  r.kvReadGbps = kvBytes / r.med / 1e9;
+  r.readBandwidth = measureReadBandwidth(static_cast<int>(o.threads));
   if (!o.noNaive) {
     std::vector<double> naiveTimes;
     naive.o.resize(o.batch * H * o.seq * D);
@@ -423,6 +437,10 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                r.peakAmx, 100 * r.gflops / r.peakAmx);
   else
     fmt::print("amx peak     not available on this CPU\n");
+  fmt::print("kv read      {:.1f} GB/s (K and V once) vs {:.1f} GB/s measured "
+             "read bandwidth -> {:.1f}%\n",
+             r.kvReadGbps, r.readBandwidth,
+             100 * r.kvReadGbps / r.readBandwidth);
   if (!o.noNaive)
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
                "faster\n",
@@ -431,19 +449,21 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
              "memory hit {:.3f} us\n",
              r.jit.coldS * 1e3, r.jit.diskS * 1e3, r.jit.memS * 1e6);
   if (o.json)
-    fmt::print(
-        "{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
-        "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
-        "\"median_ms\": {:.4f}, \"peak_fp32_gflops\": {:.2f}, "
-        "\"peak_amx_gflops\": {:.2f}, \"ratio_fp32_peak\": {:.4f}, "
-        "\"ratio_amx_peak\": {:.4f}, \"naive_ms\": {:.4f}, "
-        "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
-        "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}}}\n",
-        jsonEscape(cpu), jsonEscape(isa), shape, o.threads, r.gflops,
-        r.med * 1e3, r.peakFp32, r.peakAmx, r.gflops / r.peakFp32,
-        r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
-        r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
-        r.jit.diskS * 1e3, r.jit.memS * 1e6);
+    fmt::print("{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
+               "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
+               "\"median_ms\": {:.4f}, \"peak_fp32_gflops\": {:.2f}, "
+               "\"peak_amx_gflops\": {:.2f}, \"ratio_fp32_peak\": {:.4f}, "
+               "\"ratio_amx_peak\": {:.4f}, \"naive_ms\": {:.4f}, "
+               "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
+               "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}, "
+               "\"kv_read_gbps\": {:.2f}, \"read_bandwidth_gbps\": {:.2f}, "
+               "\"ratio_read_bandwidth\": {:.4f}}}\n",
+               jsonEscape(cpu), jsonEscape(isa), shape, o.threads, r.gflops,
+               r.med * 1e3, r.peakFp32, r.peakAmx, r.gflops / r.peakFp32,
+               r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
+               r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
+               r.jit.diskS * 1e3, r.jit.memS * 1e6, r.kvReadGbps,
+               r.readBandwidth, r.kvReadGbps / r.readBandwidth);
 }
 
 } // namespace

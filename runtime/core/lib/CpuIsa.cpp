@@ -150,8 +150,10 @@ std::string missingFeatures(CpuClass c, const HasFeature &has) {
 std::optional<CpuClass> variantCpuClass(std::string_view variant) {
   switch (parseKernelVariant(variant).value_or(KernelVariant::GpuSm80)) {
   case KernelVariant::CpuAvx2:
+  case KernelVariant::CpuDecodeAvx2:
     return CpuClass::X86_64_V3;
   case KernelVariant::CpuAvx512:
+  case KernelVariant::CpuDecodeAvx512:
     return CpuClass::X86_64_V4;
   case KernelVariant::CpuAmx:
     return CpuClass::X86_64_V4_AMX;

@@ -28,6 +28,10 @@ std::string_view toString(KernelVariant v) {
     return "gpu_sm80";
   case KernelVariant::GpuSm90a:
     return "gpu_sm90a";
+  case KernelVariant::CpuDecodeAvx2:
+    return "cpu_decode_avx2";
+  case KernelVariant::CpuDecodeAvx512:
+    return "cpu_decode_avx512";
   }
   return "unknown";
 }
@@ -52,6 +56,11 @@ std::string kernelVariantNames() {
 
 bool isGpuVariant(KernelVariant v) {
   return v == KernelVariant::GpuSm80 || v == KernelVariant::GpuSm90a;
+}
+
+bool isDecodeVariant(KernelVariant v) {
+  return v == KernelVariant::CpuDecodeAvx2 ||
+         v == KernelVariant::CpuDecodeAvx512;
 }
 
 KernelCompiler::~KernelCompiler() = default;

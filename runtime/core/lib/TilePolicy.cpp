@@ -32,6 +32,9 @@ KernelVariant defaultCpuVariant(const AttentionSpec &spec,
 TileConfig defaultCpuConfig(KernelVariant variant) {
   if (variant == KernelVariant::CpuAvx2)
     return config(variant, 32, 32);
+  if (isDecodeVariant(variant))
+    // 16 query rows (a GQA group's heads x Sq) share each 16-key block.
+    return config(variant, 16, 16);
   if (variant == KernelVariant::CpuAmx)
     // Larger blocks amortize the per-block cost of packing K/V and of moving
     // scores between tiles and vectors. Measured on Sapphire Rapids, 2
@@ -45,6 +48,8 @@ TileConfig defaultCpuConfig(KernelVariant variant) {
 int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   const int64_t m = c.blockM, n = c.blockN, d = spec.headDim;
   int64_t rows = 4 * m * 4; // m, l, alpha, positions' references
+  if (c.kind() && isDecodeVariant(*c.kind()))
+    return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
   if (c.is(KernelVariant::CpuAmx))
     return m * d * 2                   // Q rows
            + 2 * (d / 2) * (2 * n) * 2 // packed K^T, double-buffered
@@ -80,6 +85,18 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
       for (int64_t n : {64, 128, 256})
         add(KernelVariant::CpuAmx, m, n);
   return out;
+}
+
+KernelVariant decodeCpuVariant(const HasFeature &has) {
+  return missingFeatures(CpuClass::X86_64_V4, has).empty()
+             ? KernelVariant::CpuDecodeAvx512
+             : KernelVariant::CpuDecodeAvx2;
+}
+
+bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
+  const int64_t group = spec.heads / spec.kvHeads;
+  return spec.bias != BiasKind::AlibiPositions &&
+         group * maxSq <= kDecodeMaxRows;
 }
 
 KernelVariant defaultGpuVariant(const AttentionSpec &spec,

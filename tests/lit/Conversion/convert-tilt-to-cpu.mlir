@@ -205,3 +205,41 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
   tilt.attention q(%q : memref<?x2x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) offsets(%qo, %ko) out(%o : memref<?x2x?x16xf32>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi_symmetric>, causal, config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
   return
 }
+
+// -----
+
+// The decode family: one work item per (batch, kv head), the GQA group's
+// query rows (heads/kv heads x Sq, H = 4 over Hkv = 2 here) in blocks of
+// block_m, every key block read once for all of them; per row, vl keys'
+// dot products summed across lanes by a shuffle tree (two levels inside
+// 128-bit blocks, then whole blocks), one max and one sum reduction per
+// block, and P.V along D.
+
+// CHECK-LABEL: func.func @decode(
+// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x4x?x16xbf16>, %[[K:[a-z0-9]+]]: memref<?x2x?x16xbf16>, %[[V:[a-z0-9]+]]: memref<?x2x?x16xbf16>
+// CHECK: scf.for %[[ITEM:.*]] = %{{.*}} to %{{.*}} step %c1 {
+// CHECK: %[[KVH:.*]] = arith.remsi %[[ITEM]], %c2 : index
+// CHECK: %[[B:.*]] = arith.divsi %[[ITEM]], %c2 : index
+// Row blocks of the group's rows: 2 heads x Sq.
+// CHECK: scf.for %[[R0:.*]] = %c0 to %{{.*}} step %c16 {
+// CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
+// CHECK: scf.for %[[ROW:.*]] = %c0 to %{{.*}} step %c1 {
+// CHECK: vector.load %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
+// CHECK: vector.fma
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 9, 11, 5, 7, 13, 15] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 8, 10, 4, 6, 12, 14] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [4, 5, 6, 7, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK: arith.cmpf ole
+// CHECK: vector.reduction <maxnumf>, %{{.*}} fastmath<nnan> : vector<8xf32> into f32
+// CHECK: vector.reduction <add>, %{{.*}} : vector<8xf32> into f32
+// CHECK: vector.load %[[V]][%[[B]], %[[KVH]], %{{.*}}, %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
+// CHECK: vector.fma
+// Finalize: o = acc / l, lse.
+// CHECK: math.log2
+// CHECK-NOT: tilt.attention
+func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memref<?x2x?x16xbf16>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xbf16>) k(%k : memref<?x2x?x16xbf16>) v(%v : memref<?x2x?x16xbf16>) out(%o : memref<?x4x?x16xbf16>) lse_out(%lse : memref<?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}

@@ -27,7 +27,7 @@ constexpr float kExp2Poly[] = {0.99999994f,   0.693152964f,   0.240154535f,
 
 } // namespace
 
-Value CpuEmitter::exp2(Value x) {
+Value CpuKernelBuilder::exp2(Value x) {
   // 2^x = 2^n * 2^f with n = floor(x), f in [0, 1). Inputs here are <= 0;
   // below -127 the result is 0 (also for -inf, the masked scores).
   x = maxF(x, splat(-127.0));
@@ -163,7 +163,7 @@ void CpuEmitter::emitItem(Value item) {
   });
 }
 
-Value CpuEmitter::slopeLog2() {
+Value CpuKernelBuilder::slopeLog2() {
   if (spec.slopes == ::tilt::SlopeSource::Custom) {
     Value slopes = op.getSlopes();
     auto type = cast<MemRefType>(slopes.getType());
@@ -278,14 +278,17 @@ void CpuEmitter::finalize() {
   });
 }
 
-std::unique_ptr<CpuEmitter> mlir::tilt::makeCpuEmitter(AttentionOp op,
-                                                       ImplicitLocOpBuilder &b) {
+std::unique_ptr<CpuKernelBuilder>
+mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
   switch (op.getConfigAttr().getVariant()) {
   case KernelVariant::cpu_avx2:
   case KernelVariant::cpu_avx512:
     return makeVectorEmitter(op, b);
   case KernelVariant::cpu_amx:
     return makeAmxEmitter(op, b);
+  case KernelVariant::cpu_decode_avx2:
+  case KernelVariant::cpu_decode_avx512:
+    return makeDecodeEmitter(op, b);
   case KernelVariant::gpu_sm80:
   case KernelVariant::gpu_sm90a:
     break;

@@ -26,23 +26,22 @@
 
 namespace mlir::tilt {
 
-/// Emits one work item's loop nest for a CPU tile configuration. The
-/// phases every variant shares live in CpuEmitter.cpp; a variant's matrix
-/// path is a subclass in a file of its own that fills three hooks:
-/// VectorEmitter (cpu_avx2, cpu_avx512) in Vector.cpp, AmxEmitter (cpu_amx)
-/// in Amx.cpp. makeCpuEmitter() is the registration: a new variant is one
-/// file plus one case there.
-class CpuEmitter : protected ArithBuilder {
+/// What every CPU kernel emitter builds with: the op, its spec and config,
+/// the vector width, small builders, bias and mask arithmetic, tensor
+/// indexing and the slopes. Two families derive from it: CpuEmitter (the
+/// prefill kernels, a work item per query block) and the decode emitter
+/// (Decode.cpp, a work item per (batch, kv head)).
+class CpuKernelBuilder : protected ArithBuilder {
 public:
-  virtual ~CpuEmitter() = default;
+  virtual ~CpuKernelBuilder() = default;
 
-  LogicalResult emit();
+  virtual LogicalResult emit() = 0;
 
 protected:
   /// `vl`: the f32 lanes of the variant's vectors.
-  CpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b, int64_t vl)
-      : ArithBuilder(b), op(op), spec(op.getSpec()),
-        config(op.getConfigAttr()), vl(vl) {
+  CpuKernelBuilder(AttentionOp op, ImplicitLocOpBuilder &b, int64_t vl)
+      : ArithBuilder(b), op(op), spec(op.getSpec()), config(op.getConfigAttr()),
+        vl(vl) {
     bm = config.getBlockM();
     bn = config.getBlockN();
     d = spec.headDim;
@@ -50,18 +49,6 @@ protected:
     vecF32 = VectorType::get({vl}, f32);
     elt = cast<MemRefType>(op.getQ().getType()).getElementType();
   }
-
-  // --- hooks: the variant's matrix path --------------------------------------
-  /// Checks what the variant needs of the spec and config, and allocates its
-  /// scratch (once per call, before the shared scratch).
-  virtual LogicalResult allocateScratch() = 0;
-  /// Called once the item's rows are known, before its running state is set.
-  virtual void beginItem() {}
-  /// Stages the item's query block.
-  virtual void stageQuery() = 0;
-  /// Streams the keys [kBegin, kEnd) through scores, softmax and P.V into
-  /// Acc, mRow and lRow.
-  virtual void keyLoop(Value kBegin, Value kEnd) = 0;
 
   // --- small builders -------------------------------------------------------
   Value splat(double v) {
@@ -172,9 +159,49 @@ protected:
     return {batch, kvHead, row, col};
   }
 
+  /// The slope of `head` (of `batch` for [B, H] slopes) in log2 units.
+  Value slopeLog2();
+
+  AttentionOp op;
+  ::tilt::AttentionSpec spec;
+  TileConfigAttr config;
+  int64_t vl, bm, bn, d;
+  Type f32, elt;
+  VectorType vecF32;
+
+  // Per work item.
+  Value batch, head, kvHead, seqQ0, seqK0, sq, sk, shift;
+  Value slope2, pos;
+};
+
+/// Emits one work item's loop nest for a CPU tile configuration. The
+/// phases every variant shares live in CpuEmitter.cpp; a variant's matrix
+/// path is a subclass in a file of its own that fills three hooks:
+/// VectorEmitter (cpu_avx2, cpu_avx512) in Vector.cpp, AmxEmitter (cpu_amx)
+/// in Amx.cpp. makeCpuEmitter() is the registration: a new variant is one
+/// file plus one case there.
+class CpuEmitter : public CpuKernelBuilder {
+public:
+  LogicalResult emit() override;
+
+protected:
+  CpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b, int64_t vl)
+      : CpuKernelBuilder(op, b, vl) {}
+
+  // --- hooks: the variant's matrix path --------------------------------------
+  /// Checks what the variant needs of the spec and config, and allocates its
+  /// scratch (once per call, before the shared scratch).
+  virtual LogicalResult allocateScratch() = 0;
+  /// Called once the item's rows are known, before its running state is set.
+  virtual void beginItem() {}
+  /// Stages the item's query block.
+  virtual void stageQuery() = 0;
+  /// Streams the keys [kBegin, kEnd) through scores, softmax and P.V into
+  /// Acc, mRow and lRow.
+  virtual void keyLoop(Value kBegin, Value kEnd) = 0;
+
   // --- phases every variant shares -----------------------------------------
   void emitItem(Value item);
-  Value slopeLog2();
   void stagePositions();
   void stageAnchors();
   void finalize();
@@ -184,20 +211,12 @@ protected:
   void groups(int64_t total, int64_t group,
               function_ref<void(Value, int64_t)> tile);
 
-  AttentionOp op;
-  ::tilt::AttentionSpec spec;
-  TileConfigAttr config;
-  int64_t vl, bm, bn, d;
-  Type f32, elt;
-  VectorType vecF32;
-
   // Shared scratch, allocated once per call: Acc [BM][D], per-row state
   // [BM], the positions of the block's rows [BM], their anchors [BM].
   Value acc, mRow, lRow, alphaRow, posRef, anchorRow;
   // Per work item.
-  Value batch, head, kvHead, seqQ0, seqK0, sq, sk, rowStart, rows, shift;
+  Value rowStart, rows;
   Value firstPos, lastPos; // i' of the block's first and last rows
-  Value slope2, pos;
 };
 
 /// The register-tiled vector path (Vector.cpp): cpu_avx2, cpu_avx512.
@@ -206,9 +225,12 @@ std::unique_ptr<CpuEmitter> makeVectorEmitter(AttentionOp op,
 /// The AMX tile path (Amx.cpp): cpu_amx.
 std::unique_ptr<CpuEmitter> makeAmxEmitter(AttentionOp op,
                                            ImplicitLocOpBuilder &b);
+/// The decode family (Decode.cpp): cpu_decode_avx2, cpu_decode_avx512.
+std::unique_ptr<CpuKernelBuilder> makeDecodeEmitter(AttentionOp op,
+                                                    ImplicitLocOpBuilder &b);
 /// The emitter of the op's tile_config variant (a CPU one).
-std::unique_ptr<CpuEmitter> makeCpuEmitter(AttentionOp op,
-                                           ImplicitLocOpBuilder &b);
+std::unique_ptr<CpuKernelBuilder> makeCpuEmitter(AttentionOp op,
+                                                 ImplicitLocOpBuilder &b);
 
 } // namespace mlir::tilt
 

@@ -20,7 +20,8 @@
 // in f32) times the slope, so no large row constant ever costs precision.
 //
 // This file is the pass; the emitter is CpuEmitter.h (shared phases in
-// CpuEmitter.cpp, the vector path in Vector.cpp, the AMX path in Amx.cpp).
+// CpuEmitter.cpp, the vector path in Vector.cpp, the AMX path in Amx.cpp,
+// the decode family in Decode.cpp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -55,7 +56,7 @@ struct ConvertTiltToCPU
         return signalPassFailure();
       }
       ImplicitLocOpBuilder b(op.getLoc(), op);
-      std::unique_ptr<CpuEmitter> emitter = makeCpuEmitter(op, b);
+      std::unique_ptr<CpuKernelBuilder> emitter = makeCpuEmitter(op, b);
       if (failed(emitter->emit()))
         return signalPassFailure();
       op.erase();

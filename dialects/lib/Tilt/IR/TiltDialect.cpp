@@ -28,6 +28,8 @@ TILT_SAME_VARIANT(cpu_avx512, CpuAvx512);
 TILT_SAME_VARIANT(cpu_amx, CpuAmx);
 TILT_SAME_VARIANT(gpu_sm80, GpuSm80);
 TILT_SAME_VARIANT(gpu_sm90a, GpuSm90a);
+TILT_SAME_VARIANT(cpu_decode_avx2, CpuDecodeAvx2);
+TILT_SAME_VARIANT(cpu_decode_avx512, CpuDecodeAvx512);
 #undef TILT_SAME_VARIANT
 
 void TiltDialect::initialize() {

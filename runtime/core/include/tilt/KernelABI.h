@@ -21,11 +21,12 @@
 // Elements of f16/bf16 tensors are 16-bit storage; lse is always f32.
 //
 // Work items: the kernel computes items [itemBegin, itemEnd) of the flattened
-// row-major space (batch, head, query block), query blocks being `block_m`
-// rows; the number of query blocks per (batch, head) is ceil(maxSq / block_m)
-// where maxSq is Sq (dense) or the longest query sequence (varlen). Items past
-// the end of a shorter varlen sequence do nothing. Items are independent, so
-// the runtime may hand them to threads in any order.
+// row-major space (batch, kv head) for the decode family (cpu_decode_*),
+// else (batch, head, query block), query blocks being `block_m` rows; the
+// number of query blocks per (batch, head) is ceil(maxSq / block_m) where maxSq
+// is Sq (dense) or the longest query sequence (varlen). Items past the end of a
+// shorter varlen sequence do nothing. Items are independent, so the runtime may
+// hand them to threads in any order.
 //
 // `tilt_kernel_info` is a ';'-separated "key=value" list with at least
 // `abi`, `block_m`, `block_n`, `variant`, `isa` (the ISA class its code

@@ -31,16 +31,25 @@ enum class KernelVariant {
   CpuAmx = 2,    ///< cpu_amx: AMX tile products, bf16 (x86-64-v4-amx)
   GpuSm80 = 3,   ///< gpu_sm80: cp.async + ldmatrix + mma.sync (sm_80+)
   GpuSm90a = 4,  ///< gpu_sm90a: TMA + mbarrier + wgmma (sm_90a)
+  /// The decode family (few query rows against many keys): one work item
+  /// per (batch, kv head), all query rows of the GQA group sharing each K/V
+  /// load, vectorized along keys and head dim. 8 lanes (x86-64-v3) / 16.
+  CpuDecodeAvx2 = 5,
+  CpuDecodeAvx512 = 6,
 };
 inline constexpr KernelVariant kKernelVariants[] = {
-    KernelVariant::CpuAvx2, KernelVariant::CpuAvx512, KernelVariant::CpuAmx,
-    KernelVariant::GpuSm80, KernelVariant::GpuSm90a};
+    KernelVariant::CpuAvx2,        KernelVariant::CpuAvx512,
+    KernelVariant::CpuAmx,         KernelVariant::GpuSm80,
+    KernelVariant::GpuSm90a,       KernelVariant::CpuDecodeAvx2,
+    KernelVariant::CpuDecodeAvx512};
 /// The variant's name as configs, tools and the IR spell it ("cpu_amx").
 std::string_view toString(KernelVariant v);
 std::optional<KernelVariant> parseKernelVariant(std::string_view s);
 /// "cpu_avx2, cpu_avx512, cpu_amx, gpu_sm80 or gpu_sm90a", for messages.
 std::string kernelVariantNames();
 bool isGpuVariant(KernelVariant v);
+/// cpu_decode_avx2, cpu_decode_avx512: work items are (batch, kv head).
+bool isDecodeVariant(KernelVariant v);
 
 /// How a kernel is tiled (mirrors #tilt.tile_config). The variant is kept
 /// by name, as tuning databases, bundles and cache keys write it; an empty

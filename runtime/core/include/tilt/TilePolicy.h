@@ -50,6 +50,20 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &config);
 /// stacks, and a working set beyond L2 (2 MiB a core here) never wins.
 inline constexpr int64_t kMaxCpuScratchBytes = 2 << 20;
 
+/// The decode family's variant on a CPU with features `has`:
+/// cpu_decode_avx512 on x86-64-v4, else cpu_decode_avx2.
+KernelVariant decodeCpuVariant(const HasFeature &has);
+/// The most query rows of a (batch, kv head) -- heads per kv head x Sq --
+/// for which the runtime picks the decode family.
+inline constexpr int64_t kDecodeMaxRows = 16;
+/// The runtime's rule: a CPU call with no tile configuration of its own runs
+/// the decode family when the query rows of a GQA group fit one decode row
+/// block (group x maxSq <= kDecodeMaxRows: decode and short speculative or
+/// chunked steps) and the bias is not alibi_positions (which the decode
+/// kernels do not take). There the prefill kernels, which vectorize across
+/// query rows, would leave most lanes empty and read K/V once per head.
+bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
+
 /// CPU candidates for `spec` on a CPU with features `has`: the widest vector
 /// ISA's block sizes, plus AMX ones for bf16 where the CPU has AMX-BF16,
 /// pruned by divisibility and scratch size. Non-empty on x86-64-v3 and up.

@@ -75,7 +75,9 @@ def Tilt_KernelVariant : I32EnumAttr<"KernelVariant",
       I32EnumAttrCase<"cpu_avx512", 1>,
       I32EnumAttrCase<"cpu_amx", 2>,
       I32EnumAttrCase<"gpu_sm80", 3>,
-      I32EnumAttrCase<"gpu_sm90a", 4>
+      I32EnumAttrCase<"gpu_sm90a", 4>,
+      I32EnumAttrCase<"cpu_decode_avx2", 5>,
+      I32EnumAttrCase<"cpu_decode_avx512", 6>
     ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::tilt";

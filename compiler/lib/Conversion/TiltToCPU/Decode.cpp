@@ -1,0 +1,389 @@
+//===- Decode.cpp - The decode family: cpu_decode_avx2, cpu_decode_avx512 -===//
+//
+// Few query rows against many keys (decode, speculative and chunked steps).
+// The prefill kernels vectorize across query rows and give each query head
+// its own work item, so at Sq = 1 they use one lane in 8 or 16 and read a
+// kv head's K/V once per query head of its group. Here one work item is one
+// (batch, kv head): its rows are every query head of the GQA group times
+// every query (heads/kv heads x Sq), up to block_m of them at a time, and
+// each key block is read once for all of them:
+//
+//   rows r: head = kvHead * G + r / Sq, query i = r % Sq (q staged f32,
+//           pre-scaled by scale * log2 e, with the row's slope and i')
+//   for each span of keys that fits in L2 (~128 KiB of K and V):
+//     for each row:
+//       for each block of block_n keys of the span:
+//         s[t] = q_r . K[t]   vectors along D, vl keys at a time, the vl dot
+//                             products summed across lanes by a shuffle tree
+//         s += bias; mask; m' = max(m, max_t s); p = exp2(s - m')
+//         l = l * exp2(m - m') + sum_t p
+//         acc_r = acc_r * exp2(m - m') + sum_t p[t] * V[t] (vectors along D)
+//   o = acc / l;  lse = (m + log2 l) * ln 2
+//
+// K and V come from memory once per span (the first row) and from L2 for
+// the group's other rows. The key blocks are the innermost loop on purpose:
+// with the rows innermost, every K/V load of a block would be invariant in
+// the row loop, and LLVM hoists all of them out of it (hundreds of widened
+// vectors, spilled). Keys past the visible range read the last key instead
+// and are masked, so no load leaves the tensor. 16-bit K and V are widened
+// in registers.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CpuEmitter.h"
+
+#include "tilt/Compiler/Log2Units.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+namespace {
+
+class DecodeEmitter final : public CpuKernelBuilder {
+public:
+  DecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+      : CpuKernelBuilder(op, b,
+                         op.getConfigAttr().getVariant() ==
+                                 KernelVariant::cpu_decode_avx2
+                             ? 8
+                             : 16),
+        group(spec.heads / spec.kvHeads) {}
+
+  LogicalResult emit() override;
+
+private:
+  void emitItem(Value item);
+  /// Rows [r0, r0 + n) of the item: q staged, slopes, positions, state.
+  void stageRows(Value r0, Value n);
+  /// Row `rr` against the keys [kb, kb + block_n) (those < kEnd exist).
+  void rowBlock(Value rr, Value kb, Value kEnd);
+  void rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp);
+  void finalizeRows(Value r0, Value n);
+  /// Sets head and returns the query index of row r of the item.
+  Value rowGeometry(Value r);
+  /// The scores of row `rr` against keys `rows` (vl of them): one vector.
+  Value scores(Value rr, ArrayRef<Value> rows);
+  /// Lane j of the result is the sum of the lanes of xs[j] (xs.size() == vl).
+  Value sumAcrossLanes(SmallVector<Value> xs);
+  Value loadRow(Value tensor, SmallVector<Value> index) {
+    Value v =
+        vector::LoadOp::create(b, VectorType::get({vl}, elt), tensor, index);
+    return toF32(v);
+  }
+  Value iota() {
+    SmallVector<float> lanes;
+    for (int64_t l = 0; l < vl; ++l)
+      lanes.push_back(float(l));
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(vecF32, ArrayRef<float>(lanes)));
+  }
+
+  int64_t group;
+  // Scratch per call: q rows [BM][D] (scaled), accumulators [BM][D], per-row
+  // m, l, slope (log2 units), i' (index) and anchor.
+  Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow;
+};
+
+} // namespace
+
+std::unique_ptr<CpuKernelBuilder>
+mlir::tilt::makeDecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
+  return std::make_unique<DecodeEmitter>(op, b);
+}
+
+LogicalResult DecodeEmitter::emit() {
+  if (d % vl != 0 || bn % vl != 0)
+    return op.emitOpError("the decode kernels need head dim and block_n "
+                          "multiples of the vector length ")
+           << vl;
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    return op.emitOpError("the decode kernels do not take bias "
+                          "alibi_positions; use cpu_avx2 or cpu_avx512");
+  qs = scratch({bm, d}, f32);
+  acc = scratch({bm, d}, f32);
+  mRow = scratch({bm}, f32);
+  lRow = scratch({bm}, f32);
+  slopeRow = scratch({bm}, f32);
+  ipRow = scratch({bm}, b.getIndexType());
+  if (spec.positionOffsets && spec.hasAlibi())
+    anchorRow = scratch({bm}, f32);
+  forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
+          [&](Value item) { emitItem(item); });
+  return success();
+}
+
+void DecodeEmitter::emitItem(Value item) {
+  // Item = (batch, kv head).
+  kvHead = arith::RemSIOp::create(b, item, idx(spec.kvHeads));
+  batch = arith::DivSIOp::create(b, item, idx(spec.kvHeads));
+  if (spec.varlen) {
+    auto load = [&](Value cu, Value i) -> Value {
+      Value v = memref::LoadOp::create(b, cu, ValueRange{i});
+      return arith::IndexCastOp::create(b, b.getIndexType(), v);
+    };
+    seqQ0 = load(op.getCuSeqlensQ(), batch);
+    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
+    seqK0 = load(op.getCuSeqlensK(), batch);
+    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
+  } else {
+    sq = memref::DimOp::create(b, op.getQ(), 2);
+    sk = memref::DimOp::create(b, op.getK(), 2);
+  }
+  shift = spec.positionOffsets ? sub(op.getQOffset(), op.getKOffset())
+                               : sub(sk, sq);
+  // Keys any row may see: i' runs over [shift, shift + Sq).
+  Value kBegin = idx(0), kEnd = sk;
+  if (spec.causal)
+    kEnd = maxI(idx(0), minI(sk, add(shift, sq)));
+  if (spec.window)
+    kBegin = maxI(idx(0), add(sub(shift, idx(*spec.window)), idx(1)));
+  kBegin = minI(kBegin, kEnd);
+
+  // Keys per span: ~128 KiB of K and V, whole blocks.
+  const int64_t keyBytes = 2 * d * ::tilt::byteWidth(spec.dtype);
+  const int64_t span = std::max<int64_t>(bn, (128 * 1024 / keyBytes) / bn * bn);
+  Value totalRows = mul(sq, idx(group));
+  forLoop(idx(0), totalRows, idx(bm), [&](Value r0) {
+    Value n = minI(idx(bm), sub(totalRows, r0));
+    stageRows(r0, n);
+    forLoop(kBegin, kEnd, idx(span), [&](Value s0) {
+      Value s1 = minI(kEnd, add(s0, idx(span)));
+      forLoop(idx(0), n, idx(1), [&](Value rr) {
+        forLoop(s0, s1, idx(bn), [&](Value kb) { rowBlock(rr, kb, kEnd); });
+      });
+    });
+    finalizeRows(r0, n);
+  });
+}
+
+Value DecodeEmitter::rowGeometry(Value r) {
+  Value g = arith::DivSIOp::create(b, r, sq);
+  head = add(mul(kvHead, idx(group)), g);
+  return arith::RemSIOp::create(b, r, sq);
+}
+
+void DecodeEmitter::stageRows(Value r0, Value n) {
+  Value scale = splat(spec.effectiveScale() * kLog2E);
+  forLoop(idx(0), n, idx(1), [&](Value rr) {
+    Value i = rowGeometry(add(r0, rr));
+    for (int64_t c = 0; c < d; c += vl) {
+      Value q = loadRow(op.getQ(), qIndex(i, idx(c)));
+      vector::StoreOp::create(b, arith::MulFOp::create(b, q, scale), qs,
+                              ValueRange{rr, idx(c)});
+      vector::StoreOp::create(b, splat(0.0), acc, ValueRange{rr, idx(c)});
+    }
+    memref::StoreOp::create(b, f32c(-INFINITY), mRow, ValueRange{rr});
+    memref::StoreOp::create(b, f32c(0.0), lRow, ValueRange{rr});
+    if (spec.hasAlibi())
+      memref::StoreOp::create(b, slopeLog2(), slopeRow, ValueRange{rr});
+    Value ip = add(i, shift);
+    memref::StoreOp::create(b, ip, ipRow, ValueRange{rr});
+    if (anchorRow) {
+      // As in the prefill kernels (CpuEmitter::stageAnchors).
+      Value nearest = maxI(idx(0), minI(ip, sub(sk, idx(1))));
+      memref::StoreOp::create(b, indexToF32(sub(nearest, ip)), anchorRow,
+                              ValueRange{rr});
+    }
+  });
+}
+
+Value DecodeEmitter::sumAcrossLanes(SmallVector<Value> xs) {
+  // Pairs of vectors are summed through shuffles that stay inside 128-bit
+  // blocks (vshufps) for two levels, then move whole blocks
+  // (vperm2f128/vshuff32x4): lane order comes out natural.
+  auto pairSum = [&](Value x, Value y, bool blocks, int parity) {
+    SmallVector<int64_t> mask;
+    if (!blocks) {
+      for (int64_t blk = 0; blk < vl / 4; ++blk)
+        for (int64_t src : {int64_t(0), vl})
+          for (int64_t e : {0, 2})
+            mask.push_back(src + 4 * blk + e + parity);
+    } else {
+      for (int64_t src : {int64_t(0), vl})
+        for (int64_t blk = parity; blk < vl / 4; blk += 2)
+          for (int64_t e = 0; e < 4; ++e)
+            mask.push_back(src + 4 * blk + e);
+    }
+    return vector::ShuffleOp::create(b, x, y, mask).getResult();
+  };
+  int level = 0;
+  while (xs.size() > 1) {
+    const bool blocks = level >= 2;
+    SmallVector<Value> next;
+    for (size_t k = 0; k < xs.size(); k += 2)
+      next.push_back(
+          arith::AddFOp::create(b, pairSum(xs[k], xs[k + 1], blocks, 0),
+                                pairSum(xs[k], xs[k + 1], blocks, 1)));
+    xs = std::move(next);
+    ++level;
+  }
+  return xs.front();
+}
+
+Value DecodeEmitter::scores(Value rr, ArrayRef<Value> rows) {
+  // One accumulator per key, vectors along D; each q chunk is loaded once
+  // and used by every key: vl accumulators + 2 registers live.
+  SmallVector<Value> accs(rows.size(), splat(0.0));
+  for (int64_t c = 0; c < d; c += vl) {
+    Value q = vector::LoadOp::create(b, vecF32, qs, ValueRange{rr, idx(c)});
+    for (size_t t = 0; t < rows.size(); ++t)
+      accs[t] = vector::FMAOp::create(
+          b, q, loadRow(op.getK(), kvIndex(rows[t], idx(c))), accs[t]);
+  }
+  return sumAcrossLanes(accs);
+}
+
+void DecodeEmitter::rowBlock(Value rr, Value kb, Value kEnd) {
+  // Blocks inside the sequence address their keys from one base; only the
+  // last, partial block clamps each key (16 more live scalars otherwise).
+  Value inside =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::sle, add(kb, idx(bn)), sk);
+  scf::IfOp::create(
+      b, inside,
+      [&](OpBuilder &, Location) {
+        rowBlockBody(rr, kb, kEnd, /*clamp=*/false);
+        scf::YieldOp::create(b);
+      },
+      [&](OpBuilder &, Location) {
+        rowBlockBody(rr, kb, kEnd, /*clamp=*/true);
+        scf::YieldOp::create(b);
+      });
+}
+
+void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
+  const int64_t nv = bn / vl;
+  // The block's key rows, clamped into the sequence when the block runs
+  // past it (those keys are masked), and per score vector the keys that
+  // exist: j < kEnd, kpm[j] != 0.
+  Value last = sub(sk, idx(1));
+  SmallVector<Value> rows;
+  for (int64_t t = 0; t < bn; ++t)
+    rows.push_back(clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)));
+  Value lanes = iota();
+  VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
+  SmallVector<Value> exists;
+  for (int64_t c = 0; c < nv; ++c) {
+    Value room = indexToF32(sub(kEnd, add(kb, idx(c * vl))));
+    Value in =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lanes, bcast(room));
+    if (Value kpm = op.getKeyPaddingMask()) {
+      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
+      Value zeros = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
+      Value inRange = vector::CreateMaskOp::create(
+          b, vecI1, ValueRange{maxI(idx(0), sub(sk, add(kb, idx(c * vl))))});
+      Value m = vector::MaskedLoadOp::create(
+          b, vecI8, kpm, ValueRange{batch, add(kb, idx(c * vl))}, inRange,
+          zeros);
+      in = arith::AndIOp::create(
+          b, in, arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
+    }
+    exists.push_back(in);
+  }
+
+  Value negInf = splat(-INFINITY);
+  if (spec.hasAlibi())
+    slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{rr});
+  Value ip = memref::LoadOp::create(b, ipRow, ValueRange{rr});
+  Value anchor =
+      anchorRow ? bcast(memref::LoadOp::create(b, anchorRow, ValueRange{rr}))
+                : Value();
+  SmallVector<Value> s;
+  Value blockMax;
+  for (int64_t c = 0; c < nv; ++c) {
+    Value x = scores(rr, ArrayRef<Value>(rows).slice(c * vl, vl));
+    // j - i' of each lane, exact in f32.
+    Value jrel = arith::AddFOp::create(
+        b, bcast(indexToF32(sub(add(kb, idx(c * vl)), ip))), lanes);
+    x = addBias(x, jrel, anchor, [] { return Value(); });
+    x = arith::SelectOp::create(b, positionMask(exists[c], jrel), x, negInf);
+    s.push_back(x);
+    Value mx = vector::ReductionOp::create(b, vector::CombiningKind::MAXNUMF, x,
+                                           arith::FastMathFlags::nnan);
+    blockMax = blockMax ? maxF(blockMax, mx) : mx;
+  }
+  // The online softmax; a row with nothing visible yet keeps m = -inf and
+  // subtracts 0 instead (no -inf - -inf).
+  Value mOld = memref::LoadOp::create(b, mRow, ValueRange{rr});
+  Value mNew = maxF(mOld, blockMax);
+  Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
+                                      f32c(-INFINITY));
+  Value mSafe = arith::SelectOp::create(b, empty, f32c(0.0), mNew);
+  Value sum = splat(0.0);
+  for (Value &x : s) {
+    x = exp2(arith::SubFOp::create(b, x, bcast(mSafe)));
+    sum = arith::AddFOp::create(b, sum, x);
+  }
+  Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
+  Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
+  Value lOld = memref::LoadOp::create(b, lRow, ValueRange{rr});
+  Value total = vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
+  memref::StoreOp::create(b, math::FmaOp::create(b, lOld, alpha, total), lRow,
+                          ValueRange{rr});
+  memref::StoreOp::create(b, mNew, mRow, ValueRange{rr});
+
+  // acc_r = acc_r * alpha + sum_t p[t] V[t]: four D-vectors of acc at a
+  // time, each V vector loaded once, p[t] broadcast once per group.
+  const int64_t dv = d / vl, chunk = std::min<int64_t>(dv, 4);
+  for (int64_t c0 = 0; c0 < dv; c0 += chunk) {
+    const int64_t c1 = std::min(dv, c0 + chunk);
+    SmallVector<Value> a;
+    for (int64_t c = c0; c < c1; ++c)
+      a.push_back(arith::MulFOp::create(
+          b,
+          vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, idx(c * vl)}),
+          alphaV));
+    for (int64_t t = 0; t < bn; ++t) {
+      Value p = bcast(
+          vector::ExtractOp::create(b, s[t / vl], ArrayRef<int64_t>{t % vl}));
+      for (int64_t c = c0; c < c1; ++c)
+        a[c - c0] = vector::FMAOp::create(
+            b, p, loadRow(op.getV(), kvIndex(rows[t], idx(c * vl))), a[c - c0]);
+    }
+    for (int64_t c = c0; c < c1; ++c)
+      vector::StoreOp::create(b, a[c - c0], acc, ValueRange{rr, idx(c * vl)});
+  }
+}
+
+void DecodeEmitter::finalizeRows(Value r0, Value n) {
+  // o = acc / l; lse = (m + log2 l) * ln 2 (+ the anchor's row constant);
+  // a row that saw no key: o = 0, lse = -inf.
+  forLoop(idx(0), n, idx(1), [&](Value rr) {
+    Value i = rowGeometry(add(r0, rr));
+    Value l = memref::LoadOp::create(b, lRow, ValueRange{rr});
+    Value m = memref::LoadOp::create(b, mRow, ValueRange{rr});
+    Value any =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
+    Value inv = arith::SelectOp::create(
+        b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
+    for (int64_t c = 0; c < d; c += vl) {
+      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, idx(c)});
+      vector::StoreOp::create(b,
+                              fromF32(arith::MulFOp::create(b, a, bcast(inv))),
+                              op.getOut(), qIndex(i, idx(c)));
+    }
+    Value lse = op.getLseOut();
+    Value logL =
+        math::Log2Op::create(b, arith::SelectOp::create(b, any, l, f32c(1.0)));
+    Value value =
+        arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2));
+    if (anchorRow) {
+      Value a = memref::LoadOp::create(b, anchorRow, ValueRange{rr});
+      Value slope = arith::MulFOp::create(
+          b, memref::LoadOp::create(b, slopeRow, ValueRange{rr}),
+          f32c(1.0 / kLog2E));
+      if (spec.bias == ::tilt::BiasKind::AlibiSymmetric) {
+        slope = arith::NegFOp::create(b, slope);
+        a = math::AbsFOp::create(b, a);
+      }
+      value = math::FmaOp::create(b, slope, a, value);
+    }
+    value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
+    SmallVector<Value> index = spec.varlen
+                                   ? SmallVector<Value>{head, add(seqQ0, i)}
+                                   : SmallVector<Value>{batch, head, i};
+    memref::StoreOp::create(b, value, lse, index);
+  });
+}
