@@ -220,10 +220,14 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: scf.for %[[ITEM:.*]] = %{{.*}} to %{{.*}} step %c1 {
 // CHECK: %[[KVH:.*]] = arith.remsi %[[ITEM]], %c2 : index
 // CHECK: %[[B:.*]] = arith.divsi %[[ITEM]], %c2 : index
-// Row blocks of the group's rows: 2 heads x Sq.
+// Row blocks of the group's rows (2 heads x Sq), spans of 2048 keys (128
+// KiB of bf16 K and V at D = 16), each row, its key blocks; full blocks and
+// the tail block apart.
 // CHECK: scf.for %[[R0:.*]] = %c0 to %{{.*}} step %c16 {
-// CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
+// CHECK: scf.for %[[SPAN:.*]] = %{{.*}} to %{{.*}} step %c2048 {
 // CHECK: scf.for %[[ROW:.*]] = %c0 to %{{.*}} step %c1 {
+// CHECK: scf.for %[[KB:.*]] = %[[SPAN]] to %{{.*}} step %c16 {
+// CHECK: scf.if
 // CHECK: vector.load %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
 // CHECK: vector.fma
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 9, 11, 5, 7, 13, 15] : vector<8xf32>, vector<8xf32>
