@@ -109,28 +109,12 @@ void CpuEmitter::emitItem(Value item) {
   head = arith::RemSIOp::create(b, bh, h);
   batch = arith::DivSIOp::create(b, bh, h);
   kvHead = arith::DivSIOp::create(b, head, idx(spec.heads / spec.kvHeads));
-  if (spec.varlen) {
-    auto load = [&](Value cu, Value i) -> Value {
-      Value v = memref::LoadOp::create(b, cu, ValueRange{i});
-      return arith::IndexCastOp::create(b, b.getIndexType(), v);
-    };
-    seqQ0 = load(op.getCuSeqlensQ(), batch);
-    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
-    seqK0 = load(op.getCuSeqlensK(), batch);
-    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
-  } else {
-    sq = memref::DimOp::create(b, q, 2);
-    sk = memref::DimOp::create(b, op.getK(), 2);
-  }
+  loadSequence();
   rowStart = mul(qb, idx(bm));
   Value live =
       arith::CmpIOp::create(b, arith::CmpIPredicate::slt, rowStart, sq);
   ifThen(live, [&] {
     rows = minI(idx(bm), sub(sq, rowStart));
-    // i' = i + shift relative to key 0: Sk - Sq (bottom-right), or
-    // q_offset - k_offset with position offsets.
-    shift = spec.positionOffsets ? sub(op.getQOffset(), op.getKOffset())
-                                 : sub(sk, sq);
     slope2 = spec.hasAlibi() ? slopeLog2() : Value();
 
     // Keys any row of this block may see.
@@ -161,6 +145,26 @@ void CpuEmitter::emitItem(Value item) {
       memref::DeallocOp::create(b, pos);
     pos = nullptr;
   });
+}
+
+void CpuKernelBuilder::loadSequence() {
+  if (spec.varlen) {
+    auto load = [&](Value cu, Value i) -> Value {
+      Value v = memref::LoadOp::create(b, cu, ValueRange{i});
+      return arith::IndexCastOp::create(b, b.getIndexType(), v);
+    };
+    seqQ0 = load(op.getCuSeqlensQ(), batch);
+    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
+    seqK0 = load(op.getCuSeqlensK(), batch);
+    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
+  } else {
+    sq = memref::DimOp::create(b, op.getQ(), 2);
+    sk = memref::DimOp::create(b, op.getK(), 2);
+  }
+  // i' = i + shift relative to key 0: Sk - Sq (bottom-right), or
+  // q_offset - k_offset with position offsets.
+  shift = spec.positionOffsets ? sub(op.getQOffset(), op.getKOffset())
+                               : sub(sk, sq);
 }
 
 Value CpuKernelBuilder::slopeLog2() {
@@ -229,52 +233,63 @@ void CpuEmitter::stageAnchors() {
   });
 }
 
-void CpuEmitter::finalize() {
-  // o = Acc / l; lse = (m + log2 l) * ln 2 (+ the positions' row constant).
-  // A row that saw no key has l = 0: o = 0, lse = -inf.
+void CpuKernelBuilder::writeRow(Value row, Value l, Value m,
+                                function_ref<Value(int64_t)> accAt,
+                                function_ref<Value(Value)> constants) {
+  Value any = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
+  Value inv = arith::SelectOp::create(
+      b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
+  Value invV = bcast(inv);
+  for (int64_t c = 0; c < d; c += vl)
+    vector::StoreOp::create(b,
+                            fromF32(arith::MulFOp::create(b, accAt(c), invV)),
+                            op.getOut(), qIndex(row, idx(c)));
   Value lse = op.getLseOut();
+  if (!lse)
+    return;
+  Value logL =
+      math::Log2Op::create(b, arith::SelectOp::create(b, any, l, f32c(1.0)));
+  Value value = constants(
+      arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2)));
+  value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
+  SmallVector<Value> index = spec.varlen
+                                 ? SmallVector<Value>{head, add(seqQ0, row)}
+                                 : SmallVector<Value>{batch, head, row};
+  memref::StoreOp::create(b, value, lse, index);
+}
+
+Value CpuKernelBuilder::addAnchorConstant(Value lse, Value a) {
+  Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
+  if (spec.bias == ::tilt::BiasKind::AlibiSymmetric) {
+    slope = arith::NegFOp::create(b, slope);
+    a = math::AbsFOp::create(b, a);
+  }
+  return math::FmaOp::create(b, slope, a, lse);
+}
+
+void CpuEmitter::finalize() {
+  // o = Acc / l; lse = (m + log2 l) * ln 2 plus what the positions form and
+  // the anchors took out of the scores.
   forLoop(idx(0), rows, idx(1), [&](Value i) {
     Value l = memref::LoadOp::create(b, lRow, ValueRange{i});
     Value m = memref::LoadOp::create(b, mRow, ValueRange{i});
-    Value any =
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
-    Value inv = arith::SelectOp::create(
-        b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
-    Value invV = bcast(inv);
-    Value row = add(rowStart, i);
-    for (int64_t c = 0; c < d; c += vl) {
-      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
-      vector::StoreOp::create(b, fromF32(arith::MulFOp::create(b, a, invV)),
-                              op.getOut(), qIndex(row, idx(c)));
-    }
-    if (!lse)
-      return;
-    Value logL =
-        math::Log2Op::create(b, arith::SelectOp::create(b, any, l, f32c(1.0)));
-    Value value =
-        arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2));
-    if (posRef) {
-      Value ref = memref::LoadOp::create(b, posRef, ValueRange{i});
-      // Scores were shifted by -m * pos[i'] (natural units); undo it.
-      Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
-      value = math::FmaOp::create(b, slope, ref, value);
-    }
-    if (anchorRow) {
-      // The row constant the anchors took out: m * a (relative bias) or
-      // -m * |a| (symmetric), natural units.
-      Value a = memref::LoadOp::create(b, anchorRow, ValueRange{i});
-      Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
-      if (spec.bias == ::tilt::BiasKind::AlibiSymmetric) {
-        slope = arith::NegFOp::create(b, slope);
-        a = math::AbsFOp::create(b, a);
-      }
-      value = math::FmaOp::create(b, slope, a, value);
-    }
-    value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
-    SmallVector<Value> index = spec.varlen
-                                   ? SmallVector<Value>{head, add(seqQ0, row)}
-                                   : SmallVector<Value>{batch, head, row};
-    memref::StoreOp::create(b, value, lse, index);
+    writeRow(
+        add(rowStart, i), l, m,
+        [&](int64_t c) {
+          return vector::LoadOp::create(b, vecF32, acc, ValueRange{i, idx(c)});
+        },
+        [&](Value value) {
+          if (posRef) {
+            Value ref = memref::LoadOp::create(b, posRef, ValueRange{i});
+            // Scores were shifted by -m * pos[i'] (natural units); undo it.
+            Value slope = arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E));
+            value = math::FmaOp::create(b, slope, ref, value);
+          }
+          if (anchorRow)
+            value = addAnchorConstant(
+                value, memref::LoadOp::create(b, anchorRow, ValueRange{i}));
+          return value;
+        });
   });
 }
 

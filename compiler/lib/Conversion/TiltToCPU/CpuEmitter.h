@@ -161,6 +161,21 @@ protected:
 
   /// The slope of `head` (of `batch` for [B, H] slopes) in log2 units.
   Value slopeLog2();
+  /// Sets the sequence of `batch`: seqQ0/seqK0 (varlen), sq, sk, and shift
+  /// (i' = i + shift): Sk - Sq, or q_offset - k_offset with offsets.
+  void loadSequence();
+
+  /// Writes one finished row `row` (sequence-relative) of `head`:
+  /// o = acc / l, its f32 vectors given by `accAt(column)`, and lse =
+  /// (m + log2 l) * ln 2 passed through `constants` (the row constants the
+  /// scores were taken without, natural units); a row that saw no key
+  /// (l = 0) gets o = 0 and lse = -inf.
+  void writeRow(Value row, Value l, Value m, function_ref<Value(int64_t)> accAt,
+                function_ref<Value(Value)> constants);
+  /// `lse` plus the row constant an anchor `a` took out of the bias (see
+  /// CpuEmitter::stageAnchors): m * a, or -m * |a| for the symmetric form,
+  /// with m = slope2 in natural units.
+  Value addAnchorConstant(Value lse, Value a);
 
   AttentionOp op;
   ::tilt::AttentionSpec spec;

@@ -118,21 +118,7 @@ void DecodeEmitter::emitItem(Value item) {
   // Item = (batch, kv head).
   kvHead = arith::RemSIOp::create(b, item, idx(spec.kvHeads));
   batch = arith::DivSIOp::create(b, item, idx(spec.kvHeads));
-  if (spec.varlen) {
-    auto load = [&](Value cu, Value i) -> Value {
-      Value v = memref::LoadOp::create(b, cu, ValueRange{i});
-      return arith::IndexCastOp::create(b, b.getIndexType(), v);
-    };
-    seqQ0 = load(op.getCuSeqlensQ(), batch);
-    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
-    seqK0 = load(op.getCuSeqlensK(), batch);
-    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
-  } else {
-    sq = memref::DimOp::create(b, op.getQ(), 2);
-    sk = memref::DimOp::create(b, op.getK(), 2);
-  }
-  shift = spec.positionOffsets ? sub(op.getQOffset(), op.getKOffset())
-                               : sub(sk, sq);
+  loadSequence();
   // Keys any row may see: i' runs over [shift, shift + Sq).
   Value kBegin = idx(0), kEnd = sk;
   if (spec.causal)
@@ -348,42 +334,21 @@ void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
 }
 
 void DecodeEmitter::finalizeRows(Value r0, Value n) {
-  // o = acc / l; lse = (m + log2 l) * ln 2 (+ the anchor's row constant);
-  // a row that saw no key: o = 0, lse = -inf.
   forLoop(idx(0), n, idx(1), [&](Value rr) {
     Value i = rowGeometry(add(r0, rr));
     Value l = memref::LoadOp::create(b, lRow, ValueRange{rr});
     Value m = memref::LoadOp::create(b, mRow, ValueRange{rr});
-    Value any =
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
-    Value inv = arith::SelectOp::create(
-        b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
-    for (int64_t c = 0; c < d; c += vl) {
-      Value a = vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, idx(c)});
-      vector::StoreOp::create(b,
-                              fromF32(arith::MulFOp::create(b, a, bcast(inv))),
-                              op.getOut(), qIndex(i, idx(c)));
-    }
-    Value lse = op.getLseOut();
-    Value logL =
-        math::Log2Op::create(b, arith::SelectOp::create(b, any, l, f32c(1.0)));
-    Value value =
-        arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2));
-    if (anchorRow) {
-      Value a = memref::LoadOp::create(b, anchorRow, ValueRange{rr});
-      Value slope = arith::MulFOp::create(
-          b, memref::LoadOp::create(b, slopeRow, ValueRange{rr}),
-          f32c(1.0 / kLog2E));
-      if (spec.bias == ::tilt::BiasKind::AlibiSymmetric) {
-        slope = arith::NegFOp::create(b, slope);
-        a = math::AbsFOp::create(b, a);
-      }
-      value = math::FmaOp::create(b, slope, a, value);
-    }
-    value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
-    SmallVector<Value> index = spec.varlen
-                                   ? SmallVector<Value>{head, add(seqQ0, i)}
-                                   : SmallVector<Value>{batch, head, i};
-    memref::StoreOp::create(b, value, lse, index);
+    writeRow(
+        i, l, m,
+        [&](int64_t c) {
+          return vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, idx(c)});
+        },
+        [&](Value value) {
+          if (!anchorRow)
+            return value;
+          Value a = memref::LoadOp::create(b, anchorRow, ValueRange{rr});
+          slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{rr});
+          return addAnchorConstant(value, a);
+        });
   });
 }
