@@ -384,16 +384,21 @@ struct Runtime::Impl {
 
   /// The configuration for a CPU call: the caller's; else the decode
   /// family's default where TilePolicy's useDecodeFamily rule picks it (few
-  /// query rows per kv head); else the tuning database's nearest record;
-  /// else the compiler's default.
+  /// query rows per kv head) and a compiler or the bundle can provide it;
+  /// else the tuning database's nearest record; else the compiler's default.
   TileConfig configFor(const AttentionSpec &spec, int64_t maxSq, int64_t seqK,
                        const TileConfig &requested) const {
     if (!requested.isDefault())
       return requested;
     if (useDecodeFamily(spec, maxSq)) {
       const HostCpu &host = hostCpu();
-      return defaultCpuConfig(
+      TileConfig decode = defaultCpuConfig(
           decodeCpuVariant([&](std::string_view f) { return host.has(f); }));
+      // Only where the kernel can be had: a compiler to build it, or the
+      // bundle holding it. A runtime that only loads kernels keeps the
+      // prefill kernel its bundle serves.
+      if (options.compiler || !bundle.find(spec.canonical(), decode).empty())
+        return decode;
     }
     if (!haveTuning)
       return requested;

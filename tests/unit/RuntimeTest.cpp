@@ -308,6 +308,31 @@ TEST(RuntimeCache, NoCompilerAndNoEntry) {
   EXPECT_EQ(rt.stats().compiles, 0);
 }
 
+TEST(RuntimeCache, DecodeShapesWithACompilerRunTheDecodeFamily) {
+  // heads / kv heads x Sq = 2 x 1 <= 16: TilePolicy's useDecodeFamily.
+  TempDir dir;
+  FakeCompiler compiler;
+  Runtime rt({dir.path(), 1, &compiler});
+  Problem p = Problem::dense(makeSpec(4, 2, 32), 2, 1, 40);
+  AttentionArgs args = p.args();
+  ASSERT_EQ(rt.run(p.spec, args), "");
+  // The kernel was built for the decode family's configuration, not the
+  // compiler's default (a prepare() of the default compiles again).
+  ASSERT_EQ(rt.prepare(p.spec), "");
+  EXPECT_EQ(compiler.compiles, 2);
+}
+
+TEST(RuntimeCache, KernelOnlyRuntimeKeepsThePrefillKernelForDecodeShapes) {
+  // With no compiler and no bundled decode kernel the decode rule does not
+  // apply: the runtime looks for the kernel it would have used before.
+  TempDir dir;
+  Runtime rt({dir.path(), 1, nullptr});
+  Problem p = Problem::dense(makeSpec(4, 2, 32), 2, 1, 40);
+  AttentionArgs args = p.args();
+  const std::string err = rt.run(p.spec, args);
+  EXPECT_NE(err.find("(config default, target cpu"), std::string::npos) << err;
+}
+
 //===----------------------------------------------------------------------===//
 // Cache directory resolution
 //===----------------------------------------------------------------------===//
