@@ -65,9 +65,11 @@ std::string CpuKernel::load(const std::string &path,
                        missingFeatures(info.isa, [&](std::string_view f) {
                          return host.has(f);
                        }));
-  if (parseKernelVariant(info.variant) == KernelVariant::CpuAmx)
+  const std::optional<KernelVariant> variant = parseKernelVariant(info.variant);
+  if (variant == KernelVariant::CpuAmx)
     if (std::string err = enableAmx(); !err.empty())
       return fmt::format("kernel {}: {}", name, err);
+  kernel->itemPerKvHead = variant && isDecodeVariant(*variant);
   out = std::move(kernel);
   return {};
 }

@@ -41,6 +41,9 @@ public:
 
   CpuEntryFn entry() const { return entryFn; }
   const KernelInfo &info() const { return kernelInfo; }
+  /// Work items are (batch, kv head) -- the decode family -- rather than
+  /// (batch, head, query block) (KernelABI.h). Known at load.
+  bool itemsPerKvHead() const { return itemPerKvHead; }
 
 private:
   CpuKernel() = default;
@@ -48,6 +51,7 @@ private:
   void *handle = nullptr;
   CpuEntryFn entryFn = nullptr;
   KernelInfo kernelInfo;
+  bool itemPerKvHead = false;
 };
 
 } // namespace tilt::detail

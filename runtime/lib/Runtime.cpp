@@ -386,20 +386,17 @@ struct Runtime::Impl {
   /// family's default where TilePolicy's useDecodeFamily rule picks it (few
   /// query rows per kv head) and a compiler or the bundle can provide it;
   /// else the tuning database's nearest record; else the compiler's default.
-  TileConfig configFor(const AttentionSpec &spec, int64_t maxSq, int64_t seqK,
-                       const TileConfig &requested) const {
+  const TileConfig &configFor(const AttentionSpec &spec, int64_t maxSq,
+                              int64_t seqK, const TileConfig &requested) const {
     if (!requested.isDefault())
       return requested;
-    if (useDecodeFamily(spec, maxSq)) {
-      const HostCpu &host = hostCpu();
-      TileConfig decode = defaultCpuConfig(
-          decodeCpuVariant([&](std::string_view f) { return host.has(f); }));
-      // Only where the kernel can be had: a compiler to build it, or the
-      // bundle holding it. A runtime that only loads kernels keeps the
-      // prefill kernel its bundle serves.
-      if (options.compiler || !bundle.find(spec.canonical(), decode).empty())
-        return decode;
-    }
+    // Only where the kernel can be had: a compiler to build it, or the
+    // bundle holding it. A runtime that only loads kernels keeps the
+    // prefill kernel its bundle serves.
+    if (useDecodeFamily(spec, maxSq) &&
+        (options.compiler ||
+         !bundle.find(spec.canonical(), decodeConfig).empty()))
+      return decodeConfig;
     if (!haveTuning)
       return requested;
     const TuningRecord *r = tuning.lookup(spec, seqK);
@@ -491,6 +488,9 @@ struct Runtime::Impl {
   KernelBundle bundle;
   TuningDb tuning;
   bool haveTuning = false;
+  /// The decode family's configuration for this CPU (the host is fixed).
+  const TileConfig decodeConfig = defaultCpuConfig(decodeCpuVariant(
+      [](std::string_view f) { return hostCpu().has(f); }));
   std::string bundleError; ///< a malformed bundle, reported by run()
   std::unordered_map<std::string, std::string> hostRunsByVariant;
   std::string cacheDir;
@@ -787,9 +787,7 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   // Work items (KernelABI.h): (batch, kv head) for the decode family, else
   // (batch, head, query block).
   const int64_t blockM = kernel.info().blockM;
-  const std::optional<KernelVariant> variant =
-      parseKernelVariant(kernel.info().variant);
-  const int64_t items = variant && isDecodeVariant(*variant)
+  const int64_t items = kernel.itemsPerKvHead()
                             ? g.batch * spec.kvHeads
                             : g.batch * H * ((g.maxSq + blockM - 1) / blockM);
   const CpuEntryFn entry = kernel.entry();
@@ -935,7 +933,7 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
   // Keys per sequence (the mean one when ragged) select the tuned record.
   int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                              : args.k.shape[2];
-  const TileConfig chosen = impl->configFor(spec, geometry.maxSq, seqK, config);
+  const TileConfig &chosen = impl->configFor(spec, geometry.maxSq, seqK, config);
   if (const std::string &err = impl->hostRuns(chosen); !err.empty())
     return result(err);
   if (std::string err =
