@@ -489,8 +489,8 @@ struct Runtime::Impl {
   TuningDb tuning;
   bool haveTuning = false;
   /// The decode family's configuration for this CPU (the host is fixed).
-  const TileConfig decodeConfig = defaultCpuConfig(decodeCpuVariant(
-      [](std::string_view f) { return hostCpu().has(f); }));
+  const TileConfig decodeConfig = defaultCpuConfig(
+      decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
   std::string bundleError; ///< a malformed bundle, reported by run()
   std::unordered_map<std::string, std::string> hostRunsByVariant;
   std::string cacheDir;
@@ -933,7 +933,8 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
   // Keys per sequence (the mean one when ragged) select the tuned record.
   int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                              : args.k.shape[2];
-  const TileConfig &chosen = impl->configFor(spec, geometry.maxSq, seqK, config);
+  const TileConfig &chosen =
+      impl->configFor(spec, geometry.maxSq, seqK, config);
   if (const std::string &err = impl->hostRuns(chosen); !err.empty())
     return result(err);
   if (std::string err =
