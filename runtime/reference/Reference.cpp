@@ -221,6 +221,180 @@ std::vector<double> naiveSameDtype(const AttentionSpec &spec,
   return out;
 }
 
+namespace {
+
+/// The bias distance whose slope derivative ALIBI.md's dm_h sums: j - i',
+/// -|j - i'| or pos_j.
+double biasDistance(const AttentionSpec &spec, const Head &x, int64_t i,
+                    int64_t j) {
+  const int64_t ip = i + x.shift;
+  switch (spec.bias) {
+  case BiasKind::None:
+    return 0.0;
+  case BiasKind::Alibi:
+    return double(j - ip);
+  case BiasKind::AlibiSymmetric:
+    return -double(std::llabs(j - ip));
+  case BiasKind::AlibiPositions:
+    return (*x.pos)[j];
+  }
+  return 0.0;
+}
+
+/// Where a Head's slices start in the packed or dense tensors.
+struct GradOffsets {
+  int64_t k0; ///< element (j, d) of the head's k/v is at k0 + j*kStride + d
+  int64_t kStride;
+};
+
+GradOffsets gradOffsets(const Head &x, const Inputs &in) {
+  return {int64_t(x.k.base - in.k), x.k.rowStride};
+}
+
+Gradients emptyGradients(const AttentionSpec &spec, const Extents &ext,
+                         const Inputs &in) {
+  const int64_t B = spec.varlen ? 1 : ext.batch, D = spec.headDim;
+  Gradients g;
+  g.dq.assign(B * ext.seqQ * spec.heads * D, 0.0);
+  g.dk.assign(B * ext.seqK * spec.kvHeads * D, 0.0);
+  g.dv.assign(g.dk.size(), 0.0);
+  if (spec.hasAlibi() && spec.slopes == SlopeSource::Custom)
+    g.dslopes.assign((in.slopesPerBatch ? ext.batch : 1) * spec.heads, 0.0);
+  return g;
+}
+
+} // namespace
+
+Gradients attentionBackward(const AttentionSpec &spec, const Extents &ext,
+                            const Inputs &in, const float *dO) {
+  const int64_t D = spec.headDim;
+  const double scale = spec.effectiveScale();
+  const Outputs fwd = attention(spec, ext, in);
+  Gradients g = emptyGradients(spec, ext, in);
+  const double inf = std::numeric_limits<double>::infinity();
+  forEachHead(spec, ext, in, [&](const Head &x) {
+    const double m = slopeFor(spec, in, x.b, x.h);
+    const GradOffsets at = gradOffsets(x, in);
+    double dm = 0;
+    for (int64_t i = 0; i < x.Sq; ++i) {
+      const double lse = fwd.lse[x.lse0 + i];
+      if (lse == -inf)
+        continue; // a fully masked row contributes nothing
+      const float *dOi = dO + x.o0 + i * x.oStride;
+      const double *oi = fwd.o.data() + x.o0 + i * x.oStride;
+      double delta = 0;
+      for (int64_t d = 0; d < D; ++d)
+        delta += double(dOi[d]) * oi[d];
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        if (!x.visible(spec, i, j))
+          continue;
+        double dot = 0, dp = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          dot += x.q.at(i, d) * x.k.at(j, d);
+          dp += double(dOi[d]) * x.v.at(j, d);
+        }
+        const double dist = biasDistance(spec, x, i, j);
+        const double p = std::exp(scale * dot + m * dist - lse);
+        const double ds = p * (dp - delta);
+        dm += ds * dist;
+        double *dq = g.dq.data() + x.o0 + i * x.oStride;
+        double *dk = g.dk.data() + at.k0 + j * at.kStride;
+        double *dv = g.dv.data() + at.k0 + j * at.kStride;
+        for (int64_t d = 0; d < D; ++d) {
+          dq[d] += scale * ds * x.k.at(j, d);
+          dk[d] += scale * ds * x.q.at(i, d);
+          dv[d] += p * double(dOi[d]);
+        }
+      }
+    }
+    if (!g.dslopes.empty())
+      g.dslopes[(in.slopesPerBatch ? x.b * spec.heads : 0) + x.h] += dm;
+  });
+  return g;
+}
+
+Gradients naiveBackwardSameDtype(const AttentionSpec &spec, const Extents &ext,
+                                 const Inputs &in, const float *dO) {
+  const int64_t D = spec.headDim;
+  auto r = [&](float x) { return roundTo(spec.dtype, x); };
+  const float scale = r(float(spec.effectiveScale()));
+  const std::vector<double> o = naiveSameDtype(spec, ext, in);
+  Gradients g = emptyGradients(spec, ext, in);
+  // f32 accumulators of this head's dk/dv, rounded once it is done.
+  std::vector<float> p, ds, dk, dv, dq;
+  forEachHead(spec, ext, in, [&](const Head &x) {
+    const float m = slopeFor(spec, in, x.b, x.h);
+    const GradOffsets at = gradOffsets(x, in);
+    dk.assign(x.Sk * D, 0.0f);
+    dv.assign(x.Sk * D, 0.0f);
+    float dm = 0;
+    for (int64_t i = 0; i < x.Sq; ++i) {
+      // The forward's P, materialized in the dtype.
+      const float *q = x.q.row(i);
+      p.assign(x.Sk, -INFINITY);
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        if (!x.visible(spec, i, j))
+          continue;
+        float dot = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dot += q[d] * x.k.row(j)[d];
+        p[j] = r(r(r(dot) * scale) + m * float(biasDistance(spec, x, i, j)));
+        mx = std::max(mx, p[j]);
+      }
+      if (mx == -INFINITY)
+        continue;
+      float sum = 0;
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        p[j] = std::exp(p[j] - mx);
+        sum += p[j];
+      }
+      for (int64_t j = 0; j < x.Sk; ++j)
+        p[j] = r(p[j] / sum);
+      const float *dOi = dO + x.o0 + i * x.oStride;
+      float delta = 0;
+      for (int64_t d = 0; d < D; ++d)
+        delta += dOi[d] * float(o[x.o0 + i * x.oStride + d]);
+      delta = r(delta);
+      ds.assign(x.Sk, 0.0f);
+      for (int64_t j = 0; j < x.Sk; ++j) {
+        if (!x.visible(spec, i, j))
+          continue;
+        float dp = 0;
+        for (int64_t d = 0; d < D; ++d)
+          dp += dOi[d] * x.v.row(j)[d];
+        ds[j] = r(p[j] * (r(dp) - delta));
+        dm += ds[j] * float(biasDistance(spec, x, i, j));
+      }
+      dq.assign(D, 0.0f);
+      for (int64_t j = 0; j < x.Sk; ++j)
+        for (int64_t d = 0; d < D; ++d) {
+          dq[d] += ds[j] * x.k.row(j)[d];
+          dk[j * D + d] += ds[j] * q[d];
+          dv[j * D + d] += p[j] * dOi[d];
+        }
+      for (int64_t d = 0; d < D; ++d)
+        g.dq[x.o0 + i * x.oStride + d] = r(r(dq[d]) * scale);
+    }
+    // A GQA group's heads add up in the dtype, as a framework's sum would.
+    for (int64_t j = 0; j < x.Sk; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        double &k = g.dk[at.k0 + j * at.kStride + d];
+        double &v = g.dv[at.k0 + j * at.kStride + d];
+        k = r(float(k) + r(r(dk[j * D + d]) * scale));
+        v = r(float(v) + r(dv[j * D + d]));
+      }
+    if (!g.dslopes.empty())
+      g.dslopes[(in.slopesPerBatch ? x.b * spec.heads : 0) + x.h] += dm;
+  });
+  return g;
+}
+
+double gradientErrorBound(DType dtype, double naiveError, double maxRef) {
+  const double bound = 2 * naiveError + 1e-6;
+  return dtype == DType::F32 ? std::min(bound, 1e-4 * maxRef + 1e-6) : bound;
+}
+
 double errorBound(DType dtype, double naiveError) {
   return dtype == DType::F32 ? 1e-4 : 2 * naiveError + 1e-6;
 }

@@ -293,3 +293,167 @@ TEST(NaiveSameDtype, ErrorBoundFollowsAlibiMd) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// Gradients: the float64 backward against central finite differences of
+// L = sum(dO * o), for every bias form, GQA, masks and [B, H] slopes.
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+struct Problem {
+  tilt::AttentionSpec spec;
+  tilt::Extents ext{2, 5, 7};
+  std::vector<float> q, k, v, slopes, dO;
+  std::vector<uint8_t> kpm;
+
+  tilt::reference::Inputs inputs() const {
+    tilt::reference::Inputs in;
+    in.q = q.data();
+    in.k = k.data();
+    in.v = v.data();
+    in.slopes = slopes.empty() ? nullptr : slopes.data();
+    in.slopesPerBatch = slopes.size() > size_t(spec.heads);
+    in.keyPaddingMask = kpm.empty() ? nullptr : kpm.data();
+    return in;
+  }
+  /// L = sum(dO * o) in float64.
+  double loss() const {
+    auto out = tilt::reference::attention(spec, ext, inputs());
+    double l = 0;
+    for (size_t i = 0; i < out.o.size(); ++i)
+      l += double(dO[i]) * out.o[i];
+    return l;
+  }
+};
+
+Problem make(tilt::BiasKind bias, bool causal, bool perBatch, bool mask) {
+  Problem p;
+  p.spec.heads = 4;
+  p.spec.kvHeads = 2;
+  p.spec.headDim = D;
+  p.spec.bias = bias;
+  p.spec.causal = causal;
+  p.spec.window = causal ? std::optional<int64_t>(4) : std::nullopt;
+  p.spec.keyPaddingMask = mask;
+  if (bias != tilt::BiasKind::None)
+    p.spec.slopes = tilt::SlopeSource::Custom;
+  const tilt::Extents &e = p.ext;
+  uint32_t state = 12345;
+  auto uniform = [&] {
+    state = state * 1664525u + 1013904223u;
+    return float(state >> 8) / float(1 << 24) * 2.0f - 1.0f;
+  };
+  auto fill = [&](std::vector<float> &t, int64_t n) {
+    t.resize(n);
+    for (float &x : t)
+      x = uniform();
+  };
+  fill(p.q, e.batch * 4 * e.seqQ * D);
+  fill(p.k, e.batch * 2 * e.seqK * D);
+  fill(p.v, e.batch * 2 * e.seqK * D);
+  fill(p.dO, e.batch * 4 * e.seqQ * D);
+  if (bias != tilt::BiasKind::None) {
+    fill(p.slopes, perBatch ? e.batch * 4 : 4);
+    for (float &m : p.slopes)
+      m = 0.3f + 0.5f * m; // positive and negative-free slopes
+  }
+  if (mask) {
+    p.kpm.assign(e.batch * e.seqK, 1);
+    p.kpm[1] = p.kpm[e.seqK + 4] = p.kpm[e.seqK + 5] = 0;
+  }
+  return p;
+}
+
+/// Central difference of the loss in one float input.
+double numeric(Problem &p, float &x) {
+  const float h = 1.0f / 512; // exact in f32, so x +- h is exact too
+  const float saved = x;
+  x = saved + h;
+  const double up = p.loss();
+  x = saved - h;
+  const double down = p.loss();
+  x = saved;
+  return (up - down) / (2.0 * h);
+}
+
+void checkAgainstFiniteDifferences(Problem p) {
+  auto g = tilt::reference::attentionBackward(p.spec, p.ext, p.inputs(),
+                                              p.dO.data());
+  ASSERT_EQ(g.dq.size(), p.q.size());
+  ASSERT_EQ(g.dk.size(), p.k.size());
+  ASSERT_EQ(g.dslopes.size(), p.slopes.size());
+  // Central differences are exact to O(h^2 * L''') ~ 1e-6 here.
+  const double tol = 2e-4;
+  double largest = 0;
+  for (size_t i = 0; i < p.q.size(); i += 7) {
+    EXPECT_NEAR(g.dq[i], numeric(p, p.q[i]), tol) << "dq " << i;
+    largest = std::max(largest, std::abs(g.dq[i]));
+  }
+  for (size_t i = 0; i < p.k.size(); i += 5) {
+    EXPECT_NEAR(g.dk[i], numeric(p, p.k[i]), tol) << "dk " << i;
+    EXPECT_NEAR(g.dv[i], numeric(p, p.v[i]), tol) << "dv " << i;
+  }
+  for (size_t i = 0; i < p.slopes.size(); ++i) {
+    EXPECT_NEAR(g.dslopes[i], numeric(p, p.slopes[i]), tol) << "dslopes " << i;
+    largest = std::max(largest, std::abs(g.dslopes[i]));
+  }
+  // The comparisons above must have had something to compare.
+  EXPECT_GT(largest, 1e-2);
+}
+
+TEST(ReferenceGradients, AlibiCausalWindowGqaMatchesFiniteDifferences) {
+  checkAgainstFiniteDifferences(
+      make(tilt::BiasKind::Alibi, true, false, false));
+}
+TEST(ReferenceGradients, SymmetricPerBatchSlopesMatchFiniteDifferences) {
+  checkAgainstFiniteDifferences(
+      make(tilt::BiasKind::AlibiSymmetric, false, true, false));
+}
+TEST(ReferenceGradients, PositionsFormMatchesFiniteDifferences) {
+  checkAgainstFiniteDifferences(
+      make(tilt::BiasKind::AlibiPositions, false, true, true));
+}
+TEST(ReferenceGradients, NoBiasWithPaddingMatchesFiniteDifferences) {
+  checkAgainstFiniteDifferences(make(tilt::BiasKind::None, true, false, true));
+}
+
+TEST(ReferenceGradients, FullyMaskedRowsContributeNothing) {
+  // Causal with Sq > Sk: the first Sq - Sk rows see no key.
+  Problem p = make(tilt::BiasKind::Alibi, true, false, false);
+  p.ext = {2, 9, 7};
+  p.spec.window.reset();
+  p.q.resize(p.ext.batch * 4 * p.ext.seqQ * D, 0.5f);
+  p.dO.resize(p.q.size(), 1.0f);
+  auto g = tilt::reference::attentionBackward(p.spec, p.ext, p.inputs(),
+                                              p.dO.data());
+  for (int64_t row = 0; row < 2; ++row)
+    for (int64_t d = 0; d < D; ++d)
+      EXPECT_EQ(g.dq[row * D + d], 0.0);
+  checkAgainstFiniteDifferences(p);
+}
+
+TEST(ReferenceGradients, NaiveSameDtypeIsCloseAndBoundFollowsAlibiMd) {
+  Problem p = make(tilt::BiasKind::Alibi, true, false, false);
+  p.spec.dtype = tilt::DType::BF16;
+  for (auto *t : {&p.q, &p.k, &p.v})
+    for (float &x : *t)
+      x = tilt::roundTo(tilt::DType::BF16, x);
+  auto exact = tilt::reference::attentionBackward(p.spec, p.ext, p.inputs(),
+                                                  p.dO.data());
+  auto naive = tilt::reference::naiveBackwardSameDtype(p.spec, p.ext,
+                                                       p.inputs(), p.dO.data());
+  double err = 0;
+  for (size_t i = 0; i < exact.dq.size(); ++i)
+    err = std::max(err, std::abs(exact.dq[i] - naive.dq[i]));
+  EXPECT_GT(err, 0.0);
+  EXPECT_LT(err, 0.05);
+  EXPECT_EQ(tilt::reference::gradientErrorBound(tilt::DType::BF16, 0.25, 9.0),
+            0.5 + 1e-6);
+  EXPECT_EQ(tilt::reference::gradientErrorBound(tilt::DType::F32, 0.25, 2.0),
+            2e-4 + 1e-6);
+  EXPECT_EQ(tilt::reference::gradientErrorBound(tilt::DType::F32, 1e-7, 2.0),
+            2e-7 + 1e-6);
+}
+
+} // namespace

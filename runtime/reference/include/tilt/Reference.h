@@ -54,6 +54,30 @@ std::vector<double> naiveSameDtype(const AttentionSpec &spec,
 /// `naiveError` is naiveSameDtype()'s max abs error on the same inputs.
 double errorBound(DType dtype, double naiveError);
 
+/// Gradients of attention() (ALIBI.md "Backward") for an upstream gradient
+/// `dO` of o's layout: dq like q, dk/dv like k/v (summed over the query heads
+/// of a GQA group), and, with custom slopes, dslopes like `in.slopes` ([H] or
+/// [B,H]); empty otherwise.
+struct Gradients {
+  std::vector<double> dq, dk, dv, dslopes;
+};
+
+/// Evaluates the gradients in float64, the softmax recomputed exactly.
+Gradients attentionBackward(const AttentionSpec &spec, const Extents &ext,
+                            const Inputs &in, const float *dO);
+
+/// ALIBI.md's yardstick for gradients: the backward as a framework computes
+/// it in spec.dtype with P materialized in that dtype (products accumulated
+/// in f32, each tensor rounded to the dtype; dslopes accumulated in f32).
+/// `o` is the rounded forward output the kernels' backward also reads.
+Gradients naiveBackwardSameDtype(const AttentionSpec &spec, const Extents &ext,
+                                 const Inputs &in, const float *dO);
+
+/// ALIBI.md's bound on a gradient's max abs error against
+/// attentionBackward(): 2 * `naiveError` + 1e-6, and for f32 additionally
+/// at most 1e-4 * `maxRef` + 1e-6 (`maxRef`: the gradient's max |value|).
+double gradientErrorBound(DType dtype, double naiveError, double maxRef);
+
 /// The slope of query head `h` in batch `b` as the kernels must use it
 /// (float32, per ALIBI.md), or 0 when the spec has no ALiBi bias.
 float slopeFor(const AttentionSpec &spec, const Inputs &in, int64_t b,
