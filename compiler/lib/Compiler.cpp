@@ -158,23 +158,27 @@ std::string CompileJob::buildAndPin(const CpuMachine &cpu) {
   modOpts.extents = {0, 0, 0};
   modOpts.withLse = true;
   modOpts.slopesPerBatch = true;
+  std::optional<KernelVariant> variant = config.kind();
+  if (!variant)
+    return fmt::format("tile config: unknown variant '{}'", config.variant);
+  modOpts.backward = isBackwardVariant(*variant);
   module = buildSpecModule(ctx, spec, modOpts);
   if (!module)
     return "the spec did not verify: " + diagnostics;
 
-  std::optional<KernelVariant> variant = config.kind();
-  if (!variant)
-    return fmt::format("tile config: unknown variant '{}'", config.variant);
   if (!cuda && isGpuVariant(*variant))
     return fmt::format("tile config: variant {} is for target cuda",
                        config.variant);
   auto emitError = [&] { return mlir::emitError(mlir::UnknownLoc::get(&ctx)); };
-  mlir::tilt::AttentionOp op;
-  module->walk([&](mlir::tilt::AttentionOp a) { op = a; });
   // The pass tilt-pin-tile-config would pin the same way; the JIT calls the
   // shared chooser directly, with the tuned or requested values.
-  mlir::FailureOr<mlir::tilt::TileConfigAttr> pinned =
-      mlir::tilt::pinTileConfig(op, config, emitError);
+  mlir::FailureOr<mlir::tilt::TileConfigAttr> pinned = mlir::failure();
+  module->walk([&](mlir::tilt::AttentionOp op) {
+    pinned = mlir::tilt::pinTileConfig(op, config, emitError);
+  });
+  module->walk([&](mlir::tilt::AttentionBackwardOp op) {
+    pinned = mlir::tilt::pinTileConfig(op, config, emitError);
+  });
   if (failed(pinned))
     return "tile config: " + diagnostics;
   attr = *pinned;
@@ -295,9 +299,13 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
   // Checked by buildAndPin: every CPU variant needs x86-64-v3 or better.
   const std::string info = formatKernelInfo(
       config, cpu.cpuClass().value_or(CpuClass::X86_64_V3), spec);
-  unsigned numMemrefs =
-      5 + (spec.hasAlibi() && spec.slopes == SlopeSource::Custom) +
-      spec.keyPaddingMask + 2 * spec.varlen;
+  // KernelABI.h's descriptor lists: the backward has four more tensors
+  // (grad_o, dq, dk, dv) and, with custom slopes, dslopes.
+  const bool backward = isBackwardVariant(*config.kind());
+  const unsigned customSlopes =
+      spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
+  unsigned numMemrefs = (backward ? 9 + 2 * customSlopes : 5 + customSlopes) +
+                        spec.keyPaddingMask + 2 * spec.varlen;
   unsigned numIndexArgs = spec.positionOffsets ? 2 : 0;
   CpuEmit cpuEmit = emit == Emit::LLVMIR     ? CpuEmit::LLVMIR
                     : emit == Emit::Assembly ? CpuEmit::Assembly

@@ -54,6 +54,8 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
     lseType = tensor({B, spec.heads, Sq}, f32);
   }
   args = {qType, kvType, kvType};
+  if (options.backward)
+    args.append({qType, qType, lseType});
   bool customSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
   if (customSlopes)
     args.push_back(options.slopesPerBatch ? tensor({B, spec.heads}, f32)
@@ -67,8 +69,14 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
   if (spec.positionOffsets)
     args.append({b.getIndexType(), b.getIndexType()});
   SmallVector<Type> results{qType};
-  if (options.withLse)
+  Type dslopesType = tensor({B, spec.heads}, f32);
+  if (options.backward) {
+    results.append({kvType, kvType});
+    if (customSlopes)
+      results.push_back(dslopesType);
+  } else if (options.withLse) {
     results.push_back(lseType);
+  }
 
   Location loc = UnknownLoc::get(&ctx);
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
@@ -78,7 +86,7 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
   Block *body = func.addEntryBlock();
   b.setInsertionPointToStart(body);
 
-  unsigned next = 3;
+  unsigned next = options.backward ? 6 : 3;
   auto take = [&](bool present) -> Value {
     return present ? body->getArgument(next++) : Value();
   };
@@ -94,14 +102,29 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
     bias = mlir::tilt::BiasAttr::get(&ctx, spec.bias, spec.slopes,
                                      APFloat(spec.maxBias), spec.headOffset,
                                      spec.totalHeads);
+  auto causal = spec.causal ? b.getUnitAttr() : UnitAttr();
+  auto window = spec.window ? b.getI64IntegerAttr(*spec.window) : IntegerAttr();
+  auto scale = spec.scale ? b.getF64FloatAttr(*spec.scale) : FloatAttr();
+  if (options.backward) {
+    auto op = mlir::tilt::AttentionBackwardOp::create(
+        b, loc, qType, kvType, kvType, slopes ? dslopesType : Type(),
+        body->getArgument(0), body->getArgument(1), body->getArgument(2),
+        body->getArgument(3), body->getArgument(4), body->getArgument(5),
+        slopes, kpm, cuQ, cuK, qOffset, kOffset, /*dq_out=*/Value(),
+        /*dk_out=*/Value(), /*dv_out=*/Value(), /*dslopes_out=*/Value(),
+        /*item_begin=*/Value(), /*item_end=*/Value(), bias, causal, window,
+        scale, /*config=*/mlir::tilt::TileConfigAttr());
+    func::ReturnOp::create(b, loc, op->getResults());
+    if (failed(verify(*module)))
+      return nullptr;
+    return module;
+  }
   auto op = mlir::tilt::AttentionOp::create(
       b, loc, qType, options.withLse ? lseType : Type(), body->getArgument(0),
       body->getArgument(1), body->getArgument(2), slopes, kpm, cuQ, cuK,
       qOffset, kOffset, /*out=*/Value(), /*lse_out=*/Value(),
       /*item_begin=*/Value(),
-      /*item_end=*/Value(), bias, spec.causal ? b.getUnitAttr() : UnitAttr(),
-      spec.window ? b.getI64IntegerAttr(*spec.window) : IntegerAttr(),
-      spec.scale ? b.getF64FloatAttr(*spec.scale) : FloatAttr(),
+      /*item_end=*/Value(), bias, causal, window, scale,
       /*config=*/mlir::tilt::TileConfigAttr());
   func::ReturnOp::create(b, loc, op->getResults());
 

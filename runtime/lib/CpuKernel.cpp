@@ -70,6 +70,7 @@ std::string CpuKernel::load(const std::string &path,
     if (std::string err = enableAmx(); !err.empty())
       return fmt::format("kernel {}: {}", name, err);
   kernel->itemPerKvHead = variant && isDecodeVariant(*variant);
+  kernel->backward = variant && isBackwardVariant(*variant);
   out = std::move(kernel);
   return {};
 }

@@ -44,6 +44,9 @@ public:
   /// Work items are (batch, kv head) -- the decode family -- rather than
   /// (batch, head, query block) (KernelABI.h). Known at load.
   bool itemsPerKvHead() const { return itemPerKvHead; }
+  /// A kernel of the backward pass (cpu_bwd_*): its descriptors and work
+  /// items are the backward's (KernelABI.h). Known at load.
+  bool isBackward() const { return backward; }
 
 private:
   CpuKernel() = default;
@@ -52,6 +55,7 @@ private:
   CpuEntryFn entryFn = nullptr;
   KernelInfo kernelInfo;
   bool itemPerKvHead = false;
+  bool backward = false;
 };
 
 } // namespace tilt::detail

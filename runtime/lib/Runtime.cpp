@@ -143,6 +143,7 @@ struct Geometry {
   int64_t batch = 0;
   int64_t rowsQ = 0; ///< dense Sq, varlen totalQ
   int64_t maxSq = 0; ///< longest query sequence
+  int64_t maxSk = 0; ///< longest key sequence
   bool hasSlopes = false;
 };
 
@@ -276,6 +277,9 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                          H, g.rowsQ, a.lse.shapeString());
   }
 
+  g.maxSk = spec.varlen ? 0 : a.k.shape[2];
+  if (spec.varlen)
+    checkCuSeqlens("cu_seqlens_k", a.cuSeqlensK, "k", a.k.shape[0], &g.maxSk);
   g.hasSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
   if (g.hasSlopes && !a.slopes.present())
     return "slopes: required by slopes = custom (f32 [H] or [B, H])";
@@ -316,6 +320,57 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                          "2^24 for a sequence of {}, got {}",
                          name, kMaxPosition - len, len, offset);
   }
+  return {};
+}
+
+/// The backward's tensors, after checkArgs() accepted the forward's.
+std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
+                              const Geometry &geo) {
+  if (!a.lse.present())
+    return "lse: required by the backward (the forward's f32 lse)";
+  const std::pair<const char *, const TensorRef *> all[] = {
+      {"grad_o", &g.gradO},
+      {"dq", &g.dq},
+      {"dk", &g.dk},
+      {"dv", &g.dv},
+      {"dslopes", &g.dslopes}};
+  for (auto [name, t] : all) {
+    if (!t->present() && t->rank != 0)
+      return fmt::format("{}: data is null but a shape {} is given", name,
+                         t->shapeString());
+    if (t->present() && (t->rank < 1 || t->rank > 4))
+      return fmt::format("{}: rank {} is not supported (1 to 4)", name,
+                         t->rank);
+  }
+  struct Like {
+    const char *name;
+    const TensorRef *t, *like;
+    const char *likeName;
+  };
+  for (const Like &x :
+       {Like{"grad_o", &g.gradO, &a.o, "o"}, Like{"dq", &g.dq, &a.q, "q"},
+        Like{"dk", &g.dk, &a.k, "k"}, Like{"dv", &g.dv, &a.v, "v"}}) {
+    if (!x.t->present())
+      return fmt::format("{}: missing (null data pointer)", x.name);
+    if (!sameShape(*x.t, *x.like))
+      return fmt::format("{}: expected the shape of {} {}, got {}", x.name,
+                         x.likeName, x.like->shapeString(), x.t->shapeString());
+  }
+  if (g.dslopes.present()) {
+    if (!geo.hasSlopes)
+      return "dslopes: given, but the spec has no custom slopes to "
+             "differentiate (set slopes = custom)";
+    if (!sameShape(g.dslopes, a.slopes))
+      return fmt::format("dslopes: expected the shape of slopes {}, got {}",
+                         a.slopes.shapeString(), g.dslopes.shapeString());
+  }
+  // Outputs must not alias inputs: the kernel reads q, k, v, o, grad_o
+  // while other items write dq, dk, dv.
+  const TensorRef *inputs[] = {&a.q, &a.k, &a.v, &a.o, &g.gradO, &a.lse};
+  for (auto [name, t] : {all[1], all[2], all[3]})
+    for (const TensorRef *in : inputs)
+      if (t->data == in->data)
+        return fmt::format("{}: must not share memory with an input", name);
   return {};
 }
 
@@ -474,6 +529,9 @@ struct Runtime::Impl {
 
   void launch(const AttentionSpec &spec, const AttentionArgs &args,
               const Geometry &g, const CpuKernel &kernel);
+  void launchBackward(const AttentionSpec &spec, const AttentionArgs &args,
+                      const BackwardArgs &grads, const Geometry &g,
+                      const CpuKernel &kernel);
 
   /// CUDA: the device (probed once), the configuration of a call and the
   /// whole of run() and prepare().
@@ -491,6 +549,12 @@ struct Runtime::Impl {
   /// The decode family's configuration for this CPU (the host is fixed).
   const TileConfig decodeConfig = defaultCpuConfig(
       decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
+  /// The backward's default configuration for this CPU.
+  const TileConfig backwardConfig = defaultCpuConfig(
+      backwardCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
+  /// The backward's [B, H] slope gradients when the caller's are [H] or
+  /// not wanted.
+  std::vector<float> dslopesScratch;
   std::string bundleError; ///< a malformed bundle, reported by run()
   std::unordered_map<std::string, std::string> hostRunsByVariant;
   std::string cacheDir;
@@ -795,6 +859,74 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
                    [&](int64_t item) { entry(descriptors, item, item + 1); });
 }
 
+void Runtime::Impl::launchBackward(const AttentionSpec &spec,
+                                   const AttentionArgs &args,
+                                   const BackwardArgs &grads, const Geometry &g,
+                                   const CpuKernel &kernel) {
+  const int64_t H = spec.heads;
+  // KernelABI.h's backward order: q, k, v, o, grad_o, lse, dq, dk, dv, then
+  // slopes and dslopes, the mask, cu_seqlens, the offsets slot.
+  DescriptorSlot slots[14];
+  void *descriptors[15];
+  int n = 0;
+  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &grads.gradO,
+                             &args.lse, &grads.dq, &grads.dk, &grads.dv}) {
+    descriptors[n] = fillDescriptor(slots[n], *t);
+    ++n;
+  }
+  float *dslopes = nullptr;
+  if (g.hasSlopes) {
+    const int64_t shape[2] = {g.batch, H};
+    auto *d = static_cast<MemRefDescriptor<2> *>(
+        fillDescriptor<2>(slots[n], args.slopes.data, shape));
+    if (args.slopes.rank == 1)
+      d->strides[0] = 0;
+    descriptors[n++] = d;
+    // The kernel writes [B, H]; per-head slopes sum over B below.
+    const bool direct = grads.dslopes.present() && grads.dslopes.rank == 2;
+    if (!direct && dslopesScratch.size() < size_t(g.batch * H))
+      dslopesScratch.resize(g.batch * H);
+    dslopes = direct ? static_cast<float *>(grads.dslopes.data)
+                     : dslopesScratch.data();
+    descriptors[n] = fillDescriptor<2>(slots[n], dslopes, shape);
+    ++n;
+  }
+  if (spec.keyPaddingMask) {
+    descriptors[n] = fillDescriptor(slots[n], args.keyPaddingMask);
+    ++n;
+  }
+  if (spec.varlen) {
+    for (const TensorRef *t : {&args.cuSeqlensQ, &args.cuSeqlensK}) {
+      descriptors[n] = fillDescriptor(slots[n], *t);
+      ++n;
+    }
+  }
+  int64_t offsets[2] = {args.qOffset, args.kOffset};
+  if (spec.positionOffsets)
+    descriptors[n++] = offsets;
+
+  // Items: the key blocks of every (batch, kv head), then one per (batch,
+  // head) for dq. The dq items are the larger ones, so they go first.
+  const int64_t blockN = kernel.info().blockN;
+  const int64_t keyItems =
+      g.batch * spec.kvHeads * ((g.maxSk + blockN - 1) / blockN);
+  const int64_t headItems = g.batch * H;
+  const CpuEntryFn entry = kernel.entry();
+  pool.parallelFor(keyItems + headItems, [&](int64_t i) {
+    const int64_t item = i < headItems ? keyItems + i : i - headItems;
+    entry(descriptors, item, item + 1);
+  });
+  if (g.hasSlopes && grads.dslopes.present() && grads.dslopes.rank == 1) {
+    auto *out = static_cast<float *>(grads.dslopes.data);
+    for (int64_t h = 0; h < H; ++h) {
+      float sum = 0;
+      for (int64_t b = 0; b < g.batch; ++b) // fixed order: deterministic
+        sum += dslopes[b * H + h];
+      out[h] = sum;
+    }
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // CUDA
 //===----------------------------------------------------------------------===//
@@ -926,6 +1058,10 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     return result(impl->bundleError);
   if (target == Target::CUDA)
     return result(impl->runCuda(spec, args, config));
+  if (config.kind() && isBackwardVariant(*config.kind()))
+    return result(fmt::format("config: variant {} is a backward kernel; "
+                              "call backward()",
+                              config.variant));
   Geometry geometry;
   if (std::string err = checkArgs(spec, args, geometry); !err.empty())
     return result(std::move(err));
@@ -942,6 +1078,45 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
       !err.empty())
     return result(std::move(err));
   impl->launch(spec, args, geometry, *kernel);
+  return result({});
+}
+
+std::string Runtime::backward(const AttentionSpec &spec,
+                              const AttentionArgs &args,
+                              const BackwardArgs &grads, Target target,
+                              const TileConfig &config) {
+  const auto start = std::chrono::steady_clock::now();
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  auto result = [&](std::string err) {
+    impl->stats.seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    return err;
+  };
+  if (std::string err = spec.validate(); !err.empty())
+    return result("invalid spec: " + err);
+  if (target == Target::CUDA)
+    return result("backward: target cuda has no backward kernels yet; run "
+                  "the backward on the CPU");
+  if (!config.isDefault() &&
+      !(config.kind() && isBackwardVariant(*config.kind())))
+    return result(fmt::format("config: the backward takes variant "
+                              "cpu_bwd_avx2 or cpu_bwd_avx512, got '{}'",
+                              config.variant));
+  Geometry geometry;
+  if (std::string err = checkArgs(spec, args, geometry); !err.empty())
+    return result(std::move(err));
+  if (std::string err = checkBackwardArgs(args, grads, geometry); !err.empty())
+    return result(std::move(err));
+  const TileConfig &chosen = config.isDefault() ? impl->backwardConfig : config;
+  if (const std::string &err = impl->hostRuns(chosen); !err.empty())
+    return result(err);
+  CpuKernel *kernel = nullptr;
+  if (std::string err =
+          impl->resolve(spec, chosen, target, toString(target), kernel);
+      !err.empty())
+    return result(std::move(err));
+  impl->launchBackward(spec, args, grads, geometry, *kernel);
   return result({});
 }
 

@@ -52,24 +52,62 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   return types;
 }
 
+SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op) {
+  MLIRContext *ctx = op.getContext();
+  auto toMemRef = [](Value v) {
+    auto tensor = cast<RankedTensorType>(v.getType());
+    return MemRefType::get(tensor.getShape(), tensor.getElementType());
+  };
+  // The order: q, k, v, o, grad_o, lse, dq, dk, dv, [slopes, dslopes],
+  // [kpm], [cu_q, cu_k].
+  SmallVector<Type> types;
+  for (Value v : {op.getQ(), op.getK(), op.getV(), op.getO(), op.getGradO(),
+                  op.getLse(), op.getQ(), op.getK(), op.getV()})
+    types.push_back(toMemRef(v));
+  if (op.getSlopes()) {
+    int64_t dyn = ShapedType::kDynamic, heads = op.getSpec().heads;
+    Type f32 = Float32Type::get(ctx);
+    types.push_back(MemRefType::get({dyn, heads}, f32,
+                                    StridedLayoutAttr::get(ctx, 0, {dyn, 1})));
+    types.push_back(MemRefType::get({dyn, heads}, f32));
+  }
+  if (Value m = op.getKeyPaddingMask()) {
+    auto shape = cast<RankedTensorType>(m.getType()).getShape();
+    types.push_back(MemRefType::get(shape, IntegerType::get(ctx, 8)));
+  }
+  if (Value cu = op.getCuSeqlensQ()) {
+    types.push_back(toMemRef(cu));
+    types.push_back(toMemRef(op.getCuSeqlensK()));
+  }
+  return types;
+}
+
 namespace {
 
 struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
   using Base::Base;
 
   void runOnOperation() override {
-    SmallVector<AttentionOp> ops;
-    getOperation().walk([&](AttentionOp op) {
-      if (!op.hasBufferSemantics())
+    SmallVector<Operation *> ops;
+    getOperation().walk([&](Operation *op) {
+      if (auto fwd = dyn_cast<AttentionOp>(op);
+          fwd && !fwd.hasBufferSemantics())
+        ops.push_back(op);
+      if (auto bwd = dyn_cast<AttentionBackwardOp>(op);
+          bwd && !bwd.hasBufferSemantics())
         ops.push_back(op);
     });
-    for (AttentionOp op : ops)
-      if (failed(rewrite(op)))
+    for (Operation *op : ops) {
+      LogicalResult done = isa<AttentionOp>(op)
+                               ? rewrite(cast<AttentionOp>(op))
+                               : rewrite(cast<AttentionBackwardOp>(op));
+      if (failed(done))
         return signalPassFailure();
+    }
   }
 
   /// The configuration tilt-pin-tile-config pinned; this pass only reads it.
-  FailureOr<TileConfigAttr> pinnedConfig(AttentionOp op) {
+  template <typename OpT> FailureOr<TileConfigAttr> pinnedConfig(OpT op) {
     TileConfigAttr config = op.getConfigAttr();
     if (!config) {
       op.emitOpError("has no tile_config; run tilt-pin-tile-config first");
@@ -83,32 +121,43 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     return config;
   }
 
-  LogicalResult rewrite(AttentionOp op) {
+  /// The kernel function replacing the op's spec function: the ABI's
+  /// memrefs, [q_offset, k_offset], then the item range. Returns its
+  /// arguments with the builder at the start of its body.
+  template <typename OpT>
+  FailureOr<ValueRange> makeKernel(OpT op, SmallVector<Type> argTypes,
+                                   OpBuilder &b) {
     auto func = dyn_cast<func::FuncOp>(op->getParentOp());
     if (!func || !func.getBody().hasOneBlock() ||
         !llvm::all_of(op->getOperands(),
                       [&](Value v) { return isa<BlockArgument>(v); }))
       return op.emitOpError("tilt-cpu-entry expects the op alone in a "
                             "function whose arguments it uses directly");
-    FailureOr<TileConfigAttr> config = pinnedConfig(op);
-    if (failed(config))
-      return failure();
-
-    MLIRContext *ctx = op.getContext();
-    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
-    Type index = IndexType::get(ctx);
-    // [q_offset, k_offset], then the item range.
+    Type index = IndexType::get(op.getContext());
     if (op.getQOffset())
       argTypes.append({index, index});
     argTypes.append({index, index});
-
-    OpBuilder b(func);
+    b.setInsertionPoint(func);
     auto kernel = func::FuncOp::create(b, func.getLoc(), kernelName,
                                        b.getFunctionType(argTypes, {}));
     kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
     Block *body = kernel.addEntryBlock();
     b.setInsertionPointToStart(body);
-    ValueRange args = body->getArguments();
+    func::ReturnOp::create(b, op.getLoc());
+    b.setInsertionPointToStart(body);
+    return ValueRange(body->getArguments());
+  }
+
+  LogicalResult rewrite(AttentionOp op) {
+    FailureOr<TileConfigAttr> config = pinnedConfig(op);
+    if (failed(config))
+      return failure();
+    OpBuilder b(op.getContext());
+    FailureOr<ValueRange> kernelArgs =
+        makeKernel(op, kernelAbiMemRefTypes(op), b);
+    if (failed(kernelArgs))
+      return failure();
+    ValueRange args = *kernelArgs;
     unsigned next = 5;
     auto take = [&](Value present) {
       return present ? args[next++] : Value();
@@ -124,8 +173,36 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
                         args[3], args[4], args[next], args[next + 1],
                         op.getBiasAttr(), op.getCausalAttr(),
                         op.getWindowAttr(), op.getScaleAttr(), *config);
-    func::ReturnOp::create(b, op.getLoc());
-    func.erase();
+    op->getParentOp()->erase();
+    return success();
+  }
+
+  LogicalResult rewrite(AttentionBackwardOp op) {
+    FailureOr<TileConfigAttr> config = pinnedConfig(op);
+    if (failed(config))
+      return failure();
+    OpBuilder b(op.getContext());
+    FailureOr<ValueRange> kernelArgs =
+        makeKernel(op, kernelAbiMemRefTypes(op), b);
+    if (failed(kernelArgs))
+      return failure();
+    ValueRange args = *kernelArgs;
+    unsigned next = 9;
+    auto take = [&](Value present) { return present ? args[next++] : Value(); };
+    Value slopes = take(op.getSlopes());
+    Value dslopes = take(op.getSlopes());
+    Value kpm = take(op.getKeyPaddingMask());
+    Value cuQ = take(op.getCuSeqlensQ());
+    Value cuK = take(op.getCuSeqlensK());
+    Value qOffset = take(op.getQOffset());
+    Value kOffset = take(op.getKOffset());
+    AttentionBackwardOp::create(
+        b, op.getLoc(), Type(), Type(), Type(), Type(), args[0], args[1],
+        args[2], args[3], args[4], args[5], slopes, kpm, cuQ, cuK, qOffset,
+        kOffset, args[6], args[7], args[8], dslopes, args[next], args[next + 1],
+        op.getBiasAttr(), op.getCausalAttr(), op.getWindowAttr(),
+        op.getScaleAttr(), *config);
+    op->getParentOp()->erase();
     return success();
   }
 };

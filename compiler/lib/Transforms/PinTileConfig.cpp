@@ -12,6 +12,8 @@
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/TilePolicy.h"
 
+#include "llvm/ADT/TypeSwitch.h"
+
 namespace mlir::tilt {
 #define GEN_PASS_DEF_TILTPINTILECONFIG
 #include "tilt/Compiler/Passes.h.inc"
@@ -41,9 +43,14 @@ TileConfigAttr mlir::tilt::getDefaultGpuConfig(MLIRContext *ctx,
       ctx, ::tilt::defaultGpuConfig(toCore(variant), headDim));
 }
 
+namespace {
+
+/// Completes `requested` by the policy and checks it against the spec and
+/// the op it goes on (`backward`: tilt.attention_backward).
 FailureOr<TileConfigAttr>
-mlir::tilt::pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
-                          function_ref<InFlightDiagnostic()> emitError) {
+completeAndCheck(MLIRContext *ctx, const ::tilt::AttentionSpec &spec,
+                 bool backward, ::tilt::TileConfig requested,
+                 function_ref<InFlightDiagnostic()> emitError) {
   std::optional<::tilt::KernelVariant> kind = requested.kind();
   std::optional<KernelVariant> variant =
       symbolizeKernelVariant(requested.variant);
@@ -51,7 +58,11 @@ mlir::tilt::pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
     return emitError() << "variant must be one of "
                        << ::tilt::kernelVariantNames() << ", got '"
                        << requested.variant << "'";
-  const ::tilt::AttentionSpec spec = op.getSpec();
+  if (::tilt::isBackwardVariant(*kind) != backward)
+    return emitError() << "variant " << requested.variant
+                       << (backward ? " is a forward variant; the backward "
+                                      "takes cpu_bwd_avx2 or cpu_bwd_avx512"
+                                    : " is for the backward pass");
   const bool gpu = ::tilt::isGpuVariant(*kind);
   // The policy fills what the request leaves open (zero fields).
   const ::tilt::TileConfig c =
@@ -61,8 +72,8 @@ mlir::tilt::pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
                                               c.blockN, c.numWarps,
                                               c.numStages)))
     return failure();
-  auto attr = TileConfigAttr::get(op.getContext(), *variant, c.blockM,
-                                  c.blockN, c.numWarps, c.numStages);
+  auto attr = TileConfigAttr::get(ctx, *variant, c.blockM, c.blockN, c.numWarps,
+                                  c.numStages);
   if (gpu) {
     if (std::string err = checkGpuConfig(spec, attr); !err.empty())
       return emitError() << err;
@@ -70,7 +81,28 @@ mlir::tilt::pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
              spec.dtype != ::tilt::DType::BF16) {
     return emitError() << "variant cpu_amx needs bf16 inputs";
   }
-  op.setConfigAttr(attr);
+  return attr;
+}
+
+} // namespace
+
+FailureOr<TileConfigAttr>
+mlir::tilt::pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
+                          function_ref<InFlightDiagnostic()> emitError) {
+  FailureOr<TileConfigAttr> attr = completeAndCheck(
+      op.getContext(), op.getSpec(), /*backward=*/false, requested, emitError);
+  if (succeeded(attr))
+    op.setConfigAttr(*attr);
+  return attr;
+}
+
+FailureOr<TileConfigAttr>
+mlir::tilt::pinTileConfig(AttentionBackwardOp op, ::tilt::TileConfig requested,
+                          function_ref<InFlightDiagnostic()> emitError) {
+  FailureOr<TileConfigAttr> attr = completeAndCheck(
+      op.getContext(), op.getSpec(), /*backward=*/true, requested, emitError);
+  if (succeeded(attr))
+    op.setConfigAttr(*attr);
   return attr;
 }
 
@@ -81,7 +113,18 @@ struct TiltPinTileConfig
   using Base::Base;
 
   void runOnOperation() override {
-    WalkResult r = getOperation().walk([&](AttentionOp op) {
+    WalkResult r = getOperation().walk([&](Operation *o) {
+      return TypeSwitch<Operation *, WalkResult>(o)
+          .Case<AttentionOp, AttentionBackwardOp>(
+              [&](auto op) { return pin(op); })
+          .Default([](Operation *) { return WalkResult::advance(); });
+    });
+    if (r.wasInterrupted())
+      signalPassFailure();
+  }
+
+  template <typename OpT> WalkResult pin(OpT op) {
+    {
       if (op.hasBufferSemantics() || op.getConfigAttr())
         return WalkResult::advance();
       if (variant.empty()) {
@@ -99,9 +142,7 @@ struct TiltPinTileConfig
       return failed(pinTileConfig(op, requested, emitError))
                  ? WalkResult::interrupt()
                  : WalkResult::advance();
-    });
-    if (r.wasInterrupted())
-      signalPassFailure();
+    }
   }
 };
 

@@ -151,9 +151,11 @@ std::optional<CpuClass> variantCpuClass(std::string_view variant) {
   switch (parseKernelVariant(variant).value_or(KernelVariant::GpuSm80)) {
   case KernelVariant::CpuAvx2:
   case KernelVariant::CpuDecodeAvx2:
+  case KernelVariant::CpuBwdAvx2:
     return CpuClass::X86_64_V3;
   case KernelVariant::CpuAvx512:
   case KernelVariant::CpuDecodeAvx512:
+  case KernelVariant::CpuBwdAvx512:
     return CpuClass::X86_64_V4;
   case KernelVariant::CpuAmx:
     return CpuClass::X86_64_V4_AMX;

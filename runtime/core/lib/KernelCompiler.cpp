@@ -32,6 +32,10 @@ std::string_view toString(KernelVariant v) {
     return "cpu_decode_avx2";
   case KernelVariant::CpuDecodeAvx512:
     return "cpu_decode_avx512";
+  case KernelVariant::CpuBwdAvx2:
+    return "cpu_bwd_avx2";
+  case KernelVariant::CpuBwdAvx512:
+    return "cpu_bwd_avx512";
   }
   return "unknown";
 }
@@ -61,6 +65,10 @@ bool isGpuVariant(KernelVariant v) {
 bool isDecodeVariant(KernelVariant v) {
   return v == KernelVariant::CpuDecodeAvx2 ||
          v == KernelVariant::CpuDecodeAvx512;
+}
+
+bool isBackwardVariant(KernelVariant v) {
+  return v == KernelVariant::CpuBwdAvx2 || v == KernelVariant::CpuBwdAvx512;
 }
 
 KernelCompiler::~KernelCompiler() = default;

@@ -32,6 +32,10 @@ KernelVariant defaultCpuVariant(const AttentionSpec &spec,
 TileConfig defaultCpuConfig(KernelVariant variant) {
   if (variant == KernelVariant::CpuAvx2)
     return config(variant, 32, 32);
+  if (isBackwardVariant(variant))
+    // 32 query rows x 64 keys: one key block's K^T, V^T, dK^T and dV^T
+    // (128 KiB at D = 128) stay in L2 while every query row streams by.
+    return config(variant, 32, 64);
   if (isDecodeVariant(variant))
     // 16 query rows (a GQA group's heads x Sq) share each 16-key block.
     return config(variant, 16, 16);
@@ -48,6 +52,10 @@ TileConfig defaultCpuConfig(KernelVariant variant) {
 int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   const int64_t m = c.blockM, n = c.blockN, d = spec.headDim;
   int64_t rows = 4 * m * 4; // m, l, alpha, positions' references
+  if (c.kind() && isBackwardVariant(*c.kind()))
+    // K^T, V^T, dK^T, dV^T of a key block (dK/dV pass) or Q^T, dO^T, dQ of
+    // a query block (dQ pass), and P and dS of a block pair.
+    return 4 * std::max(m, n) * d * 4 + 2 * m * n * 4 + rows;
   if (c.kind() && isDecodeVariant(*c.kind()))
     return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
   if (c.is(KernelVariant::CpuAmx))
@@ -91,6 +99,12 @@ KernelVariant decodeCpuVariant(const HasFeature &has) {
   return missingFeatures(CpuClass::X86_64_V4, has).empty()
              ? KernelVariant::CpuDecodeAvx512
              : KernelVariant::CpuDecodeAvx2;
+}
+
+KernelVariant backwardCpuVariant(const HasFeature &has) {
+  return missingFeatures(CpuClass::X86_64_V4, has).empty()
+             ? KernelVariant::CpuBwdAvx512
+             : KernelVariant::CpuBwdAvx2;
 }
 
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {

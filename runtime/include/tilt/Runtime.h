@@ -55,6 +55,17 @@ struct AttentionArgs {
   void *cudaStream = nullptr;
 };
 
+/// The backward's own tensors (ALIBI.md "Backward"); the forward's q, k, v,
+/// o and lse (required here), slopes, mask, cu_seqlens and offsets come in
+/// AttentionArgs as for run().
+struct BackwardArgs {
+  TensorRef gradO;      ///< dO, the shape of o, the spec's dtype
+  TensorRef dq, dk, dv; ///< outputs: the shapes and dtype of q, k, v
+  /// Optional output with custom slopes: f32 shaped like the slopes ([H] or
+  /// [B,H]), the gradient of the loss by each slope (trainable slopes).
+  TensorRef dslopes;
+};
+
 /// Counters since the Runtime was created (or since resetStats()).
 struct RunStats {
   int64_t compiles = 0;
@@ -111,6 +122,17 @@ public:
   std::string run(const AttentionSpec &spec, const AttentionArgs &args,
                   Target target = Target::CPU,
                   const TileConfig &config = TileConfig());
+
+  /// Computes dq, dk, dv (and dslopes) of the attention `args` describes,
+  /// from its output o and lse (as run() wrote them) and the upstream
+  /// gradient. Deterministic: the same call gives the same bits on any
+  /// thread count. dk and dv of a kv head sum over its query heads. CPU
+  /// only for now; `config`, when given, must be a backward variant
+  /// (cpu_bwd_avx2, cpu_bwd_avx512). Returns "" or a one-line error naming
+  /// the bad argument; on error no output is written.
+  std::string backward(const AttentionSpec &spec, const AttentionArgs &args,
+                       const BackwardArgs &grads, Target target = Target::CPU,
+                       const TileConfig &config = TileConfig());
 
   /// Makes the kernel for (spec, config, target) resident without running
   /// it; "" or an error. Used by benchmarks to time JIT latencies.

@@ -26,6 +26,10 @@ TileConfigAttr getDefaultCpuConfig(MLIRContext *ctx, KernelVariant variant);
 /// k, v, o, lse, then the optional slopes ([B,H], free batch stride), key
 /// padding mask (i8) and cu_seqlens. Shared by the CPU and GPU entries.
 SmallVector<Type> kernelAbiMemRefTypes(AttentionOp op);
+/// The backward's: q, k, v, o, grad_o, lse, dq, dk, dv, then the optional
+/// slopes and dslopes (both [B,H]; slopes with a free batch stride), key
+/// padding mask (i8) and cu_seqlens (KernelABI.h).
+SmallVector<Type> kernelAbiMemRefTypes(AttentionBackwardOp op);
 
 /// The policy's default configuration of a GPU variant for a head dim.
 TileConfigAttr getDefaultGpuConfig(MLIRContext *ctx, KernelVariant variant,
@@ -42,6 +46,10 @@ int64_t gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
 /// `emitError`.
 FailureOr<TileConfigAttr>
 pinTileConfig(AttentionOp op, ::tilt::TileConfig requested,
+              function_ref<InFlightDiagnostic()> emitError);
+/// The same for the backward op: a backward variant (cpu_bwd_*) only.
+FailureOr<TileConfigAttr>
+pinTileConfig(AttentionBackwardOp op, ::tilt::TileConfig requested,
               function_ref<InFlightDiagnostic()> emitError);
 
 /// "" when `config` (a GPU variant) can compile `spec`, else one line.

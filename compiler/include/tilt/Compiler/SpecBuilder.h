@@ -24,6 +24,10 @@ struct SpecModuleOptions {
   bool withLse = false;       ///< also return lse
   bool slopesPerBatch = false; ///< custom slopes are [B,H] rather than [H]
   std::string funcName = "tilt_attention";
+  /// Build the backward instead: func.func(q, k, v, o, grad_o, lse,
+  /// [slopes], ...) -> (dq, dk, dv[, dslopes]) around
+  /// tilt.attention_backward; dslopes (f32 [B, H]) with custom slopes.
+  bool backward = false;
 };
 
 /// Builds `module { func.func @<name>(q, k, v, [slopes], [kpm], [cu_q, cu_k])

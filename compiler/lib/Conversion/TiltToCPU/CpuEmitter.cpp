@@ -153,23 +153,22 @@ void CpuKernelBuilder::loadSequence() {
       Value v = memref::LoadOp::create(b, cu, ValueRange{i});
       return arith::IndexCastOp::create(b, b.getIndexType(), v);
     };
-    seqQ0 = load(op.getCuSeqlensQ(), batch);
-    sq = sub(load(op.getCuSeqlensQ(), add(batch, idx(1))), seqQ0);
-    seqK0 = load(op.getCuSeqlensK(), batch);
-    sk = sub(load(op.getCuSeqlensK(), add(batch, idx(1))), seqK0);
+    seqQ0 = load(io.cuQ, batch);
+    sq = sub(load(io.cuQ, add(batch, idx(1))), seqQ0);
+    seqK0 = load(io.cuK, batch);
+    sk = sub(load(io.cuK, add(batch, idx(1))), seqK0);
   } else {
-    sq = memref::DimOp::create(b, op.getQ(), 2);
-    sk = memref::DimOp::create(b, op.getK(), 2);
+    sq = memref::DimOp::create(b, io.q, 2);
+    sk = memref::DimOp::create(b, io.k, 2);
   }
   // i' = i + shift relative to key 0: Sk - Sq (bottom-right), or
   // q_offset - k_offset with position offsets.
-  shift = spec.positionOffsets ? sub(op.getQOffset(), op.getKOffset())
-                               : sub(sk, sq);
+  shift = spec.positionOffsets ? sub(io.qOffset, io.kOffset) : sub(sk, sq);
 }
 
 Value CpuKernelBuilder::slopeLog2() {
   if (spec.slopes == ::tilt::SlopeSource::Custom) {
-    Value slopes = op.getSlopes();
+    Value slopes = io.slopes;
     auto type = cast<MemRefType>(slopes.getType());
     SmallVector<Value> index{head};
     if (type.getRank() == 2)
@@ -243,8 +242,8 @@ void CpuKernelBuilder::writeRow(Value row, Value l, Value m,
   for (int64_t c = 0; c < d; c += vl)
     vector::StoreOp::create(b,
                             fromF32(arith::MulFOp::create(b, accAt(c), invV)),
-                            op.getOut(), qIndex(row, idx(c)));
-  Value lse = op.getLseOut();
+                            io.out, qIndex(row, idx(c)));
+  Value lse = io.lseOut;
   if (!lse)
     return;
   Value logL =
@@ -293,6 +292,24 @@ void CpuEmitter::finalize() {
   });
 }
 
+KernelOperands mlir::tilt::operandsOf(AttentionOp op) {
+  KernelOperands io;
+  io.q = op.getQ();
+  io.k = op.getK();
+  io.v = op.getV();
+  io.slopes = op.getSlopes();
+  io.kpm = op.getKeyPaddingMask();
+  io.cuQ = op.getCuSeqlensQ();
+  io.cuK = op.getCuSeqlensK();
+  io.qOffset = op.getQOffset();
+  io.kOffset = op.getKOffset();
+  io.itemBegin = op.getItemBegin();
+  io.itemEnd = op.getItemEnd();
+  io.out = op.getOut();
+  io.lseOut = op.getLseOut();
+  return io;
+}
+
 std::unique_ptr<CpuKernelBuilder>
 mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
   switch (op.getConfigAttr().getVariant()) {
@@ -306,6 +323,8 @@ mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
     return makeDecodeEmitter(op, b);
   case KernelVariant::gpu_sm80:
   case KernelVariant::gpu_sm90a:
+  case KernelVariant::cpu_bwd_avx2:
+  case KernelVariant::cpu_bwd_avx512:
     break;
   }
   return nullptr;

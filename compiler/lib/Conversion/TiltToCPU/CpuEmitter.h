@@ -26,6 +26,16 @@
 
 namespace mlir::tilt {
 
+/// The values a CPU kernel body reads, taken from the kernel form of either
+/// op (tilt.attention or tilt.attention_backward); absent ones are null.
+struct KernelOperands {
+  Value q, k, v, slopes, kpm, cuQ, cuK, qOffset, kOffset, itemBegin, itemEnd;
+  Value out, lseOut; ///< the forward's destinations
+};
+
+/// The kernel-form operands of a tilt.attention.
+KernelOperands operandsOf(AttentionOp op);
+
 /// What every CPU kernel emitter builds with: the op, its spec and config,
 /// the vector width, small builders, bias and mask arithmetic, tensor
 /// indexing and the slopes. Two families derive from it: CpuEmitter (the
@@ -39,15 +49,17 @@ public:
 
 protected:
   /// `vl`: the f32 lanes of the variant's vectors.
-  CpuKernelBuilder(AttentionOp op, ImplicitLocOpBuilder &b, int64_t vl)
-      : ArithBuilder(b), op(op), spec(op.getSpec()), config(op.getConfigAttr()),
+  CpuKernelBuilder(Operation *kernelOp, const ::tilt::AttentionSpec &spec,
+                   TileConfigAttr config, const KernelOperands &io,
+                   ImplicitLocOpBuilder &b, int64_t vl)
+      : ArithBuilder(b), kernelOp(kernelOp), io(io), spec(spec), config(config),
         vl(vl) {
     bm = config.getBlockM();
     bn = config.getBlockN();
     d = spec.headDim;
     f32 = b.getF32Type();
     vecF32 = VectorType::get({vl}, f32);
-    elt = cast<MemRefType>(op.getQ().getType()).getElementType();
+    elt = cast<MemRefType>(io.q.getType()).getElementType();
   }
 
   // --- small builders -------------------------------------------------------
@@ -177,7 +189,8 @@ protected:
   /// with m = slope2 in natural units.
   Value addAnchorConstant(Value lse, Value a);
 
-  AttentionOp op;
+  Operation *kernelOp;
+  KernelOperands io;
   ::tilt::AttentionSpec spec;
   TileConfigAttr config;
   int64_t vl, bm, bn, d;
@@ -201,7 +214,9 @@ public:
 
 protected:
   CpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b, int64_t vl)
-      : CpuKernelBuilder(op, b, vl) {}
+      : CpuKernelBuilder(op, op.getSpec(), op.getConfigAttr(), operandsOf(op),
+                         b, vl),
+        op(op) {}
 
   // --- hooks: the variant's matrix path --------------------------------------
   /// Checks what the variant needs of the spec and config, and allocates its
@@ -226,6 +241,7 @@ protected:
   void groups(int64_t total, int64_t group,
               function_ref<void(Value, int64_t)> tile);
 
+  AttentionOp op;
   // Shared scratch, allocated once per call: Acc [BM][D], per-row state
   // [BM], the positions of the block's rows [BM], their anchors [BM].
   Value acc, mRow, lRow, alphaRow, posRef, anchorRow;
@@ -246,6 +262,9 @@ std::unique_ptr<CpuKernelBuilder> makeDecodeEmitter(AttentionOp op,
 /// The emitter of the op's tile_config variant (a CPU one).
 std::unique_ptr<CpuKernelBuilder> makeCpuEmitter(AttentionOp op,
                                                  ImplicitLocOpBuilder &b);
+/// The backward family (Backward.cpp): cpu_bwd_avx2, cpu_bwd_avx512.
+std::unique_ptr<CpuKernelBuilder> makeBackwardEmitter(AttentionBackwardOp op,
+                                                      ImplicitLocOpBuilder &b);
 
 } // namespace mlir::tilt
 

@@ -44,16 +44,17 @@ namespace {
 class DecodeEmitter final : public CpuKernelBuilder {
 public:
   DecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
-      : CpuKernelBuilder(op, b,
-                         op.getConfigAttr().getVariant() ==
-                                 KernelVariant::cpu_decode_avx2
-                             ? 8
-                             : 16),
-        group(spec.heads / spec.kvHeads) {}
+      : CpuKernelBuilder(
+            op, op.getSpec(), op.getConfigAttr(), operandsOf(op), b,
+            op.getConfigAttr().getVariant() == KernelVariant::cpu_decode_avx2
+                ? 8
+                : 16),
+        op(op), group(spec.heads / spec.kvHeads) {}
 
   LogicalResult emit() override;
 
 private:
+  AttentionOp op;
   void emitItem(Value item);
   /// Rows [r0, r0 + n) of the item: q staged, slopes, positions, state.
   void stageRows(Value r0, Value n);

@@ -40,26 +40,41 @@ namespace {
 
 struct ConvertTiltToCPU
     : mlir::tilt::impl::ConvertTiltToCPUBase<ConvertTiltToCPU> {
+  /// The kernel form (memrefs with items) and a CPU tile_config, or an error.
+  template <typename OpT> LogicalResult checkKernelForm(OpT op) {
+    if (!op.hasBufferSemantics() || !op.getItemBegin())
+      return op.emitOpError("convert-tilt-to-cpu needs the kernel form "
+                            "(memrefs with items); run tilt-cpu-entry first");
+    TileConfigAttr config = op.getConfigAttr();
+    if (config.isGpu())
+      return op.emitOpError("convert-tilt-to-cpu needs a CPU tile_config, "
+                            "got ")
+             << stringifyKernelVariant(config.getVariant());
+    return success();
+  }
+
   void runOnOperation() override {
-    SmallVector<AttentionOp> ops;
-    getOperation().walk([&](AttentionOp op) { ops.push_back(op); });
-    for (AttentionOp op : ops) {
-      if (!op.hasBufferSemantics() || !op.getItemBegin()) {
-        op.emitOpError("convert-tilt-to-cpu needs the kernel form (memrefs "
-                       "with items); run tilt-cpu-entry first");
-        return signalPassFailure();
+    SmallVector<Operation *> ops;
+    getOperation().walk([&](Operation *op) {
+      if (isa<AttentionOp, AttentionBackwardOp>(op))
+        ops.push_back(op);
+    });
+    for (Operation *op : ops) {
+      ImplicitLocOpBuilder b(op->getLoc(), op);
+      std::unique_ptr<CpuKernelBuilder> emitter;
+      if (auto fwd = dyn_cast<AttentionOp>(op)) {
+        if (failed(checkKernelForm(fwd)))
+          return signalPassFailure();
+        emitter = makeCpuEmitter(fwd, b);
+      } else {
+        auto bwd = cast<AttentionBackwardOp>(op);
+        if (failed(checkKernelForm(bwd)))
+          return signalPassFailure();
+        emitter = makeBackwardEmitter(bwd, b);
       }
-      TileConfigAttr config = op.getConfigAttr();
-      if (config.isGpu()) {
-        op.emitOpError("convert-tilt-to-cpu needs a CPU tile_config, got ")
-            << stringifyKernelVariant(config.getVariant());
-        return signalPassFailure();
-      }
-      ImplicitLocOpBuilder b(op.getLoc(), op);
-      std::unique_ptr<CpuKernelBuilder> emitter = makeCpuEmitter(op, b);
       if (failed(emitter->emit()))
         return signalPassFailure();
-      op.erase();
+      op->erase();
     }
   }
 };

@@ -30,7 +30,13 @@ TILT_SAME_VARIANT(gpu_sm80, GpuSm80);
 TILT_SAME_VARIANT(gpu_sm90a, GpuSm90a);
 TILT_SAME_VARIANT(cpu_decode_avx2, CpuDecodeAvx2);
 TILT_SAME_VARIANT(cpu_decode_avx512, CpuDecodeAvx512);
+TILT_SAME_VARIANT(cpu_bwd_avx2, CpuBwdAvx2);
+TILT_SAME_VARIANT(cpu_bwd_avx512, CpuBwdAvx512);
 #undef TILT_SAME_VARIANT
+
+bool mlir::tilt::isBackwardVariant(KernelVariant v) {
+  return v == KernelVariant::cpu_bwd_avx2 || v == KernelVariant::cpu_bwd_avx512;
+}
 
 void TiltDialect::initialize() {
   addAttributes<

@@ -43,145 +43,154 @@ bool dimsAgree(int64_t a, int64_t b) {
   return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
 }
 
+bool isF32(Type t) { return t.isF32(); }
+bool isI32(Type t) { return t.isSignlessInteger(32); }
+bool isMaskElt(Type t) {
+  return t.isSignlessInteger(1) || t.isSignlessInteger(8) ||
+         t.isSignlessInteger(32);
+}
+
+/// `operand` has rank |expected|, those dims (dynamic ones agree with
+/// anything) and an element type `eltOk` accepts; else "<what>, got <type>".
+LogicalResult checkOperandShape(Operation *op, Value operand,
+                                ArrayRef<int64_t> expected,
+                                llvm::function_ref<bool(Type)> eltOk,
+                                StringRef what) {
+  auto t = cast<ShapedType>(operand.getType());
+  bool ok = t.getRank() == static_cast<int64_t>(expected.size()) &&
+            eltOk(t.getElementType());
+  for (unsigned d = 0; ok && d < expected.size(); ++d)
+    ok = dimsAgree(t.getDimSize(d), expected[d]);
+  if (ok)
+    return success();
+  return op->emitOpError() << what << ", got " << t;
+}
+
 } // namespace
 
-::tilt::AttentionSpec AttentionOp::getSpec() {
-  Layout layout{getCuSeqlensQ() != nullptr};
-  auto q = cast<ShapedType>(getQ().getType());
-  auto k = cast<ShapedType>(getK().getType());
+namespace {
+
+/// The spec of either op: both carry the forward's operands and attributes
+/// under the same names.
+template <typename OpT>::tilt::AttentionSpec specOf(OpT op) {
+  Layout layout{op.getCuSeqlensQ() != nullptr};
+  auto q = cast<ShapedType>(op.getQ().getType());
+  auto k = cast<ShapedType>(op.getK().getType());
   ::tilt::AttentionSpec spec;
   spec.heads = q.getDimSize(layout.headDim());
   spec.kvHeads = k.getDimSize(layout.headDim());
   spec.headDim = q.getShape().back();
   spec.dtype = dtypeOf(q.getElementType()).value_or(::tilt::DType::F32);
-  if (std::optional<APFloat> scale = getScale())
+  if (std::optional<APFloat> scale = op.getScale())
     spec.scale = scale->convertToDouble();
-  spec.causal = getCausal();
-  if (std::optional<uint64_t> window = getWindow())
+  spec.causal = op.getCausal();
+  if (std::optional<uint64_t> window = op.getWindow())
     spec.window = static_cast<int64_t>(*window);
-  if (BiasAttr bias = getBiasAttr()) {
+  if (BiasAttr bias = op.getBiasAttr()) {
     spec.bias = bias.getKind();
     spec.slopes = bias.getSlopes();
     spec.maxBias = bias.getMaxBiasValue();
     spec.headOffset = bias.getHeadOffset();
     spec.totalHeads = bias.getTotalHeads();
   }
-  spec.keyPaddingMask = getKeyPaddingMask() != nullptr;
+  spec.keyPaddingMask = op.getKeyPaddingMask() != nullptr;
   spec.varlen = layout.varlen;
-  spec.positionOffsets = getQOffset() != nullptr;
+  spec.positionOffsets = op.getQOffset() != nullptr;
   return spec;
 }
 
-LogicalResult AttentionOp::verify() {
-  if ((getCuSeqlensQ() == nullptr) != (getCuSeqlensK() == nullptr))
-    return emitOpError("cu_seqlens_q and cu_seqlens_k must be given together");
-  Layout layout{getCuSeqlensQ() != nullptr};
+} // namespace
 
-  // Operand kinds: all tensors, or all memrefs with destinations.
-  bool tensors = isa<RankedTensorType>(getQ().getType());
-  if (tensors && (getOut() || getLseOut()))
-    return emitOpError("out and lse_out belong to the memref form; on "
-                       "tensors the op returns o (and lse)");
-  for (Value operand : getOperands())
+::tilt::AttentionSpec AttentionOp::getSpec() { return specOf(*this); }
+::tilt::AttentionSpec AttentionBackwardOp::getSpec() { return specOf(*this); }
+
+namespace {
+
+/// The checks both ops share: operand pairs, q/k/v, the spec's own rules,
+/// slopes, the key padding mask and cu_seqlens. Sets `spec` and `batch`.
+template <typename OpT>
+LogicalResult verifyForwardOperands(OpT op, bool tensors,
+                                    ::tilt::AttentionSpec &spec,
+                                    int64_t &batch) {
+  if ((op.getCuSeqlensQ() == nullptr) != (op.getCuSeqlensK() == nullptr))
+    return op.emitOpError(
+        "cu_seqlens_q and cu_seqlens_k must be given together");
+  Layout layout{op.getCuSeqlensQ() != nullptr};
+  for (Value operand : op->getOperands())
     if (!operand.getType().isIndex() &&
         isa<RankedTensorType>(operand.getType()) != tensors)
-      return emitOpError("operands must all be tensors or all be memrefs");
-  if (tensors && !getO())
-    return emitOpError("the tensor form must return o");
-  if ((getQOffset() == nullptr) != (getKOffset() == nullptr))
-    return emitOpError("offsets needs both a q_offset and a k_offset");
-  if ((getItemBegin() == nullptr) != (getItemEnd() == nullptr))
-    return emitOpError("items needs both a begin and an end");
-  if (getItemBegin() && tensors)
-    return emitOpError("items belong to the memref (kernel) form");
-  if (getItemBegin() && !getConfigAttr())
-    return emitOpError("items need a tile_config: block_m defines the "
-                       "query blocks they count");
-  if (!tensors) {
-    if (getO() || getLse())
-      return emitOpError("the memref form returns nothing; write to out (and "
-                         "lse_out) instead");
-    if (!getOut())
-      return emitOpError("the memref form needs an out operand");
-  }
+      return op.emitOpError("operands must all be tensors or all be memrefs");
+  if ((op.getQOffset() == nullptr) != (op.getKOffset() == nullptr))
+    return op.emitOpError("offsets needs both a q_offset and a k_offset");
+  if ((op.getItemBegin() == nullptr) != (op.getItemEnd() == nullptr))
+    return op.emitOpError("items needs both a begin and an end");
+  if (op.getItemBegin() && tensors)
+    return op.emitOpError("items belong to the memref (kernel) form");
+  if (op.getItemBegin() && !op.getConfigAttr())
+    return op.emitOpError("items need a tile_config: its blocks define the "
+                          "work items they count");
 
   // q, k, v: rank, element type, static head counts and head dim.
-  auto q = cast<ShapedType>(getQ().getType());
-  auto k = cast<ShapedType>(getK().getType());
-  auto v = cast<ShapedType>(getV().getType());
+  auto q = cast<ShapedType>(op.getQ().getType());
+  auto k = cast<ShapedType>(op.getK().getType());
+  auto v = cast<ShapedType>(op.getV().getType());
   for (auto [name, t] : {std::pair<const char *, ShapedType>{"q", q},
                          {"k", k},
                          {"v", v}}) {
     if (t.getRank() != layout.rank())
-      return emitOpError() << name << " must have rank " << layout.rank()
-                           << " (" << layout.shapeName() << ")"
-                           << (layout.varlen ? " when cu_seqlens are given"
-                                             : "")
-                           << ", got " << t;
+      return op.emitOpError()
+             << name << " must have rank " << layout.rank() << " ("
+             << layout.shapeName() << ")"
+             << (layout.varlen ? " when cu_seqlens are given" : "") << ", got "
+             << t;
     if (t.isDynamicDim(layout.headDim()) || t.isDynamicDim(t.getRank() - 1))
-      return emitOpError() << name
-                           << " must have static head count and head dim, got "
-                           << t;
+      return op.emitOpError()
+             << name << " must have static head count and head dim, got " << t;
   }
   Type elt = q.getElementType();
   if (!dtypeOf(elt))
-    return emitOpError() << "element type must be f32, f16 or bf16, got "
-                         << elt;
+    return op.emitOpError()
+           << "element type must be f32, f16 or bf16, got " << elt;
   for (auto [name, t] :
        {std::pair<const char *, ShapedType>{"k", k}, {"v", v}})
     if (t.getElementType() != elt)
-      return emitOpError() << name << " element type (" << t.getElementType()
-                           << ") must match q's (" << elt << ")";
+      return op.emitOpError() << name << " element type (" << t.getElementType()
+                              << ") must match q's (" << elt << ")";
   if (k.getShape().back() != q.getShape().back() ||
       v.getShape().back() != q.getShape().back())
-    return emitOpError() << "head dim must agree: q has "
-                         << q.getShape().back() << ", k "
-                         << k.getShape().back() << ", v "
-                         << v.getShape().back();
+    return op.emitOpError()
+           << "head dim must agree: q has " << q.getShape().back() << ", k "
+           << k.getShape().back() << ", v " << v.getShape().back();
   for (unsigned d = 0; d < layout.rank(); ++d)
     if (!dimsAgree(k.getDimSize(d), v.getDimSize(d)))
-      return emitOpError() << "v shape must equal k shape, got " << v
-                           << " and " << k;
+      return op.emitOpError()
+             << "v shape must equal k shape, got " << v << " and " << k;
   if (!layout.varlen && !dimsAgree(q.getDimSize(0), k.getDimSize(0)))
-    return emitOpError() << "batch size must agree: q has " << q.getDimSize(0)
-                         << ", k " << k.getDimSize(0);
+    return op.emitOpError() << "batch size must agree: q has "
+                            << q.getDimSize(0) << ", k " << k.getDimSize(0);
 
   // The spec's own rules, shared with the runtime and the tools.
-  ::tilt::AttentionSpec spec = getSpec();
+  spec = op.getSpec();
   if (std::string error = spec.validate(); !error.empty())
-    return emitOpError(error);
+    return op.emitOpError(error);
 
-  int64_t batch = layout.varlen ? ShapedType::kDynamic : q.getDimSize(0);
+  batch = layout.varlen ? ShapedType::kDynamic : q.getDimSize(0);
   int64_t seqK = k.getDimSize(layout.seqDim());
   auto checkShape = [&](Value operand, ArrayRef<int64_t> expected,
-                        llvm::function_ref<bool(Type)> eltOk,
-                        StringRef what) -> LogicalResult {
-    auto t = cast<ShapedType>(operand.getType());
-    bool ok = t.getRank() == static_cast<int64_t>(expected.size()) &&
-              eltOk(t.getElementType());
-    for (unsigned d = 0; ok && d < expected.size(); ++d)
-      ok = dimsAgree(t.getDimSize(d), expected[d]);
-    if (ok)
-      return success();
-    return emitOpError() << what << ", got " << t;
-  };
-  auto isF32 = [](Type t) { return t.isF32(); };
-  auto isI32 = [](Type t) { return t.isSignlessInteger(32); };
-  auto isMaskElt = [](Type t) {
-    return t.isSignlessInteger(1) || t.isSignlessInteger(8) ||
-           t.isSignlessInteger(32);
+                        llvm::function_ref<bool(Type)> eltOk, StringRef what) {
+    return checkOperandShape(op, operand, expected, eltOk, what);
   };
 
   // Custom slopes: [H] or [B, H] f32, present exactly when asked for.
   bool customSlopes =
       spec.hasAlibi() && spec.slopes == ::tilt::SlopeSource::Custom;
-  if (customSlopes && !getSlopes())
-    return emitOpError("slopes = custom needs a slopes operand");
-  if (!customSlopes && getSlopes())
-    return emitOpError("a slopes operand needs #tilt.bias<..., slopes = "
-                       "custom>; this bias uses ")
+  if (customSlopes && !op.getSlopes())
+    return op.emitOpError("slopes = custom needs a slopes operand");
+  if (!customSlopes && op.getSlopes())
+    return op.emitOpError("a slopes operand needs #tilt.bias<..., slopes = "
+                          "custom>; this bias uses ")
            << (spec.hasAlibi() ? "standard slopes" : "no slopes");
-  if (Value slopes = getSlopes()) {
+  if (Value slopes = op.getSlopes()) {
     auto t = cast<ShapedType>(slopes.getType());
     std::string what = "slopes must be f32 [H] or [B, H] with H = " +
                        std::to_string(spec.heads);
@@ -196,23 +205,55 @@ LogicalResult AttentionOp::verify() {
       return failure();
   }
 
-  if (Value kpm = getKeyPaddingMask())
+  if (Value kpm = op.getKeyPaddingMask())
     if (failed(checkShape(kpm, {batch, seqK}, isMaskElt,
                           "key_padding_mask must be [B, Sk] of i1, i8 or i32")))
       return failure();
 
   if (layout.varlen) {
-    for (Value cu : {getCuSeqlensQ(), getCuSeqlensK()})
+    for (Value cu : {op.getCuSeqlensQ(), op.getCuSeqlensK()})
       if (failed(checkShape(cu, {ShapedType::kDynamic}, isI32,
                             "cu_seqlens must be i32 [B+1]")))
         return failure();
-    auto cq = cast<ShapedType>(getCuSeqlensQ().getType());
-    auto ck = cast<ShapedType>(getCuSeqlensK().getType());
+    auto cq = cast<ShapedType>(op.getCuSeqlensQ().getType());
+    auto ck = cast<ShapedType>(op.getCuSeqlensK().getType());
     if (!dimsAgree(cq.getDimSize(0), ck.getDimSize(0)))
-      return emitOpError() << "cu_seqlens_q and cu_seqlens_k must have the "
-                              "same length, got "
-                           << cq << " and " << ck;
+      return op.emitOpError() << "cu_seqlens_q and cu_seqlens_k must have the "
+                                 "same length, got "
+                              << cq << " and " << ck;
   }
+
+  return success();
+}
+
+} // namespace
+
+LogicalResult AttentionOp::verify() {
+  // Operand kinds: all tensors, or all memrefs with destinations.
+  bool tensors = isa<RankedTensorType>(getQ().getType());
+  if (tensors && (getOut() || getLseOut()))
+    return emitOpError("out and lse_out belong to the memref form; on "
+                       "tensors the op returns o (and lse)");
+  if (tensors && !getO())
+    return emitOpError("the tensor form must return o");
+  if (!tensors) {
+    if (getO() || getLse())
+      return emitOpError("the memref form returns nothing; write to out (and "
+                         "lse_out) instead");
+    if (!getOut())
+      return emitOpError("the memref form needs an out operand");
+  }
+  ::tilt::AttentionSpec spec;
+  int64_t batch = 0;
+  if (failed(verifyForwardOperands(*this, tensors, spec, batch)))
+    return failure();
+  Layout layout{getCuSeqlensQ() != nullptr};
+  auto q = cast<ShapedType>(getQ().getType());
+  Type elt = q.getElementType();
+  auto checkShape = [&](Value operand, ArrayRef<int64_t> expected,
+                        llvm::function_ref<bool(Type)> eltOk, StringRef what) {
+    return checkOperandShape(*this, operand, expected, eltOk, what);
+  };
 
   // Results or destinations: o like q, lse f32 [B, H, Sq] ([H, total] ragged).
   Value o = tensors ? Value(getO()) : Value(getOut());
@@ -233,11 +274,77 @@ LogicalResult AttentionOp::verify() {
   }
 
   if (TileConfigAttr config = getConfigAttr()) {
+    if (isBackwardVariant(config.getVariant()))
+      return emitOpError() << "tile_config variant "
+                           << stringifyKernelVariant(config.getVariant())
+                           << " is for tilt.attention_backward";
     if (config.getVariant() == KernelVariant::cpu_amx &&
         spec.dtype != ::tilt::DType::BF16)
       return emitOpError() << "tile_config variant cpu_amx needs bf16 "
                               "inputs, got "
                            << elt;
   }
+  return success();
+}
+
+LogicalResult AttentionBackwardOp::verify() {
+  bool tensors = isa<RankedTensorType>(getQ().getType());
+  if (tensors && (getDqOut() || getDslopesOut()))
+    return emitOpError("grads and dslopes_out belong to the memref form; on "
+                       "tensors the op returns dq, dk, dv (and dslopes)");
+  if (tensors && !getDq())
+    return emitOpError("the tensor form must return dq, dk and dv");
+  if (!tensors && (getDq() || getDslopes()))
+    return emitOpError("the memref form returns nothing; write to grads (and "
+                       "dslopes_out) instead");
+  if (!tensors && !getDqOut())
+    return emitOpError("the memref form needs grads(%dq, %dk, %dv)");
+  ::tilt::AttentionSpec spec;
+  int64_t batch = 0;
+  if (failed(verifyForwardOperands(*this, tensors, spec, batch)))
+    return failure();
+  Layout layout{getCuSeqlensQ() != nullptr};
+  auto q = cast<ShapedType>(getQ().getType());
+  auto k = cast<ShapedType>(getK().getType());
+  auto like = [&](Value value, ShapedType want,
+                  StringRef what) -> LogicalResult {
+    auto t = cast<ShapedType>(value.getType());
+    if (t.getShape() == want.getShape() &&
+        t.getElementType() == want.getElementType())
+      return success();
+    return emitOpError() << what << " must have the shape and element type "
+                         << typeString(want) << ", got " << t;
+  };
+  if (failed(like(getO(), q, "o")) || failed(like(getGradO(), q, "grad_o")))
+    return failure();
+  SmallVector<int64_t> lseShape =
+      layout.varlen ? SmallVector<int64_t>{spec.heads, q.getDimSize(0)}
+                    : SmallVector<int64_t>{batch, spec.heads, q.getDimSize(2)};
+  if (failed(checkOperandShape(*this, getLse(), lseShape, isF32,
+                               layout.varlen ? "lse must be f32 [H, total]"
+                                             : "lse must be f32 [B, H, Sq]")))
+    return failure();
+  Value dq = tensors ? Value(getDq()) : Value(getDqOut());
+  Value dk = tensors ? Value(getDk()) : Value(getDkOut());
+  Value dv = tensors ? Value(getDv()) : Value(getDvOut());
+  if (failed(like(dq, q, "dq")) || failed(like(dk, k, "dk")) ||
+      failed(like(dv, k, "dv")))
+    return failure();
+  Value dslopes = tensors ? Value(getDslopes()) : Value(getDslopesOut());
+  if (dslopes) {
+    if (!getSlopes())
+      return emitOpError("dslopes needs custom slopes (a slopes operand)");
+    if (failed(checkOperandShape(
+            *this, dslopes,
+            {layout.varlen ? ShapedType::kDynamic : batch, spec.heads}, isF32,
+            "dslopes must be f32 [B, H]")))
+      return failure();
+  }
+  if (TileConfigAttr config = getConfigAttr())
+    if (!isBackwardVariant(config.getVariant()))
+      return emitOpError() << "tile_config variant "
+                           << stringifyKernelVariant(config.getVariant())
+                           << " is for tilt.attention; the backward takes "
+                              "cpu_bwd_avx2 or cpu_bwd_avx512";
   return success();
 }

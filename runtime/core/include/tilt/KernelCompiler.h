@@ -36,12 +36,17 @@ enum class KernelVariant {
   /// load, vectorized along keys and head dim. 8 lanes (x86-64-v3) / 16.
   CpuDecodeAvx2 = 5,
   CpuDecodeAvx512 = 6,
+  /// The backward family (ALIBI.md "Backward"): dQ, dK, dV and the fused
+  /// slope gradient, deterministic (no atomics). 8 lanes (x86-64-v3) / 16.
+  CpuBwdAvx2 = 7,
+  CpuBwdAvx512 = 8,
 };
 inline constexpr KernelVariant kKernelVariants[] = {
-    KernelVariant::CpuAvx2,        KernelVariant::CpuAvx512,
-    KernelVariant::CpuAmx,         KernelVariant::GpuSm80,
-    KernelVariant::GpuSm90a,       KernelVariant::CpuDecodeAvx2,
-    KernelVariant::CpuDecodeAvx512};
+    KernelVariant::CpuAvx2,         KernelVariant::CpuAvx512,
+    KernelVariant::CpuAmx,          KernelVariant::GpuSm80,
+    KernelVariant::GpuSm90a,        KernelVariant::CpuDecodeAvx2,
+    KernelVariant::CpuDecodeAvx512, KernelVariant::CpuBwdAvx2,
+    KernelVariant::CpuBwdAvx512};
 /// The variant's name as configs, tools and the IR spell it ("cpu_amx").
 std::string_view toString(KernelVariant v);
 std::optional<KernelVariant> parseKernelVariant(std::string_view s);
@@ -50,6 +55,8 @@ std::string kernelVariantNames();
 bool isGpuVariant(KernelVariant v);
 /// cpu_decode_avx2, cpu_decode_avx512: work items are (batch, kv head).
 bool isDecodeVariant(KernelVariant v);
+/// cpu_bwd_avx2, cpu_bwd_avx512: kernels of the backward pass.
+bool isBackwardVariant(KernelVariant v);
 
 /// How a kernel is tiled (mirrors #tilt.tile_config). The variant is kept
 /// by name, as tuning databases, bundles and cache keys write it; an empty

@@ -53,6 +53,9 @@ inline constexpr int64_t kMaxCpuScratchBytes = 2 << 20;
 /// The decode family's variant on a CPU with features `has`:
 /// cpu_decode_avx512 on x86-64-v4, else cpu_decode_avx2.
 KernelVariant decodeCpuVariant(const HasFeature &has);
+/// The backward family's variant on a CPU with features `has`:
+/// cpu_bwd_avx512 on x86-64-v4, else cpu_bwd_avx2.
+KernelVariant backwardCpuVariant(const HasFeature &has);
 /// The most query rows of a (batch, kv head) -- heads per kv head x Sq --
 /// for which the runtime picks the decode family.
 inline constexpr int64_t kDecodeMaxRows = 16;

@@ -454,7 +454,7 @@ func.func @f(%q: tensor<1x4x8x64xf32>, %b: index, %e: index) {
 // -----
 
 func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index, %e: index) {
-  // expected-error @+1 {{items need a tile_config: block_m defines the query blocks they count}}
+  // expected-error @+1 {{items need a tile_config: its blocks define the work items they count}}
   tilt.attention q(%q : memref<1x4x8x64xf32>) k(%q : memref<1x4x8x64xf32>) v(%q : memref<1x4x8x64xf32>) out(%o : memref<1x4x8x64xf32>) items(%b, %e)
   return
 }

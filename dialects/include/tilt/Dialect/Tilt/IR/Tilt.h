@@ -15,6 +15,11 @@
 #include "tilt/Dialect/Tilt/IR/TiltOpsDialect.h.inc"
 #include "tilt/Dialect/Tilt/IR/TiltEnums.h.inc"
 
+namespace mlir::tilt {
+/// cpu_bwd_avx2, cpu_bwd_avx512: kernels of tilt.attention_backward.
+bool isBackwardVariant(KernelVariant v);
+} // namespace mlir::tilt
+
 #define GET_ATTRDEF_CLASSES
 #include "tilt/Dialect/Tilt/IR/TiltAttrs.h.inc"
 

@@ -77,7 +77,9 @@ def Tilt_KernelVariant : I32EnumAttr<"KernelVariant",
       I32EnumAttrCase<"gpu_sm80", 3>,
       I32EnumAttrCase<"gpu_sm90a", 4>,
       I32EnumAttrCase<"cpu_decode_avx2", 5>,
-      I32EnumAttrCase<"cpu_decode_avx512", 6>
+      I32EnumAttrCase<"cpu_decode_avx512", 6>,
+      I32EnumAttrCase<"cpu_bwd_avx2", 7>,
+      I32EnumAttrCase<"cpu_bwd_avx512", 8>
     ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::tilt";
@@ -113,6 +115,7 @@ def Tilt_TileConfigAttr : Tilt_Attr<"TileConfig", "tile_config"> {
   }];
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{
+    bool isBackward() const { return isBackwardVariant(getVariant()); }
     bool isGpu() const {
       return getVariant() == KernelVariant::gpu_sm80 ||
              getVariant() == KernelVariant::gpu_sm90a;

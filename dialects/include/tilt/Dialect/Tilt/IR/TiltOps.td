@@ -111,4 +111,107 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
   }];
 }
 
+def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
+    [AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "Gradients of tilt.attention, with the fused slope gradient";
+  let description = [{
+    The backward pass of the `tilt.attention` with the same operands and
+    attributes (ALIBI.md, "Backward"). From the forward's output `o`, its
+    `lse` and the upstream gradient `grad_o` (both like `q`), with
+    `P = exp(s - lse)` recomputed and `D_i = sum_d grad_o * o`:
+
+    ```
+    dP = grad_o V^T;   dS = P * (dP - D_i)      (0 where masked)
+    dq = scale * dS K; dk = scale * dS^T Q;  dv = P^T grad_o
+    dslopes[b, h] = sum_(i, j) dS * dist         (custom slopes only)
+    ```
+
+    with `dist` the bias's distance (`j - i'`, `-|j - i'|` or `pos_j`); dk
+    and dv of a kv head sum over the query heads of its group. Rows that see
+    no key contribute nothing.
+
+    On tensors the op returns `dq`, `dk`, `dv` (the types of q, k, v) and,
+    when asked for with custom slopes, `dslopes` (f32 `[B, H]`: per
+    sequence; a caller with per-head slopes sums over B). On memrefs it
+    writes `grads(%dq, %dk, %dv)` and `dslopes_out` and returns nothing.
+    There `items(%begin, %end)` selects work items of a two-part space: first
+    the key blocks (`block_n` keys) of every (batch, kv head), each computing
+    its dk and dv rows over all query heads of the group; then one item per
+    (batch, head), computing that head's dq and slope gradient. Every output
+    element is written by exactly one item in a fixed order, so the result
+    is deterministic and needs no atomics.
+
+    Example:
+
+    ```mlir
+    %dq, %dk, %dv = tilt.attention_backward q(%q : tensor<1x8x128x64xf32>)
+        k(%k : tensor<1x2x128x64xf32>) v(%v : tensor<1x2x128x64xf32>)
+        o(%o : tensor<1x8x128x64xf32>) grad_o(%do : tensor<1x8x128x64xf32>)
+        lse(%lse : tensor<1x8x128xf32>) {bias = #tilt.bias<alibi>, causal}
+        -> tensor<1x8x128x64xf32>, tensor<1x2x128x64xf32>,
+           tensor<1x2x128x64xf32>
+    ```
+  }];
+
+  let arguments = (ins
+    Tilt_Buffer:$q,
+    Tilt_Buffer:$k,
+    Tilt_Buffer:$v,
+    Tilt_Buffer:$o,
+    Tilt_Buffer:$grad_o,
+    Tilt_Buffer:$lse,
+    Optional<Tilt_Buffer>:$slopes,
+    Optional<Tilt_Buffer>:$key_padding_mask,
+    Optional<Tilt_Buffer>:$cu_seqlens_q,
+    Optional<Tilt_Buffer>:$cu_seqlens_k,
+    Optional<Index>:$q_offset,
+    Optional<Index>:$k_offset,
+    Optional<AnyStridedMemRef>:$dq_out,
+    Optional<AnyStridedMemRef>:$dk_out,
+    Optional<AnyStridedMemRef>:$dv_out,
+    Optional<AnyStridedMemRef>:$dslopes_out,
+    Optional<Index>:$item_begin,
+    Optional<Index>:$item_end,
+    OptionalAttr<Tilt_BiasAttr>:$bias,
+    UnitAttr:$causal,
+    OptionalAttr<I64Attr>:$window,
+    OptionalAttr<F64Attr>:$scale,
+    OptionalAttr<Tilt_TileConfigAttr>:$config
+  );
+  let results = (outs
+    Optional<AnyRankedTensor>:$dq,
+    Optional<AnyRankedTensor>:$dk,
+    Optional<AnyRankedTensor>:$dv,
+    Optional<AnyRankedTensor>:$dslopes
+  );
+
+  let assemblyFormat = [{
+    `q` `(` $q `:` type($q) `)`
+    `k` `(` $k `:` type($k) `)`
+    `v` `(` $v `:` type($v) `)`
+    `o` `(` $o `:` type($o) `)`
+    `grad_o` `(` $grad_o `:` type($grad_o) `)`
+    `lse` `(` $lse `:` type($lse) `)`
+    (`slopes` `(` $slopes^ `:` type($slopes) `)`)?
+    (`key_padding_mask` `(` $key_padding_mask^ `:` type($key_padding_mask) `)`)?
+    (`cu_seqlens_q` `(` $cu_seqlens_q^ `:` type($cu_seqlens_q) `)`)?
+    (`cu_seqlens_k` `(` $cu_seqlens_k^ `:` type($cu_seqlens_k) `)`)?
+    (`offsets` `(` $q_offset^ `,` $k_offset `)`)?
+    (`grads` `(` $dq_out^ `,` $dk_out `,` $dv_out `:` type($dq_out) `,`
+        type($dk_out) `,` type($dv_out) `)`)?
+    (`dslopes_out` `(` $dslopes_out^ `:` type($dslopes_out) `)`)?
+    (`items` `(` $item_begin^ `,` $item_end `)`)?
+    attr-dict (`->` type($dq)^ `,` type($dk) `,` type($dv))?
+    (`,` type($dslopes)^)?
+  }];
+
+  let hasVerifier = 1;
+
+  let extraClassDeclaration = [{
+    /// The spec of the forward this op differentiates.
+    ::tilt::AttentionSpec getSpec();
+    bool hasBufferSemantics() { return getDqOut() != nullptr; }
+  }];
+}
+
 #endif // TILT_OPS_TD

@@ -1,0 +1,650 @@
+//===- Backward.cpp - The backward family: cpu_bwd_avx2, cpu_bwd_avx512 ---===//
+//
+// tilt.attention_backward's kernel body (ALIBI.md "Backward"). The softmax
+// is recomputed from the forward's lse: P = exp(s - lse), so nothing of size
+// Sq x Sk is ever stored. Work items come in two parts, each writing its own
+// outputs, so no two items touch the same memory and every sum runs in a
+// fixed order (deterministic, no atomics):
+//
+//   dK/dV items, one per key block of a (batch, kv head):
+//     K^T, V^T staged once (vectors along the block's keys)
+//     for each query head of the group, for each block of its query rows:
+//       S  = Q . K^T,  dP = dO . V^T                    (register tiles)
+//       P  = exp2(S*scale*log2e + bias - lse),  dS = P * (dP - D_i)
+//       dV^T += dO^T . P,  dK^T += Q^T . dS             (register tiles)
+//     dk = scale * dK, dv = dV                          (the group summed)
+//
+//   dQ items, one per (batch, query head):
+//     for each block of query rows: Q^T, dO^T staged (vectors along rows)
+//       for each visible key block:
+//         S^T = K . Q^T,  dP^T = V . dO^T,  P^T, dS^T as above
+//         dQ += dS . K;  dm += sum(dS * dist)
+//     dq = scale * dQ;  dslopes[b, h] = dm
+//
+// D_i = rowsum(dO * O) is recomputed where a row block is staged, which
+// costs one dot product per row and block instead of a pass over memory.
+// Scores carry the bias as slope * dist with the distance relative to the
+// same row constant the forward took out (the anchor with position offsets,
+// pos[clamp(i')] for alibi_positions), so s - lse never subtracts two large
+// numbers that differ in their last bits. Since the rows of dS sum to zero,
+// sum(dS * dist) equals ALIBI.md's sum with the full distance.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CpuEmitter.h"
+
+#include "tilt/Compiler/Log2Units.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::tilt;
+
+namespace {
+
+KernelOperands operandsOf(AttentionBackwardOp op) {
+  KernelOperands io;
+  io.q = op.getQ();
+  io.k = op.getK();
+  io.v = op.getV();
+  io.slopes = op.getSlopes();
+  io.kpm = op.getKeyPaddingMask();
+  io.cuQ = op.getCuSeqlensQ();
+  io.cuK = op.getCuSeqlensK();
+  io.qOffset = op.getQOffset();
+  io.kOffset = op.getKOffset();
+  io.itemBegin = op.getItemBegin();
+  io.itemEnd = op.getItemEnd();
+  return io;
+}
+
+class BackwardEmitter final : public CpuKernelBuilder {
+public:
+  BackwardEmitter(AttentionBackwardOp op, ImplicitLocOpBuilder &b)
+      : CpuKernelBuilder(
+            op, op.getSpec(), op.getConfigAttr(), operandsOf(op), b,
+            op.getConfigAttr().getVariant() == KernelVariant::cpu_bwd_avx2
+                ? 8
+                : 16),
+        op(op), group(spec.heads / spec.kvHeads) {}
+
+  LogicalResult emit() override;
+
+private:
+  // --- the two parts of the item space --------------------------------------
+  void keyBlockItem(Value item, Value numKeyBlocks);
+  void queryHeadItem(Value item);
+
+  /// Stages rows [r0, r0 + n) of `head` (n <= block_m): per row the lse in
+  /// log2 units less its row constant, D_i, and the anchor or position
+  /// reference the distances are taken from. Rows past n get zeros.
+  void stageRowState(Value r0, Value n);
+  /// The bias distance (dist with bias = slope * dist) of `jrel` = j - i'
+  /// vectors, relative to the row constant `anchor` (null: none);
+  /// `positions` gives pos[j] - ref for alibi_positions. Null without bias.
+  Value distance(Value jrel, Value anchor, function_ref<Value()> positions);
+  /// P and dS from raw scores `s` and dP, for the visible lanes.
+  std::pair<Value, Value> probabilities(Value s, Value dp, Value dist,
+                                        Value lse2, Value delta, Value visible);
+
+  /// C[M][N] += sum_{k < kEnd} a(m, k) * bvec(k, n) for an f32 scratch C,
+  /// N in vectors of vl lanes (n a multiple of vl), in register tiles.
+  void matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
+              function_ref<Value(Value, Value)> a,
+              function_ref<Value(Value, Value)> bvec);
+  void zero(Value ref, int64_t rows, int64_t cols);
+  /// Loads element (row, col) of q/k/v-like `t` as f32.
+  Value scalarF32(Value t, SmallVector<Value> index) {
+    return toF32(memref::LoadOp::create(b, t, index));
+  }
+  Value vecF32At(Value t, SmallVector<Value> index) {
+    return toF32(
+        vector::LoadOp::create(b, VectorType::get({vl}, elt), t, index));
+  }
+  Value iota() {
+    SmallVector<float> lanes;
+    for (int64_t l = 0; l < vl; ++l)
+      lanes.push_back(float(l));
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(vecF32, ArrayRef<float>(lanes)));
+  }
+  SmallVector<Value> lseIndex(Value row) {
+    if (spec.varlen)
+      return {head, add(seqQ0, row)};
+    return {batch, head, row};
+  }
+  /// pos[j] = cumsum(kpm)[j] - 1 of the sequence, padded by a key block.
+  void stagePositions();
+  Value keyVisible(Value j);
+
+  AttentionBackwardOp op;
+  int64_t group;
+  // Scratch per call. dK/dV part: K^T, V^T, dK^T, dV^T [D][BN]; P, dS
+  // [BM][BN]. dQ part: Q^T, dO^T [D][BM]; dQ [BM][D]; P^T, dS^T [BN][BM].
+  // Rows: lse (log2, relative), D_i, anchors / position references [BM];
+  // the slope gradient's running vector [vl].
+  Value kT, vT, dkT, dvT, pBlk, dsBlk;
+  Value qT, doT, dqAcc, pT, dsT;
+  Value rowLse, rowDelta, rowAnchor, rowRef, dslopeAcc;
+};
+
+} // namespace
+
+std::unique_ptr<CpuKernelBuilder>
+mlir::tilt::makeBackwardEmitter(AttentionBackwardOp op,
+                                ImplicitLocOpBuilder &b) {
+  return std::make_unique<BackwardEmitter>(op, b);
+}
+
+LogicalResult BackwardEmitter::emit() {
+  if (d % vl != 0 || bm % vl != 0 || bn % vl != 0)
+    return op.emitOpError("the backward kernels need head dim, block_m and "
+                          "block_n multiples of the vector length ")
+           << vl;
+  kT = scratch({d, bn}, f32);
+  vT = scratch({d, bn}, f32);
+  dkT = scratch({d, bn}, f32);
+  dvT = scratch({d, bn}, f32);
+  pBlk = scratch({bm, bn}, f32);
+  dsBlk = scratch({bm, bn}, f32);
+  qT = scratch({d, bm}, f32);
+  doT = scratch({d, bm}, f32);
+  dqAcc = scratch({bm, d}, f32);
+  pT = scratch({bn, bm}, f32);
+  dsT = scratch({bn, bm}, f32);
+  rowLse = scratch({bm}, f32);
+  rowDelta = scratch({bm}, f32);
+  rowAnchor = scratch({bm}, f32);
+  rowRef = scratch({bm}, f32);
+  dslopeAcc = scratch({vl}, f32);
+
+  // Item space: B * Hkv * ceil(maxSk / block_n) key blocks, then B * H
+  // query heads (KernelABI.h). Varlen counts blocks against the longest
+  // key sequence, as the runtime does.
+  Value numBatch, maxSk;
+  if (spec.varlen) {
+    numBatch = sub(memref::DimOp::create(b, io.cuK, 0), idx(1));
+    auto loop = scf::ForOp::create(
+        b, idx(0), numBatch, idx(1), ValueRange{idx(0)},
+        [&](OpBuilder &, Location, Value i, ValueRange args) {
+          Value lo = memref::LoadOp::create(b, io.cuK, ValueRange{i});
+          Value hi =
+              memref::LoadOp::create(b, io.cuK, ValueRange{add(i, idx(1))});
+          Value len = arith::IndexCastOp::create(
+              b, b.getIndexType(), arith::SubIOp::create(b, hi, lo));
+          scf::YieldOp::create(b, ValueRange{maxI(args[0], len)});
+        });
+    maxSk = loop.getResult(0);
+  } else {
+    numBatch = memref::DimOp::create(b, io.q, 0);
+    maxSk = memref::DimOp::create(b, io.k, 2);
+  }
+  Value numKeyBlocks = arith::CeilDivSIOp::create(b, maxSk, idx(bn));
+  Value keyItems = mul(mul(numBatch, idx(spec.kvHeads)), numKeyBlocks);
+  forLoop(io.itemBegin, io.itemEnd, idx(1), [&](Value item) {
+    Value isKeyBlock =
+        arith::CmpIOp::create(b, arith::CmpIPredicate::slt, item, keyItems);
+    scf::IfOp::create(
+        b, isKeyBlock,
+        [&](OpBuilder &, Location) {
+          keyBlockItem(item, numKeyBlocks);
+          scf::YieldOp::create(b);
+        },
+        [&](OpBuilder &, Location) {
+          queryHeadItem(sub(item, keyItems));
+          scf::YieldOp::create(b);
+        });
+  });
+  return success();
+}
+
+void BackwardEmitter::zero(Value ref, int64_t rows, int64_t cols) {
+  forLoop(idx(0), idx(rows), idx(1), [&](Value r) {
+    for (int64_t c = 0; c < cols; c += vl)
+      vector::StoreOp::create(b, splat(0.0), ref, ValueRange{r, idx(c)});
+  });
+}
+
+void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
+                             function_ref<Value(Value, Value)> a,
+                             function_ref<Value(Value, Value)> bvec) {
+  // Register tiles of tr rows x tc vectors: 8 accumulators on AVX2 (16
+  // registers), 16 on AVX-512 (32), each broadcast a(m, k) feeding tc FMAs.
+  const int64_t nv = colsN / vl;
+  const int64_t tr = 4;
+  int64_t tc = vl == 8 ? 2 : 4;
+  while (nv % tc != 0)
+    tc /= 2;
+  forLoop(idx(0), idx(rowsM), idx(tr), [&](Value m0) {
+    forLoop(idx(0), idx(colsN), idx(tc * vl), [&](Value n0) {
+      SmallVector<Value> init;
+      for (int64_t r = 0; r < tr; ++r)
+        for (int64_t t = 0; t < tc; ++t)
+          init.push_back(vector::LoadOp::create(
+              b, vecF32, c, ValueRange{add(m0, idx(r)), add(n0, idx(t * vl))}));
+      auto loop = scf::ForOp::create(
+          b, idx(0), kEnd, idx(1), init,
+          [&](OpBuilder &, Location, Value k, ValueRange accs) {
+            SmallVector<Value> bs;
+            for (int64_t t = 0; t < tc; ++t)
+              bs.push_back(bvec(k, add(n0, idx(t * vl))));
+            SmallVector<Value> next;
+            for (int64_t r = 0; r < tr; ++r) {
+              Value ar = bcast(a(add(m0, idx(r)), k));
+              for (int64_t t = 0; t < tc; ++t)
+                next.push_back(
+                    math::FmaOp::create(b, ar, bs[t], accs[r * tc + t]));
+            }
+            scf::YieldOp::create(b, next);
+          });
+      for (int64_t r = 0; r < tr; ++r)
+        for (int64_t t = 0; t < tc; ++t)
+          vector::StoreOp::create(
+              b, loop.getResult(r * tc + t), c,
+              ValueRange{add(m0, idx(r)), add(n0, idx(t * vl))});
+    });
+  });
+}
+
+void BackwardEmitter::stagePositions() {
+  auto type = MemRefType::get({ShapedType::kDynamic}, f32);
+  pos = memref::AllocOp::create(b, type, ValueRange{add(sk, idx(bn))},
+                                b.getI64IntegerAttr(64));
+  scf::ForOp::create(b, idx(0), sk, idx(1), ValueRange{f32c(-1.0)},
+                     [&](OpBuilder &, Location, Value j, ValueRange args) {
+                       Value on = keyVisible(j);
+                       Value next = arith::SelectOp::create(
+                           b, on, arith::AddFOp::create(b, args[0], f32c(1.0)),
+                           args[0]);
+                       memref::StoreOp::create(b, next, pos, ValueRange{j});
+                       scf::YieldOp::create(b, ValueRange{next});
+                     });
+  forLoop(sk, add(sk, idx(bn)), idx(1), [&](Value j) {
+    memref::StoreOp::create(b, f32c(0.0), pos, ValueRange{j});
+  });
+}
+
+Value BackwardEmitter::keyVisible(Value j) {
+  Value m = memref::LoadOp::create(b, io.kpm, ValueRange{batch, j});
+  return arith::CmpIOp::create(
+      b, arith::CmpIPredicate::ne, m,
+      arith::ConstantOp::create(b, b.getI8IntegerAttr(0)));
+}
+
+void BackwardEmitter::stageRowState(Value r0, Value n) {
+  Value last = sub(sk, idx(1));
+  forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
+    Value live = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, n);
+    Value row = minI(add(r0, m), sub(add(r0, n), idx(1)));
+    Value ip = add(row, shift);
+    Value nearest = maxI(idx(0), minI(ip, last));
+    // The row constant the forward's lse carries beyond the relative
+    // distances: m * anchor (or -m * |anchor|), or m * pos[clamp(i')].
+    Value anchor = f32c(0.0), ref = f32c(0.0), constant = f32c(0.0);
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions) {
+      ref = memref::LoadOp::create(b, pos, ValueRange{nearest});
+      constant = arith::MulFOp::create(
+          b, arith::MulFOp::create(b, slope2, f32c(1.0 / kLog2E)), ref);
+    } else if (spec.positionOffsets && spec.hasAlibi()) {
+      anchor = indexToF32(sub(nearest, ip));
+      constant = addAnchorConstant(f32c(0.0), anchor);
+    }
+    Value lse = memref::LoadOp::create(b, op.getLse(), lseIndex(row));
+    Value lse2 = arith::MulFOp::create(
+        b, arith::SubFOp::create(b, lse, constant), f32c(kLog2E));
+    Value dot = splat(0.0);
+    for (int64_t c = 0; c < d; c += vl)
+      dot = math::FmaOp::create(b, vecF32At(op.getGradO(), qIndex(row, idx(c))),
+                                vecF32At(op.getO(), qIndex(row, idx(c))), dot);
+    Value delta =
+        vector::ReductionOp::create(b, vector::CombiningKind::ADD, dot);
+    auto keep = [&](Value v) {
+      return arith::SelectOp::create(b, live, v, f32c(0.0)).getResult();
+    };
+    memref::StoreOp::create(b, keep(lse2), rowLse, ValueRange{m});
+    memref::StoreOp::create(b, keep(delta), rowDelta, ValueRange{m});
+    memref::StoreOp::create(b, anchor, rowAnchor, ValueRange{m});
+    memref::StoreOp::create(b, ref, rowRef, ValueRange{m});
+  });
+}
+
+Value BackwardEmitter::distance(Value jrel, Value anchor,
+                                function_ref<Value()> positions) {
+  switch (spec.bias) {
+  case ::tilt::BiasKind::None:
+    return {};
+  case ::tilt::BiasKind::Alibi:
+    return anchor ? arith::SubFOp::create(b, jrel, anchor).getResult() : jrel;
+  case ::tilt::BiasKind::AlibiSymmetric: {
+    Value rel =
+        anchor ? arith::SubFOp::create(b, jrel, anchor).getResult() : jrel;
+    return arith::NegFOp::create(b, math::AbsFOp::create(b, rel));
+  }
+  case ::tilt::BiasKind::AlibiPositions:
+    return positions();
+  }
+  return {};
+}
+
+std::pair<Value, Value> BackwardEmitter::probabilities(Value s, Value dp,
+                                                       Value dist, Value lse2,
+                                                       Value delta,
+                                                       Value visible) {
+  const double c = spec.effectiveScale() * kLog2E;
+  Value x = math::FmaOp::create(b, s, splat(c),
+                                arith::NegFOp::create(b, lse2).getResult());
+  if (dist)
+    x = math::FmaOp::create(b, bcast(slope2), dist, x);
+  // Masked lanes may hold anything (inf - inf among them): select, not
+  // multiply.
+  Value p = splat(0.0);
+  if (visible)
+    p = arith::SelectOp::create(b, visible, exp2(x), p);
+  else
+    p = exp2(x);
+  Value ds = arith::MulFOp::create(b, p, arith::SubFOp::create(b, dp, delta));
+  return {p, ds};
+}
+
+void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
+  Value kb = arith::RemSIOp::create(b, item, numKeyBlocks);
+  Value bk = arith::DivSIOp::create(b, item, numKeyBlocks);
+  kvHead = arith::RemSIOp::create(b, bk, idx(spec.kvHeads));
+  batch = arith::DivSIOp::create(b, bk, idx(spec.kvHeads));
+  loadSequence();
+  Value k0 = mul(kb, idx(bn));
+  Value live = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, k0, sk);
+  ifThen(live, [&] {
+    Value nk = minI(idx(bn), sub(sk, k0));
+    Value lastKey = sub(add(k0, nk), idx(1));
+    // K^T and V^T of the block; keys past the sequence are zero.
+    forLoop(idx(0), idx(bn), idx(1), [&](Value n) {
+      Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, n, nk);
+      Value key = minI(add(k0, n), lastKey);
+      forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+        for (auto [src, dst] :
+             {std::pair<Value, Value>{io.k, kT}, {io.v, vT}}) {
+          Value x = arith::SelectOp::create(
+              b, in, scalarF32(src, kvIndex(key, c)), f32c(0.0));
+          memref::StoreOp::create(b, x, dst, ValueRange{c, n});
+        }
+      });
+    });
+    zero(dkT, d, bn);
+    zero(dvT, d, bn);
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+      stagePositions();
+    // The block's keys that exist and are not padded, as a lane mask per
+    // vector of keys.
+    Value lanes = iota();
+    VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
+    SmallVector<Value> exists;
+    for (int64_t c = 0; c < bn; c += vl) {
+      Value room = indexToF32(sub(nk, idx(c)));
+      Value in = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lanes,
+                                       bcast(room));
+      if (io.kpm) {
+        VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
+        Value zeros = arith::ConstantOp::create(
+            b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
+        Value inRange = vector::CreateMaskOp::create(
+            b, vecI1, ValueRange{maxI(idx(0), sub(nk, idx(c)))});
+        Value m = vector::MaskedLoadOp::create(
+            b, vecI8, io.kpm, ValueRange{batch, add(k0, idx(c))}, inRange,
+            zeros);
+        in = arith::AndIOp::create(
+            b, in,
+            arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
+      }
+      exists.push_back(in);
+    }
+
+    // Query rows that may see a key of the block: i' >= k0 when causal,
+    // i' < lastKey + w with a window.
+    Value rowBegin = idx(0), rowEnd = sq;
+    if (spec.causal)
+      rowBegin = maxI(idx(0), minI(sq, sub(k0, shift)));
+    if (spec.window)
+      rowEnd =
+          maxI(rowBegin, minI(sq, sub(add(lastKey, idx(*spec.window)), shift)));
+    forLoop(idx(0), idx(group), idx(1), [&](Value g) {
+      head = add(mul(kvHead, idx(group)), g);
+      slope2 = spec.hasAlibi() ? slopeLog2() : Value();
+      forLoop(rowBegin, rowEnd, idx(bm), [&](Value r0) {
+        Value n = minI(idx(bm), sub(rowEnd, r0));
+        Value lastRow = sub(add(r0, n), idx(1));
+        stageRowState(r0, n);
+        auto rowOf = [&](Value m) { return minI(add(r0, m), lastRow); };
+        // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
+        zero(pBlk, bm, bn);
+        zero(dsBlk, bm, bn);
+        matmul(
+            pBlk, bm, bn, idx(d),
+            [&](Value m, Value c) {
+              return scalarF32(io.q, qIndex(rowOf(m), c));
+            },
+            [&](Value c, Value n0) {
+              return vector::LoadOp::create(b, vecF32, kT, ValueRange{c, n0})
+                  .getResult();
+            });
+        matmul(
+            dsBlk, bm, bn, idx(d),
+            [&](Value m, Value c) {
+              return scalarF32(op.getGradO(), qIndex(rowOf(m), c));
+            },
+            [&](Value c, Value n0) {
+              return vector::LoadOp::create(b, vecF32, vT, ValueRange{c, n0})
+                  .getResult();
+            });
+        // P and dS, in place.
+        forLoop(idx(0), n, idx(1), [&](Value m) {
+          Value ip = add(add(r0, m), shift);
+          Value lse2 = bcast(memref::LoadOp::create(b, rowLse, ValueRange{m}));
+          Value delta =
+              bcast(memref::LoadOp::create(b, rowDelta, ValueRange{m}));
+          Value anchor =
+              spec.positionOffsets && spec.hasAlibi()
+                  ? bcast(memref::LoadOp::create(b, rowAnchor, ValueRange{m}))
+                  : Value();
+          Value ref = memref::LoadOp::create(b, rowRef, ValueRange{m});
+          for (int64_t c = 0; c < bn; c += vl) {
+            Value jrel = arith::AddFOp::create(
+                b, bcast(indexToF32(sub(add(k0, idx(c)), ip))), lanes);
+            Value dist = distance(jrel, anchor, [&] {
+              Value p = vector::LoadOp::create(b, vecF32, pos,
+                                               ValueRange{add(k0, idx(c))});
+              return arith::SubFOp::create(b, p, bcast(ref)).getResult();
+            });
+            Value s =
+                vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, idx(c)});
+            Value dp =
+                vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, idx(c)});
+            auto [p, ds] = probabilities(s, dp, dist, lse2, delta,
+                                         positionMask(exists[c / vl], jrel));
+            vector::StoreOp::create(b, p, pBlk, ValueRange{m, idx(c)});
+            vector::StoreOp::create(b, ds, dsBlk, ValueRange{m, idx(c)});
+          }
+        });
+        // dV^T += dO^T . P and dK^T += Q^T . dS over the block's rows.
+        matmul(
+            dvT, d, bn, n,
+            [&](Value c, Value m) {
+              return scalarF32(op.getGradO(), qIndex(add(r0, m), c));
+            },
+            [&](Value m, Value n0) {
+              return vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, n0})
+                  .getResult();
+            });
+        matmul(
+            dkT, d, bn, n,
+            [&](Value c, Value m) {
+              return scalarF32(io.q, qIndex(add(r0, m), c));
+            },
+            [&](Value m, Value n0) {
+              return vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, n0})
+                  .getResult();
+            });
+      });
+    });
+    // dk = scale * dK, dv = dV for the keys that exist.
+    Value scale = f32c(spec.effectiveScale());
+    forLoop(idx(0), nk, idx(1), [&](Value n) {
+      forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+        auto store = [&](Value x, Value dst) {
+          if (!elt.isF32())
+            x = arith::TruncFOp::create(b, elt, x);
+          memref::StoreOp::create(b, x, dst, kvIndex(add(k0, n), c));
+        };
+        store(arith::MulFOp::create(
+                  b, memref::LoadOp::create(b, dkT, ValueRange{c, n}), scale),
+              op.getDkOut());
+        store(memref::LoadOp::create(b, dvT, ValueRange{c, n}), op.getDvOut());
+      });
+    });
+    if (pos)
+      memref::DeallocOp::create(b, pos);
+    pos = nullptr;
+  });
+}
+
+void BackwardEmitter::queryHeadItem(Value item) {
+  head = arith::RemSIOp::create(b, item, idx(spec.heads));
+  batch = arith::DivSIOp::create(b, item, idx(spec.heads));
+  kvHead = arith::DivSIOp::create(b, head, idx(group));
+  loadSequence();
+  slope2 = spec.hasAlibi() ? slopeLog2() : Value();
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    stagePositions();
+  vector::StoreOp::create(b, splat(0.0), dslopeAcc, ValueRange{idx(0)});
+  Value lanes = iota();
+  Value lastKey = sub(sk, idx(1));
+  VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
+
+  forLoop(idx(0), sq, idx(bm), [&](Value r0) {
+    Value rows = minI(idx(bm), sub(sq, r0));
+    stageRowState(r0, rows);
+    // Q^T and dO^T of the rows, zero past them; dQ starts at zero.
+    forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
+      Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, rows);
+      Value row = minI(add(r0, m), sub(add(r0, rows), idx(1)));
+      forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+        for (auto [src, dst] :
+             {std::pair<Value, Value>{io.q, qT}, {op.getGradO(), doT}}) {
+          Value x = arith::SelectOp::create(
+              b, in, scalarF32(src, qIndex(row, c)), f32c(0.0));
+          memref::StoreOp::create(b, x, dst, ValueRange{c, m});
+        }
+      });
+    });
+    zero(dqAcc, bm, d);
+
+    // Keys any row of the block may see.
+    Value firstPos = add(r0, shift);
+    Value lastPos = add(firstPos, sub(rows, idx(1)));
+    Value kBegin = idx(0), kEnd = sk;
+    if (spec.causal)
+      kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
+    if (spec.window)
+      kBegin = minI(
+          kEnd, maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1))));
+    forLoop(kBegin, kEnd, idx(bn), [&](Value k0) {
+      Value nk = minI(idx(bn), sub(kEnd, k0));
+      auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
+      // S^T = K . Q^T, dP^T = V . dO^T: vectors along the rows.
+      zero(pT, bn, bm);
+      zero(dsT, bn, bm);
+      matmul(
+          pT, bn, bm, idx(d),
+          [&](Value n, Value c) {
+            return scalarF32(io.k, kvIndex(keyOf(n), c));
+          },
+          [&](Value c, Value m0) {
+            return vector::LoadOp::create(b, vecF32, qT, ValueRange{c, m0})
+                .getResult();
+          });
+      matmul(
+          dsT, bn, bm, idx(d),
+          [&](Value n, Value c) {
+            return scalarF32(io.v, kvIndex(keyOf(n), c));
+          },
+          [&](Value c, Value m0) {
+            return vector::LoadOp::create(b, vecF32, doT, ValueRange{c, m0})
+                .getResult();
+          });
+      // P^T, dS^T in place, and the slope gradient.
+      forLoop(idx(0), nk, idx(1), [&](Value n) {
+        Value j = add(k0, n);
+        Value on = io.kpm ? keyVisible(j) : Value();
+        Value dsl =
+            vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)});
+        Value posJ = spec.bias == ::tilt::BiasKind::AlibiPositions
+                         ? memref::LoadOp::create(b, pos, ValueRange{j})
+                         : Value();
+        for (int64_t c = 0; c < bm; c += vl) {
+          // j - i' of rows c.., exact in f32.
+          Value jrel = arith::SubFOp::create(
+              b, bcast(indexToF32(sub(j, add(firstPos, idx(c))))), lanes);
+          Value room = indexToF32(sub(rows, idx(c)));
+          Value visible = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT,
+                                                lanes, bcast(room));
+          if (on)
+            visible = arith::AndIOp::create(
+                b, visible, vector::BroadcastOp::create(b, vecI1, on));
+          visible = positionMask(visible, jrel);
+          Value anchor = spec.positionOffsets && spec.hasAlibi()
+                             ? vector::LoadOp::create(b, vecF32, rowAnchor,
+                                                      ValueRange{idx(c)})
+                                   .getResult()
+                             : Value();
+          Value dist = distance(jrel, anchor, [&] {
+            Value ref =
+                vector::LoadOp::create(b, vecF32, rowRef, ValueRange{idx(c)});
+            return arith::SubFOp::create(b, bcast(posJ), ref).getResult();
+          });
+          Value s =
+              vector::LoadOp::create(b, vecF32, pT, ValueRange{n, idx(c)});
+          Value dp =
+              vector::LoadOp::create(b, vecF32, dsT, ValueRange{n, idx(c)});
+          Value lse2 =
+              vector::LoadOp::create(b, vecF32, rowLse, ValueRange{idx(c)});
+          Value delta =
+              vector::LoadOp::create(b, vecF32, rowDelta, ValueRange{idx(c)});
+          auto [p, ds] = probabilities(s, dp, dist, lse2, delta, visible);
+          vector::StoreOp::create(b, ds, dsT, ValueRange{n, idx(c)});
+          if (dist)
+            dsl = math::FmaOp::create(b, ds, dist, dsl);
+        }
+        vector::StoreOp::create(b, dsl, dslopeAcc, ValueRange{idx(0)});
+      });
+      // dQ += dS . K over the block's keys.
+      matmul(
+          dqAcc, bm, d, nk,
+          [&](Value m, Value n) {
+            return memref::LoadOp::create(b, dsT, ValueRange{n, m}).getResult();
+          },
+          [&](Value n, Value c0) {
+            return vecF32At(io.k, kvIndex(add(k0, n), c0));
+          });
+    });
+    // dq = scale * dQ for the rows that exist.
+    Value scale = splat(spec.effectiveScale());
+    forLoop(idx(0), rows, idx(1), [&](Value m) {
+      for (int64_t c = 0; c < d; c += vl) {
+        Value x = arith::MulFOp::create(
+            b, vector::LoadOp::create(b, vecF32, dqAcc, ValueRange{m, idx(c)}),
+            scale);
+        vector::StoreOp::create(b, fromF32(x), op.getDqOut(),
+                                qIndex(add(r0, m), idx(c)));
+      }
+    });
+  });
+  if (Value out = op.getDslopesOut()) {
+    Value total = vector::ReductionOp::create(
+        b, vector::CombiningKind::ADD,
+        vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)}));
+    memref::StoreOp::create(b, total, out, ValueRange{batch, head});
+  }
+  if (pos)
+    memref::DeallocOp::create(b, pos);
+  pos = nullptr;
+}
