@@ -2,6 +2,7 @@
 //
 //   tilt-bench [spec flags] --batch B --seq S [--seq-k S] [--threads N]
 //              [--repeats R] [--json] [--target cpu|cuda]
+//              [--backward [--trainable-slopes]]
 //
 // Times one attention shape through the runtime (warm-up excluded, median of
 // repeats) and puts the number next to what this machine can do: its FP32
@@ -11,6 +12,10 @@
 // and a memory-cache hit. With --target cuda the kernel runs on the GPU and
 // is timed with events (TFLOP/s); there is no peak or naive comparison.
 // tilt-bench-rt, built without the compiler, only loads kernels (the bundle).
+// --backward also times the backward pass (CPU): forward + backward and the
+// backward alone, its FLOPs counted as 2.5x the forward's (FlashAttention's
+// convention); --trainable-slopes makes the slopes a custom [H] tensor (the
+// standard values) whose gradient the backward computes too.
 //
 //===----------------------------------------------------------------------===//
 
@@ -270,7 +275,7 @@ struct BenchOptions {
   TileConfig config;
   int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
           naiveRepeats = 1;
-  bool json = false, noNaive = false;
+  bool json = false, noNaive = false, backward = false, trainable = false;
   std::string target = "cpu";
 };
 
@@ -301,6 +306,10 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   intFlag("naive-repeats", "timed runs of the naive baseline (default 1)",
           o.naiveRepeats, 1);
   boolFlag("no-naive", "skip the naive baseline", o.noNaive);
+  boolFlag("backward", "also time the backward pass (CPU)", o.backward);
+  boolFlag("trainable-slopes",
+           "with --backward: custom [H] slopes whose gradient is computed",
+           o.trainable);
   options.push_back(targetOption("where to run (default cpu)", o.target));
   boolFlag("json", "print one JSON object as the last line", o.json);
   std::vector<std::string> positional;
@@ -322,6 +331,12 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   if (spec.slopes == SlopeSource::Custom || spec.keyPaddingMask)
     return fail("tilt-bench times standard-slope specs without a padding "
                 "mask; use tilt-run for the others");
+  if (o.trainable && (!o.backward || !spec.hasAlibi()))
+    return fail("--trainable-slopes needs --backward and an alibi bias");
+  if (o.backward && o.target != "cpu")
+    return fail("--backward: the backward runs on the CPU only (for now)");
+  if (o.trainable)
+    o.flags.spec.slopes = SlopeSource::Custom;
   if (!o.threads)
     o.threads = std::max(1u, std::thread::hardware_concurrency());
   return std::nullopt;
@@ -331,6 +346,7 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
 struct CpuResult {
   double med = 0, gflops = 0, naiveMed = 0, peakFp32 = 0, peakAmx = 0;
   double kvReadGbps = 0, readBandwidth = 0;
+  double fwdBwdMed = 0, bwdMed = 0, fwdBwdGflops = 0; ///< --backward
   Jit jit;
 };
 
@@ -365,13 +381,26 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   args.k = TensorRef(kb.data(), {o.batch, Hkv, o.seqK, D});
   args.v = TensorRef(vb.data(), {o.batch, Hkv, o.seqK, D});
   args.o = TensorRef(ob.data(), {o.batch, H, o.seq, D});
+  // --trainable-slopes: the standard values as a custom tensor.
+  std::vector<float> slopes, dslopes;
+  if (spec.slopes == SlopeSource::Custom) {
+    AttentionSpec standard = spec;
+    standard.slopes = SlopeSource::Standard;
+    slopes = standardSlopes(standard);
+    dslopes.resize(slopes.size());
+    args.slopes = TensorRef(slopes.data(), {H});
+  }
+  // The forward takes the configuration unless it names a backward variant.
+  const bool bwdConfig = o.config.kind() && isBackwardVariant(*o.config.kind());
+  const TileConfig fwdConfig = bwdConfig ? TileConfig() : o.config;
+  const TileConfig bwdTile = bwdConfig ? o.config : TileConfig();
 
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler();
   RuntimeOptions rtOptions;
   rtOptions.threads = static_cast<int>(o.threads);
   rtOptions.compiler = compiler.get();
   if (std::string err =
-          measureJit(rtOptions, spec, Target::CPU, o.config, r.jit);
+          measureJit(rtOptions, spec, Target::CPU, fwdConfig, r.jit);
       !err.empty())
     return err;
 
@@ -379,11 +408,48 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   for (int64_t i = 0; i < o.warmup + o.repeats; ++i) {
     auto t0 = Clock::now();
     if (std::string err =
-            r.jit.runtime->run(spec, args, Target::CPU, o.config);
+            r.jit.runtime->run(spec, args, Target::CPU, fwdConfig);
         !err.empty())
       return err;
     if (i >= o.warmup)
       times.push_back(seconds(t0, Clock::now()));
+  }
+  if (o.backward) {
+    // Forward with lse, then the backward from an upstream gradient.
+    std::vector<float> lse(o.batch * H * o.seq);
+    args.lse = TensorRef(lse.data(), {o.batch, H, o.seq});
+    TypedBuffer dob, dqb(spec.dtype, qb.size()), dkb(spec.dtype, kb.size()),
+        dvb(spec.dtype, vb.size());
+    dob = TypedBuffer(spec.dtype, ob.size());
+    for (size_t i = 0; i < ob.size(); ++i)
+      dob.set(i, normal(rng));
+    BackwardArgs grads;
+    grads.gradO = TensorRef(dob.data(), {o.batch, H, o.seq, D});
+    grads.dq = TensorRef(dqb.data(), {o.batch, H, o.seq, D});
+    grads.dk = TensorRef(dkb.data(), {o.batch, Hkv, o.seqK, D});
+    grads.dv = TensorRef(dvb.data(), {o.batch, Hkv, o.seqK, D});
+    if (!dslopes.empty())
+      grads.dslopes = TensorRef(dslopes.data(), {H});
+    std::vector<double> both, bwd;
+    for (int64_t i = 0; i < o.warmup + o.repeats; ++i) {
+      auto t0 = Clock::now();
+      if (std::string err =
+              r.jit.runtime->run(spec, args, Target::CPU, fwdConfig);
+          !err.empty())
+        return err;
+      auto t1 = Clock::now();
+      if (std::string err =
+              r.jit.runtime->backward(spec, args, grads, Target::CPU, bwdTile);
+          !err.empty())
+        return err;
+      auto t2 = Clock::now();
+      if (i >= o.warmup) {
+        both.push_back(seconds(t0, t2));
+        bwd.push_back(seconds(t1, t2));
+      }
+    }
+    r.fwdBwdMed = median(both);
+    r.bwdMed = median(bwd);
   }
   // FLOPs of the visible (query, key) pairs: 4 D each (Q K^T and P V), the
   // bottom-right rule of ALIBI.md for causal and window.
@@ -397,6 +463,8 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   const double flops = 4.0 * o.batch * H * pairs * D;
   r.med = median(times);
   r.gflops = flops / r.med / 1e9;
+  if (o.backward)
+    r.fwdBwdGflops = 3.5 * flops / r.fwdBwdMed / 1e9;
   // K and V read once each: the floor of a memory-bound (decode) call.
   const double kvBytes =
       2.0 * o.batch * Hkv * o.seqK * D * double(byteWidth(spec.dtype));
@@ -445,6 +513,11 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
              "read bandwidth -> {:.1f}%\n",
              r.kvReadGbps, r.readBandwidth,
              100 * r.kvReadGbps / r.readBandwidth);
+  if (o.backward)
+    fmt::print("backward     {:.3f} ms; forward + backward {:.3f} ms "
+               "({:.1f} GFLOP/s at 3.5x the forward's FLOPs){}\n",
+               r.bwdMed * 1e3, r.fwdBwdMed * 1e3, r.fwdBwdGflops,
+               o.trainable ? ", slope gradients included" : "");
   if (!o.noNaive)
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
                "faster\n",
@@ -452,6 +525,13 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
   fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
              "memory hit {:.3f} us\n",
              r.jit.coldS * 1e3, r.jit.diskS * 1e3, r.jit.memS * 1e6);
+  std::string backward;
+  if (o.backward)
+    backward = fmt::format(", \"fwd_bwd_ms\": {:.4f}, \"bwd_ms\": {:.4f}, "
+                           "\"fwd_bwd_gflops\": {:.2f}, "
+                           "\"trainable_slopes\": {}",
+                           r.fwdBwdMed * 1e3, r.bwdMed * 1e3, r.fwdBwdGflops,
+                           o.trainable ? "true" : "false");
   if (o.json)
     fmt::print("{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
                "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "
@@ -461,13 +541,13 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
                "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}, "
                "\"kv_read_gbps\": {:.2f}, \"read_bandwidth_gbps\": {:.2f}, "
-               "\"ratio_read_bandwidth\": {:.4f}}}\n",
+               "\"ratio_read_bandwidth\": {:.4f}{}}}\n",
                jsonEscape(cpu), jsonEscape(isa), shape, o.threads, r.gflops,
                r.med * 1e3, r.peakFp32, r.peakAmx, r.gflops / r.peakFp32,
                r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
                r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
                r.jit.diskS * 1e3, r.jit.memS * 1e6, r.kvReadGbps,
-               r.readBandwidth, r.kvReadGbps / r.readBandwidth);
+               r.readBandwidth, r.kvReadGbps / r.readBandwidth, backward);
 }
 
 } // namespace
