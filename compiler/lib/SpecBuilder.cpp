@@ -112,6 +112,7 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
         body->getArgument(3), body->getArgument(4), body->getArgument(5),
         slopes, kpm, cuQ, cuK, qOffset, kOffset, /*dq_out=*/Value(),
         /*dk_out=*/Value(), /*dv_out=*/Value(), /*dslopes_out=*/Value(),
+        /*row_scale=*/Value(),
         /*item_begin=*/Value(), /*item_end=*/Value(), bias, causal, window,
         scale, /*config=*/mlir::tilt::TileConfigAttr());
     func::ReturnOp::create(b, loc, op->getResults());

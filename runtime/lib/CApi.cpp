@@ -64,6 +64,52 @@ std::string toSpec(const tilt_spec &c, tilt::AttentionSpec &out) {
 
 } // namespace
 
+namespace {
+
+tilt::AttentionArgs toArgs(const tilt_attention_args &args) {
+  tilt::AttentionArgs a;
+  a.q = toTensorRef(args.q);
+  a.k = toTensorRef(args.k);
+  a.v = toTensorRef(args.v);
+  a.o = toTensorRef(args.o);
+  a.lse = toTensorRef(args.lse);
+  a.slopes = toTensorRef(args.slopes);
+  a.keyPaddingMask = toTensorRef(args.key_padding_mask);
+  a.cuSeqlensQ = toTensorRef(args.cu_seqlens_q);
+  a.cuSeqlensK = toTensorRef(args.cu_seqlens_k);
+  a.qOffset = args.q_offset;
+  a.kOffset = args.k_offset;
+  return a;
+}
+
+/// Runs `call` with the converted spec, recording its error on `rt`; no
+/// exception leaves the C API.
+template <typename Call>
+int callRuntime(tilt_runtime *rt, const tilt_spec *spec, const void *args,
+                Call &&call) {
+  if (!rt)
+    return 1;
+  try {
+    if (!spec || !args) {
+      rt->lastError = !spec ? "spec: null pointer" : "args: null pointer";
+      return 1;
+    }
+    tilt::AttentionSpec s;
+    if (std::string err = toSpec(*spec, s); !err.empty()) {
+      rt->lastError = std::move(err);
+      return 1;
+    }
+    rt->lastError = call(s);
+  } catch (const std::exception &e) {
+    rt->lastError = fmt::format("internal error: {}", e.what());
+  } catch (...) {
+    rt->lastError = "internal error: unknown exception";
+  }
+  return rt->lastError.empty() ? 0 : 1;
+}
+
+} // namespace
+
 extern "C" {
 
 tilt_runtime *tilt_runtime_create(const char *cache_dir, int threads,
@@ -86,37 +132,27 @@ void tilt_runtime_destroy(tilt_runtime *rt) { delete rt; }
 
 int tilt_attention(tilt_runtime *rt, const tilt_spec *spec,
                    const tilt_attention_args *args) {
-  if (!rt)
+  return callRuntime(rt, spec, args, [&](const tilt::AttentionSpec &s) {
+    return rt->runtime.run(s, toArgs(*args));
+  });
+}
+
+int tilt_attention_backward(tilt_runtime *rt, const tilt_spec *spec,
+                            const tilt_attention_args *args,
+                            const tilt_backward_args *grads) {
+  if (rt && args && !grads) {
+    rt->lastError = "grads: null pointer";
     return 1;
-  try {
-    if (!spec || !args) {
-      rt->lastError = !spec ? "spec: null pointer" : "args: null pointer";
-      return 1;
-    }
-    tilt::AttentionSpec s;
-    if (std::string err = toSpec(*spec, s); !err.empty()) {
-      rt->lastError = std::move(err);
-      return 1;
-    }
-    tilt::AttentionArgs a;
-    a.q = toTensorRef(args->q);
-    a.k = toTensorRef(args->k);
-    a.v = toTensorRef(args->v);
-    a.o = toTensorRef(args->o);
-    a.lse = toTensorRef(args->lse);
-    a.slopes = toTensorRef(args->slopes);
-    a.keyPaddingMask = toTensorRef(args->key_padding_mask);
-    a.cuSeqlensQ = toTensorRef(args->cu_seqlens_q);
-    a.cuSeqlensK = toTensorRef(args->cu_seqlens_k);
-    a.qOffset = args->q_offset;
-    a.kOffset = args->k_offset;
-    rt->lastError = rt->runtime.run(s, a);
-  } catch (const std::exception &e) {
-    rt->lastError = fmt::format("internal error: {}", e.what());
-  } catch (...) {
-    rt->lastError = "internal error: unknown exception";
   }
-  return rt->lastError.empty() ? 0 : 1;
+  return callRuntime(rt, spec, args, [&](const tilt::AttentionSpec &s) {
+    tilt::BackwardArgs g;
+    g.gradO = toTensorRef(grads->grad_o);
+    g.dq = toTensorRef(grads->dq);
+    g.dk = toTensorRef(grads->dk);
+    g.dv = toTensorRef(grads->dv);
+    g.dslopes = toTensorRef(grads->dslopes);
+    return rt->runtime.backward(s, toArgs(*args), g);
+  });
 }
 
 int tilt_merge_states(int dtype, int num_parts, const tilt_tensor *o_parts,

@@ -555,6 +555,8 @@ struct Runtime::Impl {
   /// The backward's [B, H] slope gradients when the caller's are [H] or
   /// not wanted.
   std::vector<float> dslopesScratch;
+  /// The backward's row_scale (KernelABI.h), lse's shape.
+  std::vector<float> rowScaleScratch;
   std::string bundleError; ///< a malformed bundle, reported by run()
   std::unordered_map<std::string, std::string> hostRunsByVariant;
   std::string cacheDir;
@@ -864,13 +866,18 @@ void Runtime::Impl::launchBackward(const AttentionSpec &spec,
                                    const BackwardArgs &grads, const Geometry &g,
                                    const CpuKernel &kernel) {
   const int64_t H = spec.heads;
-  // KernelABI.h's backward order: q, k, v, o, grad_o, lse, dq, dk, dv, then
-  // slopes and dslopes, the mask, cu_seqlens, the offsets slot.
-  DescriptorSlot slots[14];
-  void *descriptors[15];
+  // KernelABI.h's backward order: q, k, v, o, grad_o, lse, dq, dk, dv,
+  // row_scale, then slopes and dslopes, the mask, cu_seqlens, the offsets.
+  if (rowScaleScratch.size() < size_t(args.lse.numElements()))
+    rowScaleScratch.resize(args.lse.numElements());
+  TensorRef rowScale = args.lse;
+  rowScale.data = rowScaleScratch.data();
+  DescriptorSlot slots[15];
+  void *descriptors[16];
   int n = 0;
-  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &grads.gradO,
-                             &args.lse, &grads.dq, &grads.dk, &grads.dv}) {
+  for (const TensorRef *t :
+       {&args.q, &args.k, &args.v, &args.o, &grads.gradO, &args.lse, &grads.dq,
+        &grads.dk, &grads.dv, static_cast<const TensorRef *>(&rowScale)}) {
     descriptors[n] = fillDescriptor(slots[n], *t);
     ++n;
   }
@@ -906,16 +913,18 @@ void Runtime::Impl::launchBackward(const AttentionSpec &spec,
     descriptors[n++] = offsets;
 
   // Items: the key blocks of every (batch, kv head), then one per (batch,
-  // head) for dq. The dq items are the larger ones, so they go first.
+  // head) for dq. The dq items write the row_scale the key-block items
+  // read, so they all run first.
   const int64_t blockN = kernel.info().blockN;
   const int64_t keyItems =
       g.batch * spec.kvHeads * ((g.maxSk + blockN - 1) / blockN);
   const int64_t headItems = g.batch * H;
   const CpuEntryFn entry = kernel.entry();
-  pool.parallelFor(keyItems + headItems, [&](int64_t i) {
-    const int64_t item = i < headItems ? keyItems + i : i - headItems;
-    entry(descriptors, item, item + 1);
+  pool.parallelFor(headItems, [&](int64_t i) {
+    entry(descriptors, keyItems + i, keyItems + i + 1);
   });
+  pool.parallelFor(keyItems,
+                   [&](int64_t item) { entry(descriptors, item, item + 1); });
   if (g.hasSlopes && grads.dslopes.present() && grads.dslopes.rank == 1) {
     auto *out = static_cast<float *>(grads.dslopes.data);
     for (int64_t h = 0; h < H; ++h) {

@@ -117,24 +117,35 @@ std::optional<tilt::BiasKind> parseBias(const std::string &s) {
   return std::nullopt;
 }
 
-/// Runs one attention into `o` and `lse`; dense ([B, H, S, D]) or, with
-/// cu_seqlens, packed ([total, H, D]).
-void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
-             std::optional<Array> slopes, std::optional<Array> keyPaddingMask,
-             std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
-             bool causal, int64_t window, const std::string &bias,
-             double maxBias, int64_t headOffset, int64_t totalHeads,
-             double scale, int64_t qOffset, int64_t kOffset, uintptr_t stream) {
+/// One call's spec and arguments, from what both directions take: q, k, v
+/// and the options; the caller adds o and lse (outputs of the forward,
+/// inputs of the backward). Dense ([B, H, S, D]) or, with cu_seqlens,
+/// packed ([total, H, D]).
+struct Call {
+  tilt::AttentionSpec spec;
+  tilt::AttentionArgs args;
+  tilt::Target target = tilt::Target::CPU;
+  int bits = 0, dev = 0;
+};
+
+Call prepareCall(Array q, Array k, Array v, std::optional<Array> slopes,
+                 std::optional<Array> keyPaddingMask,
+                 std::optional<Array> cuSeqlensQ,
+                 std::optional<Array> cuSeqlensK, bool causal, int64_t window,
+                 const std::string &bias, double maxBias, int64_t headOffset,
+                 int64_t totalHeads, double scale, int64_t qOffset,
+                 int64_t kOffset, uintptr_t stream) {
   const auto dtype = dtypeOf(q.dtype());
   if (!dtype)
     bad("q: dtype must be float32, float16 or bfloat16");
   for (auto [name, a] : {std::pair{"k", &k}, std::pair{"v", &v}})
     if (dtypeOf(a->dtype()) != dtype)
       bad(fmt::format("{}: dtype differs from q's", name));
-  const int dev = q.device_type();
-  if (dev != nb::device::cpu::value && dev != nb::device::cuda::value)
+  Call c;
+  c.dev = q.device_type();
+  if (c.dev != nb::device::cpu::value && c.dev != nb::device::cuda::value)
     bad("q: must be a CPU or CUDA tensor");
-  if (dev == nb::device::cuda::value && q.device_id() != 0)
+  if (c.dev == nb::device::cuda::value && q.device_id() != 0)
     bad("q: Tilt runs on CUDA device 0 of the process (select it with "
         "CUDA_VISIBLE_DEVICES)");
   const bool varlen = cuSeqlensQ.has_value();
@@ -144,7 +155,7 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
   if (q.ndim() != rank || k.ndim() != rank)
     bad(fmt::format("q, k: rank {} expected", rank));
 
-  tilt::AttentionSpec spec;
+  tilt::AttentionSpec &spec = c.spec;
   spec.heads = int64_t(q.shape(1)); // [B, H, S, D] or [total, H, D]
   spec.kvHeads = int64_t(k.shape(1));
   spec.headDim = int64_t(q.shape(rank - 1));
@@ -170,33 +181,82 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
   if (std::string err = spec.validate(); !err.empty())
     bad(err);
 
-  const int bits = tilt::byteWidth(*dtype) * 8;
-  tilt::AttentionArgs args;
-  args.q = ref("q", q, bits, dev);
-  args.k = ref("k", k, bits, dev);
-  args.v = ref("v", v, bits, dev);
-  args.o = ref("out", o, bits, dev);
-  args.lse = ref("lse", lse, 32, dev);
+  c.bits = tilt::byteWidth(*dtype) * 8;
+  tilt::AttentionArgs &args = c.args;
+  args.q = ref("q", q, c.bits, c.dev);
+  args.k = ref("k", k, c.bits, c.dev);
+  args.v = ref("v", v, c.bits, c.dev);
   if (slopes)
-    args.slopes = ref("slopes", *slopes, 32, dev);
+    args.slopes = ref("slopes", *slopes, 32, c.dev);
   if (keyPaddingMask)
-    args.keyPaddingMask = ref("key_padding_mask", *keyPaddingMask, 8, dev);
+    args.keyPaddingMask = ref("key_padding_mask", *keyPaddingMask, 8, c.dev);
   if (varlen) {
-    args.cuSeqlensQ = ref("cu_seqlens_q", *cuSeqlensQ, 32, dev);
-    args.cuSeqlensK = ref("cu_seqlens_k", *cuSeqlensK, 32, dev);
+    args.cuSeqlensQ = ref("cu_seqlens_q", *cuSeqlensQ, 32, c.dev);
+    args.cuSeqlensK = ref("cu_seqlens_k", *cuSeqlensK, 32, c.dev);
   }
   if (spec.positionOffsets) {
     args.qOffset = qOffset;
     args.kOffset = kOffset;
   }
   args.cudaStream = reinterpret_cast<void *>(stream);
-  const tilt::Target target =
-      dev == nb::device::cuda::value ? tilt::Target::CUDA : tilt::Target::CPU;
+  c.target =
+      c.dev == nb::device::cuda::value ? tilt::Target::CUDA : tilt::Target::CPU;
+  return c;
+}
+
+/// Runs one attention into `o` and `lse`.
+void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
+             std::optional<Array> slopes, std::optional<Array> keyPaddingMask,
+             std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
+             bool causal, int64_t window, const std::string &bias,
+             double maxBias, int64_t headOffset, int64_t totalHeads,
+             double scale, int64_t qOffset, int64_t kOffset, uintptr_t stream) {
+  Call c = prepareCall(q, k, v, slopes, keyPaddingMask, cuSeqlensQ, cuSeqlensK,
+                       causal, window, bias, maxBias, headOffset, totalHeads,
+                       scale, qOffset, kOffset, stream);
+  c.args.o = ref("out", o, c.bits, c.dev);
+  c.args.lse = ref("lse", lse, 32, c.dev);
   tilt::Runtime &runtime = state().get();
   std::string err;
   {
     nb::gil_scoped_release release;
-    err = runtime.run(spec, args, target);
+    err = runtime.run(c.spec, c.args, c.target);
+  }
+  if (!err.empty())
+    throw nb::value_error(err.c_str());
+}
+
+/// The gradients of one attention (CPU): dq, dk, dv and, for custom slopes,
+/// dslopes (f32, shaped like them) from the forward's o and lse and the
+/// upstream gradient.
+void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
+              OutArray dq, OutArray dk, OutArray dv,
+              std::optional<OutArray> dslopes, std::optional<Array> slopes,
+              std::optional<Array> keyPaddingMask,
+              std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
+              bool causal, int64_t window, const std::string &bias,
+              double maxBias, int64_t headOffset, int64_t totalHeads,
+              double scale, int64_t qOffset, int64_t kOffset) {
+  Call c = prepareCall(q, k, v, slopes, keyPaddingMask, cuSeqlensQ, cuSeqlensK,
+                       causal, window, bias, maxBias, headOffset, totalHeads,
+                       scale, qOffset, kOffset, 0);
+  c.args.o = ref("o", o, c.bits, c.dev);
+  c.args.lse = ref("lse", lse, 32, c.dev);
+  if (c.target != tilt::Target::CPU)
+    bad("backward: Tilt's backward kernels run on the CPU only (for now); "
+        "move the tensors to the CPU for training");
+  tilt::BackwardArgs grads;
+  grads.gradO = ref("grad_o", gradO, c.bits, c.dev);
+  grads.dq = ref("dq", dq, c.bits, c.dev);
+  grads.dk = ref("dk", dk, c.bits, c.dev);
+  grads.dv = ref("dv", dv, c.bits, c.dev);
+  if (dslopes)
+    grads.dslopes = ref("dslopes", *dslopes, 32, c.dev);
+  tilt::Runtime &runtime = state().get();
+  std::string err;
+  {
+    nb::gil_scoped_release release;
+    err = runtime.backward(c.spec, c.args, grads);
   }
   if (!err.empty())
     throw nb::value_error(err.c_str());
@@ -243,6 +303,12 @@ NB_MODULE(_tilt, m) {
         "cu_seqlens_k"_a.none(), "causal"_a, "window"_a, "bias"_a, "max_bias"_a,
         "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a, "k_offset"_a,
         "stream"_a);
+  m.def("backward", &backward, "q"_a, "k"_a, "v"_a, "o"_a, "lse"_a, "grad_o"_a,
+        "dq"_a, "dk"_a, "dv"_a, "dslopes"_a.none(), "slopes"_a.none(),
+        "key_padding_mask"_a.none(), "cu_seqlens_q"_a.none(),
+        "cu_seqlens_k"_a.none(), "causal"_a, "window"_a, "bias"_a, "max_bias"_a,
+        "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a,
+        "k_offset"_a);
   m.def(
       "configure",
       [](const std::string &kernelsDir, const std::string &cacheDir,

@@ -92,11 +92,41 @@ def test_runtime_checks_reach_python_as_value_error():
         tilt.attention_varlen(q, k, k, bad, bad)
 
 
-def test_backward_says_it_is_not_available():
+def test_gradients_through_lse_say_they_are_not_available():
     q, k, v = qkv(requires_grad=True)
-    o = tilt.attention(q, k, v, causal=True)
-    with pytest.raises(NotImplementedError, match="gradients are not available yet"):
-        o.sum().backward()
+    o, lse = tilt.attention(q, k, v, causal=True, return_lse=True)
+    with pytest.raises(NotImplementedError, match="gradients through the returned lse"):
+        (o.sum() + lse.sum()).backward()
+
+
+def test_merge_states_backward_says_it_is_not_available():
+    o = [torch.randn(1, 2, 3, 16, requires_grad=True) for _ in range(2)]
+    l = [torch.randn(1, 2, 3) for _ in range(2)]
+    with pytest.raises(NotImplementedError, match="merge_states: gradients"):
+        tilt.merge_states(o, l)[0].sum().backward()
+
+
+def test_opcheck_attention_with_gradients():
+    # With inputs that require grad, opcheck also runs the registered
+    # backward (autograd registration, AOT dispatch with gradients).
+    q, k, v = qkv(2, 8, 2, 24, requires_grad=True)
+    slopes = (torch.rand(8) * 0.5).requires_grad_()
+    for args in [
+        (q, k, v, None, None, True, 0, "alibi", 8.0, 0, 0, 0.0, -1, -1),
+        (q, k, v, slopes, None, False, 7, "alibi_symmetric", 8.0, 0, 0, 0.0, -1, -1),
+    ]:
+        torch.library.opcheck(torch.ops.tilt.attention.default, args)
+
+
+def test_opcheck_attention_backward():
+    q, k, v = qkv(2, 8, 2, 24)
+    o, lse = torch.ops.tilt.attention(q, k, v, None, None, True, 0, "alibi",
+                                      8.0, 0, 0, 0.0, -1, -1)
+    slopes = torch.rand(2, 8)
+    torch.library.opcheck(
+        torch.ops.tilt.attention_backward.default,
+        (q, k, v, o, lse, torch.randn_like(o), slopes, None, None, None, True,
+         True, 0, "alibi", 8.0, 0, 0, 0.0, -1, -1))
 
 
 def test_no_grad_inputs_run_under_no_grad():

@@ -207,3 +207,97 @@ def test_merge_states_rejects_bad_parts():
         tilt.merge_states([o], [l[..., :2]])
     with pytest.raises(ValueError, match="lse is nan"):
         tilt.merge_states([o], [torch.full_like(l, float("nan"))])
+
+
+# --- gradients ------------------------------------------------------------------
+# The float64 reference's own autograd is the oracle. Bounds: float32 as
+# ALIBI.md's f32 gradient rule (1e-4 x max |reference gradient| + 1e-6);
+# 16-bit inputs 3e-2 x max |reference gradient| (the kernels' gradients are
+# rounded to the dtype; tests/numerics/BackwardTest applies the exact rule).
+
+GRAD_CASES = [
+    (2, 4, 2, 33, 40, 32, "f32", dict(causal=True, slopes="per_head")),
+    (2, 4, 4, 20, 20, 64, "f32", dict(bias="alibi_symmetric", window=7, slopes="per_batch")),
+    (1, 6, 2, 17, 50, 32, "bf16", dict(causal=True)),
+    (2, 4, 1, 24, 24, 64, "f32", dict(bias="alibi_positions", key_padding_mask=True, slopes="per_head")),
+    (1, 4, 2, 40, 40, 32, "f32", dict(bias=None, causal=True)),
+]
+
+
+def make_slopes(kind, B, H, g):
+    if kind == "per_head":
+        return (torch.rand(H, generator=g) * 0.4 + 0.05).requires_grad_()
+    if kind == "per_batch":
+        return (torch.rand(B, H, generator=g) * 0.4 + 0.05).requires_grad_()
+    return None
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[ids(c) for c in GRAD_CASES])
+def test_gradients_match_float64_reference(case):
+    B, H, Hkv, Sq, Sk, D, dt, opt = case
+    opt = dict(opt)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (t.requires_grad_() for t in inputs(B, H, Hkv, Sq, Sk, D, DT[dt], seed=3))
+    slopes = make_slopes(opt.pop("slopes", None), B, H, g)
+    if opt.get("key_padding_mask"):
+        kpm = torch.ones(B, Sk, dtype=torch.bool)
+        kpm[:, 1::5] = False  # some keys padded, never a whole row
+        opt["key_padding_mask"] = kpm
+    do = torch.randn(B, H, Sq, D, generator=g).to(DT[dt])
+    tilt.attention(q, k, v, slopes=slopes, **opt).backward(do)
+
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref_slopes = slopes.detach().double().requires_grad_() if slopes is not None else None
+    want, _ = reference.attention(*leaves, slopes=ref_slopes, **opt)
+    want.backward(do.double())
+    pairs = [("dq", q.grad, leaves[0].grad), ("dk", k.grad, leaves[1].grad),
+             ("dv", v.grad, leaves[2].grad)]
+    if slopes is not None:
+        pairs.append(("dslopes", slopes.grad, ref_slopes.grad))
+    for name, got, ref in pairs:
+        assert got is not None and got.shape == ref.shape, name
+        assert torch.isfinite(got).all(), f"NaN or inf in {name}"
+        scale = ref.abs().max().item()
+        bound = (1e-4 * scale + 1e-6) if dt == "f32" else 3e-2 * scale
+        err = (got.double() - ref).abs().max().item()
+        assert err <= bound, f"{name}: max abs error {err:.3e} > bound {bound:.3e}"
+
+
+def test_gradients_under_torch_compile_equal_eager():
+    def loss(q, k, v, slopes):
+        return tilt.attention(q, k, v, causal=True, slopes=slopes).square().sum()
+
+    q, k, v = (t.requires_grad_() for t in inputs(2, 4, 2, 30, 30, 64, torch.float32))
+    slopes = torch.full((4,), 0.25, requires_grad=True)
+    loss(q, k, v, slopes).backward()
+    eager = [t.grad.clone() for t in (q, k, v, slopes)]
+    for t in (q, k, v, slopes):
+        t.grad = None
+    torch.compile(loss, fullgraph=True)(q, k, v, slopes).backward()
+    for want, t in zip(eager, (q, k, v, slopes)):
+        torch.testing.assert_close(t.grad, want)
+
+
+def test_varlen_gradients_equal_each_sequence():
+    # Packed sequences' gradients equal those of each sequence alone.
+    H, Hkv, D = 4, 2, 32
+    lens_q, lens_k = [7, 12], [9, 12]
+    g = torch.Generator().manual_seed(5)
+    qs = [torch.randn(1, H, n, D, generator=g) for n in lens_q]
+    ks = [torch.randn(1, Hkv, n, D, generator=g) for n in lens_k]
+    vs = [torch.randn(1, Hkv, n, D, generator=g) for n in lens_k]
+    dos = [torch.randn(1, H, n, D, generator=g) for n in lens_q]
+    pack = lambda ts: torch.cat([t[0].transpose(0, 1) for t in ts]).contiguous().requires_grad_()
+    q, k, v = pack(qs), pack(ks), pack(vs)
+    cu = lambda lens: torch.tensor([0, lens[0], sum(lens)], dtype=torch.int32)
+    o = tilt.attention_varlen(q, k, v, cu(lens_q), cu(lens_k), causal=True)
+    o.backward(torch.cat([d[0].transpose(0, 1) for d in dos]))
+    row_q = row_k = 0
+    for qi, ki, vi, doi in zip(qs, ks, vs, dos):
+        leaves = [t.clone().requires_grad_() for t in (qi, ki, vi)]
+        tilt.attention(*leaves, causal=True).backward(doi)
+        nq, nk = qi.shape[2], ki.shape[2]
+        torch.testing.assert_close(q.grad[row_q:row_q + nq], leaves[0].grad[0].transpose(0, 1))
+        torch.testing.assert_close(k.grad[row_k:row_k + nk], leaves[1].grad[0].transpose(0, 1))
+        torch.testing.assert_close(v.grad[row_k:row_k + nk], leaves[2].grad[0].transpose(0, 1))
+        row_q, row_k = row_q + nq, row_k + nk

@@ -39,7 +39,9 @@ int main(void) {
     return fail("tilt_runtime_create");
 
   static float q[B * H * S * D], k[B * HKV * S * D], v[B * HKV * S * D],
-      o[B * H * S * D];
+      o[B * H * S * D], lse[B * H * S], dO[B * H * S * D], dq[B * H * S * D],
+      dk[B * HKV * S * D], dv[B * HKV * S * D];
+  static double dvRef[B * HKV * S * D];
   unsigned seed = 12345;
   for (int i = 0; i < B * H * S * D; ++i) {
     seed = seed * 1103515245u + 12345u;
@@ -50,6 +52,10 @@ int main(void) {
     k[i] = (float)((seed >> 8) % 2001) / 1000.0f - 1.0f;
     seed = seed * 1103515245u + 12345u;
     v[i] = (float)((seed >> 8) % 2001) / 1000.0f - 1.0f;
+  }
+  for (int i = 0; i < B * H * S * D; ++i) {
+    seed = seed * 1103515245u + 12345u;
+    dO[i] = (float)((seed >> 8) % 2001) / 1000.0f - 1.0f;
   }
 
   tilt_spec spec;
@@ -66,7 +72,20 @@ int main(void) {
   args.k = (tilt_tensor){k, 4, {B, HKV, S, D}};
   args.v = (tilt_tensor){v, 4, {B, HKV, S, D}};
   args.o = (tilt_tensor){o, 4, {B, H, S, D}};
+  args.lse = (tilt_tensor){lse, 3, {B, H, S}};
   if (tilt_attention(rt, &spec, &args) != 0)
+    return fail(tilt_runtime_last_error(rt));
+  /* The backward: dv = P^T dO summed over the group is checked below. */
+  tilt_backward_args grads;
+  memset(&grads, 0, sizeof grads);
+  grads.grad_o = (tilt_tensor){dO, 4, {B, H, S, D}};
+  grads.dq = (tilt_tensor){dq, 4, {B, H, S, D}};
+  grads.dk = (tilt_tensor){dk, 4, {B, HKV, S, D}};
+  grads.dv = (tilt_tensor){dv, 4, {B, HKV, S, D}};
+  if (tilt_attention_backward(rt, &spec, &args, NULL) == 0 ||
+      strcmp(tilt_runtime_last_error(rt), "grads: null pointer") != 0)
+    return fail("a null grads must be refused");
+  if (tilt_attention_backward(rt, &spec, &args, &grads) != 0)
     return fail(tilt_runtime_last_error(rt));
 
   /* ALIBI.md: H = 2 -> slopes 2^-4, 2^-8; bias m_h * (j - i); causal. */
@@ -86,12 +105,19 @@ int main(void) {
         sum += exp(s[j] - mx);
       for (int d = 0; d < D; ++d) {
         double ref = 0;
-        for (int j = 0; j <= i; ++j)
+        for (int j = 0; j <= i; ++j) {
           ref += exp(s[j] - mx) / sum * v[j * D + d];
+          dvRef[j * D + d] += exp(s[j] - mx) / sum * dO[(h * S + i) * D + d];
+        }
         double err = fabs(ref - o[(h * S + i) * D + d]);
         maxErr = err > maxErr ? err : maxErr;
       }
     }
+  }
+  double dvErr = 0;
+  for (int i = 0; i < B * HKV * S * D; ++i) {
+    double err = fabs(dvRef[i] - dv[i]);
+    dvErr = err > dvErr ? err : dvErr;
   }
   tilt_runtime_destroy(rt);
   tilt_compiler_destroy(jit);
@@ -99,7 +125,10 @@ int main(void) {
   snprintf(cmd, sizeof cmd, "rm -rf %s", cache);
   if (system(cmd) != 0)
     return fail("cannot remove the cache");
-  printf("C API JIT run: max abs error vs float64 %.3g (bound 1e-4)\n",
-         maxErr);
-  return maxErr <= 1e-4 ? 0 : fail("error above 1e-4");
+  printf("C API JIT run: max abs error vs float64 %.3g (bound 1e-4); "
+         "backward dv %.3g (bound 1e-4)\n",
+         maxErr, dvErr);
+  if (maxErr > 1e-4)
+    return fail("error above 1e-4");
+  return dvErr <= 1e-4 ? 0 : fail("dv error above 1e-4");
 }

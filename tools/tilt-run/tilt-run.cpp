@@ -3,6 +3,8 @@
 //   tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [--lse lse.npy]
 //            [--cu-seqlens-q F --cu-seqlens-k F] [--q-offset N --k-offset N]
 //            [--threads N] [--stats]
+//            [--grad-out do.npy --dq dq.npy --dk dk.npy --dv dv.npy
+//             [--trainable-slopes --dslopes ds.npy]]
 //   tilt-run [spec flags] --seq S [--batch B --seq-k S] [--check] [--time]
 //            [--target cpu|cuda]
 //
@@ -15,6 +17,10 @@
 // implementation + 1e-6; NaN or inf anywhere fails. A failed check exits 1.
 // With --target cuda the tensors are copied to the GPU and back; --time then
 // reports the median of the runs' event-timed kernel times.
+// --grad-out runs the backward after the forward (CPU): the gradients of q,
+// k and v for the upstream gradient dO, and with --trainable-slopes those of
+// the custom slopes (float32, shaped like them); --check then also checks
+// every gradient under ALIBI.md's gradient rule.
 //
 //===----------------------------------------------------------------------===//
 
@@ -60,6 +66,9 @@ struct RunOptions {
   TileConfig config;
   std::string output, lseOutput, cuQFile, cuKFile, target = "cpu", cacheDir,
       kernelsDir;
+  std::string gradOut, dqOutput, dkOutput, dvOutput, dslopesOutput;
+  bool trainableSlopes = false;
+  bool backward() const { return !gradOut.empty(); }
   int64_t threads = 0, repeat = 1, batch = 1, seq = 0, seqK = 0, seed = 0;
   int64_t qOffset = -1, kOffset = -1; ///< -1: not given
   bool stats = false, check = false, timeRuns = false;
@@ -105,6 +114,22 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
   intFlag("k-offset", "N",
           "context parallelism: absolute position of key 0 (with --q-offset)",
           o.kOffset, 0);
+  stringFlag("grad-out", "FILE.npy",
+             "backward: the upstream gradient dO, float32 like o (CPU)",
+             o.gradOut);
+  stringFlag("dq", "FILE.npy", "backward: write dq, float32 like q",
+             o.dqOutput);
+  stringFlag("dk", "FILE.npy", "backward: write dk, float32 like k",
+             o.dkOutput);
+  stringFlag("dv", "FILE.npy", "backward: write dv, float32 like v",
+             o.dvOutput);
+  boolFlag("trainable-slopes",
+           "backward: also differentiate the custom slopes (--slopes)",
+           o.trainableSlopes);
+  stringFlag("dslopes", "FILE.npy",
+             "with --trainable-slopes: write the slopes' gradient, float32 "
+             "like them",
+             o.dslopesOutput);
   stringFlag("cache-dir", "DIR", "kernel cache (default: $TILT_CACHE_DIR)",
              o.cacheDir);
   options.push_back(targetOption("where to run (default cpu)", o.target));
@@ -144,6 +169,27 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
   if ((o.qOffset < 0) != (o.kOffset < 0))
     return fail("--q-offset and --k-offset go together");
   o.flags.spec.positionOffsets = o.qOffset >= 0;
+  const bool anyGrad =
+      !o.dqOutput.empty() || !o.dkOutput.empty() || !o.dvOutput.empty();
+  if (o.backward() &&
+      (o.dqOutput.empty() || o.dkOutput.empty() || o.dvOutput.empty()))
+    return fail("--grad-out needs --dq, --dk and --dv to write the "
+                "gradients to");
+  if (anyGrad && !o.backward())
+    return fail("--dq, --dk and --dv need --grad-out FILE.npy (the upstream "
+                "gradient)");
+  if (o.backward() && random)
+    return fail("--grad-out needs input files q.npy k.npy v.npy");
+  if (o.backward() && o.target != "cpu")
+    return fail("--grad-out: the backward runs on the CPU only (for now)");
+  if (o.trainableSlopes && !o.backward())
+    return fail("--trainable-slopes needs --grad-out (it is a backward "
+                "option)");
+  if (o.trainableSlopes && o.flags.slopesFile.empty())
+    return fail("--trainable-slopes needs --slopes FILE.npy (custom slopes "
+                "to differentiate)");
+  if (o.trainableSlopes != !o.dslopesOutput.empty())
+    return fail("--trainable-slopes and --dslopes FILE.npy go together");
   if (std::string err = finishSpecFlags(o.flags); !err.empty())
     return fail(err);
   if (std::string err = finishTileConfig(o.config); !err.empty())
@@ -161,6 +207,11 @@ struct Tensors {
   std::vector<uint8_t> kpm;
   std::vector<int32_t> cuQ, cuK;
   AttentionArgs args;
+  // --grad-out: the upstream gradient, the gradients, the slopes' gradient.
+  NpyArray gradO;
+  TypedBuffer dob, dqb, dkb, dvb;
+  std::vector<float> dslopes;
+  BackwardArgs grads;
 };
 
 std::string loadOffsets(const std::string &file, NpyArray &a,
@@ -234,7 +285,7 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
                    ? std::vector<int64_t>{spec.heads, t.q.shape[0]}
                    : std::vector<int64_t>{t.q.shape[0], spec.heads,
                                           t.q.shape[2]};
-  if (!o.lseOutput.empty()) {
+  if (!o.lseOutput.empty() || o.backward()) {
     t.lse.assign(t.lseShape[0] * t.lseShape[1] *
                      (spec.varlen ? 1 : t.lseShape[2]),
                  0.0f);
@@ -274,6 +325,26 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
   if (spec.positionOffsets) {
     args.qOffset = o.qOffset;
     args.kOffset = o.kOffset;
+  }
+  if (o.backward()) {
+    if (std::string err = loadFloat32("grad_o", o.gradOut, t.gradO);
+        !err.empty())
+      return err;
+    if (t.gradO.shape != t.q.shape)
+      return fmt::format("grad_o ({}): expected the shape of o {}, got {}",
+                         o.gradOut, t.q.shapeString(), t.gradO.shapeString());
+    t.dob = toDtype(t.gradO);
+    t.dqb = TypedBuffer(spec.dtype, t.qb.size());
+    t.dkb = TypedBuffer(spec.dtype, t.kb.size());
+    t.dvb = TypedBuffer(spec.dtype, t.vb.size());
+    t.grads.gradO = tensorRef(t.dob.data(), t.q.shape);
+    t.grads.dq = tensorRef(t.dqb.data(), t.q.shape);
+    t.grads.dk = tensorRef(t.dkb.data(), t.k.shape);
+    t.grads.dv = tensorRef(t.dvb.data(), t.v.shape);
+    if (o.trainableSlopes) {
+      t.dslopes.assign(t.slopes.size(), 0.0f);
+      t.grads.dslopes = tensorRef(t.dslopes.data(), t.slopesNpy.shape);
+    }
   }
   return {};
 }
@@ -391,16 +462,65 @@ std::string runCpu(const RunOptions &o, Runtime &runtime, Tensors &t) {
   return {};
 }
 
+std::vector<float> widen(const TypedBuffer &b) {
+  std::vector<float> f(b.size());
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = b.get(i);
+  return f;
+}
+
+/// --check of the backward: each gradient against the float64 reference
+/// under ALIBI.md's gradient rule; "" or the first failure.
+std::string checkGradients(const AttentionSpec &spec, const Tensors &t,
+                           const reference::Inputs &in, const Extents &ext) {
+  std::vector<float> dO = widen(t.dob);
+  const reference::Gradients want =
+      reference::attentionBackward(spec, ext, in, dO.data());
+  const reference::Gradients naive =
+      reference::naiveBackwardSameDtype(spec, ext, in, dO.data());
+  std::string failure;
+  auto one = [&](const char *name, const std::vector<float> &got,
+                 const std::vector<double> &ref,
+                 const std::vector<double> &naiveGot) {
+    double err = 0, naiveErr = 0, maxRef = 0;
+    int64_t nonFinite = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (!std::isfinite(got[i]))
+        ++nonFinite;
+      else
+        err = std::max(err, std::abs(got[i] - ref[i]));
+      naiveErr = std::max(naiveErr, std::abs(naiveGot[i] - ref[i]));
+      maxRef = std::max(maxRef, std::abs(ref[i]));
+    }
+    const double bound =
+        reference::gradientErrorBound(spec.dtype, naiveErr, maxRef);
+    const bool pass = nonFinite == 0 && err <= bound;
+    fmt::print("{} max abs error vs float64 reference: {} (naive {}: {:.3e}, "
+               "bound {:.3e}) {}\n",
+               name,
+               nonFinite ? std::string("nan") : fmt::format("{:.3e}", err),
+               toString(spec.dtype), naiveErr, bound, pass ? "PASS" : "FAIL");
+    if (!pass && failure.empty())
+      failure = nonFinite ? fmt::format("--check: {} of {} values of {} are "
+                                        "NaN or inf",
+                                        nonFinite, ref.size(), name)
+                          : fmt::format("--check: {} max abs error {:.3e} "
+                                        "exceeds ALIBI.md's gradient bound "
+                                        "{:.3e}",
+                                        name, err, bound);
+  };
+  one("dq", widen(t.dqb), want.dq, naive.dq);
+  one("dk", widen(t.dkb), want.dk, naive.dk);
+  one("dv", widen(t.dvb), want.dv, naive.dv);
+  if (!t.dslopes.empty())
+    one("dslopes", t.dslopes, want.dslopes, naive.dslopes);
+  return failure;
+}
+
 /// --check: prints the comparison with the float64 reference; returns the
 /// failure ("" on a pass), reported after the outputs are written so that
 /// they can be inspected.
 std::string checkOutput(const AttentionSpec &spec, const Tensors &t) {
-  auto widen = [](const TypedBuffer &b) {
-    std::vector<float> f(b.size());
-    for (size_t i = 0; i < f.size(); ++i)
-      f[i] = b.get(i);
-    return f;
-  };
   std::vector<float> qf = widen(t.qb), kf = widen(t.kb), vf = widen(t.vb);
   reference::Inputs in;
   in.q = qf.data();
@@ -448,18 +568,29 @@ std::string checkOutput(const AttentionSpec &spec, const Tensors &t) {
         err, bound,
         spec.dtype == DType::F32 ? "1e-4 for f32"
                                  : "2 x naive same-dtype error + 1e-6");
+  if (t.grads.dq.present())
+    return checkGradients(spec, t, in, ext);
   return {};
 }
 
 std::string writeOutputs(const RunOptions &o, const Tensors &t) {
-  std::vector<float> out(t.ob.size());
-  for (size_t i = 0; i < out.size(); ++i)
-    out[i] = t.ob.get(i);
+  const std::vector<float> out = widen(t.ob);
   if (!o.output.empty())
     if (std::string err = writeNpyF32(o.output, t.q.shape, out); !err.empty())
       return err;
   if (!o.lseOutput.empty())
-    return writeNpyF32(o.lseOutput, t.lseShape, t.lse);
+    if (std::string err = writeNpyF32(o.lseOutput, t.lseShape, t.lse);
+        !err.empty())
+      return err;
+  for (auto [file, buf, shape] : {std::tuple{&o.dqOutput, &t.dqb, &t.q.shape},
+                                  std::tuple{&o.dkOutput, &t.dkb, &t.k.shape},
+                                  std::tuple{&o.dvOutput, &t.dvb, &t.v.shape}})
+    if (!file->empty())
+      if (std::string err = writeNpyF32(*file, *shape, widen(*buf));
+          !err.empty())
+        return err;
+  if (!o.dslopesOutput.empty())
+    return writeNpyF32(o.dslopesOutput, t.slopesNpy.shape, t.dslopes);
   return {};
 }
 
@@ -503,6 +634,10 @@ int main(int argc, char **argv) {
                                                : runCpu(o, runtime, t);
       !err.empty())
     return fail(err);
+  if (o.backward())
+    if (std::string err = runtime.backward(o.flags.spec, t.args, t.grads);
+        !err.empty())
+      return fail(err);
 
   const std::string checkFailure =
       o.check ? checkOutput(o.flags.spec, t) : std::string();

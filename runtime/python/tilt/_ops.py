@@ -18,9 +18,12 @@ from . import _tilt
 
 _BIASES = ("alibi", "alibi_symmetric", "alibi_positions", None)
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_BACKWARD = ("tilt.attention: gradients are not available yet (Tilt has no "
-             "backward kernels); call it under torch.no_grad() or on tensors "
-             "that do not require grad")
+_NO_MERGE_BACKWARD = ("tilt.merge_states: gradients are not available yet; "
+                      "call it under torch.no_grad() or on tensors that do "
+                      "not require grad")
+_NO_LSE_BACKWARD = ("tilt.attention: gradients through the returned lse are "
+                    "not available yet (the backward differentiates o); "
+                    "detach lse before using it in the loss")
 _configured = False
 
 
@@ -143,17 +146,98 @@ def _(outputs, lses):
     return o.to(outputs[0].dtype), lse
 
 
-def _no_backward(ctx, grad_o, grad_lse):
-    raise NotImplementedError(_BACKWARD)
+@torch.library.custom_op("tilt::attention_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           o: torch.Tensor, lse: torch.Tensor,
+                           grad_o: torch.Tensor,
+                           slopes: Optional[torch.Tensor],
+                           key_padding_mask: Optional[torch.Tensor],
+                           cu_seqlens_q: Optional[torch.Tensor],
+                           cu_seqlens_k: Optional[torch.Tensor],
+                           want_dslopes: bool, causal: bool, window: int,
+                           bias: str, max_bias: float, head_offset: int,
+                           total_heads: int, scale: float, q_offset: int,
+                           k_offset: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv and dslopes (f32 like slopes; empty unless want_dslopes)."""
+    _ensure_configured()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
+               else q.new_empty((0,), dtype=torch.float32))
+    _tilt.backward(q, k, v, o, lse, grad_o.contiguous(), dq, dk, dv,
+                   dslopes if dslopes.numel() else None, slopes,
+                   key_padding_mask, cu_seqlens_q, cu_seqlens_k, causal,
+                   window, bias, max_bias, head_offset, total_heads, scale,
+                   q_offset, k_offset)
+    return dq, dk, dv, dslopes
+
+
+@_attention_backward_op.register_fake
+def _(q, k, v, o, lse, grad_o, slopes, key_padding_mask, cu_seqlens_q,
+      cu_seqlens_k, want_dslopes, causal, window, bias, max_bias, head_offset,
+      total_heads, scale, q_offset, k_offset):
+    dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
+               else q.new_empty((0,), dtype=torch.float32))
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+            dslopes)
+
+
+def _lse_unused(grad_lse) -> None:
+    if grad_lse is not None and bool((grad_lse != 0).any()):
+        raise NotImplementedError(_NO_LSE_BACKWARD)
+
+
+def _setup_attention(ctx, inputs, output):
+    (q, k, v, slopes, kpm, causal, window, bias, max_bias, head_offset,
+     total_heads, scale, q_offset, k_offset) = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, slopes, kpm, o, lse)
+    ctx.options = (causal, window, bias, max_bias, head_offset, total_heads,
+                   scale, q_offset, k_offset)
+
+
+def _attention_backward(ctx, grad_o, grad_lse):
+    _lse_unused(grad_lse)
+    q, k, v, slopes, kpm, o, lse = ctx.saved_tensors
+    want_dslopes = slopes is not None and ctx.needs_input_grad[3]
+    dq, dk, dv, dslopes = _attention_backward_op(
+        q, k, v, o, lse, grad_o, slopes, kpm, None, None, want_dslopes,
+        *ctx.options)
+    return (dq, dk, dv, dslopes if want_dslopes else None) + (None,) * 10
+
+
+def _setup_attention_varlen(ctx, inputs, output):
+    (q, k, v, cu_q, cu_k, slopes, causal, window, bias, max_bias, head_offset,
+     total_heads, scale, q_offset, k_offset) = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, cu_q, cu_k, slopes, o, lse)
+    ctx.options = (causal, window, bias, max_bias, head_offset, total_heads,
+                   scale, q_offset, k_offset)
+
+
+def _attention_varlen_backward(ctx, grad_o, grad_lse):
+    _lse_unused(grad_lse)
+    q, k, v, cu_q, cu_k, slopes, o, lse = ctx.saved_tensors
+    want_dslopes = slopes is not None and ctx.needs_input_grad[5]
+    dq, dk, dv, dslopes = _attention_backward_op(
+        q, k, v, o, lse, grad_o, slopes, None, cu_q, cu_k, want_dslopes,
+        *ctx.options)
+    return ((dq, dk, dv, None, None, dslopes if want_dslopes else None)
+            + (None,) * 9)
+
+
+def _no_merge_backward(ctx, grad_o, grad_lse):
+    raise NotImplementedError(_NO_MERGE_BACKWARD)
 
 
 def _no_context(ctx, inputs, output):
     pass
 
 
-_attention_op.register_autograd(_no_backward, setup_context=_no_context)
-_attention_varlen_op.register_autograd(_no_backward, setup_context=_no_context)
-_merge_op.register_autograd(_no_backward, setup_context=_no_context)
+_attention_op.register_autograd(_attention_backward,
+                                setup_context=_setup_attention)
+_attention_varlen_op.register_autograd(_attention_varlen_backward,
+                                       setup_context=_setup_attention_varlen)
+_merge_op.register_autograd(_no_merge_backward, setup_context=_no_context)
 
 
 # --- argument checks ----------------------------------------------------------
@@ -219,7 +303,8 @@ def _check_slopes(slopes, q: torch.Tensor, heads: int, batch: Optional[int], bia
     if not slopes.is_floating_point():
         raise ValueError(f"slopes: must be a floating tensor, got {slopes.dtype}")
     # float32 as the kernels read it; a copy only when it is not already.
-    return slopes.detach().to(torch.float32).contiguous()
+    # Not detached: trainable slopes get their gradient through the op.
+    return slopes.to(torch.float32).contiguous()
 
 
 def _bias_name(bias) -> str:
@@ -263,6 +348,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     causal and window (i' - j < window) mask keys; a row that sees no key
     gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
     natural log) with return_lse=True.
+    Autograd (CPU): gradients for q, k, v and, when they require grad, the
+    slopes (trainable ALiBi slopes), from Tilt's fused backward kernels; not
+    through lse.
     q_offset, k_offset (context parallelism, given together): query row i
     and key j sit at the absolute positions q_offset + i and k_offset + j
     instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of

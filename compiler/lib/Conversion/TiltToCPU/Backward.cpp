@@ -23,11 +23,21 @@
 //
 // D_i = rowsum(dO * O) is recomputed where a row block is staged, which
 // costs one dot product per row and block instead of a pass over memory.
+// P recomputed from an lse rounded to f32 (and computed by a forward with
+// its own rounding) sums to 1 only to ~1e-6 per row. Each dQ item sums P
+// over its rows anyway, so it scales its rows by r = 1 / sum_j P (exact
+// algebra: dS and dQ scale with P) and writes r to row_scale; the dK/dV
+// items, launched after every dQ item, scale P by it too.
+//
 // Scores carry the bias as slope * dist with the distance relative to the
 // same row constant the forward took out (the anchor with position offsets,
 // pos[clamp(i')] for alibi_positions), so s - lse never subtracts two large
 // numbers that differ in their last bits. Since the rows of dS sum to zero,
-// sum(dS * dist) equals ALIBI.md's sum with the full distance.
+// sum(dS * dist) equals ALIBI.md's sum with the full distance. That identity
+// also cancels the rounding of D_i (from the forward's rounded o), which
+// would otherwise enter the slope gradient once per row times the row's
+// mean distance: with P's row sum p, sum(dS) = e * p for D_i's error e, so
+// each row adds sum(dS * dist) - sum(dS) / p * sum(P * dist).
 //
 //===----------------------------------------------------------------------===//
 
@@ -76,16 +86,19 @@ private:
   void queryHeadItem(Value item);
 
   /// Stages rows [r0, r0 + n) of `head` (n <= block_m): per row the lse in
-  /// log2 units less its row constant, D_i, and the anchor or position
-  /// reference the distances are taken from. Rows past n get zeros.
-  void stageRowState(Value r0, Value n);
+  /// log2 units less its row constant, D_i, the anchor or position
+  /// reference the distances are taken from and, with `scaled`, the row's
+  /// row_scale entry (else 1). Rows past n get zeros.
+  void stageRowState(Value r0, Value n, bool scaled);
   /// The bias distance (dist with bias = slope * dist) of `jrel` = j - i'
   /// vectors, relative to the row constant `anchor` (null: none);
   /// `positions` gives pos[j] - ref for alibi_positions. Null without bias.
   Value distance(Value jrel, Value anchor, function_ref<Value()> positions);
-  /// P and dS from raw scores `s` and dP, for the visible lanes.
+  /// P and dS from raw scores `s` and dP, for the visible lanes; P times
+  /// `scale` when given.
   std::pair<Value, Value> probabilities(Value s, Value dp, Value dist,
-                                        Value lse2, Value delta, Value visible);
+                                        Value lse2, Value delta, Value visible,
+                                        Value scale);
 
   /// C[M][N] += sum_{k < kEnd} a(m, k) * bvec(k, n) for an f32 scratch C,
   /// N in vectors of vl lanes (n a multiple of vl), in register tiles.
@@ -125,7 +138,10 @@ private:
   // the slope gradient's running vector [vl].
   Value kT, vT, dkT, dvT, pBlk, dsBlk;
   Value qT, doT, dqAcc, pT, dsT;
-  Value rowLse, rowDelta, rowAnchor, rowRef, dslopeAcc;
+  Value rowLse, rowDelta, rowAnchor, rowRef, rowR, dslopeAcc;
+  // dQ part, per row: sum(P); with a slope gradient sum(dS), sum(P * dist),
+  // sum(dS * dist).
+  Value rowP, rowDs, rowPd, rowDsd;
 };
 
 } // namespace
@@ -137,10 +153,12 @@ mlir::tilt::makeBackwardEmitter(AttentionBackwardOp op,
 }
 
 LogicalResult BackwardEmitter::emit() {
-  if (d % vl != 0 || bm % vl != 0 || bn % vl != 0)
-    return op.emitOpError("the backward kernels need head dim, block_m and "
-                          "block_n multiples of the vector length ")
-           << vl;
+  if (!op.getRowScale())
+    return op.emitOpError("the backward kernels need row_scale (f32 scratch "
+                          "shaped like lse; tilt-cpu-entry adds it)");
+  // Head dims are multiples of 16 and blocks powers of two from 16 (the
+  // spec's and the tile config's verifiers), so vectors of 8 or 16 lanes
+  // divide them all.
   kT = scratch({d, bn}, f32);
   vT = scratch({d, bn}, f32);
   dkT = scratch({d, bn}, f32);
@@ -156,7 +174,14 @@ LogicalResult BackwardEmitter::emit() {
   rowDelta = scratch({bm}, f32);
   rowAnchor = scratch({bm}, f32);
   rowRef = scratch({bm}, f32);
+  rowR = scratch({bm}, f32);
   dslopeAcc = scratch({vl}, f32);
+  rowP = scratch({bm}, f32);
+  if (spec.hasAlibi() && op.getDslopesOut()) {
+    rowDs = scratch({bm}, f32);
+    rowPd = scratch({bm}, f32);
+    rowDsd = scratch({bm}, f32);
+  }
 
   // Item space: B * Hkv * ceil(maxSk / block_n) key blocks, then B * H
   // query heads (KernelABI.h). Varlen counts blocks against the longest
@@ -271,7 +296,7 @@ Value BackwardEmitter::keyVisible(Value j) {
       arith::ConstantOp::create(b, b.getI8IntegerAttr(0)));
 }
 
-void BackwardEmitter::stageRowState(Value r0, Value n) {
+void BackwardEmitter::stageRowState(Value r0, Value n, bool scaled) {
   Value last = sub(sk, idx(1));
   forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
     Value live = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, n);
@@ -305,6 +330,11 @@ void BackwardEmitter::stageRowState(Value r0, Value n) {
     memref::StoreOp::create(b, keep(delta), rowDelta, ValueRange{m});
     memref::StoreOp::create(b, anchor, rowAnchor, ValueRange{m});
     memref::StoreOp::create(b, ref, rowRef, ValueRange{m});
+    Value r = scaled
+                  ? memref::LoadOp::create(b, op.getRowScale(), lseIndex(row))
+                        .getResult()
+                  : f32c(1.0);
+    memref::StoreOp::create(b, keep(r), rowR, ValueRange{m});
   });
 }
 
@@ -326,10 +356,9 @@ Value BackwardEmitter::distance(Value jrel, Value anchor,
   return {};
 }
 
-std::pair<Value, Value> BackwardEmitter::probabilities(Value s, Value dp,
-                                                       Value dist, Value lse2,
-                                                       Value delta,
-                                                       Value visible) {
+std::pair<Value, Value>
+BackwardEmitter::probabilities(Value s, Value dp, Value dist, Value lse2,
+                               Value delta, Value visible, Value scale) {
   const double c = spec.effectiveScale() * kLog2E;
   Value x = math::FmaOp::create(b, s, splat(c),
                                 arith::NegFOp::create(b, lse2).getResult());
@@ -342,6 +371,8 @@ std::pair<Value, Value> BackwardEmitter::probabilities(Value s, Value dp,
     p = arith::SelectOp::create(b, visible, exp2(x), p);
   else
     p = exp2(x);
+  if (scale)
+    p = arith::MulFOp::create(b, p, scale);
   Value ds = arith::MulFOp::create(b, p, arith::SubFOp::create(b, dp, delta));
   return {p, ds};
 }
@@ -413,7 +444,7 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
       forLoop(rowBegin, rowEnd, idx(bm), [&](Value r0) {
         Value n = minI(idx(bm), sub(rowEnd, r0));
         Value lastRow = sub(add(r0, n), idx(1));
-        stageRowState(r0, n);
+        stageRowState(r0, n, /*scaled=*/true);
         auto rowOf = [&](Value m) { return minI(add(r0, m), lastRow); };
         // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
         zero(pBlk, bm, bn);
@@ -459,8 +490,9 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
                 vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, idx(c)});
             Value dp =
                 vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, idx(c)});
-            auto [p, ds] = probabilities(s, dp, dist, lse2, delta,
-                                         positionMask(exists[c / vl], jrel));
+            auto [p, ds] = probabilities(
+                s, dp, dist, lse2, delta, positionMask(exists[c / vl], jrel),
+                bcast(memref::LoadOp::create(b, rowR, ValueRange{m})));
             vector::StoreOp::create(b, p, pBlk, ValueRange{m, idx(c)});
             vector::StoreOp::create(b, ds, dsBlk, ValueRange{m, idx(c)});
           }
@@ -522,7 +554,7 @@ void BackwardEmitter::queryHeadItem(Value item) {
 
   forLoop(idx(0), sq, idx(bm), [&](Value r0) {
     Value rows = minI(idx(bm), sub(sq, r0));
-    stageRowState(r0, rows);
+    stageRowState(r0, rows, /*scaled=*/false);
     // Q^T and dO^T of the rows, zero past them; dQ starts at zero.
     forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
       Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, rows);
@@ -537,6 +569,9 @@ void BackwardEmitter::queryHeadItem(Value item) {
       });
     });
     zero(dqAcc, bm, d);
+    for (Value ref : {rowP, rowDs, rowPd, rowDsd})
+      for (int64_t c = 0; ref && c < bm; c += vl)
+        vector::StoreOp::create(b, splat(0.0), ref, ValueRange{idx(c)});
 
     // Keys any row of the block may see.
     Value firstPos = add(r0, shift);
@@ -575,8 +610,6 @@ void BackwardEmitter::queryHeadItem(Value item) {
       forLoop(idx(0), nk, idx(1), [&](Value n) {
         Value j = add(k0, n);
         Value on = io.kpm ? keyVisible(j) : Value();
-        Value dsl =
-            vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)});
         Value posJ = spec.bias == ::tilt::BiasKind::AlibiPositions
                          ? memref::LoadOp::create(b, pos, ValueRange{j})
                          : Value();
@@ -609,12 +642,23 @@ void BackwardEmitter::queryHeadItem(Value item) {
               vector::LoadOp::create(b, vecF32, rowLse, ValueRange{idx(c)});
           Value delta =
               vector::LoadOp::create(b, vecF32, rowDelta, ValueRange{idx(c)});
-          auto [p, ds] = probabilities(s, dp, dist, lse2, delta, visible);
+          auto [p, ds] =
+              probabilities(s, dp, dist, lse2, delta, visible, Value());
           vector::StoreOp::create(b, ds, dsT, ValueRange{n, idx(c)});
-          if (dist)
-            dsl = math::FmaOp::create(b, ds, dist, dsl);
+          auto accumulate = [&](Value ref, Value x, Value y) {
+            Value old =
+                vector::LoadOp::create(b, vecF32, ref, ValueRange{idx(c)});
+            Value next = y ? math::FmaOp::create(b, x, y, old).getResult()
+                           : arith::AddFOp::create(b, x, old).getResult();
+            vector::StoreOp::create(b, next, ref, ValueRange{idx(c)});
+          };
+          accumulate(rowP, p, Value());
+          if (rowDs) {
+            accumulate(rowDs, ds, Value());
+            accumulate(rowPd, p, dist);
+            accumulate(rowDsd, ds, dist);
+          }
         }
-        vector::StoreOp::create(b, dsl, dslopeAcc, ValueRange{idx(0)});
       });
       // dQ += dS . K over the block's keys.
       matmul(
@@ -626,9 +670,36 @@ void BackwardEmitter::queryHeadItem(Value item) {
             return vecF32At(io.k, kvIndex(add(k0, n), c0));
           });
     });
-    // dq = scale * dQ for the rows that exist.
-    Value scale = splat(spec.effectiveScale());
+    // Per row r = 1 / sum(P) (0 for a row that saw no key), and the slope
+    // gradient's rows, D_i's rounding cancelled (see the top), times r.
+    Value dsl =
+        vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)});
+    for (int64_t c = 0; c < bm; c += vl) {
+      auto at = [&](Value ref) {
+        return vector::LoadOp::create(b, vecF32, ref, ValueRange{idx(c)})
+            .getResult();
+      };
+      Value p = at(rowP);
+      Value seen =
+          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, p, splat(0.0));
+      Value r = arith::SelectOp::create(
+          b, seen, arith::DivFOp::create(b, splat(1.0), p), splat(0.0));
+      vector::StoreOp::create(b, r, rowR, ValueRange{idx(c)});
+      if (!rowDs)
+        continue;
+      Value mean = arith::MulFOp::create(b, at(rowDs), r);
+      Value row = arith::SubFOp::create(
+          b, at(rowDsd), arith::MulFOp::create(b, mean, at(rowPd)));
+      dsl = math::FmaOp::create(b, row, r, dsl);
+    }
+    vector::StoreOp::create(b, dsl, dslopeAcc, ValueRange{idx(0)});
+    // dq = scale * r * dQ for the rows that exist; r to row_scale for the
+    // dK/dV items.
     forLoop(idx(0), rows, idx(1), [&](Value m) {
+      Value r = memref::LoadOp::create(b, rowR, ValueRange{m});
+      memref::StoreOp::create(b, r, op.getRowScale(), lseIndex(add(r0, m)));
+      Value scale =
+          bcast(arith::MulFOp::create(b, r, f32c(spec.effectiveScale())));
       for (int64_t c = 0; c < d; c += vl) {
         Value x = arith::MulFOp::create(
             b, vector::LoadOp::create(b, vecF32, dqAcc, ValueRange{m, idx(c)}),

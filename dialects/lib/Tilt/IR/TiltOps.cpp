@@ -340,6 +340,13 @@ LogicalResult AttentionBackwardOp::verify() {
             "dslopes must be f32 [B, H]")))
       return failure();
   }
+  if (Value scale = getRowScale()) {
+    if (tensors)
+      return emitOpError("row_scale belongs to the memref (kernel) form");
+    if (failed(checkOperandShape(*this, scale, lseShape, isF32,
+                                 "row_scale must be f32 like lse")))
+      return failure();
+  }
   if (TileConfigAttr config = getConfigAttr())
     if (!isBackwardVariant(config.getVariant()))
       return emitOpError() << "tile_config variant "

@@ -28,6 +28,21 @@
 // shorter varlen sequence do nothing. Items are independent, so the runtime may
 // hand them to threads in any order.
 //
+// Backward kernels (variants cpu_bwd_*, tilt.attention_backward) take, in
+// this order: q, k, v, o, grad_o, lse, dq, dk, dv, row_scale (f32 scratch
+// shaped like lse, written by the (batch, head) items and read by the
+// key-block items), then with custom slopes
+// slopes ([B,H], free batch stride) and dslopes (f32 [B,H], written: one
+// value per (sequence, head)), then key_padding_mask, cu_seqlens_q/k and the
+// offsets slot as above. Their work items are, first, the key blocks
+// (`block_n` keys) of every (batch, kv head) -- B * Hkv * ceil(maxSk /
+// block_n) items, maxSk the longest key sequence; each writes the dk and dv
+// rows of its keys -- then one item per (batch, head), writing that head's dq
+// rows, dslopes entry and row_scale rows. No two items write the same
+// element; every (batch, head) item must finish before the first key-block
+// item starts (they read row_scale), and within each part the items may run
+// in any order without changing the result.
+//
 // `tilt_kernel_info` is a ';'-separated "key=value" list with at least
 // `abi`, `block_m`, `block_n`, `variant`, `isa` (the ISA class its code
 // needs, CpuIsa.h: the runtime refuses to load it on a CPU below that class)

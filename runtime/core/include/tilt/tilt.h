@@ -89,6 +89,15 @@ typedef struct tilt_attention_args {
   int64_t q_offset, k_offset;
 } tilt_attention_args;
 
+/** The backward's own tensors (ALIBI.md "Backward"). */
+typedef struct tilt_backward_args {
+  tilt_tensor grad_o;     /**< dO: o's shape, the spec's dtype */
+  tilt_tensor dq, dk, dv; /**< outputs: q's, k's and v's shapes and dtype */
+  /** Optional output with custom slopes: f32 shaped like the slopes, the
+   *  gradient of trainable slopes. */
+  tilt_tensor dslopes;
+} tilt_backward_args;
+
 /** Creates the JIT compiler. cpu_class NULL or "": code for this machine's
  *  ISA class (after $TILT_CPU_CLASS); else one of "x86-64-v3", "x86-64-v4",
  *  "x86-64-v4-bf16", "x86-64-v4-amx". Returns NULL on a bad cpu_class, with
@@ -115,6 +124,14 @@ void tilt_runtime_destroy(tilt_runtime *rt);
  *  tilt_runtime_last_error(); on error nothing is written to the outputs. */
 int tilt_attention(tilt_runtime *rt, const tilt_spec *spec,
                    const tilt_attention_args *args);
+
+/** The gradients of one attention on the CPU: `args` as for
+ *  tilt_attention() with o and lse holding what the forward wrote (lse is
+ *  required). Deterministic. Returns 0, or nonzero with the reason in
+ *  tilt_runtime_last_error(); on error nothing is written to the outputs. */
+int tilt_attention_backward(tilt_runtime *rt, const tilt_spec *spec,
+                            const tilt_attention_args *args,
+                            const tilt_backward_args *grads);
 
 /** The one-line error of rt's last failed call, "" after a success. Valid
  *  until the next call on rt; calls that read it must not overlap with other

@@ -474,3 +474,59 @@ func.func @f(%q: tensor<1x4x8x64xf32>, %m: tensor<1x8xi8>, %a: index, %b: index)
   %o = tilt.attention q(%q : tensor<1x4x8x64xf32>) k(%q : tensor<1x4x8x64xf32>) v(%q : tensor<1x4x8x64xf32>) key_padding_mask(%m : tensor<1x8xi8>) offsets(%a, %b) {bias = #tilt.bias<alibi_positions>} -> tensor<1x4x8x64xf32>
   return
 }
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %lse: tensor<1x4x8xf32>, %s: tensor<4xf32>) {
+  // expected-error @+1 {{dslopes needs custom slopes (a slopes operand)}}
+  %dq, %dk, %dv, %ds = tilt.attention_backward q(%q : tensor<1x4x8x64xf32>) k(%q : tensor<1x4x8x64xf32>) v(%q : tensor<1x4x8x64xf32>) o(%q : tensor<1x4x8x64xf32>) grad_o(%q : tensor<1x4x8x64xf32>) lse(%lse : tensor<1x4x8xf32>) {bias = #tilt.bias<alibi>} -> tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %g: tensor<1x4x9x64xf32>, %lse: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{grad_o must have the shape and element type tensor<1x4x8x64xf32>, got 'tensor<1x4x9x64xf32>'}}
+  %dq, %dk, %dv = tilt.attention_backward q(%q : tensor<1x4x8x64xf32>) k(%q : tensor<1x4x8x64xf32>) v(%q : tensor<1x4x8x64xf32>) o(%q : tensor<1x4x8x64xf32>) grad_o(%g : tensor<1x4x9x64xf32>) lse(%lse : tensor<1x4x8xf32>) -> tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %lse: tensor<1x4x8xf16>) {
+  // expected-error @+1 {{lse must be f32 [B, H, Sq], got 'tensor<1x4x8xf16>'}}
+  %dq, %dk, %dv = tilt.attention_backward q(%q : tensor<1x4x8x64xf32>) k(%q : tensor<1x4x8x64xf32>) v(%q : tensor<1x4x8x64xf32>) o(%q : tensor<1x4x8x64xf32>) grad_o(%q : tensor<1x4x8x64xf32>) lse(%lse : tensor<1x4x8xf16>) -> tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<1x4x8x64xf32>, %k: tensor<1x2x8x64xf32>, %lse: tensor<1x4x8xf32>) {
+  // expected-error @+1 {{dk must have the shape and element type tensor<1x2x8x64xf32>, got 'tensor<1x4x8x64xf32>'}}
+  %dq, %dk, %dv = tilt.attention_backward q(%q : tensor<1x4x8x64xf32>) k(%k : tensor<1x2x8x64xf32>) v(%k : tensor<1x2x8x64xf32>) o(%q : tensor<1x4x8x64xf32>) grad_o(%q : tensor<1x4x8x64xf32>) lse(%lse : tensor<1x4x8xf32>) -> tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x2x8x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%t: memref<1x4x8x64xf32>, %lse: memref<1x4x8xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{tile_config variant cpu_avx2 is for tilt.attention; the backward takes cpu_bwd_avx2 or cpu_bwd_avx512}}
+  tilt.attention_backward q(%t : memref<1x4x8x64xf32>) k(%t : memref<1x4x8x64xf32>) v(%t : memref<1x4x8x64xf32>) o(%t : memref<1x4x8x64xf32>) grad_o(%t : memref<1x4x8x64xf32>) lse(%lse : memref<1x4x8xf32>) grads(%t, %t, %t : memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 32, block_n = 32>}
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x8x64xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{tile_config variant cpu_bwd_avx2 is for tilt.attention_backward}}
+  tilt.attention q(%q : memref<1x4x8x64xf32>) k(%q : memref<1x4x8x64xf32>) v(%q : memref<1x4x8x64xf32>) out(%q : memref<1x4x8x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_bwd_avx2, block_m = 32, block_n = 32>}
+  return
+}
+
+// -----
+
+func.func @f(%t: memref<1x4x8x64xf32>, %lse: memref<1x4x8xf32>) {
+  // expected-error @+1 {{the memref form needs grads(%dq, %dk, %dv)}}
+  "tilt.attention_backward"(%t, %t, %t, %t, %t, %lse) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 0, 0, 0, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8xf32>) -> ()
+  return
+}

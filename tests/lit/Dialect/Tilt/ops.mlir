@@ -102,3 +102,23 @@ func.func @position_offsets(%q: tensor<1x8x?x64xbf16>, %k: tensor<1x8x?x64xbf16>
   %o, %lse = tilt.attention q(%q : tensor<1x8x?x64xbf16>) k(%k : tensor<1x8x?x64xbf16>) v(%v : tensor<1x8x?x64xbf16>) offsets(%qo, %ko) {bias = #tilt.bias<alibi>, causal} -> tensor<1x8x?x64xbf16>, tensor<1x8x?xf32>
   return %o, %lse : tensor<1x8x?x64xbf16>, tensor<1x8x?xf32>
 }
+
+// CHECK-LABEL: func.func @backward_gqa_trainable_slopes
+// CHECK: %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]], %[[DS:.*]] = tilt.attention_backward q(%{{.*}} : tensor<2x8x100x64xbf16>) k(%{{.*}} : tensor<2x2x100x64xbf16>) v(%{{.*}} : tensor<2x2x100x64xbf16>) o(%{{.*}} : tensor<2x8x100x64xbf16>) grad_o(%{{.*}} : tensor<2x8x100x64xbf16>) lse(%{{.*}} : tensor<2x8x100xf32>) slopes(%{{.*}} : tensor<8xf32>)
+// CHECK-SAME: {bias = #tilt.bias<alibi, slopes = custom>, causal}
+// CHECK-SAME: -> tensor<2x8x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x8xf32>
+// CHECK: return %[[DQ]], %[[DK]], %[[DV]], %[[DS]]
+func.func @backward_gqa_trainable_slopes(%q: tensor<2x8x100x64xbf16>, %k: tensor<2x2x100x64xbf16>, %v: tensor<2x2x100x64xbf16>, %o: tensor<2x8x100x64xbf16>, %do: tensor<2x8x100x64xbf16>, %lse: tensor<2x8x100xf32>, %s: tensor<8xf32>)
+    -> (tensor<2x8x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x8xf32>) {
+  %dq, %dk, %dv, %ds = tilt.attention_backward q(%q : tensor<2x8x100x64xbf16>) k(%k : tensor<2x2x100x64xbf16>) v(%v : tensor<2x2x100x64xbf16>) o(%o : tensor<2x8x100x64xbf16>) grad_o(%do : tensor<2x8x100x64xbf16>) lse(%lse : tensor<2x8x100xf32>) slopes(%s : tensor<8xf32>) {bias = #tilt.bias<alibi, slopes = custom>, causal} -> tensor<2x8x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x8xf32>
+  return %dq, %dk, %dv, %ds : tensor<2x8x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x2x100x64xbf16>, tensor<2x8xf32>
+}
+
+// CHECK-LABEL: func.func @backward_kernel_form
+// CHECK: tilt.attention_backward
+// CHECK-SAME: grads(%{{.*}}, %{{.*}}, %{{.*}} : memref<?x4x?x64xf32>, memref<?x4x?x64xf32>, memref<?x4x?x64xf32>) items(%{{.*}}, %{{.*}})
+// CHECK-SAME: config = #tilt.tile_config<variant = cpu_bwd_avx2, block_m = 32, block_n = 64>
+func.func @backward_kernel_form(%t: memref<?x4x?x64xf32>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {
+  tilt.attention_backward q(%t : memref<?x4x?x64xf32>) k(%t : memref<?x4x?x64xf32>) v(%t : memref<?x4x?x64xf32>) o(%t : memref<?x4x?x64xf32>) grad_o(%t : memref<?x4x?x64xf32>) lse(%lse : memref<?x4x?xf32>) grads(%t, %t, %t : memref<?x4x?x64xf32>, memref<?x4x?x64xf32>, memref<?x4x?x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_bwd_avx2, block_m = 32, block_n = 64>, window = 64 : i64}
+  return
+}

@@ -2,10 +2,11 @@
 
     npy_tool.py slice IN.npy OUT.npy AXIS BEGIN END
     npy_tool.py diff A.npy B.npy
+    npy_tool.py shape A.npy
 
 slice keeps [BEGIN, END) of AXIS; diff prints the max abs difference of two
 arrays of one shape ("inf" where exactly one of them is infinite, 0 where
-both are the same infinity). Standard library only.
+both are the same infinity); shape prints "shape D0,D1,...". Standard library only.
 """
 import ast
 import math
@@ -55,6 +56,9 @@ def main():
             else:
                 worst = max(worst, abs(x - y))
         print("max abs diff %.3e" % worst)
+    elif sys.argv[1] == "shape":
+        shape, _ = read(sys.argv[2])
+        print("shape " + ",".join(str(d) for d in shape))
     else:
         sys.exit("unknown command " + sys.argv[1])
 

@@ -141,6 +141,12 @@ def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
     element is written by exactly one item in a fixed order, so the result
     is deterministic and needs no atomics.
 
+    `row_scale` (f32, lse's shape; kernel form only) is scratch between the
+    two parts: each (batch, head) item writes, per row, 1 / sum_j P -- the
+    factor that makes the recomputed P sum to one whatever the rounding of
+    the given lse -- and the key-block items scale P by it. With it, every
+    (batch, head) item must finish before any key-block item starts.
+
     Example:
 
     ```mlir
@@ -170,6 +176,7 @@ def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
     Optional<AnyStridedMemRef>:$dk_out,
     Optional<AnyStridedMemRef>:$dv_out,
     Optional<AnyStridedMemRef>:$dslopes_out,
+    Optional<AnyStridedMemRef>:$row_scale,
     Optional<Index>:$item_begin,
     Optional<Index>:$item_end,
     OptionalAttr<Tilt_BiasAttr>:$bias,
@@ -200,6 +207,7 @@ def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
     (`grads` `(` $dq_out^ `,` $dk_out `,` $dv_out `:` type($dq_out) `,`
         type($dk_out) `,` type($dv_out) `)`)?
     (`dslopes_out` `(` $dslopes_out^ `:` type($dslopes_out) `)`)?
+    (`row_scale` `(` $row_scale^ `:` type($row_scale) `)`)?
     (`items` `(` $item_begin^ `,` $item_end `)`)?
     attr-dict (`->` type($dq)^ `,` type($dk) `,` type($dv))?
     (`,` type($dslopes)^)?
