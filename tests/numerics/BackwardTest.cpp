@@ -56,7 +56,7 @@ GradCase make(int64_t h, int64_t hkv, int64_t d, DType t, BiasKind bias,
 
 /// Every bias form and slope source, causal and window, MHA/GQA/MQA, the
 /// three dtypes, heads {1, 12, 40, 71}, D {64, 128, 256}, sequences {1, 17,
-/// 129, 1000}, dense, padded and varlen, offsets, fully masked rows.
+/// 129, 1000, 2048}, dense, padded and varlen, offsets, fully masked rows.
 std::vector<GradCase> cases() {
   std::vector<GradCase> out;
   auto add = [&](GradCase c, std::function<void(GradCase &)> edit = {}) {
@@ -147,6 +147,12 @@ std::vector<GradCase> cases() {
         custom(c);
         c.spec.causal = true;
         c.config.variant = "cpu_bwd_avx512";
+      });
+  add(make(2, 1, 64, DType::F32, BiasKind::Alibi, 2048, 2048),
+      [&](GradCase &c) {
+        perBatch(c);
+        c.batch = 1;
+        c.spec.causal = true;
       });
   return out;
 }

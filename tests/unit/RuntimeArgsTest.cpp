@@ -329,3 +329,116 @@ TEST_F(RuntimeArgs, CudaTargetRefusesF32) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// backward(): its own tensors, each error exactly, nothing written, nothing
+// compiled.
+//===----------------------------------------------------------------------===//
+
+class BackwardArgsTest : public RuntimeArgs {
+protected:
+  /// The gradients of a valid dense problem, all NaN until written.
+  struct Grads {
+    std::vector<float> gradO, dq, dk, dv, dslopes;
+    BackwardArgs args;
+    explicit Grads(const Problem &p) {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      gradO.assign(p.q.size(), 1.0f);
+      dq.assign(p.q.size(), nan);
+      dk.assign(p.k.size(), nan);
+      dv.assign(p.v.size(), nan);
+      dslopes.assign(p.spec.heads, nan);
+      const AttentionArgs a = const_cast<Problem &>(p).args();
+      args.gradO = a.o;
+      args.gradO.data = gradO.data();
+      args.dq = a.q;
+      args.dq.data = dq.data();
+      args.dk = a.k;
+      args.dk.data = dk.data();
+      args.dv = a.v;
+      args.dv.data = dv.data();
+    }
+  };
+
+  void expectBackwardError(Problem &p, const AttentionArgs &args, Grads &g,
+                           const std::string &message,
+                           const TileConfig &config = TileConfig(),
+                           Target target = Target::CPU) {
+    EXPECT_EQ(rt.backward(p.spec, args, g.args, target, config), message);
+    for (const std::vector<float> *t : {&g.dq, &g.dk, &g.dv, &g.dslopes})
+      for (float x : *t)
+        ASSERT_TRUE(std::isnan(x)) << "a gradient was written";
+    EXPECT_EQ(compiler.compiles, 0);
+  }
+};
+
+TEST_F(BackwardArgsTest, LseRequired) {
+  Problem p = dense();
+  Grads g(p);
+  AttentionArgs args = p.args();
+  args.lse = TensorRef();
+  expectBackwardError(p, args, g,
+                      "lse: required by the backward (the forward's f32 lse)");
+}
+
+TEST_F(BackwardArgsTest, GradientMissingOrMisshapen) {
+  Problem p = dense();
+  Grads g(p);
+  g.args.dk.data = nullptr;
+  g.args.dk.rank = 0;
+  expectBackwardError(p, p.args(), g, "dk: missing (null data pointer)");
+  Grads h(p);
+  h.args.dq.shape[2] = 15;
+  expectBackwardError(p, p.args(), h,
+                      "dq: expected the shape of q [2, 12, 16, 64], got "
+                      "[2, 12, 15, 64]");
+  Grads o(p);
+  o.args.gradO.shape[1] = 4;
+  expectBackwardError(p, p.args(), o,
+                      "grad_o: expected the shape of o [2, 12, 16, 64], got "
+                      "[2, 4, 16, 64]");
+}
+
+TEST_F(BackwardArgsTest, SlopeGradientNeedsCustomSlopesOfTheirShape) {
+  Problem p = dense();
+  Grads g(p);
+  g.args.dslopes = TensorRef(g.dslopes.data(), {12});
+  expectBackwardError(p, p.args(), g,
+                      "dslopes: given, but the spec has no custom slopes to "
+                      "differentiate (set slopes = custom)");
+  Problem c = dense(/*customSlopes=*/true);
+  Grads h(c);
+  h.args.dslopes = TensorRef(h.dslopes.data(), {2, 6});
+  expectBackwardError(c, c.args(), h,
+                      "dslopes: expected the shape of slopes [12], got [2, 6]");
+}
+
+TEST_F(BackwardArgsTest, OutputsMustNotAliasInputs) {
+  Problem p = dense();
+  Grads g(p);
+  AttentionArgs args = p.args();
+  g.args.dq.data = args.q.data;
+  EXPECT_EQ(rt.backward(p.spec, args, g.args),
+            "dq: must not share memory with an input");
+  EXPECT_EQ(compiler.compiles, 0);
+}
+
+TEST_F(BackwardArgsTest, VariantsStayOnTheirSide) {
+  Problem p = dense();
+  Grads g(p);
+  TileConfig forward;
+  forward.variant = "cpu_avx2";
+  expectBackwardError(p, p.args(), g,
+                      "config: the backward takes variant cpu_bwd_avx2 or "
+                      "cpu_bwd_avx512, got 'cpu_avx2'",
+                      forward);
+  TileConfig backward;
+  backward.variant = "cpu_bwd_avx2";
+  EXPECT_EQ(rt.run(p.spec, p.args(), Target::CPU, backward),
+            "config: variant cpu_bwd_avx2 is a backward kernel; call "
+            "backward()");
+  expectBackwardError(p, p.args(), g,
+                      "backward: target cuda has no backward kernels yet; run "
+                      "the backward on the CPU",
+                      TileConfig(), Target::CUDA);
+}
