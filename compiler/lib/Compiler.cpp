@@ -299,12 +299,13 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
   // Checked by buildAndPin: every CPU variant needs x86-64-v3 or better.
   const std::string info = formatKernelInfo(
       config, cpu.cpuClass().value_or(CpuClass::X86_64_V3), spec);
-  // KernelABI.h's descriptor lists: the backward has five more tensors
-  // (grad_o, dq, dk, dv, row_scale) and, with custom slopes, dslopes.
+  // KernelABI.h's descriptor lists: the backward has six more tensors
+  // (grad_o, grad_lse, dq, dk, dv, row_scale) and, with custom slopes,
+  // dslopes.
   const bool backward = isBackwardVariant(*config.kind());
   const unsigned customSlopes =
       spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
-  unsigned numMemrefs = (backward ? 10 + 2 * customSlopes : 5 + customSlopes) +
+  unsigned numMemrefs = (backward ? 11 + 2 * customSlopes : 5 + customSlopes) +
                         spec.keyPaddingMask + 2 * spec.varlen;
   unsigned numIndexArgs = spec.positionOffsets ? 2 : 0;
   CpuEmit cpuEmit = emit == Emit::LLVMIR     ? CpuEmit::LLVMIR

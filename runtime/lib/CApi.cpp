@@ -147,6 +147,7 @@ int tilt_attention_backward(tilt_runtime *rt, const tilt_spec *spec,
   return callRuntime(rt, spec, args, [&](const tilt::AttentionSpec &s) {
     tilt::BackwardArgs g;
     g.gradO = toTensorRef(grads->grad_o);
+    g.gradLse = toTensorRef(grads->grad_lse);
     g.dq = toTensorRef(grads->dq);
     g.dk = toTensorRef(grads->dk);
     g.dv = toTensorRef(grads->dv);

@@ -329,11 +329,8 @@ std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
   if (!a.lse.present())
     return "lse: required by the backward (the forward's f32 lse)";
   const std::pair<const char *, const TensorRef *> all[] = {
-      {"grad_o", &g.gradO},
-      {"dq", &g.dq},
-      {"dk", &g.dk},
-      {"dv", &g.dv},
-      {"dslopes", &g.dslopes}};
+      {"grad_o", &g.gradO}, {"dq", &g.dq},           {"dk", &g.dk},
+      {"dv", &g.dv},        {"dslopes", &g.dslopes}, {"grad_lse", &g.gradLse}};
   for (auto [name, t] : all) {
     if (!t->present() && t->rank != 0)
       return fmt::format("{}: data is null but a shape {} is given", name,
@@ -356,6 +353,9 @@ std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
       return fmt::format("{}: expected the shape of {} {}, got {}", x.name,
                          x.likeName, x.like->shapeString(), x.t->shapeString());
   }
+  if (g.gradLse.present() && !sameShape(g.gradLse, a.lse))
+    return fmt::format("grad_lse: expected the shape of lse {}, got {}",
+                       a.lse.shapeString(), g.gradLse.shapeString());
   if (g.dslopes.present()) {
     if (!geo.hasSlopes)
       return "dslopes: given, but the spec has no custom slopes to "
@@ -366,7 +366,8 @@ std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
   }
   // Outputs must not alias inputs: the kernel reads q, k, v, o, grad_o
   // while other items write dq, dk, dv.
-  const TensorRef *inputs[] = {&a.q, &a.k, &a.v, &a.o, &g.gradO, &a.lse};
+  const TensorRef *inputs[] = {&a.q,     &a.k,   &a.v,      &a.o,
+                               &g.gradO, &a.lse, &g.gradLse};
   for (auto [name, t] : {all[1], all[2], all[3]})
     for (const TensorRef *in : inputs)
       if (t->data == in->data)
@@ -555,8 +556,9 @@ struct Runtime::Impl {
   /// The backward's [B, H] slope gradients when the caller's are [H] or
   /// not wanted.
   std::vector<float> dslopesScratch;
-  /// The backward's row_scale (KernelABI.h), lse's shape.
-  std::vector<float> rowScaleScratch;
+  /// The backward's row_scale (KernelABI.h), lse's shape; and zeros for its
+  /// grad_lse when the caller gives none (never written, so zeros stay).
+  std::vector<float> rowScaleScratch, zeroGradLse;
   std::string bundleError; ///< a malformed bundle, reported by run()
   std::unordered_map<std::string, std::string> hostRunsByVariant;
   std::string cacheDir;
@@ -866,18 +868,27 @@ void Runtime::Impl::launchBackward(const AttentionSpec &spec,
                                    const BackwardArgs &grads, const Geometry &g,
                                    const CpuKernel &kernel) {
   const int64_t H = spec.heads;
-  // KernelABI.h's backward order: q, k, v, o, grad_o, lse, dq, dk, dv,
-  // row_scale, then slopes and dslopes, the mask, cu_seqlens, the offsets.
+  // KernelABI.h's backward order: q, k, v, o, grad_o, lse, grad_lse, dq, dk,
+  // dv, row_scale, then slopes and dslopes, the mask, cu_seqlens, offsets.
   if (rowScaleScratch.size() < size_t(args.lse.numElements()))
     rowScaleScratch.resize(args.lse.numElements());
   TensorRef rowScale = args.lse;
   rowScale.data = rowScaleScratch.data();
-  DescriptorSlot slots[15];
-  void *descriptors[16];
+  TensorRef gradLse = grads.gradLse;
+  if (!gradLse.present()) {
+    if (zeroGradLse.size() < size_t(args.lse.numElements()))
+      zeroGradLse.resize(args.lse.numElements(), 0.0f);
+    gradLse = args.lse;
+    gradLse.data = zeroGradLse.data();
+  }
+  DescriptorSlot slots[16];
+  void *descriptors[17];
   int n = 0;
   for (const TensorRef *t :
-       {&args.q, &args.k, &args.v, &args.o, &grads.gradO, &args.lse, &grads.dq,
-        &grads.dk, &grads.dv, static_cast<const TensorRef *>(&rowScale)}) {
+       {&args.q, &args.k, &args.v, &args.o, &grads.gradO,
+        static_cast<const TensorRef *>(&args.lse),
+        static_cast<const TensorRef *>(&gradLse), &grads.dq, &grads.dk,
+        &grads.dv, static_cast<const TensorRef *>(&rowScale)}) {
     descriptors[n] = fillDescriptor(slots[n], *t);
     ++n;
   }

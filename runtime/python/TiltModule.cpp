@@ -230,9 +230,9 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
 /// dslopes (f32, shaped like them) from the forward's o and lse and the
 /// upstream gradient.
 void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
-              OutArray dq, OutArray dk, OutArray dv,
-              std::optional<OutArray> dslopes, std::optional<Array> slopes,
-              std::optional<Array> keyPaddingMask,
+              std::optional<Array> gradLse, OutArray dq, OutArray dk,
+              OutArray dv, std::optional<OutArray> dslopes,
+              std::optional<Array> slopes, std::optional<Array> keyPaddingMask,
               std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
               bool causal, int64_t window, const std::string &bias,
               double maxBias, int64_t headOffset, int64_t totalHeads,
@@ -247,6 +247,8 @@ void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
         "move the tensors to the CPU for training");
   tilt::BackwardArgs grads;
   grads.gradO = ref("grad_o", gradO, c.bits, c.dev);
+  if (gradLse)
+    grads.gradLse = ref("grad_lse", *gradLse, 32, c.dev);
   grads.dq = ref("dq", dq, c.bits, c.dev);
   grads.dk = ref("dk", dk, c.bits, c.dev);
   grads.dv = ref("dv", dv, c.bits, c.dev);
@@ -304,8 +306,8 @@ NB_MODULE(_tilt, m) {
         "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a, "k_offset"_a,
         "stream"_a);
   m.def("backward", &backward, "q"_a, "k"_a, "v"_a, "o"_a, "lse"_a, "grad_o"_a,
-        "dq"_a, "dk"_a, "dv"_a, "dslopes"_a.none(), "slopes"_a.none(),
-        "key_padding_mask"_a.none(), "cu_seqlens_q"_a.none(),
+        "grad_lse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "dslopes"_a.none(),
+        "slopes"_a.none(), "key_padding_mask"_a.none(), "cu_seqlens_q"_a.none(),
         "cu_seqlens_k"_a.none(), "causal"_a, "window"_a, "bias"_a, "max_bias"_a,
         "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a,
         "k_offset"_a);

@@ -58,11 +58,13 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op) {
     auto tensor = cast<RankedTensorType>(v.getType());
     return MemRefType::get(tensor.getShape(), tensor.getElementType());
   };
-  // The order: q, k, v, o, grad_o, lse, dq, dk, dv, row_scale (like lse),
-  // [slopes, dslopes], [kpm], [cu_q, cu_k].
+  // The order: q, k, v, o, grad_o, lse, grad_lse, dq, dk, dv, row_scale
+  // (grad_lse and row_scale like lse; grad_lse always, zeros when the spec
+  // function has none), [slopes, dslopes], [kpm], [cu_q, cu_k].
   SmallVector<Type> types;
-  for (Value v : {op.getQ(), op.getK(), op.getV(), op.getO(), op.getGradO(),
-                  op.getLse(), op.getQ(), op.getK(), op.getV(), op.getLse()})
+  for (Value v :
+       {op.getQ(), op.getK(), op.getV(), op.getO(), op.getGradO(), op.getLse(),
+        op.getLse(), op.getQ(), op.getK(), op.getV(), op.getLse()})
     types.push_back(toMemRef(v));
   if (op.getSlopes()) {
     int64_t dyn = ShapedType::kDynamic, heads = op.getSpec().heads;
@@ -187,7 +189,7 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     if (failed(kernelArgs))
       return failure();
     ValueRange args = *kernelArgs;
-    unsigned next = 10;
+    unsigned next = 11;
     auto take = [&](Value present) { return present ? args[next++] : Value(); };
     Value slopes = take(op.getSlopes());
     Value dslopes = take(op.getSlopes());
@@ -198,9 +200,9 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     Value kOffset = take(op.getKOffset());
     AttentionBackwardOp::create(
         b, op.getLoc(), Type(), Type(), Type(), Type(), args[0], args[1],
-        args[2], args[3], args[4], args[5], slopes, kpm, cuQ, cuK, qOffset,
-        kOffset, args[6], args[7], args[8], dslopes, args[9], args[next],
-        args[next + 1], op.getBiasAttr(), op.getCausalAttr(),
+        args[2], args[3], args[4], args[5], args[6], slopes, kpm, cuQ, cuK,
+        qOffset, kOffset, args[7], args[8], args[9], dslopes, args[10],
+        args[next], args[next + 1], op.getBiasAttr(), op.getCausalAttr(),
         op.getWindowAttr(), op.getScaleAttr(), *config);
     op->getParentOp()->erase();
     return success();

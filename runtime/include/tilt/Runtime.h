@@ -60,6 +60,9 @@ struct AttentionArgs {
 /// AttentionArgs as for run().
 struct BackwardArgs {
   TensorRef gradO;      ///< dO, the shape of o, the spec's dtype
+  /// Optional: the upstream gradient of lse (f32, lse's shape), for losses
+  /// that use lse (merging context-parallel chunks, z-losses).
+  TensorRef gradLse;
   TensorRef dq, dk, dv; ///< outputs: the shapes and dtype of q, k, v
   /// Optional output with custom slopes: f32 shaped like the slopes ([H] or
   /// [B,H]), the gradient of the loss by each slope (trainable slopes).

@@ -21,9 +21,6 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _NO_MERGE_BACKWARD = ("tilt.merge_states: gradients are not available yet; "
                       "call it under torch.no_grad() or on tensors that do "
                       "not require grad")
-_NO_LSE_BACKWARD = ("tilt.attention: gradients through the returned lse are "
-                    "not available yet (the backward differentiates o); "
-                    "detach lse before using it in the loss")
 _configured = False
 
 
@@ -150,6 +147,7 @@ def _(outputs, lses):
 def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            o: torch.Tensor, lse: torch.Tensor,
                            grad_o: torch.Tensor,
+                           grad_lse: Optional[torch.Tensor],
                            slopes: Optional[torch.Tensor],
                            key_padding_mask: Optional[torch.Tensor],
                            cu_seqlens_q: Optional[torch.Tensor],
@@ -158,12 +156,15 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            bias: str, max_bias: float, head_offset: int,
                            total_heads: int, scale: float, q_offset: int,
                            k_offset: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """dq, dk, dv and dslopes (f32 like slopes; empty unless want_dslopes)."""
+    """dq, dk, dv and dslopes (f32 like slopes; empty unless want_dslopes).
+    grad_lse: the upstream gradient of lse, or None."""
     _ensure_configured()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
-    _tilt.backward(q, k, v, o, lse, grad_o.contiguous(), dq, dk, dv,
+    _tilt.backward(q, k, v, o, lse, grad_o.contiguous(),
+                   None if grad_lse is None else grad_lse.contiguous(),
+                   dq, dk, dv,
                    dslopes if dslopes.numel() else None, slopes,
                    key_padding_mask, cu_seqlens_q, cu_seqlens_k, causal,
                    window, bias, max_bias, head_offset, total_heads, scale,
@@ -172,18 +173,13 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 @_attention_backward_op.register_fake
-def _(q, k, v, o, lse, grad_o, slopes, key_padding_mask, cu_seqlens_q,
+def _(q, k, v, o, lse, grad_o, grad_lse, slopes, key_padding_mask, cu_seqlens_q,
       cu_seqlens_k, want_dslopes, causal, window, bias, max_bias, head_offset,
       total_heads, scale, q_offset, k_offset):
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
             dslopes)
-
-
-def _lse_unused(grad_lse) -> None:
-    if grad_lse is not None and bool((grad_lse != 0).any()):
-        raise NotImplementedError(_NO_LSE_BACKWARD)
 
 
 def _setup_attention(ctx, inputs, output):
@@ -196,12 +192,11 @@ def _setup_attention(ctx, inputs, output):
 
 
 def _attention_backward(ctx, grad_o, grad_lse):
-    _lse_unused(grad_lse)
     q, k, v, slopes, kpm, o, lse = ctx.saved_tensors
     want_dslopes = slopes is not None and ctx.needs_input_grad[3]
     dq, dk, dv, dslopes = _attention_backward_op(
-        q, k, v, o, lse, grad_o, slopes, kpm, None, None, want_dslopes,
-        *ctx.options)
+        q, k, v, o, lse, grad_o, grad_lse, slopes, kpm, None, None,
+        want_dslopes, *ctx.options)
     return (dq, dk, dv, dslopes if want_dslopes else None) + (None,) * 10
 
 
@@ -215,12 +210,11 @@ def _setup_attention_varlen(ctx, inputs, output):
 
 
 def _attention_varlen_backward(ctx, grad_o, grad_lse):
-    _lse_unused(grad_lse)
     q, k, v, cu_q, cu_k, slopes, o, lse = ctx.saved_tensors
     want_dslopes = slopes is not None and ctx.needs_input_grad[5]
     dq, dk, dv, dslopes = _attention_backward_op(
-        q, k, v, o, lse, grad_o, slopes, None, cu_q, cu_k, want_dslopes,
-        *ctx.options)
+        q, k, v, o, lse, grad_o, grad_lse, slopes, None, cu_q, cu_k,
+        want_dslopes, *ctx.options)
     return ((dq, dk, dv, None, None, dslopes if want_dslopes else None)
             + (None,) * 9)
 
@@ -349,8 +343,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
     natural log) with return_lse=True.
     Autograd (CPU): gradients for q, k, v and, when they require grad, the
-    slopes (trainable ALiBi slopes), from Tilt's fused backward kernels; not
-    through lse.
+    slopes (trainable ALiBi slopes), from Tilt's fused backward kernels,
+    through o and lse alike.
     q_offset, k_offset (context parallelism, given together): query row i
     and key j sit at the absolute positions q_offset + i and k_offset + j
     instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of

@@ -37,7 +37,8 @@
 // also cancels the rounding of D_i (from the forward's rounded o), which
 // would otherwise enter the slope gradient once per row times the row's
 // mean distance: with P's row sum p, sum(dS) = e * p for D_i's error e, so
-// each row adds sum(dS * dist) - sum(dS) / p * sum(P * dist).
+// each row adds sum(dS * dist) - sum(dS) / p * sum(P * dist) (with an
+// upstream gradient g of lse the rows of dS sum to g instead: sum(dS) - g).
 //
 //===----------------------------------------------------------------------===//
 
@@ -141,7 +142,7 @@ private:
   Value rowLse, rowDelta, rowAnchor, rowRef, rowR, dslopeAcc;
   // dQ part, per row: sum(P); with a slope gradient sum(dS), sum(P * dist),
   // sum(dS * dist).
-  Value rowP, rowDs, rowPd, rowDsd;
+  Value rowP, rowDs, rowPd, rowDsd, rowG;
 };
 
 } // namespace
@@ -178,6 +179,7 @@ LogicalResult BackwardEmitter::emit() {
   dslopeAcc = scratch({vl}, f32);
   rowP = scratch({bm}, f32);
   if (spec.hasAlibi() && op.getDslopesOut()) {
+    rowG = scratch({bm}, f32);
     rowDs = scratch({bm}, f32);
     rowPd = scratch({bm}, f32);
     rowDsd = scratch({bm}, f32);
@@ -323,6 +325,12 @@ void BackwardEmitter::stageRowState(Value r0, Value n, bool scaled) {
                                 vecF32At(op.getO(), qIndex(row, idx(c))), dot);
     Value delta =
         vector::ReductionOp::create(b, vector::CombiningKind::ADD, dot);
+    // The gradient through lse: d lse_i / d s_ij = P_ij, so it joins D_i.
+    Value g = f32c(0.0);
+    if (Value gradLse = op.getGradLse()) {
+      g = memref::LoadOp::create(b, gradLse, lseIndex(row));
+      delta = arith::SubFOp::create(b, delta, g);
+    }
     auto keep = [&](Value v) {
       return arith::SelectOp::create(b, live, v, f32c(0.0)).getResult();
     };
@@ -335,6 +343,8 @@ void BackwardEmitter::stageRowState(Value r0, Value n, bool scaled) {
                         .getResult()
                   : f32c(1.0);
     memref::StoreOp::create(b, keep(r), rowR, ValueRange{m});
+    if (rowG)
+      memref::StoreOp::create(b, keep(g), rowG, ValueRange{m});
   });
 }
 
@@ -687,7 +697,9 @@ void BackwardEmitter::queryHeadItem(Value item) {
       vector::StoreOp::create(b, r, rowR, ValueRange{idx(c)});
       if (!rowDs)
         continue;
-      Value mean = arith::MulFOp::create(b, at(rowDs), r);
+      // The rows of dS sum to grad_lse (zero without it), not to 0.
+      Value mean = arith::SubFOp::create(
+          b, arith::MulFOp::create(b, at(rowDs), r), at(rowG));
       Value row = arith::SubFOp::create(
           b, at(rowDsd), arith::MulFOp::create(b, mean, at(rowPd)));
       dsl = math::FmaOp::create(b, row, r, dsl);

@@ -324,6 +324,10 @@ LogicalResult AttentionBackwardOp::verify() {
                                layout.varlen ? "lse must be f32 [H, total]"
                                              : "lse must be f32 [B, H, Sq]")))
     return failure();
+  if (Value g = getGradLse())
+    if (failed(checkOperandShape(*this, g, lseShape, isF32,
+                                 "grad_lse must be f32 like lse")))
+      return failure();
   Value dq = tensors ? Value(getDq()) : Value(getDqOut());
   Value dk = tensors ? Value(getDk()) : Value(getDkOut());
   Value dv = tensors ? Value(getDv()) : Value(getDvOut());

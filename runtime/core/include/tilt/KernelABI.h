@@ -29,9 +29,10 @@
 // hand them to threads in any order.
 //
 // Backward kernels (variants cpu_bwd_*, tilt.attention_backward) take, in
-// this order: q, k, v, o, grad_o, lse, dq, dk, dv, row_scale (f32 scratch
-// shaped like lse, written by the (batch, head) items and read by the
-// key-block items), then with custom slopes
+// this order: q, k, v, o, grad_o, lse, grad_lse (f32 like lse: the upstream
+// gradient of lse, zeros when there is none), dq, dk, dv, row_scale (f32
+// scratch shaped like lse, written by the (batch, head) items and read by
+// the key-block items), then with custom slopes
 // slopes ([B,H], free batch stride) and dslopes (f32 [B,H], written: one
 // value per (sequence, head)), then key_padding_mask, cu_seqlens_q/k and the
 // offsets slot as above. Their work items are, first, the key blocks

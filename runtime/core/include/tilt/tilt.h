@@ -92,6 +92,7 @@ typedef struct tilt_attention_args {
 /** The backward's own tensors (ALIBI.md "Backward"). */
 typedef struct tilt_backward_args {
   tilt_tensor grad_o;     /**< dO: o's shape, the spec's dtype */
+  tilt_tensor grad_lse;   /**< optional: lse's upstream gradient, f32 */
   tilt_tensor dq, dk, dv; /**< outputs: q's, k's and v's shapes and dtype */
   /** Optional output with custom slopes: f32 shaped like the slopes, the
    *  gradient of trainable slopes. */

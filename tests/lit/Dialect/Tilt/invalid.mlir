@@ -527,6 +527,6 @@ func.func @f(%q: memref<1x4x8x64xf32>, %b: index, %e: index) {
 
 func.func @f(%t: memref<1x4x8x64xf32>, %lse: memref<1x4x8xf32>) {
   // expected-error @+1 {{the memref form needs grads(%dq, %dk, %dv)}}
-  "tilt.attention_backward"(%t, %t, %t, %t, %t, %lse) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 0, 0, 0, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8xf32>) -> ()
+  "tilt.attention_backward"(%t, %t, %t, %t, %t, %lse) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 0, 0, 0, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8xf32>) -> ()
   return
 }

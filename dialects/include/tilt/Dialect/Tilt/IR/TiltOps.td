@@ -126,7 +126,9 @@ def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
     dslopes[b, h] = sum_(i, j) dS * dist         (custom slopes only)
     ```
 
-    with `dist` the bias's distance (`j - i'`, `-|j - i'|` or `pos_j`); dk
+    with `dist` the bias's distance (`j - i'`, `-|j - i'|` or `pos_j`). An
+    optional `grad_lse` (f32, lse's shape) is the upstream gradient of lse:
+    since d lse_i / d s_ij = P_ij, it enters as D_i - grad_lse_i. dk
     and dv of a kv head sum over the query heads of its group. Rows that see
     no key contribute nothing.
 
@@ -166,6 +168,7 @@ def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
     Tilt_Buffer:$o,
     Tilt_Buffer:$grad_o,
     Tilt_Buffer:$lse,
+    Optional<Tilt_Buffer>:$grad_lse,
     Optional<Tilt_Buffer>:$slopes,
     Optional<Tilt_Buffer>:$key_padding_mask,
     Optional<Tilt_Buffer>:$cu_seqlens_q,
@@ -199,6 +202,7 @@ def Tilt_AttentionBackwardOp : Tilt_Op<"attention_backward",
     `o` `(` $o `:` type($o) `)`
     `grad_o` `(` $grad_o `:` type($grad_o) `)`
     `lse` `(` $lse `:` type($lse) `)`
+    (`grad_lse` `(` $grad_lse^ `:` type($grad_lse) `)`)?
     (`slopes` `(` $slopes^ `:` type($slopes) `)`)?
     (`key_padding_mask` `(` $key_padding_mask^ `:` type($key_padding_mask) `)`)?
     (`cu_seqlens_q` `(` $cu_seqlens_q^ `:` type($cu_seqlens_q) `)`)?
