@@ -412,6 +412,44 @@ void *fillDescriptor(DescriptorSlot &slot, const TensorRef &t) {
   }
 }
 
+/// Appends the descriptors of the optional inputs after descriptors[0, n)
+/// (KernelABI.h) and returns the new count: slopes as [B, H] (per-head
+/// slopes as a batch-stride-0 broadcast, so one kernel serves both forms),
+/// then `dslopes` ([B, H]) when given (the backward), the key padding mask,
+/// cu_seqlens, and the slot pointing at `offsets`.
+int appendOptionalDescriptors(const AttentionSpec &spec,
+                              const AttentionArgs &args, const Geometry &g,
+                              float *dslopes, DescriptorSlot *slots,
+                              void **descriptors, int n, int64_t *offsets) {
+  if (g.hasSlopes) {
+    const int64_t shape[2] = {g.batch, spec.heads};
+    auto *d = static_cast<MemRefDescriptor<2> *>(
+        fillDescriptor<2>(slots[n], args.slopes.data, shape));
+    if (args.slopes.rank == 1)
+      d->strides[0] = 0;
+    descriptors[n++] = d;
+    if (dslopes) {
+      descriptors[n] = fillDescriptor<2>(slots[n], dslopes, shape);
+      ++n;
+    }
+  }
+  if (spec.keyPaddingMask) {
+    descriptors[n] = fillDescriptor(slots[n], args.keyPaddingMask);
+    ++n;
+  }
+  if (spec.varlen) {
+    for (const TensorRef *t : {&args.cuSeqlensQ, &args.cuSeqlensK}) {
+      descriptors[n] = fillDescriptor(slots[n], *t);
+      ++n;
+    }
+  }
+  offsets[0] = args.qOffset;
+  offsets[1] = args.kOffset;
+  if (spec.positionOffsets)
+    descriptors[n++] = offsets;
+  return n;
+}
+
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -826,31 +864,9 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
     descriptors[n] = fillDescriptor(slots[n], *t);
     ++n;
   }
-  if (g.hasSlopes) {
-    // Kernels take slopes as [B, H] with a free batch stride, so per-head
-    // slopes ([H]) travel as a batch-stride-0 broadcast: one kernel serves
-    // both forms.
-    const int64_t shape[2] = {g.batch, H};
-    auto *d = static_cast<MemRefDescriptor<2> *>(
-        fillDescriptor<2>(slots[n], args.slopes.data, shape));
-    if (args.slopes.rank == 1)
-      d->strides[0] = 0;
-    descriptors[n++] = d;
-  }
-  if (spec.keyPaddingMask) {
-    descriptors[n] = fillDescriptor(slots[n], args.keyPaddingMask);
-    ++n;
-  }
-  if (spec.varlen) {
-    for (const TensorRef *t : {&args.cuSeqlensQ, &args.cuSeqlensK}) {
-      descriptors[n] = fillDescriptor(slots[n], *t);
-      ++n;
-    }
-  }
-  // Position offsets: the slot after the descriptors points to two int64.
-  int64_t offsets[2] = {args.qOffset, args.kOffset};
-  if (spec.positionOffsets)
-    descriptors[n++] = offsets;
+  int64_t offsets[2];
+  n = appendOptionalDescriptors(spec, args, g, nullptr, slots, descriptors, n,
+                                offsets);
 
   // Work items (KernelABI.h): (batch, kv head) for the decode family, else
   // (batch, head, query block).
@@ -892,36 +908,19 @@ void Runtime::Impl::launchBackward(const AttentionSpec &spec,
     descriptors[n] = fillDescriptor(slots[n], *t);
     ++n;
   }
+  // The kernel writes [B, H] slope gradients; per-head slopes sum over B
+  // below.
   float *dslopes = nullptr;
   if (g.hasSlopes) {
-    const int64_t shape[2] = {g.batch, H};
-    auto *d = static_cast<MemRefDescriptor<2> *>(
-        fillDescriptor<2>(slots[n], args.slopes.data, shape));
-    if (args.slopes.rank == 1)
-      d->strides[0] = 0;
-    descriptors[n++] = d;
-    // The kernel writes [B, H]; per-head slopes sum over B below.
     const bool direct = grads.dslopes.present() && grads.dslopes.rank == 2;
     if (!direct && dslopesScratch.size() < size_t(g.batch * H))
       dslopesScratch.resize(g.batch * H);
     dslopes = direct ? static_cast<float *>(grads.dslopes.data)
                      : dslopesScratch.data();
-    descriptors[n] = fillDescriptor<2>(slots[n], dslopes, shape);
-    ++n;
   }
-  if (spec.keyPaddingMask) {
-    descriptors[n] = fillDescriptor(slots[n], args.keyPaddingMask);
-    ++n;
-  }
-  if (spec.varlen) {
-    for (const TensorRef *t : {&args.cuSeqlensQ, &args.cuSeqlensK}) {
-      descriptors[n] = fillDescriptor(slots[n], *t);
-      ++n;
-    }
-  }
-  int64_t offsets[2] = {args.qOffset, args.kOffset};
-  if (spec.positionOffsets)
-    descriptors[n++] = offsets;
+  int64_t offsets[2];
+  n = appendOptionalDescriptors(spec, args, g, dslopes, slots, descriptors, n,
+                                offsets);
 
   // Items: the key blocks of every (batch, kv head), then one per (batch,
   // head) for dq. The dq items write the row_scale the key-block items

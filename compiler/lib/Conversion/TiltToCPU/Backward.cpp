@@ -53,27 +53,11 @@ using namespace mlir::tilt;
 
 namespace {
 
-KernelOperands operandsOf(AttentionBackwardOp op) {
-  KernelOperands io;
-  io.q = op.getQ();
-  io.k = op.getK();
-  io.v = op.getV();
-  io.slopes = op.getSlopes();
-  io.kpm = op.getKeyPaddingMask();
-  io.cuQ = op.getCuSeqlensQ();
-  io.cuK = op.getCuSeqlensK();
-  io.qOffset = op.getQOffset();
-  io.kOffset = op.getKOffset();
-  io.itemBegin = op.getItemBegin();
-  io.itemEnd = op.getItemEnd();
-  return io;
-}
-
 class BackwardEmitter final : public CpuKernelBuilder {
 public:
   BackwardEmitter(AttentionBackwardOp op, ImplicitLocOpBuilder &b)
       : CpuKernelBuilder(
-            op, op.getSpec(), op.getConfigAttr(), operandsOf(op), b,
+            op, op.getSpec(), op.getConfigAttr(), sharedOperands(op), b,
             op.getConfigAttr().getVariant() == KernelVariant::cpu_bwd_avx2
                 ? 8
                 : 16),

@@ -293,18 +293,7 @@ void CpuEmitter::finalize() {
 }
 
 KernelOperands mlir::tilt::operandsOf(AttentionOp op) {
-  KernelOperands io;
-  io.q = op.getQ();
-  io.k = op.getK();
-  io.v = op.getV();
-  io.slopes = op.getSlopes();
-  io.kpm = op.getKeyPaddingMask();
-  io.cuQ = op.getCuSeqlensQ();
-  io.cuK = op.getCuSeqlensK();
-  io.qOffset = op.getQOffset();
-  io.kOffset = op.getKOffset();
-  io.itemBegin = op.getItemBegin();
-  io.itemEnd = op.getItemEnd();
+  KernelOperands io = sharedOperands(op);
   io.out = op.getOut();
   io.lseOut = op.getLseOut();
   return io;

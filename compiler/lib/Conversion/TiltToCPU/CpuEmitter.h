@@ -33,6 +33,23 @@ struct KernelOperands {
   Value out, lseOut; ///< the forward's destinations
 };
 
+/// The operands tilt.attention and tilt.attention_backward name alike.
+template <typename OpT> KernelOperands sharedOperands(OpT op) {
+  KernelOperands io;
+  io.q = op.getQ();
+  io.k = op.getK();
+  io.v = op.getV();
+  io.slopes = op.getSlopes();
+  io.kpm = op.getKeyPaddingMask();
+  io.cuQ = op.getCuSeqlensQ();
+  io.cuK = op.getCuSeqlensK();
+  io.qOffset = op.getQOffset();
+  io.kOffset = op.getKOffset();
+  io.itemBegin = op.getItemBegin();
+  io.itemEnd = op.getItemEnd();
+  return io;
+}
+
 /// The kernel-form operands of a tilt.attention.
 KernelOperands operandsOf(AttentionOp op);
 
