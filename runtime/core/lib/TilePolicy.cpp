@@ -55,7 +55,9 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   if (c.kind() && isBackwardVariant(*c.kind()))
     // K^T, V^T, dK^T, dV^T of a key block (dK/dV pass) or Q^T, dO^T, dQ of
     // a query block (dQ pass), and P and dS of a block pair.
-    return 4 * std::max(m, n) * d * 4 + 2 * m * n * 4 + rows;
+    // 16-bit inputs add their widened Q, dO, K and V rows.
+    return 4 * std::max(m, n) * d * 4 + 2 * m * n * 4 + rows +
+           (spec.dtype == DType::F32 ? 0 : 2 * (m + n) * d * 4);
   if (c.kind() && isDecodeVariant(*c.kind()))
     return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
   if (c.is(KernelVariant::CpuAmx))

@@ -91,6 +91,26 @@ private:
               function_ref<Value(Value, Value)> a,
               function_ref<Value(Value, Value)> bvec);
   void zero(Value ref, int64_t rows, int64_t cols);
+  /// Widens rows `row(r)` (r < rows) of `t` into the f32 scratch `dst`,
+  /// whole vectors at a time; `index(row, col)` addresses `t`.
+  void widenRows(Value t, Value dst, int64_t rows,
+                 function_ref<Value(Value)> row,
+                 function_ref<SmallVector<Value>(Value, Value)> index) {
+    forLoop(idx(0), idx(rows), idx(1), [&](Value r) {
+      Value at = row(r);
+      for (int64_t c = 0; c < d; c += vl)
+        vector::StoreOp::create(b, vecF32At(t, index(at, idx(c))), dst,
+                                ValueRange{r, idx(c)});
+    });
+  }
+  /// Element (r, c) of `t` through its widened copy `staged` (row r of the
+  /// block) when there is one, else from `t` at `index`.
+  Value element(Value staged, Value r, Value c, Value t,
+                SmallVector<Value> index) {
+    if (staged)
+      return memref::LoadOp::create(b, staged, ValueRange{r, c});
+    return scalarF32(t, std::move(index));
+  }
   /// Loads element (row, col) of q/k/v-like `t` as f32.
   Value scalarF32(Value t, SmallVector<Value> index) {
     return toF32(memref::LoadOp::create(b, t, index));
@@ -124,6 +144,10 @@ private:
   Value kT, vT, dkT, dvT, pBlk, dsBlk;
   Value qT, doT, dqAcc, pT, dsT;
   Value rowLse, rowDelta, rowAnchor, rowRef, rowR, dslopeAcc;
+  // 16-bit inputs only: the rows the matmuls broadcast from, widened to f32
+  // once per block (Q, dO [BM][D]; K, V [BN][D]) rather than element by
+  // element inside the register tiles. f32 inputs are read in place.
+  Value qRows, doRows, kRows, vRows;
   // dQ part, per row: sum(P); with a slope gradient sum(dS), sum(P * dist),
   // sum(dS * dist).
   Value rowP, rowDs, rowPd, rowDsd, rowG;
@@ -160,6 +184,12 @@ LogicalResult BackwardEmitter::emit() {
   rowAnchor = scratch({bm}, f32);
   rowRef = scratch({bm}, f32);
   rowR = scratch({bm}, f32);
+  if (!elt.isF32()) {
+    qRows = scratch({bm, d}, f32);
+    doRows = scratch({bm, d}, f32);
+    kRows = scratch({bn, d}, f32);
+    vRows = scratch({bn, d}, f32);
+  }
   dslopeAcc = scratch({vl}, f32);
   rowP = scratch({bm}, f32);
   if (spec.hasAlibi() && op.getDslopesOut()) {
@@ -440,13 +470,18 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
         Value lastRow = sub(add(r0, n), idx(1));
         stageRowState(r0, n, /*scaled=*/true);
         auto rowOf = [&](Value m) { return minI(add(r0, m), lastRow); };
+        if (qRows) {
+          auto qIdx = [&](Value row, Value c) { return qIndex(row, c); };
+          widenRows(io.q, qRows, bm, rowOf, qIdx);
+          widenRows(op.getGradO(), doRows, bm, rowOf, qIdx);
+        }
         // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
         zero(pBlk, bm, bn);
         zero(dsBlk, bm, bn);
         matmul(
             pBlk, bm, bn, idx(d),
             [&](Value m, Value c) {
-              return scalarF32(io.q, qIndex(rowOf(m), c));
+              return element(qRows, m, c, io.q, qIndex(rowOf(m), c));
             },
             [&](Value c, Value n0) {
               return vector::LoadOp::create(b, vecF32, kT, ValueRange{c, n0})
@@ -455,7 +490,7 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
         matmul(
             dsBlk, bm, bn, idx(d),
             [&](Value m, Value c) {
-              return scalarF32(op.getGradO(), qIndex(rowOf(m), c));
+              return element(doRows, m, c, op.getGradO(), qIndex(rowOf(m), c));
             },
             [&](Value c, Value n0) {
               return vector::LoadOp::create(b, vecF32, vT, ValueRange{c, n0})
@@ -495,7 +530,8 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
         matmul(
             dvT, d, bn, n,
             [&](Value c, Value m) {
-              return scalarF32(op.getGradO(), qIndex(add(r0, m), c));
+              return element(doRows, m, c, op.getGradO(),
+                             qIndex(add(r0, m), c));
             },
             [&](Value m, Value n0) {
               return vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, n0})
@@ -504,7 +540,7 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
         matmul(
             dkT, d, bn, n,
             [&](Value c, Value m) {
-              return scalarF32(io.q, qIndex(add(r0, m), c));
+              return element(qRows, m, c, io.q, qIndex(add(r0, m), c));
             },
             [&](Value m, Value n0) {
               return vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, n0})
@@ -579,13 +615,18 @@ void BackwardEmitter::queryHeadItem(Value item) {
     forLoop(kBegin, kEnd, idx(bn), [&](Value k0) {
       Value nk = minI(idx(bn), sub(kEnd, k0));
       auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
+      if (kRows) {
+        auto kvIdx = [&](Value row, Value c) { return kvIndex(row, c); };
+        widenRows(io.k, kRows, bn, keyOf, kvIdx);
+        widenRows(io.v, vRows, bn, keyOf, kvIdx);
+      }
       // S^T = K . Q^T, dP^T = V . dO^T: vectors along the rows.
       zero(pT, bn, bm);
       zero(dsT, bn, bm);
       matmul(
           pT, bn, bm, idx(d),
           [&](Value n, Value c) {
-            return scalarF32(io.k, kvIndex(keyOf(n), c));
+            return element(kRows, n, c, io.k, kvIndex(keyOf(n), c));
           },
           [&](Value c, Value m0) {
             return vector::LoadOp::create(b, vecF32, qT, ValueRange{c, m0})
@@ -594,7 +635,7 @@ void BackwardEmitter::queryHeadItem(Value item) {
       matmul(
           dsT, bn, bm, idx(d),
           [&](Value n, Value c) {
-            return scalarF32(io.v, kvIndex(keyOf(n), c));
+            return element(vRows, n, c, io.v, kvIndex(keyOf(n), c));
           },
           [&](Value c, Value m0) {
             return vector::LoadOp::create(b, vecF32, doT, ValueRange{c, m0})
@@ -661,7 +702,10 @@ void BackwardEmitter::queryHeadItem(Value item) {
             return memref::LoadOp::create(b, dsT, ValueRange{n, m}).getResult();
           },
           [&](Value n, Value c0) {
-            return vecF32At(io.k, kvIndex(add(k0, n), c0));
+            return kRows ? vector::LoadOp::create(b, vecF32, kRows,
+                                                  ValueRange{n, c0})
+                               .getResult()
+                         : vecF32At(io.k, kvIndex(add(k0, n), c0));
           });
     });
     // Per row r = 1 / sum(P) (0 for a row that saw no key), and the slope
