@@ -497,6 +497,18 @@ struct Runtime::Impl {
     return r ? r->best : requested;
   }
 
+  /// Runs `body` (a call's work, "" or its error) under the call lock and
+  /// adds its wall time, compiles included, to the stats.
+  template <typename F> std::string timedCall(F &&body) {
+    const auto start = std::chrono::steady_clock::now();
+    std::lock_guard<std::mutex> lock(mutex);
+    std::string err = body();
+    stats.seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    return err;
+  }
+
   /// checkHostRuns, once per variant name: the answer cannot change while
   /// the process lives, and run() is on the hot path. Callers hold `mutex`.
   const std::string &hostRuns(const TileConfig &config) {
@@ -1062,81 +1074,71 @@ Runtime::~Runtime() = default;
 
 std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
                          Target target, const TileConfig &config) {
-  const auto start = std::chrono::steady_clock::now();
-  std::lock_guard<std::mutex> lock(impl->mutex);
-  auto result = [&](std::string err) {
-    impl->stats.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    return err;
-  };
-
-  if (std::string err = spec.validate(); !err.empty())
-    return result("invalid spec: " + err);
-  if (!impl->bundleError.empty())
-    return result(impl->bundleError);
-  if (target == Target::CUDA)
-    return result(impl->runCuda(spec, args, config));
-  if (config.kind() && isBackwardVariant(*config.kind()))
-    return result(fmt::format("config: variant {} is a backward kernel; "
-                              "call backward()",
-                              config.variant));
-  Geometry geometry;
-  if (std::string err = checkArgs(spec, args, geometry); !err.empty())
-    return result(std::move(err));
-  CpuKernel *kernel = nullptr;
-  // Keys per sequence (the mean one when ragged) select the tuned record.
-  int64_t seqK = spec.varlen ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
-                             : args.k.shape[2];
-  const TileConfig &chosen =
-      impl->configFor(spec, geometry.maxSq, seqK, config);
-  if (const std::string &err = impl->hostRuns(chosen); !err.empty())
-    return result(err);
-  if (std::string err =
-          impl->resolve(spec, chosen, target, toString(target), kernel);
-      !err.empty())
-    return result(std::move(err));
-  impl->launch(spec, args, geometry, *kernel);
-  return result({});
+  return impl->timedCall([&]() -> std::string {
+    if (std::string err = spec.validate(); !err.empty())
+      return "invalid spec: " + err;
+    if (!impl->bundleError.empty())
+      return impl->bundleError;
+    if (target == Target::CUDA)
+      return impl->runCuda(spec, args, config);
+    if (config.kind() && isBackwardVariant(*config.kind()))
+      return fmt::format("config: variant {} is a backward kernel; call "
+                         "backward()",
+                         config.variant);
+    Geometry geometry;
+    if (std::string err = checkArgs(spec, args, geometry); !err.empty())
+      return err;
+    CpuKernel *kernel = nullptr;
+    // Keys per sequence (the mean one when ragged) select the tuned record.
+    int64_t seqK = spec.varlen
+                       ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
+                       : args.k.shape[2];
+    const TileConfig &chosen =
+        impl->configFor(spec, geometry.maxSq, seqK, config);
+    if (const std::string &err = impl->hostRuns(chosen); !err.empty())
+      return err;
+    if (std::string err =
+            impl->resolve(spec, chosen, target, toString(target), kernel);
+        !err.empty())
+      return err;
+    impl->launch(spec, args, geometry, *kernel);
+    return {};
+  });
 }
 
 std::string Runtime::backward(const AttentionSpec &spec,
                               const AttentionArgs &args,
                               const BackwardArgs &grads, Target target,
                               const TileConfig &config) {
-  const auto start = std::chrono::steady_clock::now();
-  std::lock_guard<std::mutex> lock(impl->mutex);
-  auto result = [&](std::string err) {
-    impl->stats.seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    return err;
-  };
-  if (std::string err = spec.validate(); !err.empty())
-    return result("invalid spec: " + err);
-  if (target == Target::CUDA)
-    return result("backward: target cuda has no backward kernels yet; run "
-                  "the backward on the CPU");
-  if (!config.isDefault() &&
-      !(config.kind() && isBackwardVariant(*config.kind())))
-    return result(fmt::format("config: the backward takes variant "
-                              "cpu_bwd_avx2 or cpu_bwd_avx512, got '{}'",
-                              config.variant));
-  Geometry geometry;
-  if (std::string err = checkArgs(spec, args, geometry); !err.empty())
-    return result(std::move(err));
-  if (std::string err = checkBackwardArgs(args, grads, geometry); !err.empty())
-    return result(std::move(err));
-  const TileConfig &chosen = config.isDefault() ? impl->backwardConfig : config;
-  if (const std::string &err = impl->hostRuns(chosen); !err.empty())
-    return result(err);
-  CpuKernel *kernel = nullptr;
-  if (std::string err =
-          impl->resolve(spec, chosen, target, toString(target), kernel);
-      !err.empty())
-    return result(std::move(err));
-  impl->launchBackward(spec, args, grads, geometry, *kernel);
-  return result({});
+  return impl->timedCall([&]() -> std::string {
+    if (std::string err = spec.validate(); !err.empty())
+      return "invalid spec: " + err;
+    if (target == Target::CUDA)
+      return "backward: target cuda has no backward kernels yet; run the "
+             "backward on the CPU";
+    if (!config.isDefault() &&
+        !(config.kind() && isBackwardVariant(*config.kind())))
+      return fmt::format("config: the backward takes variant "
+                         "cpu_bwd_avx2 or cpu_bwd_avx512, got '{}'",
+                         config.variant);
+    Geometry geometry;
+    if (std::string err = checkArgs(spec, args, geometry); !err.empty())
+      return err;
+    if (std::string err = checkBackwardArgs(args, grads, geometry);
+        !err.empty())
+      return err;
+    const TileConfig &chosen =
+        config.isDefault() ? impl->backwardConfig : config;
+    if (const std::string &err = impl->hostRuns(chosen); !err.empty())
+      return err;
+    CpuKernel *kernel = nullptr;
+    if (std::string err =
+            impl->resolve(spec, chosen, target, toString(target), kernel);
+        !err.empty())
+      return err;
+    impl->launchBackward(spec, args, grads, geometry, *kernel);
+    return {};
+  });
 }
 
 std::string Runtime::prepare(const AttentionSpec &spec, Target target,

@@ -22,6 +22,7 @@
 #include <functional>
 #include <random>
 
+#include "../common/CrossCompile.h"
 #include "../common/JitRuntimeTest.h"
 #include "../common/TestInputs.h"
 
@@ -163,22 +164,10 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
   const GradCase &c = GetParam();
   const AttentionSpec &spec = c.spec;
   ASSERT_EQ(spec.validate(), "");
-  if (std::optional<CpuClass> need = variantCpuClass(c.config.variant)) {
-    const HostCpu &host = hostCpu();
-    if (!host.cls || *host.cls < *need) {
-      CompilerOptions cross;
-      cross.machine = CpuMachine::forClass(*need);
-      Compiler crossCompiler(cross);
-      std::string text;
-      ASSERT_EQ(crossCompiler.compileTo(spec, c.config, Target::CPU,
-                                        Emit::Assembly, text),
-                "");
-      ASSERT_NE(text.find("%zmm"), std::string::npos);
-      GTEST_SKIP() << "skipped: this CPU (" << host.describe() << ") lacks "
-                   << toString(*need) << "; the " << c.config.variant
-                   << " kernel was cross-compiled (zmm code present)";
-    }
-  }
+  if (std::string skip =
+          test::crossCompiledSkipReason(spec, c.config, /*runtime=*/nullptr);
+      !skip.empty())
+    GTEST_SKIP() << skip;
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t B = c.batch;
   std::mt19937 rng(99);

@@ -29,6 +29,7 @@
 #include <map>
 #include <random>
 
+#include "../common/CrossCompile.h"
 #include "../common/JitRuntimeTest.h"
 #include "../common/TestInputs.h"
 #include <set>
@@ -188,36 +189,9 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   // A variant this CPU cannot execute: its kernel is still cross-compiled
   // for the class it needs and its machine code checked, the runtime must
   // refuse it with a one-line error, and only the run is skipped.
-  if (std::optional<CpuClass> need = variantCpuClass(c.config.variant)) {
-    const HostCpu &host = hostCpu();
-    if (!host.cls || *host.cls < *need) {
-      CompilerOptions cross;
-      cross.machine = CpuMachine::forClass(*need);
-      Compiler crossCompiler(cross);
-      std::string text;
-      ASSERT_EQ(crossCompiler.compileTo(spec, c.config, Target::CPU,
-                                        Emit::Assembly, text),
-                "");
-      const char *marker = *need == CpuClass::X86_64_V4_AMX ? "tdpbf16ps"
-                           : *need >= CpuClass::X86_64_V4   ? "%zmm"
-                                                            : "%ymm";
-      ASSERT_NE(text.find(marker), std::string::npos)
-          << c.config.variant << " kernel without " << marker;
-      std::string refused = runtime->prepare(spec, Target::CPU, c.config);
-      ASSERT_NE(refused.find("variant " + c.config.variant + " needs"),
-                std::string::npos)
-          << refused;
-      GTEST_SKIP() << "skipped: this CPU (" << host.describe() << ") lacks "
-                   << missingFeatures(*need,
-                                      [&](std::string_view f) {
-                                        return host.has(f);
-                                      })
-                   << "; the " << c.config.variant
-                   << " kernel was cross-compiled for " << toString(*need)
-                   << " (" << marker << " present) and refused here: "
-                   << refused;
-    }
-  }
+  if (std::string skip = test::crossCompiledSkipReason(spec, c.config, runtime);
+      !skip.empty())
+    GTEST_SKIP() << skip;
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t B = c.batch;
   std::mt19937 rng(1234);

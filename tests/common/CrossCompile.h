@@ -1,0 +1,62 @@
+//===- CrossCompile.h - Variants this CPU cannot run ------------*- C++ -*-===//
+//
+// A test of a kernel variant whose ISA class this CPU lacks still compiles
+// the kernel (cross-compiled for that class), checks its machine code uses
+// the class's instructions and, given a runtime, that the runtime refuses to
+// load it here; only the run is skipped, with the reason.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef TILT_TESTS_COMMON_CROSSCOMPILE_H
+#define TILT_TESTS_COMMON_CROSSCOMPILE_H
+
+#include "tilt/Compiler/Compiler.h"
+#include "tilt/CpuIsa.h"
+#include "tilt/Runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace tilt::test {
+
+/// "" when this CPU runs `config`'s variant (or it names none); else the
+/// checks above, failures reported to gtest, and the reason to skip the run.
+/// `runtime`: also expect it to refuse the kernel (null: not checked).
+inline std::string crossCompiledSkipReason(const AttentionSpec &spec,
+                                           const TileConfig &config,
+                                           Runtime *runtime) {
+  std::optional<CpuClass> need = variantCpuClass(config.variant);
+  const HostCpu &host = hostCpu();
+  if (!need || (host.cls && *host.cls >= *need))
+    return {};
+  CompilerOptions cross;
+  cross.machine = CpuMachine::forClass(*need);
+  Compiler crossCompiler(cross);
+  std::string text;
+  EXPECT_EQ(
+      crossCompiler.compileTo(spec, config, Target::CPU, Emit::Assembly, text),
+      "");
+  const char *marker = *need == CpuClass::X86_64_V4_AMX ? "tdpbf16ps"
+                       : *need >= CpuClass::X86_64_V4   ? "%zmm"
+                                                        : "%ymm";
+  EXPECT_NE(text.find(marker), std::string::npos)
+      << config.variant << " kernel without " << marker;
+  std::string reason =
+      "skipped: this CPU (" + host.describe() + ") lacks " +
+      missingFeatures(*need, [&](std::string_view f) { return host.has(f); }) +
+      "; the " + config.variant + " kernel was cross-compiled for " +
+      std::string(toString(*need)) + " (" + marker + " present)";
+  if (runtime) {
+    std::string refused = runtime->prepare(spec, Target::CPU, config);
+    EXPECT_NE(refused.find("variant " + config.variant + " needs"),
+              std::string::npos)
+        << refused;
+    reason += " and refused here: " + refused;
+  }
+  return reason;
+}
+
+} // namespace tilt::test
+
+#endif // TILT_TESTS_COMMON_CROSSCOMPILE_H
