@@ -306,7 +306,8 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
   const unsigned customSlopes =
       spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
   unsigned numMemrefs = (backward ? 11 + 2 * customSlopes : 5 + customSlopes) +
-                        spec.keyPaddingMask + 2 * spec.varlen;
+                        spec.keyPaddingMask + 2 * spec.varlen +
+                        (backward ? 0 : 2 * (spec.pageSize != 0));
   unsigned numIndexArgs = spec.positionOffsets ? 2 : 0;
   CpuEmit cpuEmit = emit == Emit::LLVMIR     ? CpuEmit::LLVMIR
                     : emit == Emit::Assembly ? CpuEmit::Assembly

@@ -48,6 +48,12 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
     qType = tensor({Sq, spec.heads, spec.headDim}, elt);
     kvType = tensor({Sk, spec.kvHeads, spec.headDim}, elt);
     lseType = tensor({spec.heads, Sq}, f32);
+  } else if (spec.pageSize && !options.backward) {
+    // A paged KV cache: any number of pages of spec.pageSize tokens.
+    qType = tensor({B, spec.heads, Sq, spec.headDim}, elt);
+    kvType = tensor(
+        {ShapedType::kDynamic, spec.pageSize, spec.kvHeads, spec.headDim}, elt);
+    lseType = tensor({B, spec.heads, Sq}, f32);
   } else {
     qType = tensor({B, spec.heads, Sq, spec.headDim}, elt);
     kvType = tensor({B, spec.kvHeads, Sk, spec.headDim}, elt);
@@ -66,6 +72,9 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
     Type cu = tensor({e.batch > 0 ? e.batch + 1 : ShapedType::kDynamic}, i32);
     args.append({cu, cu});
   }
+  const bool paged = spec.pageSize && !options.backward;
+  if (paged)
+    args.append({tensor({B, ShapedType::kDynamic}, i32), tensor({B}, i32)});
   if (spec.positionOffsets)
     args.append({b.getIndexType(), b.getIndexType()});
   SmallVector<Type> results{qType};
@@ -94,6 +103,8 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
   Value kpm = take(spec.keyPaddingMask);
   Value cuQ = take(spec.varlen);
   Value cuK = take(spec.varlen);
+  Value blockTable = take(paged);
+  Value contextLens = take(paged);
   Value qOffset = take(spec.positionOffsets);
   Value kOffset = take(spec.positionOffsets);
 
@@ -124,7 +135,8 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
   auto op = mlir::tilt::AttentionOp::create(
       b, loc, qType, options.withLse ? lseType : Type(), body->getArgument(0),
       body->getArgument(1), body->getArgument(2), slopes, kpm, cuQ, cuK,
-      qOffset, kOffset, /*out=*/Value(), /*lse_out=*/Value(),
+      blockTable, contextLens, qOffset, kOffset, /*out=*/Value(),
+      /*lse_out=*/Value(),
       /*item_begin=*/Value(),
       /*item_end=*/Value(), bias, causal, window, scale,
       /*config=*/mlir::tilt::TileConfigAttr());

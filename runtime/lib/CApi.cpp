@@ -59,6 +59,7 @@ std::string toSpec(const tilt_spec &c, tilt::AttentionSpec &out) {
   out.keyPaddingMask = c.key_padding_mask != 0;
   out.varlen = c.varlen != 0;
   out.positionOffsets = c.position_offsets != 0;
+  out.pageSize = c.page_size;
   return {};
 }
 
@@ -79,6 +80,8 @@ tilt::AttentionArgs toArgs(const tilt_attention_args &args) {
   a.cuSeqlensK = toTensorRef(args.cu_seqlens_k);
   a.qOffset = args.q_offset;
   a.kOffset = args.k_offset;
+  a.blockTable = toTensorRef(args.block_table);
+  a.contextLens = toTensorRef(args.context_lens);
   return a;
 }
 

@@ -78,12 +78,12 @@ using detail::CudaKernel;
 // raw fields: equal fields give equal canonical strings, so a hit here is
 // always right; two field sets with one canonical string (an explicit scale
 // of 1/sqrt(D) and the default) merely share the kernel.
-static_assert(sizeof(AttentionSpec) == 112 && sizeof(TileConfig) == 64,
+static_assert(sizeof(AttentionSpec) == 120 && sizeof(TileConfig) == 64,
               "AttentionSpec or TileConfig changed: add the new fields to "
               "makeFastKey, else specs differing only in them share kernels");
 
 struct FastKey {
-  int64_t words[20];
+  int64_t words[21];
   std::string variant; // short names fit std::string's inline buffer
   bool operator==(const FastKey &) const = default;
 };
@@ -114,6 +114,7 @@ FastKey makeFastKey(const AttentionSpec &s, const TileConfig &c, Target t) {
                   s.keyPaddingMask,
                   s.varlen,
                   s.positionOffsets,
+                  s.pageSize,
                   c.blockM,
                   c.blockN,
                   c.numWarps,
@@ -186,6 +187,54 @@ std::string checkCuSeqlens(const char *name, const TensorRef &cu,
   return {};
 }
 
+constexpr const char *kNoCudaPaged =
+    "page_size: a paged KV cache runs on the CPU only so far (target cuda "
+    "has no paged kernels yet)";
+
+/// A paged cache's k, block table and context lengths (q and g.batch are
+/// checked); sets g.maxSk. Reads every table entry a sequence uses, so a
+/// kernel never follows one out of the cache.
+std::string checkPagedCache(const AttentionSpec &spec, const AttentionArgs &a,
+                            Geometry &g) {
+  const int64_t ps = spec.pageSize;
+  const TensorRef &k = a.k, &table = a.blockTable, &lens = a.contextLens;
+  if (k.rank != 4 || k.shape[1] != ps || k.shape[2] != spec.kvHeads ||
+      k.shape[3] != spec.headDim || !nonNegative(k))
+    return fmt::format("k: expected a paged cache [num_pages, {}, {}, {}] "
+                       "([num_pages, page_size, Hkv, D]), got {}",
+                       ps, spec.kvHeads, spec.headDim, k.shapeString());
+  if (!table.present())
+    return "block_table: required by a paged KV cache (int32 [B, "
+           "max_pages])";
+  if (table.rank != 2 || table.shape[0] != g.batch || table.shape[1] < 0)
+    return fmt::format("block_table: expected int32 [B, max_pages] with B = "
+                       "{}, got {}",
+                       g.batch, table.shapeString());
+  if (!lens.present())
+    return "context_lens: required by a paged KV cache (int32 [B])";
+  if (!hasShape(lens, {g.batch}))
+    return fmt::format("context_lens: expected int32 [B] = [{}], got {}",
+                       g.batch, lens.shapeString());
+  const auto *len = static_cast<const int32_t *>(lens.data);
+  const auto *ids = static_cast<const int32_t *>(table.data);
+  const int64_t maxPages = table.shape[1], numPages = k.shape[0];
+  g.maxSk = 0;
+  for (int64_t b = 0; b < g.batch; ++b) {
+    if (len[b] < 0 || len[b] > maxPages * ps)
+      return fmt::format("context_lens: entry {} is {}; it must be in [0, {}] "
+                         "(max_pages {} x page_size {})",
+                         b, len[b], maxPages * ps, maxPages, ps);
+    for (int64_t p = 0; p < (len[b] + ps - 1) / ps; ++p)
+      if (int32_t id = ids[b * maxPages + p]; id < 0 || id >= numPages)
+        return fmt::format("block_table: entry [{}, {}] is {}; sequence {} "
+                           "uses it ({} tokens), so it must be in [0, {}) "
+                           "(the cache's pages)",
+                           b, p, id, b, len[b], numPages);
+    g.maxSk = std::max<int64_t>(g.maxSk, len[b]);
+  }
+  return {};
+}
+
 std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                       Geometry &g) {
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
@@ -198,7 +247,9 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
       {"slopes", &a.slopes},
       {"key_padding_mask", &a.keyPaddingMask},
       {"cu_seqlens_q", &a.cuSeqlensQ},
-      {"cu_seqlens_k", &a.cuSeqlensK}};
+      {"cu_seqlens_k", &a.cuSeqlensK},
+      {"block_table", &a.blockTable},
+      {"context_lens", &a.contextLens}};
   for (auto [name, t] : all) {
     if (!t->present() && t->rank != 0)
       return fmt::format("{}: data is null but a shape {} is given", name,
@@ -222,11 +273,21 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                          H, D, q.shapeString());
     g.batch = q.shape[0];
     g.rowsQ = g.maxSq = q.shape[2];
-    if (k.rank != 4 || k.shape[0] != g.batch || k.shape[1] != Hkv ||
-        k.shape[3] != D || !nonNegative(k))
-      return fmt::format("k: expected shape [{}, {}, Sk, {}] ([B, Hkv, Sk, "
-                         "D], B from q), got {}",
-                         g.batch, Hkv, D, k.shapeString());
+    if (spec.pageSize) {
+      if (std::string err = checkPagedCache(spec, a, g); !err.empty())
+        return err;
+    } else {
+      for (auto [name, t] : {all[9], all[10]})
+        if (t->present())
+          return fmt::format("{}: given, but the spec has no paged KV cache "
+                             "(set page_size)",
+                             name);
+      if (k.rank != 4 || k.shape[0] != g.batch || k.shape[1] != Hkv ||
+          k.shape[3] != D || !nonNegative(k))
+        return fmt::format("k: expected shape [{}, {}, Sk, {}] ([B, Hkv, Sk, "
+                           "D], B from q), got {}",
+                           g.batch, Hkv, D, k.shapeString());
+    }
   } else {
     const TensorRef &q = a.q, &k = a.k;
     if (q.rank != 3 || q.shape[1] != H || q.shape[2] != D || !nonNegative(q))
@@ -277,7 +338,8 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                          H, g.rowsQ, a.lse.shapeString());
   }
 
-  g.maxSk = spec.varlen ? 0 : a.k.shape[2];
+  if (!spec.pageSize)
+    g.maxSk = spec.varlen ? 0 : a.k.shape[2];
   if (spec.varlen)
     checkCuSeqlens("cu_seqlens_k", a.cuSeqlensK, "k", a.k.shape[0], &g.maxSk);
   g.hasSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
@@ -416,7 +478,8 @@ void *fillDescriptor(DescriptorSlot &slot, const TensorRef &t) {
 /// (KernelABI.h) and returns the new count: slopes as [B, H] (per-head
 /// slopes as a batch-stride-0 broadcast, so one kernel serves both forms),
 /// then `dslopes` ([B, H]) when given (the backward), the key padding mask,
-/// cu_seqlens, and the slot pointing at `offsets`.
+/// cu_seqlens, the paged cache's block table and context lengths, and the
+/// slot pointing at `offsets`.
 int appendOptionalDescriptors(const AttentionSpec &spec,
                               const AttentionArgs &args, const Geometry &g,
                               float *dslopes, DescriptorSlot *slots,
@@ -439,6 +502,12 @@ int appendOptionalDescriptors(const AttentionSpec &spec,
   }
   if (spec.varlen) {
     for (const TensorRef *t : {&args.cuSeqlensQ, &args.cuSeqlensK}) {
+      descriptors[n] = fillDescriptor(slots[n], *t);
+      ++n;
+    }
+  }
+  if (spec.pageSize) {
+    for (const TensorRef *t : {&args.blockTable, &args.contextLens}) {
       descriptors[n] = fillDescriptor(slots[n], *t);
       ++n;
     }
@@ -991,6 +1060,8 @@ std::string Runtime::Impl::cudaConfig(const AttentionSpec &spec,
 std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                                    const AttentionArgs &args,
                                    const TileConfig &config) {
+  if (spec.pageSize)
+    return kNoCudaPaged;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
 
@@ -1058,6 +1129,8 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
 
 std::string Runtime::Impl::prepareCuda(const AttentionSpec &spec,
                                        const TileConfig &config) {
+  if (spec.pageSize)
+    return kNoCudaPaged;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
   TileConfig chosen;
@@ -1092,9 +1165,14 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     // Keys per sequence (the mean one when ragged) select the tuned record.
     int64_t seqK = spec.varlen
                        ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
-                       : args.k.shape[2];
+                       : geometry.maxSk;
     const TileConfig &chosen =
         impl->configFor(spec, geometry.maxSq, seqK, config);
+    if (spec.pageSize && !(chosen.kind() && isDecodeVariant(*chosen.kind())))
+      return fmt::format("config: variant {} cannot read a paged KV cache; "
+                         "the decode family (cpu_decode_avx2, "
+                         "cpu_decode_avx512) does",
+                         chosen.variant.empty() ? "(default)" : chosen.variant);
     if (const std::string &err = impl->hostRuns(chosen); !err.empty())
       return err;
     if (std::string err =
@@ -1116,6 +1194,9 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (target == Target::CUDA)
       return "backward: target cuda has no backward kernels yet; run the "
              "backward on the CPU";
+    if (spec.pageSize)
+      return "page_size: the backward takes dense k and v (a paged KV cache "
+             "is for inference)";
     if (!config.isDefault() &&
         !(config.kind() && isBackwardVariant(*config.kind())))
       return fmt::format("config: the backward takes variant "

@@ -25,11 +25,19 @@ namespace {
 
 /// Where one (batch, head) slice of a tensor lives: element (row, d) is at
 /// base + row * rowStride + d.
+/// Paged (`pages` given): row r is row pages[r / pageSize] * pageSize +
+/// r % pageSize of the cache.
 struct Slice {
   const float *base;
   int64_t rowStride;
-  double at(int64_t row, int64_t d) const { return base[row * rowStride + d]; }
-  const float *row(int64_t r) const { return base + r * rowStride; }
+  const int32_t *pages = nullptr;
+  int64_t pageSize = 0;
+  double at(int64_t r, int64_t d) const { return row(r)[d]; }
+  const float *row(int64_t r) const {
+    if (pages)
+      r = int64_t(pages[r / pageSize]) * pageSize + r % pageSize;
+    return base + r * rowStride;
+  }
 };
 
 /// One (sequence, query head) of a launch, as both evaluations walk it.
@@ -66,6 +74,8 @@ void forEachHead(const AttentionSpec &spec, const Extents &ext,
       k0 = in.cuSeqlensK[b];
       Sk = in.cuSeqlensK[b + 1] - k0;
     }
+    if (spec.pageSize)
+      Sk = in.contextLens[b];
     const uint8_t *kpm =
         in.keyPaddingMask ? in.keyPaddingMask + b * ext.seqK : nullptr;
     // Positions from the padding mask: cumsum(kpm) - 1.
@@ -88,6 +98,15 @@ void forEachHead(const AttentionSpec &spec, const Extents &ext,
         x.o0 = (q0 * H + h) * D;
         x.oStride = H * D;
         x.lse0 = h * ext.seqQ + q0;
+      } else if (spec.pageSize) {
+        // k/v [num_pages, page_size, Hkv, D]: a page's rows are Hkv * D apart.
+        const int32_t *pages = in.blockTable + b * in.maxPages;
+        x.q = {in.q + (b * H + h) * Sq * D, D};
+        x.k = {in.k + hk * D, Hkv * D, pages, spec.pageSize};
+        x.v = {in.v + hk * D, Hkv * D, pages, spec.pageSize};
+        x.o0 = (b * H + h) * Sq * D;
+        x.oStride = D;
+        x.lse0 = (b * H + h) * Sq;
       } else {
         x.q = {in.q + (b * H + h) * Sq * D, D};
         x.k = {in.k + (b * Hkv + hk) * Sk * D, D};

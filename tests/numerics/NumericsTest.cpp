@@ -30,7 +30,9 @@
 #include <random>
 
 #include "../common/CrossCompile.h"
+#include "../common/ForwardCheck.h"
 #include "../common/JitRuntimeTest.h"
+#include "../common/Pairwise.h"
 #include "../common/TestInputs.h"
 #include <set>
 #include <thread>
@@ -62,45 +64,11 @@ constexpr int64_t kHeadsV[] = {1, 12, 40, 71};
 constexpr int64_t kHeadDimV[] = {64, 80, 96, 128, 256};
 constexpr int64_t kSeqV[] = {1, 17, 127, 128, 129, 1000};
 
-using Choice = std::array<int, kNumDims>;
+using test::Choice;
+const std::vector<int> kArities(std::begin(kArity), std::end(kArity));
 
 std::vector<Choice> pairwiseCover(uint32_t seed) {
-  std::set<std::tuple<int, int, int, int>> uncovered;
-  for (int a = 0; a < kNumDims; ++a)
-    for (int b = a + 1; b < kNumDims; ++b)
-      for (int x = 0; x < kArity[a]; ++x)
-        for (int y = 0; y < kArity[b]; ++y)
-          uncovered.insert({a, x, b, y});
-  std::mt19937 rng(seed);
-  std::vector<Choice> cases;
-  while (!uncovered.empty()) {
-    Choice best{};
-    size_t bestGain = 0;
-    for (int attempt = 0; attempt < 200; ++attempt) {
-      Choice c;
-      for (int dim = 0; dim < kNumDims; ++dim)
-        c[dim] = static_cast<int>(rng() % kArity[dim]);
-      // Seed each candidate with one uncovered pair so progress never stalls.
-      auto it = uncovered.begin();
-      std::advance(it, rng() % uncovered.size());
-      auto [a, x, b, y] = *it;
-      c[a] = x;
-      c[b] = y;
-      size_t gain = 0;
-      for (int p = 0; p < kNumDims; ++p)
-        for (int q = p + 1; q < kNumDims; ++q)
-          gain += uncovered.count({p, c[p], q, c[q]});
-      if (gain > bestGain) {
-        bestGain = gain;
-        best = c;
-      }
-    }
-    for (int p = 0; p < kNumDims; ++p)
-      for (int q = p + 1; q < kNumDims; ++q)
-        uncovered.erase({p, best[p], q, best[q]});
-    cases.push_back(best);
-  }
-  return cases;
+  return test::pairwiseCover(kArities, seed);
 }
 
 //===----------------------------------------------------------------------===//
@@ -257,41 +225,15 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   Extents ext{B, spec.varlen ? totalQ : c.seqQ, spec.varlen ? totalK : c.seqK};
   reference::Outputs ref = reference::attention(spec, ext, in);
 
-  double err = 0, lseErr = 0, lseExcess = 0;
-  int64_t emptyRows = 0;
-  for (int64_t row = 0; row < totalQ * H; ++row) {
-    // lse index of this o row: dense [B,H,Sq] is o's row order; varlen lse
-    // is [H, totalQ] while o is [totalQ, H].
-    int64_t lseIdx = spec.varlen ? (row % H) * totalQ + row / H : row;
-    double r = ref.lse[lseIdx];
-    if (std::isinf(r)) {
-      ++emptyRows;
-      EXPECT_TRUE(std::isinf(lse[lseIdx]) && lse[lseIdx] < 0)
-          << "lse of a fully masked row is " << lse[lseIdx];
-      for (int64_t d = 0; d < D; ++d)
-        ASSERT_EQ(o.get(row * D + d), 0.0f) << "fully masked row " << row;
-      continue;
-    }
-    // Past the absolute bound, lse may be off by the f32 rounding of its
-    // magnitude (4 ulps): far position offsets make it large.
-    const double e = std::abs(double(lse[lseIdx]) - r);
-    lseErr = std::max(lseErr, e);
-    lseExcess = std::max(lseExcess, e - std::ldexp(std::abs(r), -21));
-    for (int64_t d = 0; d < D; ++d) {
-      float x = o.get(row * D + d);
-      ASSERT_FALSE(std::isnan(x));
-      err = std::max(err, std::abs(double(x) - ref.o[row * D + d]));
-    }
-  }
-
-  // f16/bf16: the naive same-dtype implementation's error sets the bound.
-  double naiveErr = 0;
-  if (spec.dtype != DType::F32) {
-    std::vector<double> naive = reference::naiveSameDtype(spec, ext, in);
-    for (size_t i = 0; i < naive.size(); ++i)
-      naiveErr = std::max(naiveErr, std::abs(naive[i] - ref.o[i]));
-  }
-  const double bound = reference::errorBound(spec.dtype, naiveErr);
+  // lse index of an o row: dense [B,H,Sq] is o's row order; varlen lse is
+  // [H, totalQ] while o is [totalQ, H].
+  const test::ForwardComparison cmp = test::compareWithReference(
+      spec, ext, in, ref, o, lse, totalQ * H, [&](int64_t row) {
+        return spec.varlen ? (row % H) * totalQ + row / H : row;
+      });
+  const double err = cmp.err, bound = cmp.bound, lseErr = cmp.lseErr;
+  const double lseExcess = cmp.lseExcess;
+  const int64_t emptyRows = cmp.emptyRows;
   // lse is f32 from f32 arithmetic on rounded inputs whatever the dtype.
   const double lseBound = spec.dtype == DType::F32 ? 1e-4 : 1e-3;
   EXPECT_LE(err, bound) << c.name;
@@ -475,15 +417,9 @@ INSTANTIATE_TEST_SUITE_P(Pairwise, Numerics, ::testing::ValuesIn(allCases()),
 
 TEST(NumericsCover, EveryPairOfValuesIsCovered) {
   std::vector<Choice> cases = pairwiseCover(20261125);
-  for (int a = 0; a < kNumDims; ++a)
-    for (int b = a + 1; b < kNumDims; ++b)
-      for (int x = 0; x < kArity[a]; ++x)
-        for (int y = 0; y < kArity[b]; ++y)
-          EXPECT_TRUE(std::any_of(cases.begin(), cases.end(),
-                                  [&](const Choice &c) {
-                                    return c[a] == x && c[b] == y;
-                                  }))
-              << "dims " << a << "," << b << " values " << x << "," << y;
+  int a, b, x, y;
+  EXPECT_TRUE(test::coversEveryPair(cases, kArities, a, b, x, y))
+      << "dims " << a << "," << b << " values " << x << "," << y;
   std::printf("    %zu cases cover every pair\n", cases.size());
 }
 

@@ -319,6 +319,83 @@ TEST_F(RuntimeArgs, CuSeqlensKExceedsTotal) {
   expectError(p, args, "cu_seqlens_k: last offset 257 exceeds k's total 256");
 }
 
+/// A paged cache for dense(): 5 pages of 16 tokens, sequences of 16 and 7
+/// keys in pages 3 and 1; table entries past them are garbage.
+struct PagedCache {
+  std::vector<float> k = std::vector<float>(5 * 16 * 4 * 64, 0.0f);
+  std::vector<int32_t> table = {3, -9, 1, 99};
+  std::vector<int32_t> lens = {16, 7};
+  void into(AttentionArgs &a) {
+    a.k = TensorRef(k.data(), {5, 16, 4, 64});
+    a.v = a.k;
+    a.blockTable = TensorRef(table.data(), {2, 2});
+    a.contextLens = TensorRef(lens.data(), {2});
+  }
+};
+
+TEST_F(RuntimeArgs, PagedCacheArguments) {
+  Problem p = dense();
+  p.spec.pageSize = 16;
+  PagedCache cache;
+  AttentionArgs args = p.args();
+  cache.into(args);
+  args.k = TensorRef(cache.k.data(), {5, 8, 4, 64});
+  expectError(p, args,
+              "k: expected a paged cache [num_pages, 16, 4, 64] ([num_pages, "
+              "page_size, Hkv, D]), got [5, 8, 4, 64]");
+  cache.into(args);
+  args.blockTable = TensorRef();
+  expectError(p, args,
+              "block_table: required by a paged KV cache (int32 [B, "
+              "max_pages])");
+  args.blockTable = TensorRef(cache.table.data(), {4});
+  expectError(p, args,
+              "block_table: expected int32 [B, max_pages] with B = 2, got [4]");
+  cache.into(args);
+  args.contextLens = TensorRef(cache.lens.data(), {1});
+  expectError(p, args, "context_lens: expected int32 [B] = [2], got [1]");
+  cache.into(args);
+  cache.lens[1] = 33;
+  expectError(p, args,
+              "context_lens: entry 1 is 33; it must be in [0, 32] (max_pages 2 "
+              "x page_size 16)");
+  cache.lens[1] = 17; // now the second page of sequence 1 is used
+  expectError(p, args,
+              "block_table: entry [1, 1] is 99; sequence 1 uses it (17 "
+              "tokens), so it must be in [0, 5) (the cache's pages)");
+  cache.lens[1] = 7;
+  cache.table[0] = -1;
+  expectError(p, args,
+              "block_table: entry [0, 0] is -1; sequence 0 uses it (16 "
+              "tokens), so it must be in [0, 5) (the cache's pages)");
+}
+
+TEST_F(RuntimeArgs, PagedCacheWhereItDoesNotBelong) {
+  Problem p = dense();
+  PagedCache cache;
+  AttentionArgs args = p.args();
+  args.blockTable = TensorRef(cache.table.data(), {2, 2});
+  expectError(p, args,
+              "block_table: given, but the spec has no paged KV cache (set "
+              "page_size)");
+  p.spec.pageSize = 16;
+  cache.into(args);
+  expectError(p, args,
+              "page_size: a paged KV cache runs on the CPU only so far (target "
+              "cuda has no paged kernels yet)",
+              Target::CUDA);
+  TileConfig prefill;
+  prefill.variant = "cpu_avx2";
+  EXPECT_EQ(rt.run(p.spec, args, Target::CPU, prefill),
+            "config: variant cpu_avx2 cannot read a paged KV cache; the "
+            "decode family (cpu_decode_avx2, cpu_decode_avx512) does");
+  BackwardArgs grads;
+  EXPECT_EQ(rt.backward(p.spec, args, grads),
+            "page_size: the backward takes dense k and v (a paged KV cache is "
+            "for inference)");
+  EXPECT_EQ(compiler.compiles, 0);
+}
+
 // f32 is refused before the driver is asked for anything (CudaTest.cpp has
 // the rest of the CUDA path).
 TEST_F(RuntimeArgs, CudaTargetRefusesF32) {

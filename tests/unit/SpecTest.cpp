@@ -102,6 +102,29 @@ TEST(Spec, EveryRuleNamesItsField) {
        },
        "position offsets cannot be combined with bias alibi_positions (its "
        "positions come from the key_padding_mask)"},
+      {"page size not a power of two", [](auto &s) { s.pageSize = 48; },
+       "page_size must be 0 (dense k/v) or a power of two from 8 to 256, got "
+       "48"},
+      {"page size too small", [](auto &s) { s.pageSize = 4; },
+       "page_size must be 0 (dense k/v) or a power of two from 8 to 256, got "
+       "4"},
+      {"page size too large", [](auto &s) { s.pageSize = 512; },
+       "page_size must be 0 (dense k/v) or a power of two from 8 to 256, got "
+       "512"},
+      {"paged with varlen",
+       [](auto &s) {
+         s.pageSize = 16;
+         s.varlen = true;
+       },
+       "page_size cannot be combined with varlen cu_seqlens (a paged cache "
+       "takes its lengths from context_lens)"},
+      {"paged with offsets",
+       [](auto &s) {
+         s.pageSize = 16;
+         s.positionOffsets = true;
+       },
+       "page_size cannot be combined with position offsets (a paged cache "
+       "places queries bottom-right of context_lens)"},
   };
   for (const Case &c : cases) {
     tilt::AttentionSpec s = valid();
@@ -133,7 +156,7 @@ TEST(Spec, NamesRoundTrip) {
 
 TEST(Spec, CanonicalFormSeparatesEveryField) {
   tilt::AttentionSpec base = valid();
-  std::vector<tilt::AttentionSpec> variants(13, base);
+  std::vector<tilt::AttentionSpec> variants(15, base);
   variants[1].heads = 24;
   variants[2].kvHeads = 12;
   variants[3].headDim = 128;
@@ -146,6 +169,8 @@ TEST(Spec, CanonicalFormSeparatesEveryField) {
   variants[10].headOffset = 12, variants[10].totalHeads = 24;
   variants[11].slopes = tilt::SlopeSource::Custom;
   variants[12].positionOffsets = true;
+  variants[13].pageSize = 16;
+  variants[14].pageSize = 256;
   for (size_t i = 0; i < variants.size(); ++i)
     for (size_t j = i + 1; j < variants.size(); ++j)
       EXPECT_NE(variants[i].canonical(), variants[j].canonical())

@@ -2,7 +2,7 @@
 //
 //   tilt-bench [spec flags] --batch B --seq S [--seq-k S] [--threads N]
 //              [--repeats R] [--json] [--target cpu|cuda]
-//              [--backward [--trainable-slopes]]
+//              [--backward [--trainable-slopes]] [--page-size N]
 //
 // Times one attention shape through the runtime (warm-up excluded, median of
 // repeats) and puts the number next to what this machine can do: its FP32
@@ -16,6 +16,9 @@
 // backward alone, its FLOPs counted as 2.5x the forward's (FlashAttention's
 // convention); --trainable-slopes makes the slopes a custom [H] tensor (the
 // standard values) whose gradient the backward computes too.
+// --page-size N reads K/V from a paged KV cache (ALIBI.md) of that page size
+// through a shuffled block table, every sequence --seq-k keys long (the
+// decode family); kv_read_gbps then counts the cache's K and V once.
 //
 //===----------------------------------------------------------------------===//
 
@@ -37,6 +40,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <optional>
 #include <random>
 #include <thread>
@@ -274,7 +278,7 @@ struct BenchOptions {
   SpecFlags flags;
   TileConfig config;
   int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
-          naiveRepeats = 1;
+          naiveRepeats = 1, pageSize = 0;
   bool json = false, noNaive = false, backward = false, trainable = false;
   std::string target = "cpu";
 };
@@ -305,6 +309,10 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   intFlag("warmup", "untimed runs first (default 2)", o.warmup, 0);
   intFlag("naive-repeats", "timed runs of the naive baseline (default 1)",
           o.naiveRepeats, 1);
+  intFlag("page-size",
+          "read K/V from a paged KV cache of this page size, through a "
+          "shuffled block table (CPU; no naive baseline)",
+          o.pageSize, 1);
   boolFlag("no-naive", "skip the naive baseline", o.noNaive);
   boolFlag("backward", "also time the backward pass (CPU)", o.backward);
   boolFlag("trainable-slopes",
@@ -337,6 +345,15 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
     return fail("--backward: the backward runs on the CPU only (for now)");
   if (o.trainable)
     o.flags.spec.slopes = SlopeSource::Custom;
+  if (o.pageSize) {
+    if (o.target != "cpu" || o.backward)
+      return fail("--page-size: a paged KV cache runs the CPU forward only "
+                  "(for now)");
+    o.flags.spec.pageSize = o.pageSize;
+    if (std::string err = o.flags.spec.validate(); !err.empty())
+      return fail("--page-size: " + err);
+    o.noNaive = true; // the naive baseline reads dense K/V
+  }
   if (!o.threads)
     o.threads = std::max(1u, std::thread::hardware_concurrency());
   return std::nullopt;
@@ -373,14 +390,30 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   };
   TypedBuffer qb, kb, vb;
   fill(qb, naive.q, o.batch * H * o.seq * D);
-  fill(kb, naive.k, o.batch * Hkv * o.seqK * D);
-  fill(vb, naive.v, o.batch * Hkv * o.seqK * D);
+  // Paged: every sequence holds --seq-k keys in ceil(Sk / page) pages of one
+  // cache, the pages shuffled so that a sequence's pages are scattered.
+  const int64_t ps = spec.pageSize;
+  const int64_t pagesPerSeq = ps ? (o.seqK + ps - 1) / ps : 0;
+  const int64_t kvRows = ps ? o.batch * pagesPerSeq * ps : o.batch * o.seqK;
+  fill(kb, naive.k, kvRows * Hkv * D);
+  fill(vb, naive.v, kvRows * Hkv * D);
   TypedBuffer ob(spec.dtype, o.batch * H * o.seq * D);
   AttentionArgs args;
   args.q = TensorRef(qb.data(), {o.batch, H, o.seq, D});
   args.k = TensorRef(kb.data(), {o.batch, Hkv, o.seqK, D});
   args.v = TensorRef(vb.data(), {o.batch, Hkv, o.seqK, D});
   args.o = TensorRef(ob.data(), {o.batch, H, o.seq, D});
+  std::vector<int32_t> blockTable, contextLens;
+  if (ps) {
+    blockTable.resize(o.batch * pagesPerSeq);
+    std::iota(blockTable.begin(), blockTable.end(), 0);
+    std::shuffle(blockTable.begin(), blockTable.end(), rng);
+    contextLens.assign(o.batch, int32_t(o.seqK));
+    args.k = TensorRef(kb.data(), {o.batch * pagesPerSeq, ps, Hkv, D});
+    args.v = TensorRef(vb.data(), {o.batch * pagesPerSeq, ps, Hkv, D});
+    args.blockTable = TensorRef(blockTable.data(), {o.batch, pagesPerSeq});
+    args.contextLens = TensorRef(contextLens.data(), {o.batch});
+  }
   // --trainable-slopes: the standard values as a custom tensor.
   std::vector<float> slopes, dslopes;
   if (spec.slopes == SlopeSource::Custom) {
@@ -493,10 +526,11 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
   const std::string cpu = cpuModelName();
   const std::string isa = hostCpu().describe();
   const std::string shape = fmt::format(
-      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", o.batch, spec.heads,
+      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}{}", o.batch, spec.heads,
       spec.kvHeads, o.seq, o.seqK, spec.headDim, toString(spec.dtype),
       toString(spec.bias), spec.causal ? " causal" : "",
-      spec.window ? fmt::format(" window={}", *spec.window) : "");
+      spec.window ? fmt::format(" window={}", *spec.window) : "",
+      spec.pageSize ? fmt::format(" paged={}", spec.pageSize) : "");
   fmt::print("cpu          {} ({})\n", cpu, isa);
   fmt::print("shape        {}\n", shape);
   fmt::print("threads      {}\n", o.threads);

@@ -2,6 +2,8 @@
 //
 //   tilt-run [spec flags] q.npy k.npy v.npy -o out.npy [--lse lse.npy]
 //            [--cu-seqlens-q F --cu-seqlens-k F] [--q-offset N --k-offset N]
+//   tilt-run [spec flags] q.npy k_cache.npy v_cache.npy --block-table F
+//            --context-lens F -o out.npy [--lse lse.npy]
 //            [--threads N] [--stats]
 //            [--grad-out do.npy --dq dq.npy --dk dk.npy --dv dv.npy
 //             [--trainable-slopes --dslopes ds.npy]]
@@ -21,6 +23,9 @@
 // k and v for the upstream gradient dO, and with --trainable-slopes those of
 // the custom slopes (float32, shaped like them); --check then also checks
 // every gradient under ALIBI.md's gradient rule.
+// --block-table and --context-lens read k and v as a paged KV cache
+// [num_pages, page_size, Hkv, D] (ALIBI.md): page_size is k's dim 1, the
+// block table int32-valued [B, max_pages], the context lengths [B].
 //
 //===----------------------------------------------------------------------===//
 
@@ -64,8 +69,9 @@ std::string loadFloat32(const std::string &what, const std::string &path,
 struct RunOptions {
   SpecFlags flags;
   TileConfig config;
-  std::string output, lseOutput, cuQFile, cuKFile, target = "cpu", cacheDir,
-      kernelsDir;
+  std::string output, lseOutput, cuQFile, cuKFile,
+      target = "cpu", cacheDir, kernelsDir, blockTableFile, contextLensFile;
+  bool paged() const { return !blockTableFile.empty(); }
   std::string gradOut, dqOutput, dkOutput, dvOutput, dslopesOutput;
   bool trainableSlopes = false;
   bool backward() const { return !gradOut.empty(); }
@@ -107,6 +113,12 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
              o.cuQFile);
   stringFlag("cu-seqlens-k", "FILE.npy", "ragged batch: key offsets [B+1]",
              o.cuKFile);
+  stringFlag("block-table", "FILE.npy",
+             "paged KV cache: page indices [B, max_pages] (k and v are "
+             "[num_pages, page_size, Hkv, D]; with --context-lens)",
+             o.blockTableFile);
+  stringFlag("context-lens", "FILE.npy",
+             "paged KV cache: keys of each sequence [B]", o.contextLensFile);
   intFlag("q-offset", "N",
           "context parallelism: absolute position of query row 0 (with "
           "--k-offset; replaces the bottom-right rule)",
@@ -169,6 +181,14 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
   if ((o.qOffset < 0) != (o.kOffset < 0))
     return fail("--q-offset and --k-offset go together");
   o.flags.spec.positionOffsets = o.qOffset >= 0;
+  if (o.blockTableFile.empty() != o.contextLensFile.empty())
+    return fail("--block-table and --context-lens go together");
+  if (o.paged() && random)
+    return fail("--block-table/--context-lens need input files (q.npy "
+                "k_cache.npy v_cache.npy)");
+  if (o.paged() && !o.gradOut.empty())
+    return fail("--grad-out: the backward takes dense k and v, not a paged "
+                "cache");
   const bool anyGrad =
       !o.dqOutput.empty() || !o.dkOutput.empty() || !o.dvOutput.empty();
   if (o.backward() &&
@@ -200,12 +220,12 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
 /// The tensors of one call: the float32 inputs as read, their copies in the
 /// spec's dtype, the optional operands, and the arguments pointing at them.
 struct Tensors {
-  NpyArray q, k, v, slopesNpy, kpmNpy, cuQNpy, cuKNpy;
+  NpyArray q, k, v, slopesNpy, kpmNpy, cuQNpy, cuKNpy, tableNpy, lensNpy;
   TypedBuffer qb, kb, vb, ob;
   std::vector<float> lse, slopes;
   std::vector<int64_t> lseShape;
   std::vector<uint8_t> kpm;
-  std::vector<int32_t> cuQ, cuK;
+  std::vector<int32_t> cuQ, cuK, blockTable, contextLens;
   AttentionArgs args;
   // --grad-out: the upstream gradient, the gradients, the slopes' gradient.
   NpyArray gradO;
@@ -322,6 +342,18 @@ std::string loadOperands(const RunOptions &o, Tensors &t) {
     args.cuSeqlensQ = tensorRef(t.cuQ.data(), t.cuQNpy.shape);
     args.cuSeqlensK = tensorRef(t.cuK.data(), t.cuKNpy.shape);
   }
+  if (o.paged()) {
+    if (std::string err =
+            loadOffsets(o.blockTableFile, t.tableNpy, t.blockTable);
+        !err.empty())
+      return err;
+    if (std::string err =
+            loadOffsets(o.contextLensFile, t.lensNpy, t.contextLens);
+        !err.empty())
+      return err;
+    args.blockTable = tensorRef(t.blockTable.data(), t.tableNpy.shape);
+    args.contextLens = tensorRef(t.contextLens.data(), t.lensNpy.shape);
+  }
   if (spec.positionOffsets) {
     args.qOffset = o.qOffset;
     args.kOffset = o.kOffset;
@@ -383,7 +415,7 @@ std::string toDevice(AttentionArgs &args, DType dtype,
 /// Useful work: 4 * B * H * Sq * Sk * D, half of it when causal (0 for
 /// ragged batches).
 double usefulFlops(const AttentionSpec &spec, const Tensors &t) {
-  if (spec.varlen)
+  if (spec.varlen || spec.pageSize)
     return 0;
   return 4.0 * double(t.q.numElements()) *
          double(t.k.shape[t.k.shape.size() - 2]) * (spec.causal ? 0.5 : 1.0);
@@ -533,10 +565,15 @@ std::string checkOutput(const AttentionSpec &spec, const Tensors &t) {
   in.cuSeqlensK = t.cuK.empty() ? nullptr : t.cuK.data();
   in.qOffset = t.args.qOffset;
   in.kOffset = t.args.kOffset;
-  const Extents ext =
-      spec.varlen ? Extents{int64_t(t.cuQ.size()) - 1, t.q.shape[0],
-                            t.k.shape[0]}
-                  : Extents{t.q.shape[0], t.q.shape[2], t.k.shape[2]};
+  if (spec.pageSize) {
+    in.blockTable = t.blockTable.data();
+    in.maxPages = t.tableNpy.shape.size() == 2 ? t.tableNpy.shape[1] : 0;
+    in.contextLens = t.contextLens.data();
+  }
+  const Extents ext = spec.varlen ? Extents{int64_t(t.cuQ.size()) - 1,
+                                            t.q.shape[0], t.k.shape[0]}
+                                  : Extents{t.q.shape[0], t.q.shape[2],
+                                            spec.pageSize ? 0 : t.k.shape[2]};
   reference::Outputs want = reference::attention(spec, ext, in);
   // NaN compares false with everything, so non-finite outputs are counted
   // apart instead of vanishing from the maximum.
@@ -620,6 +657,13 @@ int main(int argc, char **argv) {
   Tensors t;
   if (std::string err = loadQkv(o, t); !err.empty())
     return fail(err);
+  if (o.paged()) {
+    // The cache's page size is k's dim 1 ([num_pages, page_size, Hkv, D]).
+    o.flags.spec.pageSize = t.k.shape[1];
+    if (std::string err = o.flags.spec.validate(); !err.empty())
+      return fail(fmt::format("k ({}, a paged cache {}): {}", o.files[1],
+                              t.k.shapeString(), err));
+  }
   if (std::string err = loadOperands(o, t); !err.empty())
     return fail(err);
 

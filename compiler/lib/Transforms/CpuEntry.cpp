@@ -21,7 +21,8 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
     auto tensor = cast<RankedTensorType>(t);
     return MemRefType::get(tensor.getShape(), tensor.getElementType());
   };
-  // The order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k].
+  // The order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k],
+  // [block_table, context_lens].
   auto qType = cast<RankedTensorType>(op.getQ().getType());
   SmallVector<int64_t> lseShape =
       spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
@@ -48,6 +49,10 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   if (Value cu = op.getCuSeqlensQ()) {
     types.push_back(toMemRef(cu.getType()));
     types.push_back(toMemRef(op.getCuSeqlensK().getType()));
+  }
+  if (Value table = op.getBlockTable()) {
+    types.push_back(toMemRef(table.getType()));
+    types.push_back(toMemRef(op.getContextLens().getType()));
   }
   return types;
 }
@@ -168,12 +173,14 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     Value kpm = take(op.getKeyPaddingMask());
     Value cuQ = take(op.getCuSeqlensQ());
     Value cuK = take(op.getCuSeqlensK());
+    Value blockTable = take(op.getBlockTable());
+    Value contextLens = take(op.getContextLens());
     Value qOffset = take(op.getQOffset());
     Value kOffset = take(op.getKOffset());
     AttentionOp::create(b, op.getLoc(), Type(), Type(), args[0], args[1],
-                        args[2], slopes, kpm, cuQ, cuK, qOffset, kOffset,
-                        args[3], args[4], args[next], args[next + 1],
-                        op.getBiasAttr(), op.getCausalAttr(),
+                        args[2], slopes, kpm, cuQ, cuK, blockTable, contextLens,
+                        qOffset, kOffset, args[3], args[4], args[next],
+                        args[next + 1], op.getBiasAttr(), op.getCausalAttr(),
                         op.getWindowAttr(), op.getScaleAttr(), *config);
     op->getParentOp()->erase();
     return success();

@@ -135,6 +135,22 @@ std::string AttentionSpec::validate() const {
   if (positionOffsets && bias == BiasKind::AlibiPositions)
     return "position offsets cannot be combined with bias alibi_positions "
            "(its positions come from the key_padding_mask)";
+  if (pageSize != 0) {
+    if (pageSize < kMinPageSize || pageSize > kMaxPageSize ||
+        (pageSize & (pageSize - 1)) != 0)
+      return format("page_size must be 0 (dense k/v) or a power of two from "
+                    "%lld to %lld, got %lld",
+                    LL(kMinPageSize), LL(kMaxPageSize), LL(pageSize));
+    if (varlen)
+      return "page_size cannot be combined with varlen cu_seqlens (a paged "
+             "cache takes its lengths from context_lens)";
+    if (keyPaddingMask)
+      return "page_size cannot be combined with a key_padding_mask (a paged "
+             "cache's keys are its context_lens first tokens)";
+    if (positionOffsets)
+      return "page_size cannot be combined with position offsets (a paged "
+             "cache places queries bottom-right of context_lens)";
+  }
   return {};
 }
 
@@ -157,6 +173,8 @@ std::string AttentionSpec::canonical() const {
   // Only when set, so every spec without offsets keeps its key.
   if (positionOffsets)
     s += ";offsets=1";
+  if (pageSize)
+    s += format(";page=%lld", (long long)pageSize);
   return s;
 }
 

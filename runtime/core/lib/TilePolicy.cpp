@@ -22,6 +22,8 @@ TileConfig config(KernelVariant variant, int64_t m, int64_t n,
 KernelVariant defaultCpuVariant(const AttentionSpec &spec,
                                 const HasFeature &has) {
   auto hasClass = [&](CpuClass c) { return missingFeatures(c, has).empty(); };
+  if (spec.pageSize)
+    return decodeCpuVariant(has); // the only family that reads a paged cache
   if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
       hasClass(CpuClass::X86_64_V4_AMX))
     return KernelVariant::CpuAmx;
@@ -111,6 +113,8 @@ KernelVariant backwardCpuVariant(const HasFeature &has) {
 
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
   const int64_t group = spec.heads / spec.kvHeads;
+  if (spec.pageSize)
+    return true; // the only family that reads a paged cache
   return spec.bias != BiasKind::AlibiPositions &&
          group * maxSq <= kDecodeMaxRows;
 }

@@ -46,6 +46,13 @@ struct AttentionArgs {
   TensorRef keyPaddingMask; ///< uint8 [B,Sk]
   TensorRef cuSeqlensQ;     ///< int32 [B+1], varlen only
   TensorRef cuSeqlensK;
+  /// Paged KV cache (spec.pageSize != 0; ALIBI.md): k and v are the caches
+  /// [num_pages, page_size, Hkv, D]; the block table int32 [B, max_pages]
+  /// names each sequence's pages in order, context_lens int32 [B] its keys.
+  /// Entries past a sequence's ceil(context_lens / page_size) pages are
+  /// never read; those it uses must be in [0, num_pages).
+  TensorRef blockTable;
+  TensorRef contextLens;
   /// Position offsets (spec.positionOffsets only; ALIBI.md): query row i and
   /// key j sit at the absolute positions qOffset + i and kOffset + j. Each
   /// >= 0, and offset + sequence length <= 2^24 (kMaxPosition).

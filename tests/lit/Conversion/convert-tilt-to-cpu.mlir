@@ -247,3 +247,46 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
   tilt.attention q(%q : memref<?x4x?x16xbf16>) k(%k : memref<?x2x?x16xbf16>) v(%v : memref<?x2x?x16xbf16>) out(%o : memref<?x4x?x16xbf16>) lse_out(%lse : memref<?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
   return
 }
+
+// -----
+
+// A paged KV cache (k/v [num_pages, 16, Hkv, D]): Sk is context_lens[b];
+// with page_size a multiple of block_n and no window a key block lies in one
+// page, so its block-table entry (kb >> 4) is read once per block and its
+// keys sit at slots kb & 15 + t of that page.
+
+// CHECK-LABEL: func.func @decode_paged(
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x16x2x16xbf16>
+// CHECK-SAME: %[[BT:[a-z0-9]+]]: memref<?x?xi32>, %[[CL:[a-z0-9]+]]: memref<?xi32>
+// CHECK: %[[B:.*]] = arith.divsi %{{.*}}, %c2 : index
+// CHECK: %[[LEN:.*]] = memref.load %[[CL]][%[[B]]] : memref<?xi32>
+// CHECK: arith.index_cast %[[LEN]] : i32 to index
+// CHECK: scf.for %{{.*}} step %c2048 {
+// CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
+// CHECK: %[[ENTRY:.*]] = arith.shrui %[[KB]], %c4 : index
+// CHECK: %[[ID:.*]] = memref.load %[[BT]][%[[B]], %[[ENTRY]]] : memref<?x?xi32>
+// CHECK: %[[PAGE:.*]] = arith.index_cast %[[ID]] : i32 to index
+// CHECK: %[[SLOT:.*]] = arith.andi %{{.*}}, %c15 : index
+// CHECK: vector.load %[[K]][%[[PAGE]], %[[SLOT]], %{{.*}}, %c0] : memref<?x16x2x16xbf16>, vector<8xbf16>
+// CHECK-NOT: tilt.attention
+func.func @decode_paged(%q: memref<?x4x?x16xbf16>, %k: memref<?x16x2x16xbf16>, %v: memref<?x16x2x16xbf16>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xbf16>) k(%k : memref<?x16x2x16xbf16>) v(%v : memref<?x16x2x16xbf16>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x4x?x16xbf16>) lse_out(%lse : memref<?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// Pages of 8 under blocks of 16 keys: a block spans two pages, so each key
+// reads its own block-table entry (t >> 3).
+
+// CHECK-LABEL: func.func @decode_paged_small_pages(
+// CHECK: scf.for %{{.*}} step %c1024 {
+// CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
+// CHECK: arith.shrui %{{.*}}, %c3 : index
+// CHECK: arith.andi %{{.*}}, %c7 : index
+// CHECK: arith.shrui %{{.*}}, %c3 : index
+// CHECK: arith.andi %{{.*}}, %c7 : index
+func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x16xf32>, %v: memref<?x8x2x16xf32>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x8x2x16xf32>) v(%v : memref<?x8x2x16xf32>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}

@@ -157,6 +157,10 @@ void CpuKernelBuilder::loadSequence() {
     sq = sub(load(io.cuQ, add(batch, idx(1))), seqQ0);
     seqK0 = load(io.cuK, batch);
     sk = sub(load(io.cuK, add(batch, idx(1))), seqK0);
+  } else if (io.contextLens) {
+    sq = memref::DimOp::create(b, io.q, 2);
+    Value len = memref::LoadOp::create(b, io.contextLens, ValueRange{batch});
+    sk = arith::IndexCastOp::create(b, b.getIndexType(), len);
   } else {
     sq = memref::DimOp::create(b, io.q, 2);
     sk = memref::DimOp::create(b, io.k, 2);

@@ -30,6 +30,7 @@ namespace mlir::tilt {
 /// op (tilt.attention or tilt.attention_backward); absent ones are null.
 struct KernelOperands {
   Value q, k, v, slopes, kpm, cuQ, cuK, qOffset, kOffset, itemBegin, itemEnd;
+  Value blockTable, contextLens; ///< a paged KV cache (tilt.attention only)
   Value out, lseOut; ///< the forward's destinations
 };
 
@@ -47,6 +48,10 @@ template <typename OpT> KernelOperands sharedOperands(OpT op) {
   io.kOffset = op.getKOffset();
   io.itemBegin = op.getItemBegin();
   io.itemEnd = op.getItemEnd();
+  if constexpr (requires { op.getBlockTable(); }) {
+    io.blockTable = op.getBlockTable();
+    io.contextLens = op.getContextLens();
+  }
   return io;
 }
 
@@ -190,8 +195,9 @@ protected:
 
   /// The slope of `head` (of `batch` for [B, H] slopes) in log2 units.
   Value slopeLog2();
-  /// Sets the sequence of `batch`: seqQ0/seqK0 (varlen), sq, sk, and shift
-  /// (i' = i + shift): Sk - Sq, or q_offset - k_offset with offsets.
+  /// Sets the sequence of `batch`: seqQ0/seqK0 (varlen), sq, sk (paged:
+  /// context_lens[batch]), and shift (i' = i + shift): Sk - Sq, or
+  /// q_offset - k_offset with offsets.
   void loadSequence();
 
   /// Writes one finished row `row` (sequence-relative) of `head`:

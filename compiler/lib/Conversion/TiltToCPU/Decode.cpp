@@ -28,11 +28,21 @@
 // and are masked, so no load leaves the tensor. 16-bit K and V are widened
 // in registers.
 //
+// A paged KV cache (k/v [num_pages, page_size, Hkv, D]) changes only where
+// key t lives: page block_table[b, t / page_size], slot t % page_size. When
+// page_size is a multiple of block_n and blocks start on multiples of
+// block_n (no window), a block lies in one page: one table read per block.
+// Else each key reads its own entry. Only keys < context_lens[b] are
+// addressed (the tail block clamps to the last one), so table entries past
+// a sequence's used pages are never read.
+//
 //===----------------------------------------------------------------------===//
 
 #include "CpuEmitter.h"
 
 #include "tilt/Compiler/Log2Units.h"
+
+#include "llvm/Support/MathExtras.h"
 
 #include <cmath>
 
@@ -65,9 +75,26 @@ private:
   /// Sets head and returns the query index of row r of the item.
   Value rowGeometry(Value r);
   /// The scores of row `rr` against keys `rows` (vl of them): one vector.
-  Value scores(Value rr, ArrayRef<Value> rows);
+  Value scores(Value rr, ArrayRef<SmallVector<Value>> keys);
+  /// The k/v indices of key `t`, without the column: {batch, kv head, t},
+  /// {seqK0 + t, kv head} (varlen) or {page, slot, kv head} (paged; `page`
+  /// is the block's page when it lies in one, else null).
+  SmallVector<Value> keyIndex(Value t, Value page);
+  /// The cache page holding key `t` (paged).
+  Value pageOf(Value t) {
+    Value entry = arith::ShRUIOp::create(
+        b, t, idx(llvm::Log2_64(static_cast<uint64_t>(spec.pageSize))));
+    Value id =
+        memref::LoadOp::create(b, io.blockTable, ValueRange{batch, entry});
+    return arith::IndexCastOp::create(b, b.getIndexType(), id);
+  }
   /// Lane j of the result is the sum of the lanes of xs[j] (xs.size() == vl).
   Value sumAcrossLanes(SmallVector<Value> xs);
+  Value loadKey(Value tensor, ArrayRef<Value> key, int64_t col) {
+    SmallVector<Value> index(key);
+    index.push_back(idx(col));
+    return loadRow(tensor, index);
+  }
   Value loadRow(Value tensor, SmallVector<Value> index) {
     Value v =
         vector::LoadOp::create(b, VectorType::get({vl}, elt), tensor, index);
@@ -209,15 +236,23 @@ Value DecodeEmitter::sumAcrossLanes(SmallVector<Value> xs) {
   return xs.front();
 }
 
-Value DecodeEmitter::scores(Value rr, ArrayRef<Value> rows) {
+SmallVector<Value> DecodeEmitter::keyIndex(Value t, Value page) {
+  if (!io.blockTable)
+    return spec.varlen ? SmallVector<Value>{add(seqK0, t), kvHead}
+                       : SmallVector<Value>{batch, kvHead, t};
+  Value slot = arith::AndIOp::create(b, t, idx(spec.pageSize - 1));
+  return {page ? page : pageOf(t), slot, kvHead};
+}
+
+Value DecodeEmitter::scores(Value rr, ArrayRef<SmallVector<Value>> keys) {
   // One accumulator per key, vectors along D; each q chunk is loaded once
   // and used by every key: vl accumulators + 2 registers live.
-  SmallVector<Value> accs(rows.size(), splat(0.0));
+  SmallVector<Value> accs(keys.size(), splat(0.0));
   for (int64_t c = 0; c < d; c += vl) {
     Value q = vector::LoadOp::create(b, vecF32, qs, ValueRange{rr, idx(c)});
-    for (size_t t = 0; t < rows.size(); ++t)
-      accs[t] = vector::FMAOp::create(
-          b, q, loadRow(op.getK(), kvIndex(rows[t], idx(c))), accs[t]);
+    for (size_t t = 0; t < keys.size(); ++t)
+      accs[t] =
+          vector::FMAOp::create(b, q, loadKey(op.getK(), keys[t], c), accs[t]);
   }
   return sumAcrossLanes(accs);
 }
@@ -245,9 +280,15 @@ void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
   // past it (those keys are masked), and per score vector the keys that
   // exist: j < kEnd, kpm[j] != 0.
   Value last = sub(sk, idx(1));
-  SmallVector<Value> rows;
+  // A paged block in one page (see the header) reads its table entry once;
+  // its clamped keys lie between kb and kb + block_n, in that page too.
+  Value blockPage = io.blockTable && spec.pageSize % bn == 0 && !spec.window
+                        ? pageOf(kb)
+                        : Value();
+  SmallVector<SmallVector<Value>> keys;
   for (int64_t t = 0; t < bn; ++t)
-    rows.push_back(clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)));
+    keys.push_back(keyIndex(
+        clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)), blockPage));
   Value lanes = iota();
   VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
   SmallVector<Value> exists;
@@ -280,7 +321,7 @@ void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
   SmallVector<Value> s;
   Value blockMax;
   for (int64_t c = 0; c < nv; ++c) {
-    Value x = scores(rr, ArrayRef<Value>(rows).slice(c * vl, vl));
+    Value x = scores(rr, ArrayRef<SmallVector<Value>>(keys).slice(c * vl, vl));
     // j - i' of each lane, exact in f32.
     Value jrel = arith::AddFOp::create(
         b, bcast(indexToF32(sub(add(kb, idx(c * vl)), ip))), lanes);
@@ -327,7 +368,7 @@ void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
           vector::ExtractOp::create(b, s[t / vl], ArrayRef<int64_t>{t % vl}));
       for (int64_t c = c0; c < c1; ++c)
         a[c - c0] = vector::FMAOp::create(
-            b, p, loadRow(op.getV(), kvIndex(rows[t], idx(c * vl))), a[c - c0]);
+            b, p, loadKey(op.getV(), keys[t], c * vl), a[c - c0]);
     }
     for (int64_t c = c0; c < c1; ++c)
       vector::StoreOp::create(b, a[c - c0], acc, ValueRange{rr, idx(c * vl)});

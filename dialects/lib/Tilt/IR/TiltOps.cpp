@@ -70,15 +70,30 @@ LogicalResult checkOperandShape(Operation *op, Value operand,
 
 namespace {
 
+/// The block table of a paged tilt.attention; null for dense k/v and for
+/// the backward, which has no paged form.
+template <typename OpT> Value blockTableOf(OpT op) {
+  if constexpr (requires { op.getBlockTable(); })
+    return op.getBlockTable();
+  else
+    return Value();
+}
+
+/// Where k/v keep their kv heads: [B, Hkv, S, D], [total, Hkv, D] or, paged,
+/// [num_pages, page_size, Hkv, D].
+unsigned kvHeadDim(bool paged) { return paged ? 2 : 1; }
+
 /// The spec of either op: both carry the forward's operands and attributes
 /// under the same names.
 template <typename OpT>::tilt::AttentionSpec specOf(OpT op) {
   Layout layout{op.getCuSeqlensQ() != nullptr};
+  const bool paged = blockTableOf(op) != nullptr;
   auto q = cast<ShapedType>(op.getQ().getType());
   auto k = cast<ShapedType>(op.getK().getType());
   ::tilt::AttentionSpec spec;
   spec.heads = q.getDimSize(layout.headDim());
-  spec.kvHeads = k.getDimSize(layout.headDim());
+  spec.kvHeads = k.getRank() > kvHeadDim(paged) ? k.getDimSize(kvHeadDim(paged))
+                                                : ShapedType::kDynamic;
   spec.headDim = q.getShape().back();
   spec.dtype = dtypeOf(q.getElementType()).value_or(::tilt::DType::F32);
   if (std::optional<APFloat> scale = op.getScale())
@@ -96,6 +111,9 @@ template <typename OpT>::tilt::AttentionSpec specOf(OpT op) {
   spec.keyPaddingMask = op.getKeyPaddingMask() != nullptr;
   spec.varlen = layout.varlen;
   spec.positionOffsets = op.getQOffset() != nullptr;
+  if (paged)
+    spec.pageSize =
+        k.getRank() == 4 && !k.isDynamicDim(1) ? k.getDimSize(1) : int64_t(-1);
   return spec;
 }
 
@@ -122,6 +140,9 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
       return op.emitOpError("operands must all be tensors or all be memrefs");
   if ((op.getQOffset() == nullptr) != (op.getKOffset() == nullptr))
     return op.emitOpError("offsets needs both a q_offset and a k_offset");
+  const bool paged = blockTableOf(op) != nullptr;
+  if (paged && layout.varlen)
+    return op.emitOpError("paged k/v cannot be combined with cu_seqlens");
   if ((op.getItemBegin() == nullptr) != (op.getItemEnd() == nullptr))
     return op.emitOpError("items needs both a begin and an end");
   if (op.getItemBegin() && tensors)
@@ -143,9 +164,15 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
              << layout.shapeName() << ")"
              << (layout.varlen ? " when cu_seqlens are given" : "") << ", got "
              << t;
-    if (t.isDynamicDim(layout.headDim()) || t.isDynamicDim(t.getRank() - 1))
+    const bool isQ = std::string_view(name) == "q";
+    const unsigned headDim = isQ ? layout.headDim() : kvHeadDim(paged);
+    if (t.isDynamicDim(headDim) || t.isDynamicDim(t.getRank() - 1))
       return op.emitOpError()
              << name << " must have static head count and head dim, got " << t;
+    if (paged && !isQ && t.isDynamicDim(1))
+      return op.emitOpError()
+             << name << " must have a static page size when paged "
+             << "([num_pages, page_size, Hkv, D]), got " << t;
   }
   Type elt = q.getElementType();
   if (!dtypeOf(elt))
@@ -165,7 +192,7 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
     if (!dimsAgree(k.getDimSize(d), v.getDimSize(d)))
       return op.emitOpError()
              << "v shape must equal k shape, got " << v << " and " << k;
-  if (!layout.varlen && !dimsAgree(q.getDimSize(0), k.getDimSize(0)))
+  if (!layout.varlen && !paged && !dimsAgree(q.getDimSize(0), k.getDimSize(0)))
     return op.emitOpError() << "batch size must agree: q has "
                             << q.getDimSize(0) << ", k " << k.getDimSize(0);
 
@@ -175,7 +202,7 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
     return op.emitOpError(error);
 
   batch = layout.varlen ? ShapedType::kDynamic : q.getDimSize(0);
-  int64_t seqK = k.getDimSize(layout.seqDim());
+  int64_t seqK = paged ? ShapedType::kDynamic : k.getDimSize(layout.seqDim());
   auto checkShape = [&](Value operand, ArrayRef<int64_t> expected,
                         llvm::function_ref<bool(Type)> eltOk, StringRef what) {
     return checkOperandShape(op, operand, expected, eltOk, what);
@@ -221,6 +248,16 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
       return op.emitOpError() << "cu_seqlens_q and cu_seqlens_k must have the "
                                  "same length, got "
                               << cq << " and " << ck;
+  }
+
+  if constexpr (requires { op.getContextLens(); }) {
+    if (paged) {
+      if (failed(checkShape(op.getBlockTable(), {batch, ShapedType::kDynamic},
+                            isI32, "block_table must be i32 [B, max_pages]")) ||
+          failed(checkShape(op.getContextLens(), {batch}, isI32,
+                            "context_lens must be i32 [B]")))
+        return failure();
+    }
   }
 
   return success();
@@ -278,6 +315,14 @@ LogicalResult AttentionOp::verify() {
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(config.getVariant())
                            << " is for tilt.attention_backward";
+    const KernelVariant variant = config.getVariant();
+    if (spec.pageSize && variant != KernelVariant::cpu_decode_avx2 &&
+        variant != KernelVariant::cpu_decode_avx512)
+      return emitOpError() << "tile_config variant "
+                           << stringifyKernelVariant(variant)
+                           << " cannot read a paged KV cache; the decode "
+                              "family (cpu_decode_avx2, cpu_decode_avx512) "
+                              "does";
     if (config.getVariant() == KernelVariant::cpu_amx &&
         spec.dtype != ::tilt::DType::BF16)
       return emitOpError() << "tile_config variant cpu_amx needs bf16 "

@@ -13,11 +13,16 @@
 // layout MLIR uses for strided memrefs) of, in this order:
 //   q, k, v, o, lse,
 //   then, only when the spec has them: slopes, key_padding_mask (i8),
-//   cu_seqlens_q, cu_seqlens_k;
+//   cu_seqlens_q, cu_seqlens_k, block_table and context_lens (i32, a paged
+//   KV cache);
 // then, only when the spec has position offsets, one more slot: a pointer to
 // two int64_t, {q_offset, k_offset}.
 // Dense: q/o [B,H,Sq,D], k/v [B,Hkv,Sk,D], lse [B,H,Sq].
 // Varlen: q/o [totalQ,H,D], k/v [totalK,Hkv,D], lse [H,totalQ].
+// Paged (decode family only): q/o/lse dense, k/v [num_pages, page_size, Hkv,
+// D], block_table [B, max_pages], context_lens [B]; the kernel reads only
+// the table entries of each sequence's ceil(context_lens / page_size) pages,
+// which the runtime has checked lie in [0, num_pages).
 // Elements of f16/bf16 tensors are 16-bit storage; lse is always f32.
 //
 // Work items: the kernel computes items [itemBegin, itemEnd) of the flattened

@@ -63,6 +63,12 @@ struct AttentionSpec {
   /// absolute positions q_offset + i and k_offset + j, two integers given at
   /// launch, instead of the bottom-right rule (i' = i + Sk - Sq).
   bool positionOffsets = false;
+  /// Paged KV cache (ALIBI.md): 0 = dense k/v. Else k and v are caches
+  /// [num_pages, page_size, Hkv, D] read through a block table [B,
+  /// max_pages] and context lengths [B] (int32) given at launch; a power of
+  /// two from 8 to 256. Sequence b has Sk = context_lens[b] keys and its
+  /// queries sit bottom-right (i' = Sk - Sq + i).
+  int64_t pageSize = 0;
 
   double effectiveScale() const;
   int64_t effectiveTotalHeads() const {
@@ -93,6 +99,9 @@ bool isSupportedHeadDim(int64_t d);
 /// Largest absolute position a query or key may take with position offsets:
 /// distances are exact in f32 up to 2^24.
 inline constexpr int64_t kMaxPosition = int64_t(1) << 24;
+
+/// Page sizes a paged KV cache may have: powers of two in this range.
+inline constexpr int64_t kMinPageSize = 8, kMaxPageSize = 256;
 
 inline constexpr const char *kSupportedHeadDims =
     "a multiple of 16 from 16 to 256";

@@ -65,6 +65,8 @@ inline constexpr int64_t kDecodeMaxRows = 16;
 /// chunked steps) and the bias is not alibi_positions (which the decode
 /// kernels do not take). There the prefill kernels, which vectorize across
 /// query rows, would leave most lanes empty and read K/V once per head.
+/// A paged KV cache always takes the decode family, which alone reads one
+/// (for chunked prefill too: its row blocks take any number of rows).
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 
 /// CPU candidates for `spec` on a CPU with features `has`: the widest vector

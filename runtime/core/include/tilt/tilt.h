@@ -66,6 +66,10 @@ typedef struct tilt_spec {
   int32_t key_padding_mask; /**< nonzero: a [B, Sk] mask is passed */
   int32_t varlen;           /**< nonzero: packed tensors with cu_seqlens */
   int32_t position_offsets; /**< nonzero: q_offset/k_offset give positions */
+  /** 0: dense k/v. Else k/v are a paged KV cache [num_pages, page_size, Hkv,
+   *  D] (a power of two from 8 to 256) read through block_table and
+   *  context_lens. */
+  int64_t page_size;
 } tilt_spec;
 
 /** A dense row-major tensor owned by the caller; data == NULL and rank == 0
@@ -87,6 +91,10 @@ typedef struct tilt_attention_args {
   /** With spec.position_offsets: query row i and key j sit at the absolute
    *  positions q_offset + i and k_offset + j (context parallelism). */
   int64_t q_offset, k_offset;
+  /** With spec.page_size: int32 [B, max_pages] page indices and int32 [B]
+   *  context lengths (ALIBI.md, paged KV). */
+  tilt_tensor block_table;
+  tilt_tensor context_lens;
 } tilt_attention_args;
 
 /** The backward's own tensors (ALIBI.md "Backward"). */

@@ -29,6 +29,11 @@ struct Inputs {
   const int32_t *cuSeqlensQ = nullptr;
   const int32_t *cuSeqlensK = nullptr;
   int64_t qOffset = 0, kOffset = 0; ///< spec.positionOffsets only
+  /// spec.pageSize only: k/v are caches [num_pages, page_size, Hkv, D],
+  /// blockTable [B, maxPages], contextLens [B] (Sk of each sequence).
+  const int32_t *blockTable = nullptr;
+  int64_t maxPages = 0;
+  const int32_t *contextLens = nullptr;
 };
 
 struct Outputs {

@@ -439,7 +439,7 @@ module attributes {tilt.a = #tilt.tile_config<variant = gpu_sm70, block_m = 64, 
 
 func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
   // expected-error @+1 {{items needs both a begin and an end}}
-  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
+  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
   return
 }
 
@@ -447,7 +447,7 @@ func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
 
 func.func @f(%q: tensor<1x4x8x64xf32>, %b: index, %e: index) {
   // expected-error @+1 {{items belong to the memref (kernel) form}}
-  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
+  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
   return
 }
 
@@ -463,7 +463,7 @@ func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index, %e: 
 
 func.func @f(%q: tensor<1x4x8x64xf32>, %a: index) {
   // expected-error @+1 {{offsets needs both a q_offset and a k_offset}}
-  %o = "tilt.attention"(%q, %q, %q, %a) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index) -> tensor<1x4x8x64xf32>
+  %o = "tilt.attention"(%q, %q, %q, %a) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index) -> tensor<1x4x8x64xf32>
   return
 }
 
@@ -528,5 +528,73 @@ func.func @f(%q: memref<1x4x8x64xf32>, %b: index, %e: index) {
 func.func @f(%t: memref<1x4x8x64xf32>, %lse: memref<1x4x8xf32>) {
   // expected-error @+1 {{the memref form needs grads(%dq, %dk, %dv)}}
   "tilt.attention_backward"(%t, %t, %t, %t, %t, %lse) <{operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 0, 0, 0, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8xf32>) -> ()
+  return
+}
+
+// -----
+
+// A paged KV cache: static page size, i32 block table [B, max_pages] and
+// context lengths [B], not with cu_seqlens, a padding mask or offsets, and
+// only the decode family reads it.
+
+func.func @f(%q: tensor<2x4x1x64xf32>, %k: tensor<?x12x2x64xf32>, %bt: tensor<2x?xi32>, %cl: tensor<2xi32>) {
+  // expected-error @+1 {{page_size must be 0 (dense k/v) or a power of two from 8 to 256, got 12}}
+  %o = tilt.attention q(%q : tensor<2x4x1x64xf32>) k(%k : tensor<?x12x2x64xf32>) v(%k : tensor<?x12x2x64xf32>) paged(%bt : tensor<2x?xi32>, %cl : tensor<2xi32>) -> tensor<2x4x1x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x1x64xf32>, %k: tensor<?x?x2x64xf32>, %bt: tensor<2x?xi32>, %cl: tensor<2xi32>) {
+  // expected-error @+1 {{k must have a static page size when paged ([num_pages, page_size, Hkv, D]), got 'tensor<?x?x2x64xf32>'}}
+  %o = tilt.attention q(%q : tensor<2x4x1x64xf32>) k(%k : tensor<?x?x2x64xf32>) v(%k : tensor<?x?x2x64xf32>) paged(%bt : tensor<2x?xi32>, %cl : tensor<2xi32>) -> tensor<2x4x1x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x1x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<3x?xi32>, %cl: tensor<2xi32>) {
+  // expected-error @+1 {{block_table must be i32 [B, max_pages], got 'tensor<3x?xi32>'}}
+  %o = tilt.attention q(%q : tensor<2x4x1x64xf32>) k(%k : tensor<?x16x2x64xf32>) v(%k : tensor<?x16x2x64xf32>) paged(%bt : tensor<3x?xi32>, %cl : tensor<2xi32>) -> tensor<2x4x1x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x1x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?xi32>, %cl: tensor<2xi64>) {
+  // expected-error @+1 {{context_lens must be i32 [B], got 'tensor<2xi64>'}}
+  %o = tilt.attention q(%q : tensor<2x4x1x64xf32>) k(%k : tensor<?x16x2x64xf32>) v(%k : tensor<?x16x2x64xf32>) paged(%bt : tensor<2x?xi32>, %cl : tensor<2xi64>) -> tensor<2x4x1x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x1x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?xi32>, %cl: tensor<2xi32>, %m: tensor<2x8xi8>) {
+  // expected-error @+1 {{page_size cannot be combined with a key_padding_mask (a paged cache's keys are its context_lens first tokens)}}
+  %o = tilt.attention q(%q : tensor<2x4x1x64xf32>) k(%k : tensor<?x16x2x64xf32>) v(%k : tensor<?x16x2x64xf32>) key_padding_mask(%m : tensor<2x8xi8>) paged(%bt : tensor<2x?xi32>, %cl : tensor<2xi32>) -> tensor<2x4x1x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<2x4x1x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?xi32>, %cl: tensor<2xi32>, %a: index) {
+  // expected-error @+1 {{page_size cannot be combined with position offsets (a paged cache places queries bottom-right of context_lens)}}
+  %o = tilt.attention q(%q : tensor<2x4x1x64xf32>) k(%k : tensor<?x16x2x64xf32>) v(%k : tensor<?x16x2x64xf32>) paged(%bt : tensor<2x?xi32>, %cl : tensor<2xi32>) offsets(%a, %a) -> tensor<2x4x1x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: tensor<4x4x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?xi32>, %cl: tensor<2xi32>, %cu: tensor<3xi32>) {
+  // expected-error @+1 {{paged k/v cannot be combined with cu_seqlens}}
+  %o = tilt.attention q(%q : tensor<4x4x64xf32>) k(%k : tensor<?x16x2x64xf32>) v(%k : tensor<?x16x2x64xf32>) cu_seqlens_q(%cu : tensor<3xi32>) cu_seqlens_k(%cu : tensor<3xi32>) paged(%bt : tensor<2x?xi32>, %cl : tensor<2xi32>) -> tensor<4x4x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<2x4x1x64xf32>, %k: memref<?x16x2x64xf32>, %bt: memref<2x?xi32>, %cl: memref<2xi32>, %b: index, %e: index) {
+  // expected-error @+1 {{tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512) does}}
+  tilt.attention q(%q : memref<2x4x1x64xf32>) k(%k : memref<?x16x2x64xf32>) v(%k : memref<?x16x2x64xf32>) paged(%bt : memref<2x?xi32>, %cl : memref<2xi32>) out(%q : memref<2x4x1x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 32, block_n = 32>}
   return
 }

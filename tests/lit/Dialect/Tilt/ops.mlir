@@ -103,6 +103,15 @@ func.func @position_offsets(%q: tensor<1x8x?x64xbf16>, %k: tensor<1x8x?x64xbf16>
   return %o, %lse : tensor<1x8x?x64xbf16>, tensor<1x8x?xf32>
 }
 
+// A paged KV cache: pages of 16 tokens of 2 kv heads.
+// CHECK-LABEL: func.func @paged_decode
+// CHECK: tilt.attention q(%{{.*}} : tensor<4x8x1x64xbf16>) k(%{{.*}} : tensor<?x16x2x64xbf16>) v(%{{.*}} : tensor<?x16x2x64xbf16>) paged(%{{.*}} : tensor<4x?xi32>, %{{.*}} : tensor<4xi32>) {bias = #tilt.bias<alibi>, causal}
+func.func @paged_decode(%q: tensor<4x8x1x64xbf16>, %k: tensor<?x16x2x64xbf16>, %v: tensor<?x16x2x64xbf16>,
+                        %bt: tensor<4x?xi32>, %cl: tensor<4xi32>) -> tensor<4x8x1x64xbf16> {
+  %o = tilt.attention q(%q : tensor<4x8x1x64xbf16>) k(%k : tensor<?x16x2x64xbf16>) v(%v : tensor<?x16x2x64xbf16>) paged(%bt : tensor<4x?xi32>, %cl : tensor<4xi32>) {bias = #tilt.bias<alibi>, causal} -> tensor<4x8x1x64xbf16>
+  return %o : tensor<4x8x1x64xbf16>
+}
+
 // CHECK-LABEL: func.func @backward_gqa_trainable_slopes
 // CHECK: %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]], %[[DS:.*]] = tilt.attention_backward q(%{{.*}} : tensor<2x8x100x64xbf16>) k(%{{.*}} : tensor<2x2x100x64xbf16>) v(%{{.*}} : tensor<2x2x100x64xbf16>) o(%{{.*}} : tensor<2x8x100x64xbf16>) grad_o(%{{.*}} : tensor<2x8x100x64xbf16>) lse(%{{.*}} : tensor<2x8x100xf32>) slopes(%{{.*}} : tensor<8xf32>)
 // CHECK-SAME: {bias = #tilt.bias<alibi, slopes = custom>, causal}

@@ -43,6 +43,15 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     bias and masks use `j' - i'`. Not with `alibi_positions`, whose positions
     come from the mask.
 
+    `paged(%block_table, %context_lens)` reads k and v from a paged KV cache
+    instead: `k`/`v` are `[num_pages, page_size, Hkv, D]` (page_size a
+    static power of two from 8 to 256), `block_table` i32 `[B, max_pages]`
+    and `context_lens` i32 `[B]`. Token `t` of sequence `b` (`t <
+    context_lens[b]`) is `k[block_table[b, t / page_size], t % page_size]`;
+    entries of the block table past a sequence's used pages are never read.
+    Sequence `b` has `Sk = context_lens[b]`, queries bottom-right. Not with
+    cu_seqlens, a key padding mask or offsets; lowered by the decode family.
+
     On tensors the op returns `o` (q's type) and, when asked for, `lse`
     (f32 `[B,H,Sq]`, or `[H,totalQ]` when ragged). On memrefs it writes the
     `out` operand (and `lse_out`, if given) and returns nothing; there an
@@ -69,6 +78,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     Optional<Tilt_Buffer>:$key_padding_mask,
     Optional<Tilt_Buffer>:$cu_seqlens_q,
     Optional<Tilt_Buffer>:$cu_seqlens_k,
+    Optional<Tilt_Buffer>:$block_table,
+    Optional<Tilt_Buffer>:$context_lens,
     Optional<Index>:$q_offset,
     Optional<Index>:$k_offset,
     Optional<AnyStridedMemRef>:$out,
@@ -94,6 +105,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     (`key_padding_mask` `(` $key_padding_mask^ `:` type($key_padding_mask) `)`)?
     (`cu_seqlens_q` `(` $cu_seqlens_q^ `:` type($cu_seqlens_q) `)`)?
     (`cu_seqlens_k` `(` $cu_seqlens_k^ `:` type($cu_seqlens_k) `)`)?
+    (`paged` `(` $block_table^ `:` type($block_table) `,`
+                 $context_lens `:` type($context_lens) `)`)?
     (`offsets` `(` $q_offset^ `,` $k_offset `)`)?
     (`out` `(` $out^ `:` type($out) `)`)?
     (`lse_out` `(` $lse_out^ `:` type($lse_out) `)`)?

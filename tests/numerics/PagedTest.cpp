@@ -1,0 +1,269 @@
+//===- PagedTest.cpp - Attention over a paged KV cache vs float64 ---------===//
+//
+// k and v as a paged cache [num_pages, page_size, Hkv, D] (ALIBI.md), read
+// through a shuffled block table whose entries past each sequence's used
+// pages hold garbage (negative, past the cache, INT32_MAX): the kernel must
+// never follow them. Three sequences per case: Sk keys, about half of
+// that, and none (every row empty: o = 0, lse = -inf).
+//
+// The cases cover every pair of values of: Sq {1, 2, 7, 16}, Sk {1, 17,
+// 1000, 8192, 32768}, page size {8, 16, 64, 256}, heads {12, 40, 71, 112},
+// MHA/GQA/MQA, bias {none, alibi, alibi_symmetric} (alibi_positions needs a
+// key padding mask, which a paged cache does not take), dtype, masks
+// {none, causal, causal + window 100, window 100}, head dim {64, 128} and
+// slopes {standard, custom [H], custom [B, H]}, among cases the float64
+// reference can check in about a second; plus a chunked prefill (Sq = 129
+// against the cache) and every key-addressing path of the decode family.
+//
+//===----------------------------------------------------------------------===//
+
+#include "tilt/Half.h"
+#include "tilt/Reference.h"
+#include "tilt/Runtime.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "../common/CrossCompile.h"
+#include "../common/ForwardCheck.h"
+#include "../common/JitRuntimeTest.h"
+#include "../common/Pairwise.h"
+#include "../common/TestInputs.h"
+
+namespace {
+
+using namespace tilt;
+
+enum Dim {
+  kSq,
+  kSk,
+  kPage,
+  kHeads,
+  kGroups,
+  kBias,
+  kDtype,
+  kMask,
+  kD,
+  kSlopes
+};
+const std::vector<int> kArity = {4, 5, 4, 4, 3, 3, 3, 4, 2, 3};
+constexpr int64_t kSqV[] = {1, 2, 7, 16};
+constexpr int64_t kSkV[] = {1, 17, 1000, 8192, 32768};
+constexpr int64_t kPageV[] = {8, 16, 64, 256};
+constexpr int64_t kHeadsV[] = {12, 40, 71, 112};
+constexpr int64_t kWindow = 100;
+
+struct PagedCase {
+  AttentionSpec spec;
+  TileConfig config; ///< empty: the runtime's choice (the decode family)
+  int64_t seqQ = 1, seqK = 1;
+  bool slopesPerBatch = false;
+  std::string name;
+};
+
+/// The three sequences' key counts: Sk, about half, none.
+std::vector<int32_t> contextLens(int64_t seqK) {
+  return {int32_t(seqK), int32_t((seqK + 1) / 2), 0};
+}
+
+/// Multiply-adds of the float64 reference (twice for 16-bit dtypes, whose
+/// naive yardstick runs too) and elements of one cache.
+double referenceCost(const PagedCase &c) {
+  const AttentionSpec &s = c.spec;
+  double keys = 0;
+  for (int32_t len : contextLens(c.seqK))
+    keys += s.window ? std::min<double>(len, *s.window + c.seqQ) : len;
+  return double(s.heads) * c.seqQ * keys * s.headDim *
+         (s.dtype == DType::F32 ? 1 : 2);
+}
+double cacheElements(const PagedCase &c) {
+  return double(c.spec.kvHeads) * (2.0 * c.seqK + 4 * c.spec.pageSize) *
+         c.spec.headDim;
+}
+
+PagedCase makeCase(const test::Choice &c) {
+  PagedCase k;
+  AttentionSpec &s = k.spec;
+  k.seqQ = kSqV[c[kSq]];
+  k.seqK = kSkV[c[kSk]];
+  s.pageSize = kPageV[c[kPage]];
+  s.heads = kHeadsV[c[kHeads]];
+  s.kvHeads = c[kGroups] == 0 ? s.heads : 1;
+  if (c[kGroups] == 1)
+    for (int64_t g : {2, 3, 4})
+      if (s.heads % g == 0) {
+        s.kvHeads = s.heads / g;
+        break;
+      } // 71 has no small group: MQA
+  s.bias = static_cast<BiasKind>(c[kBias]);
+  s.dtype = static_cast<DType>(c[kDtype]);
+  s.causal = c[kMask] == 1 || c[kMask] == 2;
+  if (c[kMask] >= 2)
+    s.window = kWindow;
+  s.headDim = c[kD] == 0 ? 64 : 128;
+  if (s.hasAlibi() && c[kSlopes] > 0) {
+    s.slopes = SlopeSource::Custom;
+    k.slopesPerBatch = c[kSlopes] == 2;
+  }
+  return k;
+}
+
+bool affordable(const PagedCase &c) {
+  return referenceCost(c) <= 1.2e9 && cacheElements(c) <= 6e7;
+}
+
+std::string describe(const PagedCase &c) {
+  std::string name = c.spec.canonical() + " Sq=" + std::to_string(c.seqQ) +
+                     " Sk=" + std::to_string(c.seqK);
+  if (c.slopesPerBatch)
+    name += " slopes[B,H]";
+  if (!c.config.variant.empty())
+    name += " " + c.config.variant + " " + std::to_string(c.config.blockM) +
+            "x" + std::to_string(c.config.blockN);
+  return name;
+}
+
+std::vector<PagedCase> allCases() {
+  std::vector<PagedCase> cases;
+  auto feasible = [](const test::Choice &c) { return affordable(makeCase(c)); };
+  for (const test::Choice &c : test::pairwiseCover(kArity, 20261203, feasible))
+    cases.push_back(makeCase(c));
+  // Every addressing path of the decode family: a block in one page, read
+  // once (page 64, block_n 16); blocks spanning pages, one entry per key
+  // (page 8 < block_n 16, and page 16 < block_n 32); a window, whose blocks
+  // start off the block grid (and 27 rows: two row blocks); a chunked
+  // prefill (Sq = 129: 25 row blocks of a GQA group); AVX-512 (cross-compiled
+  // where this CPU lacks it).
+  auto pinned = [](int64_t sq, int64_t sk, int64_t page,
+                   std::optional<int64_t> w, const char *variant, int64_t bm,
+                   int64_t bn) {
+    PagedCase c;
+    c.spec.heads = 12;
+    c.spec.kvHeads = 4;
+    c.spec.headDim = 64;
+    c.spec.dtype = DType::BF16;
+    c.spec.bias = BiasKind::Alibi;
+    c.spec.causal = true;
+    c.spec.window = w;
+    c.spec.pageSize = page;
+    c.seqQ = sq;
+    c.seqK = sk;
+    c.config.variant = variant;
+    c.config.blockM = bm;
+    c.config.blockN = bn;
+    return c;
+  };
+  cases.push_back(pinned(3, 1000, 64, {}, "cpu_decode_avx2", 16, 16));
+  cases.push_back(pinned(3, 1000, 8, {}, "cpu_decode_avx2", 16, 16));
+  cases.push_back(pinned(5, 777, 16, {}, "cpu_decode_avx2", 16, 32));
+  cases.push_back(pinned(9, 2000, 32, 300, "cpu_decode_avx2", 16, 16));
+  cases.push_back(pinned(129, 1000, 16, {}, "cpu_decode_avx2", 16, 16));
+  cases.push_back(pinned(4, 1000, 128, 50, "cpu_decode_avx512", 16, 16));
+  for (PagedCase &c : cases)
+    c.name = describe(c);
+  return cases;
+}
+
+void PrintTo(const PagedCase &c, std::ostream *os) { *os << c.name; }
+
+class Paged : public test::JitRuntimeTest<PagedCase> {};
+
+TEST_P(Paged, MatchesFloat64Reference) {
+  const PagedCase &c = GetParam();
+  const AttentionSpec &spec = c.spec;
+  ASSERT_EQ(spec.validate(), "");
+  if (std::string skip = test::crossCompiledSkipReason(spec, c.config, runtime);
+      !skip.empty())
+    GTEST_SKIP() << skip;
+  const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
+  const int64_t ps = spec.pageSize, Sq = c.seqQ;
+  const std::vector<int32_t> lens = contextLens(c.seqK);
+  const int64_t B = int64_t(lens.size());
+  std::mt19937 rng(4321);
+
+  // Pages: those the sequences use plus three spare, in shuffled order.
+  const int64_t maxPages = (c.seqK + ps - 1) / ps + 2;
+  int64_t used = 0;
+  for (int32_t len : lens)
+    used += (len + ps - 1) / ps;
+  const int64_t numPages = used + 3;
+  std::vector<int32_t> ids(numPages);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  const int32_t garbage[] = {-1, int32_t(numPages + 7), INT32_MAX, INT32_MIN};
+  std::vector<int32_t> table(B * maxPages);
+  for (int64_t b = 0, next = 0; b < B; ++b)
+    for (int64_t p = 0; p < maxPages; ++p)
+      table[b * maxPages + p] =
+          p < (lens[b] + ps - 1) / ps ? ids[next++] : garbage[(b + p) % 4];
+
+  auto fill = [&](int64_t n) {
+    return test_inputs::normalBuffer(spec.dtype, n, rng);
+  };
+  TypedBuffer q = fill(B * H * Sq * D), k = fill(numPages * ps * Hkv * D),
+              v = fill(numPages * ps * Hkv * D);
+  TypedBuffer o(spec.dtype, B * H * Sq * D);
+  std::vector<float> lse(B * H * Sq, 0.0f);
+  std::vector<float> slopes;
+  if (spec.hasAlibi() && spec.slopes == SlopeSource::Custom)
+    slopes = test_inputs::customSlopes((c.slopesPerBatch ? B : 1) * H, 8, rng);
+
+  AttentionArgs args;
+  args.q = TensorRef(q.data(), {B, H, Sq, D});
+  args.k = TensorRef(k.data(), {numPages, ps, Hkv, D});
+  args.v = TensorRef(v.data(), {numPages, ps, Hkv, D});
+  args.o = TensorRef(o.data(), {B, H, Sq, D});
+  args.lse = TensorRef(lse.data(), {B, H, Sq});
+  args.blockTable = TensorRef(table.data(), {B, maxPages});
+  args.contextLens = TensorRef(const_cast<int32_t *>(lens.data()), {B});
+  if (!slopes.empty())
+    args.slopes = c.slopesPerBatch ? TensorRef(slopes.data(), {B, H})
+                                   : TensorRef(slopes.data(), {H});
+  ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
+
+  reference::RoundedInputs rounded = reference::fromBuffers(
+      q, k, v, slopes, c.slopesPerBatch, {}, false, {}, {});
+  rounded.in.blockTable = table.data();
+  rounded.in.maxPages = maxPages;
+  rounded.in.contextLens = lens.data();
+  const reference::Inputs &in = rounded.in;
+  const Extents ext{B, Sq, 0};
+  const reference::Outputs ref = reference::attention(spec, ext, in);
+
+  const test::ForwardComparison cmp = test::compareWithReference(
+      spec, ext, in, ref, o, lse, B * H * Sq, [](int64_t row) { return row; });
+  const double err = cmp.err, bound = cmp.bound, lseErr = cmp.lseErr;
+  const int64_t emptyRows = cmp.emptyRows;
+  EXPECT_LE(err, bound) << c.name;
+  EXPECT_LE(lseErr, spec.dtype == DType::F32 ? 1e-4 : 1e-3) << c.name;
+  // The empty third sequence alone contributes H * Sq empty rows.
+  EXPECT_GE(emptyRows, H * Sq);
+  std::printf("    %-96s err %.2e (bound %.2e) lse err %.2e, %lld empty rows\n",
+              c.name.c_str(), err, bound, lseErr, (long long)emptyRows);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cache, Paged, ::testing::ValuesIn(allCases()),
+                         [](const ::testing::TestParamInfo<PagedCase> &info) {
+                           return "case" + std::to_string(info.index);
+                         });
+
+TEST(PagedCover, EveryPairOfValuesIsCovered) {
+  std::vector<std::tuple<int, int, int, int>> given_up;
+  auto feasible = [](const test::Choice &c) { return affordable(makeCase(c)); };
+  std::vector<test::Choice> cases =
+      test::pairwiseCover(kArity, 20261203, feasible, &given_up);
+  int a, b, x, y;
+  EXPECT_TRUE(test::coversEveryPair(cases, kArity, a, b, x, y))
+      << "dims " << a << "," << b << " values " << x << "," << y;
+  for (auto [da, va, db, vb] : given_up)
+    ADD_FAILURE() << "no affordable case holds value " << va << " of dim " << da
+                  << " with value " << vb << " of dim " << db;
+  std::printf("    %zu cases cover every pair\n", cases.size());
+}
+
+} // namespace
