@@ -261,6 +261,12 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
   for (auto [name, t] : {all[0], all[1], all[2], all[3]})
     if (!t->present())
       return fmt::format("{}: missing (null data pointer)", name);
+  if (!spec.pageSize)
+    for (auto [name, t] : {all[9], all[10]})
+      if (t->present())
+        return fmt::format("{}: given, but the spec has no paged KV cache "
+                           "(set page_size)",
+                           name);
 
   if (!spec.varlen) {
     for (auto [name, t] : {all[7], all[8]})
@@ -277,11 +283,6 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
       if (std::string err = checkPagedCache(spec, a, g); !err.empty())
         return err;
     } else {
-      for (auto [name, t] : {all[9], all[10]})
-        if (t->present())
-          return fmt::format("{}: given, but the spec has no paged KV cache "
-                             "(set page_size)",
-                             name);
       if (k.rank != 4 || k.shape[0] != g.batch || k.shape[1] != Hkv ||
           k.shape[3] != D || !nonNegative(k))
         return fmt::format("k: expected shape [{}, {}, Sk, {}] ([B, Hkv, Sk, "

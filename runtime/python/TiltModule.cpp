@@ -134,7 +134,7 @@ Call prepareCall(Array q, Array k, Array v, std::optional<Array> slopes,
                  std::optional<Array> cuSeqlensK, bool causal, int64_t window,
                  const std::string &bias, double maxBias, int64_t headOffset,
                  int64_t totalHeads, double scale, int64_t qOffset,
-                 int64_t kOffset, uintptr_t stream) {
+                 int64_t kOffset, uintptr_t stream, bool paged = false) {
   const auto dtype = dtypeOf(q.dtype());
   if (!dtype)
     bad("q: dtype must be float32, float16 or bfloat16");
@@ -157,7 +157,10 @@ Call prepareCall(Array q, Array k, Array v, std::optional<Array> slopes,
 
   tilt::AttentionSpec &spec = c.spec;
   spec.heads = int64_t(q.shape(1)); // [B, H, S, D] or [total, H, D]
-  spec.kvHeads = int64_t(k.shape(1));
+  // A paged cache is [num_pages, page_size, Hkv, D].
+  spec.kvHeads = int64_t(k.shape(paged ? 2 : 1));
+  if (paged)
+    spec.pageSize = int64_t(k.shape(1));
   spec.headDim = int64_t(q.shape(rank - 1));
   spec.dtype = *dtype;
   spec.causal = causal;
@@ -204,16 +207,9 @@ Call prepareCall(Array q, Array k, Array v, std::optional<Array> slopes,
   return c;
 }
 
-/// Runs one attention into `o` and `lse`.
-void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
-             std::optional<Array> slopes, std::optional<Array> keyPaddingMask,
-             std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
-             bool causal, int64_t window, const std::string &bias,
-             double maxBias, int64_t headOffset, int64_t totalHeads,
-             double scale, int64_t qOffset, int64_t kOffset, uintptr_t stream) {
-  Call c = prepareCall(q, k, v, slopes, keyPaddingMask, cuSeqlensQ, cuSeqlensK,
-                       causal, window, bias, maxBias, headOffset, totalHeads,
-                       scale, qOffset, kOffset, stream);
+/// Runs the call into `o` and `lse`, the GIL released; a runtime error
+/// becomes a ValueError.
+void runInto(Call &c, OutArray o, OutArray lse) {
   c.args.o = ref("out", o, c.bits, c.dev);
   c.args.lse = ref("lse", lse, 32, c.dev);
   tilt::Runtime &runtime = state().get();
@@ -224,6 +220,33 @@ void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
   }
   if (!err.empty())
     throw nb::value_error(err.c_str());
+}
+
+/// Runs one attention into `o` and `lse`.
+void forward(Array q, Array k, Array v, OutArray o, OutArray lse,
+             std::optional<Array> slopes, std::optional<Array> keyPaddingMask,
+             std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
+             bool causal, int64_t window, const std::string &bias,
+             double maxBias, int64_t headOffset, int64_t totalHeads,
+             double scale, int64_t qOffset, int64_t kOffset, uintptr_t stream) {
+  Call c = prepareCall(q, k, v, slopes, keyPaddingMask, cuSeqlensQ, cuSeqlensK,
+                       causal, window, bias, maxBias, headOffset, totalHeads,
+                       scale, qOffset, kOffset, stream);
+  runInto(c, o, lse);
+}
+
+/// Runs one attention over a paged KV cache into `o` and `lse` (CPU).
+void forwardPaged(Array q, Array kCache, Array vCache, OutArray o, OutArray lse,
+                  Array blockTable, Array contextLens,
+                  std::optional<Array> slopes, bool causal, int64_t window,
+                  const std::string &bias, double maxBias, int64_t headOffset,
+                  int64_t totalHeads, double scale) {
+  Call c = prepareCall(q, kCache, vCache, slopes, std::nullopt, std::nullopt,
+                       std::nullopt, causal, window, bias, maxBias, headOffset,
+                       totalHeads, scale, -1, -1, 0, /*paged=*/true);
+  c.args.blockTable = ref("block_table", blockTable, 32, c.dev);
+  c.args.contextLens = ref("context_lens", contextLens, 32, c.dev);
+  runInto(c, o, lse);
 }
 
 /// The gradients of one attention (CPU): dq, dk, dv and, for custom slopes,
@@ -305,6 +328,10 @@ NB_MODULE(_tilt, m) {
         "cu_seqlens_k"_a.none(), "causal"_a, "window"_a, "bias"_a, "max_bias"_a,
         "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a, "k_offset"_a,
         "stream"_a);
+  m.def("forward_paged", &forwardPaged, "q"_a, "k_cache"_a, "v_cache"_a,
+        "out"_a, "lse"_a, "block_table"_a, "context_lens"_a, "slopes"_a.none(),
+        "causal"_a, "window"_a, "bias"_a, "max_bias"_a, "head_offset"_a,
+        "total_heads"_a, "scale"_a);
   m.def("backward", &backward, "q"_a, "k"_a, "v"_a, "o"_a, "lse"_a, "grad_o"_a,
         "grad_lse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "dslopes"_a.none(),
         "slopes"_a.none(), "key_padding_mask"_a.none(), "cu_seqlens_q"_a.none(),

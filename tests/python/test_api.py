@@ -149,3 +149,42 @@ def test_opcheck_merge_states():
     l = [torch.randn(2, 3, 5) for _ in range(3)]
     l[1][0, 0, 0] = float("-inf")
     torch.library.opcheck(torch.ops.tilt.merge_states.default, (o, l))
+
+
+def test_paged_cache_errors_name_the_argument():
+    q = torch.randn(2, 4, 1, 64)
+    kc = torch.randn(6, 16, 2, 64)
+    table = torch.tensor([[0, 1], [2, -1]], dtype=torch.int32)
+    lens = torch.tensor([20, 9], dtype=torch.int32)
+    with pytest.raises(ValueError, match="block_table: dtype must be int32"):
+        tilt.attention_paged(q, kc, kc, table.long(), lens)
+    with pytest.raises(ValueError, match=r"context_lens: must be an int32 tensor \[B\]"):
+        tilt.attention_paged(q, kc, kc, table, lens[:1])
+    with pytest.raises(ValueError, match="k_cache: 3 kv heads do not divide"):
+        tilt.attention_paged(q, torch.randn(6, 16, 3, 64), torch.randn(6, 16, 3, 64), table, lens)
+    # Checked by the runtime against the cache: a used entry out of range,
+    # a page size that is not a power of two.
+    bad = table.clone()
+    bad[0, 1] = 6
+    with pytest.raises(ValueError, match=r"block_table: entry \[0, 1\] is 6"):
+        tilt.attention_paged(q, kc, kc, bad, lens)
+    with pytest.raises(ValueError, match="page_size must be 0"):
+        tilt.attention_paged(q, torch.randn(6, 12, 2, 64), torch.randn(6, 12, 2, 64), table, lens)
+
+
+def test_opcheck_attention_paged():
+    q = torch.randn(2, 4, 3, 64)
+    kc = torch.randn(5, 16, 2, 64)
+    table = torch.tensor([[3, 0], [1, 99]], dtype=torch.int32)
+    lens = torch.tensor([30, 12], dtype=torch.int32)
+    torch.library.opcheck(torch.ops.tilt.attention_paged.default,
+                          (q, kc, kc, table, lens, None, True, 0, "alibi", 8.0, 0, 0, 0.0))
+
+
+def test_paged_backward_says_it_is_inference_only():
+    q = torch.randn(1, 4, 1, 64, requires_grad=True)
+    kc = torch.randn(2, 16, 4, 64)
+    table = torch.tensor([[1]], dtype=torch.int32)
+    lens = torch.tensor([10], dtype=torch.int32)
+    with pytest.raises(NotImplementedError, match="attention_paged: a paged KV cache is for"):
+        tilt.attention_paged(q, kc, kc, table, lens).sum().backward()

@@ -7,14 +7,15 @@
 q is [B, H, Sq, D], k and v [B, Hkv, Sk, D] (or all [B, S, H, D] with
 layout="bshd"); float32, float16 or bfloat16; CPU or CUDA. The math is that
 of Tilt's ALIBI.md: scores scale * q.k + m_h * (j - i'), i' = i + Sk - Sq.
-Kernels are Tilt's: tuned ones from the package's bundle, others
+tilt.attention_paged reads k and v from a paged KV cache through a block
+table (decode, chunked prefill). Kernels are Tilt's: tuned ones from the package's bundle, others
 JIT-compiled on first use and kept in the disk cache ($TILT_CACHE_DIR,
 default ~/.cache/tilt).
 """
 
-from ._ops import (alibi_slopes, attention, attention_varlen, configure,
-                   merge_states, stats)
+from ._ops import (alibi_slopes, attention, attention_paged, attention_varlen,
+                   configure, merge_states, stats)
 
-__all__ = ["alibi_slopes", "attention", "attention_varlen", "configure",
-           "merge_states", "stats"]
+__all__ = ["alibi_slopes", "attention", "attention_paged", "attention_varlen",
+           "configure", "merge_states", "stats"]
 __version__ = "0.1.0"

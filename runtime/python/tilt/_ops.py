@@ -21,6 +21,9 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _NO_MERGE_BACKWARD = ("tilt.merge_states: gradients are not available yet; "
                       "call it under torch.no_grad() or on tensors that do "
                       "not require grad")
+_NO_PAGED_BACKWARD = ("tilt.attention_paged: a paged KV cache is for "
+                      "inference and has no backward; call it under "
+                      "torch.no_grad() (train with tilt.attention)")
 _configured = False
 
 
@@ -118,6 +121,30 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes, causal, window, bias,
       max_bias, head_offset, total_heads, scale, q_offset, k_offset):
     return (torch.empty_like(q),
             q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32))
+
+
+@torch.library.custom_op("tilt::attention_paged", mutates_args=(), device_types=("cpu", "cuda"))
+def _attention_paged_op(q: torch.Tensor, k_cache: torch.Tensor,
+                        v_cache: torch.Tensor, block_table: torch.Tensor,
+                        context_lens: torch.Tensor,
+                        slopes: Optional[torch.Tensor], causal: bool,
+                        window: int, bias: str, max_bias: float,
+                        head_offset: int, total_heads: int,
+                        scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    _ensure_configured()
+    o = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+    _tilt.forward_paged(q, k_cache, v_cache, o, lse, block_table, context_lens,
+                        slopes, causal, window, bias, max_bias, head_offset,
+                        total_heads, scale)
+    return o, lse
+
+
+@_attention_paged_op.register_fake
+def _(q, k_cache, v_cache, block_table, context_lens, slopes, causal, window,
+      bias, max_bias, head_offset, total_heads, scale):
+    return (torch.empty_like(q),
+            q.new_empty(q.shape[:3], dtype=torch.float32))
 
 
 @torch.library.custom_op("tilt::merge_states", mutates_args=(), device_types=("cpu",))
@@ -227,11 +254,17 @@ def _no_context(ctx, inputs, output):
     pass
 
 
+def _no_paged_backward(ctx, grad_o, grad_lse):
+    raise NotImplementedError(_NO_PAGED_BACKWARD)
+
+
 _attention_op.register_autograd(_attention_backward,
                                 setup_context=_setup_attention)
 _attention_varlen_op.register_autograd(_attention_varlen_backward,
                                        setup_context=_setup_attention_varlen)
 _merge_op.register_autograd(_no_merge_backward, setup_context=_no_context)
+_attention_paged_op.register_autograd(_no_paged_backward,
+                                      setup_context=_no_context)
 
 
 # --- argument checks ----------------------------------------------------------
@@ -438,6 +471,61 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                   float(max_bias), head_offset,
                                   total_heads or 0, float(scale or 0.0),
                                   *_check_offsets(q_offset, k_offset, bias))
+    return (o, lse) if return_lse else o
+
+
+def attention_paged(q: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, block_table: torch.Tensor,
+                    context_lens: torch.Tensor, *, causal: bool = False,
+                    window: Optional[int] = None,
+                    bias: Optional[str] = "alibi",
+                    slopes: Optional[torch.Tensor] = None,
+                    max_bias: float = 8.0, head_offset: int = 0,
+                    total_heads: Optional[int] = None,
+                    scale: Optional[float] = None, return_lse: bool = False):
+    """Attention against a paged KV cache (decode and chunked prefill; CPU).
+
+    q: [B, H, Sq, D]; k_cache, v_cache: [num_pages, page_size, Hkv, D]
+    (page_size a power of two from 8 to 256); block_table: int32
+    [B, max_pages], the pages of each sequence in order; context_lens:
+    int32 [B], its keys. Token t of sequence b is
+    k_cache[block_table[b, t // page_size], t % page_size]; entries past a
+    sequence's pages are never read. Queries sit bottom-right:
+    i' = context_lens[b] - Sq + i. bias "alibi", "alibi_symmetric" or None;
+    other arguments as for attention(). Inference only (no autograd).
+    """
+    _check_tensor("q", q, 4, "[B, H, Sq, D]")
+    _check_contiguous("q", q)
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        _check_tensor(name, t, 4, "[num_pages, page_size, Hkv, D]")
+        _check_same(name, t, q)
+        _check_contiguous(name, t)
+    B, H, Sq, D = q.shape
+    if k_cache.shape[3] != D or tuple(v_cache.shape) != tuple(k_cache.shape):
+        raise ValueError(f"k_cache, v_cache: shapes {list(k_cache.shape)}, "
+                         f"{list(v_cache.shape)} must match and end in q's head dim {D}")
+    Hkv = k_cache.shape[2]
+    if Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"k_cache: {Hkv} kv heads do not divide q's {H} heads")
+    for name, t, shape in (("block_table", block_table, "[B, max_pages]"),
+                           ("context_lens", context_lens, "[B]")):
+        rank = 2 if name == "block_table" else 1
+        if not isinstance(t, torch.Tensor) or t.dim() != rank or t.shape[0] != B:
+            raise ValueError(f"{name}: must be an int32 tensor {shape} with B = {B}, got "
+                             f"{list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if t.dtype != torch.int32:
+            raise ValueError(f"{name}: dtype must be int32, got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name}: device {t.device} differs from q's {q.device}")
+    _check_options(causal, window, bias, max_bias, head_offset, total_heads, scale, H)
+    if bias == "alibi_positions":
+        raise ValueError("bias: 'alibi_positions' needs a key padding mask, which a "
+                         "paged cache does not take")
+    slopes = _check_slopes(slopes, q, H, B, bias)
+    o, lse = _attention_paged_op(q, k_cache, v_cache, block_table.contiguous(),
+                                 context_lens.contiguous(), slopes, causal,
+                                 window or 0, _bias_name(bias), float(max_bias),
+                                 head_offset, total_heads or 0, float(scale or 0.0))
     return (o, lse) if return_lse else o
 
 

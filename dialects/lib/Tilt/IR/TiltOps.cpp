@@ -158,13 +158,14 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
   for (auto [name, t] : {std::pair<const char *, ShapedType>{"q", q},
                          {"k", k},
                          {"v", v}}) {
+    const bool isQ = std::string_view(name) == "q";
     if (t.getRank() != layout.rank())
       return op.emitOpError()
              << name << " must have rank " << layout.rank() << " ("
-             << layout.shapeName() << ")"
-             << (layout.varlen ? " when cu_seqlens are given" : "") << ", got "
-             << t;
-    const bool isQ = std::string_view(name) == "q";
+             << (paged && !isQ ? "[num_pages, page_size, Hkv, D]"
+                               : layout.shapeName())
+             << ")" << (layout.varlen ? " when cu_seqlens are given" : "")
+             << ", got " << t;
     const unsigned headDim = isQ ? layout.headDim() : kvHeadDim(paged);
     if (t.isDynamicDim(headDim) || t.isDynamicDim(t.getRank() - 1))
       return op.emitOpError()
