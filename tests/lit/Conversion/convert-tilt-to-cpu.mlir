@@ -227,6 +227,7 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: scf.for %[[SPAN:.*]] = %{{.*}} to %{{.*}} step %c2048 {
 // CHECK: scf.for %[[ROW:.*]] = %c0 to %{{.*}} step %c1 {
 // CHECK: scf.for %[[KB:.*]] = %[[SPAN]] to %{{.*}} step %c16 {
+// CHECK-NOT: memref.prefetch
 // CHECK: scf.if
 // CHECK: vector.load %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
 // CHECK: vector.fma
@@ -263,6 +264,12 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK: arith.index_cast %[[LEN]] : i32 to index
 // CHECK: scf.for %{{.*}} step %c2048 {
 // CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
+// The first row prefetches the K/V rows 64 keys ahead, clamped to the last
+// key, each through its own table entry (every 32-element line of a row).
+// CHECK: scf.if
+// CHECK: arith.addi %[[KB]], %c64 : index
+// CHECK: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<3>, data
+// CHECK: memref.prefetch %{{.*}}[%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<3>, data
 // CHECK: %[[ENTRY:.*]] = arith.shrui %[[KB]], %c4 : index
 // CHECK: %[[ID:.*]] = memref.load %[[BT]][%[[B]], %[[ENTRY]]] : memref<?x?xi32>
 // CHECK: %[[PAGE:.*]] = arith.index_cast %[[ID]] : i32 to index

@@ -70,6 +70,8 @@ private:
   void stageRows(Value r0, Value n);
   /// Row `rr` against the keys [kb, kb + block_n) (those < kEnd exist).
   void rowBlock(Value rr, Value kb, Value kEnd);
+  /// Paged: prefetches the K/V rows of the keys a fixed distance ahead.
+  void prefetchAhead(Value rr, Value kb);
   void rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp);
   void finalizeRows(Value r0, Value n);
   /// Sets head and returns the query index of row r of the item.
@@ -257,7 +259,38 @@ Value DecodeEmitter::scores(Value rr, ArrayRef<SmallVector<Value>> keys) {
   return sumAcrossLanes(accs);
 }
 
+void DecodeEmitter::prefetchAhead(Value rr, Value kb) {
+  // Paged caches only: their keys sit a token row (Hkv x D) apart, a new
+  // 4 KiB page per key when Hkv x D x bytes >= 4 KiB, and hardware
+  // prefetchers stop at page boundaries. The first row of a row block asks
+  // for every line of the K and V rows kPagedPrefetchKeys keys ahead (the
+  // group's other rows find them cached). Keys clamp to the sequence's
+  // last, so the table is read only where it is used. Measured on Zen 3,
+  // bf16 D 128, B 4, Sk 8192, 16-token pages: 80 -> 60 ms (MHA), 34 -> 28
+  // ms (GQA 4:1), medians of four runs each; no gain on contiguous caches.
+  if (!io.blockTable)
+    return;
+  constexpr int64_t kPagedPrefetchKeys = 64;
+  const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
+  Value first = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, rr, idx(0));
+  ifThen(first, [&] {
+    Value last = sub(sk, idx(1));
+    for (int64_t t = 0; t < bn; ++t) {
+      SmallVector<Value> key =
+          keyIndex(minI(add(kb, idx(kPagedPrefetchKeys + t)), last), Value());
+      for (Value tensor : {op.getK(), op.getV()})
+        for (int64_t c = 0; c < d; c += perLine) {
+          SmallVector<Value> index(key);
+          index.push_back(idx(c));
+          memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
+                                     /*localityHint=*/3, /*isDataCache=*/true);
+        }
+    }
+  });
+}
+
 void DecodeEmitter::rowBlock(Value rr, Value kb, Value kEnd) {
+  prefetchAhead(rr, kb);
   // Blocks inside the sequence address their keys from one base; only the
   // last, partial block clamps each key (16 more live scalars otherwise).
   Value inside =
