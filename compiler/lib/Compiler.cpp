@@ -83,9 +83,10 @@ namespace {
 class CompileJob {
 public:
   CompileJob(const AttentionSpec &spec, const TileConfig &config, bool cuda,
-             std::string dumpDir)
+             std::string dumpDir, const PhaseTimer &onPhase)
       : spec(spec), config(config), cuda(cuda), dumpDir(std::move(dumpDir)),
-        ctx(registry(cuda)), handler(&ctx, [this](mlir::Diagnostic &d) {
+        onPhase(onPhase), clock(onPhase), ctx(registry(cuda)),
+        handler(&ctx, [this](mlir::Diagnostic &d) {
           if (d.getSeverity() == mlir::DiagnosticSeverity::Error)
             diagnostics += (diagnostics.empty() ? "" : "; ") + d.str();
           return mlir::success();
@@ -128,6 +129,8 @@ private:
   const TileConfig &config;
   bool cuda;
   std::string dumpDir;
+  const PhaseTimer &onPhase;
+  PhaseClock clock;
   mlir::MLIRContext ctx;
   std::string diagnostics;
   mlir::ScopedDiagnosticHandler handler;
@@ -182,6 +185,7 @@ std::string CompileJob::buildAndPin(const CpuMachine &cpu) {
   if (failed(pinned))
     return "tile config: " + diagnostics;
   attr = *pinned;
+  clock.lap("spec");
   if (cuda)
     return {};
   // Before any code generation: LLVM aborts on an intrinsic the target lacks
@@ -212,6 +216,7 @@ CompileJob::runStages(const std::vector<mlir::tilt::PipelineStage> &stages,
     stage.addPasses(pm);
     if (failed(pm.run(*module)))
       return fmt::format("stage {} failed: {}", stage.name, diagnostics);
+    clock.lap(stage.name);
     if (std::string err =
             dump(fmt::format("{:02}-{}.mlir", ++stageNo, stage.name), print());
         !err.empty())
@@ -325,7 +330,7 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
       return err;
   }
   return emitCpuArtifact(*module, pipeline.kernelName, numMemrefs, numIndexArgs,
-                         info, cpu, cpuEmit, out);
+                         info, cpu, cpuEmit, out, onPhase);
 }
 
 } // namespace
@@ -352,7 +357,7 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
       : requested.isDefault() ? defaultConfig(spec, target)
                               : requested;
 
-  CompileJob job(spec, config, cuda, options.dumpStagesDir);
+  CompileJob job(spec, config, cuda, options.dumpStagesDir, options.onPhase);
   if (std::string err = job.buildAndPin(cpu); !err.empty())
     return err;
   if (std::string err = job.specStage(emit == Emit::Spec, out);

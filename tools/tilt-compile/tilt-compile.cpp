@@ -33,6 +33,7 @@ struct CompileOptions {
   CompilerOptions compiler;
   std::optional<CpuClass> cpuClass;
   std::string emit = "spec", output = "-", target = "cpu";
+  bool timing = false;
 };
 
 std::vector<Option> compileOptions(CompileOptions &o) {
@@ -94,6 +95,8 @@ std::vector<Option> compileOptions(CompileOptions &o) {
   options.push_back(stringOption("dump-stages", "DIR",
                                  "write the IR after every stage",
                                  o.compiler.dumpStagesDir));
+  options.push_back(boolOption(
+      "timing", "print each compile phase's wall time to stderr", o.timing));
   options.push_back(
       stringOption("o", "FILE", "output file (default: stdout)", o.output));
   return options;
@@ -143,7 +146,7 @@ std::optional<int> parseCompileOptions(int argc, char **argv,
   if (std::optional<int> exit = parseCommandLine(
           argc, argv, options, "tilt-compile",
           "tilt-compile [spec flags] [tile config] [--emit KIND] "
-          "[--dump-stages DIR] [-o FILE]",
+          "[--dump-stages DIR] [--timing] [-o FILE]",
           positional))
     return exit;
   if (!positional.empty())
@@ -189,12 +192,20 @@ int main(int argc, char **argv) {
     if (std::string err = printSpec(o, text); !err.empty())
       return fail(err);
   } else {
+    double total = 0;
+    if (o.timing)
+      o.compiler.onPhase = [&total](std::string_view phase, double ms) {
+        total += ms;
+        fmt::print(stderr, "timing {:<10} {:8.1f} ms\n", phase, ms);
+      };
     Compiler compiler(o.compiler);
     if (std::string err = compiler.compileTo(
             o.flags.spec, o.config,
             o.target == "cuda" ? Target::CUDA : Target::CPU, what, text);
         !err.empty())
       return fail(err);
+    if (o.timing)
+      fmt::print(stderr, "timing {:<10} {:8.1f} ms\n", "total", total);
   }
   std::error_code ec;
   llvm::raw_fd_ostream os(o.output, ec);

@@ -226,7 +226,8 @@ std::string emitCpuArtifact(mlir::ModuleOp module,
                             unsigned numMemrefArgs, unsigned numIndexArgs,
                             const std::string &info,
                             const CpuMachine &machineIn, CpuEmit emit,
-                            std::string &out) {
+                            std::string &out, const PhaseTimer &onPhase) {
+  PhaseClock clock(onPhase);
   initializeLLVMOnce();
   CpuMachine machine = machineIn.cpu.empty() ? CpuMachine::host() : machineIn;
 
@@ -236,6 +237,7 @@ std::string emitCpuArtifact(mlir::ModuleOp module,
   std::unique_ptr<llvm::Module> m = mlir::translateModuleToLLVMIR(module, ctx);
   if (!m)
     return "translation to LLVM IR failed";
+  clock.lap("translate");
 
   llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
   std::string error;
@@ -280,7 +282,14 @@ std::string emitCpuArtifact(mlir::ModuleOp module,
     llvm::FunctionAnalysisManager fam;
     llvm::CGSCCAnalysisManager cgam;
     llvm::ModuleAnalysisManager mam;
-    llvm::PassBuilder pb(tm.get());
+    // The kernels arrive register-tiled and vectorized, their loops unrolled
+    // where it pays; LLVM's own unrolling and interleaving only copy the
+    // micro-kernels again. Off, a default cpu_avx2 kernel compiles in about
+    // half the time (tilt-compile --timing: 370 -> 186 ms) and runs as fast.
+    llvm::PipelineTuningOptions tuning;
+    tuning.LoopUnrolling = false;
+    tuning.LoopInterleaving = false;
+    llvm::PassBuilder pb(tm.get(), tuning);
     pb.registerModuleAnalyses(mam);
     pb.registerCGSCCAnalyses(cgam);
     pb.registerFunctionAnalyses(fam);
@@ -290,6 +299,7 @@ std::string emitCpuArtifact(mlir::ModuleOp module,
         pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
     mpm.run(*m, mam);
   }
+  clock.lap("optimize");
 
   if (emit == CpuEmit::LLVMIR) {
     llvm::raw_string_ostream os(out);
@@ -306,11 +316,14 @@ std::string emitCpuArtifact(mlir::ModuleOp module,
       return "the target cannot emit this file type";
     pm.run(*m);
   }
+  clock.lap("codegen");
   if (emit != CpuEmit::SharedObject) {
     out = buffer.str().str();
     return {};
   }
-  return linkSharedObject(buffer.str(), out);
+  std::string err = linkSharedObject(buffer.str(), out);
+  clock.lap("link");
+  return err;
 }
 
 } // namespace tilt

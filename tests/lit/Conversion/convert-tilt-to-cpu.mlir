@@ -123,9 +123,18 @@ func.func @bf16(%q: memref<?x2x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memref
 
 // -----
 
-// AVX2 configurations use 8-lane vectors.
+// AVX2 configurations use 8-lane vectors. Their micro-kernels fit the 16 ymm
+// registers: 6 x 2 accumulators, 2 loaded vectors and a broadcast. The 16
+// keys (or rows) of a block are tiles of 6, 5 and 5, not 6, 6 and 4.
 
 // CHECK-LABEL: func.func @avx2(
+// Scores: 6 keys x 2 Qt vectors, then the 5-key tiles.
+// CHECK: %{{.*}}:12 = scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
+// CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK: scf.for %{{.*}} = %c6 to %c16 step %c5 {
+// CHECK: %{{.*}}:10 = scf.for %{{.*}} = %c0 to %c16 step %c1
+// P.V: 6 rows x 2 V vectors, over the block's keys.
+// CHECK: %{{.*}}:12 = scf.for %{{.*}} = %c0 to %{{.*}} step %c1 iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>) {
 // CHECK: vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<8xf32>
 // CHECK-NOT: vector<16xf32>
 func.func @avx2(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x2x?x16xf32>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {

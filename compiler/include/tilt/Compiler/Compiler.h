@@ -43,6 +43,10 @@ struct CompilerOptions {
   /// CUDA: the architecture to generate for (sm_80, sm_90a, ...). Empty:
   /// the variant's own (gpu_sm80 -> sm_80, gpu_sm90a -> sm_90a).
   std::string cudaArch;
+  /// Set: called after every phase of a compile (building the spec module,
+  /// each MLIR stage, then the CPU target's translate, optimize, codegen and
+  /// link) with its wall time. May be called from the compiling thread.
+  PhaseTimer onPhase;
 };
 
 class Compiler final : public KernelCompiler {

@@ -5,8 +5,11 @@
 
 #include "tilt/CpuIsa.h"
 
+#include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace mlir {
 class ModuleOp;
@@ -42,6 +45,30 @@ struct CpuMachine {
   std::string describe() const;
 };
 
+/// Receives a compile phase's name and its wall time in milliseconds
+/// (tilt-compile --timing; the profile behind the cold-JIT figures).
+using PhaseTimer = std::function<void(std::string_view phase, double ms)>;
+
+/// Times consecutive phases for a PhaseTimer; does nothing without one.
+class PhaseClock {
+public:
+  explicit PhaseClock(const PhaseTimer &timer)
+      : timer(timer), start(std::chrono::steady_clock::now()) {}
+  /// Reports the time since the last lap (or construction) as `phase`.
+  void lap(std::string_view phase) {
+    if (!timer)
+      return;
+    auto now = std::chrono::steady_clock::now();
+    timer(phase,
+          std::chrono::duration<double, std::milli>(now - start).count());
+    start = now;
+  }
+
+private:
+  const PhaseTimer &timer;
+  std::chrono::steady_clock::time_point start;
+};
+
 enum class CpuEmit { LLVMIR, Assembly, Object, SharedObject };
 
 /// Translates an LLVM-dialect module holding the kernel `kernelName` (with
@@ -52,11 +79,14 @@ enum class CpuEmit { LLVMIR, Assembly, Object, SharedObject };
 /// descriptor array points to that many int64 values, passed as the kernel's
 /// index arguments (KernelABI.h: the position offsets). Returns "" or an
 /// error.
+/// `onPhase`, when set, is called after each phase (translate, optimize,
+/// codegen, link) with its name and wall time in milliseconds.
 std::string emitCpuArtifact(mlir::ModuleOp module,
                             const std::string &kernelName,
                             unsigned numMemrefArgs, unsigned numIndexArgs,
                             const std::string &info, const CpuMachine &machine,
-                            CpuEmit emit, std::string &out);
+                            CpuEmit emit, std::string &out,
+                            const PhaseTimer &onPhase = {});
 
 } // namespace tilt
 

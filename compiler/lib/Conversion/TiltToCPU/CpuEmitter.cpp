@@ -52,12 +52,18 @@ Value CpuKernelBuilder::exp2(Value x) {
 
 void CpuEmitter::groups(int64_t total, int64_t group,
                         function_ref<void(Value, int64_t)> tile) {
-  group = std::min(group, total);
-  int64_t full = total / group * group;
-  forLoop(idx(0), idx(full), idx(group),
-          [&](Value first) { tile(first, group); });
-  if (full < total)
-    tile(idx(full), total - full);
+  // As few tiles as `group` allows, their sizes differing by at most one:
+  // 32 rows in tiles of at most 6 are 6, 6, 5, 5, 5, 5, not five 6s and a
+  // 2 whose few accumulators stall on the FMA latency.
+  const int64_t tiles = (total + group - 1) / group;
+  const int64_t big = (total + tiles - 1) / tiles;
+  const int64_t bigTiles = total - (big - 1) * tiles;
+  const int64_t bigEnd = bigTiles * big;
+  forLoop(idx(0), idx(bigEnd), idx(big),
+          [&](Value first) { tile(first, big); });
+  if (bigEnd < total)
+    forLoop(idx(bigEnd), idx(total), idx(big - 1),
+            [&](Value first) { tile(first, big - 1); });
 }
 
 LogicalResult CpuEmitter::emit() {

@@ -259,8 +259,9 @@ protected:
   void stageAnchors();
   void finalize();
 
-  /// Runs `tile(first, count)` over [0, total) in groups of `group`: a loop
-  /// over the full groups and one more call for the remainder.
+  /// Runs `tile(first, count)` over [0, total) in as few groups of at most
+  /// `group` as cover it, balanced to sizes that differ by at most one: a
+  /// loop per size.
   void groups(int64_t total, int64_t group,
               function_ref<void(Value, int64_t)> tile);
 

@@ -19,10 +19,34 @@ using namespace mlir::tilt;
 
 namespace {
 
-/// Number of vector registers the accumulator tiles of one micro-kernel may
-/// take; the rest hold operands. 32 zmm on AVX-512, 16 ymm on AVX2.
-int64_t accumulatorBudget(KernelVariant v) {
-  return v == KernelVariant::cpu_avx2 ? 12 : 24;
+/// The register tile of a micro-kernel: `rows` broadcast scalars times
+/// `cols` loaded vectors, rows * cols accumulators.
+struct MicroTile {
+  int64_t rows, cols;
+};
+
+/// The micro-kernel shape that needs the fewest loads per FMA,
+/// (rows + cols) / (rows * cols), while its accumulators, its loaded
+/// vectors and two broadcasts fit the register file (16 ymm on AVX2, 32 zmm
+/// on AVX-512): a tile that does not fit spills an accumulator to the stack
+/// on every step. `cols` divides maxCols; rows <= maxRows.
+MicroTile microTile(KernelVariant v, int64_t maxRows, int64_t maxCols) {
+  const int64_t regs = v == KernelVariant::cpu_avx2 ? 16 : 32;
+  MicroTile best{1, 1};
+  double bestCost = 2.0;
+  for (int64_t cols = 1; cols <= maxCols; ++cols) {
+    if (maxCols % cols != 0 || cols + 3 > regs)
+      continue;
+    int64_t rows = std::min(maxRows, (regs - 2 - cols) / cols);
+    if (rows < 1)
+      continue;
+    double cost = double(rows + cols) / double(rows * cols);
+    if (cost < bestCost) {
+      best = {rows, cols};
+      bestCost = cost;
+    }
+  }
+  return best;
 }
 
 /// cpu_avx2 (8 lanes) and cpu_avx512 (16 lanes): Qt staged once per item,
@@ -42,9 +66,9 @@ private:
 
   void emitKeyBlock(Value kb, Value nk);
   void stageKeys(Value kb, Value nk);
-  void scoreTile(Value kb, Value j0, int64_t keys, int64_t c0, int64_t cols);
+  void scoreTile(Value kb, Value j0, int64_t keys, Value col0, int64_t cols);
   void softmaxColumn(Value c, Value kb, Value nk);
-  void pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols, Value kb,
+  void pvTile(Value r0, int64_t rows, Value col0, int64_t cols, Value kb,
               Value nk);
 
   // Qt [D][BM], staged K/V [BN][D] (16-bit inputs only), St/Pt [BN][BM].
@@ -94,22 +118,26 @@ void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
   // nk: keys of this block inside the visible range (the last may be short).
   if (ks)
     stageKeys(kb, nk);
-  int64_t budget = accumulatorBudget(config.getVariant());
-  int64_t qv = bm / vl;
-  int64_t qChunk = std::min<int64_t>(qv, 4);
-  for (int64_t c0 = 0; c0 < qv; c0 += qChunk) {
-    int64_t n = std::min(qChunk, qv - c0);
-    groups(bn, std::max<int64_t>(1, budget / n),
-           [&](Value j0, int64_t keys) { scoreTile(kb, j0, keys, c0, n); });
-  }
+  // St = K . Qt: keys are broadcast, Qt vectors loaded.
+  const KernelVariant variant = config.getVariant();
+  const int64_t qv = bm / vl;
+  const MicroTile score = microTile(variant, bn, qv);
+  // The column chunks are a loop, not copies: one micro-kernel per tile
+  // size keeps the code (and the JIT's time) small.
+  forLoop(idx(0), idx(bm), idx(score.cols * vl), [&](Value col0) {
+    groups(bn, score.rows, [&](Value j0, int64_t keys) {
+      scoreTile(kb, j0, keys, col0, score.cols);
+    });
+  });
   forLoop(idx(0), idx(qv), idx(1), [&](Value c) { softmaxColumn(c, kb, nk); });
-  int64_t dv = d / vl;
-  int64_t dChunk = std::min<int64_t>(dv, 8);
-  for (int64_t c0 = 0; c0 < dv; c0 += dChunk) {
-    int64_t n = std::min(dChunk, dv - c0);
-    groups(bm, std::max<int64_t>(1, budget / n),
-           [&](Value r0, int64_t rows) { pvTile(r0, rows, c0, n, kb, nk); });
-  }
+  // Acc += Pt^T . V: P is broadcast, V vectors loaded.
+  const int64_t dv = d / vl;
+  const MicroTile pv = microTile(variant, bm, dv);
+  forLoop(idx(0), idx(d), idx(pv.cols * vl), [&](Value col0) {
+    groups(bm, pv.rows, [&](Value r0, int64_t rows) {
+      pvTile(r0, rows, col0, pv.cols, kb, nk);
+    });
+  });
 }
 
 void VectorEmitter::stageKeys(Value kb, Value nk) {
@@ -129,9 +157,9 @@ void VectorEmitter::stageKeys(Value kb, Value nk) {
   });
 }
 
-void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
-                           int64_t cols) {
-  // St[j0 + r, (c0 + c) * vl ...] = sum_k K[kb + j0 + r, k] * Qt[k, ...].
+void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
+                              int64_t cols) {
+  // St[j0 + r, col0 + c * vl ...] = sum_k K[kb + j0 + r, k] * Qt[k, ...].
   // Keys past the sequence read its last row instead (their scores are
   // never used), so no load leaves the tensor.
   SmallVector<Value> rowsIdx;
@@ -146,7 +174,7 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
         SmallVector<Value> qv;
         for (int64_t c = 0; c < cols; ++c)
           qv.push_back(vector::LoadOp::create(
-              b, vecF32, qt, ValueRange{k, idx((c0 + c) * vl)}));
+              b, vecF32, qt, ValueRange{k, add(col0, idx(c * vl))}));
         SmallVector<Value> next;
         for (int64_t r = 0; r < keys; ++r) {
           Value kv =
@@ -161,8 +189,9 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, int64_t c0,
       });
   for (int64_t r = 0; r < keys; ++r)
     for (int64_t c = 0; c < cols; ++c)
-      vector::StoreOp::create(b, loop.getResult(r * cols + c), st,
-                              ValueRange{add(j0, idx(r)), idx((c0 + c) * vl)});
+      vector::StoreOp::create(
+          b, loop.getResult(r * cols + c), st,
+          ValueRange{add(j0, idx(r)), add(col0, idx(c * vl))});
 }
 
 void VectorEmitter::softmaxColumn(Value c, Value kb, Value nk) {
@@ -239,43 +268,45 @@ void VectorEmitter::softmaxColumn(Value c, Value kb, Value nk) {
   vector::StoreOp::create(b, alpha, alphaRow, ValueRange{i0});
 }
 
-void VectorEmitter::pvTile(Value r0, int64_t rows, int64_t c0, int64_t cols,
-                        Value kb, Value nk) {
-  // Acc[r, c] = Acc[r, c] * alpha[r] + sum_j Pt[j, r] * V[j, c]. The P
-  // broadcasts come first, then each V vector is loaded once and used by
-  // every row: rows * cols + rows + 1 registers.
+void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
+                           Value kb, Value nk) {
+  // Acc[r, c] = Acc[r, c] * alpha[r] + sum_j Pt[j, r] * V[j, c]. The V
+  // vectors are loaded first, then each P broadcast feeds every column:
+  // rows * cols + cols + 1 registers (microTile).
   SmallVector<Value> init;
   for (int64_t r = 0; r < rows; ++r) {
     Value row = add(r0, idx(r));
     Value alpha = bcast(memref::LoadOp::create(b, alphaRow, ValueRange{row}));
     for (int64_t c = 0; c < cols; ++c) {
       Value a = vector::LoadOp::create(b, vecF32, acc,
-                                       ValueRange{row, idx((c0 + c) * vl)});
+                                       ValueRange{row, add(col0, idx(c * vl))});
       init.push_back(arith::MulFOp::create(b, a, alpha));
     }
   }
   auto loop = scf::ForOp::create(
       b, idx(0), nk, idx(1), init,
       [&](OpBuilder &, Location, Value j, ValueRange accs) {
-        SmallVector<Value> p;
-        for (int64_t r = 0; r < rows; ++r)
-          p.push_back(bcast(
-              memref::LoadOp::create(b, st, ValueRange{j, add(r0, idx(r))})));
-        SmallVector<Value> next(accs.begin(), accs.end());
+        SmallVector<Value> v;
         for (int64_t c = 0; c < cols; ++c) {
-          Value col = idx((c0 + c) * vl);
-          Value v =
+          Value col = add(col0, idx(c * vl));
+          v.push_back(
               vs ? vector::LoadOp::create(b, vecF32, vs, ValueRange{j, col})
                  : vector::LoadOp::create(b, vecF32, op.getV(),
-                                          kvIndex(add(kb, j), col));
-          for (int64_t r = 0; r < rows; ++r)
-            next[r * cols + c] =
-                vector::FMAOp::create(b, p[r], v, accs[r * cols + c]);
+                                          kvIndex(add(kb, j), col)));
+        }
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < rows; ++r) {
+          Value p = bcast(
+              memref::LoadOp::create(b, st, ValueRange{j, add(r0, idx(r))}));
+          for (int64_t c = 0; c < cols; ++c)
+            next.push_back(
+                vector::FMAOp::create(b, p, v[c], accs[r * cols + c]));
         }
         scf::YieldOp::create(b, next);
       });
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c)
-      vector::StoreOp::create(b, loop.getResult(r * cols + c), acc,
-                              ValueRange{add(r0, idx(r)), idx((c0 + c) * vl)});
+      vector::StoreOp::create(
+          b, loop.getResult(r * cols + c), acc,
+          ValueRange{add(r0, idx(r)), add(col0, idx(c * vl))});
 }
