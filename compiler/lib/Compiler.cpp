@@ -13,6 +13,7 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/Support/FileSystem.h"
@@ -83,9 +84,10 @@ namespace {
 class CompileJob {
 public:
   CompileJob(const AttentionSpec &spec, const TileConfig &config, bool cuda,
-             std::string dumpDir, const PhaseTimer &onPhase)
-      : spec(spec), config(config), cuda(cuda), dumpDir(std::move(dumpDir)),
-        onPhase(onPhase), clock(onPhase), ctx(registry(cuda)),
+             const CompilerOptions &options)
+      : spec(spec), config(config), cuda(cuda), dumpDir(options.dumpStagesDir),
+        verifyEachPass(options.verifyEachPass), onPhase(options.onPhase),
+        clock(onPhase), ctx(registry(cuda)),
         handler(&ctx, [this](mlir::Diagnostic &d) {
           if (d.getSeverity() == mlir::DiagnosticSeverity::Error)
             diagnostics += (diagnostics.empty() ? "" : "; ") + d.str();
@@ -129,6 +131,7 @@ private:
   const TileConfig &config;
   bool cuda;
   std::string dumpDir;
+  bool verifyEachPass;
   const PhaseTimer &onPhase;
   PhaseClock clock;
   mlir::MLIRContext ctx;
@@ -213,9 +216,13 @@ CompileJob::runStages(const std::vector<mlir::tilt::PipelineStage> &stages,
                       std::string &out) {
   for (const mlir::tilt::PipelineStage &stage : stages) {
     mlir::PassManager pm(&ctx);
+    pm.enableVerifier(verifyEachPass);
     stage.addPasses(pm);
     if (failed(pm.run(*module)))
       return fmt::format("stage {} failed: {}", stage.name, diagnostics);
+    if (!verifyEachPass && failed(mlir::verify(*module)))
+      return fmt::format("stage {} produced IR that does not verify: {}",
+                         stage.name, diagnostics);
     clock.lap(stage.name);
     if (std::string err =
             dump(fmt::format("{:02}-{}.mlir", ++stageNo, stage.name), print());
@@ -357,7 +364,7 @@ std::string Compiler::compileTo(const AttentionSpec &spec,
       : requested.isDefault() ? defaultConfig(spec, target)
                               : requested;
 
-  CompileJob job(spec, config, cuda, options.dumpStagesDir, options.onPhase);
+  CompileJob job(spec, config, cuda, options);
   if (std::string err = job.buildAndPin(cpu); !err.empty())
     return err;
   if (std::string err = job.specStage(emit == Emit::Spec, out);

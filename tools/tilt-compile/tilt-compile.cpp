@@ -97,6 +97,10 @@ std::vector<Option> compileOptions(CompileOptions &o) {
                                  o.compiler.dumpStagesDir));
   options.push_back(boolOption(
       "timing", "print each compile phase's wall time to stderr", o.timing));
+  options.push_back(boolOption("verify-each-pass",
+                               "verify the IR after every pass (default: "
+                               "after every stage, as the JIT does)",
+                               o.compiler.verifyEachPass));
   options.push_back(
       stringOption("o", "FILE", "output file (default: stdout)", o.output));
   return options;
@@ -146,7 +150,7 @@ std::optional<int> parseCompileOptions(int argc, char **argv,
   if (std::optional<int> exit = parseCommandLine(
           argc, argv, options, "tilt-compile",
           "tilt-compile [spec flags] [tile config] [--emit KIND] "
-          "[--dump-stages DIR] [--timing] [-o FILE]",
+          "[--dump-stages DIR] [--timing] [--verify-each-pass] [-o FILE]",
           positional))
     return exit;
   if (!positional.empty())

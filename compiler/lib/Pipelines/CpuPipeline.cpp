@@ -44,6 +44,7 @@ mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
       {"llvm",
        [=](OpPassManager &pm) {
          if (expandBf16) {
+           pm.addPass(createTiltRoundBf16());
            arith::ArithExpandOpsPassOptions expand;
            expand.includeBf16 = true;
            pm.addPass(arith::createArithExpandOpsPass(expand));

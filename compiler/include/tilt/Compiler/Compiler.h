@@ -47,6 +47,10 @@ struct CompilerOptions {
   /// each MLIR stage, then the CPU target's translate, optimize, codegen and
   /// link) with its wall time. May be called from the compiling thread.
   PhaseTimer onPhase;
+  /// Verify the IR after every pass, not only after every stage. Off in the
+  /// JIT: the verifier ran after each of the CPU pipeline's ~20 passes and
+  /// took about a tenth of a cold compile.
+  bool verifyEachPass = false;
 };
 
 class Compiler final : public KernelCompiler {

@@ -101,6 +101,21 @@ def ConvertTiltToCPU : Pass<"convert-tilt-to-cpu", "mlir::ModuleOp"> {
                            "mlir::vector::VectorDialect"];
 }
 
+def TiltRoundBf16 : Pass<"tilt-round-bf16", "mlir::ModuleOp"> {
+  let summary = "Expand vector f32 -> bf16 truncations into integer rounding";
+  let description = [{
+    For CPUs without AVX512_BF16: rewrites every `arith.truncf` of a float32
+    vector to bfloat16 as round-to-nearest-even on the 32-bit lanes
+    (`bits + 0x7fff + ((bits >> 16) & 1)`, then the high half), a NaN kept a
+    NaN by setting its quiet bit. Every operation stays in 32-bit lanes;
+    `arith-expand-ops` selects a constant NaN, which LLVM sinks into a
+    select of bfloat vectors that the x86 backend scalarizes (about 800
+    instructions per stored row of D = 128). Runs before `arith-expand-ops`,
+    which still expands the widening `arith.extf`.
+  }];
+  let dependentDialects = ["mlir::arith::ArithDialect"];
+}
+
 def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
   let summary = "Lower a spec function to a tensor-core kernel in a gpu.module";
   let description = [{

@@ -143,17 +143,25 @@ void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
 void VectorEmitter::stageKeys(Value kb, Value nk) {
   // 16-bit inputs: widen the block's K and V rows to f32 once, so the
   // micro-kernels broadcast and load plain f32.
+  // Four vectors of K and four of V per step: enough to hide the loop, few
+  // enough to keep the kernel (and its compile) small.
   VectorType vecElt = VectorType::get({vl}, elt);
+  int64_t step = 4 * vl;
+  while (d % step != 0)
+    step /= 2;
   forLoop(idx(0), nk, idx(1), [&](Value j) {
     Value row = add(kb, j);
-    for (int64_t c = 0; c < d; c += vl) {
-      Value k =
-          vector::LoadOp::create(b, vecElt, op.getK(), kvIndex(row, idx(c)));
-      vector::StoreOp::create(b, toF32(k), ks, ValueRange{j, idx(c)});
-      Value v =
-          vector::LoadOp::create(b, vecElt, op.getV(), kvIndex(row, idx(c)));
-      vector::StoreOp::create(b, toF32(v), vs, ValueRange{j, idx(c)});
-    }
+    forLoop(idx(0), idx(d), idx(step), [&](Value c0) {
+      for (int64_t c = 0; c < step; c += vl) {
+        Value col = add(c0, idx(c));
+        Value k =
+            vector::LoadOp::create(b, vecElt, op.getK(), kvIndex(row, col));
+        vector::StoreOp::create(b, toF32(k), ks, ValueRange{j, col});
+        Value v =
+            vector::LoadOp::create(b, vecElt, op.getV(), kvIndex(row, col));
+        vector::StoreOp::create(b, toF32(v), vs, ValueRange{j, col});
+      }
+    });
   });
 }
 
