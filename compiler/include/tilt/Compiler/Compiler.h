@@ -45,7 +45,7 @@ struct CompilerOptions {
   std::string cudaArch;
   /// Set: called after every phase of a compile (building the spec module,
   /// each MLIR stage, then the CPU target's translate, optimize, codegen and
-  /// link) with its wall time. May be called from the compiling thread.
+  /// link) with its wall time, on the compiling thread.
   PhaseTimer onPhase;
   /// Verify the IR after every pass, not only after every stage. Off in the
   /// JIT: the verifier ran after each of the CPU pipeline's ~20 passes and

@@ -85,6 +85,14 @@ protected:
   }
 
   // --- small builders -------------------------------------------------------
+  /// The D-vectors one step of a loop along D takes: `most` or the largest
+  /// power of two below it that divides D / vl.
+  int64_t vectorsPerStep(int64_t most) const {
+    int64_t n = most;
+    while ((d / vl) % n != 0)
+      n /= 2;
+    return n;
+  }
   Value splat(double v) {
     return arith::ConstantOp::create(
         b, DenseElementsAttr::get(vecF32, b.getF32FloatAttr(float(v))));

@@ -97,14 +97,6 @@ private:
     index.push_back(col);
     return loadRow(tensor, index);
   }
-  /// The number of D-vectors a step of a loop along D takes: `most` or the
-  /// largest power of two below it that divides D / vl.
-  int64_t vectorsPerStep(int64_t most) const {
-    int64_t n = most;
-    while ((d / vl) % n != 0)
-      n /= 2;
-    return n;
-  }
   Value loadRow(Value tensor, SmallVector<Value> index) {
     Value v =
         vector::LoadOp::create(b, VectorType::get({vl}, elt), tensor, index);
@@ -120,8 +112,8 @@ private:
 
   int64_t group;
   // Scratch per call: q rows [BM][D] (scaled), accumulators [BM][D], per-row
-  // m, l, slope (log2 units), i' (index) and anchor, and one block's p [BN].
-  Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow, pBlock;
+  // m, l, slope (log2 units), i' (index) and anchor.
+  Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow;
 };
 
 } // namespace
@@ -145,7 +137,6 @@ LogicalResult DecodeEmitter::emit() {
   lRow = scratch({bm}, f32);
   slopeRow = scratch({bm}, f32);
   ipRow = scratch({bm}, b.getIndexType());
-  pBlock = scratch({bn}, f32);
   if (spec.positionOffsets && spec.hasAlibi())
     anchorRow = scratch({bm}, f32);
   forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
@@ -407,8 +398,8 @@ void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
   memref::StoreOp::create(b, mNew, mRow, ValueRange{rr});
 
   // acc_r = acc_r * alpha + sum_t p[t] V[t]: four D-vectors of acc at a
-  // time (a loop along D), each V vector loaded once, p[t] a broadcast
-  // load from the block's p.
+  // time (a loop along D), each V vector loaded once, p[t] broadcast once
+  // per step.
   const int64_t per = vectorsPerStep(4);
   forLoop(idx(0), idx(d), idx(per * vl), [&](Value c0) {
     SmallVector<Value> cols, a;

@@ -146,9 +146,7 @@ void VectorEmitter::stageKeys(Value kb, Value nk) {
   // Four vectors of K and four of V per step: enough to hide the loop, few
   // enough to keep the kernel (and its compile) small.
   VectorType vecElt = VectorType::get({vl}, elt);
-  int64_t step = 4 * vl;
-  while (d % step != 0)
-    step /= 2;
+  const int64_t step = vectorsPerStep(4) * vl;
   forLoop(idx(0), nk, idx(1), [&](Value j) {
     Value row = add(kb, j);
     forLoop(idx(0), idx(d), idx(step), [&](Value c0) {
