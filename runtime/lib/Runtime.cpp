@@ -1167,8 +1167,9 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     int64_t seqK = spec.varlen
                        ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                        : geometry.maxSk;
-    const TileConfig &chosen =
-        impl->configFor(spec, geometry.maxSq, seqK, config);
+    // A variant named without blocks takes that variant's default blocks.
+    const TileConfig chosen =
+        completeCpuConfig(impl->configFor(spec, geometry.maxSq, seqK, config));
     if (spec.pageSize && !(chosen.kind() && isDecodeVariant(*chosen.kind())))
       return fmt::format("config: variant {} cannot read a paged KV cache; "
                          "the decode family (cpu_decode_avx2, "
@@ -1209,8 +1210,8 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (std::string err = checkBackwardArgs(args, grads, geometry);
         !err.empty())
       return err;
-    const TileConfig &chosen =
-        config.isDefault() ? impl->backwardConfig : config;
+    const TileConfig chosen =
+        config.isDefault() ? impl->backwardConfig : completeCpuConfig(config);
     if (const std::string &err = impl->hostRuns(chosen); !err.empty())
       return err;
     CpuKernel *kernel = nullptr;
@@ -1230,10 +1231,11 @@ std::string Runtime::prepare(const AttentionSpec &spec, Target target,
     return "invalid spec: " + err;
   if (target == Target::CUDA)
     return impl->prepareCuda(spec, config);
-  if (const std::string &err = impl->hostRuns(config); !err.empty())
+  const TileConfig chosen = completeCpuConfig(config);
+  if (const std::string &err = impl->hostRuns(chosen); !err.empty())
     return err;
   CpuKernel *kernel = nullptr;
-  return impl->resolve(spec, config, target, toString(target), kernel);
+  return impl->resolve(spec, chosen, target, toString(target), kernel);
 }
 
 void Runtime::clearMemoryCache() {

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "RuntimeTestSupport.h"
+#include "tilt/TilePolicy.h"
 
 #include <chrono>
 #include <thread>
@@ -320,6 +321,27 @@ TEST(RuntimeCache, DecodeShapesWithACompilerRunTheDecodeFamily) {
   // compiler's default (a prepare() of the default compiles again).
   ASSERT_EQ(rt.prepare(p.spec), "");
   EXPECT_EQ(compiler.compiles, 2);
+}
+
+TEST(RuntimeCache, AVariantNamedWithoutBlocksTakesItsDefaultBlocks) {
+  // Blocks of 0 would reach the compiler (and the kernel's info) as they
+  // are; the runtime completes them, so the two configs below are one
+  // kernel.
+  TempDir dir;
+  FakeCompiler compiler;
+  Runtime rt({dir.path(), 1, &compiler});
+  Problem p = Problem::dense(makeSpec(4, 2, 32), 1, 40, 40);
+  TileConfig variantOnly;
+  variantOnly.variant = "cpu_avx2";
+  const std::string err = rt.run(p.spec, p.args(), Target::CPU, variantOnly);
+  if (err.rfind("this CPU", 0) == 0)
+    GTEST_SKIP() << err;
+  ASSERT_EQ(err, "");
+  ASSERT_EQ(rt.run(p.spec, p.args(), Target::CPU,
+                   defaultCpuConfig(KernelVariant::CpuAvx2)),
+            "");
+  ASSERT_EQ(rt.prepare(p.spec, Target::CPU, variantOnly), "");
+  EXPECT_EQ(compiler.compiles, 1);
 }
 
 TEST(RuntimeCache, KernelOnlyRuntimeKeepsThePrefillKernelForDecodeShapes) {

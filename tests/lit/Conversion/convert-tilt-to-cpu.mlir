@@ -230,26 +230,49 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: %[[KVH:.*]] = arith.remsi %[[ITEM]], %c2 : index
 // CHECK: %[[B:.*]] = arith.divsi %[[ITEM]], %c2 : index
 // Row blocks of the group's rows (2 heads x Sq), spans of 2048 keys (128
-// KiB of bf16 K and V at D = 16), each row, its key blocks; full blocks and
-// the tail block apart.
+// KiB of bf16 K and V at D = 16), then register tiles of 2 rows (AVX2)
+// through the span's key blocks; the first tile prefetches the K and V rows
+// 128 keys ahead; full blocks and the tail block apart.
 // CHECK: scf.for %[[R0:.*]] = %c0 to %{{.*}} step %c16 {
 // CHECK: scf.for %[[SPAN:.*]] = %{{.*}} to %{{.*}} step %c2048 {
-// CHECK: scf.for %[[ROW:.*]] = %c0 to %{{.*}} step %c1 {
+// CHECK: scf.for %[[ROW:.*]] = %c0 to %[[TILED:.*]] step %c2 {
 // CHECK: scf.for %[[KB:.*]] = %[[SPAN]] to %{{.*}} step %c16 {
-// CHECK-NOT: memref.prefetch
 // CHECK: scf.if
-// CHECK: vector.load %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
-// CHECK: vector.fma
+// CHECK: arith.addi %[[KB]], %c128 : index
+// CHECK: memref.prefetch %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0], read, locality<3>, data
+// CHECK: memref.prefetch %[[V]][%[[B]], %[[KVH]], %{{.*}}, %c0], read, locality<3>, data
+// CHECK: scf.if
+// Scores of 2 rows x 4 keys: both rows' q, then each K vector widened once
+// and used by both rows.
+// CHECK: %[[Q0:.*]] = vector.load %{{.*}}[%[[ROW]], %c0] : memref<16x16xf32>, vector<8xf32>
+// CHECK: %[[Q1:.*]] = vector.load %{{.*}}[%{{.*}}, %c0] : memref<16x16xf32>, vector<8xf32>
+// CHECK: vector.load %[[K]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
+// CHECK-NEXT: %[[KF:.*]] = arith.extf
+// CHECK-NEXT: vector.fma %[[Q0]], %[[KF]],
+// CHECK-NEXT: vector.fma %[[Q1]], %[[KF]],
+// Two levels of the lane-sum tree per 4 keys, in 128-bit blocks.
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 9, 11, 5, 7, 13, 15] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 8, 10, 4, 6, 12, 14] : vector<8xf32>, vector<8xf32>
+// The last level moves whole blocks, once the block's 8 keys are in.
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [4, 5, 6, 7, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// Per row: bias, causal mask, the running max and sum; P to the tile's
+// scratch.
 // CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<8xf32>
 // CHECK: arith.cmpf ole
 // CHECK: vector.reduction <maxnumf>, %{{.*}} fastmath<nnan> : vector<8xf32> into f32
+// CHECK: vector.store %{{.*}}, %[[P:.*]][%c0, %c0] : memref<2x16xf32>, vector<8xf32>
 // CHECK: vector.reduction <add>, %{{.*}} : vector<8xf32> into f32
-// CHECK: vector.load %[[V]][%[[B]], %[[KVH]], %{{.*}}, %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
+// CHECK: vector.store %{{.*}}, %[[P]][%c1, %c0] : memref<2x16xf32>, vector<8xf32>
+// P.V: each V vector widened once for both rows, p broadcast from the
+// scratch.
+// CHECK: vector.load %[[V]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
+// CHECK: memref.load %[[P]][%c0, %c0] : memref<2x16xf32>
 // CHECK: vector.fma
+// CHECK: memref.load %[[P]][%c1, %c0] : memref<2x16xf32>
+// CHECK: vector.fma
+// The rows past the last whole tile, one at a time.
+// CHECK: scf.for %{{.*}} = %[[TILED]] to %{{.*}} step %c1 {
 // Finalize: o = acc / l, lse.
 // CHECK: math.log2
 // CHECK-NOT: tilt.attention
@@ -273,10 +296,11 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK: arith.index_cast %[[LEN]] : i32 to index
 // CHECK: scf.for %{{.*}} step %c2048 {
 // CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
-// The first row prefetches the K/V rows 64 keys ahead, clamped to the last
-// key, each through its own table entry (every 32-element line of a row).
+// The first tile prefetches the K/V rows 128 keys ahead, clamped to the
+// last key, each through its own table entry (every 32-element line of a
+// row).
 // CHECK: scf.if
-// CHECK: arith.addi %[[KB]], %c64 : index
+// CHECK: arith.addi %[[KB]], %c128 : index
 // CHECK: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<3>, data
 // CHECK: memref.prefetch %{{.*}}[%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<3>, data
 // CHECK: %[[ENTRY:.*]] = arith.shrui %[[KB]], %c4 : index

@@ -11,22 +11,30 @@
 //   rows r: head = kvHead * G + r / Sq, query i = r % Sq (q staged f32,
 //           pre-scaled by scale * log2 e, with the row's slope and i')
 //   for each span of keys that fits in L2 (~128 KiB of K and V):
-//     for each row:
+//     for each tile of R rows (R = 4 with AVX-512, 2 with AVX2; the rows
+//     past the last whole tile one at a time):
 //       for each block of block_n keys of the span:
-//         s[t] = q_r . K[t]   vectors along D, vl keys at a time, the vl dot
-//                             products summed across lanes by a shuffle tree
-//         s += bias; mask; m' = max(m, max_t s); p = exp2(s - m')
-//         l = l * exp2(m - m') + sum_t p
-//         acc_r = acc_r * exp2(m - m') + sum_t p[t] * V[t] (vectors along D)
+//         s[r][t] = q_r . K[t]   an R x 4-key register tile of vectors
+//                                along D, each K vector loaded and widened
+//                                once for the R rows; per row the vl dot
+//                                products summed across lanes by a
+//                                shuffle tree
+//         per row: s += bias; mask; m' = max(m, max_t s); p = exp2(s - m')
+//                  l = l * exp2(m - m') + sum_t p
+//         acc_r = acc_r * exp2(m - m') + sum_t p_r[t] * V[t]   an R x 4
+//                                D-vector tile, each V vector loaded once
 //   o = acc / l;  lse = (m + log2 l) * ln 2
 //
-// K and V come from memory once per span (the first row) and from L2 for
-// the group's other rows. The key blocks are the innermost loop on purpose:
-// with the rows innermost, every K/V load of a block would be invariant in
-// the row loop, and LLVM hoists all of them out of it (hundreds of widened
+// K and V come from memory once per span (the first tile, which also
+// prefetches the rows 128 keys ahead) and from L2 for the group's other
+// tiles. The key blocks are the innermost loop on purpose: with the tiles
+// innermost, every K/V load of a block would be invariant in the tile
+// loop, and LLVM hoists all of them out of it (hundreds of widened
 // vectors, spilled). Keys past the visible range read the last key instead
 // and are masked, so no load leaves the tensor. 16-bit K and V are widened
-// in registers.
+// in registers. Measured on a 2-core Xeon (AVX-512), bf16 D 128 B 4 Sk
+// 8192, H 32 over Hkv 8 (one 4-row tile): 15.9 -> 11.4 ms against one row
+// at a time, medians of three alternating runs.
 //
 // A paged KV cache (k/v [num_pages, page_size, Hkv, D]) changes only where
 // key t lives: page block_table[b, t / page_size], slot t % page_size. When
@@ -68,16 +76,19 @@ private:
   void emitItem(Value item);
   /// Rows [r0, r0 + n) of the item: q staged, slopes, positions, state.
   void stageRows(Value r0, Value n);
-  /// Row `rr` against the keys [kb, kb + block_n) (those < kEnd exist).
-  void rowBlock(Value rr, Value kb, Value kEnd);
+  /// Rows [rr, rr + rows) of the row block against the keys [kb, kb +
+  /// block_n) (those < kEnd exist).
+  void tileBlock(Value rr, int64_t rows, Value kb, Value kEnd);
   /// Paged: prefetches the K/V rows of the keys a fixed distance ahead.
   void prefetchAhead(Value rr, Value kb);
-  void rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp);
+  void tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd, bool clamp);
   void finalizeRows(Value r0, Value n);
   /// Sets head and returns the query index of row r of the item.
   Value rowGeometry(Value r);
-  /// The scores of row `rr` against keys `rows` (vl of them): one vector.
-  Value scores(Value rr, ArrayRef<SmallVector<Value>> keys);
+  /// The scores of rows [rr, rr + rows) against keys `keys` (vl of them):
+  /// one vector per row.
+  SmallVector<Value> scores(Value rr, int64_t rows,
+                            ArrayRef<SmallVector<Value>> keys);
   /// The k/v indices of key `t`, without the column: {batch, kv head, t},
   /// {seqK0 + t, kv head} (varlen) or {page, slot, kv head} (paged; `page`
   /// is the block's page when it lies in one, else null).
@@ -91,7 +102,9 @@ private:
     return arith::IndexCastOp::create(b, b.getIndexType(), id);
   }
   /// Lane j of the result is the sum of the lanes of xs[j] (xs.size() == vl).
-  Value sumAcrossLanes(SmallVector<Value> xs);
+  /// From `level` > 0: xs are the partial sums that many levels of the tree
+  /// left, e.g. level 2: xs[k] holds keys 4k..4k+3 in every 128-bit block.
+  Value sumAcrossLanes(SmallVector<Value> xs, int level = 0);
   Value loadKey(Value tensor, ArrayRef<Value> key, Value col) {
     SmallVector<Value> index(key);
     index.push_back(col);
@@ -110,10 +123,15 @@ private:
         b, DenseElementsAttr::get(vecF32, ArrayRef<float>(lanes)));
   }
 
+  /// Rows of a register tile: their scores and P.V accumulators share each
+  /// K and V load (see scores() and tileBlockBody()).
+  int64_t tileRows() const { return std::min<int64_t>(bm, vl == 16 ? 4 : 2); }
+
   int64_t group;
   // Scratch per call: q rows [BM][D] (scaled), accumulators [BM][D], per-row
-  // m, l, slope (log2 units), i' (index) and anchor.
-  Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow;
+  // m, l, slope (log2 units), i' (index) and anchor, and the probabilities
+  // of a tile's rows [tileRows][BN].
+  Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow, pTile;
 };
 
 } // namespace
@@ -139,6 +157,7 @@ LogicalResult DecodeEmitter::emit() {
   ipRow = scratch({bm}, b.getIndexType());
   if (spec.positionOffsets && spec.hasAlibi())
     anchorRow = scratch({bm}, f32);
+  pTile = scratch({tileRows(), bn}, f32);
   forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
           [&](Value item) { emitItem(item); });
   return success();
@@ -166,9 +185,18 @@ void DecodeEmitter::emitItem(Value item) {
     stageRows(r0, n);
     forLoop(kBegin, kEnd, idx(span), [&](Value s0) {
       Value s1 = minI(kEnd, add(s0, idx(span)));
-      forLoop(idx(0), n, idx(1), [&](Value rr) {
-        forLoop(s0, s1, idx(bn), [&](Value kb) { rowBlock(rr, kb, kEnd); });
-      });
+      // Tiles of tileRows() rows, then the rest one row at a time.
+      const int64_t tile = tileRows();
+      Value tiled = mul(arith::DivSIOp::create(b, n, idx(tile)), idx(tile));
+      auto sweep = [&](Value from, Value to, int64_t rows) {
+        forLoop(from, to, idx(rows), [&](Value rr) {
+          forLoop(s0, s1, idx(bn),
+                  [&](Value kb) { tileBlock(rr, rows, kb, kEnd); });
+        });
+      };
+      if (tile > 1)
+        sweep(idx(0), tiled, tile);
+      sweep(tiled, n, 1);
     });
     finalizeRows(r0, n);
   });
@@ -205,7 +233,7 @@ void DecodeEmitter::stageRows(Value r0, Value n) {
   });
 }
 
-Value DecodeEmitter::sumAcrossLanes(SmallVector<Value> xs) {
+Value DecodeEmitter::sumAcrossLanes(SmallVector<Value> xs, int level) {
   // Pairs of vectors are summed through shuffles that stay inside 128-bit
   // blocks (vshufps) for two levels, then move whole blocks
   // (vperm2f128/vshuff32x4): lane order comes out natural.
@@ -224,7 +252,6 @@ Value DecodeEmitter::sumAcrossLanes(SmallVector<Value> xs) {
     }
     return vector::ShuffleOp::create(b, x, y, mask).getResult();
   };
-  int level = 0;
   while (xs.size() > 1) {
     const bool blocks = level >= 2;
     SmallVector<Value> next;
@@ -246,41 +273,60 @@ SmallVector<Value> DecodeEmitter::keyIndex(Value t, Value page) {
   return {page ? page : pageOf(t), slot, kvHead};
 }
 
-Value DecodeEmitter::scores(Value rr, ArrayRef<SmallVector<Value>> keys) {
-  // One accumulator per key, vectors along D; each q chunk is loaded once
-  // and used by every key: vl accumulators + 2 registers live. A loop along
+SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
+                                         ArrayRef<SmallVector<Value>> keys) {
+  // A register tile of rows x 4 keys, vectors along D: each q chunk is
+  // loaded once for 4 keys and each K chunk once for every row (rows x 4
+  // accumulators, 16 with AVX-512's 4 rows, 8 with AVX2's 2). A loop along
   // D, two chunks a step, not copies: the unrolled form made the kernel
-  // ~4000 instructions and its JIT compile ~800 ms.
+  // ~4000 instructions and its JIT compile ~800 ms. The first two levels of
+  // the lane-sum tree run per 4 keys, the rest once the vl keys are in.
   const int64_t per = vectorsPerStep(2);
-  SmallVector<Value> init(keys.size(), splat(0.0));
-  auto loop = scf::ForOp::create(
-      b, idx(0), idx(d), idx(per * vl), init,
-      [&](OpBuilder &, Location, Value c0, ValueRange accs) {
-        SmallVector<Value> next(accs.begin(), accs.end());
-        for (int64_t c = 0; c < per; ++c) {
-          Value col = add(c0, idx(c * vl));
-          Value q = vector::LoadOp::create(b, vecF32, qs, ValueRange{rr, col});
-          for (size_t t = 0; t < keys.size(); ++t)
-            next[t] = vector::FMAOp::create(
-                b, q, loadKey(op.getK(), keys[t], col), next[t]);
-        }
-        scf::YieldOp::create(b, next);
-      });
-  return sumAcrossLanes(SmallVector<Value>(loop.getResults()));
+  const int64_t quad = 4;
+  SmallVector<SmallVector<Value>> partial(rows);
+  for (size_t k0 = 0; k0 < keys.size(); k0 += quad) {
+    SmallVector<Value> init(rows * quad, splat(0.0));
+    auto loop = scf::ForOp::create(
+        b, idx(0), idx(d), idx(per * vl), init,
+        [&](OpBuilder &, Location, Value c0, ValueRange accs) {
+          SmallVector<Value> next(accs.begin(), accs.end());
+          for (int64_t c = 0; c < per; ++c) {
+            Value col = add(c0, idx(c * vl));
+            SmallVector<Value> q;
+            for (int64_t r = 0; r < rows; ++r)
+              q.push_back(vector::LoadOp::create(
+                  b, vecF32, qs, ValueRange{add(rr, idx(r)), col}));
+            for (int64_t t = 0; t < quad; ++t) {
+              Value key = loadKey(op.getK(), keys[k0 + t], col);
+              for (int64_t r = 0; r < rows; ++r)
+                next[r * quad + t] =
+                    vector::FMAOp::create(b, q[r], key, next[r * quad + t]);
+            }
+          }
+          scf::YieldOp::create(b, next);
+        });
+    for (int64_t r = 0; r < rows; ++r)
+      partial[r].push_back(sumAcrossLanes(
+          SmallVector<Value>(loop.getResults().slice(r * quad, quad))));
+  }
+  SmallVector<Value> out;
+  for (int64_t r = 0; r < rows; ++r)
+    out.push_back(sumAcrossLanes(std::move(partial[r]), /*level=*/2));
+  return out;
 }
 
 void DecodeEmitter::prefetchAhead(Value rr, Value kb) {
-  // Paged caches only: their keys sit a token row (Hkv x D) apart, a new
-  // 4 KiB page per key when Hkv x D x bytes >= 4 KiB, and hardware
-  // prefetchers stop at page boundaries. The first row of a row block asks
-  // for every line of the K and V rows kPagedPrefetchKeys keys ahead (the
-  // group's other rows find them cached). Keys clamp to the sequence's
-  // last, so the table is read only where it is used. Measured on Zen 3,
-  // bf16 D 128, B 4, Sk 8192, 16-token pages: 80 -> 60 ms (MHA), 34 -> 28
-  // ms (GQA 4:1), medians of four runs each; no gain on contiguous caches.
-  if (!io.blockTable)
-    return;
-  constexpr int64_t kPagedPrefetchKeys = 64;
+  // The first tile of a row block asks for every line of the K and V rows
+  // kPrefetchKeys keys ahead (the block's other rows find them cached).
+  // Paged caches need it most: their keys sit a token row (Hkv x D) apart,
+  // a new 4 KiB page per key when Hkv x D x bytes >= 4 KiB, and hardware
+  // prefetchers stop at page boundaries. Keys clamp to the sequence's last,
+  // so the table is read only where it is used. Measured, bf16 D 128, B 4,
+  // Sk 8192, medians of three alternating runs each: contiguous on a 2-core
+  // Xeon (AVX-512) 35.8 -> 26.1 ms (MHA), 12.3 -> 9.2 ms (GQA 4:1) at 128
+  // keys ahead (64: 31.1, 10.7; 192 and 256 no better); paged on Zen 3 80
+  // -> 60 ms and 34 -> 28 ms, and on the Xeon 64 and 128 keys alike.
+  constexpr int64_t kPrefetchKeys = 128;
   const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
   Value first = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, rr, idx(0));
   ifThen(first, [&] {
@@ -288,8 +334,8 @@ void DecodeEmitter::prefetchAhead(Value rr, Value kb) {
     // prefetches of 16 keys were a third of a paged kernel's code.
     Value last = sub(sk, idx(1));
     forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
-      SmallVector<Value> key = keyIndex(
-          minI(add(add(kb, idx(kPagedPrefetchKeys)), t), last), Value());
+      SmallVector<Value> key =
+          keyIndex(minI(add(add(kb, idx(kPrefetchKeys)), t), last), Value());
       for (Value tensor : {op.getK(), op.getV()})
         for (int64_t c = 0; c < d; c += perLine) {
           SmallVector<Value> index(key);
@@ -301,7 +347,7 @@ void DecodeEmitter::prefetchAhead(Value rr, Value kb) {
   });
 }
 
-void DecodeEmitter::rowBlock(Value rr, Value kb, Value kEnd) {
+void DecodeEmitter::tileBlock(Value rr, int64_t rows, Value kb, Value kEnd) {
   prefetchAhead(rr, kb);
   // Blocks inside the sequence address their keys from one base; only the
   // last, partial block clamps each key (16 more live scalars otherwise).
@@ -310,16 +356,17 @@ void DecodeEmitter::rowBlock(Value rr, Value kb, Value kEnd) {
   scf::IfOp::create(
       b, inside,
       [&](OpBuilder &, Location) {
-        rowBlockBody(rr, kb, kEnd, /*clamp=*/false);
+        tileBlockBody(rr, rows, kb, kEnd, /*clamp=*/false);
         scf::YieldOp::create(b);
       },
       [&](OpBuilder &, Location) {
-        rowBlockBody(rr, kb, kEnd, /*clamp=*/true);
+        tileBlockBody(rr, rows, kb, kEnd, /*clamp=*/true);
         scf::YieldOp::create(b);
       });
 }
 
-void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
+void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
+                                  bool clamp) {
   const int64_t nv = bn / vl;
   // The block's key rows, clamped into the sequence when the block runs
   // past it (those keys are masked), and per score vector the keys that
@@ -356,68 +403,92 @@ void DecodeEmitter::rowBlockBody(Value rr, Value kb, Value kEnd, bool clamp) {
     exists.push_back(in);
   }
 
-  Value negInf = splat(-INFINITY);
-  if (spec.hasAlibi())
-    slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{rr});
-  Value ip = memref::LoadOp::create(b, ipRow, ValueRange{rr});
-  Value anchor =
-      anchorRow ? bcast(memref::LoadOp::create(b, anchorRow, ValueRange{rr}))
-                : Value();
-  SmallVector<Value> s;
-  Value blockMax;
+  // Scores of every row of the tile, chunk by chunk of vl keys.
+  SmallVector<SmallVector<Value>> s(rows);
   for (int64_t c = 0; c < nv; ++c) {
-    Value x = scores(rr, ArrayRef<SmallVector<Value>>(keys).slice(c * vl, vl));
-    // j - i' of each lane, exact in f32.
-    Value jrel = arith::AddFOp::create(
-        b, bcast(indexToF32(sub(add(kb, idx(c * vl)), ip))), lanes);
-    x = addBias(x, jrel, anchor, [] { return Value(); });
-    x = arith::SelectOp::create(b, positionMask(exists[c], jrel), x, negInf);
-    s.push_back(x);
-    Value mx = vector::ReductionOp::create(b, vector::CombiningKind::MAXNUMF, x,
-                                           arith::FastMathFlags::nnan);
-    blockMax = blockMax ? maxF(blockMax, mx) : mx;
+    SmallVector<Value> x =
+        scores(rr, rows, ArrayRef<SmallVector<Value>>(keys).slice(c * vl, vl));
+    for (int64_t r = 0; r < rows; ++r)
+      s[r].push_back(x[r]);
   }
-  // The online softmax; a row with nothing visible yet keeps m = -inf and
-  // subtracts 0 instead (no -inf - -inf).
-  Value mOld = memref::LoadOp::create(b, mRow, ValueRange{rr});
-  Value mNew = maxF(mOld, blockMax);
-  Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
-                                      f32c(-INFINITY));
-  Value mSafe = arith::SelectOp::create(b, empty, f32c(0.0), mNew);
-  Value sum = splat(0.0);
-  for (Value &x : s) {
-    x = exp2(arith::SubFOp::create(b, x, bcast(mSafe)));
-    sum = arith::AddFOp::create(b, sum, x);
+  // Per row: bias, masks and the online softmax; P goes to pTile for the
+  // products, the rescale factor stays.
+  Value negInf = splat(-INFINITY);
+  SmallVector<Value> alphas;
+  for (int64_t r = 0; r < rows; ++r) {
+    Value row = add(rr, idx(r));
+    if (spec.hasAlibi())
+      slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{row});
+    Value ip = memref::LoadOp::create(b, ipRow, ValueRange{row});
+    Value anchor =
+        anchorRow ? bcast(memref::LoadOp::create(b, anchorRow, ValueRange{row}))
+                  : Value();
+    Value blockMax;
+    for (int64_t c = 0; c < nv; ++c) {
+      Value &x = s[r][c];
+      // j - i' of each lane, exact in f32.
+      Value jrel = arith::AddFOp::create(
+          b, bcast(indexToF32(sub(add(kb, idx(c * vl)), ip))), lanes);
+      x = addBias(x, jrel, anchor, [] { return Value(); });
+      x = arith::SelectOp::create(b, positionMask(exists[c], jrel), x, negInf);
+      Value mx = vector::ReductionOp::create(b, vector::CombiningKind::MAXNUMF,
+                                             x, arith::FastMathFlags::nnan);
+      blockMax = blockMax ? maxF(blockMax, mx) : mx;
+    }
+    // The online softmax; a row with nothing visible yet keeps m = -inf and
+    // subtracts 0 instead (no -inf - -inf).
+    Value mOld = memref::LoadOp::create(b, mRow, ValueRange{row});
+    Value mNew = maxF(mOld, blockMax);
+    Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
+                                        f32c(-INFINITY));
+    Value mSafe = arith::SelectOp::create(b, empty, f32c(0.0), mNew);
+    Value sum = splat(0.0);
+    for (int64_t c = 0; c < nv; ++c) {
+      Value p = exp2(arith::SubFOp::create(b, s[r][c], bcast(mSafe)));
+      sum = arith::AddFOp::create(b, sum, p);
+      vector::StoreOp::create(b, p, pTile, ValueRange{idx(r), idx(c * vl)});
+    }
+    Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
+    Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
+    Value lOld = memref::LoadOp::create(b, lRow, ValueRange{row});
+    Value total =
+        vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
+    memref::StoreOp::create(b, math::FmaOp::create(b, lOld, alpha, total), lRow,
+                            ValueRange{row});
+    memref::StoreOp::create(b, mNew, mRow, ValueRange{row});
+    alphas.push_back(alphaV);
   }
-  Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
-  Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
-  Value lOld = memref::LoadOp::create(b, lRow, ValueRange{rr});
-  Value total = vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
-  memref::StoreOp::create(b, math::FmaOp::create(b, lOld, alpha, total), lRow,
-                          ValueRange{rr});
-  memref::StoreOp::create(b, mNew, mRow, ValueRange{rr});
 
-  // acc_r = acc_r * alpha + sum_t p[t] V[t]: four D-vectors of acc at a
-  // time (a loop along D), each V vector loaded once, p[t] broadcast once
-  // per step.
+  // acc_r = acc_r * alpha_r + sum_t p_r[t] V[t]: a register tile of rows x
+  // `per` D-vectors (a loop along D), each V vector loaded once for every
+  // row, p_r[t] broadcast from pTile.
   const int64_t per = vectorsPerStep(4);
   forLoop(idx(0), idx(d), idx(per * vl), [&](Value c0) {
     SmallVector<Value> cols, a;
-    for (int64_t c = 0; c < per; ++c) {
-      cols.push_back(add(c0, idx(c * vl)));
-      a.push_back(arith::MulFOp::create(
-          b, vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, cols[c]}),
-          alphaV));
-    }
-    for (int64_t t = 0; t < bn; ++t) {
-      Value p = bcast(
-          vector::ExtractOp::create(b, s[t / vl], ArrayRef<int64_t>{t % vl}));
-      for (int64_t c = 0; c < per; ++c)
-        a[c] = vector::FMAOp::create(b, p, loadKey(op.getV(), keys[t], cols[c]),
-                                     a[c]);
-    }
     for (int64_t c = 0; c < per; ++c)
-      vector::StoreOp::create(b, a[c], acc, ValueRange{rr, cols[c]});
+      cols.push_back(add(c0, idx(c * vl)));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < per; ++c)
+        a.push_back(arith::MulFOp::create(
+            b,
+            vector::LoadOp::create(b, vecF32, acc,
+                                   ValueRange{add(rr, idx(r)), cols[c]}),
+            alphas[r]));
+    for (int64_t t = 0; t < bn; ++t) {
+      SmallVector<Value> v;
+      for (int64_t c = 0; c < per; ++c)
+        v.push_back(loadKey(op.getV(), keys[t], cols[c]));
+      for (int64_t r = 0; r < rows; ++r) {
+        Value p =
+            bcast(memref::LoadOp::create(b, pTile, ValueRange{idx(r), idx(t)}));
+        for (int64_t c = 0; c < per; ++c)
+          a[r * per + c] = vector::FMAOp::create(b, p, v[c], a[r * per + c]);
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < per; ++c)
+        vector::StoreOp::create(b, a[r * per + c], acc,
+                                ValueRange{add(rr, idx(r)), cols[c]});
   });
 }
 
