@@ -957,8 +957,15 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
                             ? g.batch * spec.kvHeads
                             : g.batch * H * ((g.maxSq + blockM - 1) / blockM);
   const CpuEntryFn entry = kernel.entry();
-  pool.parallelFor(items,
-                   [&](int64_t item) { entry(descriptors, item, item + 1); });
+  // A paged decode kernel walks a call's items of one batch together
+  // (Decode.cpp: their kv heads share the cache's token rows), so it gets
+  // runs of up to 8 items, as long as every thread still has two runs.
+  int64_t run = 1;
+  if (kernel.itemsPerKvHead() && spec.pageSize)
+    run = std::clamp<int64_t>(items / (2 * pool.threads()), 1, 8);
+  pool.parallelFor((items + run - 1) / run, [&](int64_t r) {
+    entry(descriptors, r * run, std::min(items, (r + 1) * run));
+  });
 }
 
 void Runtime::Impl::launchBackward(const AttentionSpec &spec,

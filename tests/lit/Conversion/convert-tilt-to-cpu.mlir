@@ -226,30 +226,49 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 
 // CHECK-LABEL: func.func @decode(
 // CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x4x?x16xbf16>, %[[K:[a-z0-9]+]]: memref<?x2x?x16xbf16>, %[[V:[a-z0-9]+]]: memref<?x2x?x16xbf16>
-// CHECK: scf.for %[[ITEM:.*]] = %{{.*}} to %{{.*}} step %c1 {
-// CHECK: %[[KVH:.*]] = arith.remsi %[[ITEM]], %c2 : index
-// CHECK: %[[B:.*]] = arith.divsi %[[ITEM]], %c2 : index
-// Row blocks of the group's rows (2 heads x Sq), spans of 2048 keys (128
-// KiB of bf16 K and V at D = 16), then register tiles of 2 rows (AVX2)
-// through the span's key blocks; the first tile prefetches the K and V rows
-// 128 keys ahead; full blocks and the tail block apart.
+// The items [begin, end) batch by batch: batch B's kv heads [LO, hi)
+// together.
+// CHECK: scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c1 {
+// CHECK: arith.muli %[[B]], %c2 : index
+// CHECK: %[[LO:.*]] = arith.maxsi %{{.*}}, %c0 : index
+// Row blocks of their rows (2 heads x Sq per kv head), spans of 2048 keys
+// (128 KiB of bf16 K and V at D = 16), then per kv head of the block
+// register tiles of 2 rows (AVX2) through the span's key blocks; the first
+// tile prefetches the K and V rows 128 keys ahead; full blocks and the tail
+// block apart.
 // CHECK: scf.for %[[R0:.*]] = %c0 to %{{.*}} step %c16 {
+// q rows staged scaled, in pair order (bf16, D a multiple of 2 x 8): each
+// 16 columns as their evens, then their odds.
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 4, 6, 8, 10, 12, 14] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 5, 7, 9, 11, 13, 15] : vector<8xf32>, vector<8xf32>
 // CHECK: scf.for %[[SPAN:.*]] = %{{.*}} to %{{.*}} step %c2048 {
-// CHECK: scf.for %[[ROW:.*]] = %c0 to %[[TILED:.*]] step %c2 {
+// CHECK: scf.for %[[KI:.*]] = %c0 to %{{.*}} step %c1 {
+// CHECK: %[[KVH:.*]] = arith.addi %[[LO]], %[[KI]] : index
+// CHECK: scf.for %[[ROW:.*]] = %[[FROM:.*]] to %[[TILED:.*]] step %c2 {
 // CHECK: scf.for %[[KB:.*]] = %[[SPAN]] to %{{.*}} step %c16 {
+// CHECK: arith.cmpi eq, %[[ROW]], %[[FROM]] : index
 // CHECK: scf.if
 // CHECK: arith.addi %[[KB]], %c128 : index
 // CHECK: memref.prefetch %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0], read, locality<3>, data
 // CHECK: memref.prefetch %[[V]][%[[B]], %[[KVH]], %{{.*}}, %c0], read, locality<3>, data
 // CHECK: scf.if
-// Scores of 2 rows x 4 keys: both rows' q, then each K vector widened once
-// and used by both rows.
+// Scores of 2 rows x 4 keys: both rows' q (evens, odds), then each key's 16
+// bf16 in one load, widened without a shuffle (evens x << 16, odds x &
+// 0xffff0000) and used by both rows.
 // CHECK: %[[Q0:.*]] = vector.load %{{.*}}[%[[ROW]], %c0] : memref<16x16xf32>, vector<8xf32>
 // CHECK: %[[Q1:.*]] = vector.load %{{.*}}[%{{.*}}, %c0] : memref<16x16xf32>, vector<8xf32>
-// CHECK: vector.load %[[K]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
-// CHECK-NEXT: %[[KF:.*]] = arith.extf
-// CHECK-NEXT: vector.fma %[[Q0]], %[[KF]],
-// CHECK-NEXT: vector.fma %[[Q1]], %[[KF]],
+// CHECK: %[[QO0:.*]] = vector.load %{{.*}}[%[[ROW]], %c8] : memref<16x16xf32>, vector<8xf32>
+// CHECK: %[[QO1:.*]] = vector.load %{{.*}}[%{{.*}}, %c8] : memref<16x16xf32>, vector<8xf32>
+// CHECK: %[[KX:.*]] = vector.load %[[K]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<16xbf16>
+// CHECK-NEXT: %[[KI:.*]] = vector.bitcast %[[KX]] : vector<16xbf16> to vector<8xi32>
+// CHECK-NEXT: %[[KE:.*]] = arith.shli %[[KI]], %{{.*}} : vector<8xi32>
+// CHECK-NEXT: %[[KO:.*]] = arith.andi %[[KI]], %{{.*}} : vector<8xi32>
+// CHECK-NEXT: %[[KEF:.*]] = vector.bitcast %[[KE]] : vector<8xi32> to vector<8xf32>
+// CHECK-NEXT: %[[KOF:.*]] = vector.bitcast %[[KO]] : vector<8xi32> to vector<8xf32>
+// CHECK-NEXT: %[[S0:.*]] = vector.fma %[[Q0]], %[[KEF]],
+// CHECK-NEXT: %[[S1:.*]] = vector.fma %[[Q1]], %[[KEF]],
+// CHECK-NEXT: vector.fma %[[QO0]], %[[KOF]], %[[S0]]
+// CHECK-NEXT: vector.fma %[[QO1]], %[[KOF]], %[[S1]]
 // Two levels of the lane-sum tree per 4 keys, in 128-bit blocks.
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 9, 11, 5, 7, 13, 15] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 8, 10, 4, 6, 12, 14] : vector<8xf32>, vector<8xf32>
@@ -266,14 +285,17 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: vector.store %{{.*}}, %[[P]][%c1, %c0] : memref<2x16xf32>, vector<8xf32>
 // P.V: each V vector widened once for both rows, p broadcast from the
 // scratch.
-// CHECK: vector.load %[[V]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<8xbf16>
+// CHECK: vector.load %[[V]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<16xbf16>
 // CHECK: memref.load %[[P]][%c0, %c0] : memref<2x16xf32>
 // CHECK: vector.fma
 // CHECK: memref.load %[[P]][%c1, %c0] : memref<2x16xf32>
 // CHECK: vector.fma
 // The rows past the last whole tile, one at a time.
 // CHECK: scf.for %{{.*}} = %[[TILED]] to %{{.*}} step %c1 {
-// Finalize: o = acc / l, lse.
+// Finalize: o = acc / l in natural column order (evens and odds
+// interleaved back), lse.
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 8, 1, 9, 2, 10, 3, 11] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [4, 12, 5, 13, 6, 14, 7, 15] : vector<8xf32>, vector<8xf32>
 // CHECK: math.log2
 // CHECK-NOT: tilt.attention
 func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memref<?x2x?x16xbf16>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {
@@ -291,7 +313,7 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK-LABEL: func.func @decode_paged(
 // CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x16x2x16xbf16>
 // CHECK-SAME: %[[BT:[a-z0-9]+]]: memref<?x?xi32>, %[[CL:[a-z0-9]+]]: memref<?xi32>
-// CHECK: %[[B:.*]] = arith.divsi %{{.*}}, %c2 : index
+// CHECK: scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c1 {
 // CHECK: %[[LEN:.*]] = memref.load %[[CL]][%[[B]]] : memref<?xi32>
 // CHECK: arith.index_cast %[[LEN]] : i32 to index
 // CHECK: scf.for %{{.*}} step %c2048 {
@@ -307,7 +329,7 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK: %[[ID:.*]] = memref.load %[[BT]][%[[B]], %[[ENTRY]]] : memref<?x?xi32>
 // CHECK: %[[PAGE:.*]] = arith.index_cast %[[ID]] : i32 to index
 // CHECK: %[[SLOT:.*]] = arith.andi %{{.*}}, %c15 : index
-// CHECK: vector.load %[[K]][%[[PAGE]], %[[SLOT]], %{{.*}}, %c0] : memref<?x16x2x16xbf16>, vector<8xbf16>
+// CHECK: vector.load %[[K]][%[[PAGE]], %[[SLOT]], %{{.*}}, %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
 // CHECK-NOT: tilt.attention
 func.func @decode_paged(%q: memref<?x4x?x16xbf16>, %k: memref<?x16x2x16xbf16>, %v: memref<?x16x2x16xbf16>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {
   tilt.attention q(%q : memref<?x4x?x16xbf16>) k(%k : memref<?x16x2x16xbf16>) v(%v : memref<?x16x2x16xbf16>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x4x?x16xbf16>) lse_out(%lse : memref<?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}

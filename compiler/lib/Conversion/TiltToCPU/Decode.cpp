@@ -4,9 +4,10 @@
 // The prefill kernels vectorize across query rows and give each query head
 // its own work item, so at Sq = 1 they use one lane in 8 or 16 and read a
 // kv head's K/V once per query head of its group. Here one work item is one
-// (batch, kv head): its rows are every query head of the GQA group times
-// every query (heads/kv heads x Sq), up to block_m of them at a time, and
-// each key block is read once for all of them:
+// (batch, kv head) (several kv heads with a paged cache, see below): its rows
+// are every query head of the GQA group times every query (heads/kv heads x
+// Sq), up to block_m of them at a time, and each key block is read once for all
+// of them:
 //
 //   rows r: head = kvHead * G + r / Sq, query i = r % Sq (q staged f32,
 //           pre-scaled by scale * log2 e, with the row's slope and i')
@@ -42,7 +43,13 @@
 // block_n (no window), a block lies in one page: one table read per block.
 // Else each key reads its own entry. Only keys < context_lens[b] are
 // addressed (the tail block clamps to the last one), so table entries past
-// a sequence's used pages are never read.
+// a sequence's used pages are never read. A paged token row holds every kv
+// head (Hkv x D elements), so one kv head at a time would read D elements
+// of each row and touch a new 4 KiB page per key once the row is 4 KiB. A
+// call's items of one batch are therefore done together: their rows are
+// staged as one set and each span of keys is walked for every kv head in
+// turn, the span's pages and lines still in the TLB and L2 for the next
+// one. The runtime gives paged kernels runs of several items per call.
 //
 //===----------------------------------------------------------------------===//
 
@@ -67,13 +74,19 @@ public:
             op.getConfigAttr().getVariant() == KernelVariant::cpu_decode_avx2
                 ? 8
                 : 16),
-        op(op), group(spec.heads / spec.kvHeads) {}
+        op(op), group(spec.heads / spec.kvHeads),
+        pairs(elt.isBF16() && d % (2 * vl) == 0) {}
 
   LogicalResult emit() override;
 
 private:
   AttentionOp op;
-  void emitItem(Value item);
+  /// Items (bt, kv0) .. (bt, kv0 + count - 1): their rows are staged
+  /// together and each span of keys is walked for every kv head in turn,
+  /// so a paged cache's token rows (every kv head side by side) serve
+  /// them all from the TLB and L2 (the runtime hands paged kernels runs of
+  /// items; see Runtime.cpp's launch).
+  void emitItems(Value bt, Value kv0, Value count);
   /// Rows [r0, r0 + n) of the item: q staged, slopes, positions, state.
   void stageRows(Value r0, Value n);
   /// Rows [rr, rr + rows) of the row block against the keys [kb, kb +
@@ -110,6 +123,36 @@ private:
     index.push_back(col);
     return loadRow(tensor, index);
   }
+  /// Pair order (bf16 with D a multiple of 2 vl): the 2 vl bf16 of K or V
+  /// at `col` in one load, widened without a shuffle: the even elements
+  /// (x << 16) and the odd ones (x & 0xffff0000) as two f32 vectors. q, the
+  /// accumulators and P.V keep each 2 vl columns in that order (evens,
+  /// then odds); a dot product does not mind, and finalizeRows restores
+  /// the natural order.
+  std::pair<Value, Value> loadPair(Value tensor, ArrayRef<Value> key,
+                                   Value col) {
+    SmallVector<Value> index(key);
+    index.push_back(col);
+    Value x = vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), tensor,
+                                     index);
+    VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
+    x = vector::BitCastOp::create(b, vecI32, x);
+    auto i32Splat = [&](uint32_t v) {
+      return arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(int32_t(v))));
+    };
+    Value even = arith::ShLIOp::create(b, x, i32Splat(16));
+    Value odd = arith::AndIOp::create(b, x, i32Splat(0xffff0000u));
+    return {vector::BitCastOp::create(b, vecF32, even),
+            vector::BitCastOp::create(b, vecF32, odd)};
+  }
+  /// Lane j of the result: lane index(j) of the concatenation of x and y.
+  Value pick(Value x, Value y, function_ref<int64_t(int64_t)> index) {
+    SmallVector<int64_t> mask;
+    for (int64_t j = 0; j < vl; ++j)
+      mask.push_back(index(j));
+    return vector::ShuffleOp::create(b, x, y, mask);
+  }
   Value loadRow(Value tensor, SmallVector<Value> index) {
     Value v =
         vector::LoadOp::create(b, VectorType::get({vl}, elt), tensor, index);
@@ -128,6 +171,10 @@ private:
   int64_t tileRows() const { return std::min<int64_t>(bm, vl == 16 ? 4 : 2); }
 
   int64_t group;
+  bool pairs; ///< pair order (see loadPair)
+  // Per run of items: the first kv head, the rows of one kv head (heads/kv
+  // heads x Sq), and per kv head the first row of its first tile.
+  Value kvHead0, perHead, firstTileRow;
   // Scratch per call: q rows [BM][D] (scaled), accumulators [BM][D], per-row
   // m, l, slope (log2 units), i' (index) and anchor, and the probabilities
   // of a tile's rows [tileRows][BN].
@@ -158,15 +205,26 @@ LogicalResult DecodeEmitter::emit() {
   if (spec.positionOffsets && spec.hasAlibi())
     anchorRow = scratch({bm}, f32);
   pTile = scratch({tileRows(), bn}, f32);
-  forLoop(op.getItemBegin(), op.getItemEnd(), idx(1),
-          [&](Value item) { emitItem(item); });
+  // The items [begin, end) of each batch, together (see emitItems).
+  Value begin = op.getItemBegin(), end = op.getItemEnd();
+  Value hkv = idx(spec.kvHeads);
+  Value lastBatch =
+      arith::DivSIOp::create(b, add(end, idx(spec.kvHeads - 1)), hkv);
+  forLoop(arith::DivSIOp::create(b, begin, hkv), lastBatch, idx(1),
+          [&](Value bt) {
+            Value first = mul(bt, hkv);
+            Value lo = maxI(idx(0), sub(begin, first));
+            Value hi = minI(hkv, sub(end, first));
+            emitItems(bt, lo, maxI(idx(0), sub(hi, lo)));
+          });
   return success();
 }
 
-void DecodeEmitter::emitItem(Value item) {
-  // Item = (batch, kv head).
-  kvHead = arith::RemSIOp::create(b, item, idx(spec.kvHeads));
-  batch = arith::DivSIOp::create(b, item, idx(spec.kvHeads));
+void DecodeEmitter::emitItems(Value bt, Value kv0, Value count) {
+  // Items = (batch, kv head): kv heads [kv0, kv0 + count) of batch bt.
+  batch = bt;
+  kvHead0 = kv0;
+  kvHead = kv0;
   loadSequence();
   // Keys any row may see: i' runs over [shift, shift + Sq).
   Value kBegin = idx(0), kEnd = sk;
@@ -179,44 +237,67 @@ void DecodeEmitter::emitItem(Value item) {
   // Keys per span: ~128 KiB of K and V, whole blocks.
   const int64_t keyBytes = 2 * d * ::tilt::byteWidth(spec.dtype);
   const int64_t span = std::max<int64_t>(bn, (128 * 1024 / keyBytes) / bn * bn);
-  Value totalRows = mul(sq, idx(group));
+  // The rows, kv head by kv head: heads/kv heads x Sq each.
+  perHead = mul(sq, idx(group));
+  Value totalRows = mul(perHead, count);
+  const int64_t tile = tileRows();
   forLoop(idx(0), totalRows, idx(bm), [&](Value r0) {
     Value n = minI(idx(bm), sub(totalRows, r0));
     stageRows(r0, n);
     forLoop(kBegin, kEnd, idx(span), [&](Value s0) {
       Value s1 = minI(kEnd, add(s0, idx(span)));
-      // Tiles of tileRows() rows, then the rest one row at a time.
-      const int64_t tile = tileRows();
-      Value tiled = mul(arith::DivSIOp::create(b, n, idx(tile)), idx(tile));
-      auto sweep = [&](Value from, Value to, int64_t rows) {
-        forLoop(from, to, idx(rows), [&](Value rr) {
-          forLoop(s0, s1, idx(bn),
-                  [&](Value kb) { tileBlock(rr, rows, kb, kEnd); });
-        });
-      };
-      if (tile > 1)
-        sweep(idx(0), tiled, tile);
-      sweep(tiled, n, 1);
+      // Kv head k's rows of the block, [lo, hi): tiles of tileRows() rows,
+      // then the rest one row at a time.
+      forLoop(idx(0), count, idx(1), [&](Value k) {
+        auto blockRow = [&](Value r) {
+          return maxI(idx(0), minI(n, sub(mul(r, perHead), r0)));
+        };
+        Value lo = blockRow(k), hi = blockRow(add(k, idx(1)));
+        kvHead = add(kvHead0, k);
+        firstTileRow = lo;
+        Value tiled =
+            add(lo, mul(arith::DivSIOp::create(b, sub(hi, lo), idx(tile)),
+                        idx(tile)));
+        auto sweep = [&](Value from, Value to, int64_t rows) {
+          forLoop(from, to, idx(rows), [&](Value rr) {
+            forLoop(s0, s1, idx(bn),
+                    [&](Value kb) { tileBlock(rr, rows, kb, kEnd); });
+          });
+        };
+        if (tile > 1)
+          sweep(lo, tiled, tile);
+        sweep(tiled, hi, 1);
+      });
     });
     finalizeRows(r0, n);
   });
 }
 
 Value DecodeEmitter::rowGeometry(Value r) {
-  Value g = arith::DivSIOp::create(b, r, sq);
+  kvHead = add(kvHead0, arith::DivSIOp::create(b, r, perHead));
+  Value inHead = arith::RemSIOp::create(b, r, perHead);
+  Value g = arith::DivSIOp::create(b, inHead, sq);
   head = add(mul(kvHead, idx(group)), g);
-  return arith::RemSIOp::create(b, r, sq);
+  return arith::RemSIOp::create(b, inHead, sq);
 }
 
 void DecodeEmitter::stageRows(Value r0, Value n) {
   Value scale = splat(spec.effectiveScale() * kLog2E);
   forLoop(idx(0), n, idx(1), [&](Value rr) {
     Value i = rowGeometry(add(r0, rr));
-    for (int64_t c = 0; c < d; c += vl) {
-      Value q = loadRow(op.getQ(), qIndex(i, idx(c)));
-      vector::StoreOp::create(b, arith::MulFOp::create(b, q, scale), qs,
-                              ValueRange{rr, idx(c)});
-      vector::StoreOp::create(b, splat(0.0), acc, ValueRange{rr, idx(c)});
+    SmallVector<Value> q;
+    for (int64_t c = 0; c < d; c += vl)
+      q.push_back(arith::MulFOp::create(
+          b, loadRow(op.getQ(), qIndex(i, idx(c))), scale));
+    if (pairs)
+      for (size_t c = 0; c < q.size(); c += 2) {
+        Value lo = q[c], hi = q[c + 1];
+        q[c] = pick(lo, hi, [](int64_t j) { return 2 * j; });
+        q[c + 1] = pick(lo, hi, [](int64_t j) { return 2 * j + 1; });
+      }
+    for (size_t c = 0; c < q.size(); ++c) {
+      vector::StoreOp::create(b, q[c], qs, ValueRange{rr, idx(c * vl)});
+      vector::StoreOp::create(b, splat(0.0), acc, ValueRange{rr, idx(c * vl)});
     }
     memref::StoreOp::create(b, f32c(-INFINITY), mRow, ValueRange{rr});
     memref::StoreOp::create(b, f32c(0.0), lRow, ValueRange{rr});
@@ -290,17 +371,27 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
         b, idx(0), idx(d), idx(per * vl), init,
         [&](OpBuilder &, Location, Value c0, ValueRange accs) {
           SmallVector<Value> next(accs.begin(), accs.end());
-          for (int64_t c = 0; c < per; ++c) {
+          const int64_t width = pairs ? 2 : 1;
+          for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
             SmallVector<Value> q;
-            for (int64_t r = 0; r < rows; ++r)
-              q.push_back(vector::LoadOp::create(
-                  b, vecF32, qs, ValueRange{add(rr, idx(r)), col}));
-            for (int64_t t = 0; t < quad; ++t) {
-              Value key = loadKey(op.getK(), keys[k0 + t], col);
+            for (int64_t w = 0; w < width; ++w)
               for (int64_t r = 0; r < rows; ++r)
-                next[r * quad + t] =
-                    vector::FMAOp::create(b, q[r], key, next[r * quad + t]);
+                q.push_back(vector::LoadOp::create(
+                    b, vecF32, qs,
+                    ValueRange{add(rr, idx(r)), add(col, idx(w * vl))}));
+            for (int64_t t = 0; t < quad; ++t) {
+              SmallVector<Value> key;
+              if (pairs) {
+                auto [even, odd] = loadPair(op.getK(), keys[k0 + t], col);
+                key = {even, odd};
+              } else {
+                key = {loadKey(op.getK(), keys[k0 + t], col)};
+              }
+              for (int64_t w = 0; w < width; ++w)
+                for (int64_t r = 0; r < rows; ++r)
+                  next[r * quad + t] = vector::FMAOp::create(
+                      b, q[w * rows + r], key[w], next[r * quad + t]);
             }
           }
           scf::YieldOp::create(b, next);
@@ -328,7 +419,8 @@ void DecodeEmitter::prefetchAhead(Value rr, Value kb) {
   // -> 60 ms and 34 -> 28 ms, and on the Xeon 64 and 128 keys alike.
   constexpr int64_t kPrefetchKeys = 128;
   const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
-  Value first = arith::CmpIOp::create(b, arith::CmpIPredicate::eq, rr, idx(0));
+  Value first =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, rr, firstTileRow);
   ifThen(first, [&] {
     // A loop over the block's keys: unrolled, the table reads and
     // prefetches of 16 keys were a third of a paged kernel's code.
@@ -476,8 +568,15 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
             alphas[r]));
     for (int64_t t = 0; t < bn; ++t) {
       SmallVector<Value> v;
-      for (int64_t c = 0; c < per; ++c)
-        v.push_back(loadKey(op.getV(), keys[t], cols[c]));
+      for (int64_t c = 0; c < per; ++c) {
+        if (!pairs) {
+          v.push_back(loadKey(op.getV(), keys[t], cols[c]));
+          continue;
+        }
+        auto [even, odd] = loadPair(op.getV(), keys[t], cols[c++]);
+        v.push_back(even);
+        v.push_back(odd);
+      }
       for (int64_t r = 0; r < rows; ++r) {
         Value p =
             bcast(memref::LoadOp::create(b, pTile, ValueRange{idx(r), idx(t)}));
@@ -499,8 +598,19 @@ void DecodeEmitter::finalizeRows(Value r0, Value n) {
     Value m = memref::LoadOp::create(b, mRow, ValueRange{rr});
     writeRow(
         i, l, m,
-        [&](int64_t c) {
-          return vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, idx(c)});
+        [&](int64_t c) -> Value {
+          if (!pairs)
+            return vector::LoadOp::create(b, vecF32, acc,
+                                          ValueRange{rr, idx(c)});
+          // Natural columns c..c+vl: half of the evens and of the odds of
+          // their pair, interleaved.
+          const int64_t base = c - c % (2 * vl), half = (c - base) / 2;
+          Value even =
+              vector::LoadOp::create(b, vecF32, acc, ValueRange{rr, idx(base)});
+          Value odd = vector::LoadOp::create(b, vecF32, acc,
+                                             ValueRange{rr, idx(base + vl)});
+          return pick(even, odd,
+                      [&](int64_t j) { return (j % 2) * vl + half + j / 2; });
         },
         [&](Value value) {
           if (!anchorRow)
