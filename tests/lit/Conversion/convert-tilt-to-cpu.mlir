@@ -316,8 +316,11 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK: scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c1 {
 // CHECK: %[[LEN:.*]] = memref.load %[[CL]][%[[B]]] : memref<?xi32>
 // CHECK: arith.index_cast %[[LEN]] : i32 to index
+// With a kv head's rows in one tile (2 heads a kv head, AVX2 tiles of 2),
+// each key block goes through every kv head of the run before the next.
 // CHECK: scf.for %{{.*}} step %c2048 {
 // CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
+// CHECK-NEXT: scf.for %{{.*}} = %c0 to %{{.*}} step %c1 {
 // The first tile prefetches the K/V rows 128 keys ahead, clamped to the
 // last key, each through its own table entry (every 32-element line of a
 // row).
