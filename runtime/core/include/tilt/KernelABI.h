@@ -31,7 +31,9 @@
 // number of query blocks per (batch, head) is ceil(maxSq / block_m) where maxSq
 // is Sq (dense) or the longest query sequence (varlen). Items past the end of a
 // shorter varlen sequence do nothing. Items are independent, so the runtime may
-// hand them to threads in any order.
+// hand them to threads in any order and in ranges of any length (the decode
+// kernels do a range's items of one batch together; the runtime gives paged
+// ones ranges of up to 8 items).
 //
 // Backward kernels (variants cpu_bwd_*, tilt.attention_backward) take, in
 // this order: q, k, v, o, grad_o, lse, grad_lse (f32 like lse: the upstream
