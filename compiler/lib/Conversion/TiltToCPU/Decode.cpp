@@ -172,7 +172,16 @@ private:
 
   /// Rows of a register tile: their scores and P.V accumulators share each
   /// K and V load (see scores() and tileBlockBody()).
-  int64_t tileRows() const { return std::min<int64_t>(bm, vl == 16 ? 4 : 2); }
+  /// Only where a kv head's rows fill a tile at Sq = 1 (heads/kv heads >=
+  /// its rows): the tile path is most of the kernel's code, and a paged MHA
+  /// kernel compiled in 760 ms with it against 61-108 ms without
+  /// (tilt-bench's jit_cold_ms on the Xeon), for rows it only has when
+  /// Sq > 1. (Paged GQA 4:1, which needs the tiles, still takes ~500-760
+  /// ms; contiguous ones ~125-200 ms.)
+  int64_t tileRows() const {
+    const int64_t rows = std::min<int64_t>(bm, vl == 16 ? 4 : 2);
+    return group >= rows ? rows : 1;
+  }
 
   int64_t group;
   bool pairs; ///< pair order (see loadPair)
@@ -260,9 +269,11 @@ void DecodeEmitter::emitItems(Value bt, Value kv0, Value count) {
           Value lo = blockRow(k), hi = blockRow(add(k, idx(1)));
           kvHead = add(kvHead0, k);
           firstTileRow = lo;
-          Value tiled =
-              add(lo, mul(arith::DivSIOp::create(b, sub(hi, lo), idx(tile)),
-                          idx(tile)));
+          // [lo, tiled): whole tiles; [tiled, hi): single rows.
+          Value tiled = tile == 1 ? lo
+                                  : add(lo, mul(arith::DivSIOp::create(
+                                                    b, sub(hi, lo), idx(tile)),
+                                                idx(tile)));
           auto sweep = [&](Value from, Value to, int64_t rows) {
             forLoop(from, to, idx(rows), [&](Value rr) { tiles(rr, rows); });
           };
