@@ -179,8 +179,11 @@ private:
   /// Sq > 1. (Paged GQA 4:1, which needs the tiles, still takes ~500-760
   /// ms; contiguous ones ~125-200 ms.)
   int64_t tileRows() const {
-    const int64_t rows = std::min<int64_t>(bm, vl == 16 ? 4 : 2);
-    return group >= rows ? rows : 1;
+    return group >= registerTileRows() ? registerTileRows() : 1;
+  }
+  /// The rows a register tile holds: 4 with AVX-512, 2 with AVX2.
+  int64_t registerTileRows() const {
+    return std::min<int64_t>(bm, vl == 16 ? 4 : 2);
   }
 
   int64_t group;
@@ -269,27 +272,28 @@ void DecodeEmitter::emitItems(Value bt, Value kv0, Value count) {
           Value lo = blockRow(k), hi = blockRow(add(k, idx(1)));
           kvHead = add(kvHead0, k);
           firstTileRow = lo;
-          // [lo, tiled): whole tiles; [tiled, hi): single rows.
-          Value tiled = tile == 1 ? lo
-                                  : add(lo, mul(arith::DivSIOp::create(
-                                                    b, sub(hi, lo), idx(tile)),
-                                                idx(tile)));
           auto sweep = [&](Value from, Value to, int64_t rows) {
             forLoop(from, to, idx(rows), [&](Value rr) { tiles(rr, rows); });
           };
-          if (tile > 1)
+          // [lo, tiled): whole tiles; [tiled, hi): single rows.
+          Value tiled = lo;
+          if (tile > 1) {
+            tiled =
+                add(lo, mul(arith::DivSIOp::create(b, sub(hi, lo), idx(tile)),
+                            idx(tile)));
             sweep(lo, tiled, tile);
+          }
           sweep(tiled, hi, 1);
         });
       };
       // Paged, with a kv head's rows in one tile at Sq = 1 (heads/kv heads
-      // <= tileRows()): each key block for every kv head of the run in
+      // <= registerTileRows()): each key block for every kv head of the run in
       // turn, so the block's token rows are read whole, line after line.
       // Measured on the Xeon, bf16 D 128 B 16 Sk 8192 16-token pages,
       // medians of three alternating runs: 149.6 -> 129.8 ms (MHA), 46.5
       // -> 41.8 ms (GQA 4:1); with more rows a kv head (H 32 or 64 over
       // Hkv 4) each block's tiles are better together: 0.85-0.91x.
-      if (io.blockTable && group <= tile) {
+      if (io.blockTable && group <= registerTileRows()) {
         forLoop(s0, s1, idx(bn), [&](Value kb) {
           kvHeads(
               [&](Value rr, int64_t rows) { tileBlock(rr, rows, kb, kEnd); });
