@@ -313,13 +313,14 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
       config, cpu.cpuClass().value_or(CpuClass::X86_64_V3), spec);
   // KernelABI.h's descriptor lists: the backward has six more tensors
   // (grad_o, grad_lse, dq, dk, dv, row_scale) and, with custom slopes,
-  // dslopes.
+  // dslopes; the decode family takes its split-KV parts.
   const bool backward = isBackwardVariant(*config.kind());
   const unsigned customSlopes =
       spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
   unsigned numMemrefs = (backward ? 11 + 2 * customSlopes : 5 + customSlopes) +
                         spec.keyPaddingMask + 2 * spec.varlen +
-                        (backward ? 0 : 2 * (spec.pageSize != 0));
+                        (backward ? 0 : 2 * (spec.pageSize != 0)) +
+                        2 * isDecodeVariant(*config.kind());
   unsigned numIndexArgs = spec.positionOffsets ? 2 : 0;
   CpuEmit cpuEmit = emit == Emit::LLVMIR     ? CpuEmit::LLVMIR
                     : emit == Emit::Assembly ? CpuEmit::Assembly

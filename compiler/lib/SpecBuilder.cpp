@@ -136,7 +136,7 @@ OwningOpRef<ModuleOp> buildSpecModule(MLIRContext &ctx,
       b, loc, qType, options.withLse ? lseType : Type(), body->getArgument(0),
       body->getArgument(1), body->getArgument(2), slopes, kpm, cuQ, cuK,
       blockTable, contextLens, qOffset, kOffset, /*out=*/Value(),
-      /*lse_out=*/Value(),
+      /*lse_out=*/Value(), /*out_parts=*/Value(), /*lse_parts=*/Value(),
       /*item_begin=*/Value(),
       /*item_end=*/Value(), bias, causal, window, scale,
       /*config=*/mlir::tilt::TileConfigAttr());

@@ -15,6 +15,7 @@
 #include "DiskCache.h"
 #include "ThreadPool.h"
 #include "tilt/CpuIsa.h"
+#include "tilt/Half.h"
 #include "tilt/KernelABI.h"
 #include "tilt/KernelBundle.h"
 #include "tilt/TilePolicy.h"
@@ -23,9 +24,11 @@
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cmath>
 #include <fmt/format.h>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -444,7 +447,7 @@ std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
 
 /// Room for one MemRefDescriptor of any rank up to 4.
 struct DescriptorSlot {
-  alignas(MemRefDescriptor<4>) unsigned char bytes[sizeof(MemRefDescriptor<4>)];
+  alignas(MemRefDescriptor<5>) unsigned char bytes[sizeof(MemRefDescriptor<5>)];
 };
 
 template <int Rank>
@@ -475,16 +478,43 @@ void *fillDescriptor(DescriptorSlot &slot, const TensorRef &t) {
   }
 }
 
+/// The decode family's split-KV parts (KernelABI.h): f32 o and lse, each
+/// behind a leading count of splits (0: none, the kernel writes o and lse).
+struct SplitParts {
+  float *o = nullptr, *lse = nullptr;
+  int64_t count = 0;
+  const TensorRef *oLike = nullptr, *lseLike = nullptr;
+};
+
+/// A descriptor of `count` x `like`'s shape (rank 1 to 4) at `data`.
+void *fillPartsDescriptor(DescriptorSlot &slot, float *data, int64_t count,
+                          const TensorRef &like) {
+  int64_t shape[5] = {count};
+  std::copy(like.shape, like.shape + like.rank, shape + 1);
+  switch (like.rank) {
+  case 1:
+    return fillDescriptor<2>(slot, data, shape);
+  case 2:
+    return fillDescriptor<3>(slot, data, shape);
+  case 3:
+    return fillDescriptor<4>(slot, data, shape);
+  default:
+    return fillDescriptor<5>(slot, data, shape);
+  }
+}
+
 /// Appends the descriptors of the optional inputs after descriptors[0, n)
 /// (KernelABI.h) and returns the new count: slopes as [B, H] (per-head
 /// slopes as a batch-stride-0 broadcast, so one kernel serves both forms),
 /// then `dslopes` ([B, H]) when given (the backward), the key padding mask,
-/// cu_seqlens, the paged cache's block table and context lengths, and the
-/// slot pointing at `offsets`.
+/// cu_seqlens, the paged cache's block table and context lengths, the
+/// decode family's split parts when given, and the slot pointing at
+/// `offsets`.
 int appendOptionalDescriptors(const AttentionSpec &spec,
                               const AttentionArgs &args, const Geometry &g,
                               float *dslopes, DescriptorSlot *slots,
-                              void **descriptors, int n, int64_t *offsets) {
+                              void **descriptors, int n, int64_t *offsets,
+                              const SplitParts *parts = nullptr) {
   if (g.hasSlopes) {
     const int64_t shape[2] = {g.batch, spec.heads};
     auto *d = static_cast<MemRefDescriptor<2> *>(
@@ -513,11 +543,72 @@ int appendOptionalDescriptors(const AttentionSpec &spec,
       ++n;
     }
   }
+  if (parts) {
+    descriptors[n] =
+        fillPartsDescriptor(slots[n], parts->o, parts->count, *parts->oLike);
+    ++n;
+    descriptors[n] = fillPartsDescriptor(slots[n], parts->lse, parts->count,
+                                         *parts->lseLike);
+    ++n;
+  }
   offsets[0] = args.qOffset;
   offsets[1] = args.kOffset;
   if (spec.positionOffsets)
     descriptors[n++] = offsets;
   return n;
+}
+
+/// The exact merge (ALIBI.md, "Merge") of `parts.count` split-KV parts into
+/// o (the spec's dtype) and lse, rows [rowBegin, rowEnd) of o (D elements
+/// each), lse holding the rows' constants on entry (KernelABI.h). Dense rows
+/// are (batch, head, query) in both; varlen o rows are (token, head) and lse
+/// is [H, totalQ].
+void mergeSplitRows(const AttentionSpec &spec, const SplitParts &parts, void *o,
+                    float *lse, int64_t rowBegin, int64_t rowEnd) {
+  const int64_t D = spec.headDim, H = spec.heads;
+  const int64_t rows = parts.oLike->numElements() / D;
+  const int64_t lseRows = parts.lseLike->numElements();
+  const float negInf = -std::numeric_limits<float>::infinity();
+  std::vector<float> acc(static_cast<size_t>(D)), w(size_t(parts.count));
+  for (int64_t r = rowBegin; r < rowEnd; ++r) {
+    const int64_t lr =
+        spec.varlen ? (r % H) * parts.lseLike->shape[1] + r / H : r;
+    float m = negInf;
+    for (int64_t p = 0; p < parts.count; ++p)
+      m = std::max(m, parts.lse[p * lseRows + lr]);
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    float total = 0;
+    if (m != negInf) {
+      for (int64_t p = 0; p < parts.count; ++p)
+        total += w[size_t(p)] = std::exp(parts.lse[p * lseRows + lr] - m);
+      for (int64_t p = 0; p < parts.count; ++p) {
+        const float scale = w[size_t(p)] / total;
+        if (scale == 0)
+          continue; // no visible key in that part, or a negligible one
+        const float *x = parts.o + (p * rows + r) * D;
+        for (int64_t c = 0; c < D; ++c)
+          acc[size_t(c)] += scale * x[c];
+      }
+    }
+    for (int64_t c = 0; c < D; ++c) {
+      const float x = acc[size_t(c)];
+      switch (spec.dtype) {
+      case DType::F32:
+        static_cast<float *>(o)[r * D + c] = x;
+        break;
+      case DType::F16:
+        static_cast<uint16_t *>(o)[r * D + c] = floatToHalf(x);
+        break;
+      case DType::BF16:
+        static_cast<uint16_t *>(o)[r * D + c] = floatToBf16(x);
+        break;
+      }
+    }
+    lse[lr] =
+        m == negInf
+            ? negInf
+            : float(double(lse[lr]) + double(m) + std::log(double(total)));
+  }
 }
 
 } // namespace
@@ -696,6 +787,8 @@ struct Runtime::Impl {
   KernelCache<CudaKernel> cudaKernels;
   /// lse for callers that do not want it; kernels always write one.
   std::vector<float> lseScratch;
+  /// The decode family's split-KV parts (o, then lse), reused across calls.
+  std::vector<float> splitScratch;
 
   /// Set by the first successful cudaDevice().
   bool haveDevice = false;
@@ -938,33 +1031,64 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   }
 
   // KernelABI.h's order: q, k, v, o, lse, then the optional inputs.
-  DescriptorSlot slots[9];
-  void *descriptors[10];
+  DescriptorSlot slots[11];
+  void *descriptors[12];
   int n = 0;
   const TensorRef &lseRef = lse;
   for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &lseRef}) {
     descriptors[n] = fillDescriptor(slots[n], *t);
     ++n;
   }
+  // The decode family takes split-KV parts (none: a count of 0). Splits per
+  // TilePolicy's decodeSplits rule unless the options fix them.
+  const bool decode = kernel.itemsPerKvHead();
+  SplitParts parts;
+  parts.oLike = &args.o;
+  parts.lseLike = &lseRef;
+  if (decode) {
+    const int64_t splits =
+        options.decodeSplits > 0
+            ? std::min<int64_t>(options.decodeSplits, kDecodeMaxSplits)
+            : decodeSplits(g.batch * spec.kvHeads, g.maxSk, pool.threads());
+    if (splits > 1) {
+      parts.count = splits;
+      const size_t oSize = size_t(splits * args.o.numElements());
+      const size_t lseSize = size_t(splits * lse.numElements());
+      if (splitScratch.size() < oSize + lseSize)
+        splitScratch.resize(oSize + lseSize);
+      parts.o = splitScratch.data();
+      parts.lse = splitScratch.data() + oSize;
+    }
+  }
   int64_t offsets[2];
   n = appendOptionalDescriptors(spec, args, g, nullptr, slots, descriptors, n,
-                                offsets);
+                                offsets, decode ? &parts : nullptr);
 
-  // Work items (KernelABI.h): (batch, kv head) for the decode family, else
-  // (batch, head, query block).
+  // Work items (KernelABI.h): (batch, split, kv head) for the decode family,
+  // else (batch, head, query block).
   const int64_t blockM = kernel.info().blockM;
-  const int64_t items = kernel.itemsPerKvHead()
-                            ? g.batch * spec.kvHeads
-                            : g.batch * H * ((g.maxSq + blockM - 1) / blockM);
+  const int64_t items =
+      decode ? g.batch * std::max<int64_t>(1, parts.count) * spec.kvHeads
+             : g.batch * H * ((g.maxSq + blockM - 1) / blockM);
   const CpuEntryFn entry = kernel.entry();
-  // A paged decode kernel walks a call's items of one batch together
-  // (Decode.cpp: their kv heads share the cache's token rows), so it gets
-  // runs of up to 8 items, as long as every thread still has two runs.
+  // A paged decode kernel walks a call's items of one (batch, split)
+  // together (Decode.cpp: their kv heads share the cache's token rows), so
+  // it gets runs of up to 8 items, as long as every thread still has two
+  // runs.
   int64_t run = 1;
-  if (kernel.itemsPerKvHead() && spec.pageSize)
+  if (decode && spec.pageSize)
     run = std::clamp<int64_t>(items / (2 * pool.threads()), 1, 8);
   pool.parallelFor((items + run - 1) / run, [&](int64_t r) {
     entry(descriptors, r * run, std::min(items, (r + 1) * run));
+  });
+  if (parts.count == 0)
+    return;
+  // The parts' exact merge, rows spread over the pool.
+  const int64_t rows = args.o.numElements() / spec.headDim;
+  const int64_t chunks = std::min<int64_t>(rows, 4 * pool.threads());
+  pool.parallelFor(chunks, [&](int64_t c) {
+    mergeSplitRows(spec, parts, args.o.data, static_cast<float *>(lse.data),
+                   rows * c / chunks, rows * (c + 1) / chunks);
   });
 }
 

@@ -14,6 +14,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <string>
 #include <unistd.h>
 
@@ -33,10 +35,30 @@ protected:
     runtime = new Runtime(options);
   }
   static void TearDownTestSuite() {
+    splitting.clear();
     delete runtime;
     delete compiler;
     std::filesystem::remove_all(cacheDir);
   }
+  /// A runtime sharing the suite's compiler and cache whose decode-family
+  /// calls cut each (batch, kv head)'s keys into `splits` parts
+  /// (RuntimeOptions::decodeSplits), merged exactly.
+  static Runtime *splittingRuntime(int splits) {
+    std::unique_ptr<Runtime> &r = splitting[splits];
+    if (!r) {
+      RuntimeOptions options;
+      options.cacheDir = cacheDir;
+      options.compiler = compiler;
+      options.decodeSplits = splits;
+      r = std::make_unique<Runtime>(options);
+    }
+    return r.get();
+  }
+  /// The split counts the decode cases run again with: uneven chunks, and
+  /// more splits than most sequences have key blocks (empty parts).
+  static constexpr int kSplitCounts[] = {3, 64};
+
+  static inline std::map<int, std::unique_ptr<Runtime>> splitting;
   static inline std::string cacheDir;
   static inline Compiler *compiler = nullptr;
   static inline Runtime *runtime = nullptr;

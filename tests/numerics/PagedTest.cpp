@@ -225,6 +225,18 @@ TEST_P(Paged, MatchesFloat64Reference) {
     args.slopes = c.slopesPerBatch ? TensorRef(slopes.data(), {B, H})
                                    : TensorRef(slopes.data(), {H});
   ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
+  // Split-KV: the same call with the keys cut into parts, merged.
+  std::vector<std::pair<TypedBuffer, std::vector<float>>> splitRuns;
+  for (int splits : kSplitCounts) {
+    TypedBuffer so(spec.dtype, B * H * Sq * D);
+    std::vector<float> slse(B * H * Sq, 0.0f);
+    AttentionArgs split = args;
+    split.o = TensorRef(so.data(), {B, H, Sq, D});
+    split.lse = TensorRef(slse.data(), {B, H, Sq});
+    ASSERT_EQ(splittingRuntime(splits)->run(spec, split, Target::CPU, c.config),
+              "");
+    splitRuns.emplace_back(std::move(so), std::move(slse));
+  }
 
   reference::RoundedInputs rounded = reference::fromBuffers(
       q, k, v, slopes, c.slopesPerBatch, {}, false, {}, {});
@@ -245,6 +257,18 @@ TEST_P(Paged, MatchesFloat64Reference) {
   EXPECT_GE(emptyRows, H * Sq);
   std::printf("    %-96s err %.2e (bound %.2e) lse err %.2e, %lld empty rows\n",
               c.name.c_str(), err, bound, lseErr, (long long)emptyRows);
+  for (size_t n = 0; n < splitRuns.size(); ++n) {
+    const test::ForwardComparison s = test::compareWithReference(
+        spec, ext, in, ref, splitRuns[n].first, splitRuns[n].second, B * H * Sq,
+        [](int64_t row) { return row; }, bound);
+    EXPECT_LE(s.err, s.bound) << c.name << " split " << kSplitCounts[n];
+    EXPECT_LE(s.lseErr, spec.dtype == DType::F32 ? 1e-4 : 1e-3)
+        << c.name << " split " << kSplitCounts[n];
+    EXPECT_EQ(s.emptyRows, emptyRows) << c.name << " split " << kSplitCounts[n];
+    std::printf("    %-96s err %.2e (bound %.2e) lse err %.2e\n",
+                (c.name + " split " + std::to_string(kSplitCounts[n])).c_str(),
+                s.err, s.bound, s.lseErr);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cache, Paged, ::testing::ValuesIn(allCases()),

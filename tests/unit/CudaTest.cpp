@@ -8,9 +8,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tilt/Cuda.h"
 #include "CudaKernel.h"
 #include "RuntimeTestSupport.h"
-#include "tilt/Cuda.h"
+#include "tilt/KernelABI.h"
 #include "tilt/KernelBundle.h"
 
 #include <utility>
@@ -36,7 +37,7 @@ const std::string kPtx = ".version 7.0\n.target sm_80\n";
 std::vector<std::pair<std::string, std::string>>
 goodHeader(const std::string &spec = "SPEC; with = and ;",
            size_t cubinBytes = kCubin.size(), size_t ptxBytes = kPtx.size()) {
-  return {{"abi", "1"},
+  return {{"abi", std::to_string(tilt::kKernelAbiVersion)},
           {"variant", "gpu_sm90a"},
           {"arch", "sm_90a"},
           {"kernel", "tilt_attention"},
@@ -79,7 +80,7 @@ std::string withoutKey(const std::string &key) {
 TEST(CudaArtifact, ParsesAGoodOne) {
   CudaArtifact a;
   ASSERT_EQ(parseCudaArtifact(render(goodHeader()), a), "");
-  EXPECT_EQ(a.abi, 1);
+  EXPECT_EQ(a.abi, tilt::kKernelAbiVersion);
   EXPECT_EQ(a.variant, "gpu_sm90a");
   EXPECT_EQ(a.arch, "sm_90a");
   EXPECT_EQ(a.kernel, "tilt_attention");

@@ -43,9 +43,8 @@ std::vector<AttentionSpec> eightSpecs() {
 }
 
 /// Runs `spec` on a small random problem; "" if it matches the reference.
-/// Sq = 20 keeps every spec here out of the decode family's rule (heads per
-/// kv head x Sq <= 16), so run() uses the same default-config kernel that
-/// prepare() writes.
+/// Sq = 20 keeps every spec here out of the decode family's rule (Sq <= 16),
+/// so run() uses the same default-config kernel that prepare() writes.
 std::string runAndCheck(Runtime &rt, const AttentionSpec &spec, unsigned seed) {
   Problem p = Problem::dense(spec, 1, 20, 20, seed);
   AttentionArgs args = p.args();

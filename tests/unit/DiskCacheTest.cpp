@@ -189,6 +189,10 @@ std::string goodEntry(const std::string &key, const AttentionSpec &spec) {
   return detail::encodeEntry(key, goodPayload(spec));
 }
 
+/// The runtime's word for a kernel of the next ABI version.
+const std::string kOtherAbi =
+    "built for ABI " + std::to_string(kKernelAbiVersion + 1);
+
 const Corruption kCorruptions[] = {
     {"Empty", [](auto &path, auto &, auto &) { writeFile(path, ""); },
      "truncated: 0 bytes"},
@@ -260,7 +264,7 @@ const Corruption kCorruptions[] = {
                                                     spec.canonical(), 16, 32,
                                                     kKernelAbiVersion + 1))));
      },
-     "built for ABI 2"},
+     kOtherAbi.c_str()},
 };
 
 class BadEntry : public ::testing::TestWithParam<Corruption> {};
@@ -269,7 +273,7 @@ TEST_P(BadEntry, IsRemovedAndRebuiltNeverLoaded) {
   const Corruption &c = GetParam();
   TempDir dir;
   Problem p =
-      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 16, 16);
+      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 20, 20);
 
   // Without a compiler (whose fingerprint is then ""), the entry is removed
   // and the error says why.

@@ -173,7 +173,7 @@ TEST(RuntimeCache, MemoryHits) {
   TempDir dir;
   Runtime rt({dir.path(), 2, &compiler});
   Problem p =
-      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 16, 16);
+      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 1, 20, 20);
   for (int i = 0; i < 3; ++i) {
     AttentionArgs args = p.args();
     ASSERT_EQ(rt.run(p.spec, args), "");
@@ -216,7 +216,7 @@ TEST(RuntimeCache, DifferentSpecsConfigsAndTargetsAreDifferentKernels) {
 TEST(RuntimeCache, SecondRuntimeHitsTheDisk) {
   TempDir dir;
   Problem p =
-      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 2, 16, 16);
+      Problem::dense(makeSpec(4, 2, 32, BiasKind::Alibi, true), 2, 20, 20);
   {
     FakeCompiler compiler;
     Runtime rt({dir.path(), 2, &compiler});
@@ -310,7 +310,7 @@ TEST(RuntimeCache, NoCompilerAndNoEntry) {
 }
 
 TEST(RuntimeCache, DecodeShapesWithACompilerRunTheDecodeFamily) {
-  // heads / kv heads x Sq = 2 x 1 <= 16: TilePolicy's useDecodeFamily.
+  // Sq = 1 <= 16: TilePolicy's useDecodeFamily.
   TempDir dir;
   FakeCompiler compiler;
   Runtime rt({dir.path(), 1, &compiler});
@@ -321,6 +321,20 @@ TEST(RuntimeCache, DecodeShapesWithACompilerRunTheDecodeFamily) {
   // compiler's default (a prepare() of the default compiles again).
   ASSERT_EQ(rt.prepare(p.spec), "");
   EXPECT_EQ(compiler.compiles, 2);
+}
+
+TEST(TilePolicy, DecodeSplitsOnlyWhereThreadsWouldIdleOrBeUneven) {
+  // decodeSplits(items = batch x kv heads, keys, threads).
+  EXPECT_EQ(decodeSplits(1, 8192, 1), 1); // one thread
+  EXPECT_EQ(decodeSplits(8, 8192, 2), 1); // even
+  EXPECT_EQ(decodeSplits(2, 8192, 2), 1); // even: one item each
+  EXPECT_EQ(decodeSplits(9, 8192, 2), 1); // >= 4 a thread
+  EXPECT_EQ(decodeSplits(1, 8192, 2), 8); // MQA, B 1: 4 a thread
+  EXPECT_EQ(decodeSplits(3, 8192, 2), 3); // 3 x 3 = 9 >= 8
+  EXPECT_EQ(decodeSplits(3, 8192, 16), 22);
+  EXPECT_EQ(decodeSplits(1, 1000, 2), 3); // chunks >= 256 keys
+  EXPECT_EQ(decodeSplits(1, 300, 2), 1);  // too few keys to cut
+  EXPECT_EQ(decodeSplits(1, 1 << 20, 64), kDecodeMaxSplits);
 }
 
 TEST(RuntimeCache, AVariantNamedWithoutBlocksTakesItsDefaultBlocks) {

@@ -3,6 +3,7 @@
 //   tilt-bench [spec flags] --batch B --seq S [--seq-k S] [--threads N]
 //              [--repeats R] [--json] [--target cpu|cuda]
 //              [--backward [--trainable-slopes]] [--page-size N]
+//              [--splits N]
 //
 // Times one attention shape through the runtime (warm-up excluded, median of
 // repeats) and puts the number next to what this machine can do: its FP32
@@ -19,6 +20,8 @@
 // --page-size N reads K/V from a paged KV cache (ALIBI.md) of that page size
 // through a shuffled block table, every sequence --seq-k keys long (the
 // decode family); kv_read_gbps then counts the cache's K and V once.
+// --splits N fixes the decode family's split-KV parts (RuntimeOptions::
+// decodeSplits; 1: none); by default the runtime's rule picks them.
 //
 //===----------------------------------------------------------------------===//
 
@@ -278,7 +281,7 @@ struct BenchOptions {
   SpecFlags flags;
   TileConfig config;
   int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
-          naiveRepeats = 1, pageSize = 0;
+          naiveRepeats = 1, pageSize = 0, splits = 0;
   bool json = false, noNaive = false, backward = false, trainable = false;
   std::string target = "cpu";
 };
@@ -313,6 +316,10 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
           "read K/V from a paged KV cache of this page size, through a "
           "shuffled block table (CPU; no naive baseline)",
           o.pageSize, 1);
+  intFlag("splits",
+          "decode family: cut each (batch, kv head)'s keys into N parts "
+          "(1: none; default: the runtime's rule)",
+          o.splits, 1);
   boolFlag("no-naive", "skip the naive baseline", o.noNaive);
   boolFlag("backward", "also time the backward pass (CPU)", o.backward);
   boolFlag("trainable-slopes",
@@ -431,6 +438,8 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler();
   RuntimeOptions rtOptions;
   rtOptions.threads = static_cast<int>(o.threads);
+  rtOptions.decodeSplits =
+      static_cast<int>(std::min<int64_t>(o.splits, 1 << 20));
   rtOptions.compiler = compiler.get();
   if (std::string err =
           measureJit(rtOptions, spec, Target::CPU, fwdConfig, r.jit);

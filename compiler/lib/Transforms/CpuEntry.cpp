@@ -22,7 +22,7 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
     return MemRefType::get(tensor.getShape(), tensor.getElementType());
   };
   // The order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k],
-  // [block_table, context_lens].
+  // [block_table, context_lens], [o_parts, lse_parts] (decode family).
   auto qType = cast<RankedTensorType>(op.getQ().getType());
   SmallVector<int64_t> lseShape =
       spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
@@ -53,6 +53,17 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   if (Value table = op.getBlockTable()) {
     types.push_back(toMemRef(table.getType()));
     types.push_back(toMemRef(op.getContextLens().getType()));
+  }
+  // The decode family's split-KV partials: f32, o's and lse's shapes behind
+  // a dynamic count of splits.
+  if (TileConfigAttr config = op.getConfigAttr();
+      config && (config.getVariant() == KernelVariant::cpu_decode_avx2 ||
+                 config.getVariant() == KernelVariant::cpu_decode_avx512)) {
+    for (Type like : {types[3], types[4]}) {
+      SmallVector<int64_t> shape = {ShapedType::kDynamic};
+      llvm::append_range(shape, cast<MemRefType>(like).getShape());
+      types.push_back(MemRefType::get(shape, Float32Type::get(ctx)));
+    }
   }
   return types;
 }
@@ -175,13 +186,18 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     Value cuK = take(op.getCuSeqlensK());
     Value blockTable = take(op.getBlockTable());
     Value contextLens = take(op.getContextLens());
+    const bool decode =
+        config->getVariant() == KernelVariant::cpu_decode_avx2 ||
+        config->getVariant() == KernelVariant::cpu_decode_avx512;
+    Value outParts = decode ? args[next++] : Value();
+    Value lseParts = decode ? args[next++] : Value();
     Value qOffset = take(op.getQOffset());
     Value kOffset = take(op.getKOffset());
-    AttentionOp::create(b, op.getLoc(), Type(), Type(), args[0], args[1],
-                        args[2], slopes, kpm, cuQ, cuK, blockTable, contextLens,
-                        qOffset, kOffset, args[3], args[4], args[next],
-                        args[next + 1], op.getBiasAttr(), op.getCausalAttr(),
-                        op.getWindowAttr(), op.getScaleAttr(), *config);
+    AttentionOp::create(
+        b, op.getLoc(), Type(), Type(), args[0], args[1], args[2], slopes, kpm,
+        cuQ, cuK, blockTable, contextLens, qOffset, kOffset, args[3], args[4],
+        outParts, lseParts, args[next], args[next + 1], op.getBiasAttr(),
+        op.getCausalAttr(), op.getWindowAttr(), op.getScaleAttr(), *config);
     op->getParentOp()->erase();
     return success();
   }

@@ -2,6 +2,8 @@
 
 #include "tilt/TilePolicy.h"
 
+#include <algorithm>
+
 namespace tilt {
 
 namespace {
@@ -112,11 +114,18 @@ KernelVariant backwardCpuVariant(const HasFeature &has) {
 }
 
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
-  const int64_t group = spec.heads / spec.kvHeads;
   if (spec.pageSize)
     return true; // the only family that reads a paged cache
-  return spec.bias != BiasKind::AlibiPositions &&
-         group * maxSq <= kDecodeMaxRows;
+  return spec.bias != BiasKind::AlibiPositions && maxSq <= kDecodeMaxSq;
+}
+
+int64_t decodeSplits(int64_t items, int64_t keys, int threads) {
+  if (threads <= 1 || items <= 0 || items % threads == 0 ||
+      items >= 4 * int64_t(threads))
+    return 1;
+  const int64_t wanted = (4 * int64_t(threads) + items - 1) / items;
+  const int64_t fit = std::max<int64_t>(1, keys / kDecodeMinSplitKeys);
+  return std::min({wanted, fit, kDecodeMaxSplits});
 }
 
 KernelVariant defaultGpuVariant(const AttentionSpec &spec,

@@ -105,6 +105,11 @@ struct RuntimeOptions {
   /// give none (nearest-bucket rule of TuningDb.h); its kernels load without
   /// compiling. Empty: no bundle, the compiler's default configurations.
   std::string kernelsDir = {};
+  /// Split-KV for the decode family: the chunks each (batch, kv head)'s
+  /// keys are cut into, their partial results merged exactly. 0: by shape
+  /// (TilePolicy.h's decodeSplits rule: only where the items would leave
+  /// threads idle or uneven); 1: never; N > 1: N (at most kDecodeMaxSplits).
+  int decodeSplits = 0;
 };
 
 /// Calls may come from several threads: they are serialized, since one

@@ -217,7 +217,7 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 
 // -----
 
-// The decode family: one work item per (batch, kv head), the GQA group's
+// The decode family: one work item per (batch, split, kv head), the GQA group's
 // query rows (heads/kv heads x Sq, H = 4 over Hkv = 2 here) in blocks of
 // block_m, every key block read once for all of them; per row, vl keys'
 // dot products summed across lanes by a shuffle tree (two levels inside
@@ -225,12 +225,30 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // block, and P.V along D.
 
 // CHECK-LABEL: func.func @decode(
-// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x4x?x16xbf16>, %[[K:[a-z0-9]+]]: memref<?x2x?x16xbf16>, %[[V:[a-z0-9]+]]: memref<?x2x?x16xbf16>
-// The items [begin, end) batch by batch: batch B's kv heads [LO, hi)
-// together.
-// CHECK: scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c1 {
-// CHECK: arith.muli %[[B]], %c2 : index
+// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x4x?x16xbf16>, %[[K:[a-z0-9]+]]: memref<?x2x?x16xbf16>, %[[V:[a-z0-9]+]]: memref<?x2x?x16xbf16>, %[[O:[a-z0-9]+]]: memref<?x4x?x16xbf16>, %[[LSE:[a-z0-9]+]]: memref<?x4x?xf32>, %[[OP:[a-z0-9]+]]: memref<?x?x4x?x16xf32>, %[[LP:[a-z0-9]+]]: memref<?x?x4x?xf32>
+// CHECK: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f32
+// Split-KV: S = out_parts' leading extent (0: none, one split writing out).
+// CHECK: %[[S:.*]] = memref.dim %[[OP]], %c0 : memref<?x?x4x?x16xf32>
+// CHECK: %[[HAS:.*]] = arith.cmpi sgt, %[[S]], %c0 : index
+// CHECK: %[[SPLITS:.*]] = arith.maxsi %[[S]], %c1 : index
+// The items [begin, end) by (batch, split): G's kv heads [LO, hi)
+// together, G = batch x splits + split.
+// CHECK: scf.for %[[G:.*]] = %{{.*}} to %{{.*}} step %c1 {
+// CHECK: arith.muli %[[G]], %c2 : index
 // CHECK: %[[LO:.*]] = arith.maxsi %{{.*}}, %c0 : index
+// CHECK: %[[SPLIT:.*]] = arith.remsi %[[G]], %[[SPLITS]] : index
+// CHECK: %[[B:.*]] = arith.divsi %[[G]], %[[SPLITS]] : index
+// The split's chunk of the visible keys [KB0, KE): ceil(keys / S) rounded
+// up to whole blocks of 16.
+// CHECK: %[[PER:.*]] = arith.divsi %{{.*}}, %[[SPLITS]] : index
+// CHECK: %[[UP:.*]] = arith.addi %[[PER]], %c15 : index
+// CHECK: %[[NB:.*]] = arith.divsi %[[UP]], %c16 : index
+// CHECK: %[[CHUNK:.*]] = arith.muli %[[NB]], %c16 : index
+// CHECK: %[[OFF:.*]] = arith.muli %[[SPLIT]], %[[CHUNK]] : index
+// CHECK: %[[START:.*]] = arith.addi %{{.*}}, %[[OFF]] : index
+// CHECK: %[[KB0:.*]] = arith.minsi %[[KEND:.*]], %[[START]] : index
+// CHECK: %[[STOP:.*]] = arith.addi %[[KB0]], %[[CHUNK]] : index
+// CHECK: %[[KE:.*]] = arith.minsi %[[KEND]], %[[STOP]] : index
 // Row blocks of their rows (2 heads x Sq per kv head), spans of 2048 keys
 // (128 KiB of bf16 K and V at D = 16), then per kv head of the block
 // register tiles of 2 rows (AVX2) through the span's key blocks; the first
@@ -241,7 +259,7 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // 16 columns as their evens, then their odds.
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 4, 6, 8, 10, 12, 14] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 5, 7, 9, 11, 13, 15] : vector<8xf32>, vector<8xf32>
-// CHECK: scf.for %[[SPAN:.*]] = %{{.*}} to %{{.*}} step %c2048 {
+// CHECK: scf.for %[[SPAN:.*]] = %[[KB0]] to %[[KE]] step %c2048 {
 // CHECK: scf.for %[[KI:.*]] = %c0 to %{{.*}} step %c1 {
 // CHECK: %[[KVH:.*]] = arith.addi %[[LO]], %[[KI]] : index
 // CHECK: scf.for %[[ROW:.*]] = %[[FROM:.*]] to %[[TILED:.*]] step %c2 {
@@ -293,13 +311,26 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // The rows past the last whole tile, one at a time.
 // CHECK: scf.for %{{.*}} = %[[TILED]] to %{{.*}} step %c1 {
 // Finalize: o = acc / l in natural column order (evens and odds
-// interleaved back), lse.
+// interleaved back), lse: with splits, f32 to the split's parts; else o in
+// bf16 and lse to out and lse_out.
+// CHECK: scf.if %[[HAS]] {
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 8, 1, 9, 2, 10, 3, 11] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.store %{{.*}}, %[[OP]][%[[SPLIT]], %[[B]], %{{.*}}, %{{.*}}, %c0] : memref<?x?x4x?x16xf32>, vector<8xf32>
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [4, 12, 5, 13, 6, 14, 7, 15] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.store %{{.*}}, %[[OP]][%[[SPLIT]], %[[B]], %{{.*}}, %{{.*}}, %c8] : memref<?x?x4x?x16xf32>, vector<8xf32>
 // CHECK: math.log2
+// CHECK: memref.store %{{.*}}, %[[LP]][%[[SPLIT]], %[[B]], %{{.*}}, %{{.*}}] : memref<?x?x4x?xf32>
+// Split 0 writes the row's constant to lse_out: 0 without offsets.
+// CHECK: %[[FIRST:.*]] = arith.cmpi eq, %[[SPLIT]], %c0 : index
+// CHECK: scf.if %[[FIRST]] {
+// CHECK: memref.store %[[ZERO]], %[[LSE]][%[[B]], %{{.*}}, %{{.*}}] : memref<?x4x?xf32>
+// CHECK: } else {
+// CHECK: arith.truncf %{{.*}} : vector<8xf32> to vector<8xbf16>
+// CHECK: vector.store %{{.*}}, %[[O]][%[[B]], %{{.*}}, %{{.*}}, %c0] : memref<?x4x?x16xbf16>, vector<8xbf16>
+// CHECK: memref.store %{{.*}}, %[[LSE]][%[[B]], %{{.*}}, %{{.*}}] : memref<?x4x?xf32>
 // CHECK-NOT: tilt.attention
-func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memref<?x2x?x16xbf16>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {
-  tilt.attention q(%q : memref<?x4x?x16xbf16>) k(%k : memref<?x2x?x16xbf16>) v(%v : memref<?x2x?x16xbf16>) out(%o : memref<?x4x?x16xbf16>) lse_out(%lse : memref<?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memref<?x2x?x16xbf16>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %op: memref<?x?x4x?x16xf32>, %lp: memref<?x?x4x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xbf16>) k(%k : memref<?x2x?x16xbf16>) v(%v : memref<?x2x?x16xbf16>) out(%o : memref<?x4x?x16xbf16>) lse_out(%lse : memref<?x4x?xf32>) splits(%op : memref<?x?x4x?x16xf32>, %lp : memref<?x?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
   return
 }
 

@@ -244,27 +244,46 @@ void CpuEmitter::stageAnchors() {
 
 void CpuKernelBuilder::writeRow(Value row, Value l, Value m,
                                 function_ref<Value(int64_t)> accAt,
-                                function_ref<Value(Value)> constants) {
+                                function_ref<Value(Value)> constants,
+                                Value part) {
   Value any = arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
   Value inv = arith::SelectOp::create(
       b, any, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
   Value invV = bcast(inv);
-  for (int64_t c = 0; c < d; c += vl)
-    vector::StoreOp::create(b,
-                            fromF32(arith::MulFOp::create(b, accAt(c), invV)),
-                            io.out, qIndex(row, idx(c)));
-  Value lse = io.lseOut;
+  // A split's partial goes to its slice of the f32 parts.
+  auto at = [&](SmallVector<Value> index) {
+    if (part)
+      index.insert(index.begin(), part);
+    return index;
+  };
+  for (int64_t c = 0; c < d; c += vl) {
+    Value x = arith::MulFOp::create(b, accAt(c), invV);
+    vector::StoreOp::create(b, part ? x : fromF32(x),
+                            part ? io.outParts : io.out,
+                            at(qIndex(row, idx(c))));
+  }
+  Value lse = part ? io.lseParts : io.lseOut;
   if (!lse)
     return;
   Value logL =
       math::Log2Op::create(b, arith::SelectOp::create(b, any, l, f32c(1.0)));
-  Value value = constants(
-      arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2)));
+  Value value =
+      arith::MulFOp::create(b, arith::AddFOp::create(b, m, logL), f32c(kLn2));
+  // A split's lse leaves the row constants out (with far position offsets
+  // they are ~1e7, where f32 keeps no fraction to weigh the parts by);
+  // split 0 puts them in lse_out for the merge to add back.
+  if (!part)
+    value = constants(value);
   value = arith::SelectOp::create(b, any, value, f32c(-INFINITY));
   SmallVector<Value> index = spec.varlen
                                  ? SmallVector<Value>{head, add(seqQ0, row)}
                                  : SmallVector<Value>{batch, head, row};
-  memref::StoreOp::create(b, value, lse, index);
+  memref::StoreOp::create(b, value, lse, at(index));
+  if (part)
+    ifThen(arith::CmpIOp::create(b, arith::CmpIPredicate::eq, part, idx(0)),
+           [&] {
+             memref::StoreOp::create(b, constants(f32c(0.0)), io.lseOut, index);
+           });
 }
 
 Value CpuKernelBuilder::addAnchorConstant(Value lse, Value a) {
@@ -306,6 +325,8 @@ KernelOperands mlir::tilt::operandsOf(AttentionOp op) {
   KernelOperands io = sharedOperands(op);
   io.out = op.getOut();
   io.lseOut = op.getLseOut();
+  io.outParts = op.getOutParts();
+  io.lseParts = op.getLseParts();
   return io;
 }
 

@@ -32,6 +32,8 @@ struct KernelOperands {
   Value q, k, v, slopes, kpm, cuQ, cuK, qOffset, kOffset, itemBegin, itemEnd;
   Value blockTable, contextLens; ///< a paged KV cache (tilt.attention only)
   Value out, lseOut; ///< the forward's destinations
+  /// The decode family's split-KV partials ([S] + out's and lse's shapes).
+  Value outParts, lseParts;
 };
 
 /// The operands tilt.attention and tilt.attention_backward name alike.
@@ -212,9 +214,11 @@ protected:
   /// o = acc / l, its f32 vectors given by `accAt(column)`, and lse =
   /// (m + log2 l) * ln 2 passed through `constants` (the row constants the
   /// scores were taken without, natural units); a row that saw no key
-  /// (l = 0) gets o = 0 and lse = -inf.
+  /// (l = 0) gets o = 0 and lse = -inf. With `part` (split-KV, the decode
+  /// family), to out_parts[part] and lse_parts[part] instead, in f32, the
+  /// lse without the row constants, which split 0 writes to lse_out.
   void writeRow(Value row, Value l, Value m, function_ref<Value(int64_t)> accAt,
-                function_ref<Value(Value)> constants);
+                function_ref<Value(Value)> constants, Value part = Value());
   /// `lse` plus the row constant an anchor `a` took out of the bias (see
   /// CpuEmitter::stageAnchors): m * a, or -m * |a| for the symmetric form,
   /// with m = slope2 in natural units.

@@ -54,6 +54,14 @@
 // 8192, medians of three alternating runs: 1.19x (MHA) and 1.25x (GQA 4:1)
 // contiguous, 1.47x and 1.53x paged (16-token pages).
 //
+// Split-KV (the op's splits, S > 0): the work items are (batch, split, kv
+// head) and split s walks only the s-th of S chunks of the visible keys
+// (whole key blocks, so a paged block still lies in one page), writing its
+// normalized partial o and its lse (without the row constants, which split
+// 0 puts in lse_out) to the f32 parts. The runtime asks for splits where
+// (batch, kv head) items alone would leave threads idle (B = 1 with MQA)
+// and merges the parts exactly.
+//
 //===----------------------------------------------------------------------===//
 
 #include "CpuEmitter.h"
@@ -100,6 +108,9 @@ private:
   void prefetchAhead(Value rr, Value kb);
   void tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd, bool clamp);
   void finalizeRows(Value r0, Value n);
+  /// The finished rows to out and lse_out, or (`part`) to that split's
+  /// out_parts and lse_parts.
+  void finalizeRowsTo(Value r0, Value n, Value part);
   /// Sets kvHead and head and returns the query index of row r of the run.
   Value rowGeometry(Value r);
   /// The scores of rows [rr, rr + rows) against keys `keys` (vl of them):
@@ -191,6 +202,9 @@ private:
   // Per run of items: the first kv head, the rows of one kv head (heads/kv
   // heads x Sq), and per kv head the first row of its first tile.
   Value kvHead0, perHead, firstTileRow;
+  // Split-KV: the count (>= 1), whether the op has parts to write, and the
+  // run's split.
+  Value splits, hasSplits, split;
   // Scratch per call: q rows [BM][D] (scaled), accumulators [BM][D], per-row
   // m, l, slope (log2 units), i' (index) and anchor, and the probabilities
   // of a tile's rows [tileRows][BN].
@@ -221,23 +235,34 @@ LogicalResult DecodeEmitter::emit() {
   if (spec.positionOffsets && spec.hasAlibi())
     anchorRow = scratch({bm}, f32);
   pTile = scratch({tileRows(), bn}, f32);
-  // The items [begin, end) of each batch, together (see emitItems).
+  // Split-KV (the op's splits): S = out_parts' leading extent; 0 writes
+  // out and lse_out directly, as one split.
+  Value parts =
+      io.outParts ? Value(memref::DimOp::create(b, io.outParts, 0)) : idx(0);
+  hasSplits =
+      arith::CmpIOp::create(b, arith::CmpIPredicate::sgt, parts, idx(0));
+  splits = maxI(idx(1), parts);
+  // The items [begin, end) of each (batch, split), together (see
+  // emitItems): items are (batch, split, kv head), row-major.
   Value begin = op.getItemBegin(), end = op.getItemEnd();
   Value hkv = idx(spec.kvHeads);
-  Value lastBatch =
+  Value lastGroup =
       arith::DivSIOp::create(b, add(end, idx(spec.kvHeads - 1)), hkv);
-  forLoop(arith::DivSIOp::create(b, begin, hkv), lastBatch, idx(1),
-          [&](Value bt) {
-            Value first = mul(bt, hkv);
+  forLoop(arith::DivSIOp::create(b, begin, hkv), lastGroup, idx(1),
+          [&](Value g) {
+            Value first = mul(g, hkv);
             Value lo = maxI(idx(0), sub(begin, first));
             Value hi = minI(hkv, sub(end, first));
-            emitItems(bt, lo, maxI(idx(0), sub(hi, lo)));
+            split = arith::RemSIOp::create(b, g, splits);
+            emitItems(arith::DivSIOp::create(b, g, splits), lo,
+                      maxI(idx(0), sub(hi, lo)));
           });
   return success();
 }
 
 void DecodeEmitter::emitItems(Value bt, Value kv0, Value count) {
-  // Items = (batch, kv head): kv heads [kv0, kv0 + count) of batch bt.
+  // Items = (batch, split, kv head): kv heads [kv0, kv0 + count) of batch
+  // bt, split `split`.
   batch = bt;
   kvHead0 = kv0;
   kvHead = kv0;
@@ -249,6 +274,18 @@ void DecodeEmitter::emitItems(Value bt, Value kv0, Value count) {
   if (spec.window)
     kBegin = maxI(idx(0), add(sub(shift, idx(*spec.window)), idx(1)));
   kBegin = minI(kBegin, kEnd);
+  // This split's chunk of them: S chunks of whole key blocks (so a paged
+  // block still lies in one page), the last ones possibly short or empty.
+  {
+    Value len = sub(kEnd, kBegin);
+    Value perSplit =
+        arith::DivSIOp::create(b, add(len, sub(splits, idx(1))), splits);
+    Value chunk =
+        mul(arith::DivSIOp::create(b, add(perSplit, idx(bn - 1)), idx(bn)),
+            idx(bn));
+    kBegin = minI(kEnd, add(kBegin, mul(split, chunk)));
+    kEnd = minI(kEnd, add(kBegin, chunk));
+  }
 
   // Keys per span: ~128 KiB of K and V, whole blocks.
   const int64_t keyBytes = 2 * d * ::tilt::byteWidth(spec.dtype);
@@ -628,6 +665,22 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
 }
 
 void DecodeEmitter::finalizeRows(Value r0, Value n) {
+  // To out and lse_out, or to this split's parts.
+  if (!io.outParts)
+    return finalizeRowsTo(r0, n, Value());
+  scf::IfOp::create(
+      b, hasSplits,
+      [&](OpBuilder &, Location) {
+        finalizeRowsTo(r0, n, split);
+        scf::YieldOp::create(b);
+      },
+      [&](OpBuilder &, Location) {
+        finalizeRowsTo(r0, n, Value());
+        scf::YieldOp::create(b);
+      });
+}
+
+void DecodeEmitter::finalizeRowsTo(Value r0, Value n, Value part) {
   forLoop(idx(0), n, idx(1), [&](Value rr) {
     Value i = rowGeometry(add(r0, rr));
     Value l = memref::LoadOp::create(b, lRow, ValueRange{rr});
@@ -654,6 +707,7 @@ void DecodeEmitter::finalizeRows(Value r0, Value n) {
           Value a = memref::LoadOp::create(b, anchorRow, ValueRange{rr});
           slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{rr});
           return addAnchorConstant(value, a);
-        });
+        },
+        part);
   });
 }

@@ -311,6 +311,34 @@ LogicalResult AttentionOp::verify() {
       return failure();
   }
 
+  // Split-KV partials: f32, out's and lse's shapes behind a dynamic count.
+  if ((getOutParts() == nullptr) != (getLseParts() == nullptr))
+    return emitOpError("splits needs both out_parts and lse_parts");
+  if (getOutParts()) {
+    if (!getLseOut())
+      return emitOpError("splits need lse_out: split 0 writes the rows' "
+                         "constants there");
+    auto behindCount = [](ArrayRef<int64_t> shape) {
+      SmallVector<int64_t> parts = {ShapedType::kDynamic};
+      llvm::append_range(parts, shape);
+      return parts;
+    };
+    SmallVector<int64_t> lseShape =
+        layout.varlen
+            ? SmallVector<int64_t>{spec.heads, q.getDimSize(0)}
+            : SmallVector<int64_t>{batch, spec.heads, q.getDimSize(2)};
+    if (failed(checkShape(getOutParts(), behindCount(oType.getShape()), isF32,
+                          "out_parts must be f32 [S] + out's shape")) ||
+        failed(checkShape(getLseParts(), behindCount(lseShape), isF32,
+                          "lse_parts must be f32 [S] + lse's shape")))
+      return failure();
+    TileConfigAttr config = getConfigAttr();
+    if (!config || (config.getVariant() != KernelVariant::cpu_decode_avx2 &&
+                    config.getVariant() != KernelVariant::cpu_decode_avx512))
+      return emitOpError("splits need a decode-family tile_config "
+                         "(cpu_decode_avx2, cpu_decode_avx512)");
+  }
+
   if (TileConfigAttr config = getConfigAttr()) {
     if (isBackwardVariant(config.getVariant()))
       return emitOpError() << "tile_config variant "

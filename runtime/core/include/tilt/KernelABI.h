@@ -15,6 +15,9 @@
 //   then, only when the spec has them: slopes, key_padding_mask (i8),
 //   cu_seqlens_q, cu_seqlens_k, block_table and context_lens (i32, a paged
 //   KV cache);
+// then, for the decode family (cpu_decode_*) only, its split-KV parts:
+//   o_parts (f32 [S] + o's shape) and lse_parts (f32 [S] + lse's shape),
+//   S >= 0 their leading extent;
 // then, only when the spec has position offsets, one more slot: a pointer to
 // two int64_t, {q_offset, k_offset}.
 // Dense: q/o [B,H,Sq,D], k/v [B,Hkv,Sk,D], lse [B,H,Sq].
@@ -26,14 +29,24 @@
 // Elements of f16/bf16 tensors are 16-bit storage; lse is always f32.
 //
 // Work items: the kernel computes items [itemBegin, itemEnd) of the flattened
-// row-major space (batch, kv head) for the decode family (cpu_decode_*),
-// else (batch, head, query block), query blocks being `block_m` rows; the
+// row-major space (batch, split, kv head) for the decode family
+// (cpu_decode_*; splits = max(1, S)), else (batch, head, query block), query
+// blocks being `block_m` rows; the
 // number of query blocks per (batch, head) is ceil(maxSq / block_m) where maxSq
 // is Sq (dense) or the longest query sequence (varlen). Items past the end of a
-// shorter varlen sequence do nothing. Items are independent, so the runtime may
-// hand them to threads in any order and in ranges of any length (the decode
-// kernels do a range's items of one batch together; the runtime gives paged
-// ones ranges of up to 8 items).
+// shorter varlen sequence do nothing. Split-KV (S > 0): split s of a
+// (batch, kv head) sees the s-th of S chunks of its visible keys (whole
+// block_n blocks; trailing chunks may be empty) and writes its partial
+// result, normalized over that chunk (o = 0, lse = -inf when it saw no key),
+// to o_parts[s] and lse_parts[s] instead of o; the parts' lse leave out the
+// row's constant (what the position offsets' anchors took out of the
+// scores, 0 without offsets), which split 0 writes to lse. The caller
+// merges the parts exactly (ALIBI.md, "Merge") and adds that constant.
+// With S = 0 the kernel writes o and lse (the parts' pointers may then be
+// null). Items are independent, so the
+// runtime may hand them to threads in any order and in ranges of any length
+// (the decode kernels do a range's items of one (batch, split) together; the
+// runtime gives paged ones ranges of up to 8 items).
 //
 // Backward kernels (variants cpu_bwd_*, tilt.attention_backward) take, in
 // this order: q, k, v, o, grad_o, lse, grad_lse (f32 like lse: the upstream
@@ -99,7 +112,7 @@
 
 namespace tilt {
 
-inline constexpr int kKernelAbiVersion = 1;
+inline constexpr int kKernelAbiVersion = 2;
 inline constexpr const char *kCpuEntrySymbol = "tilt_cpu_entry";
 inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";

@@ -439,7 +439,7 @@ module attributes {tilt.a = #tilt.tile_config<variant = gpu_sm70, block_m = 64, 
 
 func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
   // expected-error @+1 {{items needs both a begin and an end}}
-  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
+  "tilt.attention"(%q, %q, %q, %o, %b) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0>}> : (memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, index) -> ()
   return
 }
 
@@ -447,7 +447,7 @@ func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index) {
 
 func.func @f(%q: tensor<1x4x8x64xf32>, %b: index, %e: index) {
   // expected-error @+1 {{items belong to the memref (kernel) form}}
-  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
+  %o = "tilt.attention"(%q, %q, %q, %b, %e) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index, index) -> tensor<1x4x8x64xf32>
   return
 }
 
@@ -463,7 +463,7 @@ func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32>, %b: index, %e: 
 
 func.func @f(%q: tensor<1x4x8x64xf32>, %a: index) {
   // expected-error @+1 {{offsets needs both a q_offset and a k_offset}}
-  %o = "tilt.attention"(%q, %q, %q, %a) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index) -> tensor<1x4x8x64xf32>
+  %o = "tilt.attention"(%q, %q, %q, %a) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0>, resultSegmentSizes = array<i32: 1, 0>}> : (tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, tensor<1x4x8x64xf32>, index) -> tensor<1x4x8x64xf32>
   return
 }
 
@@ -596,5 +596,45 @@ func.func @f(%q: tensor<4x4x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?x
 func.func @f(%q: memref<2x4x1x64xf32>, %k: memref<?x16x2x64xf32>, %bt: memref<2x?xi32>, %cl: memref<2xi32>, %b: index, %e: index) {
   // expected-error @+1 {{tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512) does}}
   tilt.attention q(%q : memref<2x4x1x64xf32>) k(%k : memref<?x16x2x64xf32>) v(%k : memref<?x16x2x64xf32>) paged(%bt : memref<2x?xi32>, %cl : memref<2xi32>) out(%q : memref<2x4x1x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 32, block_n = 32>}
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %p: memref<?x1x4x1x64xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{splits needs both out_parts and lse_parts}}
+  "tilt.attention"(%q, %q, %q, %o, %p, %b, %e) <{config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>, operandSegmentSizes = array<i32: 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 1>}> : (memref<1x4x1x64xf32>, memref<1x4x1x64xf32>, memref<1x4x1x64xf32>, memref<1x4x1x64xf32>, memref<?x1x4x1x64xf32>, index, index) -> ()
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x1x64xbf16>, %o: memref<1x4x1x64xbf16>, %lse: memref<1x4x1xf32>, %p: memref<?x1x4x1x64xbf16>, %l: memref<?x1x4x1xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{out_parts must be f32 [S] + out's shape, got 'memref<?x1x4x1x64xbf16>'}}
+  tilt.attention q(%q : memref<1x4x1x64xbf16>) k(%q : memref<1x4x1x64xbf16>) v(%q : memref<1x4x1x64xbf16>) out(%o : memref<1x4x1x64xbf16>) lse_out(%lse : memref<1x4x1xf32>) splits(%p : memref<?x1x4x1x64xbf16>, %l : memref<?x1x4x1xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %lse: memref<1x4x1xf32>, %p: memref<?x1x4x1x64xf32>, %l: memref<?x1x4xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{lse_parts must be f32 [S] + lse's shape, got 'memref<?x1x4xf32>'}}
+  tilt.attention q(%q : memref<1x4x1x64xf32>) k(%q : memref<1x4x1x64xf32>) v(%q : memref<1x4x1x64xf32>) out(%o : memref<1x4x1x64xf32>) lse_out(%lse : memref<1x4x1xf32>) splits(%p : memref<?x1x4x1x64xf32>, %l : memref<?x1x4xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %lse: memref<1x4x1xf32>, %p: memref<?x1x4x1x64xf32>, %l: memref<?x1x4x1xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{splits need a decode-family tile_config (cpu_decode_avx2, cpu_decode_avx512)}}
+  tilt.attention q(%q : memref<1x4x1x64xf32>) k(%q : memref<1x4x1x64xf32>) v(%q : memref<1x4x1x64xf32>) out(%o : memref<1x4x1x64xf32>) lse_out(%lse : memref<1x4x1xf32>) splits(%p : memref<?x1x4x1x64xf32>, %l : memref<?x1x4x1xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %p: memref<?x1x4x1x64xf32>, %l: memref<?x1x4x1xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{splits need lse_out: split 0 writes the rows' constants there}}
+  tilt.attention q(%q : memref<1x4x1x64xf32>) k(%q : memref<1x4x1x64xf32>) v(%q : memref<1x4x1x64xf32>) out(%o : memref<1x4x1x64xf32>) splits(%p : memref<?x1x4x1x64xf32>, %l : memref<?x1x4x1xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
   return
 }

@@ -60,6 +60,19 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     blocks being the tile configuration's `block_m` rows. That is the form a
     kernel entry point takes: the runtime hands item ranges to its threads.
 
+    `splits(%out_parts, %lse_parts)` (memref form, decode family only) is
+    split-KV: f32 memrefs shaped like `out` and `lse` with a leading dynamic
+    dimension S. With S > 0 the keys each row may see are cut into S
+    contiguous chunks of whole key blocks, the work items become (batch,
+    split, kv head), and split `s` writes its partial result (normalized
+    over its chunk; o = 0 and lse = -inf when it saw no key) to
+    `out_parts[s]` and `lse_parts[s]` instead of `out` and `lse_out`. The
+    parts' lse leave out each row's constant (what position offsets' anchors
+    took out of the scores; 0 without offsets), which split 0 writes to
+    `lse_out` (required). The result is that constant plus the exact merge
+    of the parts (ALIBI.md, "Merge"). With S = 0 the op writes `out` and
+    `lse_out` as without splits.
+
     Example:
 
     ```mlir
@@ -84,6 +97,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     Optional<Index>:$k_offset,
     Optional<AnyStridedMemRef>:$out,
     Optional<AnyStridedMemRef>:$lse_out,
+    Optional<AnyStridedMemRef>:$out_parts,
+    Optional<AnyStridedMemRef>:$lse_parts,
     Optional<Index>:$item_begin,
     Optional<Index>:$item_end,
     OptionalAttr<Tilt_BiasAttr>:$bias,
@@ -110,6 +125,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     (`offsets` `(` $q_offset^ `,` $k_offset `)`)?
     (`out` `(` $out^ `:` type($out) `)`)?
     (`lse_out` `(` $lse_out^ `:` type($lse_out) `)`)?
+    (`splits` `(` $out_parts^ `:` type($out_parts) `,`
+                  $lse_parts `:` type($lse_parts) `)`)?
     (`items` `(` $item_begin^ `,` $item_end `)`)?
     attr-dict (`->` type($o)^)? (`,` type($lse)^)?
   }];
