@@ -34,6 +34,7 @@
 #include "tilt/Half.h"
 #include "tilt/Runtime.h"
 #include "tilt/Slopes.h"
+#include "tilt/TilePolicy.h"
 
 #include <fmt/format.h>
 
@@ -441,8 +442,15 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   rtOptions.decodeSplits =
       static_cast<int>(std::min<int64_t>(o.splits, 1 << 20));
   rtOptions.compiler = compiler.get();
+  // The JIT figures are for the kernel run() picks: where the decode
+  // family serves the call (TilePolicy's rule), its configuration, not the
+  // spec's default (a prefill kernel).
+  TileConfig jitConfig = fwdConfig;
+  if (jitConfig.isDefault() && useDecodeFamily(spec, o.seq))
+    jitConfig = defaultCpuConfig(
+        decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
   if (std::string err =
-          measureJit(rtOptions, spec, Target::CPU, fwdConfig, r.jit);
+          measureJit(rtOptions, spec, Target::CPU, jitConfig, r.jit);
       !err.empty())
     return err;
 

@@ -57,6 +57,13 @@ std::vector<Option> compileOptions(CompileOptions &o) {
                      [&mod](auto v) {
                        return parseInt("seq-k", v, mod.extents.seqK, 1);
                      }});
+  options.push_back({"page-size", "N",
+                     "k and v are a paged KV cache of this page size (a "
+                     "power of two from 8 to 256; the decode family)",
+                     [&o](auto v) {
+                       return parseInt("page-size", v, o.flags.spec.pageSize,
+                                       1);
+                     }});
   options.push_back({"lse", "", "the spec module also returns lse",
                      [&mod](auto) {
                        mod.withLse = true;
