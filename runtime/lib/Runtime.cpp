@@ -445,7 +445,8 @@ std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
 // Launch
 //===----------------------------------------------------------------------===//
 
-/// Room for one MemRefDescriptor of any rank up to 4.
+/// Room for one MemRefDescriptor of any rank up to 5 (the split parts of a
+/// rank-4 o).
 struct DescriptorSlot {
   alignas(MemRefDescriptor<5>) unsigned char bytes[sizeof(MemRefDescriptor<5>)];
 };
@@ -558,31 +559,32 @@ int appendOptionalDescriptors(const AttentionSpec &spec,
   return n;
 }
 
-/// The exact merge (ALIBI.md, "Merge") of `parts.count` split-KV parts into
-/// o (the spec's dtype) and lse, rows [rowBegin, rowEnd) of o (D elements
-/// each), lse holding the rows' constants on entry (KernelABI.h). Dense rows
-/// are (batch, head, query) in both; varlen o rows are (token, head) and lse
-/// is [H, totalQ].
+/// The exact merge (ALIBI.md, "Merge"; tilt/Merge.h) of `parts.count`
+/// split-KV parts into o (the spec's dtype) and lse, rows [rowBegin, rowEnd)
+/// of o (D elements each), lse holding the rows' constants on entry
+/// (KernelABI.h); the arithmetic in double. Dense rows are (batch, head,
+/// query) in both; varlen o rows are (token, head) and lse is [H, totalQ].
 void mergeSplitRows(const AttentionSpec &spec, const SplitParts &parts, void *o,
                     float *lse, int64_t rowBegin, int64_t rowEnd) {
   const int64_t D = spec.headDim, H = spec.heads;
   const int64_t rows = parts.oLike->numElements() / D;
   const int64_t lseRows = parts.lseLike->numElements();
   const float negInf = -std::numeric_limits<float>::infinity();
-  std::vector<float> acc(static_cast<size_t>(D)), w(size_t(parts.count));
+  std::vector<double> acc(static_cast<size_t>(D)), w(size_t(parts.count));
   for (int64_t r = rowBegin; r < rowEnd; ++r) {
     const int64_t lr =
         spec.varlen ? (r % H) * parts.lseLike->shape[1] + r / H : r;
     float m = negInf;
     for (int64_t p = 0; p < parts.count; ++p)
       m = std::max(m, parts.lse[p * lseRows + lr]);
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    float total = 0;
+    std::fill(acc.begin(), acc.end(), 0.0);
+    double total = 0;
     if (m != negInf) {
       for (int64_t p = 0; p < parts.count; ++p)
-        total += w[size_t(p)] = std::exp(parts.lse[p * lseRows + lr] - m);
+        total += w[size_t(p)] =
+            std::exp(double(parts.lse[p * lseRows + lr]) - double(m));
       for (int64_t p = 0; p < parts.count; ++p) {
-        const float scale = w[size_t(p)] / total;
+        const double scale = w[size_t(p)] / total;
         if (scale == 0)
           continue; // no visible key in that part, or a negligible one
         const float *x = parts.o + (p * rows + r) * D;
@@ -591,7 +593,7 @@ void mergeSplitRows(const AttentionSpec &spec, const SplitParts &parts, void *o,
       }
     }
     for (int64_t c = 0; c < D; ++c) {
-      const float x = acc[size_t(c)];
+      const float x = float(acc[size_t(c)]);
       switch (spec.dtype) {
       case DType::F32:
         static_cast<float *>(o)[r * D + c] = x;
@@ -1046,10 +1048,16 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   parts.oLike = &args.o;
   parts.lseLike = &lseRef;
   if (decode) {
-    const int64_t splits =
+    int64_t splits =
         options.decodeSplits > 0
             ? std::min<int64_t>(options.decodeSplits, kDecodeMaxSplits)
             : decodeSplits(g.batch * spec.kvHeads, g.maxSk, pool.threads());
+    // The parts take S times o and lse in f32; a chunked prefill against a
+    // paged cache can have thousands of rows, so they are held to 256 MiB.
+    constexpr int64_t kMaxPartFloats = int64_t(64) << 20;
+    const int64_t perSplit =
+        std::max<int64_t>(1, args.o.numElements() + lse.numElements());
+    splits = std::min(splits, kMaxPartFloats / perSplit);
     if (splits > 1) {
       parts.count = splits;
       const size_t oSize = size_t(splits * args.o.numElements());
@@ -1083,8 +1091,12 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   });
   if (parts.count == 0)
     return;
-  // The parts' exact merge, rows spread over the pool.
-  const int64_t rows = args.o.numElements() / spec.headDim;
+  // The parts' exact merge, rows spread over the pool: every row of a dense
+  // o; varlen, the tokens the sequences cover (those past cu_seqlens_q[B]
+  // are no item's, and stay as the caller left them).
+  const int32_t *cuQ = static_cast<const int32_t *>(args.cuSeqlensQ.data);
+  const int64_t rows = spec.varlen ? int64_t(cuQ[g.batch]) * H
+                                   : args.o.numElements() / spec.headDim;
   const int64_t chunks = std::min<int64_t>(rows, 4 * pool.threads());
   pool.parallelFor(chunks, [&](int64_t c) {
     mergeSplitRows(spec, parts, args.o.data, static_cast<float *>(lse.data),

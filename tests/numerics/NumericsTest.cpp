@@ -446,6 +446,61 @@ INSTANTIATE_TEST_SUITE_P(Pairwise, Numerics, ::testing::ValuesIn(allCases()),
                            return "case" + std::to_string(info.index);
                          });
 
+class SplitKv : public test::JitRuntimeTest<int> {};
+
+// Varlen q may hold tokens past cu_seqlens_q[B] that no sequence covers; no
+// work item writes them, so a split-KV merge must not either (it would
+// write whatever its scratch held). The covered rows equal the unsplit run.
+TEST_P(SplitKv, VarlenRowsNoSequenceCoversAreLeftAlone) {
+  AttentionSpec spec;
+  spec.heads = 4;
+  spec.kvHeads = 1;
+  spec.headDim = 64;
+  spec.bias = BiasKind::Alibi;
+  spec.causal = true;
+  spec.varlen = true;
+  const int64_t H = 4, D = 64, totalQ = 5, totalK = 500;
+  std::vector<int32_t> cuQ = {0, 1, 2}, cuK = {0, 300, 500};
+  std::mt19937 rng(99);
+  TypedBuffer q = test_inputs::normalBuffer(spec.dtype, totalQ * H * D, rng);
+  TypedBuffer k = test_inputs::normalBuffer(spec.dtype, totalK * D, rng);
+  TypedBuffer v = test_inputs::normalBuffer(spec.dtype, totalK * D, rng);
+  auto run = [&](Runtime *rt, std::vector<float> &o, std::vector<float> &lse) {
+    o.assign(totalQ * H * D, 7.0f);
+    lse.assign(totalQ * H, 7.0f);
+    AttentionArgs args;
+    args.q = TensorRef(q.data(), {totalQ, H, D});
+    args.k = TensorRef(k.data(), {totalK, 1, D});
+    args.v = TensorRef(v.data(), {totalK, 1, D});
+    args.o = TensorRef(o.data(), {totalQ, H, D});
+    args.lse = TensorRef(lse.data(), {H, totalQ});
+    args.cuSeqlensQ = TensorRef(cuQ.data(), {3});
+    args.cuSeqlensK = TensorRef(cuK.data(), {3});
+    return rt->run(spec, args);
+  };
+  std::vector<float> o1, lse1, o3, lse3;
+  ASSERT_EQ(run(splittingRuntime(1), o1, lse1), "");
+  ASSERT_EQ(run(splittingRuntime(3), o3, lse3), "");
+  for (int64_t t = 0; t < totalQ; ++t)
+    for (int64_t h = 0; h < H; ++h) {
+      const float l1 = lse1[h * totalQ + t], l3 = lse3[h * totalQ + t];
+      if (t >= cuQ.back()) {
+        EXPECT_EQ(l3, 7.0f) << "lse of uncovered token " << t;
+      } else {
+        EXPECT_NEAR(l3, l1, 1e-5) << "token " << t << " head " << h;
+      }
+      for (int64_t d = 0; d < D; ++d) {
+        const float x1 = o1[(t * H + h) * D + d], x3 = o3[(t * H + h) * D + d];
+        if (t >= cuQ.back())
+          ASSERT_EQ(x3, 7.0f) << "o of uncovered token " << t;
+        else
+          ASSERT_NEAR(x3, x1, 1e-5) << "token " << t << " head " << h;
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Runtime, SplitKv, ::testing::Values(0));
+
 TEST(NumericsCover, EveryPairOfValuesIsCovered) {
   std::vector<Choice> cases = pairwiseCover(20261125);
   int a, b, x, y;

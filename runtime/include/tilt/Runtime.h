@@ -106,9 +106,10 @@ struct RuntimeOptions {
   /// compiling. Empty: no bundle, the compiler's default configurations.
   std::string kernelsDir = {};
   /// Split-KV for the decode family: the chunks each (batch, kv head)'s
-  /// keys are cut into, their partial results merged exactly. 0: by shape
-  /// (TilePolicy.h's decodeSplits rule: only where the items would leave
-  /// threads idle or uneven); 1: never; N > 1: N (at most kDecodeMaxSplits).
+  /// keys are cut into, their partial results merged exactly. 0 (or less):
+  /// by shape (TilePolicy.h's decodeSplits rule: only where the items would
+  /// leave threads idle or uneven); 1: never; N > 1: N (at most
+  /// kDecodeMaxSplits). Either way the parts are held to 256 MiB.
   int decodeSplits = 0;
 };
 

@@ -4,8 +4,9 @@
 // The prefill kernels vectorize across query rows and give each query head
 // its own work item, so at Sq = 1 they use one lane in 8 or 16 and read a
 // kv head's K/V once per query head of its group. Here one work item is one
-// (batch, kv head) (a call's items of one batch are done together, see
-// below): its rows are every query head of the GQA group times every query
+// (batch, split, kv head) (splits: see the end of this comment; a call's
+// items of one (batch, split) are done together, see below): its rows are
+// every query head of the GQA group times every query
 // (heads/kv heads x Sq), up to block_m of them at a time, and each key block
 // is read once for all of them:
 //
@@ -46,7 +47,8 @@
 // a sequence's used pages are never read. A paged token row holds every kv
 // head (Hkv x D elements), so one kv head at a time would read D elements
 // of each row and touch a new 4 KiB page per key once the row is 4 KiB. A
-// call's items of one batch are therefore done together: their rows are
+// call's items of one (batch, split) are therefore done together: their
+// rows are
 // staged as one set and each span of keys is walked for every kv head in
 // turn, the span's pages and lines still in the TLB and L2 for the next
 // one. The runtime gives paged kernels runs of several items per call.
@@ -92,7 +94,8 @@ public:
 
 private:
   AttentionOp op;
-  /// Items (bt, kv0) .. (bt, kv0 + count - 1): their rows are staged
+  /// Items (bt, split, kv0) .. (bt, split, kv0 + count - 1) (the split is
+  /// the member `split`): their rows are staged
   /// together and each span of keys is walked for every kv head in turn,
   /// so a paged cache's token rows (every kv head side by side) serve
   /// them all from the TLB and L2 (the runtime hands paged kernels runs of
