@@ -56,9 +56,7 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   }
   // The decode family's split-KV partials: f32, o's and lse's shapes behind
   // a dynamic count of splits.
-  if (TileConfigAttr config = op.getConfigAttr();
-      config && (config.getVariant() == KernelVariant::cpu_decode_avx2 ||
-                 config.getVariant() == KernelVariant::cpu_decode_avx512)) {
+  if (TileConfigAttr config = op.getConfigAttr(); config && config.isDecode()) {
     for (Type like : {types[3], types[4]}) {
       SmallVector<int64_t> shape = {ShapedType::kDynamic};
       llvm::append_range(shape, cast<MemRefType>(like).getShape());
@@ -186,9 +184,7 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
     Value cuK = take(op.getCuSeqlensK());
     Value blockTable = take(op.getBlockTable());
     Value contextLens = take(op.getContextLens());
-    const bool decode =
-        config->getVariant() == KernelVariant::cpu_decode_avx2 ||
-        config->getVariant() == KernelVariant::cpu_decode_avx512;
+    const bool decode = config->isDecode();
     Value outParts = decode ? args[next++] : Value();
     Value lseParts = decode ? args[next++] : Value();
     Value qOffset = take(op.getQOffset());

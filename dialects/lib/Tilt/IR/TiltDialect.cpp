@@ -38,6 +38,11 @@ bool mlir::tilt::isBackwardVariant(KernelVariant v) {
   return v == KernelVariant::cpu_bwd_avx2 || v == KernelVariant::cpu_bwd_avx512;
 }
 
+bool mlir::tilt::isDecodeVariant(KernelVariant v) {
+  return v == KernelVariant::cpu_decode_avx2 ||
+         v == KernelVariant::cpu_decode_avx512;
+}
+
 void TiltDialect::initialize() {
   addAttributes<
 #define GET_ATTRDEF_LIST

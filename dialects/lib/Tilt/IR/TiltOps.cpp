@@ -333,8 +333,7 @@ LogicalResult AttentionOp::verify() {
                           "lse_parts must be f32 [S] + lse's shape")))
       return failure();
     TileConfigAttr config = getConfigAttr();
-    if (!config || (config.getVariant() != KernelVariant::cpu_decode_avx2 &&
-                    config.getVariant() != KernelVariant::cpu_decode_avx512))
+    if (!config || !config.isDecode())
       return emitOpError("splits need a decode-family tile_config "
                          "(cpu_decode_avx2, cpu_decode_avx512)");
   }
@@ -345,8 +344,7 @@ LogicalResult AttentionOp::verify() {
                            << stringifyKernelVariant(config.getVariant())
                            << " is for tilt.attention_backward";
     const KernelVariant variant = config.getVariant();
-    if (spec.pageSize && variant != KernelVariant::cpu_decode_avx2 &&
-        variant != KernelVariant::cpu_decode_avx512)
+    if (spec.pageSize && !config.isDecode())
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(variant)
                            << " cannot read a paged KV cache; the decode "

@@ -18,6 +18,9 @@
 namespace mlir::tilt {
 /// cpu_bwd_avx2, cpu_bwd_avx512: kernels of tilt.attention_backward.
 bool isBackwardVariant(KernelVariant v);
+/// cpu_decode_avx2, cpu_decode_avx512: the decode family (paged caches,
+/// split-KV parts).
+bool isDecodeVariant(KernelVariant v);
 } // namespace mlir::tilt
 
 #define GET_ATTRDEF_CLASSES

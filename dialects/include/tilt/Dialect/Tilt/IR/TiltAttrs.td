@@ -116,6 +116,7 @@ def Tilt_TileConfigAttr : Tilt_Attr<"TileConfig", "tile_config"> {
   let genVerifyDecl = 1;
   let extraClassDeclaration = [{
     bool isBackward() const { return isBackwardVariant(getVariant()); }
+    bool isDecode() const { return isDecodeVariant(getVariant()); }
     bool isGpu() const {
       return getVariant() == KernelVariant::gpu_sm80 ||
              getVariant() == KernelVariant::gpu_sm90a;
