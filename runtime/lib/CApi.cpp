@@ -21,8 +21,10 @@ tilt::TensorRef toTensorRef(const tilt_tensor &t) {
   tilt::TensorRef ref;
   ref.data = t.data;
   ref.rank = t.rank;
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < 4; ++i) {
     ref.shape[i] = t.shape[i];
+    ref.strides[i] = t.strides[i];
+  }
   return ref;
 }
 

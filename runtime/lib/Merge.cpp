@@ -32,6 +32,11 @@ std::string checkPair(const std::string &what, const TensorRef &o,
   for (int i = 0; i < o.rank; ++i)
     if (o.shape[i] < 0)
       return fmt::format("{}: negative extent in {}", what, o.shapeString());
+  for (auto [name, t] : {std::pair{"o", &o}, std::pair{"lse", &lse}})
+    if (!t->rowMajor())
+      return fmt::format("{}: {} must be row-major, got strides {} for shape "
+                         "{}",
+                         what, name, t->strideString(), t->shapeString());
   return {};
 }
 

@@ -51,6 +51,47 @@ TensorRef::TensorRef(void *data, std::initializer_list<int64_t> dims)
   std::copy_n(dims.begin(), std::min<size_t>(dims.size(), 4), shape);
 }
 
+TensorRef
+TensorRef::withStrides(std::initializer_list<int64_t> elementStrides) const {
+  TensorRef t = *this;
+  std::fill_n(t.strides, 4, 0);
+  std::copy_n(elementStrides.begin(),
+              std::min<size_t>(elementStrides.size(), 4), t.strides);
+  return t;
+}
+
+bool TensorRef::hasStrides() const {
+  return std::any_of(strides, strides + 4, [](int64_t s) { return s != 0; });
+}
+
+int64_t TensorRef::stride(int i) const {
+  if (hasStrides())
+    return strides[i];
+  int64_t s = 1;
+  for (int d = std::clamp(rank, 0, 4) - 1; d > i; --d)
+    s *= shape[d];
+  return s;
+}
+
+bool TensorRef::rowMajor() const {
+  if (!hasStrides())
+    return true;
+  int64_t s = 1;
+  for (int d = std::clamp(rank, 0, 4) - 1; d >= 0; --d) {
+    if (shape[d] != 1 && strides[d] != s)
+      return false;
+    s *= shape[d];
+  }
+  return true;
+}
+
+std::string TensorRef::strideString() const {
+  std::string s = "[";
+  for (int i = 0; i < std::clamp(rank, 0, 4); ++i)
+    s += fmt::format("{}{}", i ? ", " : "", stride(i));
+  return s + "]";
+}
+
 int64_t TensorRef::numElements() const {
   int64_t n = 1;
   for (int i = 0; i < std::clamp(rank, 0, 4); ++i)
@@ -389,6 +430,100 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
   return {};
 }
 
+/// The strides of `t` (TensorRef): "" or why they cannot be taken. `data`:
+/// a data tensor of the CPU kernels (any strides >= 0, the innermost 1);
+/// `output`: one the kernel writes (no two elements may share memory);
+/// `cuda`: the target, named in the error.
+std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
+                               bool output, bool cuda) {
+  if (!t.present() || !t.hasStrides() || t.rowMajor())
+    return {};
+  if (!data) {
+    TensorRef rowMajor = t;
+    std::fill_n(rowMajor.strides, 4, 0);
+    return fmt::format("{}: must be row-major (strides {} for shape {}){}, "
+                       "got strides {}",
+                       name, rowMajor.strideString(), t.shapeString(),
+                       cuda ? " on target cuda" : "", t.strideString());
+  }
+  const int rank = t.rank;
+  if (t.strides[rank - 1] != 1)
+    return fmt::format("{}: the innermost stride must be 1 (D elements "
+                       "contiguous), got strides {}",
+                       name, t.strideString());
+  // The furthest element must be addressable in int64 (the kernels' index
+  // arithmetic), with room to spare.
+  __int128 extent = 0;
+  for (int d = 0; d < rank; ++d) {
+    if (t.strides[d] < 0)
+      return fmt::format("{}: strides must be >= 0, got {}", name,
+                         t.strideString());
+    if (t.shape[d] > 0)
+      extent += __int128(t.shape[d] - 1) * t.strides[d];
+  }
+  if (extent > (__int128(1) << 62))
+    return fmt::format("{}: strides {} for shape {} reach past 2^62 elements",
+                       name, t.strideString(), t.shapeString());
+  if (!output)
+    return {};
+  // No overlap: with the dims of more than one element ordered by stride,
+  // each stride must step over the whole extent of the dim below it.
+  int dims[4], n = 0;
+  for (int d = 0; d < rank; ++d)
+    if (t.shape[d] > 1)
+      dims[n++] = d;
+  for (int i = 1; i < n; ++i) // insertion sort by stride, inner dims first
+    for (int j = i; j > 0 && t.strides[dims[j]] < t.strides[dims[j - 1]]; --j)
+      std::swap(dims[j], dims[j - 1]);
+  __int128 reach = 1; // elements the dims so far span
+  for (int i = 0; i < n; ++i) {
+    if (__int128(t.strides[dims[i]]) < reach)
+      return fmt::format("{}: strides {} for shape {} make elements overlap; "
+                         "an output needs a distinct element for every index",
+                         name, t.strideString(), t.shapeString());
+    reach = __int128(t.strides[dims[i]]) * t.shape[dims[i]];
+  }
+  return {};
+}
+
+/// Every tensor's strides (TensorRef): the data tensors of the CPU kernels
+/// (q, k, v, o; grad_o, dq, dk, dv when `grads`) may be strided, every
+/// other tensor -- and on `cuda` every tensor -- must be row-major.
+std::string checkStrides(const AttentionArgs &a, const BackwardArgs *grads,
+                         bool cuda) {
+  const bool data = !cuda;
+  const std::tuple<const char *, const TensorRef *, bool, bool> all[] = {
+      {"q", &a.q, data, false},
+      {"k", &a.k, data, false},
+      {"v", &a.v, data, false},
+      {"o", &a.o, data, !grads},
+      {"lse", &a.lse, false, false},
+      {"slopes", &a.slopes, false, false},
+      {"key_padding_mask", &a.keyPaddingMask, false, false},
+      {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
+      {"cu_seqlens_k", &a.cuSeqlensK, false, false},
+      {"block_table", &a.blockTable, false, false},
+      {"context_lens", &a.contextLens, false, false}};
+  for (auto [name, t, isData, output] : all)
+    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
+        !err.empty())
+      return err;
+  if (!grads)
+    return {};
+  const std::tuple<const char *, const TensorRef *, bool, bool> more[] = {
+      {"grad_o", &grads->gradO, data, false},
+      {"grad_lse", &grads->gradLse, false, false},
+      {"dq", &grads->dq, data, true},
+      {"dk", &grads->dk, data, true},
+      {"dv", &grads->dv, data, true},
+      {"dslopes", &grads->dslopes, false, false}};
+  for (auto [name, t, isData, output] : more)
+    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
+        !err.empty())
+      return err;
+  return {};
+}
+
 /// The backward's tensors, after checkArgs() accepted the forward's.
 std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
                               const Geometry &geo) {
@@ -465,17 +600,27 @@ void *fillDescriptor(DescriptorSlot &slot, void *data, const int64_t *shape) {
   return d;
 }
 
-/// Row-major contiguous descriptor of `t` (rank 1 to 4, checked before).
+template <int Rank>
+void *fillDescriptor(DescriptorSlot &slot, const TensorRef &t) {
+  auto *d = static_cast<MemRefDescriptor<Rank> *>(
+      fillDescriptor<Rank>(slot, t.data, t.shape));
+  for (int i = 0; i < Rank; ++i)
+    d->strides[i] = t.stride(i);
+  return d;
+}
+
+/// The descriptor of `t` (rank 1 to 4, checked before) with its strides
+/// (TensorRef: row-major unless given; checkStrides accepted them).
 void *fillDescriptor(DescriptorSlot &slot, const TensorRef &t) {
   switch (t.rank) {
   case 1:
-    return fillDescriptor<1>(slot, t.data, t.shape);
+    return fillDescriptor<1>(slot, t);
   case 2:
-    return fillDescriptor<2>(slot, t.data, t.shape);
+    return fillDescriptor<2>(slot, t);
   case 3:
-    return fillDescriptor<3>(slot, t.data, t.shape);
+    return fillDescriptor<3>(slot, t);
   default:
-    return fillDescriptor<4>(slot, t.data, t.shape);
+    return fillDescriptor<4>(slot, t);
   }
 }
 
@@ -559,11 +704,23 @@ int appendOptionalDescriptors(const AttentionSpec &spec,
   return n;
 }
 
+/// The element offset of row `r` of `t` (its dims but the last, row-major
+/// order) under its strides.
+int64_t rowOffset(const TensorRef &t, int64_t r) {
+  int64_t offset = 0;
+  for (int d = t.rank - 2; d >= 0; --d) {
+    offset += (r % t.shape[d]) * t.stride(d);
+    r /= t.shape[d];
+  }
+  return offset;
+}
+
 /// The exact merge (ALIBI.md, "Merge"; tilt/Merge.h) of `parts.count`
-/// split-KV parts into o (the spec's dtype) and lse, rows [rowBegin, rowEnd)
-/// of o (D elements each), lse holding the rows' constants on entry
-/// (KernelABI.h); the arithmetic in double. Dense rows are (batch, head,
-/// query) in both; varlen o rows are (token, head) and lse is [H, totalQ].
+/// split-KV parts into o (the spec's dtype, `parts.oLike`'s strides) and
+/// lse, rows [rowBegin, rowEnd) of o (D elements each), lse holding the
+/// rows' constants on entry (KernelABI.h); the arithmetic in double. Dense
+/// rows are (batch, head, query) in both; varlen o rows are (token, head)
+/// and lse is [H, totalQ]. The parts are row-major.
 void mergeSplitRows(const AttentionSpec &spec, const SplitParts &parts, void *o,
                     float *lse, int64_t rowBegin, int64_t rowEnd) {
   const int64_t D = spec.headDim, H = spec.heads;
@@ -592,17 +749,18 @@ void mergeSplitRows(const AttentionSpec &spec, const SplitParts &parts, void *o,
           acc[size_t(c)] += scale * x[c];
       }
     }
+    const int64_t at = rowOffset(*parts.oLike, r);
     for (int64_t c = 0; c < D; ++c) {
       const float x = float(acc[size_t(c)]);
       switch (spec.dtype) {
       case DType::F32:
-        static_cast<float *>(o)[r * D + c] = x;
+        static_cast<float *>(o)[at + c] = x;
         break;
       case DType::F16:
-        static_cast<uint16_t *>(o)[r * D + c] = floatToHalf(x);
+        static_cast<uint16_t *>(o)[at + c] = floatToHalf(x);
         break;
       case DType::BF16:
-        static_cast<uint16_t *>(o)[r * D + c] = floatToBf16(x);
+        static_cast<uint16_t *>(o)[at + c] = floatToBf16(x);
         break;
       }
     }
@@ -1206,6 +1364,9 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                                    const TileConfig &config) {
   if (spec.pageSize)
     return kNoCudaPaged;
+  if (std::string err = checkStrides(args, nullptr, /*cuda=*/true);
+      !err.empty())
+    return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
 
@@ -1305,6 +1466,9 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     Geometry geometry;
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
       return err;
+    if (std::string err = checkStrides(args, nullptr, /*cuda=*/false);
+        !err.empty())
+      return err;
     CpuKernel *kernel = nullptr;
     // Keys per sequence (the mean one when ragged) select the tuned record.
     int64_t seqK = spec.varlen
@@ -1351,6 +1515,9 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
       return err;
     if (std::string err = checkBackwardArgs(args, grads, geometry);
+        !err.empty())
+      return err;
+    if (std::string err = checkStrides(args, &grads, /*cuda=*/false);
         !err.empty())
       return err;
     const TileConfig chosen =

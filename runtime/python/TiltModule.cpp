@@ -78,8 +78,10 @@ std::optional<tilt::DType> dtypeOf(const nb::dlpack::dtype &t) {
   return std::nullopt;
 }
 
-/// A TensorRef of `a`, which must be row-major contiguous, of rank 1..4,
-/// with `bits`-bit elements, on the device of the call.
+/// A TensorRef of `a`, of rank 1..4, with `bits`-bit elements, on the
+/// device of the call; strides passed along when it is not row-major (the
+/// runtime takes them for the CPU's q, k, v, o and gradients, and names
+/// any other tensor that is not row-major).
 template <typename A>
 tilt::TensorRef ref(const char *name, const A &a, int bits, int deviceType) {
   if (a.ndim() < 1 || a.ndim() > 4)
@@ -89,17 +91,25 @@ tilt::TensorRef ref(const char *name, const A &a, int bits, int deviceType) {
                     a.dtype().bits));
   if (a.device_type() != deviceType)
     bad(fmt::format("{}: on another device than q", name));
-  int64_t expect = 1;
-  for (size_t i = a.ndim(); i-- > 0;) {
-    if (a.shape(i) != 1 && a.stride(i) != expect)
-      bad(fmt::format("{}: must be contiguous (row-major)", name));
-    expect *= int64_t(a.shape(i));
-  }
   tilt::TensorRef t;
   t.data = const_cast<void *>(static_cast<const void *>(a.data()));
   t.rank = int(a.ndim());
-  for (size_t i = 0; i < a.ndim(); ++i)
+  bool rowMajor = true;
+  int64_t expect = 1;
+  for (size_t i = a.ndim(); i-- > 0;) {
     t.shape[i] = int64_t(a.shape(i));
+    rowMajor = rowMajor && (a.shape(i) == 1 || a.stride(i) == expect);
+    expect *= int64_t(a.shape(i));
+  }
+  if (!rowMajor) {
+    for (size_t i = 0; i < a.ndim(); ++i)
+      t.strides[i] = int64_t(a.stride(i));
+    // All-zero strides would read as "absent" (TensorRef).
+    if (!t.hasStrides())
+      bad(fmt::format("{}: broadcast over every dim (all strides 0); the "
+                      "innermost stride must be 1",
+                      name));
+  }
   if (!t.data) // zero-size tensors: any non-null pointer, never read
     t.data = reinterpret_cast<void *>(uintptr_t(64));
   return t;

@@ -24,6 +24,7 @@
 
 #include "../common/CrossCompile.h"
 #include "../common/JitRuntimeTest.h"
+#include "../common/Strided.h"
 #include "../common/TestInputs.h"
 
 namespace {
@@ -240,6 +241,34 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
 
   ASSERT_EQ(runtime->run(spec, args), "");
   ASSERT_EQ(runtime->backward(spec, args, grads, Target::CPU, c.config), "");
+
+  // The backward on strided q, k, v, o, grad_o, dq, dk, dv (Strided.h):
+  // the same bits.
+  {
+    test::StridedCopy sq(args.q, spec.dtype, &q), sk(args.k, spec.dtype, &k),
+        sv(args.v, spec.dtype, &v), so(args.o, spec.dtype, &o),
+        sg(args.o, spec.dtype, &dO), sdq(args.q, spec.dtype),
+        sdk(args.k, spec.dtype), sdv(args.v, spec.dtype);
+    AttentionArgs strided = args;
+    strided.q = sq.ref();
+    strided.k = sk.ref();
+    strided.v = sv.ref();
+    strided.o = so.ref();
+    BackwardArgs sgrads = grads;
+    std::vector<float> sdslopes(dslopes.size(), -1.0f);
+    if (!slopes.empty())
+      sgrads.dslopes.data = sdslopes.data();
+    sgrads.gradO = sg.ref();
+    sgrads.dq = sdq.ref();
+    sgrads.dk = sdk.ref();
+    sgrads.dv = sdv.ref();
+    ASSERT_EQ(runtime->backward(spec, strided, sgrads, Target::CPU, c.config),
+              "");
+    EXPECT_TRUE(sdq.sameBitsAs(dq)) << c.name << ": strided dq";
+    EXPECT_TRUE(sdk.sameBitsAs(dk)) << c.name << ": strided dk";
+    EXPECT_TRUE(sdv.sameBitsAs(dv)) << c.name << ": strided dv";
+    EXPECT_EQ(sdslopes, dslopes) << c.name << ": dslopes of the strided run";
+  }
 
   reference::RoundedInputs rounded = reference::fromBuffers(
       q, k, v, slopes, c.slopesPerBatch, kpm, spec.varlen, cuQ, cuK);

@@ -392,31 +392,40 @@ TEST(Merge, BadInputsAreOneLineErrorsAndWriteNothing) {
 
 TEST(Merge, CApiMergesAndReportsErrors) {
   std::vector<float> o1{1, 1}, o2{3, 3}, l1{0}, l2{0}, o(2), l(1);
-  tilt_tensor ops[2] = {{o1.data(), 2, {1, 2, 0, 0}},
-                        {o2.data(), 2, {1, 2, 0, 0}}};
-  tilt_tensor lps[2] = {{l1.data(), 1, {1, 0, 0, 0}},
-                        {l2.data(), 1, {1, 0, 0, 0}}};
+  tilt_tensor ops[2] = {{o1.data(), 2, {1, 2, 0, 0}, {}},
+                        {o2.data(), 2, {1, 2, 0, 0}, {}}};
+  tilt_tensor lps[2] = {{l1.data(), 1, {1, 0, 0, 0}, {}},
+                        {l2.data(), 1, {1, 0, 0, 0}, {}}};
   char error[256] = "x";
-  ASSERT_EQ(tilt_merge_states(TILT_DTYPE_F32, 2, ops, lps,
-                              {o.data(), 2, {1, 2, 0, 0}},
-                              {l.data(), 1, {1, 0, 0, 0}}, error,
-                              sizeof error),
+  ASSERT_EQ(tilt_merge_states(
+                TILT_DTYPE_F32, 2, ops, lps, {o.data(), 2, {1, 2, 0, 0}, {}},
+                {l.data(), 1, {1, 0, 0, 0}, {}}, error, sizeof error),
             0)
       << error;
   EXPECT_STREQ(error, "");
   EXPECT_FLOAT_EQ(o[0], 2.0f);
   EXPECT_FLOAT_EQ(l[0], float(std::log(2.0)));
-  EXPECT_NE(tilt_merge_states(7, 2, ops, lps, {o.data(), 2, {1, 2, 0, 0}},
-                              {l.data(), 1, {1, 0, 0, 0}}, error,
+  EXPECT_NE(tilt_merge_states(7, 2, ops, lps, {o.data(), 2, {1, 2, 0, 0}, {}},
+                              {l.data(), 1, {1, 0, 0, 0}, {}}, error,
                               sizeof error),
             0);
   EXPECT_STREQ(error, "dtype: expected 0 (f32), 1 (f16) or 2 (bf16), got 7");
   ops[1].rank = 9;
   EXPECT_NE(tilt_merge_states(TILT_DTYPE_F32, 2, ops, lps,
-                              {o.data(), 2, {1, 2, 0, 0}},
-                              {l.data(), 1, {1, 0, 0, 0}}, error, 8),
+                              {o.data(), 2, {1, 2, 0, 0}, {}},
+                              {l.data(), 1, {1, 0, 0, 0}, {}}, error, 8),
             0);
   EXPECT_STREQ(error, "part 2:"); // truncated to the buffer, NUL-terminated
+  ops[1].rank = 2;
+  // The merge reads and writes row-major tensors only; strides are named.
+  ops[1].strides[0] = 2;
+  ops[1].strides[1] = 2;
+  EXPECT_NE(tilt_merge_states(
+                TILT_DTYPE_F32, 2, ops, lps, {o.data(), 2, {1, 2, 0, 0}, {}},
+                {l.data(), 1, {1, 0, 0, 0}, {}}, error, sizeof error),
+            0);
+  EXPECT_STREQ(error, "part 2: o must be row-major, got strides [2, 2] for "
+                      "shape [1, 2]");
 }
 
 } // namespace

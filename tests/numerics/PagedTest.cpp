@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -33,6 +34,7 @@
 #include "../common/ForwardCheck.h"
 #include "../common/JitRuntimeTest.h"
 #include "../common/Pairwise.h"
+#include "../common/Strided.h"
 #include "../common/TestInputs.h"
 
 namespace {
@@ -236,6 +238,17 @@ TEST_P(Paged, MatchesFloat64Reference) {
     ASSERT_EQ(splittingRuntime(splits)->run(spec, split, Target::CPU, c.config),
               "");
     splitRuns.emplace_back(std::move(so), std::move(slse));
+  }
+
+  // Strided q, o and caches (Strided.h; the caches seen as [num_pages,
+  // Hkv, page_size + 1, D] memory), unsplit and split: the same bits.
+  for (size_t n = 0; n < 2; ++n) {
+    Runtime *rt = n == 0 ? runtime : splittingRuntime(kSplitCounts[0]);
+    EXPECT_EQ(test::rerunStrided(*rt, spec, args, c.config, q, k, v,
+                                 n == 0 ? o : splitRuns[0].first,
+                                 n == 0 ? lse : splitRuns[0].second),
+              "")
+        << c.name << (n ? " split " + std::to_string(kSplitCounts[0]) : "");
   }
 
   reference::RoundedInputs rounded = reference::fromBuffers(

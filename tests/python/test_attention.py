@@ -111,6 +111,51 @@ def test_bshd_layout_equals_bhsd():
     assert torch.equal(o2.transpose(1, 2), o)
 
 
+def test_strided_tensors_are_not_copied(monkeypatch):
+    """CPU tensors go to the kernels through their strides: [B, S, H, D]
+    tensors and slices of a fused QKV tensor give the row-major results
+    bit for bit, and no .contiguous() copy is made on the way."""
+    torch.manual_seed(3)
+    B, S, H, D = 2, 37, 8, 64
+    qkv = torch.randn(B, S, 3, H, D)
+    q, k, v = qkv.unbind(2)            # [B, S, H, D] views, row stride 3*H*D
+    want = tilt.attention(*(t.transpose(1, 2).contiguous() for t in (q, k, v)),
+                          causal=True)
+
+    def no_copy(self, *args, **kwargs):
+        raise AssertionError("a strided CPU tensor was copied")
+    monkeypatch.setattr(torch.Tensor, "contiguous", no_copy)
+    o = tilt.attention(q, k, v, causal=True, layout="bshd")
+    assert o.shape == (B, S, H, D)
+    assert torch.equal(o.transpose(1, 2), want)
+    # The same memory seen as [B, H, S, D] views (layout="bhsd").
+    o2 = tilt.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                        causal=True)
+    assert torch.equal(o2, want)
+    monkeypatch.undo()
+    # A last dimension that is not unit-stride is copied, not refused.
+    o3 = tilt.attention(*(t.transpose(1, 2).transpose(2, 3).contiguous().transpose(2, 3)
+                          for t in (q, k, v)), causal=True)
+    assert torch.equal(o3, want)
+
+
+def test_bshd_gradients_equal_bhsd():
+    torch.manual_seed(4)
+    B, S, H, Hkv, D = 2, 19, 8, 2, 64
+    slopes = tilt.alibi_slopes(H).requires_grad_()
+    base = [torch.randn(B, S, h, D) for h in (H, Hkv, Hkv)]
+    bshd = [t.clone().requires_grad_() for t in base]
+    bhsd = [t.transpose(1, 2).contiguous().requires_grad_() for t in base]
+    grad = torch.randn(B, S, H, D)
+    s1 = slopes.detach().clone().requires_grad_()
+    s2 = slopes.detach().clone().requires_grad_()
+    tilt.attention(*bshd, causal=True, slopes=s1, layout="bshd").backward(grad)
+    tilt.attention(*bhsd, causal=True, slopes=s2).backward(grad.transpose(1, 2))
+    for a, b in zip(bshd, bhsd):
+        assert torch.equal(a.grad.transpose(1, 2), b.grad)
+    assert torch.equal(s1.grad, s2.grad)
+
+
 def test_varlen_matches_each_sequence():
     torch.manual_seed(0)
     lens_q, lens_k, H, Hkv, D = [5, 17, 1], [5, 30, 9], 8, 4, 64

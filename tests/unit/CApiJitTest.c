@@ -4,7 +4,7 @@
 |* ALiBi causal attention (compiled on the spot into a private cache) and    *|
 |* compares it with a float64 loop written here from ALIBI.md, then runs it  *|
 |* again over a paged KV cache (same keys, second of two pages) and expects  *|
-|* the same output. Exit 0 on                                                 *|
+|* the same output, and with q and o strided as [B, S, H, D]. Exit 0 on      *|
 |* success; prints what is wrong and exits 1 otherwise.                       *|
 |*                                                                            *|
 \*===----------------------------------------------------------------------===*/
@@ -70,20 +70,20 @@ int main(void) {
   spec.bias = TILT_BIAS_ALIBI;
   tilt_attention_args args;
   memset(&args, 0, sizeof args);
-  args.q = (tilt_tensor){q, 4, {B, H, S, D}};
-  args.k = (tilt_tensor){k, 4, {B, HKV, S, D}};
-  args.v = (tilt_tensor){v, 4, {B, HKV, S, D}};
-  args.o = (tilt_tensor){o, 4, {B, H, S, D}};
-  args.lse = (tilt_tensor){lse, 3, {B, H, S}};
+  args.q = (tilt_tensor){q, 4, {B, H, S, D}, {0}};
+  args.k = (tilt_tensor){k, 4, {B, HKV, S, D}, {0}};
+  args.v = (tilt_tensor){v, 4, {B, HKV, S, D}, {0}};
+  args.o = (tilt_tensor){o, 4, {B, H, S, D}, {0}};
+  args.lse = (tilt_tensor){lse, 3, {B, H, S}, {0}};
   if (tilt_attention(rt, &spec, &args) != 0)
     return fail(tilt_runtime_last_error(rt));
   /* The backward: dv = P^T dO summed over the group is checked below. */
   tilt_backward_args grads;
   memset(&grads, 0, sizeof grads);
-  grads.grad_o = (tilt_tensor){dO, 4, {B, H, S, D}};
-  grads.dq = (tilt_tensor){dq, 4, {B, H, S, D}};
-  grads.dk = (tilt_tensor){dk, 4, {B, HKV, S, D}};
-  grads.dv = (tilt_tensor){dv, 4, {B, HKV, S, D}};
+  grads.grad_o = (tilt_tensor){dO, 4, {B, H, S, D}, {0}};
+  grads.dq = (tilt_tensor){dq, 4, {B, H, S, D}, {0}};
+  grads.dk = (tilt_tensor){dk, 4, {B, HKV, S, D}, {0}};
+  grads.dv = (tilt_tensor){dv, 4, {B, HKV, S, D}, {0}};
   if (tilt_attention_backward(rt, &spec, &args, NULL) == 0 ||
       strcmp(tilt_runtime_last_error(rt), "grads: null pointer") != 0)
     return fail("a null grads must be refused");
@@ -122,6 +122,29 @@ int main(void) {
     dvErr = err > dvErr ? err : dvErr;
   }
 
+  /* q and o as [B, S, H, D] memory, passed as [B, H, S, D] views through
+   * their strides: the same kernel on the same values, so the same bits. */
+  static float qs[B * S * H * D], os[B * S * H * D];
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < S; ++i)
+      memcpy(&qs[(i * H + h) * D], &q[(h * S + i) * D], D * sizeof(float));
+  args.q = (tilt_tensor){qs, 4, {B, H, S, D}, {S * H * D, D, H * D, 1}};
+  args.o = (tilt_tensor){os, 4, {B, H, S, D}, {S * H * D, D, H * D, 1}};
+  if (tilt_attention(rt, &spec, &args) != 0)
+    return fail(tilt_runtime_last_error(rt));
+  int stridedSame = 1;
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < S; ++i)
+      stridedSame &= memcmp(&os[(i * H + h) * D], &o[(h * S + i) * D],
+                            D * sizeof(float)) == 0;
+  args.q.strides[0] = 0; /* innermost 0: refused, naming q */
+  args.q.strides[3] = 2;
+  if (tilt_attention(rt, &spec, &args) == 0 ||
+      strstr(tilt_runtime_last_error(rt), "q: the innermost stride must be "
+                                          "1") == NULL)
+    return fail("an innermost stride of 2 must be refused");
+  args.q = (tilt_tensor){q, 4, {B, H, S, D}, {0}};
+
   /* The same keys from a paged cache [2 pages, 8, HKV, D]: page 1 holds
    * them, page 0 is never named. */
   static float kc[2 * 8 * HKV * D], vc[2 * 8 * HKV * D], o2[B * H * S * D];
@@ -131,11 +154,11 @@ int main(void) {
   memcpy(vc + 8 * HKV * D, v, sizeof v);
   int32_t table[1] = {1}, lens[1] = {S};
   spec.page_size = 8;
-  args.k = (tilt_tensor){kc, 4, {2, 8, HKV, D}};
-  args.v = (tilt_tensor){vc, 4, {2, 8, HKV, D}};
-  args.block_table = (tilt_tensor){table, 2, {B, 1}};
-  args.context_lens = (tilt_tensor){lens, 1, {B}};
-  args.o = (tilt_tensor){o2, 4, {B, H, S, D}};
+  args.k = (tilt_tensor){kc, 4, {2, 8, HKV, D}, {0}};
+  args.v = (tilt_tensor){vc, 4, {2, 8, HKV, D}, {0}};
+  args.block_table = (tilt_tensor){table, 2, {B, 1}, {0}};
+  args.context_lens = (tilt_tensor){lens, 1, {B}, {0}};
+  args.o = (tilt_tensor){o2, 4, {B, H, S, D}, {0}};
   if (tilt_attention(rt, &spec, &args) != 0)
     return fail(tilt_runtime_last_error(rt));
   double pagedDiff = 0;
@@ -150,8 +173,11 @@ int main(void) {
   if (system(cmd) != 0)
     return fail("cannot remove the cache");
   printf("C API JIT run: max abs error vs float64 %.3g (bound 1e-4); "
-         "backward dv %.3g (bound 1e-4); paged vs dense %.3g (bound 1e-6)\n",
-         maxErr, dvErr, pagedDiff);
+         "backward dv %.3g (bound 1e-4); paged vs dense %.3g (bound 1e-6); "
+         "strided [B, S, H, D] q/o %s\n",
+         maxErr, dvErr, pagedDiff, stridedSame ? "bit-identical" : "DIFFER");
+  if (!stridedSame)
+    return fail("the strided run differs from the row-major one");
   if (!(pagedDiff <= 1e-6))
     return fail("the paged run differs from the dense one");
   if (maxErr > 1e-4)

@@ -61,6 +61,79 @@ TEST_F(RuntimeArgs, ValidProblemsRun) {
   }
 }
 
+// Strides (TensorRef): q, k, v, o may be strided on the CPU, D contiguous,
+// an output without overlap; every other tensor, and every tensor on the
+// cuda target, row-major.
+TEST_F(RuntimeArgs, InnermostStrideMustBeOne) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.q = args.q.withStrides({12288, 64, 768, 2});
+  expectError(p, args,
+              "q: the innermost stride must be 1 (D elements contiguous), got "
+              "strides [12288, 64, 768, 2]");
+}
+
+TEST_F(RuntimeArgs, NegativeStride) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.k = args.k.withStrides({4096, 1024, -64, 1});
+  expectError(p, args, "k: strides must be >= 0, got [4096, 1024, -64, 1]");
+}
+
+TEST_F(RuntimeArgs, StridesReachTooFar) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.v = args.v.withStrides({int64_t(1) << 62, 1024, 64, 1});
+  expectError(p, args,
+              "v: strides [4611686018427387904, 1024, 64, 1] for shape [2, 4, "
+              "16, 64] reach past 2^62 elements");
+}
+
+TEST_F(RuntimeArgs, OverlappingOutput) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  // Both batches on the same elements: a race, refused. An input may be
+  // broadcast so (k, v), an output may not.
+  args.k = args.k.withStrides({0, 1024, 64, 1});
+  args.v = args.v.withStrides({0, 1024, 64, 1});
+  args.o = args.o.withStrides({0, 1024, 64, 1});
+  expectError(p, args,
+              "o: strides [0, 1024, 64, 1] for shape [2, 12, 16, 64] make "
+              "elements overlap; an output needs a distinct element for "
+              "every index");
+  // Heads and rows interleaved so that rows of one head land on another.
+  args.o = args.o.withStrides({12288, 64, 32, 1});
+  expectError(p, args,
+              "o: strides [12288, 64, 32, 1] for shape [2, 12, 16, 64] make "
+              "elements overlap; an output needs a distinct element for "
+              "every index");
+}
+
+TEST_F(RuntimeArgs, OtherTensorsMustBeRowMajor) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.lse = args.lse.withStrides({192, 1, 12});
+  expectError(p, args,
+              "lse: must be row-major (strides [192, 16, 1] for shape [2, 12, "
+              "16]), got strides [192, 1, 12]");
+  // Strides that agree with the row-major ones are fine (size-1 dims'
+  // strides do not matter).
+  args.lse = args.lse.withStrides({192, 16, 1});
+  args.o = args.o.withStrides({12288, 1024, 64, 1});
+  EXPECT_EQ(rt.run(p.spec, args), "");
+}
+
+TEST_F(RuntimeArgs, CudaTakesRowMajorOnly) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  args.q = args.q.withStrides({12288, 64, 768, 1}); // [B, S, H, D] memory
+  expectError(p, args,
+              "q: must be row-major (strides [12288, 1024, 64, 1] for shape "
+              "[2, 12, 16, 64]) on target cuda, got strides [12288, 64, 768, "
+              "1]",
+              Target::CUDA);
+}
+
 TEST_F(RuntimeArgs, InvalidSpec) {
   Problem p = dense();
   AttentionArgs args = p.args();

@@ -3,7 +3,7 @@
 //   tilt-bench [spec flags] --batch B --seq S [--seq-k S] [--threads N]
 //              [--repeats R] [--json] [--target cpu|cuda]
 //              [--backward [--trainable-slopes]] [--page-size N]
-//              [--splits N]
+//              [--splits N] [--layout bhsd|bshd]
 //
 // Times one attention shape through the runtime (warm-up excluded, median of
 // repeats) and puts the number next to what this machine can do: its FP32
@@ -22,6 +22,9 @@
 // decode family); kv_read_gbps then counts the cache's K and V once.
 // --splits N fixes the decode family's split-KV parts (RuntimeOptions::
 // decodeSplits; 1: none); by default the runtime's rule picks them.
+// --layout bshd (CPU) hands q, k, v, o (and the gradients) over as
+// [B, S, H, D] memory through their strides (TensorRef), as a model's
+// projections leave them; a paged cache keeps its own layout.
 //
 //===----------------------------------------------------------------------===//
 
@@ -284,6 +287,7 @@ struct BenchOptions {
   int64_t batch = 1, seq = 0, seqK = 0, threads = 0, repeats = 10, warmup = 2,
           naiveRepeats = 1, pageSize = 0, splits = 0;
   bool json = false, noNaive = false, backward = false, trainable = false;
+  bool bshd = false; ///< --layout bshd
   std::string target = "cpu";
 };
 
@@ -326,6 +330,16 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   boolFlag("trainable-slopes",
            "with --backward: custom [H] slopes whose gradient is computed",
            o.trainable);
+  options.push_back(
+      {"layout", "bhsd|bshd",
+       "memory order of q, k, v, o: [B, H, S, D] (default) or [B, S, H, D], "
+       "taken through strides (CPU)",
+       [&o](std::string_view v) {
+         if (v != "bhsd" && v != "bshd")
+           return fmt::format("--layout: expected bhsd or bshd, got '{}'", v);
+         o.bshd = v == "bshd";
+         return std::string();
+       }});
   options.push_back(targetOption("where to run (default cpu)", o.target));
   boolFlag("json", "print one JSON object as the last line", o.json);
   std::vector<std::string> positional;
@@ -351,6 +365,9 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
     return fail("--trainable-slopes needs --backward and an alibi bias");
   if (o.backward && o.target != "cpu")
     return fail("--backward: the backward runs on the CPU only (for now)");
+  if (o.bshd && o.target != "cpu")
+    return fail("--layout bshd: strided tensors run on the CPU only (for "
+                "now)");
   if (o.trainable)
     o.flags.spec.slopes = SlopeSource::Custom;
   if (o.pageSize) {
@@ -411,6 +428,15 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   args.k = TensorRef(kb.data(), {o.batch, Hkv, o.seqK, D});
   args.v = TensorRef(vb.data(), {o.batch, Hkv, o.seqK, D});
   args.o = TensorRef(ob.data(), {o.batch, H, o.seq, D});
+  // --layout bshd: the same buffers as [B, S, H, D] memory.
+  auto laidOut = [&](TensorRef t) {
+    if (!o.bshd)
+      return t;
+    const int64_t heads = t.shape[1], seq = t.shape[2];
+    return t.withStrides({seq * heads * D, D, heads * D, 1});
+  };
+  for (TensorRef *t : {&args.q, &args.k, &args.v, &args.o})
+    *t = laidOut(*t);
   std::vector<int32_t> blockTable, contextLens;
   if (ps) {
     blockTable.resize(o.batch * pagesPerSeq);
@@ -474,10 +500,10 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
     for (size_t i = 0; i < ob.size(); ++i)
       dob.set(i, normal(rng));
     BackwardArgs grads;
-    grads.gradO = TensorRef(dob.data(), {o.batch, H, o.seq, D});
-    grads.dq = TensorRef(dqb.data(), {o.batch, H, o.seq, D});
-    grads.dk = TensorRef(dkb.data(), {o.batch, Hkv, o.seqK, D});
-    grads.dv = TensorRef(dvb.data(), {o.batch, Hkv, o.seqK, D});
+    grads.gradO = laidOut(TensorRef(dob.data(), {o.batch, H, o.seq, D}));
+    grads.dq = laidOut(TensorRef(dqb.data(), {o.batch, H, o.seq, D}));
+    grads.dk = laidOut(TensorRef(dkb.data(), {o.batch, Hkv, o.seqK, D}));
+    grads.dv = laidOut(TensorRef(dvb.data(), {o.batch, Hkv, o.seqK, D}));
     if (!dslopes.empty())
       grads.dslopes = TensorRef(dslopes.data(), {H});
     std::vector<double> both, bwd;
@@ -543,11 +569,12 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
   const std::string cpu = cpuModelName();
   const std::string isa = hostCpu().describe();
   const std::string shape = fmt::format(
-      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}{}", o.batch, spec.heads,
-      spec.kvHeads, o.seq, o.seqK, spec.headDim, toString(spec.dtype),
-      toString(spec.bias), spec.causal ? " causal" : "",
+      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}{}{}", o.batch,
+      spec.heads, spec.kvHeads, o.seq, o.seqK, spec.headDim,
+      toString(spec.dtype), toString(spec.bias), spec.causal ? " causal" : "",
       spec.window ? fmt::format(" window={}", *spec.window) : "",
-      spec.pageSize ? fmt::format(" paged={}", spec.pageSize) : "");
+      spec.pageSize ? fmt::format(" paged={}", spec.pageSize) : "",
+      o.bshd ? " bshd" : "");
   fmt::print("cpu          {} ({})\n", cpu, isa);
   fmt::print("shape        {}\n", shape);
   fmt::print("threads      {}\n", o.threads);

@@ -14,13 +14,24 @@ namespace mlir::tilt {
 using namespace mlir;
 using namespace mlir::tilt;
 
-SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
+/// The memref of a ranked tensor type: row-major, or with `layout` Strided
+/// any strides whose innermost is 1 (offset 0: the descriptor's aligned
+/// pointer is the first element).
+static MemRefType toMemRef(Type t, AbiLayout layout = AbiLayout::RowMajor) {
+  auto tensor = cast<RankedTensorType>(t);
+  if (layout == AbiLayout::RowMajor)
+    return MemRefType::get(tensor.getShape(), tensor.getElementType());
+  SmallVector<int64_t> strides(tensor.getRank(), ShapedType::kDynamic);
+  strides.back() = 1;
+  return MemRefType::get(
+      tensor.getShape(), tensor.getElementType(),
+      StridedLayoutAttr::get(t.getContext(), /*offset=*/0, strides));
+}
+
+SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op,
+                                                   AbiLayout layout) {
   const ::tilt::AttentionSpec spec = op.getSpec();
   MLIRContext *ctx = op.getContext();
-  auto toMemRef = [](Type t) {
-    auto tensor = cast<RankedTensorType>(t);
-    return MemRefType::get(tensor.getShape(), tensor.getElementType());
-  };
   // The order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k],
   // [block_table, context_lens], [o_parts, lse_parts] (decode family).
   auto qType = cast<RankedTensorType>(op.getQ().getType());
@@ -28,10 +39,10 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
       spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
                   : SmallVector<int64_t>{qType.getDimSize(0), spec.heads,
                                          qType.getDimSize(2)};
-  SmallVector<Type> types = {toMemRef(op.getQ().getType()),
-                             toMemRef(op.getK().getType()),
-                             toMemRef(op.getV().getType()),
-                             toMemRef(op.getQ().getType()),
+  SmallVector<Type> types = {toMemRef(op.getQ().getType(), layout),
+                             toMemRef(op.getK().getType(), layout),
+                             toMemRef(op.getV().getType(), layout),
+                             toMemRef(op.getQ().getType(), layout),
                              MemRefType::get(lseShape, Float32Type::get(ctx))};
   if (op.getSlopes()) {
     // Always [B, H] with a dynamic batch stride: the runtime passes per-head
@@ -66,20 +77,20 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   return types;
 }
 
-SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op) {
+SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op,
+                                                   AbiLayout layout) {
   MLIRContext *ctx = op.getContext();
-  auto toMemRef = [](Value v) {
-    auto tensor = cast<RankedTensorType>(v.getType());
-    return MemRefType::get(tensor.getShape(), tensor.getElementType());
-  };
   // The order: q, k, v, o, grad_o, lse, grad_lse, dq, dk, dv, row_scale
   // (grad_lse and row_scale like lse; grad_lse always, zeros when the spec
   // function has none), [slopes, dslopes], [kpm], [cu_q, cu_k].
   SmallVector<Type> types;
-  for (Value v :
-       {op.getQ(), op.getK(), op.getV(), op.getO(), op.getGradO(), op.getLse(),
-        op.getLse(), op.getQ(), op.getK(), op.getV(), op.getLse()})
-    types.push_back(toMemRef(v));
+  for (Value v : {op.getQ(), op.getK(), op.getV(), op.getO(), op.getGradO()})
+    types.push_back(toMemRef(v.getType(), layout));
+  types.push_back(toMemRef(op.getLse().getType()));
+  types.push_back(toMemRef(op.getLse().getType()));
+  for (Value v : {op.getQ(), op.getK(), op.getV()})
+    types.push_back(toMemRef(v.getType(), layout));
+  types.push_back(toMemRef(op.getLse().getType()));
   if (op.getSlopes()) {
     int64_t dyn = ShapedType::kDynamic, heads = op.getSpec().heads;
     Type f32 = Float32Type::get(ctx);
@@ -92,8 +103,8 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op) {
     types.push_back(MemRefType::get(shape, IntegerType::get(ctx, 8)));
   }
   if (Value cu = op.getCuSeqlensQ()) {
-    types.push_back(toMemRef(cu));
-    types.push_back(toMemRef(op.getCuSeqlensK()));
+    types.push_back(toMemRef(cu.getType()));
+    types.push_back(toMemRef(op.getCuSeqlensK().getType()));
   }
   return types;
 }
@@ -170,7 +181,7 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
       return failure();
     OpBuilder b(op.getContext());
     FailureOr<ValueRange> kernelArgs =
-        makeKernel(op, kernelAbiMemRefTypes(op), b);
+        makeKernel(op, kernelAbiMemRefTypes(op, AbiLayout::Strided), b);
     if (failed(kernelArgs))
       return failure();
     ValueRange args = *kernelArgs;
@@ -204,7 +215,7 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
       return failure();
     OpBuilder b(op.getContext());
     FailureOr<ValueRange> kernelArgs =
-        makeKernel(op, kernelAbiMemRefTypes(op), b);
+        makeKernel(op, kernelAbiMemRefTypes(op, AbiLayout::Strided), b);
     if (failed(kernelArgs))
       return failure();
     ValueRange args = *kernelArgs;

@@ -22,21 +22,42 @@
 
 namespace tilt {
 
-/// A dense, row-major tensor owned by the caller. Elements of q/k/v/o are of
-/// the spec's dtype (f16 and bf16 as 16-bit storage); lse and slopes are f32,
-/// the key padding mask uint8 (0 = padded), cu_seqlens int32. For
-/// Target::CPU `data` is a host pointer, for Target::CUDA a device pointer
-/// (every tensor, cu_seqlens included).
+/// A tensor owned by the caller. Elements of q/k/v/o are of the spec's
+/// dtype (f16 and bf16 as 16-bit storage); lse and slopes are f32, the key
+/// padding mask uint8 (0 = padded), cu_seqlens int32. For Target::CPU `data`
+/// is a host pointer, for Target::CUDA a device pointer (every tensor,
+/// cu_seqlens included).
+///
+/// Row-major unless `strides` are given (in elements, not bytes). Strides
+/// are taken by the CPU kernels' data tensors -- q, k, v, o and the
+/// backward's grad_o, dq, dk, dv -- so that [B, S, H, D] tensors (a view
+/// [B, H, S, D] with strides {S*H*D, D, H*D, 1}) and slices of a fused QKV
+/// tensor run in place: the innermost stride must be 1, the others >= 0,
+/// and an output's elements must not overlap. Every other tensor, and every
+/// tensor of Target::CUDA, must be row-major (strides absent, or equal to
+/// the row-major ones). All-zero strides (the default) mean "absent": a
+/// given innermost stride is never 0.
 struct TensorRef {
   void *data = nullptr;
   int rank = 0;
   int64_t shape[4] = {0, 0, 0, 0};
+  int64_t strides[4] = {0, 0, 0, 0};
 
   TensorRef() = default;
   TensorRef(void *data, std::initializer_list<int64_t> dims);
+  /// The same tensor with element strides (one per dim).
+  TensorRef withStrides(std::initializer_list<int64_t> elementStrides) const;
   bool present() const { return data != nullptr; }
+  /// Strides were given (they may still equal the row-major ones).
+  bool hasStrides() const;
+  /// The element stride of dim `i`: the given one, else the row-major one.
+  int64_t stride(int i) const;
+  /// Row-major: no strides, or strides that agree with it on every dim of
+  /// more than one element.
+  bool rowMajor() const;
   int64_t numElements() const;
-  std::string shapeString() const; ///< "[1, 12, 128, 64]"
+  std::string shapeString() const;  ///< "[1, 12, 128, 64]"
+  std::string strideString() const; ///< "[98304, 64, 768, 1]"
 };
 
 struct AttentionArgs {

@@ -75,6 +75,18 @@ def _stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
+def _empty_in_order(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialized tensor shaped like `t` [B, H, S, D] in `t`'s memory
+    order: [B, S, H, D] memory when t's heads lie inside its rows (a
+    layout="bshd" view, a fused QKV slice), else row-major [B, H, S, D]. The
+    outputs and gradients of in-place strided inputs so come back in the
+    caller's layout without a copy."""
+    if t.dim() == 4 and t.stride(1) < t.stride(2):
+        B, H, S, D = t.shape
+        return t.new_empty((B, S, H, D)).transpose(1, 2)
+    return t.new_empty(t.shape)
+
+
 @torch.library.custom_op("tilt::attention", mutates_args=(), device_types=("cpu", "cuda"))
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   slopes: Optional[torch.Tensor],
@@ -83,7 +95,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   total_heads: int, scale: float, q_offset: int,
                   k_offset: int) -> Tuple[torch.Tensor, torch.Tensor]:
     _ensure_configured()
-    o = torch.empty_like(q)
+    o = _empty_in_order(q)
     lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     _tilt.forward(q, k, v, o, lse, slopes, key_padding_mask, None, None,
                   causal, window, bias, max_bias, head_offset, total_heads,
@@ -94,7 +106,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 @_attention_op.register_fake
 def _(q, k, v, slopes, key_padding_mask, causal, window, bias, max_bias,
       head_offset, total_heads, scale, q_offset, k_offset):
-    return (torch.empty_like(q),
+    return (_empty_in_order(q),
             q.new_empty(q.shape[:3], dtype=torch.float32))
 
 
@@ -186,10 +198,10 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """dq, dk, dv and dslopes (f32 like slopes; empty unless want_dslopes).
     grad_lse: the upstream gradient of lse, or None."""
     _ensure_configured()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dq, dk, dv = _empty_in_order(q), _empty_in_order(k), _empty_in_order(v)
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
-    _tilt.backward(q, k, v, o, lse, grad_o.contiguous(),
+    _tilt.backward(q, k, v, o, lse, _kernel_view(grad_o),
                    None if grad_lse is None else grad_lse.contiguous(),
                    dq, dk, dv,
                    dslopes if dslopes.numel() else None, slopes,
@@ -205,7 +217,7 @@ def _(q, k, v, o, lse, grad_o, grad_lse, slopes, key_padding_mask, cu_seqlens_q,
       total_heads, scale, q_offset, k_offset):
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
-    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v),
+    return (_empty_in_order(q), _empty_in_order(k), _empty_in_order(v),
             dslopes)
 
 
@@ -287,10 +299,15 @@ def _check_same(name: str, t: torch.Tensor, q: torch.Tensor) -> None:
         raise ValueError(f"{name}: device {t.device} differs from q's {q.device}")
 
 
-def _check_contiguous(name: str, t: torch.Tensor) -> None:
-    if not t.is_contiguous():
-        raise ValueError(f"{name}: must be contiguous (row-major), got strides "
-                         f"{list(t.stride())} for shape {list(t.shape)}")
+def _kernel_view(t: torch.Tensor) -> torch.Tensor:
+    """`t` as the kernels take it. The CPU kernels read q, k, v (and write
+    o and the gradients) through their strides, so [B, S, H, D] tensors and
+    slices of a fused QKV tensor are used in place; only a last dimension
+    that is not unit-stride (an expanded gradient, say) is copied. The CUDA
+    kernels take row-major tensors (a copy when `t` is not)."""
+    if t.device.type == "cuda" or t.stride(-1) != 1:
+        return t.contiguous()
+    return t
 
 
 def _check_options(causal, window, bias, max_bias, head_offset, total_heads,
@@ -383,8 +400,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of
     keys with its offsets and combine the results with merge_states().
 
-    layout="bshd" is served by copying to [B, H, S, D] and back (the kernels
-    take row-major [B, H, S, D] only); "bhsd" tensors are used in place.
+    Strides: on the CPU q, k, v are read in place through their strides
+    (the last dimension unit-stride), so layout="bshd" tensors and slices of
+    a fused QKV tensor are not copied, and o (like the gradients) comes back
+    in q's memory order (bshd: a contiguous [B, S, H, D]); CUDA tensors are
+    made row-major
+    [B, H, S, D] first (a copy when they are not).
     """
     if layout not in ("bhsd", "bshd"):
         raise ValueError(f"layout: must be 'bhsd' or 'bshd', got {layout!r}")
@@ -393,10 +414,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     for name, t in (("k", k), ("v", v)):
         _check_same(name, t, q)
     if layout == "bshd":
-        q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
-    else:
-        for name, t in (("q", q), ("k", k), ("v", v)):
-            _check_contiguous(name, t)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    q, k, v = (_kernel_view(t) for t in (q, k, v))
     B, H, Sq, D = q.shape
     if k.shape[0] != B or k.shape[3] != D:
         raise ValueError(f"k: shape {list(k.shape)} does not match q's batch {B} and head dim {D}")
@@ -425,7 +444,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                            _bias_name(bias), float(max_bias), head_offset,
                            total_heads or 0, float(scale or 0.0), qo, ko)
     if layout == "bshd":
-        o = o.transpose(1, 2).contiguous()
+        o = o.transpose(1, 2)  # [B, S, H, D] memory (_empty_in_order)
     return (o, lse) if return_lse else o
 
 
@@ -443,9 +462,9 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     [H, total_q]. Other arguments as for attention()."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t, 3, "[total, H, D]")
-        _check_contiguous(name, t)
     for name, t in (("k", k), ("v", v)):
         _check_same(name, t, q)
+    q, k, v = (_kernel_view(t) for t in (q, k, v))
     for name, c in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if not isinstance(c, torch.Tensor) or c.dim() != 1 or c.shape[0] < 2:
             raise ValueError(f"{name}: must be an int32 tensor [B+1] with B >= 1")
@@ -495,11 +514,10 @@ def attention_paged(q: torch.Tensor, k_cache: torch.Tensor,
     other arguments as for attention(). Inference only (no autograd).
     """
     _check_tensor("q", q, 4, "[B, H, Sq, D]")
-    _check_contiguous("q", q)
     for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
         _check_tensor(name, t, 4, "[num_pages, page_size, Hkv, D]")
         _check_same(name, t, q)
-        _check_contiguous(name, t)
+    q, k_cache, v_cache = (_kernel_view(t) for t in (q, k_cache, v_cache))
     B, H, Sq, D = q.shape
     if k_cache.shape[3] != D or tuple(v_cache.shape) != tuple(k_cache.shape):
         raise ValueError(f"k_cache, v_cache: shapes {list(k_cache.shape)}, "

@@ -5,9 +5,9 @@
 // cu_seqlens, the offsets and the work range.
 
 // CHECK-LABEL: func.func @tilt_kernel(
-// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x8x?x64xf32>, %[[K:[a-z0-9]+]]: memref<?x2x?x64xf32>, %[[V:[a-z0-9]+]]: memref<?x2x?x64xf32>,
-// CHECK-SAME: %[[O:[a-z0-9]+]]: memref<?x8x?x64xf32>, %[[G:[a-z0-9]+]]: memref<?x8x?x64xf32>, %[[LSE:[a-z0-9]+]]: memref<?x8x?xf32>,
-// CHECK-SAME: %[[DQ:[a-z0-9]+]]: memref<?x8x?x64xf32>, %[[DK:[a-z0-9]+]]: memref<?x2x?x64xf32>, %[[DV:[a-z0-9]+]]: memref<?x2x?x64xf32>, %[[RS:[a-z0-9]+]]: memref<?x8x?xf32>,
+// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x8x?x64xf32, strided<[?, ?, ?, 1]>>, %[[K:[a-z0-9]+]]: memref<?x2x?x64xf32, strided<[?, ?, ?, 1]>>, %[[V:[a-z0-9]+]]: memref<?x2x?x64xf32, strided<[?, ?, ?, 1]>>,
+// CHECK-SAME: %[[O:[a-z0-9]+]]: memref<?x8x?x64xf32, strided<[?, ?, ?, 1]>>, %[[G:[a-z0-9]+]]: memref<?x8x?x64xf32, strided<[?, ?, ?, 1]>>, %[[LSE:[a-z0-9]+]]: memref<?x8x?xf32>,
+// CHECK-SAME: %[[DQ:[a-z0-9]+]]: memref<?x8x?x64xf32, strided<[?, ?, ?, 1]>>, %[[DK:[a-z0-9]+]]: memref<?x2x?x64xf32, strided<[?, ?, ?, 1]>>, %[[DV:[a-z0-9]+]]: memref<?x2x?x64xf32, strided<[?, ?, ?, 1]>>, %[[RS:[a-z0-9]+]]: memref<?x8x?xf32>,
 // CHECK-SAME: %[[S:[a-z0-9]+]]: memref<?x8xf32, strided<[?, 1]>>, %[[DS:[a-z0-9]+]]: memref<?x8xf32>,
 // CHECK-SAME: %[[QO:[a-z0-9]+]]: index, %[[KO:[a-z0-9]+]]: index, %[[B:[a-z0-9]+]]: index, %[[E:[a-z0-9]+]]: index)
 // CHECK-NEXT: tilt.attention_backward q(%[[Q]] : {{.*}}) k(%[[K]] : {{.*}}) v(%[[V]] : {{.*}}) o(%[[O]] : {{.*}}) grad_o(%[[G]] : {{.*}}) lse(%[[LSE]] : {{.*}}) slopes(%[[S]] : {{.*}}) offsets(%[[QO]], %[[KO]]) grads(%[[DQ]], %[[DK]], %[[DV]] : {{.*}}) dslopes_out(%[[DS]] : memref<?x8xf32>) row_scale(%[[RS]] : memref<?x8x?xf32>) items(%[[B]], %[[E]])

@@ -7,8 +7,8 @@
 // (KernelABI.h).
 
 // CHECK-LABEL: func.func @tilt_kernel(
-// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x8x?x64xbf16>, %[[K:[a-z0-9]+]]: memref<?x32x2x64xbf16>, %[[V:[a-z0-9]+]]: memref<?x32x2x64xbf16>, %[[O:[a-z0-9]+]]: memref<?x8x?x64xbf16>, %[[LSE:[a-z0-9]+]]: memref<?x8x?xf32>, %[[BT:[a-z0-9]+]]: memref<?x?xi32>, %[[CL:[a-z0-9]+]]: memref<?xi32>, %[[OP:[a-z0-9]+]]: memref<?x?x8x?x64xf32>, %[[LP:[a-z0-9]+]]: memref<?x?x8x?xf32>, %[[B:[a-z0-9]+]]: index, %[[E:[a-z0-9]+]]: index)
-// CHECK: tilt.attention q(%[[Q]] : memref<?x8x?x64xbf16>) k(%[[K]] : memref<?x32x2x64xbf16>) v(%[[V]] : memref<?x32x2x64xbf16>) paged(%[[BT]] : memref<?x?xi32>, %[[CL]] : memref<?xi32>) out(%[[O]] : memref<?x8x?x64xbf16>) lse_out(%[[LSE]] : memref<?x8x?xf32>) splits(%[[OP]] : memref<?x?x8x?x64xf32>, %[[LP]] : memref<?x?x8x?xf32>) items(%[[B]], %[[E]])
+// CHECK-SAME: %[[Q:[a-z0-9]+]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[K:[a-z0-9]+]]: memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>, %[[V:[a-z0-9]+]]: memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>, %[[O:[a-z0-9]+]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[LSE:[a-z0-9]+]]: memref<?x8x?xf32>, %[[BT:[a-z0-9]+]]: memref<?x?xi32>, %[[CL:[a-z0-9]+]]: memref<?xi32>, %[[OP:[a-z0-9]+]]: memref<?x?x8x?x64xf32>, %[[LP:[a-z0-9]+]]: memref<?x?x8x?xf32>, %[[B:[a-z0-9]+]]: index, %[[E:[a-z0-9]+]]: index)
+// CHECK: tilt.attention q(%[[Q]] : memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>) k(%[[K]] : memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>) v(%[[V]] : memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>) paged(%[[BT]] : memref<?x?xi32>, %[[CL]] : memref<?xi32>) out(%[[O]] : memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>) lse_out(%[[LSE]] : memref<?x8x?xf32>) splits(%[[OP]] : memref<?x?x8x?x64xf32>, %[[LP]] : memref<?x?x8x?xf32>) items(%[[B]], %[[E]])
 // CHECK-SAME: variant = cpu_decode_avx2, block_m = 16, block_n = 16
 
 // PREFILL: tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512) does

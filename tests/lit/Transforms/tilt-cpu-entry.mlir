@@ -6,8 +6,8 @@
 // form with the tile configuration tilt-pin-tile-config pinned.
 
 // CHECK-LABEL: func.func @tilt_kernel(
-// CHECK-SAME: %[[Q:.*]]: memref<?x8x?x64xf32>, %[[K:.*]]: memref<?x2x?x64xf32>, %[[V:.*]]: memref<?x2x?x64xf32>,
-// CHECK-SAME: %[[O:.*]]: memref<?x8x?x64xf32>, %[[LSE:.*]]: memref<?x8x?xf32>,
+// CHECK-SAME: %[[Q:.*]]: memref<?x8x?x64xf32, strided<[?, ?, ?, 1]>>, %[[K:.*]]: memref<?x2x?x64xf32, strided<[?, ?, ?, 1]>>, %[[V:.*]]: memref<?x2x?x64xf32, strided<[?, ?, ?, 1]>>,
+// CHECK-SAME: %[[O:.*]]: memref<?x8x?x64xf32, strided<[?, ?, ?, 1]>>, %[[LSE:.*]]: memref<?x8x?xf32>,
 // CHECK-SAME: %[[S:.*]]: memref<?x8xf32, strided<[?, 1]>>, %[[B:.*]]: index, %[[E:.*]]: index)
 // CHECK-SAME: attributes {llvm.emit_c_interface}
 // CHECK-NEXT: tilt.attention q(%[[Q]] : {{.*}}) k(%[[K]] : {{.*}}) v(%[[V]] : {{.*}}) slopes(%[[S]] : {{.*}}) out(%[[O]] : {{.*}}) lse_out(%[[LSE]] : {{.*}}) items(%[[B]], %[[E]])
@@ -42,7 +42,7 @@ func.func @positions(%q: tensor<?x4x?x128xbf16>, %k: tensor<?x4x?x128xbf16>, %v:
 // Ragged batches: q/k/v packed [total, H, D], lse [H, total], cu_seqlens last.
 
 // CHECK-LABEL: func.func @tilt_kernel(
-// CHECK-SAME: memref<?x12x80xf16>, %{{.*}}: memref<?x4x80xf16>, %{{.*}}: memref<?x4x80xf16>, %{{.*}}: memref<?x12x80xf16>, %{{.*}}: memref<12x?xf32>, %[[CQ:.*]]: memref<?xi32>, %[[CK:.*]]: memref<?xi32>, %{{.*}}: index, %{{.*}}: index)
+// CHECK-SAME: memref<?x12x80xf16, strided<[?, ?, 1]>>, %{{.*}}: memref<?x4x80xf16, strided<[?, ?, 1]>>, %{{.*}}: memref<?x4x80xf16, strided<[?, ?, 1]>>, %{{.*}}: memref<?x12x80xf16, strided<[?, ?, 1]>>, %{{.*}}: memref<12x?xf32>, %[[CQ:.*]]: memref<?xi32>, %[[CK:.*]]: memref<?xi32>, %{{.*}}: index, %{{.*}}: index)
 // CHECK: cu_seqlens_q(%[[CQ]] : memref<?xi32>) cu_seqlens_k(%[[CK]] : memref<?xi32>)
 func.func @varlen(%q: tensor<?x12x80xf16>, %k: tensor<?x4x80xf16>, %v: tensor<?x4x80xf16>, %cq: tensor<?xi32>, %ck: tensor<?xi32>) -> tensor<?x12x80xf16> {
   %o = tilt.attention q(%q : tensor<?x12x80xf16>) k(%k : tensor<?x4x80xf16>) v(%v : tensor<?x4x80xf16>) cu_seqlens_q(%cq : tensor<?xi32>) cu_seqlens_k(%ck : tensor<?xi32>) {bias = #tilt.bias<alibi>} -> tensor<?x12x80xf16>

@@ -151,7 +151,7 @@ struct ConvertTiltToGPU
     const ::tilt::AttentionSpec spec = op.getSpec();
     MLIRContext *ctx = &getContext();
 
-    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
+    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op, AbiLayout::RowMajor);
     // Position offsets: q_offset, k_offset as i64 parameters.
     if (spec.positionOffsets)
       argTypes.append(2, IndexType::get(ctx));

@@ -66,6 +66,24 @@ LogicalResult checkOperandShape(Operation *op, Value operand,
   return op->emitOpError() << what << ", got " << t;
 }
 
+/// In the memref form, `operand` (a data tensor: q, k, v, o and the
+/// backward's grad_o and grads) must have a unit innermost stride, what the
+/// kernels' vector loads and stores along D need; its other strides are
+/// free (a [B, S, H, D] tensor or a slice of a fused QKV tensor).
+LogicalResult checkUnitInnermostStride(Operation *op, Value operand,
+                                       StringRef name) {
+  auto t = dyn_cast<MemRefType>(operand.getType());
+  if (!t || t.getRank() == 0)
+    return success();
+  auto [strides, offset] = t.getStridesAndOffset();
+  if (strides.back() == 1)
+    return success();
+  return op->emitOpError() << name
+                           << " must have a unit innermost stride (its D "
+                              "elements contiguous), got "
+                           << t;
+}
+
 } // namespace
 
 namespace {
@@ -150,6 +168,12 @@ LogicalResult verifyForwardOperands(OpT op, bool tensors,
   if (op.getItemBegin() && !op.getConfigAttr())
     return op.emitOpError("items need a tile_config: its blocks define the "
                           "work items they count");
+
+  for (auto [name, operand] : {std::pair<StringRef, Value>{"q", op.getQ()},
+                               {"k", op.getK()},
+                               {"v", op.getV()}})
+    if (failed(checkUnitInnermostStride(op, operand, name)))
+      return failure();
 
   // q, k, v: rank, element type, static head counts and head dim.
   auto q = cast<ShapedType>(op.getQ().getType());
@@ -297,6 +321,8 @@ LogicalResult AttentionOp::verify() {
   Value o = tensors ? Value(getO()) : Value(getOut());
   Value lse = tensors ? Value(getLse()) : Value(getLseOut());
   auto oType = cast<ShapedType>(o.getType());
+  if (failed(checkUnitInnermostStride(*this, o, "out")))
+    return failure();
   if (oType.getShape() != q.getShape() || oType.getElementType() != elt)
     return emitOpError() << "o must have q's shape and element type ("
                          << typeString(q) << "), got " << oType;
@@ -381,6 +407,8 @@ LogicalResult AttentionBackwardOp::verify() {
   auto like = [&](Value value, ShapedType want,
                   StringRef what) -> LogicalResult {
     auto t = cast<ShapedType>(value.getType());
+    if (failed(checkUnitInnermostStride(*this, value, what)))
+      return failure();
     if (t.getShape() == want.getShape() &&
         t.getElementType() == want.getElementType())
       return success();

@@ -27,6 +27,10 @@
 // the table entries of each sequence's ceil(context_lens / page_size) pages,
 // which the runtime has checked lie in [0, num_pages).
 // Elements of f16/bf16 tensors are 16-bit storage; lse is always f32.
+// Strides: the data tensors (q, k, v, o; the backward's grad_o, dq, dk, dv)
+// take any element strides their descriptors give, the innermost 1 (a
+// [B, S, H, D] tensor is the view [B, H, S, D] with strides {S*H*D, D,
+// H*D, 1}); every other tensor is row-major. Descriptor offsets are 0.
 //
 // Work items: the kernel computes items [itemBegin, itemEnd) of the flattened
 // row-major space (batch, split, kv head) for the decode family
@@ -93,7 +97,8 @@
 // lse, [slopes as [B,H] with a free batch stride], [kpm i8], [cu_seqlens_q,
 // cu_seqlens_k]), its descriptor expanded into separate parameters:
 // allocated ptr, aligned ptr, offset (i64), sizes[rank] (i64 each),
-// strides[rank] (i64 each) -- pointers are device addresses.
+// strides[rank] (i64 each) -- pointers are device addresses; every tensor
+// row-major (the CUDA kernels take no other strides yet).
 // Then, with position offsets, q_offset and k_offset (i64 each).
 // Then, for each operand named by `tma`, one pointer (8 bytes) to a
 // CUtensorMap (128 bytes, 64-byte aligned) in device global memory, made by
@@ -112,7 +117,7 @@
 
 namespace tilt {
 
-inline constexpr int kKernelAbiVersion = 2;
+inline constexpr int kKernelAbiVersion = 3;
 inline constexpr const char *kCpuEntrySymbol = "tilt_cpu_entry";
 inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";

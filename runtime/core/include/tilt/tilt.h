@@ -72,12 +72,17 @@ typedef struct tilt_spec {
   int64_t page_size;
 } tilt_spec;
 
-/** A dense row-major tensor owned by the caller; data == NULL and rank == 0
- *  mean "not given". Element types are those of tilt::TensorRef. */
+/** A tensor owned by the caller; data == NULL and rank == 0 mean "not
+ *  given". Element types are those of tilt::TensorRef. Row-major unless
+ *  `strides` are given (elements, one per dim; all zero: row-major): the
+ *  CPU target takes strided q, k, v, o (and grad_o, dq, dk, dv) with a unit
+ *  innermost stride, e.g. [B, S, H, D] tensors viewed as [B, H, S, D]; see
+ *  tilt::TensorRef for the rules. */
 typedef struct tilt_tensor {
   void *data;
   int32_t rank;
   int64_t shape[4];
+  int64_t strides[4];
 } tilt_tensor;
 
 /** The tensors of one attention; the optional ones may stay zeroed. */

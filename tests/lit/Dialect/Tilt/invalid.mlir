@@ -638,3 +638,21 @@ func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %p: memref<?x1x
   tilt.attention q(%q : memref<1x4x1x64xf32>) k(%q : memref<1x4x1x64xf32>) v(%q : memref<1x4x1x64xf32>) out(%o : memref<1x4x1x64xf32>) splits(%p : memref<?x1x4x1x64xf32>, %l : memref<?x1x4x1xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
   return
 }
+
+// -----
+
+// Strided data tensors are the kernel ABI's ([B, S, H, D] tensors run in
+// place), but D must stay contiguous.
+func.func @f(%q: memref<1x4x8x64xf32, strided<[2048, 64, 256, 1]>>, %k: memref<1x4x8x64xf32, strided<[?, ?, ?, 2]>>, %o: memref<1x4x8x64xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{k must have a unit innermost stride (its D elements contiguous), got 'memref<1x4x8x64xf32, strided<[?, ?, ?, 2]>>'}}
+  tilt.attention q(%q : memref<1x4x8x64xf32, strided<[2048, 64, 256, 1]>>) k(%k : memref<1x4x8x64xf32, strided<[?, ?, ?, 2]>>) v(%q : memref<1x4x8x64xf32, strided<[2048, 64, 256, 1]>>) out(%o : memref<1x4x8x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+func.func @f(%q: memref<1x4x8x64xf32>, %o: memref<1x4x8x64xf32, strided<[?, ?, ?, ?]>>, %b: index, %e: index) {
+  // expected-error @+1 {{out must have a unit innermost stride (its D elements contiguous), got 'memref<1x4x8x64xf32, strided<[?, ?, ?, ?]>>'}}
+  tilt.attention q(%q : memref<1x4x8x64xf32>) k(%q : memref<1x4x8x64xf32>) v(%q : memref<1x4x8x64xf32>) out(%o : memref<1x4x8x64xf32, strided<[?, ?, ?, ?]>>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 16, block_n = 16>}
+  return
+}
