@@ -807,11 +807,21 @@ struct Runtime::Impl {
       return requested;
     // Only where the kernel can be had: a compiler to build it, or the
     // bundle holding it. A runtime that only loads kernels keeps the
-    // prefill kernel its bundle serves.
-    if (useDecodeFamily(spec, maxSq) &&
-        (options.compiler ||
-         !bundle.find(spec.canonical(), decodeConfig).empty()))
-      return decodeConfig;
+    // prefill kernel its bundle serves. The decode family takes the tuning
+    // database's nearest decode record, else its default configuration.
+    if (useDecodeFamily(spec, maxSq)) {
+      const TuningRecord *tuned =
+          haveTuning ? tuning.lookupDecode(spec, maxSq, seqK) : nullptr;
+      // A paged block must lie in one page (one table read per block,
+      // Decode.cpp): blocks that do not divide the page are left alone.
+      if (tuned && spec.pageSize && spec.pageSize % tuned->best.blockN != 0)
+        tuned = nullptr;
+      for (const TileConfig *c :
+           {tuned ? &tuned->best : nullptr, &decodeConfig})
+        if (c &&
+            (options.compiler || !bundle.find(spec.canonical(), *c).empty()))
+          return *c;
+    }
     if (!haveTuning)
       return requested;
     const TuningRecord *r = tuning.lookup(spec, seqK);

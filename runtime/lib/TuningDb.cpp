@@ -2,6 +2,8 @@
 
 #include "tilt/TuningDb.h"
 
+#include "tilt/TilePolicy.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -60,8 +62,14 @@ std::string configText(const TileConfig &c) {
 }
 
 auto order(const TuningKey &k) {
-  return std::make_tuple(static_cast<int>(k.dtype), k.headDim, k.causal,
-                         k.heads, k.seq);
+  return std::make_tuple(k.decode(), static_cast<int>(k.dtype), k.headDim,
+                         k.causal, k.heads, k.kvHeads, k.querySeq, k.seq);
+}
+
+/// |log2(a / b)|, both taken as at least 1.
+double logDistance(int64_t a, int64_t b) {
+  return std::abs(std::log2(double(std::max<int64_t>(a, 1)) /
+                            double(std::max<int64_t>(b, 1))));
 }
 
 } // namespace
@@ -69,6 +77,8 @@ auto order(const TuningKey &k) {
 AttentionSpec familySpec(const TuningKey &key) {
   AttentionSpec spec;
   spec.heads = spec.kvHeads = key.heads;
+  if (key.decode())
+    spec.kvHeads = key.kvHeads;
   spec.headDim = key.headDim;
   spec.dtype = key.dtype;
   spec.causal = key.causal;
@@ -97,11 +107,12 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
     if (!sawHeader) {
       int64_t format = 0;
       if (w.size() != 2 || w[0] != "tilt-tuning-db" || !toInt(w[1], format))
-        return fail("not a Tilt tuning database (expected 'tilt-tuning-db "
-                    "1')");
-      if (format != kFormat)
+        return fail(fmt::format("not a Tilt tuning database (expected "
+                                "'tilt-tuning-db {}')",
+                                kFormat));
+      if (format != 1 && format != kFormat)
         return fail(fmt::format("format {} is not supported (this Tilt reads "
-                                "format {})",
+                                "formats 1 and {})",
                                 format, kFormat));
       sawHeader = true;
       continue;
@@ -126,11 +137,23 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
                   "ms | default config | ms'");
     std::vector<std::string> k = words(parts[0]);
     TuningRecord r;
+    // A decode key: "decode" dtype head_dim causal heads kv_heads sq sk.
+    const bool decode = !k.empty() && k[0] == "decode";
+    if (decode) {
+      if (k.size() != 8 || !toInt(k[5], r.key.kvHeads) ||
+          !toInt(k[6], r.key.querySeq))
+        return fail("bad key '" + parts[0] +
+                    "' (decode: dtype head_dim causal heads kv_heads sq sk)");
+      k.erase(k.begin());
+      k.erase(k.begin() + 4, k.begin() + 6);
+    }
     std::optional<DType> dtype = k.size() == 5 ? parseDType(k[0]) : std::nullopt;
     int64_t causal = 0;
     if (!dtype || !toInt(k[1], r.key.headDim) || !toInt(k[2], causal) ||
         !toInt(k[3], r.key.heads) || !toInt(k[4], r.key.seq) ||
-        (causal != 0 && causal != 1) || r.key.heads < 1 || r.key.seq < 1)
+        (causal != 0 && causal != 1) || r.key.heads < 1 || r.key.seq < 1 ||
+        (decode && (r.key.kvHeads < 1 || r.key.heads % r.key.kvHeads != 0 ||
+                    r.key.querySeq < 1 || r.key.querySeq > kDecodeMaxSq)))
       return fail("bad key '" + parts[0] + "'");
     r.key.dtype = *dtype;
     r.key.causal = causal == 1;
@@ -160,14 +183,20 @@ std::string TuningDb::save(const std::string &path) const {
       "TuningDb.h).\n"
       "tilt-tuning-db {}\ntarget {}\nmachine {}\ntilt {}\nfamily {}\n"
       "# dtype head_dim causal heads seq | best | best_ms | default | "
-      "default_ms\n",
+      "default_ms\n"
+      "# decode dtype head_dim causal heads kv_heads sq sk | best | ...\n",
       kFormat, target, machine, tiltVersion, family);
-  for (const TuningRecord &r : sorted)
-    text += fmt::format("{} {} {} {} {} | {} | {:.3f} | {} | {:.3f}\n",
-                        toString(r.key.dtype), r.key.headDim,
-                        r.key.causal ? 1 : 0, r.key.heads, r.key.seq,
-                        configText(r.best), r.bestMs, configText(r.fallback),
-                        r.fallbackMs);
+  for (const TuningRecord &r : sorted) {
+    const TuningKey &k = r.key;
+    text += k.decode()
+                ? fmt::format("decode {} {} {} {} {} {} {}", toString(k.dtype),
+                              k.headDim, k.causal ? 1 : 0, k.heads, k.kvHeads,
+                              k.querySeq, k.seq)
+                : fmt::format("{} {} {} {} {}", toString(k.dtype), k.headDim,
+                              k.causal ? 1 : 0, k.heads, k.seq);
+    text += fmt::format(" | {} | {:.3f} | {} | {:.3f}\n", configText(r.best),
+                        r.bestMs, configText(r.fallback), r.fallbackMs);
+  }
   std::string tmp = path + fmt::format(".tmp.{}", static_cast<long>(getpid()));
   {
     std::ofstream os(tmp, std::ios::trunc);
@@ -198,28 +227,51 @@ void TuningDb::put(const TuningRecord &record) {
   records.push_back(record);
 }
 
-const TuningRecord *TuningDb::lookup(const AttentionSpec &spec,
-                                     int64_t seqK) const {
+namespace {
+
+/// The nearest record of one kind (TuningDb.h's rule); seqQ = 0 asks for a
+/// prefill record.
+const TuningRecord *nearest(const std::vector<TuningRecord> &records,
+                            const AttentionSpec &spec, int64_t seqQ,
+                            int64_t seqK) {
   const TuningRecord *best = nullptr;
   double bestDistance = 0;
-  double heads = static_cast<double>(std::max<int64_t>(spec.heads, 1));
-  double seq = static_cast<double>(std::max<int64_t>(seqK, 1));
+  const int64_t group = spec.heads / std::max<int64_t>(spec.kvHeads, 1);
+  auto tieOrder = [](const TuningKey &k) {
+    return std::make_tuple(k.seq, k.querySeq, k.heads,
+                           k.heads / std::max<int64_t>(k.kvHeads, 1));
+  };
   for (const TuningRecord &r : records) {
-    if (r.key.dtype != spec.dtype || r.key.headDim != spec.headDim ||
-        r.key.causal != spec.causal)
+    const TuningKey &k = r.key;
+    if (k.decode() != (seqQ > 0) || k.dtype != spec.dtype ||
+        k.headDim != spec.headDim || k.causal != spec.causal)
       continue;
-    double distance = std::abs(std::log2(heads / double(r.key.heads))) +
-                      std::abs(std::log2(seq / double(r.key.seq)));
+    double distance =
+        logDistance(spec.heads, k.heads) + logDistance(seqK, k.seq);
+    if (k.decode())
+      distance += logDistance(group, k.heads / k.kvHeads) +
+                  logDistance(seqQ, k.querySeq);
     bool better = !best || distance < bestDistance - 1e-12 ||
                   (std::abs(distance - bestDistance) <= 1e-12 &&
-                   std::make_pair(r.key.seq, r.key.heads) <
-                       std::make_pair(best->key.seq, best->key.heads));
+                   tieOrder(k) < tieOrder(best->key));
     if (better) {
       best = &r;
       bestDistance = distance;
     }
   }
   return best;
+}
+
+} // namespace
+
+const TuningRecord *TuningDb::lookup(const AttentionSpec &spec,
+                                     int64_t seqK) const {
+  return nearest(records, spec, 0, seqK);
+}
+
+const TuningRecord *TuningDb::lookupDecode(const AttentionSpec &spec,
+                                           int64_t seqQ, int64_t seqK) const {
+  return nearest(records, spec, std::max<int64_t>(seqQ, 1), seqK);
 }
 
 } // namespace tilt

@@ -120,6 +120,63 @@ TEST(TuningDb, NearestBucketRule) {
             "cpu_avx2");
 }
 
+tilt::TuningRecord decodeRecord(int64_t h, int64_t kv, int64_t sq, int64_t sk,
+                                int64_t bm, int64_t bn) {
+  tilt::TuningRecord r = record(tilt::DType::BF16, 128, true, h, sk,
+                                config("cpu_decode_avx512", bm, bn), 1.0);
+  r.key.kvHeads = kv;
+  r.key.querySeq = sq;
+  r.fallback = config("cpu_decode_avx512", 16, 16);
+  return r;
+}
+
+// Decode records sit beside prefill ones; each lookup sees only its kind,
+// and the decode rule adds the group (heads / kv heads) and Sq.
+TEST(TuningDb, DecodeRecordsRoundTripAndTheirOwnRule) {
+  std::string dir = tempDir("decode");
+  tilt::TuningDb db;
+  db.put(record(tilt::DType::BF16, 128, true, 32, 8192,
+                config("cpu_avx512", 64, 64), 10));
+  for (int64_t kv : {32, 8, 1})
+    for (int64_t sq : {1, 16})
+      for (int64_t sk : {1024, 32768})
+        db.put(decodeRecord(32, kv, sq, sk, sq == 16 ? 64 : 16, kv));
+  ASSERT_EQ(db.save(dir + "/d.tune"), "");
+  tilt::TuningDb back;
+  ASSERT_EQ(tilt::TuningDb::load(dir + "/d.tune", back), "");
+  ASSERT_EQ(back.records.size(), 13u);
+  tilt::TuningKey key{tilt::DType::BF16, 128, true, 32, 1024, 16, 8};
+  ASSERT_TRUE(back.find(key));
+  EXPECT_EQ(back.find(key)->best.str(),
+            config("cpu_decode_avx512", 64, 8).str());
+  EXPECT_EQ(tilt::familySpec(key).kvHeads, 8);
+
+  auto pick = [&](int64_t h, int64_t kv, int64_t sq, int64_t sk) {
+    tilt::AttentionSpec s = spec(tilt::DType::BF16, 128, true, h);
+    s.kvHeads = kv;
+    const tilt::TuningRecord *r = back.lookupDecode(s, sq, sk);
+    return r ? std::make_tuple(r->key.kvHeads, r->key.querySeq, r->key.seq)
+             : std::make_tuple(int64_t(0), int64_t(0), int64_t(0));
+  };
+  using T = std::tuple<int64_t, int64_t, int64_t>;
+  EXPECT_EQ(pick(32, 8, 16, 32768), T(8, 16, 32768));
+  // 64 heads over 16 kv heads: group 4, nearest to 32 / 8.
+  EXPECT_EQ(pick(64, 16, 12, 20000), T(8, 16, 32768));
+  // MQA with 40 heads: group 40, nearest to 32 / 1.
+  EXPECT_EQ(pick(40, 1, 1, 900), T(1, 1, 1024));
+  // Sq 4 sits exactly between 1 and 16: the smaller Sq.
+  EXPECT_EQ(pick(32, 32, 4, 1024), T(32, 1, 1024));
+  // A prefill lookup never returns a decode record, nor the other way.
+  EXPECT_FALSE(
+      back.lookup(spec(tilt::DType::BF16, 128, true, 32), 1024)->key.decode());
+  tilt::TuningDb prefillOnly;
+  prefillOnly.put(back.records.front());
+  EXPECT_EQ(
+      prefillOnly.lookupDecode(spec(tilt::DType::BF16, 128, true, 32), 1, 1024),
+      nullptr);
+  fs::remove_all(dir);
+}
+
 TEST(TuningDb, ErrorsNameFileAndLine) {
   std::string dir = tempDir("errors");
   auto loadText = [&](const std::string &text) {
@@ -129,13 +186,28 @@ TEST(TuningDb, ErrorsNameFileAndLine) {
   };
   std::string path = dir + "/x.tune";
   EXPECT_EQ(loadText("hello\n"),
-            path + ":1: not a Tilt tuning database (expected 'tilt-tuning-db 1')");
+            path +
+                ":1: not a Tilt tuning database (expected 'tilt-tuning-db 2')");
   // Found by tests/fuzz: a whitespace-only line was read past its end.
   EXPECT_EQ(loadText("tilt-tuning-db 1\n \f\t\nf32 64 0 8 128 | cpu_avx2 32 "
                      "32 | 1 | cpu_avx2 64 64 | 2\n"),
             "");
-  EXPECT_EQ(loadText("tilt-tuning-db 2\n"),
-            path + ":1: format 2 is not supported (this Tilt reads format 1)");
+  EXPECT_EQ(loadText("tilt-tuning-db 3\n"),
+            path + ":1: format 3 is not supported (this Tilt reads formats 1 "
+                   "and 2)");
+  // Decode keys: "decode" dtype head_dim causal heads kv_heads sq sk, kv
+  // heads dividing heads, Sq in [1, 16].
+  for (const char *key :
+       {"decode f32 64 1 8 3 1 1024",
+        "decode f32 64 1 8 2 "
+        "17 1024",
+        "decode f32 64 1 8 2 0 1024", "decode f32 64 1 8 2 1"})
+    EXPECT_NE(loadText(std::string("tilt-tuning-db 2\n") + key +
+                       " | cpu_decode_avx512 16 16 | 1 | cpu_decode_avx512 "
+                       "16 16 | 2\n")
+                  .find(":2: bad key 'decode"),
+              std::string::npos)
+        << key;
   EXPECT_EQ(loadText("tilt-tuning-db 1\nf64 64 0 8 128 | cpu_avx512 32 32 | 1 | "
                      "cpu_avx512 64 64 | 2\n"),
             path + ":2: bad key 'f64 64 0 8 128 '");

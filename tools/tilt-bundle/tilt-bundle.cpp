@@ -31,6 +31,7 @@
 #include "tilt/Compiler/Compiler.h"
 #include "tilt/Cuda.h"
 #include "tilt/KernelBundle.h"
+#include "tilt/TilePolicy.h"
 #include "tilt/TuningDb.h"
 
 #include <fmt/format.h>
@@ -230,51 +231,78 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
   return 0;
 }
 
-/// The tuning database a class's kernels follow: its own, else the nearest
-/// class's (ties going to the lower class, whose code this CPU runs), with
-/// every configuration of another variant than the class's own replaced by
-/// the class's default.
+/// Whether `db` has records of the decode family (`decode`) or of prefill.
+static bool hasKind(const TuningDb &db, bool decode) {
+  return std::any_of(
+      db.records.begin(), db.records.end(),
+      [&](const TuningRecord &r) { return r.key.decode() == decode; });
+}
+
+/// The tuning database a class's kernels follow, kind by kind (prefill
+/// records, decode records): its own, else the nearest class's that has
+/// that kind (ties going to the lower class, whose code this CPU runs), with
+/// every borrowed configuration of another variant than the class's own
+/// replaced by the class's default.
 static std::string planClass(CpuClass cls,
                              const std::map<CpuClass, TuningDb> &dbs,
                              Compiler &compiler, TuningDb &out,
                              std::string &note) {
-  if (auto own = dbs.find(cls); own != dbs.end()) {
-    out = own->second;
-    note = "tuned on " + out.machine;
-    return {};
-  }
-  const TuningDb *nearest = nullptr;
-  CpuClass from = cls;
-  for (int distance = 1; !nearest && distance < 4; ++distance)
-    for (int step : {-distance, distance}) {
-      int rank = int(cls) + step;
-      auto it = dbs.find(CpuClass(rank));
-      if (rank >= 0 && rank < 4 && it != dbs.end() && !nearest) {
-        nearest = &it->second;
-        from = it->first;
-      }
+  auto own = dbs.find(cls);
+  out = own != dbs.end() ? own->second : TuningDb();
+  // Where each kind's records come from, for the index's note.
+  std::string source[2];
+  for (bool decode : {false, true}) {
+    if (own != dbs.end() && hasKind(own->second, decode)) {
+      source[decode] = "tuned on " + out.machine;
+      continue;
     }
-  out = TuningDb();
-  if (!nearest) {
+    const TuningDb *nearest = nullptr;
+    CpuClass from = cls;
+    for (int distance = 1; !nearest && distance < 4; ++distance)
+      for (int step : {-distance, distance}) {
+        int rank = int(cls) + step;
+        auto it = dbs.find(CpuClass(rank));
+        if (rank >= 0 && rank < 4 && it != dbs.end() && !nearest &&
+            hasKind(it->second, decode)) {
+          nearest = &it->second;
+          from = it->first;
+        }
+      }
+    if (!nearest)
+      continue;
+    // A configuration carries over only where it is of the variant this
+    // class would pick anyway: block sizes tuned for cpu_amx mean nothing
+    // to cpu_avx512, and a lower class's cpu_avx2 blocks would keep an
+    // AVX-512 CPU on 8-lane code.
+    for (TuningRecord r : nearest->records) {
+      if (r.key.decode() != decode)
+        continue;
+      const TileConfig mine =
+          decode ? defaultCpuConfig(decodeCpuVariant([&](std::string_view f) {
+            return compiler.machine().has(f);
+          }))
+                 : compiler.defaultConfig(familySpec(r.key), Target::CPU);
+      for (TileConfig *c : {&r.best, &r.fallback})
+        if (c->variant != mine.variant)
+          *c = mine;
+      out.records.push_back(r);
+    }
+    if (own == dbs.end() && out.machine.empty()) {
+      out.machine =
+          fmt::format("{} (borrowed by {})", nearest->machine, toString(cls));
+      out.family = nearest->family;
+    }
+    source[decode] = fmt::format("borrowed from {} (tuned on {})",
+                                 toString(from), nearest->machine);
+  }
+  if (source[0].empty() && source[1].empty())
     note = "no tuning database: default configurations";
-    return {};
-  }
-  out = *nearest;
-  out.machine = fmt::format("{} (borrowed by {})", nearest->machine,
-                            toString(cls));
-  note = fmt::format("borrowed from {} (tuned on {})", toString(from),
-                     nearest->machine);
-  // A configuration carries over only where it is of the variant this class
-  // would pick anyway: block sizes tuned for cpu_amx mean nothing to
-  // cpu_avx512, and a lower class's cpu_avx2 blocks would keep an AVX-512
-  // CPU on 8-lane code.
-  for (TuningRecord &r : out.records) {
-    const AttentionSpec spec = familySpec(r.key);
-    const TileConfig own = compiler.defaultConfig(spec, Target::CPU);
-    for (TileConfig *c : {&r.best, &r.fallback})
-      if (c->variant != own.variant)
-        *c = own;
-  }
+  else if (source[0] == source[1] || source[1].empty())
+    note = source[0];
+  else if (source[0].empty())
+    note = "decode " + source[1];
+  else
+    note = fmt::format("prefill {}; decode {}", source[0], source[1]);
   return {};
 }
 
@@ -313,11 +341,9 @@ static int bundleCpu(const std::string &kernelsDir, const std::string &outDir,
     // One kernel per distinct (spec, tuned config), compiled by `jobs`
     // threads (each its own Compiler: MLIR contexts are not shared).
     std::vector<TuningRecord> unique;
-    std::set<std::tuple<int64_t, int64_t, int, bool, std::string>> seen;
+    std::set<std::tuple<std::string, std::string>> seen;
     for (const TuningRecord &r : db.records)
-      if (seen.insert({r.key.heads, r.key.headDim, int(r.key.dtype),
-                       r.key.causal, r.best.str()})
-              .second)
+      if (seen.insert({familySpec(r.key).canonical(), r.best.str()}).second)
         unique.push_back(r);
     std::vector<std::string> lines;
     auto build = [&](size_t i, Compiler &compiler, std::string &line) {
@@ -327,10 +353,11 @@ static int bundleCpu(const std::string &kernelsDir, const std::string &outDir,
       if (std::string err = compiler.compile(spec, r.best, Target::CPU, so);
           !err.empty())
         return fmt::format("{}: {}", toString(cls), err);
-      std::string file = fmt::format("{}-k{:04}-{}-d{}-h{}-{}.so",
-                                     toString(cls), i, toString(spec.dtype),
-                                     spec.headDim, spec.heads,
-                                     spec.causal ? "causal" : "full");
+      std::string file = fmt::format(
+          "{}-k{:04}-{}-d{}-h{}{}-{}.so", toString(cls), i,
+          toString(spec.dtype), spec.headDim, spec.heads,
+          spec.kvHeads != spec.heads ? fmt::format("-kv{}", spec.kvHeads) : "",
+          spec.causal ? "causal" : "full");
       line = fmt::format("{}\t{}\t{}\t{}\n", file, spec.canonical(),
                          r.best.str(), toString(cls));
       return writeKernel(outDir, file, so);

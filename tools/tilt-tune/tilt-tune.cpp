@@ -1,18 +1,24 @@
 //===- tilt-tune.cpp - Tune tile configurations per heads and length ------===//
 //
-//   tilt-tune --out kernels/cpu-<class>.tune [--cpu-class NAME] [--heads 8,12,...]
+//   tilt-tune --out kernels/cpu-<class>.tune [--cpu-class NAME] [--heads
+//   8,12,...]
 //             [--seqs 128,512,2048,8192] [--head-dims 64,128]
 //             [--dtypes f32,bf16] [--causal both|yes|no] [--repeats N]
 //             [--threads N] [--plot FILE.svg] [--table FILE.md] [--fresh]
+//             [--decode [--kv-heads 32,8,1] [--query-seqs 1,4,16]]
 //
 // For every key (dtype, head dim, causal, heads, sequence length) of the
 // spec family "ALiBi with standard slopes, one kv head per head, batch 1",
 // times every candidate of the compiler's search space on this machine
 // (warm-up excluded, median of repeats) and records the best beside the
-// default configuration. A candidate that fails to compile or run counts as
-// infinitely slow. Candidates whose first timed run is already 30% slower
-// than the best median are not repeated. The database is rewritten after
-// each key, so an interrupted run resumes where it stopped.
+// default configuration. --decode tunes the decode family instead (TilePolicy
+// .h's decodeSearchSpace), per (dtype, head dim, causal, heads, kv heads,
+// Sq, Sk): --seqs are then the context lengths Sk (default 1024,8192,32768),
+// --heads defaults to 32, and the runtime's split-KV rule applies as in use. A
+// candidate that fails to compile or run counts as infinitely slow. Candidates
+// whose first timed run is already 30% slower than the best median are not
+// repeated. The database is rewritten after each key, so an interrupted run
+// resumes where it stopped.
 //
 //===----------------------------------------------------------------------===//
 
@@ -72,7 +78,8 @@ double median(std::vector<double> v) {
 
 /// Relative cost of a key, for the ETA.
 double cost(const TuningKey &k) {
-  double c = double(k.heads) * double(k.seq) * double(k.seq) * double(k.headDim);
+  double c = double(k.heads) * double(k.decode() ? k.querySeq : k.seq) *
+             double(k.seq) * double(k.headDim);
   return c * (k.causal ? 0.5 : 1.0) * (k.dtype == DType::BF16 ? 0.3 : 1.0);
 }
 
@@ -90,7 +97,11 @@ std::string duration(double s) {
 std::string svgPlot(const TuningDb &db) {
   std::map<std::tuple<int, int64_t, bool>, int> rowOf;
   std::map<std::pair<int64_t, int64_t>, int> colOf;
-  for (const TuningRecord &r : db.records) {
+  std::vector<TuningRecord> prefill;
+  for (const TuningRecord &r : db.records)
+    if (!r.key.decode()) // decode records are in the table only
+      prefill.push_back(r);
+  for (const TuningRecord &r : prefill) {
     rowOf.emplace(std::make_tuple(int(r.key.dtype), r.key.headDim, r.key.causal), 0);
     colOf.emplace(std::make_pair(r.key.heads, r.key.seq), 0);
   }
@@ -119,7 +130,7 @@ std::string svgPlot(const TuningDb &db) {
                      top + r * ch + ch / 2 + 3,
                      toString(static_cast<DType>(std::get<0>(k))),
                      std::get<1>(k), std::get<2>(k) ? "causal" : "full");
-  for (const TuningRecord &rec : db.records) {
+  for (const TuningRecord &rec : prefill) {
     int r = rowOf[std::make_tuple(int(rec.key.dtype), rec.key.headDim,
                                   rec.key.causal)];
     int c = colOf[std::make_pair(rec.key.heads, rec.key.seq)];
@@ -143,36 +154,55 @@ std::string svgPlot(const TuningDb &db) {
 }
 
 std::string markdownTable(const TuningDb &db) {
-  std::string s = fmt::format(
-      "# Tuned vs default on {} (from tilt-tune)\n\n"
-      "Family: {}. Times are medians in ms.\n\n"
-      "| dtype | D | causal | heads | seq | default | default ms | tuned | "
-      "tuned ms | speedup |\n|---|---:|---|---:|---:|---|---:|---|---:|---:|\n",
-      db.machine, db.family);
+  std::string s = fmt::format("# Tuned vs default on {} (from tilt-tune)\n\n"
+                              "Family: {}. Times are medians in ms.\n",
+                              db.machine, db.family);
   std::vector<TuningRecord> sorted = db.records;
-  std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) {
-    return std::make_tuple(int(a.key.dtype), a.key.headDim, a.key.causal,
-                           a.key.heads, a.key.seq) <
-           std::make_tuple(int(b.key.dtype), b.key.headDim, b.key.causal,
-                           b.key.heads, b.key.seq);
+  auto order = [](const TuningKey &k) {
+    return std::make_tuple(k.decode(), int(k.dtype), k.headDim, k.causal,
+                           k.heads, k.kvHeads, k.querySeq, k.seq);
+  };
+  std::sort(sorted.begin(), sorted.end(), [&](const auto &a, const auto &b) {
+    return order(a.key) < order(b.key);
   });
-  for (const TuningRecord &r : sorted)
-    s += fmt::format("| {} | {} | {} | {} | {} | {} | {:.3f} | {} | {:.3f} | "
-                     "{:.2f}x |\n",
-                     toString(r.key.dtype), r.key.headDim,
-                     r.key.causal ? "yes" : "no", r.key.heads, r.key.seq,
+  bool prefillHeader = false, decodeHeader = false;
+  for (const TuningRecord &r : sorted) {
+    const TuningKey &k = r.key;
+    if (!k.decode() && !prefillHeader) {
+      prefillHeader = true;
+      s += "\n| dtype | D | causal | heads | seq | default | default ms | "
+           "tuned | tuned ms | speedup |\n"
+           "|---|---:|---|---:|---:|---|---:|---|---:|---:|\n";
+    }
+    if (k.decode() && !decodeHeader) {
+      decodeHeader = true;
+      s += "\nThe decode family (Sq query rows against Sk keys):\n\n"
+           "| dtype | D | causal | heads | kv heads | Sq | Sk | default | "
+           "default ms | tuned | tuned ms | speedup |\n"
+           "|---|---:|---|---:|---:|---:|---:|---|---:|---|---:|---:|\n";
+    }
+    s +=
+        k.decode()
+            ? fmt::format("| {} | {} | {} | {} | {} | {} | {} ",
+                          toString(k.dtype), k.headDim, k.causal ? "yes" : "no",
+                          k.heads, k.kvHeads, k.querySeq, k.seq)
+            : fmt::format("| {} | {} | {} | {} | {} ", toString(k.dtype),
+                          k.headDim, k.causal ? "yes" : "no", k.heads, k.seq);
+    s += fmt::format("| {} | {:.3f} | {} | {:.3f} | {:.2f}x |\n",
                      configName(r.fallback), r.fallbackMs, configName(r.best),
                      r.bestMs, r.bestMs > 0 ? r.fallbackMs / r.bestMs : 0.0);
+  }
   return s;
 }
 
 struct TuneOptions {
   std::string out, plot, table, causalMode = "both";
-  std::vector<int64_t> heads{8, 12, 16, 32, 40, 64, 71, 112},
-      seqs{128, 512, 2048, 8192}, headDims{64, 128};
+  std::optional<std::vector<int64_t>> heads, seqs;
+  std::vector<int64_t> headDims{64, 128}, kvHeads{32, 8, 1},
+      querySeqs{1, 4, 16};
   std::vector<DType> dtypes{DType::F32, DType::BF16};
   int64_t repeats = 3, threads = 0;
-  bool fresh = false;
+  bool fresh = false, decode = false;
   std::optional<CpuClass> tuneClass;
 };
 
@@ -184,9 +214,34 @@ std::optional<int> parseTuneOptions(int argc, char **argv, TuneOptions &o) {
                          return parseList(name, v, dst);
                        }});
   };
-  listFlag("heads", "head counts (default 8,12,16,32,40,64,71,112)", o.heads);
-  listFlag("seqs", "sequence lengths (default 128,512,2048,8192)", o.seqs);
+  auto optionalList = [&](const char *name, const char *help,
+                          std::optional<std::vector<int64_t>> &dst) {
+    options.push_back({name, "N,N,...", help, [name, &dst](std::string_view v) {
+                         dst.emplace();
+                         return parseList(name, v, *dst);
+                       }});
+  };
+  optionalList("heads",
+               "head counts (default 8,12,16,32,40,64,71,112; --decode: 32)",
+               o.heads);
+  optionalList("seqs",
+               "sequence lengths (default 128,512,2048,8192; --decode: the "
+               "context lengths, 1024,8192,32768)",
+               o.seqs);
   listFlag("head-dims", "head dims (default 64,128)", o.headDims);
+  listFlag("kv-heads",
+           "--decode: kv head counts; those not dividing a head count are "
+           "skipped (default 32,8,1)",
+           o.kvHeads);
+  listFlag("query-seqs", "--decode: query rows Sq, 1 to 16 (default 1,4,16)",
+           o.querySeqs);
+  options.push_back({"decode", "",
+                     "tune the decode family (Sq <= 16 against a long "
+                     "cache) instead of prefill",
+                     [&](auto) {
+                       o.decode = true;
+                       return std::string();
+                     }});
   options.push_back({"dtypes", "LIST", "element types (default f32,bf16)",
                      [&](std::string_view v) -> std::string {
                        o.dtypes.clear();
@@ -245,6 +300,17 @@ std::optional<int> parseTuneOptions(int argc, char **argv, TuneOptions &o) {
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
   if (o.out.empty())
     return fail("--out FILE is required");
+  for (int64_t sq : o.querySeqs)
+    if (sq > kDecodeMaxSq)
+      return fail(fmt::format("--query-seqs: {} is above {}, where the "
+                              "decode family ends",
+                              sq, kDecodeMaxSq));
+  if (!o.heads)
+    o.heads = o.decode ? std::vector<int64_t>{32}
+                       : std::vector<int64_t>{8, 12, 16, 32, 40, 64, 71, 112};
+  if (!o.seqs)
+    o.seqs = o.decode ? std::vector<int64_t>{1024, 8192, 32768}
+                      : std::vector<int64_t>{128, 512, 2048, 8192};
   return std::nullopt;
 }
 
@@ -263,7 +329,8 @@ std::string openDb(const TuneOptions &o, const std::string &machine,
   db.target = "cpu";
   db.machine = machine;
   db.tiltVersion = TILT_VERSION;
-  db.family = "alibi relative, standard slopes, kv_heads = heads, batch 1";
+  db.family = "alibi relative, standard slopes, batch 1; prefill: kv_heads "
+              "= heads, Sq = Sk = seq; decode: kv_heads, Sq, Sk as keyed";
   return {};
 }
 
@@ -276,9 +343,17 @@ std::vector<TuningKey> requestedKeys(const TuneOptions &o) {
         if ((causal && o.causalMode == "no") ||
             (!causal && o.causalMode == "yes"))
           continue;
-        for (int64_t h : o.heads)
-          for (int64_t s : o.seqs)
-            keys.push_back({t, d, causal, h, s});
+        for (int64_t h : *o.heads)
+          for (int64_t s : *o.seqs) {
+            if (!o.decode) {
+              keys.push_back({t, d, causal, h, s});
+              continue;
+            }
+            for (int64_t kv : o.kvHeads)
+              for (int64_t sq : o.querySeqs)
+                if (h % kv == 0)
+                  keys.push_back({t, d, causal, h, s, sq, kv});
+          }
       }
   return keys;
 }
@@ -288,18 +363,23 @@ class KeyTuner {
 public:
   KeyTuner(Runtime &runtime, const TuningKey &key, int64_t repeats)
       : runtime(runtime), spec(familySpec(key)), repeats(repeats) {
-    // Unit-normal inputs in the key's dtype, shared by every candidate.
-    const int64_t elems = key.heads * key.seq * key.headDim;
+    // Unit-normal inputs in the key's dtype, shared by every candidate:
+    // q and o [1, H, Sq, D], k and v [1, Hkv, Sk, D].
+    const int64_t sq = key.decode() ? key.querySeq : key.seq;
+    const int64_t hkv = spec.kvHeads, D = key.headDim;
     std::mt19937 rng(7);
     std::normal_distribution<float> normal;
-    for (TypedBuffer *b : {&q, &k, &v, &o})
-      *b = TypedBuffer(key.dtype, elems);
+    for (TypedBuffer *b : {&q, &o})
+      *b = TypedBuffer(key.dtype, key.heads * sq * D);
+    for (TypedBuffer *b : {&k, &v})
+      *b = TypedBuffer(key.dtype, hkv * key.seq * D);
     for (TypedBuffer *b : {&q, &k, &v})
-      for (int64_t i = 0; i < elems; ++i)
+      for (size_t i = 0; i < b->size(); ++i)
         b->set(i, normal(rng));
-    for (auto [t, b] : {std::pair{&args.q, &q}, std::pair{&args.k, &k},
-                        std::pair{&args.v, &v}, std::pair{&args.o, &o}})
-      *t = TensorRef(b->data(), {1, key.heads, key.seq, key.headDim});
+    args.q = TensorRef(q.data(), {1, key.heads, sq, D});
+    args.o = TensorRef(o.data(), {1, key.heads, sq, D});
+    args.k = TensorRef(k.data(), {1, hkv, key.seq, D});
+    args.v = TensorRef(v.data(), {1, hkv, key.seq, D});
   }
 
   /// The record of `key`: the default config's time and the best of the
@@ -308,14 +388,16 @@ public:
                     const HostCpu &host, int &tried, int &failed) {
     TuningRecord rec;
     rec.key = key;
-    rec.fallback = compiler.defaultConfig(spec, Target::CPU);
+    auto has = [&](std::string_view f) { return host.has(f); };
+    rec.fallback = key.decode() ? defaultCpuConfig(decodeCpuVariant(has))
+                                : compiler.defaultConfig(spec, Target::CPU);
     rec.fallbackMs = time(rec.fallback, kInf);
     rec.best = rec.fallback;
     rec.bestMs = rec.fallbackMs;
     tried = 1;
     failed = std::isinf(rec.fallbackMs) ? 1 : 0;
-    for (const TileConfig &c : cpuSearchSpace(
-             spec, [&](std::string_view f) { return host.has(f); })) {
+    for (const TileConfig &c : key.decode() ? decodeSearchSpace(spec, has)
+                                            : cpuSearchSpace(spec, has)) {
       if (c.str() == rec.fallback.str())
         continue;
       double ms = time(c, rec.bestMs);
@@ -409,8 +491,12 @@ std::string tuneKeys(const TuneOptions &o, const std::vector<TuningKey> &pending
   for (size_t n = 0; n < pending.size(); ++n) {
     const TuningKey &key = pending[n];
     const std::string label =
-        fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
-                    key.causal ? "causal" : "full", key.heads, key.seq);
+        key.decode()
+            ? fmt::format("{} D{} {} H{}/{} Sq{} Sk{}", toString(key.dtype),
+                          key.headDim, key.causal ? "causal" : "full",
+                          key.heads, key.kvHeads, key.querySeq, key.seq)
+            : fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
+                          key.causal ? "causal" : "full", key.heads, key.seq);
     if (tty)
       printProgress(n, pending.size(), doneCost, totalCost, start, label);
     int tried = 0, failed = 0;

@@ -101,6 +101,19 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
   return out;
 }
 
+std::vector<TileConfig> decodeSearchSpace(const AttentionSpec &spec,
+                                          const HasFeature &has) {
+  std::vector<TileConfig> out;
+  const KernelVariant variant = decodeCpuVariant(has);
+  for (int64_t m : {16, 32, 64})
+    for (int64_t n : {16, 32, 64}) {
+      TileConfig c = config(variant, m, n);
+      if (cpuScratchBytes(spec, c) <= kMaxCpuScratchBytes)
+        out.push_back(c);
+    }
+  return out;
+}
+
 KernelVariant decodeCpuVariant(const HasFeature &has) {
   return missingFeatures(CpuClass::X86_64_V4, has).empty()
              ? KernelVariant::CpuDecodeAvx512

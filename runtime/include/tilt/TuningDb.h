@@ -1,24 +1,32 @@
 //===- TuningDb.h - Tuned tile configurations, by shape ---------*- C++ -*-===//
 //
 // The tuning database tilt-tune writes into kernels/ (one file per target
-// class) and the runtime reads. A record keeps, for one key (dtype, head dim,
-// causal, heads, sequence length), the best configuration found, its time,
-// and the default configuration's time. The file is plain text:
+// class) and the runtime reads. A record keeps, for one key, the best
+// configuration found, its time, and the default configuration's time. Two
+// kinds of key: prefill (dtype, head dim, causal, heads, sequence length;
+// one kv head per head, Sq = Sk) and decode, for the decode family (TilePolicy
+// .h's useDecodeFamily: Sq <= 16 against a long cache), which adds the kv
+// heads and Sq and calls the sequence length Sk. The file is plain text:
 //
-//   tilt-tuning-db 1
+//   tilt-tuning-db 2
 //   target cpu
 //   machine <LLVM cpu name>
 //   tilt <version>
 //   family <what was timed>
 //   # dtype head_dim causal heads seq | best | best_ms | default | default_ms
 //   bf16 128 1 32 2048 | cpu_amx 128 256 | 31.200 | cpu_amx 128 128 | 33.100
+//   # decode dtype head_dim causal heads kv_heads sq sk | best | ...
+//   decode bf16 128 1 32 8 16 8192 | cpu_decode_avx512 64 16 | 9.100 | ...
 //
-// Lookup (the nearest-bucket rule): only records with the spec's dtype, head
-// dim and causality qualify; among them the one minimizing
+// Format 1 (prefill records only) is read too.
+//
+// Lookup (the nearest-bucket rule): only records of the call's kind with
+// the spec's dtype, head dim and causality qualify; among them the one
+// minimizing
 //   |log2(heads / record.heads)| + |log2(Sk / record.seq)|
-// wins, ties going to the smaller seq, then the smaller heads. Sk, not Sq,
-// measures the work per query row, so decoding (Sq = 1) with a long cache
-// uses the long-sequence configuration.
+// (decode also + |log2(group / record.group)| + |log2(Sq / record.sq)|,
+// group = heads / kv heads) wins, ties going to the smaller seq, then the
+// smaller Sq, heads and group. Sk, not Sq, measures the work per query row.
 //
 //===----------------------------------------------------------------------===//
 
@@ -38,15 +46,18 @@ struct TuningKey {
   int64_t headDim = 0;
   bool causal = false;
   int64_t heads = 0;
-  int64_t seq = 0;
-  bool operator==(const TuningKey &o) const {
-    return dtype == o.dtype && headDim == o.headDim && causal == o.causal &&
-           heads == o.heads && seq == o.seq;
-  }
+  int64_t seq = 0; ///< Sq = Sk (prefill); Sk (decode)
+  /// Decode keys only (querySeq > 0): the query rows Sq (1 to
+  /// kDecodeMaxSq) and the kv heads (dividing heads).
+  int64_t querySeq = 0;
+  int64_t kvHeads = 0;
+  bool decode() const { return querySeq > 0; }
+  bool operator==(const TuningKey &o) const = default;
 };
 
 /// The spec a key stands for in the databases' family: ALiBi (relative)
-/// with standard slopes, one kv head per query head.
+/// with standard slopes, one kv head per query head (decode keys: their kv
+/// heads).
 AttentionSpec familySpec(const TuningKey &key);
 
 struct TuningRecord {
@@ -59,15 +70,19 @@ struct TuningRecord {
 
 class TuningDb {
 public:
-  static constexpr int kFormat = 1;
+  static constexpr int kFormat = 2;
 
   /// Reads `path`; "" or a one-line error naming the file and line.
   static std::string load(const std::string &path, TuningDb &out);
   /// Writes atomically (temp file + rename), records sorted by key.
   std::string save(const std::string &path) const;
 
-  /// The nearest record for `spec` at key length `seqK`, or null.
+  /// The nearest prefill record for `spec` at key length `seqK`, or null.
   const TuningRecord *lookup(const AttentionSpec &spec, int64_t seqK) const;
+  /// The nearest decode record for `spec` with `seqQ` query rows and key
+  /// length `seqK`, or null.
+  const TuningRecord *lookupDecode(const AttentionSpec &spec, int64_t seqQ,
+                                   int64_t seqK) const;
   const TuningRecord *find(const TuningKey &key) const;
   /// Inserts or replaces the record with the same key.
   void put(const TuningRecord &record);

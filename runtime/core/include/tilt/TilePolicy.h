@@ -88,6 +88,11 @@ inline constexpr int64_t kDecodeMaxSplits = 64;
 /// pruned by divisibility and scratch size. Non-empty on x86-64-v3 and up.
 std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
                                        const HasFeature &has);
+/// The decode family's candidates on a CPU with features `has`: its
+/// variant (decodeCpuVariant) with 16, 32 or 64 query rows per tile block
+/// (block_m) and 16, 32 or 64 keys per block (block_n).
+std::vector<TileConfig> decodeSearchSpace(const AttentionSpec &spec,
+                                          const HasFeature &has);
 
 //===----------------------------------------------------------------------===//
 // GPU
