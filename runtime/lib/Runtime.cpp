@@ -959,6 +959,16 @@ struct Runtime::Impl {
   std::vector<float> lseScratch;
   /// The decode family's split-KV parts (o, then lse), reused across calls.
   std::vector<float> splitScratch;
+  /// Row-major copies of strided dense K and V (gatherStridedKv).
+  std::vector<unsigned char> kvScratch;
+
+  /// Copies dense K and V to row-major [B, Hkv, Sk, D] scratch, in
+  /// parallel, and points `k`/`v` at it: where a prefill kernel would
+  /// reread a head's strided rows once per query block
+  /// (TilePolicy.h's kGatherKvMinQueryBlocks).
+  /// False (k, v untouched) when the scratch cannot be had.
+  bool gatherStridedKv(const AttentionSpec &spec, const Geometry &g,
+                       TensorRef &k, TensorRef &v);
 
   /// Set by the first successful cudaDevice().
   bool haveDevice = false;
@@ -1188,6 +1198,40 @@ std::string Runtime::Impl::loadOrBuild(const AttentionSpec &spec,
   return {};
 }
 
+bool Runtime::Impl::gatherStridedKv(const AttentionSpec &spec,
+                                    const Geometry &g, TensorRef &k,
+                                    TensorRef &v) {
+  const int64_t D = spec.headDim, B = g.batch, Hkv = spec.kvHeads;
+  const int64_t S = k.shape[2];
+  const size_t elt = size_t(byteWidth(spec.dtype));
+  const size_t each = size_t(B * Hkv * S * D) * elt;
+  try {
+    if (kvScratch.size() < 2 * each)
+      kvScratch.resize(2 * each);
+  } catch (const std::bad_alloc &) {
+    return false; // the kernel reads the strided rows in place instead
+  }
+  TensorRef *kv[2] = {&k, &v};
+  pool.parallelFor(2 * B * Hkv, [&](int64_t item) {
+    const TensorRef &t = *kv[item / (B * Hkv)];
+    const int64_t bh = item % (B * Hkv), b = bh / Hkv, h = bh % Hkv;
+    const auto *src = static_cast<const unsigned char *>(t.data);
+    unsigned char *dst = kvScratch.data() + size_t(item / (B * Hkv)) * each +
+                         size_t(bh * S * D) * elt;
+    for (int64_t j = 0; j < S; ++j)
+      std::memcpy(
+          dst + size_t(j * D) * elt,
+          src +
+              size_t(b * t.stride(0) + h * t.stride(1) + j * t.stride(2)) * elt,
+          size_t(D) * elt);
+  });
+  for (int i = 0; i < 2; ++i) {
+    TensorRef packed(kvScratch.data() + size_t(i) * each, {B, Hkv, S, D});
+    *kv[i] = packed;
+  }
+  return true;
+}
+
 void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
                            const Geometry &g, const CpuKernel &kernel) {
   const int64_t H = spec.heads;
@@ -1205,13 +1249,21 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   void *descriptors[12];
   int n = 0;
   const TensorRef &lseRef = lse;
-  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &lseRef}) {
+  const bool decode = kernel.itemsPerKvHead();
+  TensorRef k = args.k, v = args.v;
+  const int64_t queryBlocks =
+      (g.maxSq + kernel.info().blockM - 1) / kernel.info().blockM;
+  if (!decode && !spec.varlen && queryBlocks >= kGatherKvMinQueryBlocks &&
+      (k.stride(2) != spec.headDim || v.stride(2) != spec.headDim))
+    gatherStridedKv(spec, g, k, v);
+  for (const TensorRef *t :
+       {&args.q, static_cast<const TensorRef *>(&k),
+        static_cast<const TensorRef *>(&v), &args.o, &lseRef}) {
     descriptors[n] = fillDescriptor(slots[n], *t);
     ++n;
   }
   // The decode family takes split-KV parts (none: a count of 0). Splits per
   // TilePolicy's decodeSplits rule unless the options fix them.
-  const bool decode = kernel.itemsPerKvHead();
   SplitParts parts;
   parts.oLike = &args.o;
   parts.lseLike = &lseRef;

@@ -400,11 +400,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of
     keys with its offsets and combine the results with merge_states().
 
-    Strides: on the CPU q, k, v are read in place through their strides
+    Strides: on the CPU q, k, v go to the runtime through their strides
     (the last dimension unit-stride), so layout="bshd" tensors and slices of
-    a fused QKV tensor are not copied, and o (like the gradients) comes back
-    in q's memory order (bshd: a contiguous [B, S, H, D]); CUDA tensors are
-    made row-major
+    a fused QKV tensor are not copied here, and o (like the gradients) comes
+    back in q's memory order (bshd: a contiguous [B, S, H, D]); for long
+    prefill the runtime gathers strided K and V into its scratch once per
+    call, which is faster than rereading them. CUDA tensors are made
+    row-major
     [B, H, S, D] first (a copy when they are not).
     """
     if layout not in ("bhsd", "bshd"):

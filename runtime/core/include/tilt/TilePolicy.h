@@ -83,6 +83,18 @@ int64_t decodeSplits(int64_t items, int64_t keys, int threads);
 inline constexpr int64_t kDecodeMinSplitKeys = 256;
 inline constexpr int64_t kDecodeMaxSplits = 64;
 
+/// Strided K/V (a [B, S, Hkv, D] layout, rows Hkv * D elements apart): the
+/// prefill kernels reread a head's K/V rows once per query block, and rows
+/// a few KiB apart share few cache sets, so they cannot stay in L2 between
+/// blocks. The runtime copies dense K and V to row-major scratch once per
+/// call where a head has at least this many query blocks of block_m rows.
+/// Measured, tilt-bench --layout bshd, f32 H 32 D 128 ALiBi causal, 2
+/// threads on a 2-core Xeon (AVX-512), strided in place vs copied: S 512
+/// (8 blocks) 13.4-13.7 vs 13.2-14.2 ms (no gain: the copy costs what it
+/// saves), S 1024 48.8 vs 46.6, S 2048 181-184 vs 150, S 8192 2845 vs 2078
+/// (row-major [B, H, S, D]: 10.3, 37.3, 131, 2008).
+inline constexpr int64_t kGatherKvMinQueryBlocks = 16;
+
 /// CPU candidates for `spec` on a CPU with features `has`: the widest vector
 /// ISA's block sizes, plus AMX ones for bf16 where the CPU has AMX-BF16,
 /// pruned by divisibility and scratch size. Non-empty on x86-64-v3 and up.
