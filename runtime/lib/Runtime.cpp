@@ -74,7 +74,7 @@ int64_t TensorRef::stride(int i) const {
 }
 
 bool TensorRef::rowMajor() const {
-  if (!hasStrides())
+  if (!hasStrides() || numElements() == 0) // no element to place
     return true;
   int64_t s = 1;
   for (int d = std::clamp(rank, 0, 4) - 1; d >= 0; --d) {
@@ -235,6 +235,123 @@ constexpr const char *kNoCudaPaged =
     "page_size: a paged KV cache runs on the CPU only so far (target cuda "
     "has no paged kernels yet)";
 
+/// The strides of `t` (TensorRef): "" or why they cannot be taken. `data`:
+/// a data tensor of the CPU kernels (any strides >= 0, the innermost 1);
+/// `output`: one the kernel writes (no two elements may share memory);
+/// `cuda`: the target, named in the error.
+std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
+                               bool output, bool cuda) {
+  // Bad ranks are checkArgs' to name.
+  if (!t.present() || t.rank < 1 || t.rank > 4 || !t.hasStrides() ||
+      t.rowMajor())
+    return {};
+  if (!data) {
+    TensorRef rowMajor = t;
+    std::fill_n(rowMajor.strides, 4, 0);
+    return fmt::format("{}: must be row-major (strides {} for shape {}){}, "
+                       "got strides {}",
+                       name, rowMajor.strideString(), t.shapeString(),
+                       cuda ? " on target cuda" : "", t.strideString());
+  }
+  const int rank = t.rank;
+  if (t.strides[rank - 1] != 1)
+    return fmt::format("{}: the innermost stride must be 1 (D elements "
+                       "contiguous), got strides {}",
+                       name, t.strideString());
+  // The furthest element must be addressable in int64 (the kernels' index
+  // arithmetic), with room to spare.
+  __int128 extent = 0;
+  for (int d = 0; d < rank; ++d) {
+    if (t.strides[d] < 0)
+      return fmt::format("{}: strides must be >= 0, got {}", name,
+                         t.strideString());
+    if (t.shape[d] > 0)
+      extent += __int128(t.shape[d] - 1) * t.strides[d];
+  }
+  if (extent > (__int128(1) << 62))
+    return fmt::format("{}: strides {} for shape {} reach past 2^62 elements",
+                       name, t.strideString(), t.shapeString());
+  if (!output)
+    return {};
+  // No overlap: with the dims of more than one element ordered by stride,
+  // each stride must step over the whole extent of the dim below it.
+  int dims[4], n = 0;
+  for (int d = 0; d < rank; ++d)
+    if (t.shape[d] > 1)
+      dims[n++] = d;
+  for (int i = 1; i < n; ++i) // insertion sort by stride, inner dims first
+    for (int j = i; j > 0 && t.strides[dims[j]] < t.strides[dims[j - 1]]; --j)
+      std::swap(dims[j], dims[j - 1]);
+  __int128 reach = 1; // elements the dims so far span
+  for (int i = 0; i < n; ++i) {
+    if (__int128(t.strides[dims[i]]) < reach)
+      return fmt::format("{}: strides {} for shape {} make elements overlap; "
+                         "an output needs a distinct element for every index",
+                         name, t.strideString(), t.shapeString());
+    reach = __int128(t.strides[dims[i]]) * t.shape[dims[i]];
+  }
+  return {};
+}
+
+/// Every tensor's strides (TensorRef): the data tensors of the CPU kernels
+/// (q, k, v, o; grad_o, dq, dk, dv when `grads`) may be strided, every
+/// other tensor -- and on `cuda` every tensor -- must be row-major.
+std::string checkStrides(const AttentionArgs &a, const BackwardArgs *grads,
+                         bool cuda) {
+  const bool data = !cuda;
+  const std::tuple<const char *, const TensorRef *, bool, bool> all[] = {
+      {"q", &a.q, data, false},
+      {"k", &a.k, data, false},
+      {"v", &a.v, data, false},
+      {"o", &a.o, data, !grads},
+      {"lse", &a.lse, false, false},
+      {"slopes", &a.slopes, false, false},
+      {"key_padding_mask", &a.keyPaddingMask, false, false},
+      {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
+      {"cu_seqlens_k", &a.cuSeqlensK, false, false},
+      {"block_table", &a.blockTable, false, false},
+      {"context_lens", &a.contextLens, false, false}};
+  for (auto [name, t, isData, output] : all)
+    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
+        !err.empty())
+      return err;
+  if (!grads)
+    return {};
+  const std::tuple<const char *, const TensorRef *, bool, bool> more[] = {
+      {"grad_o", &grads->gradO, data, false},
+      {"grad_lse", &grads->gradLse, false, false},
+      {"dq", &grads->dq, data, true},
+      {"dk", &grads->dk, data, true},
+      {"dv", &grads->dv, data, true},
+      {"dslopes", &grads->dslopes, false, false}};
+  for (auto [name, t, isData, output] : more)
+    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
+        !err.empty())
+      return err;
+  return {};
+}
+
+/// Whether the bytes `a` and `b` can reach (elements of `aBytes` and
+/// `bBytes` bytes, through their strides) overlap. A conservative test on
+/// the two address ranges: interleaved views of one buffer (slices of a
+/// fused QKV tensor) count as overlapping.
+bool mayOverlap(const TensorRef &a, size_t aBytes, const TensorRef &b,
+                size_t bBytes) {
+  auto range = [](const TensorRef &t, size_t bytes) {
+    const auto lo = reinterpret_cast<uintptr_t>(t.data);
+    __int128 last = 0;
+    for (int i = 0; i < std::clamp(t.rank, 0, 4); ++i)
+      last += __int128(std::max<int64_t>(t.shape[i] - 1, 0)) * t.stride(i);
+    return std::pair<__int128, __int128>(lo, lo + (last + 1) * bytes);
+  };
+  if (!a.present() || !b.present() || a.numElements() <= 0 ||
+      b.numElements() <= 0)
+    return false;
+  auto [aLo, aHi] = range(a, aBytes);
+  auto [bLo, bHi] = range(b, bBytes);
+  return aLo < bHi && bLo < aHi;
+}
+
 /// A paged cache's k, block table and context lengths (q and g.batch are
 /// checked); sets g.maxSk. Reads every table entry a sequence uses, so a
 /// kernel never follows one out of the cache.
@@ -305,6 +422,9 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
   for (auto [name, t] : {all[0], all[1], all[2], all[3]})
     if (!t->present())
       return fmt::format("{}: missing (null data pointer)", name);
+  // Before anything reads a tensor's data (block tables, cu_seqlens).
+  if (std::string err = checkStrides(a, nullptr, /*cuda=*/false); !err.empty())
+    return err;
   if (!spec.pageSize)
     for (auto [name, t] : {all[9], all[10]})
       if (t->present())
@@ -427,106 +547,24 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                          "2^24 for a sequence of {}, got {}",
                          name, kMaxPosition - len, len, offset);
   }
-  return {};
-}
-
-/// The strides of `t` (TensorRef): "" or why they cannot be taken. `data`:
-/// a data tensor of the CPU kernels (any strides >= 0, the innermost 1);
-/// `output`: one the kernel writes (no two elements may share memory);
-/// `cuda`: the target, named in the error.
-std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
-                               bool output, bool cuda) {
-  if (!t.present() || !t.hasStrides() || t.rowMajor())
-    return {};
-  if (!data) {
-    TensorRef rowMajor = t;
-    std::fill_n(rowMajor.strides, 4, 0);
-    return fmt::format("{}: must be row-major (strides {} for shape {}){}, "
-                       "got strides {}",
-                       name, rowMajor.strideString(), t.shapeString(),
-                       cuda ? " on target cuda" : "", t.strideString());
+  // o and lse must not overlap q, k, v or each other: other items still
+  // read the rows one writes.
+  const size_t elt = size_t(byteWidth(spec.dtype));
+  for (auto [name, out, bytes] :
+       {std::tuple{"o", &a.o, elt}, std::tuple{"lse", &a.lse, size_t(4)}}) {
+    for (auto [in, inName] :
+         {std::pair{&a.q, "q"}, std::pair{&a.k, "k"}, std::pair{&a.v, "v"}})
+      if (mayOverlap(*out, bytes, *in, elt))
+        return fmt::format("{}: must not share memory with {}", name, inName);
   }
-  const int rank = t.rank;
-  if (t.strides[rank - 1] != 1)
-    return fmt::format("{}: the innermost stride must be 1 (D elements "
-                       "contiguous), got strides {}",
-                       name, t.strideString());
-  // The furthest element must be addressable in int64 (the kernels' index
-  // arithmetic), with room to spare.
-  __int128 extent = 0;
-  for (int d = 0; d < rank; ++d) {
-    if (t.strides[d] < 0)
-      return fmt::format("{}: strides must be >= 0, got {}", name,
-                         t.strideString());
-    if (t.shape[d] > 0)
-      extent += __int128(t.shape[d] - 1) * t.strides[d];
-  }
-  if (extent > (__int128(1) << 62))
-    return fmt::format("{}: strides {} for shape {} reach past 2^62 elements",
-                       name, t.strideString(), t.shapeString());
-  if (!output)
-    return {};
-  // No overlap: with the dims of more than one element ordered by stride,
-  // each stride must step over the whole extent of the dim below it.
-  int dims[4], n = 0;
-  for (int d = 0; d < rank; ++d)
-    if (t.shape[d] > 1)
-      dims[n++] = d;
-  for (int i = 1; i < n; ++i) // insertion sort by stride, inner dims first
-    for (int j = i; j > 0 && t.strides[dims[j]] < t.strides[dims[j - 1]]; --j)
-      std::swap(dims[j], dims[j - 1]);
-  __int128 reach = 1; // elements the dims so far span
-  for (int i = 0; i < n; ++i) {
-    if (__int128(t.strides[dims[i]]) < reach)
-      return fmt::format("{}: strides {} for shape {} make elements overlap; "
-                         "an output needs a distinct element for every index",
-                         name, t.strideString(), t.shapeString());
-    reach = __int128(t.strides[dims[i]]) * t.shape[dims[i]];
-  }
-  return {};
-}
-
-/// Every tensor's strides (TensorRef): the data tensors of the CPU kernels
-/// (q, k, v, o; grad_o, dq, dk, dv when `grads`) may be strided, every
-/// other tensor -- and on `cuda` every tensor -- must be row-major.
-std::string checkStrides(const AttentionArgs &a, const BackwardArgs *grads,
-                         bool cuda) {
-  const bool data = !cuda;
-  const std::tuple<const char *, const TensorRef *, bool, bool> all[] = {
-      {"q", &a.q, data, false},
-      {"k", &a.k, data, false},
-      {"v", &a.v, data, false},
-      {"o", &a.o, data, !grads},
-      {"lse", &a.lse, false, false},
-      {"slopes", &a.slopes, false, false},
-      {"key_padding_mask", &a.keyPaddingMask, false, false},
-      {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
-      {"cu_seqlens_k", &a.cuSeqlensK, false, false},
-      {"block_table", &a.blockTable, false, false},
-      {"context_lens", &a.contextLens, false, false}};
-  for (auto [name, t, isData, output] : all)
-    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
-        !err.empty())
-      return err;
-  if (!grads)
-    return {};
-  const std::tuple<const char *, const TensorRef *, bool, bool> more[] = {
-      {"grad_o", &grads->gradO, data, false},
-      {"grad_lse", &grads->gradLse, false, false},
-      {"dq", &grads->dq, data, true},
-      {"dk", &grads->dk, data, true},
-      {"dv", &grads->dv, data, true},
-      {"dslopes", &grads->dslopes, false, false}};
-  for (auto [name, t, isData, output] : more)
-    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
-        !err.empty())
-      return err;
+  if (mayOverlap(a.o, elt, a.lse, 4))
+    return "lse: must not share memory with o";
   return {};
 }
 
 /// The backward's tensors, after checkArgs() accepted the forward's.
-std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
-                              const Geometry &geo) {
+std::string checkBackwardArgs(const AttentionSpec &spec, const AttentionArgs &a,
+                              const BackwardArgs &g, const Geometry &geo) {
   if (!a.lse.present())
     return "lse: required by the backward (the forward's f32 lse)";
   const std::pair<const char *, const TensorRef *> all[] = {
@@ -565,14 +603,20 @@ std::string checkBackwardArgs(const AttentionArgs &a, const BackwardArgs &g,
       return fmt::format("dslopes: expected the shape of slopes {}, got {}",
                          a.slopes.shapeString(), g.dslopes.shapeString());
   }
-  // Outputs must not alias inputs: the kernel reads q, k, v, o, grad_o
-  // while other items write dq, dk, dv.
-  const TensorRef *inputs[] = {&a.q,     &a.k,   &a.v,      &a.o,
-                               &g.gradO, &a.lse, &g.gradLse};
-  for (auto [name, t] : {all[1], all[2], all[3]})
-    for (const TensorRef *in : inputs)
-      if (t->data == in->data)
+  // Outputs must not overlap inputs or each other: the kernel reads q, k,
+  // v, o, grad_o while other items write dq, dk, dv.
+  const size_t elt = size_t(byteWidth(spec.dtype));
+  const std::pair<const TensorRef *, size_t> inputs[] = {
+      {&a.q, elt},     {&a.k, elt}, {&a.v, elt},    {&a.o, elt},
+      {&g.gradO, elt}, {&a.lse, 4}, {&g.gradLse, 4}};
+  for (auto [name, t] : {all[1], all[2], all[3]}) {
+    for (auto [in, bytes] : inputs)
+      if (mayOverlap(*t, elt, *in, bytes))
         return fmt::format("{}: must not share memory with an input", name);
+    for (auto [other, o] : {all[1], all[2], all[3]})
+      if (o != t && mayOverlap(*t, elt, *o, elt))
+        return fmt::format("{}: must not share memory with {}", name, other);
+  }
   return {};
 }
 
@@ -797,10 +841,12 @@ struct Runtime::Impl {
     }
   }
 
-  /// The configuration for a CPU call: the caller's; else the decode
-  /// family's default where TilePolicy's useDecodeFamily rule picks it (few
-  /// query rows per kv head) and a compiler or the bundle can provide it;
-  /// else the tuning database's nearest record; else the compiler's default.
+  /// The configuration for a CPU call: the caller's; else, where
+  /// TilePolicy's useDecodeFamily rule picks the decode family (Sq <= 16 or
+  /// a paged cache), the tuning database's nearest decode record or the
+  /// family's default, whichever a compiler or the bundle can provide
+  /// first; else the tuning database's nearest prefill record; else the
+  /// compiler's default.
   const TileConfig &configFor(const AttentionSpec &spec, int64_t maxSq,
                               int64_t seqK, const TileConfig &requested) const {
     if (!requested.isDefault())
@@ -814,7 +860,8 @@ struct Runtime::Impl {
           haveTuning ? tuning.lookupDecode(spec, maxSq, seqK) : nullptr;
       // A paged block must lie in one page (one table read per block,
       // Decode.cpp): blocks that do not divide the page are left alone.
-      if (tuned && spec.pageSize && spec.pageSize % tuned->best.blockN != 0)
+      if (tuned && spec.pageSize &&
+          (tuned->best.blockN <= 0 || spec.pageSize % tuned->best.blockN != 0))
         tuned = nullptr;
       for (const TileConfig *c :
            {tuned ? &tuned->best : nullptr, &decodeConfig})
@@ -1204,12 +1251,18 @@ bool Runtime::Impl::gatherStridedKv(const AttentionSpec &spec,
   const int64_t D = spec.headDim, B = g.batch, Hkv = spec.kvHeads;
   const int64_t S = k.shape[2];
   const size_t elt = size_t(byteWidth(spec.dtype));
-  const size_t each = size_t(B * Hkv * S * D) * elt;
+  // Beyond 2^40 bytes (logical shapes over broadcast strides can claim
+  // that much), or where the scratch cannot be had, the kernel reads the
+  // strided rows in place instead.
+  const __int128 bytes = __int128(B) * Hkv * S * D * __int128(elt);
+  if (bytes > (__int128(1) << 40))
+    return false;
+  const size_t each = size_t(bytes);
   try {
     if (kvScratch.size() < 2 * each)
       kvScratch.resize(2 * each);
-  } catch (const std::bad_alloc &) {
-    return false; // the kernel reads the strided rows in place instead
+  } catch (const std::exception &) { // bad_alloc, length_error
+    return false;
   }
   TensorRef *kv[2] = {&k, &v};
   pool.parallelFor(2 * B * Hkv, [&](int64_t item) {
@@ -1528,9 +1581,6 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     Geometry geometry;
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
       return err;
-    if (std::string err = checkStrides(args, nullptr, /*cuda=*/false);
-        !err.empty())
-      return err;
     CpuKernel *kernel = nullptr;
     // Keys per sequence (the mean one when ragged) select the tuned record.
     int64_t seqK = spec.varlen
@@ -1576,7 +1626,7 @@ std::string Runtime::backward(const AttentionSpec &spec,
     Geometry geometry;
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
       return err;
-    if (std::string err = checkBackwardArgs(args, grads, geometry);
+    if (std::string err = checkBackwardArgs(spec, args, grads, geometry);
         !err.empty())
       return err;
     if (std::string err = checkStrides(args, &grads, /*cuda=*/false);

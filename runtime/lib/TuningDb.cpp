@@ -46,7 +46,8 @@ bool parseConfig(const std::vector<std::string> &w, TileConfig &c) {
   if (w.size() != 3 && w.size() != 5)
     return false;
   c.variant = w[0];
-  if (!toInt(w[1], c.blockM) || !toInt(w[2], c.blockN))
+  if (!toInt(w[1], c.blockM) || !toInt(w[2], c.blockN) || c.blockM < 0 ||
+      c.blockN < 0) // 0: the variant's default
     return false;
   if (w.size() == 5 &&
       (!toInt(w[3], c.numWarps) || !toInt(w[4], c.numStages)))
@@ -94,6 +95,7 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
   std::string line;
   int lineNo = 0;
   bool sawHeader = false;
+  int64_t format = 0;
   while (std::getline(in, line)) {
     ++lineNo;
     auto fail = [&](const std::string &why) {
@@ -105,7 +107,6 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
     if (w.empty()) // whitespace only (found by fuzzing: w[0] was read)
       continue;
     if (!sawHeader) {
-      int64_t format = 0;
       if (w.size() != 2 || w[0] != "tilt-tuning-db" || !toInt(w[1], format))
         return fail(fmt::format("not a Tilt tuning database (expected "
                                 "'tilt-tuning-db {}')",
@@ -139,6 +140,8 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
     TuningRecord r;
     // A decode key: "decode" dtype head_dim causal heads kv_heads sq sk.
     const bool decode = !k.empty() && k[0] == "decode";
+    if (decode && format < 2)
+      return fail("decode records need format 2 ('tilt-tuning-db 2')");
     if (decode) {
       if (k.size() != 8 || !toInt(k[5], r.key.kvHeads) ||
           !toInt(k[6], r.key.querySeq))
@@ -160,6 +163,12 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
     if (!parseConfig(words(parts[1]), r.best) ||
         !parseConfig(words(parts[3]), r.fallback))
       return fail("bad tile configuration");
+    // A decode record names decode-family variants, a prefill one others.
+    for (const TileConfig *c : {&r.best, &r.fallback})
+      if (std::optional<KernelVariant> v = c->kind();
+          v && isDecodeVariant(*v) != decode)
+        return fail(fmt::format("variant {} does not serve a {} record",
+                                c->variant, decode ? "decode" : "prefill"));
     std::vector<std::string> t1 = words(parts[2]), t2 = words(parts[4]);
     if (t1.size() != 1 || t2.size() != 1 || !toDouble(t1[0], r.bestMs) ||
         !toDouble(t2[0], r.fallbackMs))

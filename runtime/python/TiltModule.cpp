@@ -101,6 +101,7 @@ tilt::TensorRef ref(const char *name, const A &a, int bits, int deviceType) {
     rowMajor = rowMajor && (a.shape(i) == 1 || a.stride(i) == expect);
     expect *= int64_t(a.shape(i));
   }
+  rowMajor = rowMajor || expect == 0; // no element to place
   if (!rowMajor) {
     for (size_t i = 0; i < a.ndim(); ++i)
       t.strides[i] = int64_t(a.stride(i));

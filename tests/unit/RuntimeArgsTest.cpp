@@ -123,6 +123,40 @@ TEST_F(RuntimeArgs, OtherTensorsMustBeRowMajor) {
   EXPECT_EQ(rt.run(p.spec, args), "");
 }
 
+TEST_F(RuntimeArgs, IndexTensorsMustBeRowMajorBeforeTheyAreRead) {
+  // cu_seqlens are read by the checks, row-major: strided ones are refused
+  // before (all-zero strides mean row-major, TensorRef).
+  Problem p = varlen();
+  AttentionArgs args = p.args();
+  args.cuSeqlensQ = args.cuSeqlensQ.withStrides({2});
+  expectError(
+      p, args,
+      "cu_seqlens_q: must be row-major (strides [1] for shape [3]), got "
+      "strides [2]");
+}
+
+TEST_F(RuntimeArgs, OutputsMustNotOverlapInputs) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  AttentionArgs inPlace = args;
+  inPlace.o.data = args.q.data;
+  expectError(p, inPlace, "o: must not share memory with q");
+  AttentionArgs lseOnO = args;
+  lseOnO.lse.data = args.o.data;
+  expectError(p, lseOnO, "lse: must not share memory with o");
+}
+
+TEST(TensorRefStrides, ZeroSizeTensorsAreRowMajorWhateverTheirStrides) {
+  float x = 0;
+  // PyTorch gives a contiguous [2, 12, 0, 64] tensor strides {768, 64, 64,
+  // 1}: no element to place, so nothing to refuse.
+  TensorRef t = TensorRef(&x, {2, 12, 0, 64}).withStrides({768, 64, 64, 1});
+  EXPECT_TRUE(t.hasStrides());
+  EXPECT_TRUE(t.rowMajor());
+  EXPECT_FALSE(
+      TensorRef(&x, {2, 12, 1, 64}).withStrides({768, 64, 64, 2}).rowMajor());
+}
+
 TEST_F(RuntimeArgs, CudaTakesRowMajorOnly) {
   Problem p = dense();
   AttentionArgs args = p.args();

@@ -195,6 +195,20 @@ TEST(TuningDb, ErrorsNameFileAndLine) {
   EXPECT_EQ(loadText("tilt-tuning-db 3\n"),
             path + ":1: format 3 is not supported (this Tilt reads formats 1 "
                    "and 2)");
+  EXPECT_EQ(loadText("tilt-tuning-db 1\ndecode f32 64 1 8 2 1 1024 | "
+                     "cpu_decode_avx512 16 16 | 1 | cpu_decode_avx512 16 16 | "
+                     "2\n"),
+            path + ":2: decode records need format 2 ('tilt-tuning-db 2')");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\ndecode f32 64 1 8 2 1 1024 | "
+                     "cpu_avx512 16 16 | 1 | cpu_decode_avx512 16 16 | 2\n"),
+            path + ":2: variant cpu_avx512 does not serve a decode record");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\nf32 64 0 8 128 | cpu_decode_avx2 16 "
+                     "16 | 1 | cpu_avx2 32 32 | 2\n"),
+            path +
+                ":2: variant cpu_decode_avx2 does not serve a prefill record");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\nf32 64 0 8 128 | cpu_avx512 -32 32 | "
+                     "1 | cpu_avx512 64 64 | 2\n"),
+            path + ":2: bad tile configuration");
   // Decode keys: "decode" dtype head_dim causal heads kv_heads sq sk, kv
   // heads dividing heads, Sq in [1, 16].
   for (const char *key :

@@ -446,7 +446,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                            _bias_name(bias), float(max_bias), head_offset,
                            total_heads or 0, float(scale or 0.0), qo, ko)
     if layout == "bshd":
-        o = o.transpose(1, 2)  # [B, S, H, D] memory (_empty_in_order)
+        o = o.transpose(1, 2)  # CPU: [B, S, H, D] memory (_empty_in_order)
+        if not o.is_contiguous():  # CUDA: row-major [B, H, S, D] storage
+            o = o.contiguous()
     return (o, lse) if return_lse else o
 
 

@@ -75,7 +75,11 @@ LogicalResult checkUnitInnermostStride(Operation *op, Value operand,
   auto t = dyn_cast<MemRefType>(operand.getType());
   if (!t || t.getRank() == 0)
     return success();
-  auto [strides, offset] = t.getStridesAndOffset();
+  SmallVector<int64_t> strides;
+  int64_t offset = 0;
+  if (failed(t.getStridesAndOffset(strides, offset)))
+    return op->emitOpError()
+           << name << " must have a strided layout, got " << t;
   if (strides.back() == 1)
     return success();
   return op->emitOpError() << name
