@@ -293,42 +293,51 @@ std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
   return {};
 }
 
-/// Every tensor's strides (TensorRef): the data tensors of the CPU kernels
-/// (q, k, v, o; grad_o, dq, dk, dv when `grads`) may be strided, every
-/// other tensor -- and on `cuda` every tensor -- must be row-major.
-std::string checkStrides(const AttentionArgs &a, const BackwardArgs *grads,
-                         bool cuda) {
-  const bool data = !cuda;
-  const std::tuple<const char *, const TensorRef *, bool, bool> all[] = {
-      {"q", &a.q, data, false},
-      {"k", &a.k, data, false},
-      {"v", &a.v, data, false},
-      {"o", &a.o, data, !grads},
-      {"lse", &a.lse, false, false},
-      {"slopes", &a.slopes, false, false},
-      {"key_padding_mask", &a.keyPaddingMask, false, false},
-      {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
-      {"cu_seqlens_k", &a.cuSeqlensK, false, false},
-      {"block_table", &a.blockTable, false, false},
-      {"context_lens", &a.contextLens, false, false}};
-  for (auto [name, t, isData, output] : all)
-    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
-        !err.empty())
-      return err;
-  if (!grads)
-    return {};
-  const std::tuple<const char *, const TensorRef *, bool, bool> more[] = {
-      {"grad_o", &grads->gradO, data, false},
-      {"grad_lse", &grads->gradLse, false, false},
-      {"dq", &grads->dq, data, true},
-      {"dk", &grads->dk, data, true},
-      {"dv", &grads->dv, data, true},
-      {"dslopes", &grads->dslopes, false, false}};
-  for (auto [name, t, isData, output] : more)
-    if (std::string err = checkTensorStrides(name, *t, isData, output, cuda);
+/// One row of a stride table: a tensor, whether the CPU kernels take it
+/// strided (a data tensor), and whether they write it.
+struct StrideRow {
+  const char *name;
+  const TensorRef *t;
+  bool data, output;
+};
+
+std::string checkStrideRows(std::initializer_list<StrideRow> rows, bool cuda) {
+  for (const StrideRow &r : rows)
+    if (std::string err =
+            checkTensorStrides(r.name, *r.t, r.data && !cuda, r.output, cuda);
         !err.empty())
       return err;
   return {};
+}
+
+/// The strides of the forward's tensors (TensorRef): the data tensors of
+/// the CPU kernels (q, k, v, o) may be strided, every other tensor -- and
+/// on `cuda` every tensor -- must be row-major.
+std::string checkStrides(const AttentionArgs &a, bool cuda) {
+  return checkStrideRows({{"q", &a.q, true, false},
+                          {"k", &a.k, true, false},
+                          {"v", &a.v, true, false},
+                          {"o", &a.o, true, true},
+                          {"lse", &a.lse, false, false},
+                          {"slopes", &a.slopes, false, false},
+                          {"key_padding_mask", &a.keyPaddingMask, false, false},
+                          {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
+                          {"cu_seqlens_k", &a.cuSeqlensK, false, false},
+                          {"block_table", &a.blockTable, false, false},
+                          {"context_lens", &a.contextLens, false, false}},
+                         cuda);
+}
+
+/// The backward's own tensors' strides (the CPU only): grad_o, dq, dk, dv
+/// may be strided, grad_lse and dslopes must be row-major.
+std::string checkGradStrides(const BackwardArgs &g) {
+  return checkStrideRows({{"grad_o", &g.gradO, true, false},
+                          {"grad_lse", &g.gradLse, false, false},
+                          {"dq", &g.dq, true, true},
+                          {"dk", &g.dk, true, true},
+                          {"dv", &g.dv, true, true},
+                          {"dslopes", &g.dslopes, false, false}},
+                         /*cuda=*/false);
 }
 
 /// Whether the bytes `a` and `b` can reach (elements of `aBytes` and
@@ -423,7 +432,7 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
     if (!t->present())
       return fmt::format("{}: missing (null data pointer)", name);
   // Before anything reads a tensor's data (block tables, cu_seqlens).
-  if (std::string err = checkStrides(a, nullptr, /*cuda=*/false); !err.empty())
+  if (std::string err = checkStrides(a, /*cuda=*/false); !err.empty())
     return err;
   if (!spec.pageSize)
     for (auto [name, t] : {all[9], all[10]})
@@ -1479,8 +1488,7 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                                    const TileConfig &config) {
   if (spec.pageSize)
     return kNoCudaPaged;
-  if (std::string err = checkStrides(args, nullptr, /*cuda=*/true);
-      !err.empty())
+  if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
     return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
@@ -1629,8 +1637,7 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (std::string err = checkBackwardArgs(spec, args, grads, geometry);
         !err.empty())
       return err;
-    if (std::string err = checkStrides(args, &grads, /*cuda=*/false);
-        !err.empty())
+    if (std::string err = checkGradStrides(grads); !err.empty())
       return err;
     const TileConfig chosen =
         config.isDefault() ? impl->backwardConfig : completeCpuConfig(config);

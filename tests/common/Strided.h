@@ -141,6 +141,27 @@ inline std::string rerunStrided(Runtime &rt, const AttentionSpec &spec,
   return {};
 }
 
+/// rerunStrided for a call's row-major run through `rt` and, when
+/// `splitRt` is given, for its split-KV run (`splitO`, `splitLse`) through
+/// `splitRt` too: there the merge writes o on the host.
+inline std::string rerunStridedWithSplit(
+    Runtime &rt, Runtime *splitRt, const AttentionSpec &spec,
+    const AttentionArgs &args, const TileConfig &config, const TypedBuffer &q,
+    const TypedBuffer &k, const TypedBuffer &v, const TypedBuffer &o,
+    const std::vector<float> &lse, const TypedBuffer *splitO = nullptr,
+    const std::vector<float> *splitLse = nullptr) {
+  if (std::string err = rerunStrided(rt, spec, args, config, q, k, v, o, lse);
+      !err.empty())
+    return err;
+  if (!splitRt)
+    return {};
+  if (std::string err = rerunStrided(*splitRt, spec, args, config, q, k, v,
+                                     *splitO, *splitLse);
+      !err.empty())
+    return "split: " + err;
+  return {};
+}
+
 } // namespace tilt::test
 
 #endif // TILT_TESTS_COMMON_STRIDED_H

@@ -239,14 +239,14 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   // The same calls on strided q, k, v, o ([B, S, H, D] memory with gaps,
   // Strided.h) give the same bits; the decode family's also through the
   // split-KV merge, which writes o on the host.
-  for (size_t n = 0; n <= std::min<size_t>(splitRuns.size(), 1); ++n) {
-    Runtime *rt = n == 0 ? runtime : splittingRuntime(kSplitCounts[0]);
-    EXPECT_EQ(test::rerunStrided(*rt, spec, args, c.config, q, k, v,
-                                 n == 0 ? o : splitRuns[0].first,
-                                 n == 0 ? lse : splitRuns[0].second),
-              "")
-        << c.name << (n ? " split " + std::to_string(kSplitCounts[0]) : "");
-  }
+  const bool split = !splitRuns.empty();
+  EXPECT_EQ(test::rerunStridedWithSplit(
+                *runtime, split ? splittingRuntime(kSplitCounts[0]) : nullptr,
+                spec, args, c.config, q, k, v, o, lse,
+                split ? &splitRuns[0].first : nullptr,
+                split ? &splitRuns[0].second : nullptr),
+            "")
+      << c.name;
 
   // The reference sees exactly the rounded inputs the kernel saw.
   reference::RoundedInputs rounded = reference::fromBuffers(

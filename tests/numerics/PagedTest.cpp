@@ -242,14 +242,14 @@ TEST_P(Paged, MatchesFloat64Reference) {
 
   // Strided q, o and caches (Strided.h; the caches seen as [num_pages,
   // Hkv, page_size + 1, D] memory), unsplit and split: the same bits.
-  for (size_t n = 0; n < 2; ++n) {
-    Runtime *rt = n == 0 ? runtime : splittingRuntime(kSplitCounts[0]);
-    EXPECT_EQ(test::rerunStrided(*rt, spec, args, c.config, q, k, v,
-                                 n == 0 ? o : splitRuns[0].first,
-                                 n == 0 ? lse : splitRuns[0].second),
-              "")
-        << c.name << (n ? " split " + std::to_string(kSplitCounts[0]) : "");
-  }
+  const bool split = !splitRuns.empty();
+  EXPECT_EQ(test::rerunStridedWithSplit(
+                *runtime, split ? splittingRuntime(kSplitCounts[0]) : nullptr,
+                spec, args, c.config, q, k, v, o, lse,
+                split ? &splitRuns[0].first : nullptr,
+                split ? &splitRuns[0].second : nullptr),
+            "")
+      << c.name;
 
   reference::RoundedInputs rounded = reference::fromBuffers(
       q, k, v, slopes, c.slopesPerBatch, {}, false, {}, {});
