@@ -60,13 +60,15 @@ std::string defaultVariant(const AttentionSpec &spec, const DeviceInfo &device,
 
 namespace tilt::detail {
 
-void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
-                      int64_t batch, const uint64_t *tmaMaps, int numTma,
-                      KernelParams &out) {
-  out.count = 0;
-  auto push = [&](uint64_t v) { out.values[out.count++] = v; };
-  auto memref = [&](const void *data, int rank, const int64_t *shape,
-                    const int64_t *strides) {
+namespace {
+
+/// Appends memref descriptors (KernelABI.h) to a KernelParams.
+struct ParamPacker {
+  KernelParams &out;
+
+  void push(uint64_t v) { out.values[out.count++] = v; }
+  void memref(const void *data, int rank, const int64_t *shape,
+              const int64_t *strides) {
     const auto ptr = uint64_t(reinterpret_cast<uintptr_t>(data));
     push(ptr); // allocated
     push(ptr); // aligned
@@ -75,15 +77,54 @@ void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
       push(uint64_t(shape[i]));
     for (int i = 0; i < rank; ++i)
       push(uint64_t(strides[i]));
-  };
-  auto contiguous = [&](const TensorRef &t) {
-    int64_t strides[4], stride = 1;
-    for (int i = t.rank - 1; i >= 0; --i) {
+  }
+  /// Row-major, of any rank up to 5.
+  void contiguous(const void *data, int rank, const int64_t *shape) {
+    int64_t strides[5], stride = 1;
+    for (int i = rank - 1; i >= 0; --i) {
       strides[i] = stride;
-      stride *= t.shape[i];
+      stride *= shape[i];
     }
-    memref(t.data, t.rank, t.shape, strides);
+    memref(data, rank, shape, strides);
+  }
+  void contiguous(const TensorRef &t) { contiguous(t.data, t.rank, t.shape); }
+  /// gpu_decode_sm80's parts: [S] + o's shape, [S] + lse's shape.
+  void parts(const AttentionArgs &args, const DecodeParts &p) {
+    for (auto [data, like] : {std::pair{p.o, &args.o}, {p.lse, &args.lse}}) {
+      int64_t shape[5] = {p.splits};
+      std::copy_n(like->shape, like->rank, shape + 1);
+      contiguous(data, like->rank + 1, shape);
+    }
+  }
+  void finish() {
+    for (int i = 0; i < out.count; ++i)
+      out.pointers[i] = &out.values[i];
+  }
+};
+
+} // namespace
+
+void packMergeParams(const AttentionSpec &, const AttentionArgs &args,
+                     const DecodeParts &parts, KernelParams &out) {
+  out.count = 0;
+  ParamPacker p{out};
+  p.parts(args, parts);
+  p.contiguous(args.o);
+  p.contiguous(args.lse);
+  p.finish();
+}
+
+void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
+                      int64_t batch, const uint64_t *tmaMaps, int numTma,
+                      KernelParams &out, const DecodeParts *parts) {
+  out.count = 0;
+  ParamPacker packer{out};
+  auto push = [&](uint64_t v) { packer.push(v); };
+  auto memref = [&](const void *data, int rank, const int64_t *shape,
+                    const int64_t *strides) {
+    packer.memref(data, rank, shape, strides);
   };
+  auto contiguous = [&](const TensorRef &t) { packer.contiguous(t); };
   for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &args.lse})
     contiguous(*t);
   if (spec.hasAlibi() && spec.slopes == SlopeSource::Custom) {
@@ -98,14 +139,19 @@ void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
     contiguous(args.cuSeqlensQ);
     contiguous(args.cuSeqlensK);
   }
+  if (spec.pageSize) {
+    contiguous(args.blockTable);
+    contiguous(args.contextLens);
+  }
+  if (parts)
+    packer.parts(args, *parts);
   if (spec.positionOffsets) {
     push(uint64_t(args.qOffset));
     push(uint64_t(args.kOffset));
   }
   for (int i = 0; i < numTma; ++i)
     push(tmaMaps[i]);
-  for (int i = 0; i < out.count; ++i)
-    out.pointers[i] = &out.values[i];
+  packer.finish();
 }
 
 TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
@@ -178,6 +224,16 @@ std::string CudaKernel::load(std::string_view bytes,
       !err.empty())
     return fmt::format("kernel {}: {} (entry '{}')", label, err, a.kernel);
   kernel->function = function;
+  if (parseKernelVariant(a.variant) == KernelVariant::GpuDecodeSm80) {
+    CUfunction merge = nullptr;
+    if (err = d->check(
+            d->cuModuleGetFunction(&merge, module, kCudaMergeKernelName),
+            "cuModuleGetFunction");
+        !err.empty())
+      return fmt::format("kernel {}: {} (entry '{}')", label, err,
+                         kCudaMergeKernelName);
+    kernel->mergeFunction = merge;
+  }
   if (a.smem > kDefaultSmemLimit)
     if (err = d->check(
             d->cuFuncSetAttribute(function,
@@ -207,18 +263,52 @@ CudaKernel::~CudaKernel() {
 
 std::string CudaKernel::launch(const AttentionSpec &spec,
                                const AttentionArgs &args, int64_t batch,
-                               int64_t maxSq) {
-  const int64_t gridX = (maxSq + header.blockM - 1) / header.blockM;
-  if (gridX == 0 || spec.heads == 0 || batch == 0)
-    return {};
-  if (gridX > INT_MAX || spec.heads > 65535 || batch > 65535)
-    return fmt::format("cuda launch: grid ({}, {}, {}) exceeds the limits "
-                       "({}, 65535, 65535)",
-                       gridX, spec.heads, batch, INT_MAX);
+                               int64_t maxSq, int64_t maxSk) {
   std::string err;
   const CudaDriver *d = cudaDriver(err);
   if (!d || !(err = d->makeCurrent()).empty())
     return err;
+  // gpu_decode_sm80: grid (splits x row blocks, Hkv, B), the rows of a
+  // block a GQA group's heads x queries (KernelABI.h); else (query blocks,
+  // H, B).
+  const bool decode = mergeFunction != nullptr;
+  DecodeParts parts;
+  int64_t gridX = (maxSq + header.blockM - 1) / header.blockM;
+  int64_t gridY = spec.heads;
+  if (decode) {
+    const int64_t rows = spec.heads / spec.kvHeads * maxSq;
+    const int64_t rowBlocks = (rows + header.blockM - 1) / header.blockM;
+    parts.splits = gpuDecodeSplits(rowBlocks * spec.kvHeads * batch, maxSk,
+                                   d->info.smCount);
+    gridX = rowBlocks * std::max<int64_t>(1, parts.splits);
+    gridY = spec.kvHeads;
+  }
+  if (gridX == 0 || gridY == 0 || batch == 0)
+    return {};
+  if (gridX > INT_MAX || gridY > 65535 || batch > 65535 ||
+      (parts.splits > 0 && spec.heads > 65535))
+    return fmt::format("cuda launch: grid ({}, {}, {}) exceeds the limits "
+                       "({}, 65535, 65535)",
+                       gridX, gridY, batch, INT_MAX);
+  const auto stream = static_cast<CUstream>(args.cudaStream);
+  if (parts.splits > 0) {
+    const size_t rows = size_t(batch * spec.heads * maxSq);
+    const size_t oBytes =
+        size_t(parts.splits) * rows * size_t(spec.headDim) * sizeof(float);
+    const size_t bytes = oBytes + size_t(parts.splits) * rows * sizeof(float);
+    // The parts are scratch of this kernel: a launch on another stream, or
+    // a smaller buffer being replaced, must not overlap one still using it.
+    if (partsStream != args.cudaStream || partsBuffer.size() < bytes)
+      if (err = d->check(d->cuCtxSynchronize(), "cuCtxSynchronize");
+          !err.empty())
+        return err;
+    if (partsBuffer.size() < bytes)
+      if (err = partsBuffer.allocate(bytes); !err.empty())
+        return err;
+    partsStream = args.cudaStream;
+    parts.o = partsBuffer.data();
+    parts.lse = static_cast<char *>(partsBuffer.data()) + oBytes;
+  }
 
   uint64_t maps[3] = {};
   const int numTma = header.numTma();
@@ -279,14 +369,24 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
   }
 
   KernelParams params;
-  packKernelParams(spec, args, batch, maps, numTma, params);
-  return d->check(d->cuLaunchKernel(static_cast<CUfunction>(function),
-                                    unsigned(gridX), unsigned(spec.heads),
-                                    unsigned(batch), unsigned(header.threads),
-                                    1, 1, unsigned(header.smem),
-                                    static_cast<CUstream>(args.cudaStream),
-                                    params.pointers, nullptr),
-                  "cuLaunchKernel");
+  packKernelParams(spec, args, batch, maps, numTma, params,
+                   decode ? &parts : nullptr);
+  if (err = d->check(d->cuLaunchKernel(
+                         static_cast<CUfunction>(function), unsigned(gridX),
+                         unsigned(gridY), unsigned(batch),
+                         unsigned(header.threads), 1, 1, unsigned(header.smem),
+                         stream, params.pointers, nullptr),
+                     "cuLaunchKernel");
+      !err.empty() || parts.splits == 0)
+    return err;
+  // The exact merge of the parts into o and lse: one warp per row.
+  KernelParams merge;
+  packMergeParams(spec, args, parts, merge);
+  return d->check(d->cuLaunchKernel(static_cast<CUfunction>(mergeFunction),
+                                    unsigned(maxSq), unsigned(spec.heads),
+                                    unsigned(batch), 32, 1, 1, 0, stream,
+                                    merge.pointers, nullptr),
+                  "cuLaunchKernel (tilt_merge)");
 }
 
 } // namespace tilt::detail

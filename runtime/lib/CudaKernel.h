@@ -33,9 +33,9 @@ bool artifactRunsOn(std::string_view arch, int ccMajor, int ccMinor);
 /// pointer or an i64), `pointers[i]` points at `values[i]` as cuLaunchKernel
 /// wants. Not copyable: the pointers point into the object.
 struct KernelParams {
-  // 9 memrefs of rank <= 4 (3 + 2 * 4 words each), 2 position offsets and 3
+  // 11 memrefs of rank <= 5 (3 + 2 * 5 words each), 2 position offsets and 3
   // tensor maps.
-  static constexpr int kMax = 9 * 11 + 2 + 3;
+  static constexpr int kMax = 11 * 13 + 2 + 3;
   uint64_t values[kMax];
   void *pointers[kMax];
   int count = 0;
@@ -45,14 +45,29 @@ struct KernelParams {
   KernelParams &operator=(const KernelParams &) = delete;
 };
 
+/// gpu_decode_sm80's split-KV parts (KernelABI.h): f32 o_parts [S, B, H,
+/// Sq, D] and lse_parts [S, B, H, Sq] in device memory; S = 0: none (the
+/// kernel writes o and lse, the pointers may be null).
+struct DecodeParts {
+  void *o = nullptr;
+  void *lse = nullptr;
+  int64_t splits = 0;
+};
+
 /// Packs the parameters of KernelABI.h in order: q, k, v, o, lse (present:
 /// the runtime substitutes a scratch), then slopes as [batch, H] (batch
 /// stride 0 for [H]) when the spec has custom slopes, the key padding mask,
-/// cu_seqlens_q/k when varlen, each as allocated, aligned, offset, sizes,
-/// strides (contiguous row-major); then `tmaMaps` (device addresses).
+/// cu_seqlens_q/k when varlen, block_table and context_lens when paged, the
+/// split-KV parts when `parts` is given (gpu_decode_sm80), each as
+/// allocated, aligned, offset, sizes, strides (contiguous row-major); then
+/// the position offsets and `tmaMaps` (device addresses).
 void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
                       int64_t batch, const uint64_t *tmaMaps, int numTma,
-                      KernelParams &out);
+                      KernelParams &out, const DecodeParts *parts = nullptr);
+/// The parameters of gpu_decode_sm80's tilt_merge: o_parts, lse_parts, o,
+/// lse (q's Sq and D give the parts' shapes).
+void packMergeParams(const AttentionSpec &spec, const AttentionArgs &args,
+                     const DecodeParts &parts, KernelParams &out);
 
 /// The arguments of cuTensorMapEncodeTiled for one operand (KernelABI.h).
 struct TensorMapGeometry {
@@ -79,11 +94,13 @@ public:
   CudaKernel(const CudaKernel &) = delete;
   CudaKernel &operator=(const CudaKernel &) = delete;
 
-  /// Enqueues one launch on the default stream. `args` hold device pointers
-  /// and a present lse; `maxSq` is the longest query sequence. "" or an
-  /// error (nothing was launched).
+  /// Enqueues one launch on the caller's stream (gpu_decode_sm80 with
+  /// split-KV: the decode kernel, then tilt_merge). `args` hold device
+  /// pointers and a present lse; `maxSq` is the longest query sequence,
+  /// `maxSk` the longest key sequence. "" or an error (nothing was
+  /// launched).
   std::string launch(const AttentionSpec &spec, const AttentionArgs &args,
-                     int64_t batch, int64_t maxSq);
+                     int64_t batch, int64_t maxSq, int64_t maxSk);
 
   const CudaArtifact &info() const { return header; }
   bool loadedFromCubin() const { return fromCubin; }
@@ -94,6 +111,11 @@ private:
   CudaArtifact header; ///< without the images, once loaded
   void *module = nullptr;
   void *function = nullptr;
+  void *mergeFunction = nullptr; ///< gpu_decode_sm80's tilt_merge
+  /// gpu_decode_sm80: the split-KV parts (o_parts, then lse_parts), grown
+  /// as calls need.
+  cuda::DeviceBuffer partsBuffer;
+  void *partsStream = nullptr; ///< the stream of the last split launch
   bool fromCubin = false;
   /// The tensor maps of the last launch, on the device and on the host: a
   /// launch whose maps are unchanged (same tensors) copies nothing.

@@ -231,10 +231,6 @@ std::string checkCuSeqlens(const char *name, const TensorRef &cu,
   return {};
 }
 
-constexpr const char *kNoCudaPaged =
-    "page_size: a paged KV cache runs on the CPU only so far (target cuda "
-    "has no paged kernels yet)";
-
 /// The strides of `t` (TensorRef): "" or why they cannot be taken. `data`:
 /// a data tensor of the CPU kernels (any strides >= 0, the innermost 1);
 /// `output`: one the kernel writes (no two elements may share memory);
@@ -974,8 +970,10 @@ struct Runtime::Impl {
   /// CUDA: the device (probed once), the configuration of a call and the
   /// whole of run() and prepare().
   std::string cudaDevice(const AttentionSpec &spec);
-  std::string cudaConfig(const AttentionSpec &spec,
-                         const TileConfig &requested, TileConfig &out) const;
+  /// `maxSq`: the call's longest query sequence (0 in prepare(): a decode
+  /// step is assumed for a paged cache, else a prefill).
+  std::string cudaConfig(const AttentionSpec &spec, const TileConfig &requested,
+                         int64_t maxSq, TileConfig &out) const;
   std::string runCuda(const AttentionSpec &spec, const AttentionArgs &args,
                       const TileConfig &config);
   std::string prepareCuda(const AttentionSpec &spec, const TileConfig &config);
@@ -1032,8 +1030,10 @@ struct Runtime::Impl {
   /// The target part of CUDA cache keys: kernels of two GPUs never mix.
   std::string cudaTargetKey;
   cuda::DeviceBuffer lseScratchDevice;
-  /// Host copies of device cu_seqlens, for the argument checks.
-  std::vector<int32_t> hostCuSeqlensQ, hostCuSeqlensK;
+  /// Host copies of device cu_seqlens, block tables and context lengths,
+  /// for the argument checks.
+  std::vector<int32_t> hostCuSeqlensQ, hostCuSeqlensK, hostBlockTable,
+      hostContextLens;
 };
 
 template <typename K>
@@ -1472,31 +1472,56 @@ std::string Runtime::Impl::cudaDevice(const AttentionSpec &spec) {
 
 std::string Runtime::Impl::cudaConfig(const AttentionSpec &spec,
                                       const TileConfig &requested,
-                                      TileConfig &out) const {
+                                      int64_t maxSq, TileConfig &out) const {
+  const std::string_view decode = toString(KernelVariant::GpuDecodeSm80);
   if (!requested.isDefault()) {
     out = requested;
     return {};
   }
   // The variant depends on the device, which the compiler cannot see; zero
-  // block sizes ask the compiler for its defaults for that variant.
+  // block sizes ask the compiler for its defaults for that variant. Short
+  // query sequences take the decode family, as on the CPU (TilePolicy.h),
+  // except varlen ones (gpu_decode_sm80 takes dense or paged k/v).
   out = TileConfig();
-  return cuda::defaultVariant(spec, device, out.variant);
+  if (std::string err = cuda::defaultVariant(spec, device, out.variant);
+      !err.empty())
+    return err;
+  if (spec.pageSize ||
+      (!spec.varlen && maxSq > 0 && useDecodeFamily(spec, maxSq)))
+    out.variant = std::string(decode);
+  return {};
+}
+
+/// A configuration named for a paged cache on the CUDA target must be the
+/// GPU decode family's (before the device is probed: no GPU needed to say
+/// so).
+static std::string cudaPagedVariantError(const AttentionSpec &spec,
+                                         const TileConfig &config) {
+  if (!spec.pageSize || config.isDefault() ||
+      config.kind() == KernelVariant::GpuDecodeSm80)
+    return {};
+  return fmt::format("config: variant {} cannot read a paged KV cache; on "
+                     "target cuda gpu_decode_sm80 does",
+                     config.variant);
 }
 
 std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                                    const AttentionArgs &args,
                                    const TileConfig &config) {
-  if (spec.pageSize)
-    return kNoCudaPaged;
+  if (std::string err = cudaPagedVariantError(spec, config); !err.empty())
+    return err;
   if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
     return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
 
-  // The checks read cu_seqlens, which live on the device: check host copies.
-  // Only shapes checkArgs accepts are copied; with others it fails before
-  // reading any data.
+  // The checks read cu_seqlens, block tables and context lengths, which
+  // live on the device: check host copies. Only shapes checkArgs accepts are
+  // copied; with others it fails before reading any data.
   AttentionArgs checked = args;
+  using Copy = std::tuple<const char *, const TensorRef *,
+                          std::vector<int32_t> *, TensorRef *>;
+  std::vector<Copy> copies;
   const TensorRef &cuQ = args.cuSeqlensQ, &cuK = args.cuSeqlensK;
   if (spec.varlen && cuQ.present() && cuQ.rank == 1 && cuQ.shape[0] >= 2 &&
       cuK.present() && cuK.rank == 1 && cuK.shape[0] == cuQ.shape[0]) {
@@ -1504,31 +1529,46 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
       return fmt::format("cu_seqlens_q: {} sequences; the cuda target takes "
                          "at most 65535",
                          cuQ.shape[0] - 1);
-    const auto n = size_t(cuQ.shape[0]);
-    // The caller's stream may not order with the copies below (which wait
-    // only for the default stream): the offsets may still be in flight.
-    if (args.cudaStream)
-      if (std::string err = cuda::synchronize(); !err.empty())
-        return err;
-    for (auto [name, t, host, dst] :
-         {std::tuple{"cu_seqlens_q", &cuQ, &hostCuSeqlensQ, &checked.cuSeqlensQ},
-          std::tuple{"cu_seqlens_k", &cuK, &hostCuSeqlensK,
-                     &checked.cuSeqlensK}}) {
-      host->resize(n);
-      if (std::string err =
-              cuda::copyToHost(host->data(), t->data, n * sizeof(int32_t));
-          !err.empty())
-        return fmt::format("{}: cannot read it from the device: {}", name,
-                           err);
-      dst->data = host->data();
-    }
+    copies = {{"cu_seqlens_q", &cuQ, &hostCuSeqlensQ, &checked.cuSeqlensQ},
+              {"cu_seqlens_k", &cuK, &hostCuSeqlensK, &checked.cuSeqlensK}};
+  }
+  const TensorRef &table = args.blockTable, &lens = args.contextLens;
+  if (spec.pageSize && table.present() && table.rank == 2 && lens.present() &&
+      lens.rank == 1 && lens.shape[0] == table.shape[0] && table.shape[0] > 0 &&
+      table.shape[1] > 0) {
+    if (table.shape[0] > 65535)
+      return fmt::format("block_table: {} sequences; the cuda target takes "
+                         "at most 65535",
+                         table.shape[0]);
+    if (table.shape[1] > (int64_t(1) << 24) / table.shape[0])
+      return fmt::format("block_table: {} entries; the cuda target checks at "
+                         "most 2^24",
+                         table.shape[0] * table.shape[1]);
+    copies.push_back(
+        {"block_table", &table, &hostBlockTable, &checked.blockTable});
+    copies.push_back(
+        {"context_lens", &lens, &hostContextLens, &checked.contextLens});
+  }
+  // The caller's stream may not order with the copies below (which wait
+  // only for the default stream): the values may still be in flight.
+  if (!copies.empty() && args.cudaStream)
+    if (std::string err = cuda::synchronize(); !err.empty())
+      return err;
+  for (auto [name, t, host, dst] : copies) {
+    const auto n = size_t(t->numElements());
+    host->resize(n);
+    if (std::string err =
+            cuda::copyToHost(host->data(), t->data, n * sizeof(int32_t));
+        !err.empty())
+      return fmt::format("{}: cannot read it from the device: {}", name, err);
+    dst->data = host->data();
   }
   Geometry g;
   if (std::string err = checkArgs(spec, checked, g); !err.empty())
     return err;
 
   TileConfig chosen;
-  if (std::string err = cudaConfig(spec, config, chosen); !err.empty())
+  if (std::string err = cudaConfig(spec, config, g.maxSq, chosen); !err.empty())
     return err;
   CudaKernel *kernel = nullptr;
   if (std::string err =
@@ -1552,17 +1592,17 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
     launchArgs.lse = spec.varlen ? TensorRef(scratch, {H, g.rowsQ})
                                  : TensorRef(scratch, {g.batch, H, g.rowsQ});
   }
-  return kernel->launch(spec, launchArgs, g.batch, g.maxSq);
+  return kernel->launch(spec, launchArgs, g.batch, g.maxSq, g.maxSk);
 }
 
 std::string Runtime::Impl::prepareCuda(const AttentionSpec &spec,
                                        const TileConfig &config) {
-  if (spec.pageSize)
-    return kNoCudaPaged;
+  if (std::string err = cudaPagedVariantError(spec, config); !err.empty())
+    return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
   TileConfig chosen;
-  if (std::string err = cudaConfig(spec, config, chosen); !err.empty())
+  if (std::string err = cudaConfig(spec, config, 0, chosen); !err.empty())
     return err;
   CudaKernel *kernel = nullptr;
   return resolve(spec, chosen, Target::CUDA, cudaTargetKey, kernel);

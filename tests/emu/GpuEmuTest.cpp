@@ -15,17 +15,21 @@
 #include "tilt/Compiler/SpecBuilder.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/Half.h"
+#include "tilt/KernelABI.h"
 #include "tilt/Reference.h"
 
+#include "../common/ForwardCheck.h"
 #include "../common/TestInputs.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <gtest/gtest.h>
-#include <algorithm>
+#include <numeric>
 #include <random>
 
 using namespace tilt;
@@ -257,6 +261,102 @@ std::vector<EmuCase> cases() {
   return out;
 }
 
+/// A spec compiled to the GPU pipeline's kernel stage with a pinned tile
+/// config: the gpu.func and its dynamic shared memory, or what failed.
+struct CompiledKernel {
+  mlir::MLIRContext ctx;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  mlir::gpu::GPUFuncOp kernel;
+  mlir::gpu::GPUFuncOp merge; ///< gpu_decode_sm80's tilt_merge
+  int64_t smem = 0;
+  std::string error;
+
+  CompiledKernel(const AttentionSpec &s, const std::string &variantName,
+                 int64_t bm, int64_t bn, int64_t warps, int64_t stages)
+      : ctx(registry()) {
+    std::string diagnostics;
+    mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
+      diagnostics += d.str() + "; ";
+      return mlir::success();
+    });
+    SpecModuleOptions opts;
+    opts.extents = {0, 0, 0};
+    opts.withLse = true;
+    opts.slopesPerBatch = true;
+    module = buildSpecModule(ctx, s, opts);
+    auto variant = mlir::tilt::symbolizeKernelVariant(variantName);
+    if (!module || !variant) {
+      error = "spec module or variant: " + diagnostics;
+      return;
+    }
+    auto config =
+        mlir::tilt::TileConfigAttr::get(&ctx, *variant, bm, bn, warps, stages);
+    module->walk([&](mlir::tilt::AttentionOp op) { op.setConfigAttr(config); });
+    mlir::PassManager pm(&ctx);
+    mlir::tilt::GpuPipelineOptions pipeline;
+    mlir::tilt::getGpuPipelineStages(pipeline).front().addPasses(pm);
+    if (failed(pm.run(*module))) {
+      error = "kernel stage: " + diagnostics;
+      return;
+    }
+    module->walk([&](mlir::gpu::GPUFuncOp f) {
+      if (f.getName() == kCudaKernelName)
+        kernel = f;
+      else if (f.getName() == kCudaMergeKernelName)
+        merge = f;
+    });
+    auto smemAttr = kernel
+                        ? kernel->getAttrOfType<mlir::IntegerAttr>("tilt.smem")
+                        : nullptr;
+    if (!smemAttr) {
+      error = "no kernel with tilt.smem";
+      return;
+    }
+    smem = smemAttr.getInt();
+  }
+
+private:
+  static mlir::DialectRegistry registry() {
+    mlir::DialectRegistry r;
+    mlir::tilt::registerGpuPipelineDependencies(r);
+    return r;
+  }
+};
+
+/// A row-major memref argument over `data`.
+emu::MemRefArg contiguous(void *data, std::vector<int64_t> sizes) {
+  emu::MemRefArg m;
+  m.data = data;
+  m.sizes = sizes;
+  m.strides.assign(sizes.size(), 1);
+  for (int d = int(sizes.size()) - 2; d >= 0; --d)
+    m.strides[d] = m.strides[d + 1] * sizes[d + 1];
+  return m;
+}
+
+/// Custom slopes ([rows, H]) when the spec takes them, else none.
+std::vector<float> customSlopesFor(const AttentionSpec &s, int64_t rows,
+                                   std::mt19937 &rng) {
+  if (!s.hasAlibi() || s.slopes != SlopeSource::Custom)
+    return {};
+  return test_inputs::customSlopes(rows * s.heads, 6, rng);
+}
+
+/// The optional memrefs after lse (KernelABI.h): custom slopes as [B, H]
+/// (batch stride 0 when given per head) and the key padding mask [B, Sk].
+void pushSlopesAndMask(emu::Launch &launch, std::vector<float> &slopes,
+                       bool slopesPerBatch, std::vector<uint8_t> &kpm,
+                       int64_t B, int64_t H, int64_t seqK) {
+  if (!slopes.empty()) {
+    emu::MemRefArg m = contiguous(slopes.data(), {B, H});
+    if (!slopesPerBatch)
+      m.strides[0] = 0;
+    launch.memrefs.push_back(m);
+  }
+  if (!kpm.empty())
+    launch.memrefs.push_back(contiguous(kpm.data(), {B, seqK}));
+}
+
 class GpuEmu : public ::testing::TestWithParam<EmuCase> {};
 
 TEST_P(GpuEmu, MatchesFloat64Reference) {
@@ -266,35 +366,9 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   const int64_t H = s.heads, Hkv = s.kvHeads, D = s.headDim, B = c.batch;
   const int64_t e = byteWidth(s.dtype);
 
-  // Compile to the kernel stage.
-  mlir::DialectRegistry registry;
-  mlir::tilt::registerGpuPipelineDependencies(registry);
-  mlir::MLIRContext ctx(registry);
-  std::string diagnostics;
-  mlir::ScopedDiagnosticHandler handler(&ctx, [&](mlir::Diagnostic &d) {
-    diagnostics += d.str() + "; ";
-    return mlir::success();
-  });
-  SpecModuleOptions opts;
-  opts.extents = {0, 0, 0};
-  opts.withLse = true;
-  opts.slopesPerBatch = true;
-  mlir::OwningOpRef<mlir::ModuleOp> module = buildSpecModule(ctx, s, opts);
-  ASSERT_TRUE(module) << diagnostics;
-  auto variant = mlir::tilt::symbolizeKernelVariant(c.variant);
-  ASSERT_TRUE(variant);
-  auto config = mlir::tilt::TileConfigAttr::get(&ctx, *variant, c.blockM,
-                                                c.blockN, c.warps, c.stages);
-  module->walk([&](mlir::tilt::AttentionOp op) { op.setConfigAttr(config); });
-  mlir::PassManager pm(&ctx);
-  mlir::tilt::GpuPipelineOptions pipeline;
-  mlir::tilt::getGpuPipelineStages(pipeline).front().addPasses(pm);
-  ASSERT_TRUE(succeeded(pm.run(*module))) << diagnostics;
-  mlir::gpu::GPUFuncOp kernel;
-  module->walk([&](mlir::gpu::GPUFuncOp f) { kernel = f; });
-  ASSERT_TRUE(kernel);
-  auto smemAttr = kernel->getAttrOfType<mlir::IntegerAttr>("tilt.smem");
-  ASSERT_TRUE(smemAttr);
+  CompiledKernel compiled(s, c.variant, c.blockM, c.blockN, c.warps, c.stages);
+  ASSERT_EQ(compiled.error, "");
+  mlir::gpu::GPUFuncOp kernel = compiled.kernel;
 
   // Inputs, as the CPU numerics suite makes them.
   std::mt19937 rng(4321);
@@ -318,24 +392,12 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   for (int64_t i = 0; i < totalQ * H * D; ++i)
     o.set(i, 12345.0f); // every element must be written
   std::vector<float> lse(size_t(totalQ * H), 777.0f);
-  std::vector<float> slopes;
-  if (s.hasAlibi() && s.slopes == SlopeSource::Custom)
-    slopes = test_inputs::customSlopes((c.slopesPerBatch ? B : 1) * H, 6, rng);
-  std::vector<uint8_t> kpm;
-  if (c.padding)
-    kpm = test_inputs::paddingMask(B, c.seqK);
+  std::vector<float> slopes = customSlopesFor(s, c.slopesPerBatch ? B : 1, rng);
+  std::vector<uint8_t> kpm =
+      c.padding ? test_inputs::paddingMask(B, c.seqK) : std::vector<uint8_t>();
 
   // The kernel's arguments (KernelABI.h order), row-major.
   emu::Launch launch;
-  auto contiguous = [](void *data, std::vector<int64_t> sizes) {
-    emu::MemRefArg m;
-    m.data = data;
-    m.sizes = sizes;
-    m.strides.assign(sizes.size(), 1);
-    for (int d = int(sizes.size()) - 2; d >= 0; --d)
-      m.strides[d] = m.strides[d + 1] * sizes[d + 1];
-    return m;
-  };
   if (s.varlen) {
     launch.memrefs = {contiguous(q.data(), {totalQ, H, D}),
                       contiguous(k.data(), {totalK, Hkv, D}),
@@ -349,14 +411,7 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
                       contiguous(o.data(), {B, H, c.seqQ, D}),
                       contiguous(lse.data(), {B, H, c.seqQ})};
   }
-  if (!slopes.empty()) {
-    emu::MemRefArg m = contiguous(slopes.data(), {B, H});
-    if (!c.slopesPerBatch)
-      m.strides[0] = 0;
-    launch.memrefs.push_back(m);
-  }
-  if (!kpm.empty())
-    launch.memrefs.push_back(contiguous(kpm.data(), {B, c.seqK}));
+  pushSlopesAndMask(launch, slopes, c.slopesPerBatch, kpm, B, H, c.seqK);
   if (s.varlen) {
     launch.memrefs.push_back(contiguous(cuQ.data(), {B + 1}));
     launch.memrefs.push_back(contiguous(cuK.data(), {B + 1}));
@@ -390,7 +445,7 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   launch.grid[1] = H;
   launch.grid[2] = B;
   launch.threads = 32 * c.warps;
-  launch.smemBytes = smemAttr.getInt();
+  launch.smemBytes = compiled.smem;
   launch.onlyX = c.onlyBlocks;
   launch.onlyY = c.onlyHeads;
   ASSERT_EQ(emu::run(kernel, launch), "") << c.name;
@@ -454,6 +509,251 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, GpuEmu, ::testing::ValuesIn(cases()),
+                         [](const auto &info) { return info.param.name; });
+
+// --- gpu_decode_sm80 ---------------------------------------------------------
+//
+// The decode family's GPU kernel (GpuEmitter.cpp): rows are a GQA group's
+// heads x queries, split-KV parts merged by the module's second kernel
+// (tilt_merge), dense or paged caches. Paged cases run three sequences of Sk,
+// about Sk / 2 and 0 keys through a shuffled block table whose entries past
+// each sequence's pages are garbage (the emulator fails any access outside
+// the cache); dense ones two of Sk keys. Sq {1, 2, 7, 16}, Sk {1, 17, 1000,
+// 8192, 32768}, pages {16, 64, 256}, heads {12, 40, 71, 112} with MHA, GQA
+// and MQA, bias none / alibi / alibi_symmetric, causal, windows, custom
+// slopes, key padding and position offsets (the CPU decode kernels' set:
+// alibi_positions runs on the prefill kernels), fully masked rows included.
+
+struct DecodeCase {
+  std::string name;
+  AttentionSpec spec;
+  int64_t seqQ = 1, seqK = 1;
+  int64_t splits = 0; ///< the parts' count S (0: o and lse written directly)
+  int64_t blockM = 16, blockN = 64, warps = 1, stages = 2;
+  bool slopesPerBatch = false, padding = false;
+  int64_t qOffset = 0, kOffset = 0;
+};
+
+void PrintTo(const DecodeCase &c, std::ostream *os) { *os << c.name; }
+
+std::vector<DecodeCase> decodeCases() {
+  std::vector<DecodeCase> out;
+  auto add = [&](std::string name, AttentionSpec s, int64_t sq, int64_t sk,
+                 int64_t splits) -> DecodeCase & {
+    DecodeCase c;
+    c.name = std::move(name);
+    c.spec = s;
+    c.seqQ = sq;
+    c.seqK = sk;
+    c.splits = splits;
+    out.push_back(std::move(c));
+    return out.back();
+  };
+  using enum BiasKind;
+  {
+    AttentionSpec s = spec(12, 4, 128, DType::BF16, Alibi);
+    s.causal = true;
+    add("gqa3_bf16_alibi_causal_sq1_sk1000", s, 1, 1000, 0);
+    s.pageSize = 16;
+    add("gqa3_paged16_sq2_sk1000_split3", s, 2, 1000, 3);
+  }
+  {
+    AttentionSpec s = spec(40, 8, 64, DType::F16, AlibiSymmetric);
+    s.pageSize = 64;
+    s.window = 100;
+    s.causal = true;
+    // More splits than key blocks: the last parts see nothing.
+    add("gqa5_f16_symmetric_window_paged64_sq7_sk17_split4", s, 7, 17, 4);
+  }
+  {
+    AttentionSpec s = spec(71, 1, 128, DType::BF16, Alibi);
+    s.causal = true;
+    s.pageSize = 256;
+    // 71 rows: five row blocks of a group, the last one partial.
+    add("mqa71_paged256_sq1_sk8192_split4", s, 1, 8192, 4);
+  }
+  {
+    AttentionSpec s = spec(112, 112, 64, DType::BF16, Alibi);
+    s.causal = true;
+    // Sq 16 > Sk 1: rows before the only key see nothing.
+    add("mha112_sq16_sk1_masked_rows", s, 16, 1, 0);
+  }
+  {
+    AttentionSpec s = spec(112, 56, 64, DType::BF16, None);
+    s.pageSize = 16;
+    add("gqa2_h112_no_bias_paged16_sq16_sk1000_split2", s, 16, 1000, 2).blockM =
+        32;
+  }
+  {
+    AttentionSpec s = spec(12, 12, 128, DType::F16, Alibi);
+    s.slopes = SlopeSource::Custom;
+    s.causal = true;
+    s.pageSize = 64;
+    add("mha12_custom_slopes_bh_paged64_sq1_sk32768_split8", s, 1, 32768, 8)
+        .slopesPerBatch = true;
+  }
+  {
+    AttentionSpec s = spec(40, 10, 128, DType::BF16, Alibi);
+    s.slopes = SlopeSource::Custom;
+    s.keyPaddingMask = true;
+    DecodeCase &c =
+        add("gqa4_custom_slopes_key_padding_sq2_sk1000_split3", s, 2, 1000, 3);
+    c.padding = true;
+  }
+  {
+    AttentionSpec s = spec(12, 4, 64, DType::BF16, Alibi);
+    s.causal = true;
+    s.positionOffsets = true;
+    // Context parallelism: a query chunk far after its keys (anchors), and
+    // the same with splits.
+    DecodeCase &far = add("gqa3_offsets_far_sq7_sk1000", s, 7, 1000, 0);
+    far.qOffset = 50000, far.kOffset = 20000;
+    DecodeCase &split =
+        add("gqa3_offsets_far_sq7_sk1000_split3", s, 7, 1000, 3);
+    split.qOffset = 50000, split.kOffset = 20000;
+    AttentionSpec w = spec(12, 4, 64, DType::F16, AlibiSymmetric);
+    w.window = 40;
+    w.positionOffsets = true;
+    DecodeCase &sym =
+        add("gqa3_offsets_symmetric_window_sq16_sk17_split2", w, 16, 17, 2);
+    sym.qOffset = 300, sym.kOffset = 290;
+  }
+  {
+    AttentionSpec s = spec(40, 40, 128, DType::BF16, AlibiSymmetric);
+    s.window = 300;
+    add("mha40_symmetric_window_sq1_sk8192_split2_4warps", s, 1, 8192, 2)
+        .warps = 4;
+    out.back().blockM = 64;
+  }
+  return out;
+}
+
+class GpuDecodeEmu : public ::testing::TestWithParam<DecodeCase> {};
+
+TEST_P(GpuDecodeEmu, MatchesFloat64Reference) {
+  const DecodeCase &c = GetParam();
+  const AttentionSpec &s = c.spec;
+  ASSERT_EQ(s.validate(), "");
+  CompiledKernel compiled(s, "gpu_decode_sm80", c.blockM, c.blockN, c.warps,
+                          c.stages);
+  ASSERT_EQ(compiled.error, "");
+  const int64_t H = s.heads, Hkv = s.kvHeads, D = s.headDim, Sq = c.seqQ;
+  const int64_t ps = s.pageSize;
+  std::mt19937 rng(2468);
+
+  // Sequences: paged Sk, ~Sk/2, 0 keys; dense two of Sk.
+  std::vector<int32_t> lens =
+      ps ? std::vector<int32_t>{int32_t(c.seqK), int32_t((c.seqK + 1) / 2), 0}
+         : std::vector<int32_t>{int32_t(c.seqK), int32_t(c.seqK)};
+  const int64_t B = int64_t(lens.size());
+  std::vector<int32_t> table;
+  int64_t maxPages = 0, cacheRows = B * c.seqK;
+  if (ps) {
+    maxPages = (c.seqK + ps - 1) / ps + 2;
+    int64_t used = 0;
+    for (int32_t len : lens)
+      used += (len + ps - 1) / ps;
+    const int64_t numPages = used + 3;
+    std::vector<int32_t> ids(static_cast<size_t>(numPages));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    const int32_t garbage[] = {-1, int32_t(numPages + 7), INT32_MAX, INT32_MIN};
+    table.resize(size_t(B * maxPages));
+    for (int64_t b = 0, next = 0; b < B; ++b)
+      for (int64_t p = 0; p < maxPages; ++p)
+        table[size_t(b * maxPages + p)] = p < (lens[size_t(b)] + ps - 1) / ps
+                                              ? ids[size_t(next++)]
+                                              : garbage[(b + p) % 4];
+    cacheRows = numPages * ps;
+  }
+  auto fill = [&](int64_t n) {
+    return test_inputs::normalBuffer(s.dtype, n, rng);
+  };
+  TypedBuffer q = fill(B * H * Sq * D), k = fill(cacheRows * Hkv * D),
+              v = fill(cacheRows * Hkv * D);
+  const int64_t rows = B * H * Sq;
+  TypedBuffer o(s.dtype, size_t(rows * D));
+  for (int64_t i = 0; i < rows * D; ++i)
+    o.set(size_t(i), 12345.0f);     // every element must be written
+  const float untouched = o.get(0); // 12345 in the dtype
+  std::vector<float> lse(size_t(rows), 777.0f);
+  const int64_t parts = std::max<int64_t>(1, c.splits);
+  std::vector<float> oParts(size_t(parts * rows * D), 999.0f),
+      lseParts(size_t(parts * rows), 999.0f);
+  std::vector<float> slopes = customSlopesFor(s, c.slopesPerBatch ? B : 1, rng);
+  std::vector<uint8_t> kpm =
+      c.padding ? test_inputs::paddingMask(B, c.seqK) : std::vector<uint8_t>();
+
+  emu::Launch launch;
+  launch.memrefs = {contiguous(q.data(), {B, H, Sq, D})};
+  for (TypedBuffer *t : {&k, &v})
+    launch.memrefs.push_back(
+        ps ? contiguous(t->data(), {cacheRows / ps, ps, Hkv, D})
+           : contiguous(t->data(), {B, Hkv, c.seqK, D}));
+  launch.memrefs.push_back(contiguous(o.data(), {B, H, Sq, D}));
+  launch.memrefs.push_back(contiguous(lse.data(), {B, H, Sq}));
+  pushSlopesAndMask(launch, slopes, c.slopesPerBatch, kpm, B, H, c.seqK);
+  if (ps) {
+    launch.memrefs.push_back(contiguous(table.data(), {B, maxPages}));
+    launch.memrefs.push_back(contiguous(lens.data(), {B}));
+  }
+  launch.memrefs.push_back(contiguous(oParts.data(), {c.splits, B, H, Sq, D}));
+  launch.memrefs.push_back(contiguous(lseParts.data(), {c.splits, B, H, Sq}));
+  if (s.positionOffsets)
+    launch.scalars = {c.qOffset, c.kOffset};
+  const int64_t groupRows = (H / Hkv) * Sq;
+  launch.grid[0] = parts * ((groupRows + c.blockM - 1) / c.blockM);
+  launch.grid[1] = Hkv;
+  launch.grid[2] = B;
+  launch.threads = 32 * c.warps;
+  launch.smemBytes = compiled.smem;
+  ASSERT_EQ(emu::run(compiled.kernel, launch), "") << c.name;
+
+  // Split-KV: o is left to the merge kernel, which combines the parts and
+  // adds the row constants split 0 left in lse (grid (Sq, H, B), one warp).
+  if (c.splits > 0) {
+    for (int64_t i = 0; i < rows * D; ++i)
+      ASSERT_EQ(o.get(size_t(i)), untouched) << "o element " << i;
+    ASSERT_TRUE(compiled.merge) << "no " << kCudaMergeKernelName;
+    emu::Launch merge;
+    merge.memrefs = {launch.memrefs[launch.memrefs.size() - 2],
+                     launch.memrefs.back(), launch.memrefs[3],
+                     launch.memrefs[4]};
+    merge.grid[0] = Sq;
+    merge.grid[1] = H;
+    merge.grid[2] = B;
+    merge.threads = 32;
+    ASSERT_EQ(emu::run(compiled.merge, merge), "") << c.name << " merge";
+  }
+
+  reference::RoundedInputs rounded = reference::fromBuffers(
+      q, k, v, slopes, c.slopesPerBatch, kpm, false, {}, {});
+  rounded.in.qOffset = c.qOffset;
+  rounded.in.kOffset = c.kOffset;
+  if (ps) {
+    rounded.in.blockTable = table.data();
+    rounded.in.maxPages = maxPages;
+    rounded.in.contextLens = lens.data();
+  }
+  const Extents ext{B, Sq, ps ? 0 : c.seqK};
+  const reference::Outputs ref = reference::attention(s, ext, rounded.in);
+  const test::ForwardComparison cmp = test::compareWithReference(
+      s, ext, rounded.in, ref, o, lse, rows, [](int64_t r) { return r; });
+  EXPECT_LE(cmp.err, cmp.bound) << c.name;
+  EXPECT_LE(cmp.lseExcess, 1e-3) << c.name;
+  // An empty sequence, an all-padded batch or causal rows before the first
+  // key: fully masked rows must be among those checked.
+  if (ps || c.padding || (s.causal && !s.positionOffsets && Sq > c.seqK)) {
+    EXPECT_GT(cmp.emptyRows, 0) << c.name << ": no fully masked row checked";
+  }
+  std::printf("    %-52s %6lld rows: err %.2e (bound %.2e) lse err %.2e, "
+              "%lld empty rows\n",
+              c.name.c_str(), (long long)rows, cmp.err, cmp.bound, cmp.lseErr,
+              (long long)cmp.emptyRows);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, GpuDecodeEmu,
+                         ::testing::ValuesIn(decodeCases()),
                          [](const auto &info) { return info.param.name; });
 
 } // namespace

@@ -106,6 +106,36 @@ def varlen(out, name, rng, heads, kv_heads, head_dim, q_lens, k_lens):
     write_npy(os.path.join(out, f"{name}-cuk.npy"), "i", [len(cu_k)], cu_k)
 
 
+def paged(out, name, rng, heads, kv_heads, head_dim, seq_q, lens, page):
+    """q [B, H, Sq, D], k and v caches [pages, page, Hkv, D] with the pages
+    of every sequence in shuffled order and three spare ones, the block table
+    [B, max_pages] (entries past a sequence's pages hold garbage the kernel
+    must never follow) and the context lengths [B]."""
+    used = [-(-n // page) for n in lens]
+    max_pages = max(used) + 2
+    pages = sum(used) + 3
+    ids = list(range(pages))
+    rng.shuffle(ids)
+    garbage = [-1, pages + 7, 2**31 - 1, -2**31]
+    table, next_id = [], 0
+    for b, n in enumerate(used):
+        for p in range(max_pages):
+            if p < n:
+                table.append(ids[next_id])
+                next_id += 1
+            else:
+                table.append(garbage[(b + p) % 4])
+    batch = len(lens)
+    for tensor, shape in (("q", [batch, heads, seq_q, head_dim]),
+                          ("k", [pages, page, kv_heads, head_dim]),
+                          ("v", [pages, page, kv_heads, head_dim])):
+        values = [rng.gauss(0.0, 1.0) for _ in range(math.prod(shape))]
+        write_npy(os.path.join(out, f"{name}-{tensor}.npy"), "f", shape, values)
+    write_npy(os.path.join(out, f"{name}-bt.npy"), "i", [batch, max_pages],
+              table)
+    write_npy(os.path.join(out, f"{name}-cl.npy"), "i", [batch], lens)
+
+
 def make(out):
     os.makedirs(out, exist_ok=True)
     rng = random.Random(20261125)
@@ -144,6 +174,13 @@ def make(out):
     varlen(out, "vl-b", rng, 40, 40, 128, [127, 128, 1], [128, 129, 17])
     varlen(out, "vl-c", rng, 71, 1, 80, [1, 129], [8192, 129])
     varlen(out, "vl-d", rng, 56, 8, 96, [128, 17, 129], [128, 2048, 1])
+
+    # Paged KV caches (the decode family, gpu_decode_sm80): a sequence with
+    # no keys gives rows that see nothing.
+    paged(out, "pg-a", rng, 32, 8, 128, 1, [8192, 3001, 0], 16)
+    paged(out, "pg-b", rng, 40, 40, 64, 2, [1000, 17, 0], 64)
+    paged(out, "pg-c", rng, 71, 1, 128, 7, [32768, 1], 256)
+    paged(out, "pg-d", rng, 12, 4, 64, 16, [2048, 129], 16)
 
 
 def finite(path):

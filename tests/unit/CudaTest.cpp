@@ -130,8 +130,9 @@ struct BadKey {
 const BadKey kBadKeys[] = {
     {"abi", "x", "abi must be an integer >= 0, got 'x'"},
     {"abi", "", "abi must be an integer >= 0, got ''"},
-    {"variant", "cpu_avx2", "variant must be gpu_sm80 or gpu_sm90a, got "
-                            "'cpu_avx2'"},
+    {"variant", "cpu_avx2",
+     "variant must be gpu_sm80, gpu_sm90a or gpu_decode_sm80, got "
+     "'cpu_avx2'"},
     {"arch", "sm_86", "arch must be sm_80 or sm_90a, got 'sm_86'"},
     {"kernel", "", "kernel must be a symbol name, got ''"},
     {"kernel", "a b", "kernel must be a symbol name, got 'a b'"},
@@ -139,18 +140,23 @@ const BadKey kBadKeys[] = {
     {"block_n", "64x", "block_n must be an integer >= 1, got '64x'"},
     {"num_warps", "33", "num_warps must be an integer from 1 to 32, got '33'"},
     {"num_stages", "-1", "num_stages must be an integer >= 1, got '-1'"},
-    {"threads", "2048", "threads must be an integer from 1 to 1024, got "
-                        "'2048'"},
+    {"threads", "2048",
+     "threads must be an integer from 1 to 1024, got "
+     "'2048'"},
     {"smem", "-4", "smem must be an integer from 0 to 2147483647, got '-4'"},
-    {"cubin_bytes", "many", "cubin_bytes must be an integer >= 0, got "
-                            "'many'"},
+    {"cubin_bytes", "many",
+     "cubin_bytes must be an integer >= 0, got "
+     "'many'"},
     {"ptx_bytes", "1e3", "ptx_bytes must be an integer >= 0, got '1e3'"},
-    {"tma", "o", "tma must be empty or a ','-separated subset of q,k,v, got "
-                 "'o'"},
-    {"tma", "q,q", "tma must be empty or a ','-separated subset of q,k,v, "
-                   "got 'q,q'"},
-    {"tma", "q,", "tma must be empty or a ','-separated subset of q,k,v, got "
-                  "'q,'"},
+    {"tma", "o",
+     "tma must be empty or a ','-separated subset of q,k,v, got "
+     "'o'"},
+    {"tma", "q,q",
+     "tma must be empty or a ','-separated subset of q,k,v, "
+     "got 'q,q'"},
+    {"tma", "q,",
+     "tma must be empty or a ','-separated subset of q,k,v, got "
+     "'q,'"},
     {"spec", "", "spec must not be empty"},
 };
 
@@ -366,6 +372,44 @@ TEST(CudaParams, VarlenWithSlopesPerBatch) {
       0x8000, 0x8000, 0, 3, 1,                  // cu_seqlens_q
       0x9000, 0x9000, 0, 3, 1};                 // cu_seqlens_k
   EXPECT_EQ(packed(p), want);
+}
+
+TEST(CudaParams, PagedDecodeWithSplitKvPartsAndTheirMerge) {
+  AttentionSpec s = makeSpec(8, 2, 64, BiasKind::Alibi);
+  s.dtype = DType::BF16;
+  s.pageSize = 16;
+  AttentionArgs a;
+  a.q = TensorRef(at(0x1000), {3, 8, 2, 64});
+  a.k = TensorRef(at(0x2000), {10, 16, 2, 64});
+  a.v = TensorRef(at(0x3000), {10, 16, 2, 64});
+  a.o = TensorRef(at(0x4000), {3, 8, 2, 64});
+  a.lse = TensorRef(at(0x5000), {3, 8, 2});
+  a.blockTable = TensorRef(at(0x6000), {3, 4});
+  a.contextLens = TensorRef(at(0x7000), {3});
+  detail::DecodeParts parts{at(0x8000), at(0x9000), 5};
+  KernelParams p;
+  detail::packKernelParams(s, a, 3, nullptr, 0, p, &parts);
+  const std::vector<uint64_t> want = {
+      0x1000, 0x1000, 0, 3, 8, 2, 64, 1024, 128, 64, 1,   // q
+      0x2000, 0x2000, 0, 10, 16, 2, 64, 2048, 128, 64, 1, // k cache
+      0x3000, 0x3000, 0, 10, 16, 2, 64, 2048, 128, 64, 1, // v cache
+      0x4000, 0x4000, 0, 3, 8, 2, 64, 1024, 128, 64, 1,   // o
+      0x5000, 0x5000, 0, 3, 8, 2, 16, 2, 1,               // lse
+      0x6000, 0x6000, 0, 3, 4, 4, 1,                      // block table
+      0x7000, 0x7000, 0, 3, 1,                            // context lens
+      // o_parts [S, B, H, Sq, D], lse_parts [S, B, H, Sq]
+      0x8000, 0x8000, 0, 5, 3, 8, 2, 64, 3072, 1024, 128, 64, 1, 0x9000, 0x9000,
+      0, 5, 3, 8, 2, 48, 16, 2, 1};
+  EXPECT_EQ(packed(p), want);
+  // tilt_merge: o_parts, lse_parts, o, lse.
+  KernelParams m;
+  detail::packMergeParams(s, a, parts, m);
+  const std::vector<uint64_t> merge = {
+      0x8000, 0x8000, 0,      5,      3, 8, 2, 64, 3072, 1024, 128,
+      64,     1,      0x9000, 0x9000, 0, 5, 3, 8,  2,    48,   16,
+      2,      1,      0x4000, 0x4000, 0, 3, 8, 2,  64,   1024, 128,
+      64,     1,      0x5000, 0x5000, 0, 3, 8, 2,  16,   2,    1};
+  EXPECT_EQ(packed(m), merge);
 }
 
 TEST(CudaParams, PlainDenseHasOnlyTheFiveTensors) {

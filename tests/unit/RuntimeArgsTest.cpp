@@ -487,10 +487,14 @@ TEST_F(RuntimeArgs, PagedCacheWhereItDoesNotBelong) {
               "page_size)");
   p.spec.pageSize = 16;
   cache.into(args);
-  expectError(p, args,
-              "page_size: a paged KV cache runs on the CPU only so far (target "
-              "cuda has no paged kernels yet)",
-              Target::CUDA);
+  TileConfig gpuPrefill;
+  gpuPrefill.variant = "gpu_sm80";
+  EXPECT_EQ(rt.run(p.spec, args, Target::CUDA, gpuPrefill),
+            "config: variant gpu_sm80 cannot read a paged KV cache; on target "
+            "cuda gpu_decode_sm80 does");
+  EXPECT_EQ(rt.prepare(p.spec, Target::CUDA, gpuPrefill),
+            "config: variant gpu_sm80 cannot read a paged KV cache; on target "
+            "cuda gpu_decode_sm80 does");
   TileConfig prefill;
   prefill.variant = "cpu_avx2";
   EXPECT_EQ(rt.run(p.spec, args, Target::CPU, prefill),

@@ -337,6 +337,24 @@ TEST(TilePolicy, DecodeSplitsOnlyWhereThreadsWouldIdleOrBeUneven) {
   EXPECT_EQ(decodeSplits(1, 1 << 20, 64), kDecodeMaxSplits);
 }
 
+TEST(TilePolicy, GpuDecodeSplitsFillTheMultiprocessors) {
+  // gpuDecodeSplits(ctas = row blocks x kv heads x batch, keys, SMs).
+  EXPECT_EQ(gpuDecodeSplits(264, 8192, 132), 0); // two CTAs an SM already
+  EXPECT_EQ(gpuDecodeSplits(500, 8192, 132), 0);
+  EXPECT_EQ(gpuDecodeSplits(8, 8192, 132), 16);  // 16 chunks of 512 keys
+  EXPECT_EQ(gpuDecodeSplits(8, 32768, 132), 33); // 8 x 33 = 264
+  EXPECT_EQ(gpuDecodeSplits(1, 1 << 20, 132), kDecodeMaxSplits);
+  EXPECT_EQ(gpuDecodeSplits(4, 1000, 132), 0); // one 512-key chunk: no cut
+  EXPECT_EQ(gpuDecodeSplits(4, 1024, 132), 2);
+  EXPECT_EQ(gpuDecodeSplits(0, 8192, 132), 0);
+  AttentionSpec paged = makeSpec(8, 2, 64);
+  paged.pageSize = 16;
+  EXPECT_EQ(defaultGpuVariant(paged, "sm_90a"), KernelVariant::GpuDecodeSm80);
+  EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuDecodeSm80, 128).str(),
+            "variant=gpu_decode_sm80;block_m=16;block_n=64;num_warps=1;"
+            "num_stages=2");
+}
+
 TEST(RuntimeCache, AVariantNamedWithoutBlocksTakesItsDefaultBlocks) {
   // Blocks of 0 would reach the compiler (and the kernel's info) as they
   // are; the runtime completes them, so the two configs below are one

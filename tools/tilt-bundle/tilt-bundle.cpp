@@ -18,11 +18,12 @@
 // --block-m/--block-n; '#' starts a comment), for the GPU architecture
 // --arch, into a CUDA-only bundle for GPU machines without a compiler. Of
 // tilt-run's other flags, --cu-seqlens-q/-k mark a ragged batch (as does
-// --varlen); input files and sizes (--batch, --seq, --seq-k, --seed) are
-// ignored. A case without --variant gets the one the runtime picks by
-// default on that architecture, so that default runs find it; while the
-// compiler does not implement that variant (gpu_sm90a), the entry holds a
-// gpu_sm80 kernel compiled for --arch instead.
+// --varlen) and --page-size a paged cache; input files and sizes (--batch,
+// --seq, --seq-k, --seed) are
+// ignored, except --seq. A case without --variant gets the one the runtime
+// picks by default on that architecture and for that query length (the
+// decode family for paged caches and dense --seq <= 16), so that default
+// runs find it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -94,9 +95,22 @@ static std::string parseCudaCase(const std::string &line,
                          varlen = true;
                          return std::string();
                        }});
-  for (const char *name : {"batch", "seq", "seq-k", "seed"})
+  // A paged cache: its page size from --page-size (the files are not read).
+  for (const char *name : {"block-table", "context-lens"})
+    options.push_back({name, "FILE.npy", "paged KV cache",
+                       [](auto) { return std::string(); }});
+  options.push_back({"page-size", "N", "paged KV cache", [&](auto v) {
+                       return parseInt("--page-size", v, flags.spec.pageSize,
+                                       1);
+                     }});
+  for (const char *name : {"batch", "seq-k", "seed"})
     options.push_back(
         {name, "N", "ignored", [](auto) { return std::string(); }});
+  // The query length decides the family the runtime picks (decode or not).
+  int64_t seqQ = 0;
+  options.push_back({"seq", "N", "query length", [&](std::string_view v) {
+                       return parseInt("--seq", v, seqQ, 1);
+                     }});
   std::vector<std::string> words{"tilt-bundle"};
   std::istringstream in(line);
   for (std::string w; in >> w;)
@@ -127,6 +141,11 @@ static std::string parseCudaCase(const std::string &line,
     if (std::string err = cuda::defaultVariant(spec, device, config.variant);
         !err.empty())
       return err;
+    // Runtime.cpp's cudaConfig: paged caches and short dense query
+    // sequences take the decode family.
+    if (spec.pageSize ||
+        (!spec.varlen && seqQ > 0 && useDecodeFamily(spec, seqQ)))
+      config.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
   } else if (!config.kind() || !isGpuVariant(*config.kind())) {
     return fmt::format("--variant {} is not a GPU variant", config.variant);
   } else if (config.is(KernelVariant::GpuSm90a) && arch != "sm_90a") {

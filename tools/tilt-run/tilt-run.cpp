@@ -77,6 +77,7 @@ struct RunOptions {
   bool backward() const { return !gradOut.empty(); }
   int64_t threads = 0, repeat = 1, batch = 1, seq = 0, seqK = 0, seed = 0;
   int64_t qOffset = -1, kOffset = -1; ///< -1: not given
+  int64_t pageSize = 0; ///< --page-size: 0, or what k's dim 1 must be
   bool stats = false, check = false, timeRuns = false;
   std::vector<std::string> files;
   bool random() const { return files.empty() && seq > 0; }
@@ -119,6 +120,10 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
              o.blockTableFile);
   stringFlag("context-lens", "FILE.npy",
              "paged KV cache: keys of each sequence [B]", o.contextLensFile);
+  intFlag("page-size", "N",
+          "paged KV cache: its page size (optional: k's dim 1, which it must "
+          "equal; tilt-bundle --cases reads it)",
+          o.pageSize, 1);
   intFlag("q-offset", "N",
           "context parallelism: absolute position of query row 0 (with "
           "--k-offset; replaces the bottom-right rule)",
@@ -657,8 +662,14 @@ int main(int argc, char **argv) {
   Tensors t;
   if (std::string err = loadQkv(o, t); !err.empty())
     return fail(err);
+  if (o.pageSize && !o.paged())
+    return fail("--page-size: needs --block-table and --context-lens");
   if (o.paged()) {
     // The cache's page size is k's dim 1 ([num_pages, page_size, Hkv, D]).
+    if (o.pageSize && o.pageSize != t.k.shape[1])
+      return fail(fmt::format("--page-size {}: k ({}) has pages of {} tokens "
+                              "(its dim 1)",
+                              o.pageSize, t.k.shapeString(), t.k.shape[1]));
     o.flags.spec.pageSize = t.k.shape[1];
     if (std::string err = o.flags.spec.validate(); !err.empty())
       return fail(fmt::format("k ({}, a paged cache {}): {}", o.files[1],

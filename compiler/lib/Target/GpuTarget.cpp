@@ -1,6 +1,7 @@
 //===- GpuTarget.cpp - gpu.binary (PTX) -> cubin ---------------------------===//
 
 #include "tilt/Compiler/GpuTarget.h"
+#include "tilt/KernelABI.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "llvm/Support/FileSystem.h"
@@ -99,7 +100,16 @@ std::string ptxasVersion() {
   return version;
 }
 
-PtxasReport parsePtxasReport(const std::string &text) {
+PtxasReport parsePtxasReport(const std::string &log) {
+  // The attention kernel's section when the module has more than one
+  // (gpu_decode_sm80's tilt_merge comes first).
+  std::string text = log;
+  const std::string section =
+      std::string("Function properties for ") + kCudaKernelName;
+  if (size_t at = log.find(section); at != std::string::npos) {
+    const size_t next = log.find("Compiling entry function", at);
+    text = log.substr(at, next == std::string::npos ? next : next - at);
+  }
   PtxasReport r;
   std::smatch m;
   static const std::regex regs(R"(Used (\d+) registers)");

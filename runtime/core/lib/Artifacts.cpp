@@ -9,6 +9,7 @@
 #include <charconv>
 #include <climits>
 #include <functional>
+#include <vector>
 
 namespace tilt {
 
@@ -197,22 +198,31 @@ std::string parseCudaArtifact(std::string_view bytes, CudaArtifact &out) {
                  return parseBoundedInt(name, *v, min, max, *out);
                }};
   };
-  auto oneOf = [v](const char *name, std::string &dst, const char *a,
-                   const char *b) {
-    return Key{name, [v, name, a, b, out = &dst]() -> std::string {
-                 if (*v != a && *v != b)
-                   return fmt::format("cuda artifact: {} must be {} or {}, "
-                                      "got '{}'",
-                                      name, a, b, *v);
+  auto oneOf = [v](const char *name, std::string &dst,
+                   std::vector<std::string_view> allowed) {
+    return Key{name, [v, name, allowed, out = &dst]() -> std::string {
+                 if (std::find(allowed.begin(), allowed.end(), *v) ==
+                     allowed.end()) {
+                   std::string names;
+                   for (size_t i = 0; i < allowed.size(); ++i)
+                     names += std::string(i == 0                    ? ""
+                                          : i + 1 == allowed.size() ? " or "
+                                                                    : ", ") +
+                              std::string(allowed[i]);
+                   return fmt::format("cuda artifact: {} must be {}, got '{}'",
+                                      name, names, *v);
+                 }
                  *out = std::string(*v);
                  return {};
                }};
   };
   Key keys[] = {
       intKey("abi", 0, INT64_MAX, out.abi),
-      oneOf("variant", out.variant, toString(KernelVariant::GpuSm80).data(),
-            toString(KernelVariant::GpuSm90a).data()),
-      oneOf("arch", out.arch, "sm_80", "sm_90a"),
+      oneOf("variant", out.variant,
+            {toString(KernelVariant::GpuSm80),
+             toString(KernelVariant::GpuSm90a),
+             toString(KernelVariant::GpuDecodeSm80)}),
+      oneOf("arch", out.arch, {"sm_80", "sm_90a"}),
       {"kernel",
        [&]() -> std::string {
          if (!isSymbol(value))

@@ -36,6 +36,8 @@ std::string_view toString(KernelVariant v) {
     return "cpu_bwd_avx2";
   case KernelVariant::CpuBwdAvx512:
     return "cpu_bwd_avx512";
+  case KernelVariant::GpuDecodeSm80:
+    return "gpu_decode_sm80";
   }
   return "unknown";
 }
@@ -59,12 +61,14 @@ std::string kernelVariantNames() {
 }
 
 bool isGpuVariant(KernelVariant v) {
-  return v == KernelVariant::GpuSm80 || v == KernelVariant::GpuSm90a;
+  return v == KernelVariant::GpuSm80 || v == KernelVariant::GpuSm90a ||
+         v == KernelVariant::GpuDecodeSm80;
 }
 
 bool isDecodeVariant(KernelVariant v) {
   return v == KernelVariant::CpuDecodeAvx2 ||
-         v == KernelVariant::CpuDecodeAvx512;
+         v == KernelVariant::CpuDecodeAvx512 ||
+         v == KernelVariant::GpuDecodeSm80;
 }
 
 bool isBackwardVariant(KernelVariant v) {

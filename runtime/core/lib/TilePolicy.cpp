@@ -141,8 +141,20 @@ int64_t decodeSplits(int64_t items, int64_t keys, int threads) {
   return std::min({wanted, fit, kDecodeMaxSplits});
 }
 
+int64_t gpuDecodeSplits(int64_t ctas, int64_t keys, int smCount) {
+  const int64_t wanted = 2 * int64_t(std::max(smCount, 1));
+  if (ctas <= 0 || ctas >= wanted)
+    return 0;
+  const int64_t parts = std::min(
+      {(wanted + ctas - 1) / ctas,
+       std::max<int64_t>(1, keys / kGpuDecodeMinSplitKeys), kDecodeMaxSplits});
+  return parts > 1 ? parts : 0;
+}
+
 KernelVariant defaultGpuVariant(const AttentionSpec &spec,
                                 std::string_view arch) {
+  if (spec.pageSize)
+    return KernelVariant::GpuDecodeSm80; // the one that reads a paged cache
   const bool sm90aServes =
       spec.dtype != DType::F32 && (spec.headDim == 64 || spec.headDim == 128);
   return arch == "sm_90a" && sm90aServes ? KernelVariant::GpuSm90a
@@ -150,6 +162,12 @@ KernelVariant defaultGpuVariant(const AttentionSpec &spec,
 }
 
 TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
+  if (variant == KernelVariant::GpuDecodeSm80)
+    // One warp of 16 rows (a GQA group's heads x Sq, one m16 tile) against
+    // 64-key blocks, double-buffered: 74 KiB of shared memory at D = 128,
+    // so three CTAs share an SM and split-KV fills the machine. Not yet
+    // tuned on a GPU.
+    return config(variant, 16, 64, 1, 2);
   if (variant == KernelVariant::GpuSm90a)
     // Two warpgroups of 64 query rows; 64-key blocks keep the scores, P and
     // O of a thread inside the register file for every bias form at D <= 128

@@ -53,3 +53,21 @@ func.func @hopper_keys(%q: tensor<1x4x?x64xbf16>, %k: tensor<1x4x?x64xbf16>, %v:
       {config = #tilt.tile_config<variant = gpu_sm90a, block_m = 64, block_n = 32, num_warps = 4, num_stages = 2>} -> tensor<1x4x?x64xbf16>
   return %o : tensor<1x4x?x64xbf16>
 }
+
+// -----
+
+func.func @decode_varlen(%q: tensor<?x4x64xbf16>, %k: tensor<?x4x64xbf16>, %v: tensor<?x4x64xbf16>, %cq: tensor<3xi32>, %ck: tensor<3xi32>) -> tensor<?x4x64xbf16> {
+  // expected-error @+1 {{variant gpu_decode_sm80 takes dense or paged k/v, not varlen cu_seqlens; use gpu_sm80}}
+  %o = tilt.attention q(%q : tensor<?x4x64xbf16>) k(%k : tensor<?x4x64xbf16>) v(%v : tensor<?x4x64xbf16>) cu_seqlens_q(%cq : tensor<3xi32>) cu_seqlens_k(%ck : tensor<3xi32>)
+      {config = #tilt.tile_config<variant = gpu_decode_sm80, block_m = 16, block_n = 64, num_warps = 1, num_stages = 2>} -> tensor<?x4x64xbf16>
+  return %o : tensor<?x4x64xbf16>
+}
+
+// -----
+
+func.func @decode_positions(%q: tensor<1x4x?x64xbf16>, %k: tensor<1x4x?x64xbf16>, %v: tensor<1x4x?x64xbf16>, %m: tensor<1x?xi8>) -> tensor<1x4x?x64xbf16> {
+  // expected-error @+1 {{variant gpu_decode_sm80 does not take bias alibi_positions; use gpu_sm80}}
+  %o = tilt.attention q(%q : tensor<1x4x?x64xbf16>) k(%k : tensor<1x4x?x64xbf16>) v(%v : tensor<1x4x?x64xbf16>) key_padding_mask(%m : tensor<1x?xi8>)
+      {bias = #tilt.bias<alibi_positions>, config = #tilt.tile_config<variant = gpu_decode_sm80, block_m = 16, block_n = 64, num_warps = 1, num_stages = 2>} -> tensor<1x4x?x64xbf16>
+  return %o : tensor<1x4x?x64xbf16>
+}

@@ -11,7 +11,7 @@
 // CHECK: tilt.attention q(%[[Q]] : memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>) k(%[[K]] : memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>) v(%[[V]] : memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>) paged(%[[BT]] : memref<?x?xi32>, %[[CL]] : memref<?xi32>) out(%[[O]] : memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>) lse_out(%[[LSE]] : memref<?x8x?xf32>) splits(%[[OP]] : memref<?x?x8x?x64xf32>, %[[LP]] : memref<?x?x8x?xf32>) items(%[[B]], %[[E]])
 // CHECK-SAME: variant = cpu_decode_avx2, block_m = 16, block_n = 16
 
-// PREFILL: tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512) does
+// PREFILL: tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80) does
 func.func @paged(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x32x2x64xbf16>, %v: tensor<?x32x2x64xbf16>, %bt: tensor<?x?xi32>, %cl: tensor<?xi32>) -> tensor<?x8x?x64xbf16> {
   %o = tilt.attention q(%q : tensor<?x8x?x64xbf16>) k(%k : tensor<?x32x2x64xbf16>) v(%v : tensor<?x32x2x64xbf16>) paged(%bt : tensor<?x?xi32>, %cl : tensor<?xi32>) {bias = #tilt.bias<alibi>, causal} -> tensor<?x8x?x64xbf16>
   return %o : tensor<?x8x?x64xbf16>

@@ -4,6 +4,21 @@
 // matrix products: the CTA's geometry, slopes, the key padding mask and
 // positions, the key-block loop with the online softmax, and the epilogue.
 //
+// gpu_decode_sm80, the decode family's GPU variant, is the sm_80 kernel
+// with other rows and another grid. A CTA owns a block of `block_m` rows of
+// one (batch, kv head): the rows are every query head of the GQA group times
+// every query (row r: head kvHead * G + r / Sq, query r % Sq, as in the CPU
+// decode kernels), so at Sq = 1 the group's heads fill the 16 rows of an
+// mma tile and share each K/V tile in shared memory. Each row has its own
+// head, slope and store address; the key range is the union of the rows'
+// (i' runs over the block's queries). Split-KV: grid x is (split, row
+// block); split s of S takes the s-th of S runs of the range's key blocks
+// and writes its normalized partial o and lse (without the row constant of
+// the position-offset anchors, which split 0 writes to lse) to the f32
+// parts, which the caller merges exactly; with S = 0 it writes o and lse.
+// A paged cache's keys are addressed through the block table per copied
+// row; only rows < context_lens[b] are addressed.
+//
 //===----------------------------------------------------------------------===//
 
 #include "GpuEmitter.h"
@@ -29,10 +44,39 @@ void GpuEmitter::emitGeometry() {
   g = divU(lane, idx(4));
   t4 = remU(lane, idx(4));
   Value qb = gpu::BlockIdOp::create(b, index, gpu::Dimension::x);
-  head = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
   batch = gpu::BlockIdOp::create(b, index, gpu::Dimension::z);
-  kvHead = divU(head, idx(spec.heads / spec.kvHeads));
-  if (spec.varlen) {
+  if (decode) {
+    // Grid (splits x row blocks, Hkv, B); rows are (group head, query).
+    kvHead = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
+    qStart = kStart = idx(0);
+    sq = memref::DimOp::create(b, q, 2);
+    sk =
+        contextLens
+            ? toIndex(memref::LoadOp::create(b, contextLens, ValueRange{batch}))
+            : Value(memref::DimOp::create(b, k, 2));
+    sqSafe = maxI(sq, idx(1));
+    groupRows = mul(sq, idx(spec.heads / spec.kvHeads));
+    Value parts = memref::DimOp::create(b, oParts, 0);
+    hasSplits = lt(idx(0), parts);
+    Value rowBlocks = maxI(idx(1), divU(add(groupRows, idx(bm - 1)), idx(bm)));
+    split = divU(qb, rowBlocks);
+    rowStart = mul(remU(qb, rowBlocks), idx(bm));
+    shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
+    // The block's queries: one head's run, or (when it holds rows of two
+    // heads) all of them.
+    Value live = minI(idx(bm), sub(groupRows, rowStart));
+    Value last = maxI(rowStart, sub(add(rowStart, live), idx(1)));
+    Value oneHead = cmpI(arith::CmpIPredicate::eq, divU(rowStart, sqSafe),
+                         divU(last, sqSafe));
+    firstRow = add(select(oneHead, remU(rowStart, sqSafe), idx(0)), shift);
+    lastRow =
+        add(select(oneHead, remU(last, sqSafe), sub(sqSafe, idx(1))), shift);
+  } else {
+    head = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
+    kvHead = divU(head, idx(spec.heads / spec.kvHeads));
+  }
+  if (decode) {
+  } else if (spec.varlen) {
     auto load = [&](Value cu, Value i) {
       return toIndex(memref::LoadOp::create(b, cu, ValueRange{i}));
     };
@@ -46,12 +90,14 @@ void GpuEmitter::emitGeometry() {
     sq = memref::DimOp::create(b, q, 2);
     sk = memref::DimOp::create(b, k, 2);
   }
-  // i' = i + shift relative to key 0: bottom-right, or from the offsets.
-  shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
-  rowStart = mul(qb, idx(bm));
-  Value live = minI(idx(bm), sub(sq, rowStart));
-  firstRow = add(rowStart, shift);
-  lastRow = add(firstRow, sub(live, idx(1)));
+  if (!decode) {
+    // i' = i + shift relative to key 0: bottom-right, or from the offsets.
+    shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
+    rowStart = mul(qb, idx(bm));
+    Value live = minI(idx(bm), sub(sq, rowStart));
+    firstRow = add(rowStart, shift);
+    lastRow = add(firstRow, sub(live, idx(1)));
+  }
   // Visible keys [kBegin, kEnd) of the whole block.
   Value kBegin = idx(0), kEnd = sk;
   if (spec.causal)
@@ -62,24 +108,70 @@ void GpuEmitter::emitGeometry() {
   kbBegin = divU(kBegin, idx(bn));
   kbEnd = divU(add(kEnd, idx(bn - 1)), idx(bn));
   kbEnd = select(lt(kBegin, kEnd), kbEnd, kbBegin);
+  if (decode) {
+    // Split s: the s-th of S runs of whole key blocks (the last ones may
+    // be short or empty), so no key is in two splits.
+    Value splits = maxI(idx(1), memref::DimOp::create(b, oParts, 0));
+    Value per = divU(add(sub(kbEnd, kbBegin), sub(splits, idx(1))), splits);
+    Value first = minI(kbEnd, add(kbBegin, mul(split, per)));
+    kbEnd = minI(kbEnd, add(first, per));
+    kbBegin = first;
+  }
   scale2 = f32c(spec.effectiveScale() * kLog2E);
 }
 
-Value GpuEmitter::slope2() {
+Value GpuEmitter::slope2(Value h) {
   if (!spec.hasAlibi())
     return f32c(0.0);
   if (slopes) {
-    Value s = memref::LoadOp::create(b, slopes, ValueRange{batch, head});
+    Value s = memref::LoadOp::create(b, slopes, ValueRange{batch, h});
     return fmul(s, f32c(kLog2E));
   }
   // Standard slopes of this rank's heads: a select chain over the (static)
-  // head count, evaluated once per CTA.
+  // head count, evaluated once per CTA (decode: once per row).
   std::vector<float> table = ::tilt::standardSlopes(spec);
   Value s = f32c(double(table.back()) * kLog2E);
-  for (int64_t h = int64_t(table.size()) - 2; h >= 0; --h)
-    s = select(cmpI(arith::CmpIPredicate::eq, head, idx(h)),
-               f32c(double(table[h]) * kLog2E), s);
+  for (int64_t i = int64_t(table.size()) - 2; i >= 0; --i)
+    s = select(cmpI(arith::CmpIPredicate::eq, h, idx(i)),
+               f32c(double(table[i]) * kLog2E), s);
   return s;
+}
+
+GpuEmitter::Row GpuEmitter::row(int64_t mi, int64_t r) {
+  if (decode)
+    return decodeRows[size_t(mi * 2 + r)];
+  Value rowIdx =
+      add(add(rowStart, mul(warp, idx(16 * mt))), add(idx(16 * mi + 8 * r), g));
+  return {add(rowIdx, shift), slope, head, rowIdx, lt(rowIdx, sq)};
+}
+
+void GpuEmitter::stageDecodeRows() {
+  const int64_t group = spec.heads / spec.kvHeads;
+  for (int64_t mi = 0; mi < mt; ++mi)
+    for (int64_t r = 0; r < 2; ++r) {
+      Value gr = add(add(rowStart, mul(warp, idx(16 * mt))),
+                     add(idx(16 * mi + 8 * r), g));
+      Value safe = minI(gr, maxI(sub(groupRows, idx(1)), idx(0)));
+      Value h = add(mul(kvHead, idx(group)), divU(safe, sqSafe));
+      Value query = remU(safe, sqSafe);
+      decodeRows.push_back(
+          {add(query, shift), slope2(h), h, query, lt(gr, groupRows)});
+    }
+}
+
+std::pair<SmallVector<Value>, Value> GpuEmitter::decodeQIndex(Value r,
+                                                              Value col) {
+  Value safe = minI(r, maxI(sub(groupRows, idx(1)), idx(0)));
+  Value h =
+      add(mul(kvHead, idx(spec.heads / spec.kvHeads)), divU(safe, sqSafe));
+  return {{batch, h, remU(safe, sqSafe), col}, lt(r, groupRows)};
+}
+
+SmallVector<Value> GpuEmitter::pagedKeyIndex(Value t) {
+  const int64_t page = spec.pageSize;
+  Value entry = toIndex(memref::LoadOp::create(
+      b, blockTable, ValueRange{batch, divU(t, idx(page))}));
+  return {entry, remU(t, idx(page)), kvHead};
 }
 
 /// Positions / key padding: per key of block kb, the additive term of its
@@ -181,9 +273,8 @@ SmallVector<Value> GpuEmitter::blockBody(Value kb, ValueRange state,
     SmallVector<SmallVector<Value>> val(2); // [row][nt*2+e]
     Value rowMax[2];
     for (int64_t r = 0; r < 2; ++r) {
-      Value rowIdx = add(add(rowStart, mul(warp, idx(16 * mt))),
-                         add(idx(16 * mi + 8 * r), g));
-      Value ip = add(rowIdx, shift); // i'
+      const Row rw = row(mi, r);
+      Value ip = rw.ip, slope = rw.slope;
       Value jrel0 = sub(add(keyBase, colBase), ip);
       // The bias's distance: from the row's anchor with position offsets.
       Value jrel0F = indexToF32(anchored(jrel0, ip));
@@ -415,43 +506,73 @@ void GpuEmitter::emitEpilogue(ValueRange state) {
           arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, l, f32c(0.0));
       Value inv =
           select(has, arith::DivFOp::create(b, f32c(1.0), l), f32c(0.0));
-      Value rowIdx = add(add(rowStart, mul(warp, idx(16 * mt))),
-                         add(idx(16 * mi + 8 * r), g));
-      Value live = lt(rowIdx, sq);
-      ifThen(live, [&] {
-        Value seqRow = add(qStart, rowIdx);
+      const Row rw = row(mi, r);
+      // The row constant the anchor took out of the bias (log2 units).
+      Value rowConst;
+      if (Value a = anchor(rw.ip)) {
+        Value aF = indexToF32(a);
+        rowConst =
+            spec.bias == ::tilt::BiasKind::AlibiSymmetric
+                ? arith::NegFOp::create(
+                      b, fmul(rw.slope, fmax(aF, arith::NegFOp::create(b, aF))))
+                : fmul(rw.slope, aF);
+      }
+      // To o and lse, or (`part`: a split of the decode variant) to the
+      // f32 parts, the lse without the row constant.
+      auto store = [&](Value part) {
+        Value seqRow = add(qStart, rw.query);
+        auto at = [&](SmallVector<Value> index) {
+          if (part)
+            index.insert(index.begin(), part);
+          return index;
+        };
         for (int64_t dt = 0; dt < d / 8; ++dt) {
           Value rowV =
               vector::ExtractOp::create(b, st[4 + dt], ArrayRef<int64_t>{r});
           Value sc =
               vector::BroadcastOp::create(b, VectorType::get({2}, f32), inv);
-          Value outV = arith::TruncFOp::create(
-              b, VectorType::get({2}, elt), arith::MulFOp::create(b, rowV, sc));
+          Value outV = arith::MulFOp::create(b, rowV, sc);
+          if (!part)
+            outV = arith::TruncFOp::create(b, VectorType::get({2}, elt), outV);
           Value col = add(idx(dt * 8), mul(t4, idx(2)));
           SmallVector<Value> oIdx =
-              spec.varlen ? SmallVector<Value>{seqRow, head, col}
-                          : SmallVector<Value>{batch, head, rowIdx, col};
-          // 4-byte aligned: o is contiguous in D (even) and col is even.
-          vector::StoreOp::create(b, outV, o, oIdx, /*nontemporal=*/false,
-                                  llvm::MaybeAlign(4));
+              spec.varlen ? SmallVector<Value>{seqRow, rw.head, col}
+                          : SmallVector<Value>{batch, rw.head, rw.query, col};
+          // o is contiguous in D (even) and col is even: 4-byte aligned
+          // (8 for the f32 parts).
+          vector::StoreOp::create(b, outV, part ? oParts : o, at(oIdx),
+                                  /*nontemporal=*/false,
+                                  llvm::MaybeAlign(part ? 8 : 4));
         }
         ifThen(cmpI(arith::CmpIPredicate::eq, t4, idx(0)), [&] {
           Value lse2 = fadd(fadd(st[r], log2(l)), corr);
-          if (Value a = anchor(add(rowIdx, shift))) {
-            // The row constant the anchor took out of the bias.
-            Value aF = indexToF32(a);
-            lse2 =
-                spec.bias == ::tilt::BiasKind::AlibiSymmetric
-                    ? fsub(lse2,
-                           fmul(slope, fmax(aF, arith::NegFOp::create(b, aF))))
-                    : fadd(lse2, fmul(slope, aF));
-          }
+          if (rowConst && !part)
+            lse2 = fadd(lse2, rowConst);
           Value value = select(has, fmul(lse2, f32c(kLn2)), negInf);
           SmallVector<Value> lIdx =
-              spec.varlen ? SmallVector<Value>{head, seqRow}
-                          : SmallVector<Value>{batch, head, rowIdx};
-          memref::StoreOp::create(b, value, lse, lIdx);
+              spec.varlen ? SmallVector<Value>{rw.head, seqRow}
+                          : SmallVector<Value>{batch, rw.head, rw.query};
+          memref::StoreOp::create(b, value, part ? lseParts : lse, at(lIdx));
+          if (part)
+            ifThen(cmpI(arith::CmpIPredicate::eq, part, idx(0)), [&] {
+              Value c = rowConst ? fmul(rowConst, f32c(kLn2)) : f32c(0.0);
+              memref::StoreOp::create(b, c, lse, lIdx);
+            });
         });
+      };
+      ifThen(rw.live, [&] {
+        if (!decode)
+          return store(Value());
+        scf::IfOp::create(
+            b, hasSplits,
+            [&](OpBuilder &, Location) {
+              store(split);
+              scf::YieldOp::create(b);
+            },
+            [&](OpBuilder &, Location) {
+              store(Value());
+              scf::YieldOp::create(b);
+            });
       });
     }
   }
@@ -460,10 +581,14 @@ void GpuEmitter::emitEpilogue(ValueRange state) {
 void GpuEmitter::emit() {
   emitGeometry();
   // CTAs past the end of a (shorter, varlen) sequence do nothing.
-  auto ifOp = scf::IfOp::create(b, lt(rowStart, sq), /*withElse=*/false);
+  auto ifOp = scf::IfOp::create(b, lt(rowStart, decode ? groupRows : sq),
+                                /*withElse=*/false);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(ifOp.thenBlock());
-  slope = slope2();
+  if (decode)
+    stageDecodeRows();
+  else
+    slope = slope2(head);
   auto space =
       gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
   auto bytesType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
@@ -485,6 +610,7 @@ mlir::tilt::makeGpuEmitter(const ::tilt::AttentionSpec &spec,
                            ValueRange args) {
   switch (config.getVariant()) {
   case KernelVariant::gpu_sm80:
+  case KernelVariant::gpu_decode_sm80:
     return makeSm80Emitter(spec, config, b, args);
   case KernelVariant::gpu_sm90a:
     return makeSm90aEmitter(spec, config, b, args);

@@ -30,85 +30,14 @@ namespace mlir::tilt {
 /// Shared-memory row padding in elements (16 bytes) of the sm_80 tiles.
 constexpr int64_t kGpuRowPad = 8;
 
-/// The shared part of the kernel body of every GPU variant. All per-thread
-/// register arrays are unrolled here (C++ loops), so the IR holds only SSA
-/// values and static indices: nothing is dynamically indexed in registers.
-///
-/// The variants share the geometry, the bias and mask arithmetic, the online
-/// softmax and the epilogue: a warp owns 16 query rows and sees scores in
-/// the m16n8 accumulator layout either way (wgmma's m64nN accumulator is, per
-/// warp of the warpgroup, the same layout as 8-column mma.sync tiles). They
-/// differ in how tiles reach shared memory (cp.async vs TMA + mbarrier) and
-/// in the matrix products (mma.sync from ldmatrix fragments vs wgmma from
-/// shared-memory descriptors). Those differences are the hooks below, which
-/// each variant implements in its own file (Sm80.cpp, Sm90a.cpp); a new
-/// variant is one more file and one line in makeGpuEmitter().
-class GpuEmitter : protected ArithBuilder {
+/// The small builders every GPU kernel body uses (index and f32 arithmetic,
+/// PTX math, shuffles, barriers).
+class GpuBuilder : protected ArithBuilder {
 public:
-  GpuEmitter(const ::tilt::AttentionSpec &spec, TileConfigAttr config,
-             ImplicitLocOpBuilder &b, ValueRange args)
-      : ArithBuilder(b), spec(spec), config(config) {
-    bm = config.getBlockM();
-    bn = config.getBlockN();
-    warps = config.getNumWarps();
-    stages = config.getNumStages();
-    d = spec.headDim;
-    dp = d + kGpuRowPad;
-    mt = bm / (16 * warps);
-    threads = 32 * warps;
-    f32 = b.getF32Type();
-    i32 = b.getI32Type();
-    elt = spec.dtype == ::tilt::DType::BF16 ? Type(b.getBF16Type())
-                                            : Type(b.getF16Type());
-    q = args[0];
-    k = args[1];
-    v = args[2];
-    o = args[3];
-    lse = args[4];
-    unsigned next = 5;
-    if (spec.slopes == ::tilt::SlopeSource::Custom && spec.hasAlibi())
-      slopes = args[next++];
-    if (spec.keyPaddingMask)
-      kpm = args[next++];
-    if (spec.varlen) {
-      cuQ = args[next++];
-      cuK = args[next++];
-    }
-    if (spec.positionOffsets) {
-      qOffset = args[next++];
-      kOffset = args[next++];
-    }
-    firstExtraArg = next;
-    kernelArgs = args;
-  }
-
-  virtual ~GpuEmitter() = default;
-
-  void emit();
+  explicit GpuBuilder(ImplicitLocOpBuilder &b)
+      : ArithBuilder(b), f32(b.getF32Type()), i32(b.getI32Type()) {}
 
 protected:
-  // --- the variant's hooks, in the order emit() calls them ------------------
-  /// Lays the Q/K/V tiles out in shared memory from `rawSmem` (setting
-  /// `smemRoot`); returns the byte offset where the shared part (the key
-  /// mask and counts) may start.
-  virtual int64_t layOutTiles(int64_t elementBytes) = 0;
-  /// Brings the Q block in (and whatever the variant keeps of it), before
-  /// the positions prefix count; `isLeader` is thread 0.
-  virtual void loadQ(Value isLeader) = 0;
-  /// Puts the first key blocks in flight, after the positions prefix count.
-  virtual void issuePrologue() = 0;
-  /// At the top of key block kb: issues block `ahead` (kb + stages - 1)
-  /// when it exists and waits until kb's K and V are in shared memory.
-  virtual void awaitKeyBlock(Value kb, Value ahead, Value isLeader) = 0;
-  /// S = Q K^T of m-tile mi from the K stage `slot` (rows from bufferRow):
-  /// bn/8 tiles in the m16n8 accumulator layout, starting from `zero2x2`.
-  virtual SmallVector<Value> scores(Value slot, Value bufferRow, int64_t mi,
-                                    Value zero2x2) = 0;
-  /// acc[0, d/8) += P V from the V stage `slot`; P in the score layout.
-  virtual void accumulatePV(Value slot, Value bufferRow, ArrayRef<Value> p,
-                            Value *acc) = 0;
-
-  // --- small builders -------------------------------------------------------
   Value i32c(int64_t v) {
     return arith::ConstantOp::create(b, b.getI32IntegerAttr(int32_t(v)));
   }
@@ -157,6 +86,95 @@ protected:
       scf::YieldOp::create(b);
     });
   }
+
+  Type f32, i32;
+};
+
+/// The shared part of the kernel body of every GPU variant. All per-thread
+/// register arrays are unrolled here (C++ loops), so the IR holds only SSA
+/// values and static indices: nothing is dynamically indexed in registers.
+///
+/// The variants share the geometry, the bias and mask arithmetic, the online
+/// softmax and the epilogue: a warp owns 16 query rows and sees scores in
+/// the m16n8 accumulator layout either way (wgmma's m64nN accumulator is, per
+/// warp of the warpgroup, the same layout as 8-column mma.sync tiles). They
+/// differ in how tiles reach shared memory (cp.async vs TMA + mbarrier) and
+/// in the matrix products (mma.sync from ldmatrix fragments vs wgmma from
+/// shared-memory descriptors). Those differences are the hooks below, which
+/// each variant implements in its own file (Sm80.cpp, Sm90a.cpp); a new
+/// variant is one more file and one line in makeGpuEmitter().
+class GpuEmitter : protected GpuBuilder {
+public:
+  GpuEmitter(const ::tilt::AttentionSpec &spec, TileConfigAttr config,
+             ImplicitLocOpBuilder &b, ValueRange args)
+      : GpuBuilder(b), spec(spec), config(config) {
+    bm = config.getBlockM();
+    bn = config.getBlockN();
+    warps = config.getNumWarps();
+    stages = config.getNumStages();
+    d = spec.headDim;
+    dp = d + kGpuRowPad;
+    mt = bm / (16 * warps);
+    threads = 32 * warps;
+    elt = spec.dtype == ::tilt::DType::BF16 ? Type(b.getBF16Type())
+                                            : Type(b.getF16Type());
+    q = args[0];
+    k = args[1];
+    v = args[2];
+    o = args[3];
+    lse = args[4];
+    unsigned next = 5;
+    if (spec.slopes == ::tilt::SlopeSource::Custom && spec.hasAlibi())
+      slopes = args[next++];
+    if (spec.keyPaddingMask)
+      kpm = args[next++];
+    if (spec.varlen) {
+      cuQ = args[next++];
+      cuK = args[next++];
+    }
+    decode = config.getVariant() == KernelVariant::gpu_decode_sm80;
+    if (spec.pageSize) {
+      blockTable = args[next++];
+      contextLens = args[next++];
+    }
+    if (decode) {
+      oParts = args[next++];
+      lseParts = args[next++];
+    }
+    if (spec.positionOffsets) {
+      qOffset = args[next++];
+      kOffset = args[next++];
+    }
+    firstExtraArg = next;
+    kernelArgs = args;
+  }
+
+  virtual ~GpuEmitter() = default;
+
+  void emit();
+
+protected:
+  // --- the variant's hooks, in the order emit() calls them ------------------
+  /// Lays the Q/K/V tiles out in shared memory from `rawSmem` (setting
+  /// `smemRoot`); returns the byte offset where the shared part (the key
+  /// mask and counts) may start.
+  virtual int64_t layOutTiles(int64_t elementBytes) = 0;
+  /// Brings the Q block in (and whatever the variant keeps of it), before
+  /// the positions prefix count; `isLeader` is thread 0.
+  virtual void loadQ(Value isLeader) = 0;
+  /// Puts the first key blocks in flight, after the positions prefix count.
+  virtual void issuePrologue() = 0;
+  /// At the top of key block kb: issues block `ahead` (kb + stages - 1)
+  /// when it exists and waits until kb's K and V are in shared memory.
+  virtual void awaitKeyBlock(Value kb, Value ahead, Value isLeader) = 0;
+  /// S = Q K^T of m-tile mi from the K stage `slot` (rows from bufferRow):
+  /// bn/8 tiles in the m16n8 accumulator layout, starting from `zero2x2`.
+  virtual SmallVector<Value> scores(Value slot, Value bufferRow, int64_t mi,
+                                    Value zero2x2) = 0;
+  /// acc[0, d/8) += P V from the V stage `slot`; P in the score layout.
+  virtual void accumulatePV(Value slot, Value bufferRow, ArrayRef<Value> p,
+                            Value *acc) = 0;
+
   Value smemView(int64_t byteOffset, ArrayRef<int64_t> shape, Type type) {
     auto space = gpu::AddressSpaceAttr::get(b.getContext(),
                                             gpu::AddressSpace::Workgroup);
@@ -167,7 +185,25 @@ protected:
 
   // --- kernel pieces --------------------------------------------------------
   void emitGeometry();
-  Value slope2();
+  /// The slope of query head `h` in log2 units (0 without ALiBi).
+  Value slope2(Value h);
+  /// One of this thread's query rows: m-tile mi, half r (rows g and g + 8).
+  struct Row {
+    Value ip;          ///< i': the query's position relative to key 0
+    Value slope;       ///< its head's slope, log2 units
+    Value head, query; ///< where it lives in q, o and lse
+    Value live;        ///< a real row (not padding of the block)
+  };
+  Row row(int64_t mi, int64_t r);
+  /// Decode: the rows of the group this CTA owns (see emitGeometry), made
+  /// once per CTA: [mi * 2 + r].
+  void stageDecodeRows();
+  /// Decode: q's indices of the block's row `r` (clamped into the group:
+  /// rows past it read a real row and are never stored) and whether it is
+  /// one of the group's rows.
+  std::pair<SmallVector<Value>, Value> decodeQIndex(Value r, Value col);
+  /// Paged: the k/v indices of key `t` (< sk), without the column.
+  SmallVector<Value> pagedKeyIndex(Value t);
   void emitKeyBlockLoop();
   /// clamp(i', 0, Sk - 1) - i' with position offsets and an ALiBi bias, else
   /// null; anchored(): j - i' less that anchor.
@@ -181,7 +217,7 @@ protected:
   TileConfigAttr config;
   int64_t bm, bn, warps, stages, d, dp, mt, threads;
   unsigned firstExtraArg = 0; ///< the variant's own kernel arguments
-  Type f32, i32, elt;
+  Type elt;
   Value q, k, v, o, lse, slopes, kpm, cuQ, cuK, qOffset, kOffset;
 
   // Per-thread geometry.
@@ -195,6 +231,12 @@ protected:
   Value scale2, slope;
   Value posBase0; ///< positions: valid keys before the first block
   ValueRange kernelArgs;
+
+  // gpu_decode_sm80 (see GpuEmitter.cpp, emitGeometry).
+  bool decode = false;
+  Value blockTable, contextLens, oParts, lseParts;
+  Value sqSafe, groupRows, split, hasSplits;
+  SmallVector<Row> decodeRows;
 };
 
 /// The emitter of `config`'s variant (gpu_sm80 or gpu_sm90a), or null.
@@ -210,6 +252,12 @@ std::unique_ptr<GpuEmitter> makeSm90aEmitter(const ::tilt::AttentionSpec &spec,
                                              TileConfigAttr config,
                                              ImplicitLocOpBuilder &b,
                                              ValueRange args);
+
+/// The body of gpu_decode_sm80's second kernel, `tilt_merge` (Merge.cpp):
+/// the exact merge of the split-KV parts. `args`: o_parts, lse_parts, o,
+/// lse (KernelABI.h).
+void emitMergeKernel(const ::tilt::AttentionSpec &spec, ImplicitLocOpBuilder &b,
+                     ValueRange args);
 
 } // namespace mlir::tilt
 

@@ -37,8 +37,11 @@ private:
   void accumulatePV(Value slot, Value bufferRow, ArrayRef<Value> p,
                     Value *acc) override;
 
-  void loadTile(Value src, bool isQ, Value dst, Value bufferRow, Value rowBase,
-                Value rows, int64_t count);
+  /// cp.async of `count` rows x D of each source into its destination
+  /// (pairs: Q alone, or K and V, which share the index math and, paged,
+  /// the block-table reads).
+  void loadTile(ArrayRef<std::pair<Value, Value>> srcDst, bool isQ,
+                Value bufferRow, Value rowBase, Value rows, int64_t count);
   void issueKeyBlock(Value kb);
   /// Closes the cp.async group of the copies issued since the last one.
   Value commit() {
@@ -81,7 +84,7 @@ int64_t Sm80Emitter::layOutTiles(int64_t e) {
 
 void Sm80Emitter::loadQ(Value) {
   // Q block, then the fragments it feeds every key block.
-  loadTile(q, true, qSmem, idx(0), rowStart, idx(bm), bm);
+  loadTile({{q, qSmem}}, true, idx(0), rowStart, idx(bm), bm);
   Value group = commit();
   nvgpu::DeviceAsyncWaitOp::create(b, group, b.getI32IntegerAttr(0));
   barrier();
@@ -161,10 +164,12 @@ void Sm80Emitter::accumulatePV(Value slot, Value bufferRow, ArrayRef<Value> p,
   }
 }
 
-/// cp.async of `count` rows x D of `src` (sequence rows rowBase + r, r <
-/// rows live, the rest zero-filled) into `dst` rows bufferRow + r.
-void Sm80Emitter::loadTile(Value src, bool isQ, Value dst, Value bufferRow,
-                           Value rowBase, Value rows, int64_t count) {
+/// cp.async of `count` rows x D of each source (sequence rows rowBase + r,
+/// r < rows live, the rest zero-filled) into its destination's rows
+/// bufferRow + r.
+void Sm80Emitter::loadTile(ArrayRef<std::pair<Value, Value>> srcDst, bool isQ,
+                           Value bufferRow, Value rowBase, Value rows,
+                           int64_t count) {
   const int64_t chunksPerRow = d / 8;
   const int64_t total = count * chunksPerRow;
   Value hd = isQ ? head : kvHead;
@@ -177,17 +182,32 @@ void Sm80Emitter::loadTile(Value src, bool isQ, Value dst, Value bufferRow,
       Value r = divU(chunk, idx(chunksPerRow));
       Value col = mul(remU(chunk, idx(chunksPerRow)), idx(8));
       Value seqRow = add(rowBase, r);
-      Value inside = andB(lt(r, rows), lt(seqRow, seqLen));
-      // Out-of-range rows read nothing (0 source bytes: zero fill) from a
-      // clamped, valid address.
-      Value safeRow = minI(seqRow, maxI(sub(seqLen, idx(1)), idx(0)));
-      SmallVector<Value> srcIdx =
-          spec.varlen ? SmallVector<Value>{add(start, safeRow), hd, col}
-                      : SmallVector<Value>{batch, hd, safeRow, col};
+      Value inside;
+      SmallVector<Value> srcIdx;
+      if (isQ && decode) {
+        // The group's rows (head, query); see GpuEmitter::decodeQIndex.
+        auto [index, inGroup] = decodeQIndex(seqRow, col);
+        inside = andB(lt(r, rows), inGroup);
+        srcIdx = index;
+      } else {
+        inside = andB(lt(r, rows), lt(seqRow, seqLen));
+        // Out-of-range rows read nothing (0 source bytes: zero fill) from a
+        // clamped, valid address (paged: a page of the sequence's own).
+        Value safeRow = minI(seqRow, maxI(sub(seqLen, idx(1)), idx(0)));
+        if (!isQ && blockTable) {
+          srcIdx = pagedKeyIndex(safeRow);
+          srcIdx.push_back(col);
+        } else {
+          srcIdx = spec.varlen
+                       ? SmallVector<Value>{add(start, safeRow), hd, col}
+                       : SmallVector<Value>{batch, hd, safeRow, col};
+        }
+      }
       Value n = select(inside, idx(8), idx(0));
-      nvgpu::DeviceAsyncCopyOp::create(
-          b, tokenType, dst, ValueRange{add(bufferRow, r), col}, src, srcIdx,
-          b.getIndexAttr(8), n, b.getUnitAttr());
+      for (auto [src, dst] : srcDst)
+        nvgpu::DeviceAsyncCopyOp::create(
+            b, tokenType, dst, ValueRange{add(bufferRow, r), col}, src, srcIdx,
+            b.getIndexAttr(8), n, b.getUnitAttr());
     };
     if (c0 + threads <= total)
       emitOne();
@@ -201,8 +221,7 @@ void Sm80Emitter::issueKeyBlock(Value kb) {
   Value slot = remU(sub(kb, kbBegin), idx(stages));
   Value bufferRow = mul(slot, idx(bn));
   Value keyBase = mul(kb, idx(bn));
-  loadTile(k, false, kSmem, bufferRow, keyBase, idx(bn), bn);
-  loadTile(v, false, vSmem, bufferRow, keyBase, idx(bn), bn);
+  loadTile({{k, kSmem}, {v, vSmem}}, false, bufferRow, keyBase, idx(bn), bn);
 }
 
 Value Sm80Emitter::ldmatrix(Value mem, Value row, Value col, bool transpose) {

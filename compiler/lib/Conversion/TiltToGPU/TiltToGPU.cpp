@@ -1,4 +1,5 @@
-//===- TiltToGPU.cpp - tilt.attention -> tensor-core kernel in a gpu.module ===//
+//===- TiltToGPU.cpp - tilt.attention -> tensor-core kernel in a gpu.module
+//===//
 //
 // Lowers a spec function (one tensor-form tilt.attention) to a gpu.module
 // holding one kernel, `tilt_attention`, with the CUDA parameter ABI of
@@ -33,6 +34,10 @@
 // kernel's signature and hands the body to the variant's emitter
 // (GpuEmitter.h: the shared part; Sm80.cpp and Sm90a.cpp: the loads and
 // matrix products of each variant).
+//
+// gpu_decode_sm80 is the same kernel for the decode family: its CTAs own
+// rows of a GQA group (every query head of a kv head times every query)
+// and a split of the keys, and also read paged caches (GpuEmitter.cpp).
 //
 // gpu_sm90a replaces the loads by TMA boxes on mbarriers (64-column chunks,
 // 128-byte swizzle, from a 1024-byte aligned shared base) and both products
@@ -152,6 +157,12 @@ struct ConvertTiltToGPU
     MLIRContext *ctx = &getContext();
 
     SmallVector<Type> argTypes = kernelAbiMemRefTypes(op, AbiLayout::RowMajor);
+    // gpu_decode_sm80's merge kernel: o_parts, lse_parts (the ABI's last
+    // memrefs), o, lse.
+    SmallVector<Type> mergeTypes;
+    if (config->isDecode())
+      mergeTypes = {argTypes[argTypes.size() - 2], argTypes.back(), argTypes[3],
+                    argTypes[4]};
     // Position offsets: q_offset, k_offset as i64 parameters.
     if (spec.positionOffsets)
       argTypes.append(2, IndexType::get(ctx));
@@ -194,6 +205,17 @@ struct ConvertTiltToGPU
              << stringifyKernelVariant(config->getVariant());
     emitter->emit();
     gpu::ReturnOp::create(b);
+    if (!mergeTypes.empty()) {
+      auto merge = gpu::GPUFuncOp::create(
+          inner, func.getLoc(), ::tilt::kCudaMergeKernelName,
+          inner.getFunctionType(mergeTypes, {}));
+      merge->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                     UnitAttr::get(ctx));
+      merge.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(ctx, {32, 1, 1}));
+      b.setInsertionPointToStart(&merge.getBody().front());
+      emitMergeKernel(spec, b, merge.getArguments());
+      gpu::ReturnOp::create(b);
+    }
     func.erase();
     return success();
   }
@@ -206,6 +228,14 @@ std::string mlir::tilt::checkGpuConfig(const ::tilt::AttentionSpec &spec,
   if (spec.dtype == ::tilt::DType::F32)
     return "dtype f32: the GPU variants take f16 or bf16 (tensor cores)";
   const int64_t bn = config.getBlockN();
+  if (config.getVariant() == KernelVariant::gpu_decode_sm80) {
+    if (spec.varlen)
+      return "variant gpu_decode_sm80 takes dense or paged k/v, not varlen "
+             "cu_seqlens; use gpu_sm80";
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+      return "variant gpu_decode_sm80 does not take bias alibi_positions; use "
+             "gpu_sm80";
+  }
   if (config.getVariant() == KernelVariant::gpu_sm90a) {
     // 64-column TMA chunks, 64 query rows per warpgroup, P tiles in 64-key
     // chunks, wgmma N <= 256.

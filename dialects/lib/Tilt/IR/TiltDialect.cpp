@@ -32,6 +32,7 @@ TILT_SAME_VARIANT(cpu_decode_avx2, CpuDecodeAvx2);
 TILT_SAME_VARIANT(cpu_decode_avx512, CpuDecodeAvx512);
 TILT_SAME_VARIANT(cpu_bwd_avx2, CpuBwdAvx2);
 TILT_SAME_VARIANT(cpu_bwd_avx512, CpuBwdAvx512);
+TILT_SAME_VARIANT(gpu_decode_sm80, GpuDecodeSm80);
 #undef TILT_SAME_VARIANT
 
 bool mlir::tilt::isBackwardVariant(KernelVariant v) {
@@ -40,7 +41,8 @@ bool mlir::tilt::isBackwardVariant(KernelVariant v) {
 
 bool mlir::tilt::isDecodeVariant(KernelVariant v) {
   return v == KernelVariant::cpu_decode_avx2 ||
-         v == KernelVariant::cpu_decode_avx512;
+         v == KernelVariant::cpu_decode_avx512 ||
+         v == KernelVariant::gpu_decode_sm80;
 }
 
 void TiltDialect::initialize() {
@@ -156,7 +158,8 @@ TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "block_n must be a power of two from 16 to 256, got "
                        << blockN;
   bool gpu = variant == KernelVariant::gpu_sm80 ||
-             variant == KernelVariant::gpu_sm90a;
+             variant == KernelVariant::gpu_sm90a ||
+             variant == KernelVariant::gpu_decode_sm80;
   if (!gpu) {
     if (numWarps != 0 || numStages != 0)
       return emitError() << "num_warps and num_stages apply to gpu variants "

@@ -365,7 +365,8 @@ LogicalResult AttentionOp::verify() {
     TileConfigAttr config = getConfigAttr();
     if (!config || !config.isDecode())
       return emitOpError("splits need a decode-family tile_config "
-                         "(cpu_decode_avx2, cpu_decode_avx512)");
+                         "(cpu_decode_avx2, cpu_decode_avx512, "
+                         "gpu_decode_sm80)");
   }
 
   if (TileConfigAttr config = getConfigAttr()) {
@@ -378,8 +379,8 @@ LogicalResult AttentionOp::verify() {
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(variant)
                            << " cannot read a paged KV cache; the decode "
-                              "family (cpu_decode_avx2, cpu_decode_avx512) "
-                              "does";
+                              "family (cpu_decode_avx2, cpu_decode_avx512, "
+                              "gpu_decode_sm80) does";
     if (config.getVariant() == KernelVariant::cpu_amx &&
         spec.dtype != ::tilt::DType::BF16)
       return emitOpError() << "tile_config variant cpu_amx needs bf16 "

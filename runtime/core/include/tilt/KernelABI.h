@@ -80,7 +80,8 @@
 //   \n                         (an empty line ends the header)
 //   <cubin_bytes bytes of cubin (ELF)><ptx_bytes bytes of PTX text>
 //
-// Header keys: abi, variant (gpu_sm80 | gpu_sm90a), arch (the cubin's:
+// Header keys: abi, variant (gpu_sm80 | gpu_sm90a | gpu_decode_sm80), arch
+// (the cubin's:
 // sm_80 | sm_90a), kernel (entry symbol), block_m, block_n, num_warps,
 // num_stages, threads (per CTA), smem (dynamic shared memory bytes),
 // cubin_bytes (0: none, the driver JITs the PTX), ptx_bytes, tma (empty, or
@@ -93,9 +94,18 @@
 // Launch: grid (ceil(maxSq / block_m), H, B) -- blockIdx.z is the batch
 // (varlen: the sequence) and maxSq the longest query sequence -- block
 // (threads, 1, 1), `smem` bytes of dynamic shared memory.
+// gpu_decode_sm80 (dense or paged k/v, not varlen): rows are a GQA group's
+// heads x queries (row r: head kv_head * H/Hkv + r / Sq, query r % Sq), grid
+// (max(1, S) * ceil(H/Hkv * Sq / block_m), Hkv, B), blockIdx.x = split *
+// row blocks + row block; with S > 0 split-KV parts as for the CPU decode
+// family (split s: the s-th of S runs of the visible key blocks), after
+// which the module's second kernel `tilt_merge` (parameters o_parts,
+// lse_parts, o, lse; grid (Sq, H, B), 32 threads, no shared memory)
+// merges them into o and lse, adding the row constant split 0 left in lse.
 // Parameters, in order: for each memref of the CPU order above (q, k, v, o,
 // lse, [slopes as [B,H] with a free batch stride], [kpm i8], [cu_seqlens_q,
-// cu_seqlens_k]), its descriptor expanded into separate parameters:
+// cu_seqlens_k], [block_table, context_lens], [o_parts, lse_parts:
+// gpu_decode_sm80]), its descriptor expanded into separate parameters:
 // allocated ptr, aligned ptr, offset (i64), sizes[rank] (i64 each),
 // strides[rank] (i64 each) -- pointers are device addresses; every tensor
 // row-major (the CUDA kernels take no other strides yet).
@@ -122,6 +132,7 @@ inline constexpr const char *kCpuEntrySymbol = "tilt_cpu_entry";
 inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";
 inline constexpr const char *kCudaKernelName = "tilt_attention";
+inline constexpr const char *kCudaMergeKernelName = "tilt_merge";
 
 template <int Rank> struct MemRefDescriptor {
   void *allocated;

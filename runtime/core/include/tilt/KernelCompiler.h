@@ -40,20 +40,26 @@ enum class KernelVariant {
   /// slope gradient, deterministic (no atomics). 8 lanes (x86-64-v3) / 16.
   CpuBwdAvx2 = 7,
   CpuBwdAvx512 = 8,
+  /// The decode family on the GPU (sm_80+: cp.async + ldmatrix + mma.sync):
+  /// one CTA per (row block, split, kv head, batch), the rows every query
+  /// head of the GQA group times every query, split-KV partials merged
+  /// exactly.
+  GpuDecodeSm80 = 9,
 };
 inline constexpr KernelVariant kKernelVariants[] = {
     KernelVariant::CpuAvx2,         KernelVariant::CpuAvx512,
     KernelVariant::CpuAmx,          KernelVariant::GpuSm80,
     KernelVariant::GpuSm90a,        KernelVariant::CpuDecodeAvx2,
     KernelVariant::CpuDecodeAvx512, KernelVariant::CpuBwdAvx2,
-    KernelVariant::CpuBwdAvx512};
+    KernelVariant::CpuBwdAvx512,    KernelVariant::GpuDecodeSm80};
 /// The variant's name as configs, tools and the IR spell it ("cpu_amx").
 std::string_view toString(KernelVariant v);
 std::optional<KernelVariant> parseKernelVariant(std::string_view s);
 /// "cpu_avx2, cpu_avx512, cpu_amx, gpu_sm80 or gpu_sm90a", for messages.
 std::string kernelVariantNames();
 bool isGpuVariant(KernelVariant v);
-/// cpu_decode_avx2, cpu_decode_avx512: work items are (batch, kv head).
+/// cpu_decode_avx2, cpu_decode_avx512 (work items are (batch, split, kv
+/// head)) and gpu_decode_sm80.
 bool isDecodeVariant(KernelVariant v);
 /// cpu_bwd_avx2, cpu_bwd_avx512: kernels of the backward pass.
 bool isBackwardVariant(KernelVariant v);

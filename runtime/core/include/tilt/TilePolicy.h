@@ -82,6 +82,13 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 int64_t decodeSplits(int64_t items, int64_t keys, int threads);
 inline constexpr int64_t kDecodeMinSplitKeys = 256;
 inline constexpr int64_t kDecodeMaxSplits = 64;
+/// The same on the GPU (gpu_decode_sm80): `ctas` (row blocks x kv heads x
+/// batch) against the device's `smCount` multiprocessors. 0 (no split, no
+/// merge kernel) when there are at least two CTAs an SM; else enough parts
+/// for two CTAs an SM, each of at least kGpuDecodeMinSplitKeys keys, at most
+/// kDecodeMaxSplits. Not yet tuned on a GPU.
+int64_t gpuDecodeSplits(int64_t ctas, int64_t keys, int smCount);
+inline constexpr int64_t kGpuDecodeMinSplitKeys = 512;
 
 /// Strided K/V (a [B, S, Hkv, D] layout, rows Hkv * D elements apart): the
 /// prefill kernels reread a head's K/V rows once per query block, and rows

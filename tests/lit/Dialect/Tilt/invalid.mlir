@@ -594,7 +594,7 @@ func.func @f(%q: tensor<4x4x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?x
 // -----
 
 func.func @f(%q: memref<2x4x1x64xf32>, %k: memref<?x16x2x64xf32>, %bt: memref<2x?xi32>, %cl: memref<2xi32>, %b: index, %e: index) {
-  // expected-error @+1 {{tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512) does}}
+  // expected-error @+1 {{tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80) does}}
   tilt.attention q(%q : memref<2x4x1x64xf32>) k(%k : memref<?x16x2x64xf32>) v(%k : memref<?x16x2x64xf32>) paged(%bt : memref<2x?xi32>, %cl : memref<2xi32>) out(%q : memref<2x4x1x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 32, block_n = 32>}
   return
 }
@@ -626,7 +626,7 @@ func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %lse: memref<1x
 // -----
 
 func.func @f(%q: memref<1x4x1x64xf32>, %o: memref<1x4x1x64xf32>, %lse: memref<1x4x1xf32>, %p: memref<?x1x4x1x64xf32>, %l: memref<?x1x4x1xf32>, %b: index, %e: index) {
-  // expected-error @+1 {{splits need a decode-family tile_config (cpu_decode_avx2, cpu_decode_avx512)}}
+  // expected-error @+1 {{splits need a decode-family tile_config (cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80)}}
   tilt.attention q(%q : memref<1x4x1x64xf32>) k(%q : memref<1x4x1x64xf32>) v(%q : memref<1x4x1x64xf32>) out(%o : memref<1x4x1x64xf32>) lse_out(%lse : memref<1x4x1xf32>) splits(%p : memref<?x1x4x1x64xf32>, %l : memref<?x1x4x1xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 16, block_n = 16>}
   return
 }

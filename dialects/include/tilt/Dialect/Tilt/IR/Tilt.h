@@ -18,7 +18,8 @@
 namespace mlir::tilt {
 /// cpu_bwd_avx2, cpu_bwd_avx512: kernels of tilt.attention_backward.
 bool isBackwardVariant(KernelVariant v);
-/// cpu_decode_avx2, cpu_decode_avx512: the decode family (paged caches,
+/// cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80: the decode family
+/// (paged caches,
 /// split-KV parts).
 bool isDecodeVariant(KernelVariant v);
 } // namespace mlir::tilt

@@ -79,7 +79,8 @@ def Tilt_KernelVariant : I32EnumAttr<"KernelVariant",
       I32EnumAttrCase<"cpu_decode_avx2", 5>,
       I32EnumAttrCase<"cpu_decode_avx512", 6>,
       I32EnumAttrCase<"cpu_bwd_avx2", 7>,
-      I32EnumAttrCase<"cpu_bwd_avx512", 8>
+      I32EnumAttrCase<"cpu_bwd_avx512", 8>,
+      I32EnumAttrCase<"gpu_decode_sm80", 9>
     ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::tilt";
@@ -119,7 +120,8 @@ def Tilt_TileConfigAttr : Tilt_Attr<"TileConfig", "tile_config"> {
     bool isDecode() const { return isDecodeVariant(getVariant()); }
     bool isGpu() const {
       return getVariant() == KernelVariant::gpu_sm80 ||
-             getVariant() == KernelVariant::gpu_sm90a;
+             getVariant() == KernelVariant::gpu_sm90a ||
+             getVariant() == KernelVariant::gpu_decode_sm80;
     }
   }];
 }
