@@ -117,6 +117,8 @@ int callRuntime(tilt_runtime *rt, const tilt_spec *spec, const void *args,
 
 extern "C" {
 
+int32_t tilt_api_version(void) { return TILT_API_VERSION; }
+
 tilt_runtime *tilt_runtime_create(const char *cache_dir, int threads,
                                   tilt_compiler *compiler_or_null) {
   tilt::RuntimeOptions options;

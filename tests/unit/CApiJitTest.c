@@ -25,6 +25,9 @@ static int fail(const char *what) {
 
 int main(void) {
   char error[256];
+  if (tilt_api_version() != TILT_API_VERSION)
+    return fail("tilt_api_version() differs from this header's "
+                "TILT_API_VERSION");
   if (tilt_compiler_create("x86-64-v9", error, sizeof error) != NULL)
     return fail("a bad cpu_class must give NULL");
   if (strstr(error, "cpu_class must be x86-64-v3") == NULL)

@@ -28,6 +28,15 @@
 extern "C" {
 #endif
 
+/** The layout version of this header's structs. 2: tilt_tensor gained
+ *  `strides` (32 more bytes), which moved every later field of the args
+ *  structs: code built against an earlier header must be rebuilt. */
+#define TILT_API_VERSION 2
+
+/** TILT_API_VERSION of the header the library was built with: a binding
+ *  that lays the structs out itself (ctypes, Rust) checks it at load time. */
+int32_t tilt_api_version(void);
+
 /** A tilt::Runtime: kernel caches and a thread pool. */
 typedef struct tilt_runtime tilt_runtime;
 
