@@ -11,7 +11,9 @@
 // unfused implementation (the [Sq, Sk] score matrix materialized) run in the
 // same process. Also reports JIT latencies: a cold compile, a disk-cache hit
 // and a memory-cache hit. With --target cuda the kernel runs on the GPU and
-// is timed with events (TFLOP/s); there is no peak or naive comparison.
+// is timed with events (TFLOP/s and the K/V read rate, kv_read_gbps); there
+// is no peak or naive comparison; --page-size works there too
+// (gpu_decode_sm80; not yet run on a GPU).
 // tilt-bench-rt, built without the compiler, only loads kernels (the bundle).
 // --backward also times the backward pass (CPU): forward + backward and the
 // backward alone, its FLOPs counted as 2.5x the forward's (FlashAttention's
@@ -217,9 +219,14 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
       return err;
     return buf.upload(host.data(), bytes);
   };
-  for (auto [buf, n] : {std::pair{&q, batch * H * seq * D},
-                        std::pair{&k, batch * Hkv * seqK * D},
-                        std::pair{&v, batch * Hkv * seqK * D}})
+  // A paged cache (--page-size): every sequence seqK keys on its own pages,
+  // the block table shuffled, as on the CPU.
+  const int64_t ps = spec.pageSize;
+  const int64_t pagesPerSeq = ps ? (seqK + ps - 1) / ps : 0;
+  const int64_t cacheRows = ps ? batch * pagesPerSeq * ps : batch * seqK;
+  for (auto [buf, n] :
+       {std::pair{&q, batch * H * seq * D}, std::pair{&k, cacheRows * Hkv * D},
+        std::pair{&v, cacheRows * Hkv * D}})
     if (std::string err = fill(*buf, size_t(n)); !err.empty())
       return fail(err);
   if (std::string err =
@@ -231,12 +238,37 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   args.k = TensorRef(k.data(), {batch, Hkv, seqK, D});
   args.v = TensorRef(v.data(), {batch, Hkv, seqK, D});
   args.o = TensorRef(o.data(), {batch, H, seq, D});
+  cuda::DeviceBuffer table, lens;
+  if (ps) {
+    std::vector<int32_t> hostTable(size_t(batch * pagesPerSeq));
+    std::iota(hostTable.begin(), hostTable.end(), 0);
+    std::shuffle(hostTable.begin(), hostTable.end(), rng);
+    std::vector<int32_t> hostLens(static_cast<size_t>(batch), int32_t(seqK));
+    for (auto [buf, host] :
+         {std::pair{&table, &hostTable}, std::pair{&lens, &hostLens}}) {
+      const size_t bytes = host->size() * sizeof(int32_t);
+      if (std::string err = buf->allocate(bytes); !err.empty())
+        return fail(err);
+      if (std::string err = buf->upload(host->data(), bytes); !err.empty())
+        return fail(err);
+    }
+    args.k = TensorRef(k.data(), {batch * pagesPerSeq, ps, Hkv, D});
+    args.v = TensorRef(v.data(), {batch * pagesPerSeq, ps, Hkv, D});
+    args.blockTable = TensorRef(table.data(), {batch, pagesPerSeq});
+    args.contextLens = TensorRef(lens.data(), {batch});
+  }
 
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler(device);
   RuntimeOptions rtOptions;
   rtOptions.compiler = compiler.get();
   Jit jit;
-  if (std::string err = measureJit(rtOptions, spec, Target::CUDA, config, jit);
+  // The JIT figures are for the kernel run() picks: the GPU decode family
+  // for short dense query sequences (Runtime.cpp's cudaConfig).
+  TileConfig jitConfig = config;
+  if (jitConfig.isDefault() && !spec.varlen && useDecodeFamily(spec, seq))
+    jitConfig.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
+  if (std::string err =
+          measureJit(rtOptions, spec, Target::CUDA, jitConfig, jit);
       !err.empty())
     return fail(err);
 
@@ -256,27 +288,32 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   const double flops =
       4.0 * batch * H * seq * seqK * D * (spec.causal ? 0.5 : 1.0);
   const double tflops = flops / med / 1e12;
+  // K and V read once each: the floor of a memory-bound (decode) call.
+  const double kvReadGbps =
+      2.0 * batch * Hkv * seqK * D * double(byteWidth(spec.dtype)) / med / 1e9;
 
-  std::string shape = fmt::format(
-      "B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}", batch, H, Hkv, seq,
-      seqK, D, toString(spec.dtype), toString(spec.bias),
-      spec.causal ? " causal" : "",
-      spec.window ? fmt::format(" window={}", *spec.window) : "");
+  std::string shape =
+      fmt::format("B={} H={} Hkv={} Sq={} Sk={} D={} {} bias={}{}{}{}", batch,
+                  H, Hkv, seq, seqK, D, toString(spec.dtype),
+                  toString(spec.bias), spec.causal ? " causal" : "",
+                  spec.window ? fmt::format(" window={}", *spec.window) : "",
+                  ps ? fmt::format(" page={}", ps) : "");
   fmt::print("shape        {}\n", shape);
   fmt::print("device       {} ({}, {} SMs, driver {})\n", device.name,
              device.arch, device.smCount, device.driverVersion);
-  fmt::print("tilt         {:.4f} ms median of {} ({:.2f} TFLOP/s)\n",
-             med * 1e3, repeats, tflops);
+  fmt::print("tilt         {:.4f} ms median of {} ({:.2f} TFLOP/s, K/V read "
+             "at {:.1f} GB/s)\n",
+             med * 1e3, repeats, tflops, kvReadGbps);
   fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
              "memory hit {:.3f} us\n",
              jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
   if (json)
     fmt::print("{{\"shape\": \"{}\", \"target\": \"cuda\", \"device\": "
                "\"{}\", \"arch\": \"{}\", \"tflops\": {:.3f}, "
-               "\"median_ms\": {:.5f}, \"jit_cold_ms\": {:.3f}, "
-               "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": "
-               "{:.4f}}}\n",
-               shape, device.name, device.arch, tflops, med * 1e3,
+               "\"median_ms\": {:.5f}, \"kv_read_gbps\": {:.2f}, "
+               "\"jit_cold_ms\": {:.3f}, \"jit_disk_hit_ms\": {:.4f}, "
+               "\"jit_memory_hit_us\": {:.4f}}}\n",
+               shape, device.name, device.arch, tflops, med * 1e3, kvReadGbps,
                jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
   return 0;
 }
@@ -371,9 +408,9 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   if (o.trainable)
     o.flags.spec.slopes = SlopeSource::Custom;
   if (o.pageSize) {
-    if (o.target != "cpu" || o.backward)
-      return fail("--page-size: a paged KV cache runs the CPU forward only "
-                  "(for now)");
+    if (o.backward)
+      return fail("--page-size: a paged KV cache runs the forward only (the "
+                  "backward takes dense k and v)");
     o.flags.spec.pageSize = o.pageSize;
     if (std::string err = o.flags.spec.validate(); !err.empty())
       return fail("--page-size: " + err);
