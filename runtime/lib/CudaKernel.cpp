@@ -285,11 +285,14 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
   }
   if (gridX == 0 || gridY == 0 || batch == 0)
     return {};
-  if (gridX > INT_MAX || gridY > 65535 || batch > 65535 ||
-      (parts.splits > 0 && spec.heads > 65535))
+  if (gridX > INT_MAX || gridY > 65535 || batch > 65535)
     return fmt::format("cuda launch: grid ({}, {}, {}) exceeds the limits "
                        "({}, 65535, 65535)",
                        gridX, gridY, batch, INT_MAX);
+  if (parts.splits > 0 && (maxSq > INT_MAX || spec.heads > 65535))
+    return fmt::format("cuda launch: the merge's grid ({}, {}, {}) exceeds "
+                       "the limits ({}, 65535, 65535)",
+                       maxSq, spec.heads, batch, INT_MAX);
   const auto stream = static_cast<CUstream>(args.cudaStream);
   if (parts.splits > 0) {
     const size_t rows = size_t(batch * spec.heads * maxSq);

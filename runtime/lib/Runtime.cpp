@@ -1532,10 +1532,11 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
     copies = {{"cu_seqlens_q", &cuQ, &hostCuSeqlensQ, &checked.cuSeqlensQ},
               {"cu_seqlens_k", &cuK, &hostCuSeqlensK, &checked.cuSeqlensK}};
   }
+  // (A table of no pages is not copied; context_lens, which the checks read
+  // whatever the table holds, is.)
   const TensorRef &table = args.blockTable, &lens = args.contextLens;
   if (spec.pageSize && table.present() && table.rank == 2 && lens.present() &&
-      lens.rank == 1 && lens.shape[0] == table.shape[0] && table.shape[0] > 0 &&
-      table.shape[1] > 0) {
+      lens.rank == 1 && lens.shape[0] == table.shape[0] && table.shape[0] > 0) {
     if (table.shape[0] > 65535)
       return fmt::format("block_table: {} sequences; the cuda target takes "
                          "at most 65535",
@@ -1544,8 +1545,9 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
       return fmt::format("block_table: {} entries; the cuda target checks at "
                          "most 2^24",
                          table.shape[0] * table.shape[1]);
-    copies.push_back(
-        {"block_table", &table, &hostBlockTable, &checked.blockTable});
+    if (table.shape[1] > 0)
+      copies.push_back(
+          {"block_table", &table, &hostBlockTable, &checked.blockTable});
     copies.push_back(
         {"context_lens", &lens, &hostContextLens, &checked.contextLens});
   }

@@ -517,8 +517,10 @@ INSTANTIATE_TEST_SUITE_P(Kernels, GpuEmu, ::testing::ValuesIn(cases()),
 // heads x queries, split-KV parts merged by the module's second kernel
 // (tilt_merge), dense or paged caches. Paged cases run three sequences of Sk,
 // about Sk / 2 and 0 keys through a shuffled block table whose entries past
-// each sequence's pages are garbage (the emulator fails any access outside
-// the cache); dense ones two of Sk keys. Sq {1, 2, 7, 16}, Sk {1, 17, 1000,
+// each sequence's pages are garbage (a copy that reads bytes through one
+// fails the emulator's bounds check; zero-byte copies of masked rows are
+// not checked, so the kernel clamps those rows into the sequence); dense
+// ones two of Sk keys. Sq {1, 2, 7, 16}, Sk {1, 17, 1000,
 // 8192, 32768}, pages {16, 64, 256}, heads {12, 40, 71, 112} with MHA, GQA
 // and MQA, bias none / alibi / alibi_symmetric, causal, windows, custom
 // slopes, key padding and position offsets (the CPU decode kernels' set:
@@ -617,6 +619,16 @@ std::vector<DecodeCase> decodeCases() {
     DecodeCase &sym =
         add("gqa3_offsets_symmetric_window_sq16_sk17_split2", w, 16, 17, 2);
     sym.qOffset = 300, sym.kOffset = 290;
+  }
+  {
+    // Paged without splits; D 80, whose merge stores a partial column pair
+    // run (40 pairs over 32 lanes).
+    AttentionSpec p = spec(40, 10, 80, DType::F16, Alibi);
+    p.causal = true;
+    p.pageSize = 16;
+    add("gqa4_f16_d80_paged16_sq1_sk1000", p, 1, 1000, 0);
+    AttentionSpec m = spec(12, 1, 80, DType::BF16, AlibiSymmetric);
+    add("mqa12_d80_sq2_sk2048_split3", m, 2, 2048, 3);
   }
   {
     AttentionSpec s = spec(40, 40, 128, DType::BF16, AlibiSymmetric);

@@ -353,6 +353,7 @@ TEST(TilePolicy, GpuDecodeSplitsFillTheMultiprocessors) {
   EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuDecodeSm80, 128).str(),
             "variant=gpu_decode_sm80;block_m=16;block_n=64;num_warps=1;"
             "num_stages=2");
+  EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuDecodeSm80, 256).blockN, 32);
 }
 
 TEST(RuntimeCache, AVariantNamedWithoutBlocksTakesItsDefaultBlocks) {

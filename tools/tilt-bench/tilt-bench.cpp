@@ -199,7 +199,22 @@ std::string measureJit(RuntimeOptions rtOptions, const AttentionSpec &spec,
   return {};
 }
 
-/// --target cuda: the same measurements on the GPU, timed with events.
+/// The visible (query, key) pairs of one head: the bottom-right rule of
+/// ALIBI.md for causal and window. Their FLOPs are 4 D each (Q K^T, P V).
+double visiblePairs(const AttentionSpec &spec, int64_t seq, int64_t seqK) {
+  double pairs = 0;
+  for (int64_t i = 0; i < seq; ++i) {
+    const int64_t ip = i + seqK - seq;
+    int64_t hi = spec.causal ? std::min(seqK, ip + 1) : seqK;
+    int64_t lo = spec.window ? std::max<int64_t>(0, ip - *spec.window + 1) : 0;
+    pairs += double(std::max<int64_t>(0, hi - lo));
+  }
+  return pairs;
+}
+
+/// --target cuda: the same measurements on the GPU, timed with events
+/// (with a paged cache the runtime's copies of the block table and context
+/// lengths to the host, for its checks, are inside the timed calls).
 int benchCuda(const AttentionSpec &spec, const TileConfig &config,
               int64_t batch, int64_t seq, int64_t seqK, int64_t warmup,
               int64_t repeats, bool json) {
@@ -285,8 +300,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
       !err.empty())
     return fail(err);
   const double med = median(ms) * 1e-3;
-  const double flops =
-      4.0 * batch * H * seq * seqK * D * (spec.causal ? 0.5 : 1.0);
+  const double flops = 4.0 * batch * H * visiblePairs(spec, seq, seqK) * D;
   const double tflops = flops / med / 1e12;
   // K and V read once each: the floor of a memory-bound (decode) call.
   const double kvReadGbps =
@@ -564,16 +578,8 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
     r.fwdBwdMed = median(both);
     r.bwdMed = median(bwd);
   }
-  // FLOPs of the visible (query, key) pairs: 4 D each (Q K^T and P V), the
-  // bottom-right rule of ALIBI.md for causal and window.
-  double pairs = 0;
-  for (int64_t i = 0; i < o.seq; ++i) {
-    const int64_t ip = i + o.seqK - o.seq;
-    int64_t hi = spec.causal ? std::min(o.seqK, ip + 1) : o.seqK;
-    int64_t lo = spec.window ? std::max<int64_t>(0, ip - *spec.window + 1) : 0;
-    pairs += double(std::max<int64_t>(0, hi - lo));
-  }
-  const double flops = 4.0 * o.batch * H * pairs * D;
+  const double flops =
+      4.0 * o.batch * H * visiblePairs(spec, o.seq, o.seqK) * D;
   r.med = median(times);
   r.gflops = flops / r.med / 1e9;
   if (o.backward)

@@ -96,9 +96,12 @@ static std::string parseCudaCase(const std::string &line,
                          return std::string();
                        }});
   // A paged cache: its page size from --page-size (the files are not read).
+  bool paged = false;
   for (const char *name : {"block-table", "context-lens"})
-    options.push_back({name, "FILE.npy", "paged KV cache",
-                       [](auto) { return std::string(); }});
+    options.push_back({name, "FILE.npy", "paged KV cache", [&](auto) {
+                         paged = true;
+                         return std::string();
+                       }});
   options.push_back({"page-size", "N", "paged KV cache", [&](auto v) {
                        return parseInt("--page-size", v, flags.spec.pageSize,
                                        1);
@@ -127,6 +130,9 @@ static std::string parseCudaCase(const std::string &line,
   if (positional.size() > 3)
     return fmt::format("unexpected argument '{}'", positional[3]);
   flags.spec.varlen = varlen;
+  if (paged != (flags.spec.pageSize != 0))
+    return "--block-table and --context-lens go with --page-size (the case "
+           "file states the cache's page size)";
   if (std::string err = finishSpecFlags(flags); !err.empty())
     return err;
   if (std::string err = finishTileConfig(config); !err.empty())

@@ -411,7 +411,9 @@ std::string toDevice(AttentionArgs &args, DType dtype,
         std::tuple{&args.slopes, sizeof(float), true},
         std::tuple{&args.keyPaddingMask, sizeof(uint8_t), true},
         std::tuple{&args.cuSeqlensQ, sizeof(int32_t), true},
-        std::tuple{&args.cuSeqlensK, sizeof(int32_t), true}})
+        std::tuple{&args.cuSeqlensK, sizeof(int32_t), true},
+        std::tuple{&args.blockTable, sizeof(int32_t), true},
+        std::tuple{&args.contextLens, sizeof(int32_t), true}})
     if (std::string err = one(*t, bytes, copy); !err.empty())
       return err;
   return {};

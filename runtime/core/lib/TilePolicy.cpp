@@ -164,10 +164,11 @@ KernelVariant defaultGpuVariant(const AttentionSpec &spec,
 TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
   if (variant == KernelVariant::GpuDecodeSm80)
     // One warp of 16 rows (a GQA group's heads x Sq, one m16 tile) against
-    // 64-key blocks, double-buffered: 74 KiB of shared memory at D = 128,
-    // so three CTAs share an SM and split-KV fills the machine. Not yet
-    // tuned on a GPU.
-    return config(variant, 16, 64, 1, 2);
+    // key blocks double-buffered: 64 keys up to D = 128 (72.25 KiB of
+    // shared memory at D = 128: two CTAs an SM on an A100, three on an
+    // H100), 32 above (75.25 KiB at D = 256, inside the 99 KiB of sm_86 /
+    // sm_89). Not yet tuned on a GPU.
+    return config(variant, 16, headDim <= 128 ? 64 : 32, 1, 2);
   if (variant == KernelVariant::GpuSm90a)
     // Two warpgroups of 64 query rows; 64-key blocks keep the scores, P and
     // O of a thread inside the register file for every bias form at D <= 128

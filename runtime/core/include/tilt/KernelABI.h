@@ -80,10 +80,9 @@
 //   \n                         (an empty line ends the header)
 //   <cubin_bytes bytes of cubin (ELF)><ptx_bytes bytes of PTX text>
 //
-// Header keys: abi, variant (gpu_sm80 | gpu_sm90a | gpu_decode_sm80), arch
-// (the cubin's:
-// sm_80 | sm_90a), kernel (entry symbol), block_m, block_n, num_warps,
-// num_stages, threads (per CTA), smem (dynamic shared memory bytes),
+// Header keys: abi, variant (gpu_sm80 | gpu_sm90a | gpu_decode_sm80),
+// arch (the cubin's: sm_80 | sm_90a), kernel (entry symbol), block_m, block_n,
+// num_warps, num_stages, threads (per CTA), smem (dynamic shared memory bytes),
 // cubin_bytes (0: none, the driver JITs the PTX), ptx_bytes, tma (empty, or
 // a ','-separated list of operand names among q,k,v; see below), ptxas
 // (ptxas -v's one-line summary: registers, spills, shared memory), spec
