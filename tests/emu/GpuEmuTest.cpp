@@ -517,10 +517,10 @@ INSTANTIATE_TEST_SUITE_P(Kernels, GpuEmu, ::testing::ValuesIn(cases()),
 // heads x queries, split-KV parts merged by the module's second kernel
 // (tilt_merge), dense or paged caches. Paged cases run three sequences of Sk,
 // about Sk / 2 and 0 keys through a shuffled block table whose entries past
-// each sequence's pages are garbage (a copy that reads bytes through one
-// fails the emulator's bounds check; zero-byte copies of masked rows are
-// not checked, so the kernel clamps those rows into the sequence); dense
-// ones two of Sk keys. Sq {1, 2, 7, 16}, Sk {1, 17, 1000,
+// each sequence's pages are garbage (a copy through one, even of zero
+// bytes, fails the emulator's bounds check: without the kernel's clamp of
+// masked rows into the sequence three of these cases fail); dense ones two
+// of Sk keys. Sq {1, 2, 7, 16}, Sk {1, 17, 1000,
 // 8192, 32768}, pages {16, 64, 256}, heads {12, 40, 71, 112} with MHA, GQA
 // and MQA, bias none / alibi / alibi_symmetric, causal, windows, custom
 // slopes, key padding and position offsets (the CPU decode kernels' set:

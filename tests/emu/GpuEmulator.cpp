@@ -687,9 +687,13 @@ void Cta::exec(Operation &op, const std::vector<uint8_t> &mask) {
       PendingWrite w;
       w.dst = d;
       w.bytes.assign(size_t(n * e), 0); // zero fill past `have`
+      // The source address must be in bounds even when nothing is read
+      // (the kernels clamp masked rows into the tensor): a copy of a row
+      // past a sequence's end, or through a block-table entry it must not
+      // follow, fails here whatever its size.
+      std::vector<int64_t> si = indices(o.getSrcIndices(), t);
+      const uint8_t *s = address(src, si);
       if (have > 0) {
-        std::vector<int64_t> si = indices(o.getSrcIndices(), t);
-        const uint8_t *s = address(src, si);
         si.back() += have - 1;
         (void)address(src, si); // the last element read is in bounds
         std::memcpy(w.bytes.data(), s, size_t(have * e));
