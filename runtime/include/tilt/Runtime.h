@@ -154,8 +154,13 @@ public:
   /// driver or a device, run() returns the driver's one-line error. With no
   /// configuration the variant follows the device (TilePolicy.h's
   /// defaultGpuVariant: gpu_sm90a on sm_90 for f16/bf16 with head_dim 64 or
-  /// 128, else gpu_sm80) and the block sizes the policy's defaults; the
-  /// tuning database is for the CPU only.
+  /// 128, else gpu_sm80) and the block sizes the policy's defaults; paged
+  /// caches and dense calls with Sq <= kDecodeMaxSq (not varlen, not
+  /// alibi_positions) take the decode family, gpu_decode_sm80, which splits
+  /// the keys across CTAs and merges the parts with a second kernel where
+  /// the call would not fill the device. Paged calls copy the block table
+  /// and context lengths to the host for the checks (a blocking copy each
+  /// call). The tuning database is for the CPU only.
   std::string run(const AttentionSpec &spec, const AttentionArgs &args,
                   Target target = Target::CPU,
                   const TileConfig &config = TileConfig());
@@ -172,7 +177,10 @@ public:
                        const TileConfig &config = TileConfig());
 
   /// Makes the kernel for (spec, config, target) resident without running
-  /// it; "" or an error. Used by benchmarks to time JIT latencies.
+  /// it; "" or an error. Used by benchmarks to time JIT latencies. It knows
+  /// no query length: with no configuration a dense spec gets the prefill
+  /// kernel (name the decode variant to prepare that one), a paged one the
+  /// decode kernel.
   std::string prepare(const AttentionSpec &spec, Target target = Target::CPU,
                       const TileConfig &config = TileConfig());
 
