@@ -9,7 +9,10 @@
 #define TILT_TESTS_COMMON_JITRUNTIMETEST_H
 
 #include "tilt/Compiler/Compiler.h"
+#include "tilt/Half.h"
 #include "tilt/Runtime.h"
+
+#include "Strided.h"
 
 #include <gtest/gtest.h>
 
@@ -18,6 +21,8 @@
 #include <memory>
 #include <string>
 #include <unistd.h>
+#include <utility>
+#include <vector>
 
 namespace tilt::test {
 
@@ -57,6 +62,44 @@ protected:
   /// The split counts the decode cases run again with: uneven chunks, and
   /// more splits than most sequences have key blocks (empty parts).
   static constexpr int kSplitCounts[] = {3, 64};
+
+  /// One split-KV run of a call: its o (the spec's dtype) and lse.
+  using SplitRun = std::pair<TypedBuffer, std::vector<float>>;
+  /// The call `args` describes once per kSplitCounts entry through the
+  /// splitting runtimes, o and lse shaped like args' (present); "" or the
+  /// first error.
+  static std::string runSplits(const AttentionSpec &spec,
+                               const AttentionArgs &args,
+                               const TileConfig &config,
+                               std::vector<SplitRun> &out) {
+    for (int splits : kSplitCounts) {
+      SplitRun run{TypedBuffer(spec.dtype, size_t(args.o.numElements())),
+                   std::vector<float>(size_t(args.lse.numElements()), 0.0f)};
+      AttentionArgs split = args;
+      split.o.data = run.first.data();
+      split.lse.data = run.second.data();
+      if (std::string err =
+              splittingRuntime(splits)->run(spec, split, Target::CPU, config);
+          !err.empty())
+        return err;
+      out.push_back(std::move(run));
+    }
+    return {};
+  }
+  /// Strided.h's rerunStridedWithSplit for the suite's runtime and, when
+  /// `splitRuns` has any, the first split run.
+  static std::string
+  rerunStridedWithSplits(const AttentionSpec &spec, const AttentionArgs &args,
+                         const TileConfig &config, const TypedBuffer &q,
+                         const TypedBuffer &k, const TypedBuffer &v,
+                         const TypedBuffer &o, const std::vector<float> &lse,
+                         const std::vector<SplitRun> &splitRuns) {
+    const bool split = !splitRuns.empty();
+    return rerunStridedWithSplit(
+        *runtime, split ? splittingRuntime(kSplitCounts[0]) : nullptr, spec,
+        args, config, q, k, v, o, lse, split ? &splitRuns[0].first : nullptr,
+        split ? &splitRuns[0].second : nullptr);
+  }
 
   static inline std::map<int, std::unique_ptr<Runtime>> splitting;
   static inline std::string cacheDir;

@@ -222,30 +222,17 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   const bool decodeFamily =
       c.config.variant.starts_with("cpu_decode") ||
       (c.config.variant.empty() && useDecodeFamily(spec, c.seqQ));
-  std::vector<std::pair<TypedBuffer, std::vector<float>>> splitRuns;
-  for (int splits : kSplitCounts) {
-    if (!decodeFamily)
-      break;
-    TypedBuffer so(spec.dtype, totalQ * H * D);
-    std::vector<float> slse(totalQ * H, 0.0f);
-    AttentionArgs split = args;
-    split.o.data = so.data();
-    split.lse.data = slse.data();
-    ASSERT_EQ(splittingRuntime(splits)->run(spec, split, Target::CPU, c.config),
-              "");
-    splitRuns.emplace_back(std::move(so), std::move(slse));
+  std::vector<SplitRun> splitRuns;
+  if (decodeFamily) {
+    ASSERT_EQ(runSplits(spec, args, c.config, splitRuns), "");
   }
 
   // The same calls on strided q, k, v, o ([B, S, H, D] memory with gaps,
   // Strided.h) give the same bits; the decode family's also through the
   // split-KV merge, which writes o on the host.
-  const bool split = !splitRuns.empty();
-  EXPECT_EQ(test::rerunStridedWithSplit(
-                *runtime, split ? splittingRuntime(kSplitCounts[0]) : nullptr,
-                spec, args, c.config, q, k, v, o, lse,
-                split ? &splitRuns[0].first : nullptr,
-                split ? &splitRuns[0].second : nullptr),
-            "")
+  EXPECT_EQ(
+      rerunStridedWithSplits(spec, args, c.config, q, k, v, o, lse, splitRuns),
+      "")
       << c.name;
 
   // The reference sees exactly the rounded inputs the kernel saw.

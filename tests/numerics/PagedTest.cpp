@@ -228,27 +228,14 @@ TEST_P(Paged, MatchesFloat64Reference) {
                                    : TensorRef(slopes.data(), {H});
   ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
   // Split-KV: the same call with the keys cut into parts, merged.
-  std::vector<std::pair<TypedBuffer, std::vector<float>>> splitRuns;
-  for (int splits : kSplitCounts) {
-    TypedBuffer so(spec.dtype, B * H * Sq * D);
-    std::vector<float> slse(B * H * Sq, 0.0f);
-    AttentionArgs split = args;
-    split.o = TensorRef(so.data(), {B, H, Sq, D});
-    split.lse = TensorRef(slse.data(), {B, H, Sq});
-    ASSERT_EQ(splittingRuntime(splits)->run(spec, split, Target::CPU, c.config),
-              "");
-    splitRuns.emplace_back(std::move(so), std::move(slse));
-  }
+  std::vector<SplitRun> splitRuns;
+  ASSERT_EQ(runSplits(spec, args, c.config, splitRuns), "");
 
   // Strided q, o and caches (Strided.h; the caches seen as [num_pages,
   // Hkv, page_size + 1, D] memory), unsplit and split: the same bits.
-  const bool split = !splitRuns.empty();
-  EXPECT_EQ(test::rerunStridedWithSplit(
-                *runtime, split ? splittingRuntime(kSplitCounts[0]) : nullptr,
-                spec, args, c.config, q, k, v, o, lse,
-                split ? &splitRuns[0].first : nullptr,
-                split ? &splitRuns[0].second : nullptr),
-            "")
+  EXPECT_EQ(
+      rerunStridedWithSplits(spec, args, c.config, q, k, v, o, lse, splitRuns),
+      "")
       << c.name;
 
   reference::RoundedInputs rounded = reference::fromBuffers(

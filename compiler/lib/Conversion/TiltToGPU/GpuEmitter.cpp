@@ -45,38 +45,14 @@ void GpuEmitter::emitGeometry() {
   t4 = remU(lane, idx(4));
   Value qb = gpu::BlockIdOp::create(b, index, gpu::Dimension::x);
   batch = gpu::BlockIdOp::create(b, index, gpu::Dimension::z);
+  // Decode: grid (splits x row blocks, Hkv, B), rows (group head, query).
   if (decode) {
-    // Grid (splits x row blocks, Hkv, B); rows are (group head, query).
     kvHead = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
-    qStart = kStart = idx(0);
-    sq = memref::DimOp::create(b, q, 2);
-    sk =
-        contextLens
-            ? toIndex(memref::LoadOp::create(b, contextLens, ValueRange{batch}))
-            : Value(memref::DimOp::create(b, k, 2));
-    sqSafe = maxI(sq, idx(1));
-    groupRows = mul(sq, idx(spec.heads / spec.kvHeads));
-    Value parts = memref::DimOp::create(b, oParts, 0);
-    hasSplits = lt(idx(0), parts);
-    Value rowBlocks = maxI(idx(1), divU(add(groupRows, idx(bm - 1)), idx(bm)));
-    split = divU(qb, rowBlocks);
-    rowStart = mul(remU(qb, rowBlocks), idx(bm));
-    shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
-    // The block's queries: one head's run, or (when it holds rows of two
-    // heads) all of them.
-    Value live = minI(idx(bm), sub(groupRows, rowStart));
-    Value last = maxI(rowStart, sub(add(rowStart, live), idx(1)));
-    Value oneHead = cmpI(arith::CmpIPredicate::eq, divU(rowStart, sqSafe),
-                         divU(last, sqSafe));
-    firstRow = add(select(oneHead, remU(rowStart, sqSafe), idx(0)), shift);
-    lastRow =
-        add(select(oneHead, remU(last, sqSafe), sub(sqSafe, idx(1))), shift);
   } else {
     head = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
     kvHead = divU(head, idx(spec.heads / spec.kvHeads));
   }
-  if (decode) {
-  } else if (spec.varlen) {
+  if (spec.varlen) {
     auto load = [&](Value cu, Value i) {
       return toIndex(memref::LoadOp::create(b, cu, ValueRange{i}));
     };
@@ -88,11 +64,32 @@ void GpuEmitter::emitGeometry() {
   } else {
     qStart = kStart = idx(0);
     sq = memref::DimOp::create(b, q, 2);
-    sk = memref::DimOp::create(b, k, 2);
+    sk =
+        contextLens
+            ? toIndex(memref::LoadOp::create(b, contextLens, ValueRange{batch}))
+            : Value(memref::DimOp::create(b, k, 2));
   }
-  if (!decode) {
-    // i' = i + shift relative to key 0: bottom-right, or from the offsets.
-    shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
+  // i' = i + shift relative to key 0: bottom-right, or from the offsets.
+  shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
+  if (decode) {
+    sqSafe = maxI(sq, idx(1));
+    groupRows = mul(sq, idx(spec.heads / spec.kvHeads));
+    Value parts = memref::DimOp::create(b, oParts, 0);
+    hasSplits = lt(idx(0), parts);
+    splits = maxI(idx(1), parts);
+    Value rowBlocks = maxI(idx(1), divU(add(groupRows, idx(bm - 1)), idx(bm)));
+    split = divU(qb, rowBlocks);
+    rowStart = mul(remU(qb, rowBlocks), idx(bm));
+    // The block's queries: one head's run, or (when it holds rows of two
+    // heads) all of them.
+    Value live = minI(idx(bm), sub(groupRows, rowStart));
+    Value last = maxI(rowStart, sub(add(rowStart, live), idx(1)));
+    Value oneHead = cmpI(arith::CmpIPredicate::eq, divU(rowStart, sqSafe),
+                         divU(last, sqSafe));
+    firstRow = add(select(oneHead, remU(rowStart, sqSafe), idx(0)), shift);
+    lastRow =
+        add(select(oneHead, remU(last, sqSafe), sub(sqSafe, idx(1))), shift);
+  } else {
     rowStart = mul(qb, idx(bm));
     Value live = minI(idx(bm), sub(sq, rowStart));
     firstRow = add(rowStart, shift);
@@ -111,7 +108,6 @@ void GpuEmitter::emitGeometry() {
   if (decode) {
     // Split s: the s-th of S runs of whole key blocks (the last ones may
     // be short or empty), so no key is in two splits.
-    Value splits = maxI(idx(1), memref::DimOp::create(b, oParts, 0));
     Value per = divU(add(sub(kbEnd, kbBegin), sub(splits, idx(1))), splits);
     Value first = minI(kbEnd, add(kbBegin, mul(split, per)));
     kbEnd = minI(kbEnd, add(first, per));

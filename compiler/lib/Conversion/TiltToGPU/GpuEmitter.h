@@ -235,7 +235,7 @@ protected:
   // gpu_decode_sm80 (see GpuEmitter.cpp, emitGeometry).
   bool decode = false;
   Value blockTable, contextLens, oParts, lseParts;
-  Value sqSafe, groupRows, split, hasSplits;
+  Value sqSafe, groupRows, split, splits, hasSplits;
   SmallVector<Row> decodeRows;
 };
 
