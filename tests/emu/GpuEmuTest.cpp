@@ -19,6 +19,7 @@
 #include "tilt/Reference.h"
 
 #include "../common/ForwardCheck.h"
+#include "../common/GradientCheck.h"
 #include "../common/TestInputs.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -269,6 +270,9 @@ struct CompiledKernel {
   mlir::gpu::GPUFuncOp kernel;
   mlir::gpu::GPUFuncOp merge; ///< gpu_decode_sm80's tilt_merge
   int64_t smem = 0;
+  /// gpu_bwd_sm80: `kernel` is tilt_attention_bwd_dq, this the second.
+  mlir::gpu::GPUFuncOp dkdv;
+  int64_t dkdvSmem = 0;
   std::string error;
 
   CompiledKernel(const AttentionSpec &s, const std::string &variantName,
@@ -283,8 +287,9 @@ struct CompiledKernel {
     opts.extents = {0, 0, 0};
     opts.withLse = true;
     opts.slopesPerBatch = true;
-    module = buildSpecModule(ctx, s, opts);
     auto variant = mlir::tilt::symbolizeKernelVariant(variantName);
+    opts.backward = variant && mlir::tilt::isBackwardVariant(*variant);
+    module = buildSpecModule(ctx, s, opts);
     if (!module || !variant) {
       error = "spec module or variant: " + diagnostics;
       return;
@@ -292,6 +297,8 @@ struct CompiledKernel {
     auto config =
         mlir::tilt::TileConfigAttr::get(&ctx, *variant, bm, bn, warps, stages);
     module->walk([&](mlir::tilt::AttentionOp op) { op.setConfigAttr(config); });
+    module->walk(
+        [&](mlir::tilt::AttentionBackwardOp op) { op.setConfigAttr(config); });
     mlir::PassManager pm(&ctx);
     mlir::tilt::GpuPipelineOptions pipeline;
     mlir::tilt::getGpuPipelineStages(pipeline).front().addPasses(pm);
@@ -300,8 +307,10 @@ struct CompiledKernel {
       return;
     }
     module->walk([&](mlir::gpu::GPUFuncOp f) {
-      if (f.getName() == kCudaKernelName)
+      if (f.getName() == kCudaKernelName || f.getName() == kCudaBwdDqKernelName)
         kernel = f;
+      else if (f.getName() == kCudaBwdDkDvKernelName)
+        dkdv = f;
       else if (f.getName() == kCudaMergeKernelName)
         merge = f;
     });
@@ -313,6 +322,8 @@ struct CompiledKernel {
       return;
     }
     smem = smemAttr.getInt();
+    if (dkdv)
+      dkdvSmem = dkdv->getAttrOfType<mlir::IntegerAttr>("tilt.smem").getInt();
   }
 
 private:
@@ -332,6 +343,19 @@ emu::MemRefArg contiguous(void *data, std::vector<int64_t> sizes) {
   for (int d = int(sizes.size()) - 2; d >= 0; --d)
     m.strides[d] = m.strides[d + 1] * sizes[d + 1];
   return m;
+}
+
+/// Varlen sequences of about seqQ / seqK tokens: one short query sequence,
+/// one with no keys at all (fully masked rows).
+void varlenSequences(int64_t B, int64_t seqQ, int64_t seqK,
+                     std::vector<int32_t> &cuQ, std::vector<int32_t> &cuK,
+                     int64_t &totalQ, int64_t &totalK) {
+  for (int64_t b = 0; b < B; ++b) {
+    cuQ.push_back(cuQ.back() + int32_t(b == 1 ? seqQ / 3 : seqQ));
+    cuK.push_back(cuK.back() + int32_t(b == 2 ? 0 : seqK - 7 * b));
+  }
+  totalQ = cuQ.back();
+  totalK = cuK.back();
 }
 
 /// Custom slopes ([rows, H]) when the spec takes them, else none.
@@ -374,15 +398,8 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   std::mt19937 rng(4321);
   std::vector<int32_t> cuQ{0}, cuK{0};
   int64_t totalQ = B * c.seqQ, totalK = B * c.seqK, maxSq = c.seqQ;
-  if (s.varlen) {
-    // One short sequence, one with no keys at all (fully masked rows).
-    for (int64_t b = 0; b < B; ++b) {
-      cuQ.push_back(cuQ.back() + int32_t(b == 1 ? c.seqQ / 3 : c.seqQ));
-      cuK.push_back(cuK.back() + int32_t(b == 2 ? 0 : c.seqK - 7 * b));
-    }
-    totalQ = cuQ.back();
-    totalK = cuK.back();
-  }
+  if (s.varlen)
+    varlenSequences(B, c.seqQ, c.seqK, cuQ, cuK, totalQ, totalK);
   auto fill = [&](int64_t n) {
     return test_inputs::normalBuffer(s.dtype, n, rng);
   };
@@ -769,3 +786,275 @@ INSTANTIATE_TEST_SUITE_P(Kernels, GpuDecodeEmu,
                          [](const auto &info) { return info.param.name; });
 
 } // namespace
+
+// --- gpu_bwd_sm80 ------------------------------------------------------------
+//
+// The backward's two kernels (GpuBackward.cpp) run in order, the dQ kernel
+// then the dK/dV kernel (which reads the row state and the slope gradient's
+// parts the first wrote), on the forward's o (float64, rounded to the dtype)
+// and lse, and are held to ALIBI.md's gradient rule against the float64
+// reference as the CPU backward is (tests/numerics/BackwardTest.cpp): max
+// abs error <= 2 x a naive same-dtype backward's + 1e-6; rows that see no
+// key leave dq exactly 0; every element of dq, dk and dv is written.
+
+struct BwdCase {
+  std::string name;
+  AttentionSpec spec;
+  int64_t batch = 1, seqQ = 0, seqK = 0;
+  int64_t blockM = 64, blockN = 64, warps = 4, stages = 2;
+  bool slopesPerBatch = false, padding = false;
+  int64_t qOffset = 0, kOffset = 0;
+};
+
+void PrintTo(const BwdCase &c, std::ostream *os) { *os << c.name; }
+
+std::vector<BwdCase> bwdCases() {
+  std::vector<BwdCase> out;
+  auto add = [&](std::string name, AttentionSpec s, int64_t b, int64_t sq,
+                 int64_t sk) -> BwdCase & {
+    BwdCase c;
+    c.name = std::move(name);
+    c.spec = s;
+    c.batch = b;
+    c.seqQ = sq;
+    c.seqK = sk;
+    out.push_back(std::move(c));
+    return out.back();
+  };
+  auto tiles = [](BwdCase &c, int64_t bm, int64_t bn, int64_t w, int64_t st) {
+    c.blockM = bm, c.blockN = bn, c.warps = w, c.stages = st;
+  };
+  using enum BiasKind;
+  {
+    AttentionSpec s = spec(4, 2, 64, DType::BF16, Alibi);
+    s.causal = true;
+    add("gqa2_bf16_alibi_causal_tail", s, 1, 100, 100);
+  }
+  {
+    AttentionSpec s = spec(2, 2, 80, DType::F16, AlibiSymmetric);
+    s.window = 37;
+    tiles(add("f16_d80_symmetric_window_sq70_sk130", s, 1, 70, 130), 32, 32, 2,
+          2);
+  }
+  {
+    AttentionSpec s = spec(2, 1, 64, DType::BF16, Alibi);
+    s.slopes = SlopeSource::Custom;
+    s.keyPaddingMask = true;
+    s.causal = true;
+    BwdCase &c =
+        add("mqa_bf16_trainable_slopes_bh_padding_causal", s, 2, 90, 90);
+    c.slopesPerBatch = true;
+    c.padding = true;
+  }
+  {
+    AttentionSpec s = spec(3, 1, 64, DType::BF16, Alibi);
+    s.slopes = SlopeSource::Custom;
+    s.varlen = true;
+    add("mqa_bf16_varlen_trainable_slopes_h", s, 3, 60, 75);
+  }
+  {
+    AttentionSpec s = spec(4, 2, 64, DType::BF16, Alibi);
+    s.slopes = SlopeSource::Custom;
+    s.causal = true;
+    s.positionOffsets = true;
+    BwdCase &c =
+        add("offsets_far_chunk_causal_trainable_slopes", s, 1, 100, 130);
+    c.qOffset = 50000;
+    c.kOffset = 20000;
+    AttentionSpec w = spec(2, 2, 64, DType::F16, AlibiSymmetric);
+    w.slopes = SlopeSource::Custom;
+    w.window = 40;
+    w.positionOffsets = true;
+    BwdCase &o = add("offsets_overlap_symmetric_window_slopes", w, 1, 80, 120);
+    o.qOffset = 1000;
+    o.kOffset = 950;
+  }
+  {
+    // Bottom-right causal with Sq > Sk: the first 60 rows see no key.
+    AttentionSpec s = spec(2, 2, 128, DType::F16, None);
+    s.causal = true;
+    add("f16_d128_no_bias_causal_masked_rows", s, 1, 130, 70);
+  }
+  {
+    AttentionSpec s = spec(2, 2, 64, DType::BF16, Alibi);
+    tiles(add("two_mtiles_per_warp_3_stages", s, 1, 150, 150), 128, 128, 4, 3);
+  }
+  {
+    AttentionSpec s = spec(1, 1, 256, DType::BF16, Alibi);
+    s.causal = true;
+    tiles(add("d256_default_config", s, 1, 70, 90), 32, 32, 2, 1);
+  }
+  {
+    // ALIBI.md's head counts at short sequences: 71 (MQA: one dK/dV CTA
+    // runs the whole group), 12 and 40 (GQA).
+    AttentionSpec m = spec(71, 1, 64, DType::BF16, AlibiSymmetric);
+    add("h71_mqa_seq17", m, 1, 17, 17);
+    AttentionSpec g = spec(40, 8, 128, DType::BF16, Alibi);
+    g.causal = true;
+    add("h40_gqa5_d128_seq17", g, 1, 17, 17);
+    AttentionSpec h = spec(12, 12, 64, DType::F16, Alibi);
+    h.causal = true;
+    add("h12_seq129_sq1_decode_row", h, 2, 1, 129);
+  }
+  return out;
+}
+
+class GpuBwdEmu : public ::testing::TestWithParam<BwdCase> {};
+
+TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
+  const BwdCase &c = GetParam();
+  const AttentionSpec &s = c.spec;
+  ASSERT_EQ(s.validate(), "");
+  const int64_t H = s.heads, Hkv = s.kvHeads, D = s.headDim, B = c.batch;
+  CompiledKernel compiled(s, "gpu_bwd_sm80", c.blockM, c.blockN, c.warps,
+                          c.stages);
+  ASSERT_EQ(compiled.error, "");
+  ASSERT_TRUE(compiled.dkdv) << "no " << kCudaBwdDkDvKernelName;
+
+  std::mt19937 rng(2024);
+  std::vector<int32_t> cuQ{0}, cuK{0};
+  int64_t totalQ = B * c.seqQ, totalK = B * c.seqK;
+  int64_t maxSq = c.seqQ, maxSk = c.seqK;
+  if (s.varlen)
+    varlenSequences(B, c.seqQ, c.seqK, cuQ, cuK, totalQ, totalK);
+  auto fill = [&](int64_t n) {
+    return test_inputs::normalBuffer(s.dtype, n, rng);
+  };
+  TypedBuffer q = fill(totalQ * H * D), k = fill(totalK * Hkv * D),
+              v = fill(totalK * Hkv * D), dO = fill(totalQ * H * D);
+  std::vector<float> slopes = customSlopesFor(s, c.slopesPerBatch ? B : 1, rng);
+  std::vector<uint8_t> kpm =
+      c.padding ? test_inputs::paddingMask(B, c.seqK) : std::vector<uint8_t>();
+  reference::RoundedInputs rounded = reference::fromBuffers(
+      q, k, v, slopes, c.slopesPerBatch, kpm, s.varlen, cuQ, cuK);
+  rounded.in.qOffset = c.qOffset;
+  rounded.in.kOffset = c.kOffset;
+  const reference::Inputs &in = rounded.in;
+  Extents ext{B, s.varlen ? totalQ : c.seqQ, s.varlen ? totalK : c.seqK};
+
+  // The forward the backward reads: o in the dtype, lse in f32.
+  reference::Outputs fwd = reference::attention(s, ext, in);
+  TypedBuffer o(s.dtype, fwd.o.size());
+  for (size_t i = 0; i < fwd.o.size(); ++i)
+    o.set(i, float(fwd.o[i]));
+  std::vector<float> lse(fwd.lse.begin(), fwd.lse.end());
+  std::vector<float> gradLse(lse.size(), 0.0f);
+  TypedBuffer dq(s.dtype, q.size()), dk(s.dtype, k.size()),
+      dv(s.dtype, v.size());
+  for (TypedBuffer *t : {&dq, &dk, &dv})
+    for (size_t i = 0; i < t->size(); ++i)
+      t->set(i, 12345.0f); // every element must be written
+  std::vector<float> rowState(lse.size() * 4, 777.0f);
+  const int64_t queryBlocks =
+      std::max<int64_t>(1, (maxSq + c.blockM - 1) / c.blockM);
+  std::vector<float> dslopes, parts;
+  if (!slopes.empty()) {
+    dslopes.assign(size_t(B * H), -1.0f);
+    parts.assign(size_t(B * H * queryBlocks), 0.0f);
+  }
+
+  // The parameters (KernelABI.h's backward order), row-major.
+  emu::Launch launch;
+  std::vector<int64_t> qShape = {B, H, c.seqQ, D}, kShape = {B, Hkv, c.seqK, D},
+                       lseShape = {B, H, c.seqQ};
+  if (s.varlen) {
+    qShape = {totalQ, H, D};
+    kShape = {totalK, Hkv, D};
+    lseShape = {H, totalQ};
+  }
+  std::vector<int64_t> stateShape = lseShape;
+  stateShape.push_back(4);
+  launch.memrefs = {
+      contiguous(q.data(), qShape),           contiguous(k.data(), kShape),
+      contiguous(v.data(), kShape),           contiguous(o.data(), qShape),
+      contiguous(dO.data(), qShape),          contiguous(lse.data(), lseShape),
+      contiguous(gradLse.data(), lseShape),   contiguous(dq.data(), qShape),
+      contiguous(dk.data(), kShape),          contiguous(dv.data(), kShape),
+      contiguous(rowState.data(), stateShape)};
+  if (!slopes.empty()) {
+    emu::MemRefArg m = contiguous(slopes.data(), {B, H});
+    if (!c.slopesPerBatch)
+      m.strides[0] = 0;
+    launch.memrefs.push_back(m);
+    launch.memrefs.push_back(contiguous(dslopes.data(), {B, H}));
+  }
+  if (!kpm.empty())
+    launch.memrefs.push_back(contiguous(kpm.data(), {B, c.seqK}));
+  if (s.varlen) {
+    launch.memrefs.push_back(contiguous(cuQ.data(), {B + 1}));
+    launch.memrefs.push_back(contiguous(cuK.data(), {B + 1}));
+    maxSq = maxSk = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      maxSq = std::max<int64_t>(maxSq, cuQ[b + 1] - cuQ[b]);
+      maxSk = std::max<int64_t>(maxSk, cuK[b + 1] - cuK[b]);
+    }
+  }
+  if (!slopes.empty())
+    launch.memrefs.push_back(contiguous(parts.data(), {B, H, queryBlocks}));
+  if (s.positionOffsets)
+    launch.scalars = {c.qOffset, c.kOffset};
+  launch.threads = 32 * c.warps;
+  launch.grid[0] = queryBlocks;
+  launch.grid[1] = H;
+  launch.grid[2] = B;
+  launch.smemBytes = compiled.smem;
+  ASSERT_EQ(emu::run(compiled.kernel, launch), "") << c.name << " (dq)";
+  launch.grid[0] = std::max<int64_t>(1, (maxSk + c.blockN - 1) / c.blockN);
+  launch.grid[1] = Hkv;
+  launch.smemBytes = compiled.dkdvSmem;
+  ASSERT_EQ(emu::run(compiled.dkdv, launch), "") << c.name << " (dk, dv)";
+
+  std::vector<float> dOf(dO.size());
+  for (size_t i = 0; i < dOf.size(); ++i)
+    dOf[i] = dO.get(i);
+  reference::Gradients ref =
+      reference::attentionBackward(s, ext, in, dOf.data());
+  reference::Gradients naive =
+      reference::naiveBackwardSameDtype(s, ext, in, dOf.data());
+  // A caller with [H] slopes sums the kernel's [B, H] over B (the runtime
+  // does), in batch order.
+  std::vector<float> dslopesOut = dslopes;
+  if (!slopes.empty() && !c.slopesPerBatch) {
+    dslopesOut.assign(size_t(H), 0.0f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        dslopesOut[size_t(h)] += dslopes[size_t(b * H + h)];
+  }
+  auto check = [&](const char *name, std::function<double(size_t)> get,
+                   size_t n, const std::vector<double> &want,
+                   const std::vector<double> &naiveGot) {
+    return test::checkGradient(c.name, name, s.dtype, get, n, want, naiveGot,
+                               /*unwritten=*/12345.0);
+  };
+  std::printf("  %s\n", c.name.c_str());
+  double worst = 0;
+  worst = std::max(worst, check(
+                              "dq", [&](size_t i) { return dq.get(i); },
+                              dq.size(), ref.dq, naive.dq));
+  worst = std::max(worst, check(
+                              "dk", [&](size_t i) { return dk.get(i); },
+                              dk.size(), ref.dk, naive.dk));
+  worst = std::max(worst, check(
+                              "dv", [&](size_t i) { return dv.get(i); },
+                              dv.size(), ref.dv, naive.dv));
+  if (!slopes.empty())
+    worst = std::max(worst, check(
+                                "dslopes",
+                                [&](size_t i) { return double(dslopesOut[i]); },
+                                dslopesOut.size(), ref.dslopes, naive.dslopes));
+  int64_t emptyRows = 0;
+  for (int64_t row = 0; row < totalQ * H; ++row) {
+    const int64_t lseIdx = s.varlen ? (row % H) * totalQ + row / H : row;
+    if (!std::isinf(lse[size_t(lseIdx)]))
+      continue;
+    ++emptyRows;
+    for (int64_t d = 0; d < D; ++d)
+      ASSERT_EQ(dq.get(size_t(row * D + d)), 0.0f)
+          << "fully masked row " << row;
+  }
+  std::printf("    worst error/bound %.3f, %lld empty rows\n", worst,
+              (long long)emptyRows);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, GpuBwdEmu, ::testing::ValuesIn(bwdCases()),
+                         [](const auto &info) { return info.param.name; });

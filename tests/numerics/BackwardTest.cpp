@@ -23,6 +23,7 @@
 #include <random>
 
 #include "../common/CrossCompile.h"
+#include "../common/GradientCheck.h"
 #include "../common/JitRuntimeTest.h"
 #include "../common/Strided.h"
 #include "../common/TestInputs.h"
@@ -283,31 +284,11 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
   reference::Gradients naive =
       reference::naiveBackwardSameDtype(spec, ext, rounded.in, dOf.data());
 
-  auto check = [&](const char *name, auto get, size_t n,
-                   const std::vector<double> &want,
-                   const std::vector<double> &naiveGot) -> double {
-    if (want.size() != n) {
-      ADD_FAILURE() << name << ": " << n << " elements, reference "
-                    << want.size();
-      return INFINITY;
-    }
-    double err = 0, naiveErr = 0, maxRef = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const double x = get(i);
-      if (std::isnan(x)) {
-        ADD_FAILURE() << name << " " << i << " is NaN";
-        return INFINITY;
-      }
-      err = std::max(err, std::abs(x - want[i]));
-      naiveErr = std::max(naiveErr, std::abs(naiveGot[i] - want[i]));
-      maxRef = std::max(maxRef, std::abs(want[i]));
-    }
-    const double bound =
-        reference::gradientErrorBound(spec.dtype, naiveErr, maxRef);
-    EXPECT_LE(err, bound) << name << " of " << c.name;
-    std::printf("    %-6s err %.2e bound %.2e (naive %.2e, max|ref| %.2e)\n",
-                name, err, bound, naiveErr, maxRef);
-    return err / bound;
+  auto check = [&](const char *name, std::function<double(size_t)> get,
+                   size_t n, const std::vector<double> &want,
+                   const std::vector<double> &naiveGot) {
+    return test::checkGradient(c.name, name, spec.dtype, get, n, want,
+                               naiveGot);
   };
   std::printf("  %s\n", c.name.c_str());
   double worst = 0;

@@ -61,7 +61,8 @@ completeAndCheck(MLIRContext *ctx, const ::tilt::AttentionSpec &spec,
   if (::tilt::isBackwardVariant(*kind) != backward)
     return emitError() << "variant " << requested.variant
                        << (backward ? " is a forward variant; the backward "
-                                      "takes cpu_bwd_avx2 or cpu_bwd_avx512"
+                                      "takes cpu_bwd_avx2, cpu_bwd_avx512 or "
+                                      "gpu_bwd_sm80"
                                     : " is for the backward pass");
   const bool gpu = ::tilt::isGpuVariant(*kind);
   // The policy fills what the request leaves open (zero fields).

@@ -38,6 +38,8 @@ std::string_view toString(KernelVariant v) {
     return "cpu_bwd_avx512";
   case KernelVariant::GpuDecodeSm80:
     return "gpu_decode_sm80";
+  case KernelVariant::GpuBwdSm80:
+    return "gpu_bwd_sm80";
   }
   return "unknown";
 }
@@ -62,7 +64,7 @@ std::string kernelVariantNames() {
 
 bool isGpuVariant(KernelVariant v) {
   return v == KernelVariant::GpuSm80 || v == KernelVariant::GpuSm90a ||
-         v == KernelVariant::GpuDecodeSm80;
+         v == KernelVariant::GpuDecodeSm80 || v == KernelVariant::GpuBwdSm80;
 }
 
 bool isDecodeVariant(KernelVariant v) {
@@ -72,7 +74,8 @@ bool isDecodeVariant(KernelVariant v) {
 }
 
 bool isBackwardVariant(KernelVariant v) {
-  return v == KernelVariant::CpuBwdAvx2 || v == KernelVariant::CpuBwdAvx512;
+  return v == KernelVariant::CpuBwdAvx2 || v == KernelVariant::CpuBwdAvx512 ||
+         v == KernelVariant::GpuBwdSm80;
 }
 
 KernelCompiler::~KernelCompiler() = default;

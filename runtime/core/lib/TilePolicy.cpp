@@ -162,6 +162,14 @@ KernelVariant defaultGpuVariant(const AttentionSpec &spec,
 }
 
 TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
+  if (variant == KernelVariant::GpuBwdSm80)
+    // The backward's two kernels: 64 query rows (dQ) and 64 keys (dK/dV)
+    // per CTA, four warps, two stages: 104 KiB of shared memory at D = 128
+    // (ptxas: 220 and 251 registers, no spills, for bf16 GQA causal ALiBi).
+    // D > 128: 32 x 32 on two warps, one stage (67 KiB at D = 256). Not yet
+    // tuned on a GPU.
+    return headDim <= 128 ? config(variant, 64, 64, 4, 2)
+                          : config(variant, 32, 32, 2, 1);
   if (variant == KernelVariant::GpuDecodeSm80)
     // One warp of 16 rows (a GQA group's heads x Sq, one m16 tile) against
     // key blocks double-buffered: 64 keys up to D = 128 (72.25 KiB of

@@ -344,6 +344,7 @@ mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
   case KernelVariant::gpu_sm80:
   case KernelVariant::gpu_sm90a:
   case KernelVariant::gpu_decode_sm80:
+  case KernelVariant::gpu_bwd_sm80:
   case KernelVariant::cpu_bwd_avx2:
   case KernelVariant::cpu_bwd_avx512:
     break;

@@ -53,14 +53,8 @@ void GpuEmitter::emitGeometry() {
     kvHead = divU(head, idx(spec.heads / spec.kvHeads));
   }
   if (spec.varlen) {
-    auto load = [&](Value cu, Value i) {
-      return toIndex(memref::LoadOp::create(b, cu, ValueRange{i}));
-    };
-    Value next = add(batch, idx(1));
-    qStart = load(cuQ, batch);
-    kStart = load(cuK, batch);
-    sq = sub(load(cuQ, next), qStart);
-    sk = sub(load(cuK, next), kStart);
+    std::tie(qStart, sq) = sequenceRange(cuQ, batch);
+    std::tie(kStart, sk) = sequenceRange(cuK, batch);
   } else {
     qStart = kStart = idx(0);
     sq = memref::DimOp::create(b, q, 2);
@@ -116,7 +110,10 @@ void GpuEmitter::emitGeometry() {
   scale2 = f32c(spec.effectiveScale() * kLog2E);
 }
 
-Value GpuEmitter::slope2(Value h) {
+Value GpuEmitter::slope2(Value h) { return slopeLog2(spec, slopes, batch, h); }
+
+Value GpuBuilder::slopeLog2(const ::tilt::AttentionSpec &spec, Value slopes,
+                            Value batch, Value h) {
   if (!spec.hasAlibi())
     return f32c(0.0);
   if (slopes) {

@@ -86,8 +86,51 @@ protected:
       scf::YieldOp::create(b);
     });
   }
+  /// Sequence `batch`'s start and length in cu_seqlens `cu` (varlen).
+  std::pair<Value, Value> sequenceRange(Value cu, Value batch) {
+    Value start = toIndex(memref::LoadOp::create(b, cu, ValueRange{batch}));
+    Value end = toIndex(memref::LoadOp::create(
+        b, cu, ValueRange{arith::AddIOp::create(b, batch, idx(1))}));
+    return {start, arith::SubIOp::create(b, end, start)};
+  }
+  Value blockId(gpu::Dimension dim) {
+    return gpu::BlockIdOp::create(b, b.getIndexType(), dim);
+  }
+  /// The slope of query head `h` in log2 units (0 without ALiBi): custom
+  /// from `slopes` [B, H] at `batch`, else the standard slopes of the
+  /// spec's heads by a select chain over the (static) head count.
+  Value slopeLog2(const ::tilt::AttentionSpec &spec, Value slopes, Value batch,
+                  Value h);
 
   Type f32, i32;
+};
+
+/// The sm_80 matrix building blocks (Sm80.cpp), shared by the forward,
+/// decode and backward kernels: ldmatrix x4, mma.sync m16n8k16 with f32
+/// accumulators in the m16n8 layout (vector<2x2xf32>: [row g / g + 8][column
+/// 2 * t4 + e]), and the fragments in between.
+class Sm80Ops {
+public:
+  Sm80Ops(ImplicitLocOpBuilder &b, Type elt) : b(b), elt(elt) {}
+  /// Four 8x8 matrices of `mem` (rows from `row`, 16 bytes from `col`, per
+  /// lane), optionally transposed: vector<4x2xelt>.
+  Value ldmatrix(Value mem, Value row, Value col, bool transpose);
+  /// Rows first, first+1 of a vector<4x2xT> as a vector<2x2xT> (a B
+  /// fragment out of an x4 ldmatrix).
+  Value rowPair(Value frag4, int64_t first);
+  /// c += a * b for one m16n8k16 tile: a vector<4x2xT>, b vector<2x2xT>, c
+  /// vector<2x2xf32>.
+  Value mma(Value a, Value bFrag, Value c);
+  /// The A fragment of a 16-column k-step from two f32 accumulator tiles
+  /// (its columns 0-7 and 8-15), rounded to the element type: how P (and
+  /// dS) feed the next product without leaving registers.
+  Value aFragment(Value lo, Value hi);
+  /// Closes the cp.async group of the copies issued since the last one.
+  Value commit();
+
+private:
+  ImplicitLocOpBuilder &b;
+  Type elt;
 };
 
 /// The shared part of the kernel body of every GPU variant. All per-thread
@@ -252,6 +295,17 @@ std::unique_ptr<GpuEmitter> makeSm90aEmitter(const ::tilt::AttentionSpec &spec,
                                              TileConfigAttr config,
                                              ImplicitLocOpBuilder &b,
                                              ValueRange args);
+
+/// gpu_bwd_sm80's kernels (GpuBackward.cpp): `dkdv` false emits the body of
+/// tilt_attention_bwd_dq, true that of tilt_attention_bwd_dkdv; `args` the
+/// backward's GPU parameters (KernelABI.h), `withSlopes` whether they hold
+/// slopes, dslopes and the slope gradient's parts.
+void emitBackwardKernel(const ::tilt::AttentionSpec &spec,
+                        TileConfigAttr config, ImplicitLocOpBuilder &b,
+                        ValueRange args, bool withSlopes, bool dkdv);
+/// Dynamic shared memory of one gpu_bwd_sm80 kernel.
+int64_t gpuBackwardSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
+                                     TileConfigAttr config, bool dkdv);
 
 /// The body of gpu_decode_sm80's second kernel, `tilt_merge` (Merge.cpp):
 /// the exact merge of the split-KV parts. `args`: o_parts, lse_parts, o,

@@ -43,27 +43,17 @@ private:
   void loadTile(ArrayRef<std::pair<Value, Value>> srcDst, bool isQ,
                 Value bufferRow, Value rowBase, Value rows, int64_t count);
   void issueKeyBlock(Value kb);
-  /// Closes the cp.async group of the copies issued since the last one.
-  Value commit() {
-    auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
-    return nvgpu::DeviceAsyncCreateGroupOp::create(b, tokenType, ValueRange{});
+  Value commit() { return ops.commit(); }
+  Value ldmatrix(Value mem, Value row, Value col, bool transpose) {
+    return ops.ldmatrix(mem, row, col, transpose);
   }
-  Value ldmatrix(Value mem, Value row, Value col, bool transpose);
-  /// Rows first, first+1 of a vector<4x2xT> as a vector<2x2xT> (a B
-  /// fragment out of an x4 ldmatrix).
   Value rowPair(Value frag4, int64_t first) {
-    Value out = arith::ConstantOp::create(
-        b, DenseElementsAttr::get(VectorType::get({2, 2}, elt),
-                                  b.getZeroAttr(elt)));
-    for (int64_t i = 0; i < 2; ++i)
-      out = vector::InsertOp::create(
-          b, vector::ExtractOp::create(b, frag4, ArrayRef<int64_t>{first + i}),
-          out, ArrayRef<int64_t>{i});
-    return out;
+    return ops.rowPair(frag4, first);
   }
-  Value mma(Value a, Value bFrag, Value c);
+  Value mma(Value a, Value bFrag, Value c) { return ops.mma(a, bFrag, c); }
   Value qFragment(int64_t mi, int64_t kk);
 
+  Sm80Ops ops{b, elt};
   Value qSmem, kSmem, vSmem;
   SmallVector<SmallVector<Value>> qFrags; ///< [mi][kk], when kept
 };
@@ -140,18 +130,7 @@ SmallVector<Value> Sm80Emitter::scores(Value slot, Value bufferRow, int64_t mi,
 void Sm80Emitter::accumulatePV(Value slot, Value bufferRow, ArrayRef<Value> p,
                                Value *acc) {
   for (int64_t kt = 0; kt < bn / 16; ++kt) {
-    // A fragment rows: (g, keys 2*t4..) of tiles 2kt and 2kt+1.
-    SmallVector<Value> regs;
-    for (int64_t h = 0; h < 2; ++h)
-      for (int64_t r = 0; r < 2; ++r)
-        regs.push_back(arith::TruncFOp::create(
-            b, VectorType::get({2}, elt),
-            vector::ExtractOp::create(b, p[2 * kt + h], ArrayRef<int64_t>{r})));
-    Value a = arith::ConstantOp::create(
-        b, DenseElementsAttr::get(VectorType::get({4, 2}, elt),
-                                  b.getZeroAttr(elt)));
-    for (int64_t i = 0; i < 4; ++i)
-      a = vector::InsertOp::create(b, regs[i], a, ArrayRef<int64_t>{i});
+    Value a = ops.aFragment(p[2 * kt], p[2 * kt + 1]);
     for (int64_t dt = 0; dt < d / 8; dt += 2) {
       Value row = add(add(bufferRow, idx(kt * 16)), remU(lane, idx(16)));
       Value col = add(idx(dt * 8), mul(divU(lane, idx(16)), idx(8)));
@@ -224,14 +203,47 @@ void Sm80Emitter::issueKeyBlock(Value kb) {
   loadTile({{k, kSmem}, {v, vSmem}}, false, bufferRow, keyBase, idx(bn), bn);
 }
 
-Value Sm80Emitter::ldmatrix(Value mem, Value row, Value col, bool transpose) {
+Value Sm80Ops::ldmatrix(Value mem, Value row, Value col, bool transpose) {
   return nvgpu::LdMatrixOp::create(b, VectorType::get({4, 2}, elt), mem,
                                    ValueRange{row, col}, transpose, 4u);
 }
 
-/// c += a * b for one m16n8k16 tile: a vector<4x2xT>, b vector<2x2xT>, c
-/// vector<2x2xf32>.
-Value Sm80Emitter::mma(Value a, Value bFrag, Value c) {
+Value Sm80Ops::rowPair(Value frag4, int64_t first) {
+  Value out = arith::ConstantOp::create(
+      b,
+      DenseElementsAttr::get(VectorType::get({2, 2}, elt), b.getZeroAttr(elt)));
+  for (int64_t i = 0; i < 2; ++i)
+    out = vector::InsertOp::create(
+        b, vector::ExtractOp::create(b, frag4, ArrayRef<int64_t>{first + i}),
+        out, ArrayRef<int64_t>{i});
+  return out;
+}
+
+Value Sm80Ops::aFragment(Value lo, Value hi) {
+  // A fragment registers: (row g, columns 2*t4..) of lo, (g + 8, ..) of lo,
+  // then the same of hi.
+  Value a = arith::ConstantOp::create(
+      b,
+      DenseElementsAttr::get(VectorType::get({4, 2}, elt), b.getZeroAttr(elt)));
+  int64_t i = 0;
+  for (Value tile : {lo, hi})
+    for (int64_t r = 0; r < 2; ++r)
+      a = vector::InsertOp::create(
+          b,
+          arith::TruncFOp::create(
+              b, VectorType::get({2}, elt),
+              vector::ExtractOp::create(b, tile, ArrayRef<int64_t>{r})),
+          a, ArrayRef<int64_t>{i++});
+  return a;
+}
+
+Value Sm80Ops::commit() {
+  auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  return nvgpu::DeviceAsyncCreateGroupOp::create(b, tokenType, ValueRange{});
+}
+
+Value Sm80Ops::mma(Value a, Value bFrag, Value c) {
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
   if (!isa<BFloat16Type>(elt))
     return nvgpu::MmaSyncOp::create(b, a, bFrag, c,
                                     ArrayRef<int64_t>{16, 8, 16});

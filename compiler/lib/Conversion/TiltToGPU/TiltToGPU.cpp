@@ -83,6 +83,9 @@ using namespace mlir::tilt;
 
 int64_t mlir::tilt::gpuSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
                                          TileConfigAttr config) {
+  if (config.getVariant() == KernelVariant::gpu_bwd_sm80)
+    return std::max(gpuBackwardSharedMemoryBytes(spec, config, false),
+                    gpuBackwardSharedMemoryBytes(spec, config, true));
   const int64_t e = ::tilt::byteWidth(spec.dtype);
   const int64_t bn = config.getBlockN();
   int64_t bytes;
@@ -110,21 +113,28 @@ struct ConvertTiltToGPU
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<AttentionOp> ops;
-    module.walk([&](AttentionOp op) { ops.push_back(op); });
+    SmallVector<Operation *> ops;
+    module.walk([&](Operation *op) {
+      if (isa<AttentionOp, AttentionBackwardOp>(op))
+        ops.push_back(op);
+    });
     if (ops.size() != 1) {
       module.emitError("convert-tilt-to-gpu expects exactly one "
-                       "tilt.attention, found ")
+                       "tilt.attention or tilt.attention_backward, found ")
           << ops.size();
       return signalPassFailure();
     }
-    if (failed(rewrite(module, ops.front())))
+    LogicalResult done =
+        isa<AttentionOp>(ops.front())
+            ? rewrite(module, cast<AttentionOp>(ops.front()))
+            : rewrite(module, cast<AttentionBackwardOp>(ops.front()));
+    if (failed(done))
       signalPassFailure();
   }
 
   /// The configuration tilt-pin-tile-config pinned, checked against the
   /// spec; this pass chooses nothing.
-  FailureOr<TileConfigAttr> pinnedConfig(AttentionOp op) {
+  template <typename OpT> FailureOr<TileConfigAttr> pinnedConfig(OpT op) {
     TileConfigAttr config = op.getConfigAttr();
     if (!config) {
       op.emitOpError("has no tile_config; run tilt-pin-tile-config first");
@@ -142,15 +152,97 @@ struct ConvertTiltToGPU
     return config;
   }
 
-  LogicalResult rewrite(ModuleOp module, AttentionOp op) {
+  /// The spec function around `op` (in `func`) and its pinned config.
+  template <typename OpT>
+  FailureOr<TileConfigAttr> prepare(OpT op, func::FuncOp &func) {
     if (op.hasBufferSemantics())
       return op.emitOpError("convert-tilt-to-gpu expects the tensor form "
                             "(a spec function)");
-    auto func = dyn_cast<func::FuncOp>(op->getParentOp());
+    func = dyn_cast<func::FuncOp>(op->getParentOp());
     if (!func)
       return op.emitOpError("convert-tilt-to-gpu expects the op in a "
                             "func.func");
-    FailureOr<TileConfigAttr> config = pinnedConfig(op);
+    return pinnedConfig(op);
+  }
+
+  /// The gpu.module (inserted before the spec function) that will hold the
+  /// kernels.
+  gpu::GPUModuleOp makeGpuModule(ModuleOp module, func::FuncOp func) {
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(&getContext()));
+    OpBuilder top(func);
+    return gpu::GPUModuleOp::create(top, func.getLoc(), "tilt_kernels");
+  }
+
+  /// A kernel of `config`'s block size with what the target and the
+  /// runtime read from it.
+  gpu::GPUFuncOp makeKernel(gpu::GPUModuleOp gpuModule, Location loc,
+                            StringRef name, ArrayRef<Type> argTypes,
+                            TileConfigAttr config,
+                            const ::tilt::AttentionSpec &spec, int64_t smem) {
+    MLIRContext *ctx = &getContext();
+    OpBuilder inner = OpBuilder::atBlockEnd(gpuModule.getBody());
+    auto kernel = gpu::GPUFuncOp::create(inner, loc, name,
+                                         inner.getFunctionType(argTypes, {}));
+    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                    UnitAttr::get(ctx));
+    const int32_t threads = int32_t(32 * config.getNumWarps());
+    kernel.setKnownBlockSizeAttr(DenseI32ArrayAttr::get(ctx, {threads, 1, 1}));
+    // One CTA per SM is the design point (up to 227 KiB of shared memory,
+    // up to 255 registers a thread): without this ptxas may cap registers
+    // to fit two CTAs and spill.
+    kernel->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
+                    IntegerAttr::get(IntegerType::get(ctx, 32), 1));
+    kernel->setAttr("tilt.config", config);
+    kernel->setAttr("tilt.smem",
+                    IntegerAttr::get(IntegerType::get(ctx, 64), smem));
+    kernel->setAttr("tilt.spec", StringAttr::get(ctx, spec.canonical()));
+    return kernel;
+  }
+
+  /// gpu_bwd_sm80: tilt_attention_bwd_dq, then tilt_attention_bwd_dkdv,
+  /// with the same parameters (KernelABI.h).
+  LogicalResult rewrite(ModuleOp module, AttentionBackwardOp op) {
+    func::FuncOp func;
+    FailureOr<TileConfigAttr> config = prepare(op, func);
+    if (failed(config))
+      return failure();
+    const ::tilt::AttentionSpec spec = op.getSpec();
+    MLIRContext *ctx = &getContext();
+    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op, AbiLayout::RowMajor);
+    // row_scale becomes the row state: f32, lse's shape x 4.
+    auto lseType = cast<MemRefType>(argTypes[5]);
+    SmallVector<int64_t> stateShape(lseType.getShape());
+    stateShape.push_back(4);
+    Type f32 = Float32Type::get(ctx);
+    argTypes[10] = MemRefType::get(stateShape, f32);
+    const bool withSlopes = bool(op.getSlopes());
+    if (withSlopes) // the slope gradient's parts [B, H, query blocks]
+      argTypes.push_back(MemRefType::get(
+          {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic},
+          f32));
+    if (spec.positionOffsets)
+      argTypes.append(2, IndexType::get(ctx));
+    gpu::GPUModuleOp gpuModule = makeGpuModule(module, func);
+    for (bool dkdv : {false, true}) {
+      gpu::GPUFuncOp kernel = makeKernel(
+          gpuModule, func.getLoc(),
+          dkdv ? ::tilt::kCudaBwdDkDvKernelName : ::tilt::kCudaBwdDqKernelName,
+          argTypes, *config, spec,
+          gpuBackwardSharedMemoryBytes(spec, *config, dkdv));
+      ImplicitLocOpBuilder b(func.getLoc(), ctx);
+      b.setInsertionPointToStart(&kernel.getBody().front());
+      emitBackwardKernel(spec, *config, b, kernel.getArguments(), withSlopes,
+                         dkdv);
+      gpu::ReturnOp::create(b);
+    }
+    func.erase();
+    return success();
+  }
+
+  LogicalResult rewrite(ModuleOp module, AttentionOp op) {
+    func::FuncOp func;
+    FailureOr<TileConfigAttr> config = prepare(op, func);
     if (failed(config))
       return failure();
     const ::tilt::AttentionSpec spec = op.getSpec();
@@ -170,31 +262,10 @@ struct ConvertTiltToGPU
     if (config->getVariant() == KernelVariant::gpu_sm90a)
       argTypes.append(3, LLVM::LLVMPointerType::get(ctx));
 
-    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
-                    UnitAttr::get(ctx));
-    OpBuilder top(func);
-    auto gpuModule = gpu::GPUModuleOp::create(top, func.getLoc(),
-                                              "tilt_kernels");
-    OpBuilder inner = OpBuilder::atBlockBegin(gpuModule.getBody());
-    auto kernel = gpu::GPUFuncOp::create(
-        inner, func.getLoc(), ::tilt::kCudaKernelName,
-        inner.getFunctionType(argTypes, {}));
-    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                    UnitAttr::get(ctx));
-    const int32_t threads = int32_t(32 * config->getNumWarps());
-    kernel.setKnownBlockSizeAttr(
-        DenseI32ArrayAttr::get(ctx, {threads, 1, 1}));
-    // One CTA per SM is the design point (up to 227 KiB of shared memory,
-    // up to 255 registers a thread): without this ptxas may cap registers
-    // to fit two CTAs and spill.
-    kernel->setAttr(NVVM::NVVMDialect::getMinctasmAttrName(),
-                    IntegerAttr::get(IntegerType::get(ctx, 32), 1));
-    // What the target and the runtime need to know, on the kernel.
-    kernel->setAttr("tilt.config", *config);
-    kernel->setAttr("tilt.smem", IntegerAttr::get(
-                                     IntegerType::get(ctx, 64),
-                                     gpuSharedMemoryBytes(spec, *config)));
-    kernel->setAttr("tilt.spec", StringAttr::get(ctx, spec.canonical()));
+    gpu::GPUModuleOp gpuModule = makeGpuModule(module, func);
+    gpu::GPUFuncOp kernel =
+        makeKernel(gpuModule, func.getLoc(), ::tilt::kCudaKernelName, argTypes,
+                   *config, spec, gpuSharedMemoryBytes(spec, *config));
 
     ImplicitLocOpBuilder b(func.getLoc(), ctx);
     b.setInsertionPointToStart(&kernel.getBody().front());
@@ -206,6 +277,7 @@ struct ConvertTiltToGPU
     emitter->emit();
     gpu::ReturnOp::create(b);
     if (!mergeTypes.empty()) {
+      OpBuilder inner = OpBuilder::atBlockEnd(gpuModule.getBody());
       auto merge = gpu::GPUFuncOp::create(
           inner, func.getLoc(), ::tilt::kCudaMergeKernelName,
           inner.getFunctionType(mergeTypes, {}));
@@ -235,6 +307,18 @@ std::string mlir::tilt::checkGpuConfig(const ::tilt::AttentionSpec &spec,
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       return "variant gpu_decode_sm80 does not take bias alibi_positions; use "
              "gpu_sm80";
+  }
+  if (config.getVariant() == KernelVariant::gpu_bwd_sm80) {
+    if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+      return "variant gpu_bwd_sm80 does not take bias alibi_positions; run "
+             "that backward on the CPU";
+    if (spec.pageSize)
+      return "variant gpu_bwd_sm80 takes dense or varlen k/v, not a paged "
+             "cache";
+    // The dK/dV kernel's keys are the rows of its products: 16 per warp.
+    if (bn % (16 * config.getNumWarps()) != 0)
+      return "variant gpu_bwd_sm80 needs block_n a multiple of 16 * "
+             "num_warps (the dK/dV kernel's keys are its rows)";
   }
   if (config.getVariant() == KernelVariant::gpu_sm90a) {
     // 64-column TMA chunks, 64 query rows per warpgroup, P tiles in 64-key

@@ -33,10 +33,12 @@ TILT_SAME_VARIANT(cpu_decode_avx512, CpuDecodeAvx512);
 TILT_SAME_VARIANT(cpu_bwd_avx2, CpuBwdAvx2);
 TILT_SAME_VARIANT(cpu_bwd_avx512, CpuBwdAvx512);
 TILT_SAME_VARIANT(gpu_decode_sm80, GpuDecodeSm80);
+TILT_SAME_VARIANT(gpu_bwd_sm80, GpuBwdSm80);
 #undef TILT_SAME_VARIANT
 
 bool mlir::tilt::isBackwardVariant(KernelVariant v) {
-  return v == KernelVariant::cpu_bwd_avx2 || v == KernelVariant::cpu_bwd_avx512;
+  return v == KernelVariant::cpu_bwd_avx2 ||
+         v == KernelVariant::cpu_bwd_avx512 || v == KernelVariant::gpu_bwd_sm80;
 }
 
 bool mlir::tilt::isDecodeVariant(KernelVariant v) {
@@ -159,7 +161,8 @@ TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << blockN;
   bool gpu = variant == KernelVariant::gpu_sm80 ||
              variant == KernelVariant::gpu_sm90a ||
-             variant == KernelVariant::gpu_decode_sm80;
+             variant == KernelVariant::gpu_decode_sm80 ||
+             variant == KernelVariant::gpu_bwd_sm80;
   if (!gpu) {
     if (numWarps != 0 || numStages != 0)
       return emitError() << "num_warps and num_stages apply to gpu variants "

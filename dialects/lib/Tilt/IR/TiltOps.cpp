@@ -461,6 +461,6 @@ LogicalResult AttentionBackwardOp::verify() {
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(config.getVariant())
                            << " is for tilt.attention; the backward takes "
-                              "cpu_bwd_avx2 or cpu_bwd_avx512";
+                              "cpu_bwd_avx2, cpu_bwd_avx512 or gpu_bwd_sm80";
   return success();
 }

@@ -132,6 +132,8 @@ inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";
 inline constexpr const char *kCudaKernelName = "tilt_attention";
 inline constexpr const char *kCudaMergeKernelName = "tilt_merge";
+inline constexpr const char *kCudaBwdDqKernelName = "tilt_attention_bwd_dq";
+inline constexpr const char *kCudaBwdDkDvKernelName = "tilt_attention_bwd_dkdv";
 
 template <int Rank> struct MemRefDescriptor {
   void *allocated;

@@ -45,13 +45,18 @@ enum class KernelVariant {
   /// head of the GQA group times every query, split-KV partials merged
   /// exactly.
   GpuDecodeSm80 = 9,
+  /// The backward family on the GPU (sm_80+: cp.async + ldmatrix +
+  /// mma.sync): a dQ kernel per query block, then a dK/dV kernel per key
+  /// block (the group's heads summed in order), deterministic.
+  GpuBwdSm80 = 10,
 };
 inline constexpr KernelVariant kKernelVariants[] = {
     KernelVariant::CpuAvx2,         KernelVariant::CpuAvx512,
     KernelVariant::CpuAmx,          KernelVariant::GpuSm80,
     KernelVariant::GpuSm90a,        KernelVariant::CpuDecodeAvx2,
     KernelVariant::CpuDecodeAvx512, KernelVariant::CpuBwdAvx2,
-    KernelVariant::CpuBwdAvx512,    KernelVariant::GpuDecodeSm80};
+    KernelVariant::CpuBwdAvx512,    KernelVariant::GpuDecodeSm80,
+    KernelVariant::GpuBwdSm80};
 /// The variant's name as configs, tools and the IR spell it ("cpu_amx").
 std::string_view toString(KernelVariant v);
 std::optional<KernelVariant> parseKernelVariant(std::string_view s);
@@ -61,7 +66,7 @@ bool isGpuVariant(KernelVariant v);
 /// cpu_decode_avx2, cpu_decode_avx512 (work items are (batch, split, kv
 /// head)) and gpu_decode_sm80.
 bool isDecodeVariant(KernelVariant v);
-/// cpu_bwd_avx2, cpu_bwd_avx512: kernels of the backward pass.
+/// cpu_bwd_avx2, cpu_bwd_avx512, gpu_bwd_sm80: kernels of the backward pass.
 bool isBackwardVariant(KernelVariant v);
 
 /// How a kernel is tiled (mirrors #tilt.tile_config). The variant is kept

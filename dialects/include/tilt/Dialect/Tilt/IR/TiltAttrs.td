@@ -80,7 +80,8 @@ def Tilt_KernelVariant : I32EnumAttr<"KernelVariant",
       I32EnumAttrCase<"cpu_decode_avx512", 6>,
       I32EnumAttrCase<"cpu_bwd_avx2", 7>,
       I32EnumAttrCase<"cpu_bwd_avx512", 8>,
-      I32EnumAttrCase<"gpu_decode_sm80", 9>
+      I32EnumAttrCase<"gpu_decode_sm80", 9>,
+      I32EnumAttrCase<"gpu_bwd_sm80", 10>
     ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::tilt";
@@ -121,7 +122,8 @@ def Tilt_TileConfigAttr : Tilt_Attr<"TileConfig", "tile_config"> {
     bool isGpu() const {
       return getVariant() == KernelVariant::gpu_sm80 ||
              getVariant() == KernelVariant::gpu_sm90a ||
-             getVariant() == KernelVariant::gpu_decode_sm80;
+             getVariant() == KernelVariant::gpu_decode_sm80 ||
+             getVariant() == KernelVariant::gpu_bwd_sm80;
     }
   }];
 }
