@@ -279,7 +279,8 @@ std::string CompileJob::finishCuda(const std::string &archOption, Emit emit,
   artifact.abi = kKernelAbiVersion;
   artifact.variant = config.variant;
   artifact.arch = arch;
-  artifact.kernel = kCudaKernelName;
+  artifact.kernel = config.is(KernelVariant::GpuBwdSm80) ? kCudaBwdDqKernelName
+                                                         : kCudaKernelName;
   artifact.blockM = config.blockM;
   artifact.blockN = config.blockN;
   artifact.numWarps = config.numWarps;

@@ -154,6 +154,44 @@ void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
   packer.finish();
 }
 
+void packBackwardParams(const AttentionSpec &spec, const AttentionArgs &args,
+                        const BackwardArgs &grads, int64_t batch,
+                        const BackwardScratch &scratch, KernelParams &out) {
+  out.count = 0;
+  ParamPacker packer{out};
+  for (const TensorRef *t :
+       {&args.q, &args.k, &args.v, &args.o, &grads.gradO, &args.lse,
+        &grads.gradLse, &grads.dq, &grads.dk, &grads.dv})
+    packer.contiguous(*t);
+  int64_t state[4] = {0, 0, 0, 4};
+  std::copy_n(args.lse.shape, args.lse.rank, state);
+  state[args.lse.rank] = 4;
+  packer.contiguous(scratch.rowState, args.lse.rank + 1, state);
+  const bool slopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
+  if (slopes) {
+    const int64_t shape[2] = {batch, spec.heads};
+    const int64_t strides[2] = {args.slopes.rank == 1 ? 0 : spec.heads, 1};
+    packer.memref(args.slopes.data, 2, shape, strides);
+    const int64_t rows[2] = {args.slopes.rank == 1 ? 1 : batch, spec.heads};
+    packer.contiguous(grads.dslopes.data, 2, rows);
+  }
+  if (spec.keyPaddingMask)
+    packer.contiguous(args.keyPaddingMask);
+  if (spec.varlen) {
+    packer.contiguous(args.cuSeqlensQ);
+    packer.contiguous(args.cuSeqlensK);
+  }
+  if (slopes) {
+    const int64_t shape[3] = {batch, spec.heads, scratch.queryBlocks};
+    packer.contiguous(scratch.parts, 3, shape);
+  }
+  if (spec.positionOffsets) {
+    packer.push(uint64_t(args.qOffset));
+    packer.push(uint64_t(args.kOffset));
+  }
+  packer.finish();
+}
+
 TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
                                     const TensorRef &t, int64_t rows) {
   const auto e = uint64_t(byteWidth(spec.dtype));
@@ -234,20 +272,111 @@ std::string CudaKernel::load(std::string_view bytes,
                          kCudaMergeKernelName);
     kernel->mergeFunction = merge;
   }
-  if (a.smem > kDefaultSmemLimit)
+  if (parseKernelVariant(a.variant) == KernelVariant::GpuBwdSm80) {
+    CUfunction dkdv = nullptr;
     if (err = d->check(
-            d->cuFuncSetAttribute(function,
-                                  CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                  int(a.smem)),
-            "cuFuncSetAttribute");
+            d->cuModuleGetFunction(&dkdv, module, kCudaBwdDkDvKernelName),
+            "cuModuleGetFunction");
         !err.empty())
-      return fmt::format("kernel {}: {} ({} bytes of shared memory)", label,
-                         err, a.smem);
+      return fmt::format("kernel {}: {} (entry '{}')", label, err,
+                         kCudaBwdDkDvKernelName);
+    kernel->dkdvFunction = dkdv;
+  }
+  // `smem` is the most any of the module's large kernels needs.
+  for (void *f : {kernel->function, kernel->dkdvFunction})
+    if (f && a.smem > kDefaultSmemLimit)
+      if (err = d->check(d->cuFuncSetAttribute(
+                             static_cast<CUfunction>(f),
+                             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                             int(a.smem)),
+                         "cuFuncSetAttribute");
+          !err.empty())
+        return fmt::format("kernel {}: {} ({} bytes of shared memory)", label,
+                           err, a.smem);
   // The images are in the driver now.
   a.cubin = std::string();
   a.ptx = std::string();
   kernel->header = std::move(a);
   out = std::move(kernel);
+  return {};
+}
+
+std::string CudaKernel::reserveScratch(size_t bytes, void *stream) {
+  // The scratch belongs to this kernel: a launch on another stream, or a
+  // smaller buffer being replaced, must not overlap one still using it.
+  std::string err;
+  const CudaDriver *d = cudaDriver(err);
+  if (!d)
+    return err;
+  if (partsStream != stream || partsBuffer.size() < bytes)
+    if (err = d->check(d->cuCtxSynchronize(), "cuCtxSynchronize"); !err.empty())
+      return err;
+  if (partsBuffer.size() < bytes)
+    if (err = partsBuffer.allocate(bytes); !err.empty())
+      return err;
+  partsStream = stream;
+  return {};
+}
+
+std::string CudaKernel::launchBackward(const AttentionSpec &spec,
+                                       const AttentionArgs &args,
+                                       const BackwardArgs &grads, int64_t batch,
+                                       int64_t maxSq, int64_t maxSk) {
+  std::string err;
+  const CudaDriver *d = cudaDriver(err);
+  if (!d || !(err = d->makeCurrent()).empty())
+    return err;
+  if (!dkdvFunction)
+    return fmt::format("cuda launch: kernel variant {} is not the backward's "
+                       "(gpu_bwd_sm80)",
+                       header.variant);
+  // Grids (query blocks, H, B) and (key blocks, Hkv, B) (KernelABI.h).
+  const int64_t queryBlocks = (maxSq + header.blockM - 1) / header.blockM;
+  const int64_t keyBlocks = (maxSk + header.blockN - 1) / header.blockN;
+  if (batch == 0)
+    return {};
+  if (queryBlocks > INT_MAX || keyBlocks > INT_MAX || spec.heads > 65535 ||
+      batch > 65535)
+    return fmt::format("cuda launch: the backward's grids ({}, {}, {}) and "
+                       "({}, {}, {}) exceed the limits ({}, 65535, 65535)",
+                       queryBlocks, spec.heads, batch, keyBlocks, spec.kvHeads,
+                       batch, INT_MAX);
+  const bool slopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
+  const size_t stateBytes = size_t(args.lse.numElements()) * 4 * sizeof(float);
+  const size_t partsBytes =
+      slopes ? size_t(batch * spec.heads * std::max<int64_t>(1, queryBlocks)) *
+                   sizeof(float)
+             : 0;
+  if (err = reserveScratch(stateBytes + partsBytes, args.cudaStream);
+      !err.empty())
+    return err;
+  BackwardScratch scratch;
+  scratch.rowState = partsBuffer.data();
+  scratch.parts = static_cast<char *>(partsBuffer.data()) + stateBytes;
+  scratch.queryBlocks = std::max<int64_t>(1, queryBlocks);
+  KernelParams params;
+  packBackwardParams(spec, args, grads, batch, scratch, params);
+  const auto stream = static_cast<CUstream>(args.cudaStream);
+  struct Grid {
+    void *function;
+    int64_t x, y;
+    const char *name;
+  };
+  for (const Grid &g :
+       {Grid{function, queryBlocks, spec.heads, kCudaBwdDqKernelName},
+        Grid{dkdvFunction, std::max<int64_t>(1, keyBlocks), spec.kvHeads,
+             kCudaBwdDkDvKernelName}}) {
+    if (g.x == 0)
+      continue;
+    if (err = d->check(
+            d->cuLaunchKernel(
+                static_cast<CUfunction>(g.function), unsigned(g.x),
+                unsigned(g.y), unsigned(batch), unsigned(header.threads), 1, 1,
+                unsigned(header.smem), stream, params.pointers, nullptr),
+            "cuLaunchKernel");
+        !err.empty())
+      return fmt::format("{} ({})", err, g.name);
+  }
   return {};
 }
 
@@ -299,16 +428,8 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
     const size_t oBytes =
         size_t(parts.splits) * rows * size_t(spec.headDim) * sizeof(float);
     const size_t bytes = oBytes + size_t(parts.splits) * rows * sizeof(float);
-    // The parts are scratch of this kernel: a launch on another stream, or
-    // a smaller buffer being replaced, must not overlap one still using it.
-    if (partsStream != args.cudaStream || partsBuffer.size() < bytes)
-      if (err = d->check(d->cuCtxSynchronize(), "cuCtxSynchronize");
-          !err.empty())
-        return err;
-    if (partsBuffer.size() < bytes)
-      if (err = partsBuffer.allocate(bytes); !err.empty())
-        return err;
-    partsStream = args.cudaStream;
+    if (err = reserveScratch(bytes, args.cudaStream); !err.empty())
+      return err;
     parts.o = partsBuffer.data();
     parts.lse = static_cast<char *>(partsBuffer.data()) + oBytes;
   }

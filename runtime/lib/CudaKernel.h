@@ -33,9 +33,9 @@ bool artifactRunsOn(std::string_view arch, int ccMajor, int ccMinor);
 /// pointer or an i64), `pointers[i]` points at `values[i]` as cuLaunchKernel
 /// wants. Not copyable: the pointers point into the object.
 struct KernelParams {
-  // 11 memrefs of rank <= 5 (3 + 2 * 5 words each), 2 position offsets and 3
-  // tensor maps.
-  static constexpr int kMax = 11 * 13 + 2 + 3;
+  // 17 memrefs of rank <= 5 (3 + 2 * 5 words each; the backward has 17 of
+  // rank <= 4), 2 position offsets and 3 tensor maps.
+  static constexpr int kMax = 17 * 13 + 2 + 3;
   uint64_t values[kMax];
   void *pointers[kMax];
   int count = 0;
@@ -68,6 +68,25 @@ void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
 /// lse (q's Sq and D give the parts' shapes).
 void packMergeParams(const AttentionSpec &spec, const AttentionArgs &args,
                      const DecodeParts &parts, KernelParams &out);
+
+/// gpu_bwd_sm80's scratch (KernelABI.h) in device memory: the row state
+/// (f32, lse's shape x 4) and, with custom slopes, the slope gradient's
+/// parts (f32 [B, H, queryBlocks]).
+struct BackwardScratch {
+  void *rowState = nullptr;
+  void *parts = nullptr;
+  int64_t queryBlocks = 0;
+};
+
+/// Packs gpu_bwd_sm80's parameters (KernelABI.h): q, k, v, o, grad_o, lse,
+/// grad_lse (present: the runtime substitutes zeros), dq, dk, dv, the row
+/// state, then with custom slopes slopes [B, H] (batch stride 0 for [H])
+/// and dslopes ([B, H], or [1, H] for [H] slopes: the kernel sums over the
+/// batch), the key padding mask, cu_seqlens, the parts; then the position
+/// offsets. Row-major.
+void packBackwardParams(const AttentionSpec &spec, const AttentionArgs &args,
+                        const BackwardArgs &grads, int64_t batch,
+                        const BackwardScratch &scratch, KernelParams &out);
 
 /// The arguments of cuTensorMapEncodeTiled for one operand (KernelABI.h).
 struct TensorMapGeometry {
@@ -102,6 +121,14 @@ public:
   std::string launch(const AttentionSpec &spec, const AttentionArgs &args,
                      int64_t batch, int64_t maxSq, int64_t maxSk);
 
+  /// gpu_bwd_sm80: enqueues tilt_attention_bwd_dq, then
+  /// tilt_attention_bwd_dkdv, on the caller's stream. `args` and `grads`
+  /// hold device pointers, lse and grad_lse present. "" or an error.
+  std::string launchBackward(const AttentionSpec &spec,
+                             const AttentionArgs &args,
+                             const BackwardArgs &grads, int64_t batch,
+                             int64_t maxSq, int64_t maxSk);
+
   const CudaArtifact &info() const { return header; }
   bool loadedFromCubin() const { return fromCubin; }
 
@@ -112,8 +139,14 @@ private:
   void *module = nullptr;
   void *function = nullptr;
   void *mergeFunction = nullptr; ///< gpu_decode_sm80's tilt_merge
-  /// gpu_decode_sm80: the split-KV parts (o_parts, then lse_parts), grown
-  /// as calls need.
+  void *dkdvFunction = nullptr;  ///< gpu_bwd_sm80's second kernel
+  /// Reserves `bytes` of partsBuffer for a launch on `stream`, waiting for
+  /// launches that may still use it when it is replaced or was last used on
+  /// another stream.
+  std::string reserveScratch(size_t bytes, void *stream);
+  /// gpu_decode_sm80: the split-KV parts (o_parts, then lse_parts);
+  /// gpu_bwd_sm80: the row state and the slope gradient's parts. Grown as
+  /// calls need.
   cuda::DeviceBuffer partsBuffer;
   void *partsStream = nullptr; ///< the stream of the last split launch
   bool fromCubin = false;

@@ -324,16 +324,16 @@ std::string checkStrides(const AttentionArgs &a, bool cuda) {
                          cuda);
 }
 
-/// The backward's own tensors' strides (the CPU only): grad_o, dq, dk, dv
-/// may be strided, grad_lse and dslopes must be row-major.
-std::string checkGradStrides(const BackwardArgs &g) {
+/// The backward's own tensors' strides: on the CPU grad_o, dq, dk, dv may
+/// be strided, grad_lse and dslopes must be row-major; on `cuda` all must.
+std::string checkGradStrides(const BackwardArgs &g, bool cuda) {
   return checkStrideRows({{"grad_o", &g.gradO, true, false},
                           {"grad_lse", &g.gradLse, false, false},
                           {"dq", &g.dq, true, true},
                           {"dk", &g.dk, true, true},
                           {"dv", &g.dv, true, true},
                           {"dslopes", &g.dslopes, false, false}},
-                         /*cuda=*/false);
+                         cuda);
 }
 
 /// Whether the bytes `a` and `b` can reach (elements of `aBytes` and
@@ -974,8 +974,15 @@ struct Runtime::Impl {
   /// step is assumed for a paged cache, else a prefill).
   std::string cudaConfig(const AttentionSpec &spec, const TileConfig &requested,
                          int64_t maxSq, TileConfig &out) const;
+  /// checkArgs() on host copies of what lives on the device and the checks
+  /// read (cu_seqlens, block tables, context lengths).
+  std::string checkCudaArgs(const AttentionSpec &spec,
+                            const AttentionArgs &args, Geometry &g);
   std::string runCuda(const AttentionSpec &spec, const AttentionArgs &args,
                       const TileConfig &config);
+  /// backward() on target cuda: gpu_bwd_sm80.
+  std::string backwardCuda(const AttentionSpec &spec, const AttentionArgs &args,
+                           const BackwardArgs &grads, const TileConfig &config);
   std::string prepareCuda(const AttentionSpec &spec, const TileConfig &config);
 
   RuntimeOptions options;
@@ -1030,6 +1037,8 @@ struct Runtime::Impl {
   /// The target part of CUDA cache keys: kernels of two GPUs never mix.
   std::string cudaTargetKey;
   cuda::DeviceBuffer lseScratchDevice;
+  /// Zeros for a CUDA backward without an upstream gradient of lse.
+  cuda::DeviceBuffer gradLseZerosDevice;
   /// Host copies of device cu_seqlens, block tables and context lengths,
   /// for the argument checks.
   std::vector<int32_t> hostCuSeqlensQ, hostCuSeqlensK, hostBlockTable,
@@ -1505,16 +1514,9 @@ static std::string cudaPagedVariantError(const AttentionSpec &spec,
                      config.variant);
 }
 
-std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
-                                   const AttentionArgs &args,
-                                   const TileConfig &config) {
-  if (std::string err = cudaPagedVariantError(spec, config); !err.empty())
-    return err;
-  if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
-    return err;
-  if (std::string err = cudaDevice(spec); !err.empty())
-    return err;
-
+std::string Runtime::Impl::checkCudaArgs(const AttentionSpec &spec,
+                                         const AttentionArgs &args,
+                                         Geometry &g) {
   // The checks read cu_seqlens, block tables and context lengths, which
   // live on the device: check host copies. Only shapes checkArgs accepts are
   // copied; with others it fails before reading any data.
@@ -1565,8 +1567,20 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
       return fmt::format("{}: cannot read it from the device: {}", name, err);
     dst->data = host->data();
   }
+  return checkArgs(spec, checked, g);
+}
+
+std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
+                                   const AttentionArgs &args,
+                                   const TileConfig &config) {
+  if (std::string err = cudaPagedVariantError(spec, config); !err.empty())
+    return err;
+  if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
+    return err;
+  if (std::string err = cudaDevice(spec); !err.empty())
+    return err;
   Geometry g;
-  if (std::string err = checkArgs(spec, checked, g); !err.empty())
+  if (std::string err = checkCudaArgs(spec, args, g); !err.empty())
     return err;
 
   TileConfig chosen;
@@ -1595,6 +1609,58 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                                  : TensorRef(scratch, {g.batch, H, g.rowsQ});
   }
   return kernel->launch(spec, launchArgs, g.batch, g.maxSq, g.maxSk);
+}
+
+std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
+                                        const AttentionArgs &args,
+                                        const BackwardArgs &grads,
+                                        const TileConfig &config) {
+  // Before the device is probed: what no GPU would change.
+  if (!config.isDefault() && !config.is(KernelVariant::GpuBwdSm80))
+    return fmt::format("config: the backward on target cuda takes variant "
+                       "gpu_bwd_sm80, got '{}'",
+                       config.variant);
+  if (spec.bias == BiasKind::AlibiPositions)
+    return "bias alibi_positions: the backward on target cuda does not take "
+           "it yet; run that backward on the CPU";
+  if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
+    return err;
+  if (std::string err = checkGradStrides(grads, /*cuda=*/true); !err.empty())
+    return err;
+  if (std::string err = cudaDevice(spec); !err.empty())
+    return err;
+  Geometry g;
+  if (std::string err = checkCudaArgs(spec, args, g); !err.empty())
+    return err;
+  if (std::string err = checkBackwardArgs(spec, args, grads, g); !err.empty())
+    return err;
+  TileConfig chosen = config;
+  if (chosen.isDefault())
+    chosen.variant = std::string(toString(KernelVariant::GpuBwdSm80));
+  CudaKernel *kernel = nullptr;
+  if (std::string err =
+          resolve(spec, chosen, Target::CUDA, cudaTargetKey, kernel);
+      !err.empty())
+    return err;
+  BackwardArgs launchGrads = grads;
+  if (!grads.gradLse.present()) {
+    // No upstream gradient of lse: zeros (the kernels only read them).
+    const size_t need = size_t(args.lse.numElements()) * sizeof(float);
+    if (gradLseZerosDevice.size() < need) {
+      if (std::string err = cuda::synchronize(); !err.empty())
+        return err;
+      if (std::string err = gradLseZerosDevice.allocate(need); !err.empty())
+        return err;
+      const std::vector<char> zeros(need, 0);
+      if (std::string err = gradLseZerosDevice.upload(zeros.data(), need);
+          !err.empty())
+        return err;
+    }
+    launchGrads.gradLse = args.lse;
+    launchGrads.gradLse.data = gradLseZerosDevice.data();
+  }
+  return kernel->launchBackward(spec, args, launchGrads, g.batch, g.maxSq,
+                                g.maxSk);
 }
 
 std::string Runtime::Impl::prepareCuda(const AttentionSpec &spec,
@@ -1662,16 +1728,19 @@ std::string Runtime::backward(const AttentionSpec &spec,
   return impl->timedCall([&]() -> std::string {
     if (std::string err = spec.validate(); !err.empty())
       return "invalid spec: " + err;
-    if (target == Target::CUDA)
-      return "backward: target cuda has no backward kernels yet; run the "
-             "backward on the CPU";
     if (spec.pageSize)
       return "page_size: the backward takes dense k and v (a paged KV cache "
              "is for inference)";
     if (!config.isDefault() &&
         !(config.kind() && isBackwardVariant(*config.kind())))
       return fmt::format("config: the backward takes variant "
-                         "cpu_bwd_avx2 or cpu_bwd_avx512, got '{}'",
+                         "cpu_bwd_avx2, cpu_bwd_avx512 or gpu_bwd_sm80 "
+                         "(target cuda), got '{}'",
+                         config.variant);
+    if (target == Target::CUDA)
+      return impl->backwardCuda(spec, args, grads, config);
+    if (config.kind() && isGpuVariant(*config.kind()))
+      return fmt::format("config: variant {} is for target cuda",
                          config.variant);
     Geometry geometry;
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
@@ -1679,7 +1748,7 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (std::string err = checkBackwardArgs(spec, args, grads, geometry);
         !err.empty())
       return err;
-    if (std::string err = checkGradStrides(grads); !err.empty())
+    if (std::string err = checkGradStrides(grads, /*cuda=*/false); !err.empty())
       return err;
     const TileConfig chosen =
         config.isDefault() ? impl->backwardConfig : completeCpuConfig(config);

@@ -260,9 +260,9 @@ void forwardPaged(Array q, Array kCache, Array vCache, OutArray o, OutArray lse,
   runInto(c, o, lse);
 }
 
-/// The gradients of one attention (CPU): dq, dk, dv and, for custom slopes,
-/// dslopes (f32, shaped like them) from the forward's o and lse and the
-/// upstream gradient.
+/// The gradients of one attention (CPU, or CUDA on `stream` with row-major
+/// tensors): dq, dk, dv and, for custom slopes, dslopes (f32, shaped like
+/// them) from the forward's o and lse and the upstream gradient.
 void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
               std::optional<Array> gradLse, OutArray dq, OutArray dk,
               OutArray dv, std::optional<OutArray> dslopes,
@@ -270,15 +270,13 @@ void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
               std::optional<Array> cuSeqlensQ, std::optional<Array> cuSeqlensK,
               bool causal, int64_t window, const std::string &bias,
               double maxBias, int64_t headOffset, int64_t totalHeads,
-              double scale, int64_t qOffset, int64_t kOffset) {
+              double scale, int64_t qOffset, int64_t kOffset,
+              uintptr_t stream) {
   Call c = prepareCall(q, k, v, slopes, keyPaddingMask, cuSeqlensQ, cuSeqlensK,
                        causal, window, bias, maxBias, headOffset, totalHeads,
-                       scale, qOffset, kOffset, 0);
+                       scale, qOffset, kOffset, stream);
   c.args.o = ref("o", o, c.bits, c.dev);
   c.args.lse = ref("lse", lse, 32, c.dev);
-  if (c.target != tilt::Target::CPU)
-    bad("backward: Tilt's backward kernels run on the CPU only (for now); "
-        "move the tensors to the CPU for training");
   tilt::BackwardArgs grads;
   grads.gradO = ref("grad_o", gradO, c.bits, c.dev);
   if (gradLse)
@@ -292,7 +290,7 @@ void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
   std::string err;
   {
     nb::gil_scoped_release release;
-    err = runtime.backward(c.spec, c.args, grads);
+    err = runtime.backward(c.spec, c.args, grads, c.target);
   }
   if (!err.empty())
     throw nb::value_error(err.c_str());
@@ -347,8 +345,8 @@ NB_MODULE(_tilt, m) {
         "grad_lse"_a.none(), "dq"_a, "dk"_a, "dv"_a, "dslopes"_a.none(),
         "slopes"_a.none(), "key_padding_mask"_a.none(), "cu_seqlens_q"_a.none(),
         "cu_seqlens_k"_a.none(), "causal"_a, "window"_a, "bias"_a, "max_bias"_a,
-        "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a,
-        "k_offset"_a);
+        "head_offset"_a, "total_heads"_a, "scale"_a, "q_offset"_a, "k_offset"_a,
+        "stream"_a);
   m.def(
       "configure",
       [](const std::string &kernelsDir, const std::string &cacheDir,

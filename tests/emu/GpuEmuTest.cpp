@@ -948,8 +948,11 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
   const int64_t queryBlocks =
       std::max<int64_t>(1, (maxSq + c.blockM - 1) / c.blockM);
   std::vector<float> dslopes, parts;
+  // dslopes [B, H], or [1, H] for per-head slopes (the kernel sums over
+  // the batch).
+  const int64_t slopeRows = c.slopesPerBatch ? B : 1;
   if (!slopes.empty()) {
-    dslopes.assign(size_t(B * H), -1.0f);
+    dslopes.assign(size_t(slopeRows * H), -1.0f);
     parts.assign(size_t(B * H * queryBlocks), 0.0f);
   }
 
@@ -976,7 +979,7 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
     if (!c.slopesPerBatch)
       m.strides[0] = 0;
     launch.memrefs.push_back(m);
-    launch.memrefs.push_back(contiguous(dslopes.data(), {B, H}));
+    launch.memrefs.push_back(contiguous(dslopes.data(), {slopeRows, H}));
   }
   if (!kpm.empty())
     launch.memrefs.push_back(contiguous(kpm.data(), {B, c.seqK}));
@@ -1011,15 +1014,6 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
       reference::attentionBackward(s, ext, in, dOf.data());
   reference::Gradients naive =
       reference::naiveBackwardSameDtype(s, ext, in, dOf.data());
-  // A caller with [H] slopes sums the kernel's [B, H] over B (the runtime
-  // does), in batch order.
-  std::vector<float> dslopesOut = dslopes;
-  if (!slopes.empty() && !c.slopesPerBatch) {
-    dslopesOut.assign(size_t(H), 0.0f);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        dslopesOut[size_t(h)] += dslopes[size_t(b * H + h)];
-  }
   auto check = [&](const char *name, std::function<double(size_t)> get,
                    size_t n, const std::vector<double> &want,
                    const std::vector<double> &naiveGot) {
@@ -1040,8 +1034,8 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
   if (!slopes.empty())
     worst = std::max(worst, check(
                                 "dslopes",
-                                [&](size_t i) { return double(dslopesOut[i]); },
-                                dslopesOut.size(), ref.dslopes, naive.dslopes));
+                                [&](size_t i) { return double(dslopes[i]); },
+                                dslopes.size(), ref.dslopes, naive.dslopes));
   int64_t emptyRows = 0;
   for (int64_t row = 0; row < totalQ * H; ++row) {
     const int64_t lseIdx = s.varlen ? (row % H) * totalQ + row / H : row;

@@ -136,6 +136,18 @@ def paged(out, name, rng, heads, kv_heads, head_dim, seq_q, lens, page):
     write_npy(os.path.join(out, f"{name}-cl.npy"), "i", [batch], lens)
 
 
+def dense_backward(out, name, rng, batch, heads, kv_heads, head_dim, seq_q,
+                   seq_k):
+    """q [B, H, Sq, D], k and v [B, Hkv, Sk, D] and the upstream gradient dO
+    like q, for a backward case."""
+    for tensor, shape in (("q", [batch, heads, seq_q, head_dim]),
+                          ("k", [batch, kv_heads, seq_k, head_dim]),
+                          ("v", [batch, kv_heads, seq_k, head_dim]),
+                          ("do", [batch, heads, seq_q, head_dim])):
+        values = [rng.gauss(0.0, 1.0) for _ in range(math.prod(shape))]
+        write_npy(os.path.join(out, f"{name}-{tensor}.npy"), "f", shape, values)
+
+
 def make(out):
     os.makedirs(out, exist_ok=True)
     rng = random.Random(20261125)
@@ -181,6 +193,16 @@ def make(out):
     paged(out, "pg-b", rng, 40, 40, 64, 2, [1000, 17, 0], 64)
     paged(out, "pg-c", rng, 71, 1, 128, 7, [32768, 1], 256)
     paged(out, "pg-d", rng, 12, 4, 64, 16, [2048, 129], 16)
+
+    # The backward (gpu_bwd_sm80): GQA causal, trainable [H] slopes with a
+    # window and Sq != Sk, trainable [B, H] slopes with a padding mask whose
+    # second batch entry is all padding (rows that see no key).
+    dense_backward(out, "bw-a", rng, 2, 8, 2, 128, 300, 300)
+    dense_backward(out, "bw-b", rng, 1, 12, 12, 64, 129, 257)
+    dense_backward(out, "bw-c", rng, 2, 4, 1, 96, 200, 200)
+    save_f32("slopes-b2-h4.npy", slopes(rng, 2, 4))
+    save_mask("kpm-b2-s200.npy",
+              padding_mask([holes(rng, 200, 0.2), [0] * 200]))
 
 
 def finite(path):

@@ -632,3 +632,53 @@ TEST(RuntimeCuda, LaunchPassesTheAbiParameters) {
 }
 
 } // namespace
+
+TEST(CudaParams, BackwardWithRowStatePerHeadSlopesAndParts) {
+  // gpu_bwd_sm80 (KernelABI.h): the backward's tensors, the row state
+  // (lse's shape x 4), slopes [H] as [B, H] with batch stride 0, dslopes as
+  // [1, H] (the kernel sums over the batch), the key padding mask, then the
+  // slope gradient's parts [B, H, query blocks] and the offsets.
+  AttentionSpec s = makeSpec(4, 2, 16, BiasKind::Alibi);
+  s.dtype = DType::BF16;
+  s.slopes = SlopeSource::Custom;
+  s.keyPaddingMask = true;
+  s.positionOffsets = true;
+  AttentionArgs a;
+  a.q = TensorRef(at(0x1000), {2, 4, 3, 16});
+  a.k = TensorRef(at(0x2000), {2, 2, 5, 16});
+  a.v = TensorRef(at(0x3000), {2, 2, 5, 16});
+  a.o = TensorRef(at(0x4000), {2, 4, 3, 16});
+  a.lse = TensorRef(at(0x5000), {2, 4, 3});
+  a.slopes = TensorRef(at(0x6000), {4});
+  a.keyPaddingMask = TensorRef(at(0x7000), {2, 5});
+  a.qOffset = 7;
+  a.kOffset = 9;
+  BackwardArgs g;
+  g.gradO = TensorRef(at(0x8000), {2, 4, 3, 16});
+  g.gradLse = TensorRef(at(0x9000), {2, 4, 3});
+  g.dq = TensorRef(at(0xa000), {2, 4, 3, 16});
+  g.dk = TensorRef(at(0xb000), {2, 2, 5, 16});
+  g.dv = TensorRef(at(0xc000), {2, 2, 5, 16});
+  g.dslopes = TensorRef(at(0xd000), {4});
+  detail::BackwardScratch scratch{at(0xe000), at(0xf000), 1};
+  KernelParams p;
+  detail::packBackwardParams(s, a, g, 2, scratch, p);
+  const std::vector<uint64_t> want = {
+      0x1000, 0x1000, 0, 2, 4, 3, 16, 192, 48, 16, 1, // q
+      0x2000, 0x2000, 0, 2, 2, 5, 16, 160, 80, 16, 1, // k
+      0x3000, 0x3000, 0, 2, 2, 5, 16, 160, 80, 16, 1, // v
+      0x4000, 0x4000, 0, 2, 4, 3, 16, 192, 48, 16, 1, // o
+      0x8000, 0x8000, 0, 2, 4, 3, 16, 192, 48, 16, 1, // grad_o
+      0x5000, 0x5000, 0, 2, 4, 3, 12, 3,   1,         // lse
+      0x9000, 0x9000, 0, 2, 4, 3, 12, 3,   1,         // grad_lse
+      0xa000, 0xa000, 0, 2, 4, 3, 16, 192, 48, 16, 1, // dq
+      0xb000, 0xb000, 0, 2, 2, 5, 16, 160, 80, 16, 1, // dk
+      0xc000, 0xc000, 0, 2, 2, 5, 16, 160, 80, 16, 1, // dv
+      0xe000, 0xe000, 0, 2, 4, 3, 4,  48,  12, 4,  1, // row state
+      0x6000, 0x6000, 0, 2, 4, 0, 1,                  // slopes [B, H]
+      0xd000, 0xd000, 0, 1, 4, 4, 1,                  // dslopes [1, H]
+      0x7000, 0x7000, 0, 2, 5, 5, 1,                  // key padding mask
+      0xf000, 0xf000, 0, 2, 4, 1, 4,  1,   1,         // parts
+      7,      9};                                     // offsets
+  EXPECT_EQ(packed(p), want);
+}

@@ -617,16 +617,34 @@ TEST_F(BackwardArgsTest, VariantsStayOnTheirSide) {
   TileConfig forward;
   forward.variant = "cpu_avx2";
   expectBackwardError(p, p.args(), g,
-                      "config: the backward takes variant cpu_bwd_avx2 or "
-                      "cpu_bwd_avx512, got 'cpu_avx2'",
+                      "config: the backward takes variant cpu_bwd_avx2, "
+                      "cpu_bwd_avx512 or gpu_bwd_sm80 (target cuda), got "
+                      "'cpu_avx2'",
                       forward);
   TileConfig backward;
   backward.variant = "cpu_bwd_avx2";
   EXPECT_EQ(rt.run(p.spec, p.args(), Target::CPU, backward),
             "config: variant cpu_bwd_avx2 is a backward kernel; call "
             "backward()");
+  // Each target's backward variant on the other, refused before any
+  // device is probed or kernel compiled.
+  TileConfig gpu;
+  gpu.variant = "gpu_bwd_sm80";
   expectBackwardError(p, p.args(), g,
-                      "backward: target cuda has no backward kernels yet; run "
-                      "the backward on the CPU",
+                      "config: variant gpu_bwd_sm80 is for target cuda", gpu);
+  expectBackwardError(p, p.args(), g,
+                      "config: the backward on target cuda takes variant "
+                      "gpu_bwd_sm80, got 'cpu_bwd_avx2'",
+                      backward, Target::CUDA);
+}
+
+TEST_F(BackwardArgsTest, CudaRefusesWhatItCannotRunBeforeTheDevice) {
+  Problem p = dense();
+  p.spec.bias = BiasKind::AlibiPositions;
+  p.spec.keyPaddingMask = true;
+  Grads g(p);
+  expectBackwardError(p, p.args(), g,
+                      "bias alibi_positions: the backward on target cuda does "
+                      "not take it yet; run that backward on the CPU",
                       TileConfig(), Target::CUDA);
 }

@@ -77,6 +77,9 @@ static std::string installIndex(const std::string &outDir,
 struct CudaCase {
   AttentionSpec spec;
   TileConfig config;
+  /// tilt-run's --grad-out: the line also runs the backward, whose kernel
+  /// (gpu_bwd_sm80, as the runtime picks it) the bundle holds too.
+  bool backward = false;
 };
 
 /// Parses one line of a --cases file for GPU architecture `arch`.
@@ -109,6 +112,16 @@ static std::string parseCudaCase(const std::string &line,
   for (const char *name : {"batch", "seq-k", "seed"})
     options.push_back(
         {name, "N", "ignored", [](auto) { return std::string(); }});
+  // The backward: its kernel too; the gradients' files are not read.
+  options.push_back({"grad-out", "FILE.npy", "backward", [&](auto) {
+                       out.backward = true;
+                       return std::string();
+                     }});
+  for (const char *name : {"dq", "dk", "dv", "dslopes"})
+    options.push_back(
+        {name, "FILE.npy", "ignored", [](auto) { return std::string(); }});
+  bool trainable = false;
+  options.push_back(boolOption("trainable-slopes", "ignored", trainable));
   // The query length decides the family the runtime picks (decode or not).
   int64_t seqQ = 0;
   options.push_back({"seq", "N", "query length", [&](std::string_view v) {
@@ -157,7 +170,8 @@ static std::string parseCudaCase(const std::string &line,
   } else if (config.is(KernelVariant::GpuSm90a) && arch != "sm_90a") {
     return "--variant gpu_sm90a needs --arch sm_90a";
   }
-  out = {spec, config};
+  out.spec = spec;
+  out.config = config;
   return {};
 }
 
@@ -219,7 +233,13 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
     if (std::string err = parseCudaCase(line, arch, c); !err.empty())
       return fail(fmt::format("{}:{}: {}", casesFile, lineNo, err));
     if (seen.insert(c.spec.canonical() + "\t" + c.config.str()).second)
-      cases.push_back(std::move(c));
+      cases.push_back(c);
+    if (c.backward) {
+      c.config = TileConfig();
+      c.config.variant = std::string(toString(KernelVariant::GpuBwdSm80));
+      if (seen.insert(c.spec.canonical() + "\t" + c.config.str()).second)
+        cases.push_back(c);
+    }
   }
 
   // Every kernel's cubin for --arch, whatever its variant: the bundle's

@@ -19,10 +19,10 @@
 // implementation + 1e-6; NaN or inf anywhere fails. A failed check exits 1.
 // With --target cuda the tensors are copied to the GPU and back; --time then
 // reports the median of the runs' event-timed kernel times.
-// --grad-out runs the backward after the forward (CPU): the gradients of q,
-// k and v for the upstream gradient dO, and with --trainable-slopes those of
-// the custom slopes (float32, shaped like them); --check then also checks
-// every gradient under ALIBI.md's gradient rule.
+// --grad-out runs the backward after the forward (on the same target): the
+// gradients of q, k and v for the upstream gradient dO, and with
+// --trainable-slopes those of the custom slopes (float32, shaped like them);
+// --check then also checks every gradient under ALIBI.md's gradient rule.
 // --block-table and --context-lens read k and v as a paged KV cache
 // [num_pages, page_size, Hkv, D] (ALIBI.md): page_size is k's dim 1, the
 // block table int32-valued [B, max_pages], the context lengths [B].
@@ -132,8 +132,7 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
           "context parallelism: absolute position of key 0 (with --q-offset)",
           o.kOffset, 0);
   stringFlag("grad-out", "FILE.npy",
-             "backward: the upstream gradient dO, float32 like o (CPU)",
-             o.gradOut);
+             "backward: the upstream gradient dO, float32 like o", o.gradOut);
   stringFlag("dq", "FILE.npy", "backward: write dq, float32 like q",
              o.dqOutput);
   stringFlag("dk", "FILE.npy", "backward: write dk, float32 like k",
@@ -205,8 +204,6 @@ std::optional<int> parseRunOptions(int argc, char **argv, RunOptions &o) {
                 "gradient)");
   if (o.backward() && random)
     return fail("--grad-out needs input files q.npy k.npy v.npy");
-  if (o.backward() && o.target != "cpu")
-    return fail("--grad-out: the backward runs on the CPU only (for now)");
   if (o.trainableSlopes && !o.backward())
     return fail("--trainable-slopes needs --grad-out (it is a backward "
                 "option)");
@@ -465,10 +462,43 @@ std::string runCuda(const RunOptions &o, Runtime &runtime, Tensors &t) {
                                   size_t(device.numElements()) * elementBytes)
                : std::string();
   };
-  if (std::string err = back(args.o, t.args.o, byteWidth(spec.dtype));
+  const size_t e = size_t(byteWidth(spec.dtype));
+  if (std::string err = back(args.o, t.args.o, e); !err.empty())
+    return err;
+  if (std::string err = back(args.lse, t.args.lse, sizeof(float));
+      !err.empty() || !o.backward())
+    return err;
+  // --grad-out: the backward on the device from the forward's o and lse
+  // there (gpu_bwd_sm80), the gradients copied back.
+  BackwardArgs grads = t.grads;
+  for (auto [ref, bytes, copy] :
+       {std::tuple{&grads.gradO, e, true}, std::tuple{&grads.dq, e, false},
+        std::tuple{&grads.dk, e, false}, std::tuple{&grads.dv, e, false},
+        std::tuple{&grads.dslopes, sizeof(float), false}}) {
+    if (!ref->present())
+      continue;
+    cuda::DeviceBuffer &buf = buffers.emplace_back();
+    const size_t n = size_t(ref->numElements()) * bytes;
+    if (std::string err = buf.allocate(std::max<size_t>(n, 1)); !err.empty())
+      return err;
+    if (std::string err = copy ? buf.upload(ref->data, n) : buf.fill(0);
+        !err.empty())
+      return err;
+    ref->data = buf.data();
+  }
+  if (std::string err = runtime.backward(spec, args, grads, Target::CUDA);
       !err.empty())
     return err;
-  return back(args.lse, t.args.lse, sizeof(float));
+  if (std::string err = cuda::synchronize(); !err.empty())
+    return err;
+  for (auto [device, host, bytes] :
+       {std::tuple{&grads.dq, &t.grads.dq, e},
+        std::tuple{&grads.dk, &t.grads.dk, e},
+        std::tuple{&grads.dv, &t.grads.dv, e},
+        std::tuple{&grads.dslopes, &t.grads.dslopes, sizeof(float)}})
+    if (std::string err = back(*device, *host, bytes); !err.empty())
+      return err;
+  return {};
 }
 
 /// CPU: --repeat runs, each timed and named by where its kernel came from
@@ -691,7 +721,7 @@ int main(int argc, char **argv) {
                                                : runCpu(o, runtime, t);
       !err.empty())
     return fail(err);
-  if (o.backward())
+  if (o.backward() && target == Target::CPU)
     if (std::string err = runtime.backward(o.flags.spec, t.args, t.grads);
         !err.empty())
       return fail(err);

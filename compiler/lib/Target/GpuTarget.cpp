@@ -101,28 +101,46 @@ std::string ptxasVersion() {
 }
 
 PtxasReport parsePtxasReport(const std::string &log) {
-  // The attention kernel's section when the module has more than one
-  // (gpu_decode_sm80's tilt_merge comes first).
-  std::string text = log;
-  const std::string section =
-      std::string("Function properties for ") + kCudaKernelName;
-  if (size_t at = log.find(section); at != std::string::npos) {
-    const size_t next = log.find("Compiling entry function", at);
-    text = log.substr(at, next == std::string::npos ? next : next - at);
-  }
-  PtxasReport r;
-  std::smatch m;
+  // One section per entry function. The attention kernel's when the module
+  // has a helper (gpu_decode_sm80's tilt_merge); the worst of all when it
+  // has several main kernels (gpu_bwd_sm80's two).
   static const std::regex regs(R"(Used (\d+) registers)");
   static const std::regex frame(
       R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)");
-  if (std::regex_search(text, m, regs))
-    r.registers = std::stoll(m[1]);
-  if (std::regex_search(text, m, frame)) {
-    r.stackBytes = std::stoll(m[1]);
-    r.spillStoreBytes = std::stoll(m[2]);
-    r.spillLoadBytes = std::stoll(m[3]);
+  auto parse = [](const std::string &text) {
+    PtxasReport r;
+    std::smatch m;
+    if (std::regex_search(text, m, regs))
+      r.registers = std::stoll(m[1]);
+    if (std::regex_search(text, m, frame)) {
+      r.stackBytes = std::stoll(m[1]);
+      r.spillStoreBytes = std::stoll(m[2]);
+      r.spillLoadBytes = std::stoll(m[3]);
+    }
+    return r;
+  };
+  const std::string marker = "Function properties for ";
+  PtxasReport worst;
+  bool found = false;
+  for (size_t at = log.find(marker); at != std::string::npos;
+       at = log.find(marker, at + 1)) {
+    const size_t nameEnd = log.find_first_of("\r\n", at);
+    const std::string name =
+        log.substr(at + marker.size(), nameEnd - at - marker.size());
+    const size_t next = log.find("Compiling entry function", at);
+    const PtxasReport r =
+        parse(log.substr(at, next == std::string::npos ? next : next - at));
+    if (name == kCudaKernelName)
+      return r;
+    if (name == kCudaMergeKernelName)
+      continue;
+    found = true;
+    worst.registers = std::max(worst.registers, r.registers);
+    worst.stackBytes = std::max(worst.stackBytes, r.stackBytes);
+    worst.spillStoreBytes = std::max(worst.spillStoreBytes, r.spillStoreBytes);
+    worst.spillLoadBytes = std::max(worst.spillLoadBytes, r.spillLoadBytes);
   }
-  return r;
+  return found ? worst : parse(log);
 }
 
 std::string runPtxas(const std::string &ptx, const std::string &arch,

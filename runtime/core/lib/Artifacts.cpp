@@ -221,7 +221,8 @@ std::string parseCudaArtifact(std::string_view bytes, CudaArtifact &out) {
       oneOf("variant", out.variant,
             {toString(KernelVariant::GpuSm80),
              toString(KernelVariant::GpuSm90a),
-             toString(KernelVariant::GpuDecodeSm80)}),
+             toString(KernelVariant::GpuDecodeSm80),
+             toString(KernelVariant::GpuBwdSm80)}),
       oneOf("arch", out.arch, {"sm_80", "sm_90a"}),
       {"kernel",
        [&]() -> std::string {

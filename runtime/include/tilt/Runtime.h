@@ -168,10 +168,12 @@ public:
   /// Computes dq, dk, dv (and dslopes) of the attention `args` describes,
   /// from its output o and lse (as run() wrote them) and the upstream
   /// gradient. Deterministic: the same call gives the same bits on any
-  /// thread count. dk and dv of a kv head sum over its query heads. CPU
-  /// only for now; `config`, when given, must be a backward variant
-  /// (cpu_bwd_avx2, cpu_bwd_avx512). Returns "" or a one-line error naming
-  /// the bad argument; on error no output is written.
+  /// thread count. dk and dv of a kv head sum over its query heads.
+  /// `config`, when given, must be a backward variant of the target:
+  /// cpu_bwd_avx2 or cpu_bwd_avx512 on the CPU, gpu_bwd_sm80 on CUDA (two
+  /// kernels enqueued on args.cudaStream, row-major tensors, f16/bf16, not
+  /// alibi_positions; deterministic too: no atomics). Returns "" or a
+  /// one-line error naming the bad argument; on error no output is written.
   std::string backward(const AttentionSpec &spec, const AttentionArgs &args,
                        const BackwardArgs &grads, Target target = Target::CPU,
                        const TileConfig &config = TileConfig());

@@ -87,6 +87,14 @@ def _empty_in_order(t: torch.Tensor) -> torch.Tensor:
     return t.new_empty(t.shape)
 
 
+def _grads_like(q, k, v):
+    """dq, dk, dv: in the inputs' memory order on the CPU, row-major on CUDA
+    (the GPU backward's layout)."""
+    if q.is_cuda:
+        return tuple(t.new_empty(t.shape) for t in (q, k, v))
+    return tuple(_empty_in_order(t) for t in (q, k, v))
+
+
 @torch.library.custom_op("tilt::attention", mutates_args=(), device_types=("cpu", "cuda"))
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   slopes: Optional[torch.Tensor],
@@ -198,7 +206,9 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """dq, dk, dv and dslopes (f32 like slopes; empty unless want_dslopes).
     grad_lse: the upstream gradient of lse, or None."""
     _ensure_configured()
-    dq, dk, dv = _empty_in_order(q), _empty_in_order(k), _empty_in_order(v)
+    if q.is_cuda:  # the CUDA kernels take row-major tensors
+        q, k, v, o = (t.contiguous() for t in (q, k, v, o))
+    dq, dk, dv = _grads_like(q, k, v)
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
     _tilt.backward(q, k, v, o, lse, _kernel_view(grad_o),
@@ -207,7 +217,7 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    dslopes if dslopes.numel() else None, slopes,
                    key_padding_mask, cu_seqlens_q, cu_seqlens_k, causal,
                    window, bias, max_bias, head_offset, total_heads, scale,
-                   q_offset, k_offset)
+                   q_offset, k_offset, _stream(q))
     return dq, dk, dv, dslopes
 
 
@@ -217,8 +227,7 @@ def _(q, k, v, o, lse, grad_o, grad_lse, slopes, key_padding_mask, cu_seqlens_q,
       total_heads, scale, q_offset, k_offset):
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
-    return (_empty_in_order(q), _empty_in_order(k), _empty_in_order(v),
-            dslopes)
+    return (*_grads_like(q, k, v), dslopes)
 
 
 def _setup_attention(ctx, inputs, output):
@@ -392,7 +401,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     causal and window (i' - j < window) mask keys; a row that sees no key
     gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
     natural log) with return_lse=True.
-    Autograd (CPU): gradients for q, k, v and, when they require grad, the
+    Autograd (CPU; CUDA: gpu_bwd_sm80, not yet run on a GPU, not
+    alibi_positions): gradients for q, k, v and, when they require grad, the
     slopes (trainable ALiBi slopes), from Tilt's fused backward kernels,
     through o and lse alike.
     q_offset, k_offset (context parallelism, given together): query row i

@@ -562,23 +562,39 @@ void BackwardKernel::emitDkDv() {
   Value kb = blockId(gpu::Dimension::x);
   kvHead = blockId(gpu::Dimension::y);
   // The slope gradient: CTA 0 of the (kv head, batch) sums its group's
-  // parts in query-block order (written by the dQ kernel, launched before).
-  if (slopes)
-    ifThen(
-        andB(cmpI(arith::CmpIPredicate::eq, kb, idx(0)), lt(tid, idx(group))),
-        [&] {
-          Value h = add(mul(kvHead, idx(group)), tid);
-          Value blocks = divU(add(sq, idx(bm - 1)), idx(bm));
-          auto loop = scf::ForOp::create(
-              b, idx(0), blocks, idx(1), ValueRange{f32c(0.0)},
-              [&](OpBuilder &, Location, Value qb, ValueRange acc) {
-                Value x =
-                    memref::LoadOp::create(b, parts, ValueRange{batch, h, qb});
-                scf::YieldOp::create(b, ValueRange{fadd(acc[0], x)});
-              });
-          memref::StoreOp::create(b, loop.getResult(0), dslopes,
-                                  ValueRange{batch, h});
-        });
+  // parts (written by the dQ kernel, launched before) in query-block order
+  // into dslopes [B, H]; with dslopes [1, H] (per-head slopes) CTA 0 of
+  // batch 0 sums every sequence's, in batch order.
+  if (slopes) {
+    Value perBatch = lt(idx(1), memref::DimOp::create(b, dslopes, 0));
+    Value writer =
+        andB(cmpI(arith::CmpIPredicate::eq, kb, idx(0)), lt(tid, idx(group)));
+    writer = andB(writer, arith::OrIOp::create(
+                              b, perBatch,
+                              cmpI(arith::CmpIPredicate::eq, batch, idx(0))));
+    ifThen(writer, [&] {
+      Value h = add(mul(kvHead, idx(group)), tid);
+      Value first = select(perBatch, batch, idx(0));
+      Value last = select(perBatch, add(batch, idx(1)),
+                          memref::DimOp::create(b, parts, 0));
+      auto sequences = scf::ForOp::create(
+          b, first, last, idx(1), ValueRange{f32c(0.0)},
+          [&](OpBuilder &, Location, Value seq, ValueRange outer) {
+            Value rows = spec.varlen ? sequenceRange(cuQ, seq).second : sq;
+            Value blocks = divU(add(rows, idx(bm - 1)), idx(bm));
+            auto loop = scf::ForOp::create(
+                b, idx(0), blocks, idx(1), outer,
+                [&](OpBuilder &, Location, Value qb, ValueRange acc) {
+                  Value x =
+                      memref::LoadOp::create(b, parts, ValueRange{seq, h, qb});
+                  scf::YieldOp::create(b, ValueRange{fadd(acc[0], x)});
+                });
+            scf::YieldOp::create(b, loop.getResults());
+          });
+      memref::StoreOp::create(b, sequences.getResult(0), dslopes,
+                              ValueRange{select(perBatch, batch, idx(0)), h});
+    });
+  }
   Value keyStart = mul(kb, idx(bn));
   const int64_t mk = bn / (16 * warps);
   ifThen(lt(keyStart, sk), [&] {

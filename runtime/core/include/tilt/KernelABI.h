@@ -80,7 +80,8 @@
 //   \n                         (an empty line ends the header)
 //   <cubin_bytes bytes of cubin (ELF)><ptx_bytes bytes of PTX text>
 //
-// Header keys: abi, variant (gpu_sm80 | gpu_sm90a | gpu_decode_sm80),
+// Header keys: abi, variant (gpu_sm80 | gpu_sm90a | gpu_decode_sm80 |
+// gpu_bwd_sm80),
 // arch (the cubin's: sm_80 | sm_90a), kernel (entry symbol), block_m, block_n,
 // num_warps, num_stages, threads (per CTA), smem (dynamic shared memory bytes),
 // cubin_bytes (0: none, the driver JITs the PTX), ptx_bytes, tma (empty, or
@@ -109,6 +110,21 @@
 // strides[rank] (i64 each) -- pointers are device addresses; every tensor
 // row-major (the CUDA kernels take no other strides yet).
 // Then, with position offsets, q_offset and k_offset (i64 each).
+// gpu_bwd_sm80 (the backward, dense or varlen, not alibi_positions): the
+// module has two kernels, `tilt_attention_bwd_dq` (the artifact's `kernel`;
+// grid (ceil(maxSq / block_m), H, B)) and `tilt_attention_bwd_dkdv` (grid
+// (ceil(maxSk / block_n), Hkv, B)), with the same parameters, launched in
+// that order on one stream (the second reads what the first writes), each
+// with `threads` threads and `smem` (the larger of the two) bytes. The
+// parameters are the CPU backward's memrefs (q, k, v, o, grad_o, lse,
+// grad_lse, dq, dk, dv, row_scale, [slopes, dslopes], [kpm], [cu_seqlens_q,
+// cu_seqlens_k]) with two differences: row_scale is the row state, f32 of
+// lse's shape x 4 (per query row: lse in log2 units less its anchor
+// constant, D_i - grad_lse_i, 1 / sum_j P, the anchor; scratch written by
+// the dQ kernel), and dslopes is [B, H], or [1, H] for per-head slopes (the
+// kernel then sums over the batch); then, with custom slopes, the slope
+// gradient's parts, f32 [B, H, ceil(maxSq / block_m)] (scratch); then the
+// offsets.
 // Then, for each operand named by `tma`, one pointer (8 bytes) to a
 // CUtensorMap (128 bytes, 64-byte aligned) in device global memory, made by
 // cuTensorMapEncodeTiled over the operand seen as a rank-3 tensor
@@ -132,6 +148,7 @@ inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";
 inline constexpr const char *kCudaKernelName = "tilt_attention";
 inline constexpr const char *kCudaMergeKernelName = "tilt_merge";
+/// gpu_bwd_sm80's kernels, launched in this order.
 inline constexpr const char *kCudaBwdDqKernelName = "tilt_attention_bwd_dq";
 inline constexpr const char *kCudaBwdDkDvKernelName = "tilt_attention_bwd_dkdv";
 

@@ -3,7 +3,9 @@
 # f16/bf16 x the targets sm_80 and sm_90a (each with its default variant:
 # gpu_sm90a where it serves the spec, else gpu_sm80), plus the bias/mask
 # forms that add code (positions with a padding mask, window, GQA with custom
-# slopes) at D = 64, 128, 256. Prints one line per kernel with ptxas's
+# slopes) at D = 64, 128, 256, and the backward's (gpu_bwd_sm80, both of its
+# kernels: the worse one's report) at D = 64 and 128. Prints one line per
+# kernel with ptxas's
 # resource report and a summary line; exits 1 on a compile failure.
 set -u
 compile=$1
@@ -45,6 +47,18 @@ for arch in sm_80 sm_90a; do
       --kv-heads 4 --bias alibi --slopes "$tmp/slopes.npy" \
       --arch "$arch"
   done
+done
+# The backward above D = 128 holds dK and dV of 16 keys x D in one warp's
+# registers (256 f32 a thread at D = 256) and spills: not swept.
+for d in 64 128; do
+  run "sm_80 bf16 d=$d backward alibi causal" --variant gpu_bwd_sm80 \
+    --head-dim "$d" --dtype bf16 --bias alibi --causal
+  run "sm_80 bf16 d=$d backward symmetric window" --variant gpu_bwd_sm80 \
+    --head-dim "$d" --dtype bf16 --bias alibi-symmetric --window 100
+  run "sm_80 f16 d=$d backward gqa custom slopes padding" \
+    --variant gpu_bwd_sm80 --head-dim "$d" --dtype f16 --kv-heads 4 \
+    --bias alibi --slopes "$tmp/slopes.npy" --key-padding-mask "$tmp/unused" \
+    --causal
 done
 echo "kernels: $n, failed: $failed, spilling: $spilling"
 [ "$failed" -eq 0 ]
