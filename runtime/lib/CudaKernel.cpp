@@ -347,15 +347,28 @@ std::string CudaKernel::launchBackward(const AttentionSpec &spec,
       slopes ? size_t(batch * spec.heads * std::max<int64_t>(1, queryBlocks)) *
                    sizeof(float)
              : 0;
-  if (err = reserveScratch(stateBytes + partsBytes, args.cudaStream);
+  // Custom slopes whose gradient nobody asked for: the kernels write it
+  // anyway, here (as [B, H]: room for either form).
+  const bool unwanted = slopes && !grads.dslopes.present();
+  const size_t unwantedBytes =
+      unwanted ? size_t(batch * spec.heads) * sizeof(float) : 0;
+  if (err = reserveScratch(stateBytes + partsBytes + unwantedBytes,
+                           args.cudaStream);
       !err.empty())
     return err;
+  char *base = static_cast<char *>(partsBuffer.data());
   BackwardScratch scratch;
-  scratch.rowState = partsBuffer.data();
-  scratch.parts = static_cast<char *>(partsBuffer.data()) + stateBytes;
+  scratch.rowState = base;
+  scratch.parts = base + stateBytes;
   scratch.queryBlocks = std::max<int64_t>(1, queryBlocks);
+  BackwardArgs launchGrads = grads;
+  if (unwanted)
+    launchGrads.dslopes =
+        args.slopes.rank == 1
+            ? TensorRef(base + stateBytes + partsBytes, {spec.heads})
+            : TensorRef(base + stateBytes + partsBytes, {batch, spec.heads});
   KernelParams params;
-  packBackwardParams(spec, args, grads, batch, scratch, params);
+  packBackwardParams(spec, args, launchGrads, batch, scratch, params);
   const auto stream = static_cast<CUstream>(args.cudaStream);
   struct Grid {
     void *function;
@@ -400,6 +413,10 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
   // gpu_decode_sm80: grid (splits x row blocks, Hkv, B), the rows of a
   // block a GQA group's heads x queries (KernelABI.h); else (query blocks,
   // H, B).
+  if (dkdvFunction)
+    return fmt::format("cuda launch: kernel variant {} is the backward's; "
+                       "call backward()",
+                       header.variant);
   const bool decode = mergeFunction != nullptr;
   DecodeParts parts;
   int64_t gridX = (maxSq + header.blockM - 1) / header.blockM;

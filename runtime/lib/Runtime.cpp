@@ -1688,12 +1688,14 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
       return "invalid spec: " + err;
     if (!impl->bundleError.empty())
       return impl->bundleError;
-    if (target == Target::CUDA)
-      return impl->runCuda(spec, args, config);
+    // (On CUDA a backward module launched as the forward would read
+    // parameters it was never given.)
     if (config.kind() && isBackwardVariant(*config.kind()))
       return fmt::format("config: variant {} is a backward kernel; call "
                          "backward()",
                          config.variant);
+    if (target == Target::CUDA)
+      return impl->runCuda(spec, args, config);
     Geometry geometry;
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
       return err;

@@ -886,12 +886,15 @@ std::vector<BwdCase> bwdCases() {
   }
   {
     // ALIBI.md's head counts at short sequences: 71 (MQA: one dK/dV CTA
-    // runs the whole group), 12 and 40 (GQA).
+    // runs the whole group, and its 64 threads sum the slope gradients of
+    // 71 heads), 12 and 40 (GQA; the D = 128 default's one stage).
     AttentionSpec m = spec(71, 1, 64, DType::BF16, AlibiSymmetric);
-    add("h71_mqa_seq17", m, 1, 17, 17);
+    m.slopes = SlopeSource::Custom;
+    tiles(add("h71_mqa_seq17_trainable_slopes_64_threads", m, 2, 17, 17), 32,
+          32, 2, 1);
     AttentionSpec g = spec(40, 8, 128, DType::BF16, Alibi);
     g.causal = true;
-    add("h40_gqa5_d128_seq17", g, 1, 17, 17);
+    tiles(add("h40_gqa5_d128_seq17_one_stage", g, 1, 17, 17), 64, 64, 4, 1);
     AttentionSpec h = spec(12, 12, 64, DType::F16, Alibi);
     h.causal = true;
     add("h12_seq129_sq1_decode_row", h, 2, 1, 129);

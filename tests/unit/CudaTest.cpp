@@ -131,8 +131,8 @@ const BadKey kBadKeys[] = {
     {"abi", "x", "abi must be an integer >= 0, got 'x'"},
     {"abi", "", "abi must be an integer >= 0, got ''"},
     {"variant", "cpu_avx2",
-     "variant must be gpu_sm80, gpu_sm90a or gpu_decode_sm80, got "
-     "'cpu_avx2'"},
+     "variant must be gpu_sm80, gpu_sm90a, gpu_decode_sm80 or gpu_bwd_sm80, "
+     "got 'cpu_avx2'"},
     {"arch", "sm_86", "arch must be sm_80 or sm_90a, got 'sm_86'"},
     {"kernel", "", "kernel must be a symbol name, got ''"},
     {"kernel", "a b", "kernel must be a symbol name, got 'a b'"},

@@ -356,6 +356,28 @@ TEST(TilePolicy, GpuDecodeSplitsFillTheMultiprocessors) {
   EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuDecodeSm80, 256).blockN, 32);
 }
 
+TEST(TilePolicy, GpuBackwardDefaultsFitNinetyNineKiB) {
+  // The backward's defaults (gpu_bwd_sm80), and what both of its kernels
+  // need of shared memory with them (GpuBackward.cpp): inside the 99 KiB a
+  // block may opt into on sm_86 / sm_89 at every head dim.
+  EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuBwdSm80, 64).str(),
+            "variant=gpu_bwd_sm80;block_m=64;block_n=64;num_warps=4;"
+            "num_stages=2");
+  EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuBwdSm80, 128).numStages, 1);
+  EXPECT_EQ(defaultGpuConfig(KernelVariant::GpuBwdSm80, 256).str(),
+            "variant=gpu_bwd_sm80;block_m=32;block_n=32;num_warps=2;"
+            "num_stages=1");
+  for (int64_t d = 16; d <= 256; d += 16) {
+    const TileConfig c = defaultGpuConfig(KernelVariant::GpuBwdSm80, d);
+    const int64_t row = (d + 8) * 2;
+    const int64_t dq =
+        (2 * c.blockM + 2 * c.numStages * c.blockN) * row + 4 * c.numWarps;
+    const int64_t dkdv = (2 * c.blockN + 2 * c.numStages * c.blockM) * row +
+                         c.numStages * c.blockM * 16;
+    EXPECT_LE(std::max(dq, dkdv), 99 * 1024) << "head dim " << d;
+  }
+}
+
 TEST(RuntimeCache, AVariantNamedWithoutBlocksTakesItsDefaultBlocks) {
   // Blocks of 0 would reach the compiler (and the kernel's info) as they
   // are; the runtime completes them, so the two configs below are one

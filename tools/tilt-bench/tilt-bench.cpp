@@ -15,7 +15,8 @@
 // is no peak or naive comparison; --page-size works there too
 // (gpu_decode_sm80; not yet run on a GPU).
 // tilt-bench-rt, built without the compiler, only loads kernels (the bundle).
-// --backward also times the backward pass (CPU): forward + backward and the
+// --backward also times the backward pass (CPU and CUDA: gpu_bwd_sm80):
+// forward + backward and the
 // backward alone, its FLOPs counted as 2.5x the forward's (FlashAttention's
 // convention); --trainable-slopes makes the slopes a custom [H] tensor (the
 // standard values) whose gradient the backward computes too.
@@ -217,7 +218,7 @@ double visiblePairs(const AttentionSpec &spec, int64_t seq, int64_t seqK) {
 /// lengths to the host, for its checks, are inside the timed calls).
 int benchCuda(const AttentionSpec &spec, const TileConfig &config,
               int64_t batch, int64_t seq, int64_t seqK, int64_t warmup,
-              int64_t repeats, bool json) {
+              int64_t repeats, bool json, bool backward) {
   cuda::DeviceInfo device;
   if (std::string err = cuda::probe(device); !err.empty())
     return fail(err);
@@ -253,6 +254,23 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   args.k = TensorRef(k.data(), {batch, Hkv, seqK, D});
   args.v = TensorRef(v.data(), {batch, Hkv, seqK, D});
   args.o = TensorRef(o.data(), {batch, H, seq, D});
+  // --trainable-slopes: the standard values as a custom [H] tensor.
+  cuda::DeviceBuffer slopes;
+  if (spec.slopes == SlopeSource::Custom) {
+    AttentionSpec standard = spec;
+    standard.slopes = SlopeSource::Standard;
+    const std::vector<float> values = standardSlopes(standard);
+    const size_t bytes = values.size() * sizeof(float);
+    if (std::string err = slopes.allocate(bytes); !err.empty())
+      return fail(err);
+    if (std::string err = slopes.upload(values.data(), bytes); !err.empty())
+      return fail(err);
+    args.slopes = TensorRef(slopes.data(), {H});
+  }
+  // The forward takes the configuration unless it names a backward variant.
+  const bool bwdConfig = config.kind() && isBackwardVariant(*config.kind());
+  const TileConfig fwdConfig = bwdConfig ? TileConfig() : config;
+  const TileConfig bwdTile = bwdConfig ? config : TileConfig();
   cuda::DeviceBuffer table, lens;
   if (ps) {
     std::vector<int32_t> hostTable(size_t(batch * pagesPerSeq));
@@ -279,7 +297,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   Jit jit;
   // The JIT figures are for the kernel run() picks: the GPU decode family
   // for short dense query sequences (Runtime.cpp's cudaConfig).
-  TileConfig jitConfig = config;
+  TileConfig jitConfig = fwdConfig;
   if (jitConfig.isDefault() && !spec.varlen && useDecodeFamily(spec, seq))
     jitConfig.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
   if (std::string err =
@@ -288,7 +306,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
     return fail(err);
 
   auto launch = [&] {
-    return jit.runtime->run(spec, args, Target::CUDA, config);
+    return jit.runtime->run(spec, args, Target::CUDA, fwdConfig);
   };
   for (int64_t r = 0; r < warmup; ++r)
     if (std::string err = launch(); !err.empty())
@@ -301,6 +319,54 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
     return fail(err);
   const double med = median(ms) * 1e-3;
   const double flops = 4.0 * batch * H * visiblePairs(spec, seq, seqK) * D;
+  // --backward: forward (with lse) + backward, and the backward alone from
+  // that forward's o and lse, event-timed the same way.
+  double fwdBwdMed = 0, bwdMed = 0;
+  cuda::DeviceBuffer lse, gradO, dq, dk, dv, dslopes;
+  if (backward) {
+    const size_t e = size_t(byteWidth(spec.dtype));
+    for (auto [buf, bytes] :
+         {std::pair{&lse, size_t(batch * H * seq) * sizeof(float)},
+          std::pair{&dq, size_t(batch * H * seq * D) * e},
+          std::pair{&dk, size_t(batch * Hkv * seqK * D) * e},
+          std::pair{&dv, size_t(batch * Hkv * seqK * D) * e},
+          std::pair{&dslopes, size_t(H) * sizeof(float)}})
+      if (std::string err = buf->allocate(bytes); !err.empty())
+        return fail(err);
+    if (std::string err = fill(gradO, size_t(batch * H * seq * D));
+        !err.empty())
+      return fail(err);
+    args.lse = TensorRef(lse.data(), {batch, H, seq});
+    BackwardArgs grads;
+    grads.gradO = TensorRef(gradO.data(), {batch, H, seq, D});
+    grads.dq = TensorRef(dq.data(), {batch, H, seq, D});
+    grads.dk = TensorRef(dk.data(), {batch, Hkv, seqK, D});
+    grads.dv = TensorRef(dv.data(), {batch, Hkv, seqK, D});
+    if (args.slopes.present())
+      grads.dslopes = TensorRef(dslopes.data(), {H});
+    auto bwd = [&] {
+      return jit.runtime->backward(spec, args, grads, Target::CUDA, bwdTile);
+    };
+    auto both = [&] {
+      if (std::string err = launch(); !err.empty())
+        return err;
+      return bwd();
+    };
+    for (int64_t r = 0; r < std::max<int64_t>(warmup, 1); ++r)
+      if (std::string err = both(); !err.empty())
+        return fail(err);
+    if (std::string err = cuda::synchronize(); !err.empty())
+      return fail(err);
+    std::vector<double> bothMs, bwdMs;
+    if (std::string err = cuda::timeKernel(both, int(repeats), bothMs);
+        !err.empty())
+      return fail(err);
+    if (std::string err = cuda::timeKernel(bwd, int(repeats), bwdMs);
+        !err.empty())
+      return fail(err);
+    fwdBwdMed = median(bothMs);
+    bwdMed = median(bwdMs);
+  }
   const double tflops = flops / med / 1e12;
   // K and V read once each: the floor of a memory-bound (decode) call.
   const double kvReadGbps =
@@ -321,14 +387,29 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
              "memory hit {:.3f} us\n",
              jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
+  // The backward's FLOPs: 2.5x the forward's (FlashAttention's convention).
+  const double fwdBwdGflops =
+      backward ? 3.5 * flops / (fwdBwdMed * 1e-3) / 1e9 : 0.0;
+  std::string backwardJson;
+  if (backward) {
+    fmt::print("backward     {:.4f} ms; forward + backward {:.4f} ms ({:.2f} "
+               "TFLOP/s at 3.5x the forward's FLOPs){}\n",
+               bwdMed, fwdBwdMed, fwdBwdGflops / 1e3,
+               args.slopes.present() ? ", slope gradients included" : "");
+    backwardJson =
+        fmt::format(", \"fwd_bwd_ms\": {:.5f}, \"bwd_ms\": {:.5f}, "
+                    "\"fwd_bwd_gflops\": {:.2f}, \"trainable_slopes\": {}",
+                    fwdBwdMed, bwdMed, fwdBwdGflops,
+                    args.slopes.present() ? "true" : "false");
+  }
   if (json)
     fmt::print("{{\"shape\": \"{}\", \"target\": \"cuda\", \"device\": "
                "\"{}\", \"arch\": \"{}\", \"tflops\": {:.3f}, "
                "\"median_ms\": {:.5f}, \"kv_read_gbps\": {:.2f}, "
                "\"jit_cold_ms\": {:.3f}, \"jit_disk_hit_ms\": {:.4f}, "
-               "\"jit_memory_hit_us\": {:.4f}}}\n",
+               "\"jit_memory_hit_us\": {:.4f}{}}}\n",
                shape, device.name, device.arch, tflops, med * 1e3, kvReadGbps,
-               jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
+               jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6, backwardJson);
   return 0;
 }
 
@@ -377,7 +458,7 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
           "(1: none; default: the runtime's rule)",
           o.splits, 1);
   boolFlag("no-naive", "skip the naive baseline", o.noNaive);
-  boolFlag("backward", "also time the backward pass (CPU)", o.backward);
+  boolFlag("backward", "also time the backward pass", o.backward);
   boolFlag("trainable-slopes",
            "with --backward: custom [H] slopes whose gradient is computed",
            o.trainable);
@@ -414,8 +495,6 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
                 "mask; use tilt-run for the others");
   if (o.trainable && (!o.backward || !spec.hasAlibi()))
     return fail("--trainable-slopes needs --backward and an alibi bias");
-  if (o.backward && o.target != "cpu")
-    return fail("--backward: the backward runs on the CPU only (for now)");
   if (o.bshd && o.target != "cpu")
     return fail("--layout bshd: strided tensors run on the CPU only (for "
                 "now)");
@@ -679,7 +758,7 @@ int main(int argc, char **argv) {
     return *exit;
   if (o.target == "cuda")
     return benchCuda(o.flags.spec, o.config, o.batch, o.seq, o.seqK, o.warmup,
-                     o.repeats, o.json);
+                     o.repeats, o.json, o.backward);
   CpuResult r;
   if (std::string err = benchCpu(o, r); !err.empty())
     return fail(err);

@@ -164,12 +164,14 @@ KernelVariant defaultGpuVariant(const AttentionSpec &spec,
 TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
   if (variant == KernelVariant::GpuBwdSm80)
     // The backward's two kernels: 64 query rows (dQ) and 64 keys (dK/dV)
-    // per CTA, four warps, two stages: 104 KiB of shared memory at D = 128
-    // (ptxas: 220 and 251 registers, no spills, for bf16 GQA causal ALiBi).
-    // D > 128: 32 x 32 on two warps, one stage (67 KiB at D = 256). Not yet
-    // tuned on a GPU.
-    return headDim <= 128 ? config(variant, 64, 64, 4, 2)
-                          : config(variant, 32, 32, 2, 1);
+    // per CTA on four warps, inside the 99 KiB of sm_86 / sm_89: two stages
+    // up to D = 64 (56 KiB), one up to D = 128 (69 KiB; two would need 104).
+    // D > 128: 32 x 32 on two warps, one stage (67 KiB at D = 256; dK and
+    // dV of 16 keys x D in a warp's registers spill there). Not yet tuned on
+    // a GPU.
+    return headDim <= 64    ? config(variant, 64, 64, 4, 2)
+           : headDim <= 128 ? config(variant, 64, 64, 4, 1)
+                            : config(variant, 32, 32, 2, 1);
   if (variant == KernelVariant::GpuDecodeSm80)
     // One warp of 16 rows (a GQA group's heads x Sq, one m16 tile) against
     // key blocks double-buffered: 64 keys up to D = 128 (72.25 KiB of

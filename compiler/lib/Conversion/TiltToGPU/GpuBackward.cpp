@@ -104,6 +104,9 @@ public:
 
   void emitDq();
   void emitDkDv();
+  /// The dK/dV kernel's dslopes of head `h`: the sum of the dQ kernel's
+  /// parts of this sequence (`perBatch`) or of every sequence, in order.
+  void sumSlopeParts(Value h, Value perBatch);
 
 private:
   /// Thread ids, the batch (blockIdx.z) and its sequences' extents.
@@ -567,32 +570,18 @@ void BackwardKernel::emitDkDv() {
   // batch 0 sums every sequence's, in batch order.
   if (slopes) {
     Value perBatch = lt(idx(1), memref::DimOp::create(b, dslopes, 0));
-    Value writer =
-        andB(cmpI(arith::CmpIPredicate::eq, kb, idx(0)), lt(tid, idx(group)));
+    Value writer = cmpI(arith::CmpIPredicate::eq, kb, idx(0));
     writer = andB(writer, arith::OrIOp::create(
                               b, perBatch,
                               cmpI(arith::CmpIPredicate::eq, batch, idx(0))));
+    // Thread t takes heads t, t + threads, ... of the group.
     ifThen(writer, [&] {
-      Value h = add(mul(kvHead, idx(group)), tid);
-      Value first = select(perBatch, batch, idx(0));
-      Value last = select(perBatch, add(batch, idx(1)),
-                          memref::DimOp::create(b, parts, 0));
-      auto sequences = scf::ForOp::create(
-          b, first, last, idx(1), ValueRange{f32c(0.0)},
-          [&](OpBuilder &, Location, Value seq, ValueRange outer) {
-            Value rows = spec.varlen ? sequenceRange(cuQ, seq).second : sq;
-            Value blocks = divU(add(rows, idx(bm - 1)), idx(bm));
-            auto loop = scf::ForOp::create(
-                b, idx(0), blocks, idx(1), outer,
-                [&](OpBuilder &, Location, Value qb, ValueRange acc) {
-                  Value x =
-                      memref::LoadOp::create(b, parts, ValueRange{seq, h, qb});
-                  scf::YieldOp::create(b, ValueRange{fadd(acc[0], x)});
-                });
-            scf::YieldOp::create(b, loop.getResults());
-          });
-      memref::StoreOp::create(b, sequences.getResult(0), dslopes,
-                              ValueRange{select(perBatch, batch, idx(0)), h});
+      scf::ForOp::create(b, tid, idx(group), idx(threads), ValueRange{},
+                         [&](OpBuilder &, Location, Value g0, ValueRange) {
+                           sumSlopeParts(add(mul(kvHead, idx(group)), g0),
+                                         perBatch);
+                           scf::YieldOp::create(b);
+                         });
     });
   }
   Value keyStart = mul(kb, idx(bn));
@@ -743,6 +732,28 @@ void BackwardKernel::emitDkDv() {
         });
       }
   });
+}
+
+void BackwardKernel::sumSlopeParts(Value h, Value perBatch) {
+  Value first = select(perBatch, batch, idx(0));
+  Value last =
+      select(perBatch, add(batch, idx(1)), memref::DimOp::create(b, parts, 0));
+  auto sequences = scf::ForOp::create(
+      b, first, last, idx(1), ValueRange{f32c(0.0)},
+      [&](OpBuilder &, Location, Value seq, ValueRange outer) {
+        Value rows = spec.varlen ? sequenceRange(cuQ, seq).second : sq;
+        Value blocks = divU(add(rows, idx(bm - 1)), idx(bm));
+        auto loop = scf::ForOp::create(
+            b, idx(0), blocks, idx(1), outer,
+            [&](OpBuilder &, Location, Value qb, ValueRange acc) {
+              Value x =
+                  memref::LoadOp::create(b, parts, ValueRange{seq, h, qb});
+              scf::YieldOp::create(b, ValueRange{fadd(acc[0], x)});
+            });
+        scf::YieldOp::create(b, loop.getResults());
+      });
+  memref::StoreOp::create(b, sequences.getResult(0), dslopes,
+                          ValueRange{select(perBatch, batch, idx(0)), h});
 }
 
 int64_t

@@ -114,7 +114,8 @@
 // module has two kernels, `tilt_attention_bwd_dq` (the artifact's `kernel`;
 // grid (ceil(maxSq / block_m), H, B)) and `tilt_attention_bwd_dkdv` (grid
 // (ceil(maxSk / block_n), Hkv, B)), with the same parameters, launched in
-// that order on one stream (the second reads what the first writes), each
+// that order on one stream (the second reads what the first writes; its
+// grid x is at least 1, so dslopes is written even without keys), each
 // with `threads` threads and `smem` (the larger of the two) bytes. The
 // parameters are the CPU backward's memrefs (q, k, v, o, grad_o, lse,
 // grad_lse, dq, dk, dv, row_scale, [slopes, dslopes], [kpm], [cu_seqlens_q,
