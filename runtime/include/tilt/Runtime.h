@@ -173,7 +173,9 @@ public:
   /// cpu_bwd_avx2 or cpu_bwd_avx512 on the CPU, gpu_bwd_sm80 on CUDA (two
   /// kernels enqueued on args.cudaStream, row-major tensors, f16/bf16, not
   /// alibi_positions; deterministic too: no atomics). Returns "" or a
-  /// one-line error naming the bad argument; on error no output is written.
+  /// one-line error naming the bad argument; on error no output is written
+  /// (on CUDA, should the second kernel's launch fail after the first's
+  /// succeeded, dq has been written).
   std::string backward(const AttentionSpec &spec, const AttentionArgs &args,
                        const BackwardArgs &grads, Target target = Target::CPU,
                        const TileConfig &config = TileConfig());
