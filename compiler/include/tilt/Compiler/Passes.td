@@ -117,7 +117,7 @@ def TiltRoundBf16 : Pass<"tilt-round-bf16", "mlir::ModuleOp"> {
 }
 
 def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
-  let summary = "Lower a spec function to a tensor-core kernel in a gpu.module";
+  let summary = "Lower a spec function to tensor-core kernels in a gpu.module";
   let description = [{
     Replaces the spec function (one tensor-form `tilt.attention`) by
     `gpu.module @tilt_kernels` holding the kernel `tilt_attention` with the
@@ -145,6 +145,13 @@ def ConvertTiltToGPU : Pass<"convert-tilt-to-gpu", "mlir::ModuleOp"> {
     extra `!llvm.ptr` parameters (KernelABI.h). The wgmma accumulators are
     LLVM structs whose per-warp layout equals 8-column mma.sync tiles, so
     both variants share the softmax, bias and mask code.
+
+    A spec function of `tilt.attention_backward` (`gpu_bwd_sm80`) becomes
+    two kernels with the backward's parameters: `tilt_attention_bwd_dq`
+    (grid: query blocks, heads, batch; dq, each row's state and the slope
+    gradient's per-block parts) and `tilt_attention_bwd_dkdv` (grid: key
+    blocks, kv heads, batch; dk and dv summed over the GQA group, dslopes
+    from the parts), both on mma.sync with P recomputed from lse.
 
     The kernel carries `tilt.config`, `tilt.smem` (dynamic shared memory
     bytes) and `tilt.spec` attributes for the target and the runtime.

@@ -39,6 +39,10 @@
 // rows of a GQA group (every query head of a kv head times every query)
 // and a split of the keys, and also read paged caches (GpuEmitter.cpp).
 //
+// tilt.attention_backward lowers (gpu_bwd_sm80) to two kernels of one
+// module, a dQ kernel per query block and a dK/dV kernel per key block,
+// with the backward's parameters (GpuBackward.cpp, KernelABI.h).
+//
 // gpu_sm90a replaces the loads by TMA boxes on mbarriers (64-column chunks,
 // 128-byte swizzle, from a 1024-byte aligned shared base) and both products
 // by warpgroup MMAs: S = Q K^T from two K-major shared-memory descriptors,
