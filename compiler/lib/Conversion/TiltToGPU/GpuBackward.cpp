@@ -215,12 +215,7 @@ private:
 } // namespace
 
 void BackwardKernel::sequence() {
-  Type index = b.getIndexType();
-  tid = gpu::ThreadIdOp::create(b, index, gpu::Dimension::x);
-  lane = remU(tid, idx(32));
-  warp = divU(tid, idx(32));
-  g = divU(lane, idx(4));
-  t4 = remU(lane, idx(4));
+  threadIds(tid, lane, warp, g, t4);
   batch = blockId(gpu::Dimension::z);
   if (spec.varlen) {
     std::tie(qStart, sq) = sequenceRange(cuQ, batch);

@@ -38,11 +38,7 @@ using namespace mlir::tilt;
 
 void GpuEmitter::emitGeometry() {
   Type index = b.getIndexType();
-  tid = gpu::ThreadIdOp::create(b, index, gpu::Dimension::x);
-  lane = remU(tid, idx(32));
-  warp = divU(tid, idx(32));
-  g = divU(lane, idx(4));
-  t4 = remU(lane, idx(4));
+  threadIds(tid, lane, warp, g, t4);
   Value qb = gpu::BlockIdOp::create(b, index, gpu::Dimension::x);
   batch = gpu::BlockIdOp::create(b, index, gpu::Dimension::z);
   // Decode: grid (splits x row blocks, Hkv, B), rows (group head, query).

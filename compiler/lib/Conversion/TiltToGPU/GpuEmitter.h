@@ -93,6 +93,15 @@ protected:
         b, cu, ValueRange{arith::AddIOp::create(b, batch, idx(1))}));
     return {start, arith::SubIOp::create(b, end, start)};
   }
+  /// This thread's place in the m16n8 fragment layouts: tid, its lane and
+  /// warp, the lane's row group g = lane / 4 and column pair t4 = lane % 4.
+  void threadIds(Value &tid, Value &lane, Value &warp, Value &g, Value &t4) {
+    tid = gpu::ThreadIdOp::create(b, b.getIndexType(), gpu::Dimension::x);
+    lane = remU(tid, idx(32));
+    warp = divU(tid, idx(32));
+    g = divU(lane, idx(4));
+    t4 = remU(lane, idx(4));
+  }
   Value blockId(gpu::Dimension dim) {
     return gpu::BlockIdOp::create(b, b.getIndexType(), dim);
   }
