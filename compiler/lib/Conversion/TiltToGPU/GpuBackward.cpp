@@ -217,14 +217,8 @@ private:
 void BackwardKernel::sequence() {
   threadIds(tid, lane, warp, g, t4);
   batch = blockId(gpu::Dimension::z);
-  if (spec.varlen) {
-    std::tie(qStart, sq) = sequenceRange(cuQ, batch);
-    std::tie(kStart, sk) = sequenceRange(cuK, batch);
-  } else {
-    qStart = kStart = idx(0);
-    sq = memref::DimOp::create(b, q, 2);
-    sk = memref::DimOp::create(b, k, 2);
-  }
+  sequenceExtents(spec, q, k, cuQ, cuK, /*contextLens=*/Value(), batch, qStart,
+                  kStart, sq, sk);
   shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
   auto space =
       gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);

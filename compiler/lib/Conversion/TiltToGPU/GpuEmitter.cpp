@@ -48,17 +48,8 @@ void GpuEmitter::emitGeometry() {
     head = gpu::BlockIdOp::create(b, index, gpu::Dimension::y);
     kvHead = divU(head, idx(spec.heads / spec.kvHeads));
   }
-  if (spec.varlen) {
-    std::tie(qStart, sq) = sequenceRange(cuQ, batch);
-    std::tie(kStart, sk) = sequenceRange(cuK, batch);
-  } else {
-    qStart = kStart = idx(0);
-    sq = memref::DimOp::create(b, q, 2);
-    sk =
-        contextLens
-            ? toIndex(memref::LoadOp::create(b, contextLens, ValueRange{batch}))
-            : Value(memref::DimOp::create(b, k, 2));
-  }
+  sequenceExtents(spec, q, k, cuQ, cuK, contextLens, batch, qStart, kStart, sq,
+                  sk);
   // i' = i + shift relative to key 0: bottom-right, or from the offsets.
   shift = spec.positionOffsets ? sub(qOffset, kOffset) : sub(sk, sq);
   if (decode) {

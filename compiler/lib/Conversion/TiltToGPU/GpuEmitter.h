@@ -102,6 +102,24 @@ protected:
     g = divU(lane, idx(4));
     t4 = remU(lane, idx(4));
   }
+  /// The query and key rows of sequence `batch`: start and length in
+  /// cu_seqlens (varlen), else from 0, Sq from q's dim 2 and Sk from the
+  /// context lengths (paged) or k's dim 2.
+  void sequenceExtents(const ::tilt::AttentionSpec &spec, Value q, Value k,
+                       Value cuQ, Value cuK, Value contextLens, Value batch,
+                       Value &qStart, Value &kStart, Value &sq, Value &sk) {
+    if (spec.varlen) {
+      std::tie(qStart, sq) = sequenceRange(cuQ, batch);
+      std::tie(kStart, sk) = sequenceRange(cuK, batch);
+      return;
+    }
+    qStart = kStart = idx(0);
+    sq = memref::DimOp::create(b, q, 2);
+    sk =
+        contextLens
+            ? toIndex(memref::LoadOp::create(b, contextLens, ValueRange{batch}))
+            : Value(memref::DimOp::create(b, k, 2));
+  }
   Value blockId(gpu::Dimension dim) {
     return gpu::BlockIdOp::create(b, b.getIndexType(), dim);
   }
