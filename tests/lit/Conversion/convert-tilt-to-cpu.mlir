@@ -251,9 +251,8 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: %[[KE:.*]] = arith.minsi %[[KEND]], %[[STOP]] : index
 // Row blocks of their rows (2 heads x Sq per kv head), spans of 2048 keys
 // (128 KiB of bf16 K and V at D = 16), then per kv head of the block
-// register tiles of 2 rows (AVX2) through the span's key blocks; the first
-// tile prefetches the K and V rows 128 keys ahead; full blocks and the tail
-// block apart.
+// register tiles of 2 rows (AVX2) through the span's key blocks; full
+// blocks and the tail block apart.
 // CHECK: scf.for %[[R0:.*]] = %c0 to %{{.*}} step %c16 {
 // q rows staged scaled, in pair order (bf16, D a multiple of 2 x 8): each
 // 16 columns as their evens, then their odds.
@@ -264,12 +263,16 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: %[[KVH:.*]] = arith.addi %[[LO]], %[[KI]] : index
 // CHECK: scf.for %[[ROW:.*]] = %[[FROM:.*]] to %[[TILED:.*]] step %c2 {
 // CHECK: scf.for %[[KB:.*]] = %[[SPAN]] to %{{.*}} step %c16 {
-// CHECK: arith.cmpi eq, %[[ROW]], %[[FROM]] : index
 // CHECK: scf.if
-// CHECK: arith.addi %[[KB]], %c128 : index
-// CHECK: memref.prefetch %[[K]][%[[B]], %[[KVH]], %{{.*}}, %c0], read, locality<3>, data
-// CHECK: memref.prefetch %[[V]][%[[B]], %[[KVH]], %{{.*}}, %c0], read, locality<3>, data
-// CHECK: scf.if
+// A full block: the first tile asks for the K/V lines of the keys 16 ahead
+// (the other tiles for the block's own), the block ahead at most the last
+// one inside the sequence; each key's K line beside the scores' loads.
+// CHECK: %[[FIRSTROW:.*]] = arith.cmpi eq, %[[ROW]], %[[FROM]] : index
+// CHECK: %[[AHEAD:.*]] = arith.select %[[FIRSTROW]], %c16, %c0 : index
+// CHECK: %[[LASTBLOCK:.*]] = arith.subi %{{.*}}, %c16 : index
+// CHECK: %[[TO:.*]] = arith.addi %[[KB]], %[[AHEAD]] : index
+// CHECK: %[[PF:.*]] = arith.minsi %[[TO]], %[[LASTBLOCK]] : index
+// CHECK: memref.prefetch %[[K]][%[[B]], %[[KVH]], %[[PF]], %c0], read, locality<3>, data
 // Scores of 2 rows x 4 keys: both rows' q (evens, odds), then each key's 16
 // bf16 in one load, widened without a shuffle (evens x << 16, odds x &
 // 0xffff0000) and used by both rows.
@@ -302,8 +305,9 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK: vector.reduction <add>, %{{.*}} : vector<8xf32> into f32
 // CHECK: vector.store %{{.*}}, %[[P]][%c1, %c0] : memref<2x16xf32>, vector<8xf32>
 // P.V: each V vector widened once for both rows, p broadcast from the
-// scratch.
-// CHECK: vector.load %[[V]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<16xbf16>
+// scratch; the V line of the key ahead asked for beside it.
+// CHECK: memref.prefetch %[[V]][%[[B]], %[[KVH]], %[[PF]], %c0], read, locality<3>, data
+// CHECK-NEXT: vector.load %[[V]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<16xbf16>
 // CHECK: memref.load %[[P]][%c0, %c0] : memref<2x16xf32>
 // CHECK: vector.fma
 // CHECK: memref.load %[[P]][%c1, %c0] : memref<2x16xf32>
@@ -352,17 +356,23 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK: scf.for %{{.*}} step %c2048 {
 // CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
 // CHECK-NEXT: scf.for %{{.*}} = %c0 to %{{.*}} step %c1 {
-// The first tile prefetches the K/V rows 128 keys ahead, clamped to the
-// last key, each through its own table entry (every 32-element line of a
-// row).
+// A full block reads its table entry once; its first tile asks for the
+// K/V lines of the block 32 keys ahead (at most the last whole block inside
+// the sequence, so in one page too: its entry read once as well), each
+// line beside the load of the same columns of the block's own key.
 // CHECK: scf.if
-// CHECK: arith.addi %[[KB]], %c128 : index
-// CHECK: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<3>, data
-// CHECK: memref.prefetch %{{.*}}[%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<3>, data
 // CHECK: %[[ENTRY:.*]] = arith.shrui %[[KB]], %c4 : index
 // CHECK: %[[ID:.*]] = memref.load %[[BT]][%[[B]], %[[ENTRY]]] : memref<?x?xi32>
 // CHECK: %[[PAGE:.*]] = arith.index_cast %[[ID]] : i32 to index
-// CHECK: %[[SLOT:.*]] = arith.andi %{{.*}}, %c15 : index
+// CHECK: %[[SLOT:.*]] = arith.andi %[[KB]], %c15 : index
+// CHECK: arith.select %{{.*}}, %c32, %c0 : index
+// CHECK: %[[LASTWHOLE:.*]] = arith.muli %{{.*}}, %c16 : index
+// CHECK: %[[AHEAD:.*]] = arith.minsi %{{.*}}, %[[LASTWHOLE]] : index
+// CHECK: %[[AENTRY:.*]] = arith.shrui %[[AHEAD]], %c4 : index
+// CHECK: %[[AID:.*]] = memref.load %[[BT]][%[[B]], %[[AENTRY]]] : memref<?x?xi32>
+// CHECK: %[[APAGE:.*]] = arith.index_cast %[[AID]] : i32 to index
+// CHECK: %[[ASLOT:.*]] = arith.andi %[[AHEAD]], %c15 : index
+// CHECK: memref.prefetch %[[K]][%[[APAGE]], %[[ASLOT]], %{{.*}}, %c0], read, locality<3>, data
 // CHECK: vector.load %[[K]][%[[PAGE]], %[[SLOT]], %{{.*}}, %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
 // CHECK-NOT: tilt.attention
 func.func @decode_paged(%q: memref<?x4x?x16xbf16>, %k: memref<?x16x2x16xbf16>, %v: memref<?x16x2x16xbf16>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x16xbf16>, %lse: memref<?x4x?xf32>, %b: index, %e: index) {

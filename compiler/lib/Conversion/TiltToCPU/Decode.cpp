@@ -28,13 +28,13 @@
 //   o = acc / l;  lse = (m + log2 l) * ln 2
 //
 // K and V come from memory once per span (the first tile, which also
-// prefetches the rows 128 keys ahead) and from L2 for the group's other
-// tiles. The key blocks are the innermost loop on purpose: with the tiles
-// innermost, every K/V load of a block would be invariant in the tile
-// loop, and LLVM hoists all of them out of it (hundreds of widened
-// vectors, spilled). Keys past the visible range read the last key instead
-// and are masked, so no load leaves the tensor. 16-bit K and V are widened
-// in registers. Measured on a 2-core Xeon (AVX-512), bf16 D 128 B 4 Sk
+// prefetches the rows of keys a few blocks ahead, see aheadKeys) and from L2
+// for the group's other tiles. The key blocks are the innermost loop on
+// purpose: with the tiles innermost, every K/V load of a block would be
+// invariant in the tile loop, and LLVM hoists all of them out of it (hundreds
+// of widened vectors, spilled). Keys past the visible range read the last key
+// instead and are masked, so no load leaves the tensor. 16-bit K and V are
+// widened in registers. Measured on a 2-core Xeon (AVX-512), bf16 D 128 B 4 Sk
 // 8192, H 32 over Hkv 8 (one 4-row tile): 15.9 -> 11.4 ms against one row
 // at a time, medians of three alternating runs.
 //
@@ -106,9 +106,13 @@ private:
   /// Rows [rr, rr + rows) of the row block against the keys [kb, kb +
   /// block_n) (those < kEnd exist).
   void tileBlock(Value rr, int64_t rows, Value kb, Value kEnd);
-  /// The first tile of a kv head's rows prefetches the K/V rows of the
-  /// keys a fixed distance ahead.
-  void prefetchAhead(Value rr, Value kb);
+  /// The keys whose K/V lines a block of the tile at rr prefetches, one
+  /// per key of the block (see the definition).
+  SmallVector<SmallVector<Value>> aheadKeys(Value rr, Value kb);
+  /// Asks for the lines of `tensor`'s row `key` holding columns [col, col
+  /// + count).
+  void prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
+                     int64_t count);
   void tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd, bool clamp);
   void finalizeRows(Value r0, Value n);
   /// The finished rows to out and lse_out, or (`part`) to that split's
@@ -118,12 +122,19 @@ private:
   Value rowGeometry(Value r);
   /// The scores of rows [rr, rr + rows) against keys `keys` (vl of them):
   /// one vector per row.
+  /// `ahead` (empty or one per key): keys whose K lines to prefetch.
   SmallVector<Value> scores(Value rr, int64_t rows,
-                            ArrayRef<SmallVector<Value>> keys);
+                            ArrayRef<SmallVector<Value>> keys,
+                            ArrayRef<SmallVector<Value>> ahead);
   /// The k/v indices of key `t`, without the column: {batch, kv head, t},
   /// {seqK0 + t, kv head} (varlen) or {page, slot, kv head} (paged; `page`
   /// is the block's page when it lies in one, else null).
   SmallVector<Value> keyIndex(Value t, Value page);
+  /// Paged, with every key block inside one page: page_size a multiple of
+  /// block_n and blocks starting on multiples of block_n (no window).
+  bool blocksInOnePage() const {
+    return io.blockTable && spec.pageSize % bn == 0 && !spec.window;
+  }
   /// The cache page holding key `t` (paged).
   Value pageOf(Value t) {
     Value entry = arith::ShRUIOp::create(
@@ -431,7 +442,8 @@ SmallVector<Value> DecodeEmitter::keyIndex(Value t, Value page) {
 }
 
 SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
-                                         ArrayRef<SmallVector<Value>> keys) {
+                                         ArrayRef<SmallVector<Value>> keys,
+                                         ArrayRef<SmallVector<Value>> ahead) {
   // A register tile of rows x 4 keys, vectors along D: each q chunk is
   // loaded once for 4 keys and each K chunk once for every row (rows x 4
   // accumulators, 16 with AVX-512's 4 rows, 8 with AVX2's 2). A loop along
@@ -448,6 +460,9 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
         [&](OpBuilder &, Location, Value c0, ValueRange accs) {
           SmallVector<Value> next(accs.begin(), accs.end());
           const int64_t width = pairs ? 2 : 1;
+          if (!ahead.empty())
+            for (int64_t t = 0; t < quad; ++t)
+              prefetchLines(op.getK(), ahead[k0 + t], c0, per * vl);
           for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
             SmallVector<Value> q;
@@ -482,41 +497,63 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
   return out;
 }
 
-void DecodeEmitter::prefetchAhead(Value rr, Value kb) {
-  // The first tile of a row block asks for every line of the K and V rows
-  // kPrefetchKeys keys ahead (the block's other rows find them cached).
-  // Paged caches need it most: their keys sit a token row (Hkv x D) apart,
-  // a new 4 KiB page per key when Hkv x D x bytes >= 4 KiB, and hardware
-  // prefetchers stop at page boundaries. Keys clamp to the sequence's last,
-  // so the table is read only where it is used. Measured, bf16 D 128, B 4,
-  // Sk 8192, medians of three alternating runs each: contiguous on a 2-core
-  // Xeon (AVX-512) 35.8 -> 26.1 ms (MHA), 12.3 -> 9.2 ms (GQA 4:1) at 128
-  // keys ahead (64: 31.1, 10.7; 192 and 256 no better); paged on Zen 3 80
-  // -> 60 ms and 34 -> 28 ms, and on the Xeon 64 and 128 keys alike.
-  constexpr int64_t kPrefetchKeys = 128;
-  const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
+SmallVector<SmallVector<Value>> DecodeEmitter::aheadKeys(Value rr, Value kb) {
+  // The first tile of a kv head's rows asks for the K/V lines of keys a
+  // few blocks ahead (the head's other tiles find them cached), each line
+  // next to the load of the same columns of the block's own key (scores()
+  // and the P.V loop), so that requests leave at the pace the kernel
+  // consumes lines. A core has few line fill buffers (the ~11 GB/s one
+  // thread reads here is their limit): asking for a whole block's lines at
+  // once, as this kernel first did, stalls until most are back and leaves
+  // the buffers idle while the tile computes; with 128 keys ahead, the
+  // lines had also left L1 (64 KiB at D 128 bf16) before their use.
+  // Paged caches need the requests most: their keys sit a token row (Hkv x
+  // D) apart, a new 4 KiB page per key when Hkv x D x bytes >= 4 KiB, and
+  // hardware prefetchers stop at page boundaries.
+  //
+  // Measured on a 2-core Xeon (AVX-512), bf16 D 128, B 4, Sk 8192, H 32,
+  // medians of alternating runs: a burst per block 128 keys ahead against
+  // none, contiguous MHA 35.8 -> 26.1 ms, GQA 4:1 12.3 -> 9.2 ms (paged on
+  // Zen 3 80 -> 60 and 34 -> 28); interleaved, 16 keys ahead contiguous and
+  // 32 paged (of 8-128 tried): see BENCHMARKS.md (2026-12-05, third
+  // session).
+  //
+  // Called for blocks inside the sequence (sk >= kb + block_n): the block
+  // ahead starts at most at the last one inside it, so no key needs a
+  // clamp, and a paged block ahead lies in one page under the same rule as
+  // the block's own keys (then it starts on a multiple of block_n). The
+  // other tiles ask for the block's own keys again (cache hits) rather than
+  // branch around the requests.
+  const int64_t keysAhead = io.blockTable ? 32 : 16;
+  const bool onePage = blocksInOnePage();
+  const int64_t distance = onePage ? llvm::alignTo(keysAhead, bn) : keysAhead;
   Value first =
       arith::CmpIOp::create(b, arith::CmpIPredicate::eq, rr, firstTileRow);
-  ifThen(first, [&] {
-    // A loop over the block's keys: unrolled, the table reads and
-    // prefetches of 16 keys were a third of a paged kernel's code.
-    Value last = sub(sk, idx(1));
-    forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
-      SmallVector<Value> key =
-          keyIndex(minI(add(add(kb, idx(kPrefetchKeys)), t), last), Value());
-      for (Value tensor : {op.getK(), op.getV()})
-        for (int64_t c = 0; c < d; c += perLine) {
-          SmallVector<Value> index(key);
-          index.push_back(idx(c));
-          memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
-                                     /*localityHint=*/3, /*isDataCache=*/true);
-        }
-    });
-  });
+  Value offset =
+      arith::SelectOp::create(b, first, idx(distance), idx(0)).getResult();
+  Value last = sub(sk, idx(bn));
+  if (onePage)
+    last = mul(arith::DivSIOp::create(b, last, idx(bn)).getResult(), idx(bn));
+  Value from = minI(add(kb, offset), last);
+  Value page = onePage ? pageOf(from) : Value();
+  SmallVector<SmallVector<Value>> keys;
+  for (int64_t t = 0; t < bn; ++t)
+    keys.push_back(keyIndex(add(from, idx(t)), page));
+  return keys;
+}
+
+void DecodeEmitter::prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
+                                  int64_t count) {
+  const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
+  for (int64_t c = 0; c < count; c += perLine) {
+    SmallVector<Value> index(key);
+    index.push_back(add(col, idx(c)));
+    memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
+                               /*localityHint=*/3, /*isDataCache=*/true);
+  }
 }
 
 void DecodeEmitter::tileBlock(Value rr, int64_t rows, Value kb, Value kEnd) {
-  prefetchAhead(rr, kb);
   // Blocks inside the sequence address their keys from one base; only the
   // last, partial block clamps each key (16 more live scalars otherwise).
   Value inside =
@@ -542,13 +579,15 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
   Value last = sub(sk, idx(1));
   // A paged block in one page (see the header) reads its table entry once;
   // its clamped keys lie between kb and kb + block_n, in that page too.
-  Value blockPage = io.blockTable && spec.pageSize % bn == 0 && !spec.window
-                        ? pageOf(kb)
-                        : Value();
+  Value blockPage = blocksInOnePage() ? pageOf(kb) : Value();
   SmallVector<SmallVector<Value>> keys;
   for (int64_t t = 0; t < bn; ++t)
     keys.push_back(keyIndex(
         clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)), blockPage));
+  // The partial last block has nothing ahead to ask for.
+  SmallVector<SmallVector<Value>> ahead;
+  if (!clamp)
+    ahead = aheadKeys(rr, kb);
   Value lanes = iota();
   VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
   SmallVector<Value> exists;
@@ -574,8 +613,10 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
   // Scores of every row of the tile, chunk by chunk of vl keys.
   SmallVector<SmallVector<Value>> s(rows);
   for (int64_t c = 0; c < nv; ++c) {
-    SmallVector<Value> x =
-        scores(rr, rows, ArrayRef<SmallVector<Value>>(keys).slice(c * vl, vl));
+    SmallVector<Value> x = scores(
+        rr, rows, ArrayRef<SmallVector<Value>>(keys).slice(c * vl, vl),
+        ahead.empty() ? ArrayRef<SmallVector<Value>>()
+                      : ArrayRef<SmallVector<Value>>(ahead).slice(c * vl, vl));
     for (int64_t r = 0; r < rows; ++r)
       s[r].push_back(x[r]);
   }
@@ -643,6 +684,8 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
                                    ValueRange{add(rr, idx(r)), cols[c]}),
             alphas[r]));
     for (int64_t t = 0; t < bn; ++t) {
+      if (!ahead.empty())
+        prefetchLines(op.getV(), ahead[t], c0, per * vl);
       SmallVector<Value> v;
       for (int64_t c = 0; c < per; ++c) {
         if (!pairs) {
