@@ -1620,9 +1620,6 @@ std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
     return fmt::format("config: the backward on target cuda takes variant "
                        "gpu_bwd_sm80, got '{}'",
                        config.variant);
-  if (spec.bias == BiasKind::AlibiPositions)
-    return "bias alibi_positions: the backward on target cuda does not take "
-           "it yet; run that backward on the CPU";
   if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
     return err;
   if (std::string err = checkGradStrides(grads, /*cuda=*/true); !err.empty())

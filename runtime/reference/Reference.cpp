@@ -285,7 +285,8 @@ Gradients emptyGradients(const AttentionSpec &spec, const Extents &ext,
 } // namespace
 
 Gradients attentionBackward(const AttentionSpec &spec, const Extents &ext,
-                            const Inputs &in, const float *dO) {
+                            const Inputs &in, const float *dO,
+                            const float *gradLse) {
   const int64_t D = spec.headDim;
   const double scale = spec.effectiveScale();
   const Outputs fwd = attention(spec, ext, in);
@@ -301,7 +302,8 @@ Gradients attentionBackward(const AttentionSpec &spec, const Extents &ext,
         continue; // a fully masked row contributes nothing
       const float *dOi = dO + x.o0 + i * x.oStride;
       const double *oi = fwd.o.data() + x.o0 + i * x.oStride;
-      double delta = 0;
+      // d lse_i / d s_ij = P_ij: the upstream gradient of lse joins D_i.
+      double delta = gradLse ? -double(gradLse[x.lse0 + i]) : 0.0;
       for (int64_t d = 0; d < D; ++d)
         delta += double(dOi[d]) * oi[d];
       for (int64_t j = 0; j < x.Sk; ++j) {
@@ -333,7 +335,8 @@ Gradients attentionBackward(const AttentionSpec &spec, const Extents &ext,
 }
 
 Gradients naiveBackwardSameDtype(const AttentionSpec &spec, const Extents &ext,
-                                 const Inputs &in, const float *dO) {
+                                 const Inputs &in, const float *dO,
+                                 const float *gradLse) {
   const int64_t D = spec.headDim;
   auto r = [&](float x) { return roundTo(spec.dtype, x); };
   const float scale = r(float(spec.effectiveScale()));
@@ -375,6 +378,8 @@ Gradients naiveBackwardSameDtype(const AttentionSpec &spec, const Extents &ext,
       for (int64_t d = 0; d < D; ++d)
         delta += dOi[d] * float(o[x.o0 + i * x.oStride + d]);
       delta = r(delta);
+      if (gradLse)
+        delta -= gradLse[x.lse0 + i];
       ds.assign(x.Sk, 0.0f);
       for (int64_t j = 0; j < x.Sk; ++j) {
         if (!x.visible(spec, i, j))

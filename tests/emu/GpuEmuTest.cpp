@@ -792,10 +792,11 @@ INSTANTIATE_TEST_SUITE_P(Kernels, GpuDecodeEmu,
 // The backward's two kernels (GpuBackward.cpp) run in order, the dQ kernel
 // then the dK/dV kernel (which reads the row state and the slope gradient's
 // parts the first wrote), on the forward's o (float64, rounded to the dtype)
-// and lse, and are held to ALIBI.md's gradient rule against the float64
-// reference as the CPU backward is (tests/numerics/BackwardTest.cpp): max
-// abs error <= 2 x a naive same-dtype backward's + 1e-6; rows that see no
-// key leave dq exactly 0; every element of dq, dk and dv is written.
+// and lse (with an upstream gradient of lse as well as of o), and are held to
+// ALIBI.md's gradient rule against the float64 reference as the CPU backward is
+// (tests/numerics/BackwardTest.cpp): max abs error <= 2 x a naive same-dtype
+// backward's + 1e-6; rows that see no key leave dq exactly 0; every element of
+// dq, dk and dv is written.
 
 struct BwdCase {
   std::string name;
@@ -899,6 +900,33 @@ std::vector<BwdCase> bwdCases() {
     h.causal = true;
     add("h12_seq129_sq1_decode_row", h, 2, 1, 129);
   }
+  {
+    // alibi_positions: positions count the valid keys (every third key
+    // padded; the last sequence wholly, so its rows see no key). A window
+    // puts later query blocks' first visible block past key 0 (the dQ
+    // kernel's base); 128-key blocks on 64 threads stage their positions
+    // in two chunks.
+    AttentionSpec p = spec(4, 2, 64, DType::BF16, AlibiPositions);
+    p.keyPaddingMask = true;
+    p.causal = true;
+    add("positions_gqa2_bf16_padding_causal", p, 3, 100, 100).padding = true;
+    AttentionSpec w = spec(2, 1, 64, DType::F16, AlibiPositions);
+    w.keyPaddingMask = true;
+    w.slopes = SlopeSource::Custom;
+    w.window = 40;
+    BwdCase &c =
+        add("positions_mqa_f16_window_trainable_slopes_bh", w, 3, 70, 130);
+    c.padding = true;
+    c.slopesPerBatch = true;
+    tiles(c, 32, 32, 2, 2);
+    AttentionSpec t = spec(2, 2, 64, DType::BF16, AlibiPositions);
+    t.keyPaddingMask = true;
+    t.slopes = SlopeSource::Custom;
+    t.causal = true;
+    BwdCase &k = add("positions_trainable_slopes_h_two_chunks", t, 2, 150, 150);
+    k.padding = true;
+    tiles(k, 64, 128, 2, 1);
+  }
   return out;
 }
 
@@ -941,7 +969,12 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
   for (size_t i = 0; i < fwd.o.size(); ++i)
     o.set(i, float(fwd.o[i]));
   std::vector<float> lse(fwd.lse.begin(), fwd.lse.end());
-  std::vector<float> gradLse(lse.size(), 0.0f);
+  // An upstream gradient of lse too (as when a loss reads lse): it joins
+  // D_i, and the rows of dS then sum to it.
+  std::vector<float> gradLse(lse.size());
+  std::normal_distribution<float> unit(0.0f, 1.0f);
+  for (float &x : gradLse)
+    x = unit(rng);
   TypedBuffer dq(s.dtype, q.size()), dk(s.dtype, k.size()),
       dv(s.dtype, v.size());
   for (TypedBuffer *t : {&dq, &dk, &dv})
@@ -1014,9 +1047,9 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
   for (size_t i = 0; i < dOf.size(); ++i)
     dOf[i] = dO.get(i);
   reference::Gradients ref =
-      reference::attentionBackward(s, ext, in, dOf.data());
+      reference::attentionBackward(s, ext, in, dOf.data(), gradLse.data());
   reference::Gradients naive =
-      reference::naiveBackwardSameDtype(s, ext, in, dOf.data());
+      reference::naiveBackwardSameDtype(s, ext, in, dOf.data(), gradLse.data());
   auto check = [&](const char *name, std::function<double(size_t)> get,
                    size_t n, const std::vector<double> &want,
                    const std::vector<double> &naiveGot) {

@@ -196,13 +196,17 @@ def make(out):
 
     # The backward (gpu_bwd_sm80): GQA causal, trainable [H] slopes with a
     # window and Sq != Sk, trainable [B, H] slopes with a padding mask whose
-    # second batch entry is all padding (rows that see no key).
+    # second batch entry is all padding (rows that see no key), and below
+    # the positions form.
     dense_backward(out, "bw-a", rng, 2, 8, 2, 128, 300, 300)
     dense_backward(out, "bw-b", rng, 1, 12, 12, 64, 129, 257)
     dense_backward(out, "bw-c", rng, 2, 4, 1, 96, 200, 200)
     save_f32("slopes-b2-h4.npy", slopes(rng, 2, 4))
     save_mask("kpm-b2-s200.npy",
               padding_mask([holes(rng, 200, 0.2), [0] * 200]))
+    # alibi_positions (positions from kpm-b3-s129: a left-padded entry and
+    # an all-padding one), GQA 3:1, trainable [H] slopes.
+    dense_backward(out, "bw-d", rng, 3, 12, 4, 64, 129, 129)
 
 
 def finite(path):

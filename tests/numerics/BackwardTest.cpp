@@ -236,6 +236,14 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
     return r;
   };
   grads.gradO = like(dO, args.o);
+  // An upstream gradient of lse too (a loss that reads lse): it joins D_i,
+  // and the rows of dS then sum to it.
+  std::vector<float> gradLse(lse.size());
+  std::normal_distribution<float> unit(0.0f, 1.0f);
+  for (float &x : gradLse)
+    x = unit(rng);
+  grads.gradLse = args.lse;
+  grads.gradLse.data = gradLse.data();
   grads.dq = like(dq, args.q);
   grads.dk = like(dk, args.k);
   grads.dv = like(dv, args.v);
@@ -279,10 +287,10 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
   for (size_t i = 0; i < dOf.size(); ++i)
     dOf[i] = dO.get(i);
   Extents ext{B, spec.varlen ? totalQ : c.seqQ, spec.varlen ? totalK : c.seqK};
-  reference::Gradients ref =
-      reference::attentionBackward(spec, ext, rounded.in, dOf.data());
-  reference::Gradients naive =
-      reference::naiveBackwardSameDtype(spec, ext, rounded.in, dOf.data());
+  reference::Gradients ref = reference::attentionBackward(
+      spec, ext, rounded.in, dOf.data(), gradLse.data());
+  reference::Gradients naive = reference::naiveBackwardSameDtype(
+      spec, ext, rounded.in, dOf.data(), gradLse.data());
 
   auto check = [&](const char *name, std::function<double(size_t)> get,
                    size_t n, const std::vector<double> &want,

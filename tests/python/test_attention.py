@@ -289,12 +289,17 @@ def test_gradients_match_float64_reference(case):
         kpm[:, 1::5] = False  # some keys padded, never a whole row
         opt["key_padding_mask"] = kpm
     do = torch.randn(B, H, Sq, D, generator=g).to(DT[dt])
-    tilt.attention(q, k, v, slopes=slopes, **opt).backward(do)
+    # A loss that reads lse too: its gradient joins D_i, and the rows of dS
+    # then sum to it (which distances relative to a row constant must
+    # account for in dslopes).
+    dl = torch.randn(B, H, Sq, generator=g)
+    o, lse = tilt.attention(q, k, v, slopes=slopes, return_lse=True, **opt)
+    torch.autograd.backward([o, lse], [do, dl])
 
     leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
     ref_slopes = slopes.detach().double().requires_grad_() if slopes is not None else None
-    want, _ = reference.attention(*leaves, slopes=ref_slopes, **opt)
-    want.backward(do.double())
+    want, want_lse = reference.attention(*leaves, slopes=ref_slopes, **opt)
+    torch.autograd.backward([want, want_lse], [do.double(), dl.double()])
     pairs = [("dq", q.grad, leaves[0].grad), ("dk", k.grad, leaves[1].grad),
              ("dv", v.grad, leaves[2].grad)]
     if slopes is not None:

@@ -638,13 +638,16 @@ TEST_F(BackwardArgsTest, VariantsStayOnTheirSide) {
                       backward, Target::CUDA);
 }
 
-TEST_F(BackwardArgsTest, CudaRefusesWhatItCannotRunBeforeTheDevice) {
-  Problem p = dense();
+TEST_F(BackwardArgsTest, CudaRefusesStridedGradientsBeforeTheDevice) {
+  // alibi_positions too: the GPU backward takes it, so the strides are
+  // what it names.
+  Problem p = dense(false, true);
   p.spec.bias = BiasKind::AlibiPositions;
-  p.spec.keyPaddingMask = true;
   Grads g(p);
+  g.args.dq = g.args.dq.withStrides({12288, 64, 768, 1}); // [B, S, H, D]
   expectBackwardError(p, p.args(), g,
-                      "bias alibi_positions: the backward on target cuda does "
-                      "not take it yet; run that backward on the CPU",
+                      "dq: must be row-major (strides [12288, 1024, 64, 1] "
+                      "for shape [2, 12, 16, 64]) on target cuda, got strides "
+                      "[12288, 64, 768, 1]",
                       TileConfig(), Target::CUDA);
 }

@@ -171,8 +171,8 @@ public:
   /// thread count. dk and dv of a kv head sum over its query heads.
   /// `config`, when given, must be a backward variant of the target:
   /// cpu_bwd_avx2 or cpu_bwd_avx512 on the CPU, gpu_bwd_sm80 on CUDA (two
-  /// kernels enqueued on args.cudaStream, row-major tensors, f16/bf16, not
-  /// alibi_positions; deterministic too: no atomics). Returns "" or a
+  /// kernels enqueued on args.cudaStream, row-major tensors, f16/bf16;
+  /// deterministic too: no atomics). Returns "" or a
   /// one-line error naming the bad argument; on error no output is written
   /// (on CUDA, should the second kernel's launch fail after the first's
   /// succeeded, dq has been written).

@@ -401,10 +401,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     causal and window (i' - j < window) mask keys; a row that sees no key
     gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
     natural log) with return_lse=True.
-    Autograd (CPU; CUDA: gpu_bwd_sm80, not yet run on a GPU, not
-    alibi_positions): gradients for q, k, v and, when they require grad, the
-    slopes (trainable ALiBi slopes), from Tilt's fused backward kernels,
-    through o and lse alike.
+    Autograd (CPU; CUDA: gpu_bwd_sm80, not yet run on a GPU): gradients
+    for q, k, v and, when they require grad, the slopes (trainable ALiBi
+    slopes), from Tilt's fused backward kernels, through o and lse alike.
     q_offset, k_offset (context parallelism, given together): query row i
     and key j sit at the absolute positions q_offset + i and k_offset + j
     instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of

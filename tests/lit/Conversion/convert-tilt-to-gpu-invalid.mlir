@@ -74,15 +74,6 @@ func.func @decode_positions(%q: tensor<1x4x?x64xbf16>, %k: tensor<1x4x?x64xbf16>
 
 // -----
 
-func.func @bwd_positions(%t: tensor<1x4x?x64xbf16>, %lse: tensor<1x4x?xf32>, %m: tensor<1x?xi8>) -> tensor<1x4x?x64xbf16> {
-  // expected-error @+1 {{variant gpu_bwd_sm80 does not take bias alibi_positions; run that backward on the CPU}}
-  %dq, %dk, %dv = tilt.attention_backward q(%t : tensor<1x4x?x64xbf16>) k(%t : tensor<1x4x?x64xbf16>) v(%t : tensor<1x4x?x64xbf16>) o(%t : tensor<1x4x?x64xbf16>) grad_o(%t : tensor<1x4x?x64xbf16>) lse(%lse : tensor<1x4x?xf32>) key_padding_mask(%m : tensor<1x?xi8>)
-      {bias = #tilt.bias<alibi_positions>, config = #tilt.tile_config<variant = gpu_bwd_sm80, block_m = 64, block_n = 64, num_warps = 4, num_stages = 2>} -> tensor<1x4x?x64xbf16>, tensor<1x4x?x64xbf16>, tensor<1x4x?x64xbf16>
-  return %dq : tensor<1x4x?x64xbf16>
-}
-
-// -----
-
 func.func @bwd_block_n(%t: tensor<1x4x?x64xbf16>, %lse: tensor<1x4x?xf32>) -> tensor<1x4x?x64xbf16> {
   // expected-error @+1 {{variant gpu_bwd_sm80 needs block_n a multiple of 16 * num_warps (the dK/dV kernel's keys are its rows)}}
   %dq, %dk, %dv = tilt.attention_backward q(%t : tensor<1x4x?x64xbf16>) k(%t : tensor<1x4x?x64xbf16>) v(%t : tensor<1x4x?x64xbf16>) o(%t : tensor<1x4x?x64xbf16>) grad_o(%t : tensor<1x4x?x64xbf16>) lse(%lse : tensor<1x4x?xf32>)

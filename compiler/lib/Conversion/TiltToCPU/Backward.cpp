@@ -38,7 +38,9 @@
 // would otherwise enter the slope gradient once per row times the row's
 // mean distance: with P's row sum p, sum(dS) = e * p for D_i's error e, so
 // each row adds sum(dS * dist) - sum(dS) / p * sum(P * dist) (with an
-// upstream gradient g of lse the rows of dS sum to g instead: sum(dS) - g).
+// upstream gradient g of lse the rows of dS sum to g instead: sum(dS) - g,
+// and the distances relative to a row constant c then lack c * g, which
+// each row adds back).
 //
 //===----------------------------------------------------------------------===//
 
@@ -150,7 +152,7 @@ private:
   Value qRows, doRows, kRows, vRows;
   // dQ part, per row: sum(P); with a slope gradient sum(dS), sum(P * dist),
   // sum(dS * dist).
-  Value rowP, rowDs, rowPd, rowDsd, rowG;
+  Value rowP, rowDs, rowPd, rowDsd, rowG, rowGc;
 };
 
 } // namespace
@@ -194,6 +196,7 @@ LogicalResult BackwardEmitter::emit() {
   rowP = scratch({bm}, f32);
   if (spec.hasAlibi() && op.getDslopesOut()) {
     rowG = scratch({bm}, f32);
+    rowGc = scratch({bm}, f32);
     rowDs = scratch({bm}, f32);
     rowPd = scratch({bm}, f32);
     rowDsd = scratch({bm}, f32);
@@ -357,8 +360,17 @@ void BackwardEmitter::stageRowState(Value r0, Value n, bool scaled) {
                         .getResult()
                   : f32c(1.0);
     memref::StoreOp::create(b, keep(r), rowR, ValueRange{m});
-    if (rowG)
+    if (rowG) {
       memref::StoreOp::create(b, keep(g), rowG, ValueRange{m});
+      // The distances are relative to the row constant c (ref, or the
+      // anchor's distance): the rows of dS sum to g, so the row's slope
+      // gradient lacks c * g (see the top).
+      Value c = spec.bias == ::tilt::BiasKind::AlibiPositions
+                    ? ref
+                    : distance(anchor, Value(), [] { return Value(); });
+      memref::StoreOp::create(b, keep(arith::MulFOp::create(b, c, g)), rowGc,
+                              ValueRange{m});
+    }
   });
 }
 
@@ -731,6 +743,8 @@ void BackwardEmitter::queryHeadItem(Value item) {
       Value row = arith::SubFOp::create(
           b, at(rowDsd), arith::MulFOp::create(b, mean, at(rowPd)));
       dsl = math::FmaOp::create(b, row, r, dsl);
+      dsl = arith::AddFOp::create(
+          b, dsl, arith::SelectOp::create(b, seen, at(rowGc), splat(0.0)));
     }
     vector::StoreOp::create(b, dsl, dslopeAcc, ValueRange{idx(0)});
     // dq = scale * r * dQ for the rows that exist; r to row_scale for the

@@ -35,8 +35,19 @@
 //
 // The dK/dV kernel reads what the dQ kernel wrote (row_state, the parts),
 // so it must run after it; within each kernel CTAs are independent.
-// The positions form (alibi_positions) is not lowered here (the verifier
-// of checkGpuConfig refuses it); the CPU backward takes it.
+//
+// The positions form (alibi_positions: dist = pos_j, the valid keys before
+// j) is counted from the dQ CTA's first visible key block, as the forward
+// counts it (GpuEmitter::emitKeyBlockLoop): the dQ kernel takes base =
+// pos of that block's first key out of lse (lse2 - slope * base) and puts
+// it in the row state's anchor slot; each key block's positions relative
+// to it are staged in shared memory (a ballot per warp). The dK/dV kernel
+// counts the valid keys before its block once, stages its keys' positions
+// and takes each row's base from the row state: dist = pos_j - base.
+// Since the rows of dS sum to grad_lse_i, distances relative to a row
+// constant c (this base, or the anchor's distance with position offsets)
+// take c * grad_lse_i from the row's slope gradient, which the dQ kernel
+// adds back.
 //
 //===----------------------------------------------------------------------===//
 
@@ -44,6 +55,7 @@
 
 #include "tilt/Compiler/Log2Units.h"
 
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
@@ -98,7 +110,9 @@ public:
       qOffset = args[next++];
       kOffset = args[next++];
     }
-    anchors = spec.positionOffsets && spec.hasAlibi();
+    positions = spec.bias == ::tilt::BiasKind::AlibiPositions;
+    // Positions take their own row constant (see the header).
+    anchors = spec.positionOffsets && spec.hasAlibi() && !positions;
     scale2 = spec.effectiveScale() * kLog2E;
   }
 
@@ -111,6 +125,16 @@ public:
 private:
   /// Thread ids, the batch (blockIdx.z) and its sequences' extents.
   void sequence();
+  /// The valid (unpadded) keys of [0, limit) as f32, in every thread; `red`
+  /// holds a f32 per warp. Every thread of the CTA takes part.
+  Value countValid(Value limit, Value red);
+  /// posS[t] = base + the valid keys of [keyBase, keyBase + t) for t <
+  /// block_n (f32, exact below 2^24); returns the block's valid keys.
+  /// `counts` holds an i32 per warp and chunk of threads. Every thread of
+  /// the CTA takes part.
+  Value stagePositions(Value keyBase, Value base, Value posS, Value counts);
+  /// Chunks of `threads` keys that cover a key block.
+  int64_t keyChunks() const { return (bn + threads - 1) / threads; }
   // Indices of a row up to (not including) the column.
   SmallVector<Value> qRow(Value h, Value row) {
     return spec.varlen ? SmallVector<Value>{add(qStart, row), h}
@@ -205,7 +229,7 @@ private:
   Sm80Ops ops;
   int64_t bm, bn, warps, stages, d, dp, threads, group;
   double scale2;
-  bool anchors;
+  bool anchors, positions;
   Value q, k, v, o, gradO, lse, gradLse, dq, dk, dv, rowState;
   Value slopes, dslopes, kpm, cuQ, cuK, parts, qOffset, kOffset;
   Value tid, lane, warp, g, t4, batch, kvHead;
@@ -225,6 +249,76 @@ void BackwardKernel::sequence() {
   smem = gpu::DynamicSharedMemoryOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(),
                          MemRefLayoutAttrInterface(), space));
+}
+
+Value BackwardKernel::countValid(Value limit, Value red) {
+  auto loop = scf::ForOp::create(
+      b, tid, limit, idx(threads), ValueRange{f32c(0.0)},
+      [&](OpBuilder &, Location, Value j, ValueRange acc) {
+        Value on = select(keyOn(j), f32c(1.0), f32c(0.0));
+        scf::YieldOp::create(b, ValueRange{fadd(acc[0], on)});
+      });
+  Value mine = loop.getResult(0);
+  for (int32_t off : {16, 8, 4, 2, 1})
+    mine = fadd(mine, shuffleXor(mine, off));
+  ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)),
+         [&] { memref::StoreOp::create(b, mine, red, ValueRange{warp}); });
+  barrier();
+  Value total = f32c(0.0);
+  for (int64_t w = 0; w < warps; ++w)
+    total = fadd(total, memref::LoadOp::create(b, red, ValueRange{idx(w)}));
+  barrier();
+  return total;
+}
+
+Value BackwardKernel::stagePositions(Value keyBase, Value base, Value posS,
+                                     Value counts) {
+  // Chunk c of the block's keys: key t = tid + c * threads. A ballot per
+  // warp says which keys are valid; slot c * warps + warp holds the warp's
+  // count, and the slots before a thread's, in key order, precede it.
+  const int64_t chunks = keyChunks();
+  SmallVector<Value> ballots;
+  for (int64_t c = 0; c < chunks; ++c) {
+    Value t = add(tid, idx(c * threads));
+    Value j = add(keyBase, t);
+    Value on = andB(andB(lt(t, idx(bn)), lt(j, sk)), keyOn(j));
+    Value ballot = NVVM::VoteSyncOp::create(b, i32, i32c(-1), on,
+                                            NVVM::VoteSyncKind::ballot);
+    ballots.push_back(ballot);
+    ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)), [&] {
+      memref::StoreOp::create(b, LLVM::CtPopOp::create(b, ballot), counts,
+                              ValueRange{add(warp, idx(c * warps))});
+    });
+  }
+  barrier();
+  Value below = arith::SubIOp::create(
+      b,
+      arith::ShLIOp::create(b, i32c(1),
+                            arith::IndexCastOp::create(b, i32, lane)),
+      i32c(1));
+  Value total = i32c(0);
+  SmallVector<Value> before(chunks, i32c(0));
+  for (int64_t slot = 0; slot < chunks * warps; ++slot) {
+    Value n = memref::LoadOp::create(b, counts, ValueRange{idx(slot)});
+    for (int64_t c = 0; c < chunks; ++c)
+      before[c] = arith::AddIOp::create(
+          b, before[c],
+          select(lt(idx(slot), add(warp, idx(c * warps))), n, i32c(0)));
+    total = arith::AddIOp::create(b, total, n);
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+    Value t = add(tid, idx(c * threads));
+    Value count = arith::AddIOp::create(
+        b, before[c],
+        LLVM::CtPopOp::create(b, arith::AndIOp::create(b, ballots[c], below)));
+    ifThen(lt(t, idx(bn)), [&] {
+      memref::StoreOp::create(
+          b, fadd(base, arith::SIToFPOp::create(b, f32, count)), posS,
+          ValueRange{t});
+    });
+  }
+  barrier();
+  return arith::SIToFPOp::create(b, f32, total);
 }
 
 void BackwardKernel::copyRows(ArrayRef<std::pair<Value, Value>> srcDst,
@@ -349,8 +443,14 @@ void BackwardKernel::emitDq() {
     Value kS = smemView(2 * bm * dp * e, {stages * bn, dp}, elt);
     Value vS =
         smemView((2 * bm + stages * bn) * dp * e, {stages * bn, dp}, elt);
-    Value red =
-        smemView((2 * bm + 2 * stages * bn) * dp * e, {warps}, b.getF32Type());
+    const int64_t redAt = (2 * bm + 2 * stages * bn) * dp * e;
+    Value red = smemView(redAt, {warps}, b.getF32Type());
+    // Positions: the key block's positions (f32) and the ballot counts.
+    Value posS, counts;
+    if (positions) {
+      posS = smemView(redAt + 4 * warps, {bn}, b.getF32Type());
+      counts = smemView(redAt + 4 * (warps + bn), {keyChunks() * warps}, i32);
+    }
     auto qRowOf = [&](Value row) { return qRow(head, row); };
     copyRows({{q, qS}, {gradO, doS}}, idx(0), rowStart, sq, bm, d, 8, qRowOf);
     nvgpu::DeviceAsyncWaitOp::create(b, ops.commit(), b.getI32IntegerAttr(0));
@@ -415,9 +515,18 @@ void BackwardKernel::emitDq() {
     Value kbBegin = divU(kBegin, idx(bn));
     Value kbEnd = select(lt(kBegin, kEnd),
                          divU(add(kEnd, idx(bn - 1)), idx(bn)), kbBegin);
+    // Positions: distances count from the first visible block's first key
+    // (see the header); lse loses the base's bias.
+    Value base = f32c(0.0);
+    if (positions) {
+      base = countValid(mul(kbBegin, idx(bn)), red);
+      for (Row &row : rows)
+        row.lse2 = fsub(row.lse2, fmul(slope, base));
+    }
 
     // State per m-tile: dQ tiles [d/8], then per half: sum P and, with
-    // slopes, sum dS, sum P * dist, sum dS * dist.
+    // slopes, sum dS, sum P * dist, sum dS * dist; with positions, last,
+    // the valid keys from the first visible block to the current one.
     const int64_t sums = slopes ? 4 : 1;
     const int64_t perTile = d / 8 + 2 * sums;
     SmallVector<Value> init;
@@ -425,6 +534,8 @@ void BackwardKernel::emitDq() {
       init.append(d / 8, zeroTile());
       init.append(2 * sums, f32c(0.0));
     }
+    if (positions)
+      init.push_back(f32c(0.0));
     auto issue = [&](Value t, Value slot) {
       copyRows({{k, kS}, {v, vS}}, mul(slot, idx(bn)),
                mul(add(kbBegin, t), idx(bn)), sk, bn, d, 8,
@@ -435,6 +546,9 @@ void BackwardKernel::emitDq() {
       Value keyBase = mul(add(kbBegin, t), idx(bn));
       Value bufferRow = mul(slot, idx(bn));
       Value colBase = mul(t4, idx(2));
+      if (positions)
+        next.back() = fadd(state.back(),
+                           stagePositions(keyBase, state.back(), posS, counts));
       // Columns nt * 8 + 2 t4 + x: the key exists (and is not padded).
       SmallVector<Value> colOn;
       Value tailRoom = i32v(sub(sk, add(keyBase, colBase)));
@@ -470,9 +584,12 @@ void BackwardKernel::emitDq() {
               if (spec.window)
                 vis = andB(vis, cmpI(arith::CmpIPredicate::sgt, windowRoom,
                                      i32c(-off)));
-              Value dist = spec.hasAlibi()
-                               ? distance(fadd(rel0, f32c(double(off))))
-                               : Value();
+              Value dist;
+              if (positions)
+                dist = memref::LoadOp::create(
+                    b, posS, ValueRange{add(colBase, idx(off))});
+              else if (spec.hasAlibi())
+                dist = distance(fadd(rel0, f32c(double(off))));
               auto [p, dsv] =
                   gradient(element(s[nt], r, x), element(dpt[nt], r, x),
                            row.lse2, row.delta, slope, dist, Value(), vis);
@@ -514,7 +631,9 @@ void BackwardKernel::emitDq() {
                    qRow(head, row.i));
           ifThen(cmpI(arith::CmpIPredicate::eq, t4, idx(0)), [&] {
             Value values[4] = {row.lse2, row.delta, inv,
-                               anchors ? row.anchorF : f32c(0.0)};
+                               positions ? base
+                               : anchors ? row.anchorF
+                                         : f32c(0.0)};
             for (int64_t x = 0; x < 4; ++x)
               memref::StoreOp::create(b, values[x], rowState,
                                       with(lseRow(head, row.i), idx(x)));
@@ -524,6 +643,15 @@ void BackwardKernel::emitDq() {
           // The rows of dS sum to grad_lse, not to 0 (Backward.cpp).
           Value mean = fsub(fmul(rs[1], inv), row.grad);
           Value contribution = fmul(fsub(rs[3], fmul(mean, rs[2])), inv);
+          // The distances lacked the row constant c (the base, or the
+          // anchor's distance): the rows of dS sum to grad_lse, so the
+          // row's term lacks c * grad_lse.
+          Value constant = positions ? base
+                           : anchors ? distance(row.anchorF)
+                                     : Value();
+          if (constant)
+            contribution =
+                select(seen, fma(constant, row.grad, contribution), f32c(0.0));
           Value mine =
               andB(row.live, cmpI(arith::CmpIPredicate::eq, t4, idx(0)));
           total = fadd(total, select(mine, contribution, f32c(0.0)));
@@ -582,16 +710,26 @@ void BackwardKernel::emitDkDv() {
     Value qS = smemView(2 * bn * dp * e, {stages * bm, dp}, elt);
     Value doS =
         smemView((2 * bn + stages * bm) * dp * e, {stages * bm, dp}, elt);
-    Value stS = smemView((2 * bn + 2 * stages * bm) * dp * e, {stages * bm, 4},
-                         b.getF32Type());
+    const int64_t stAt = (2 * bn + 2 * stages * bm) * dp * e;
+    Value stS = smemView(stAt, {stages * bm, 4}, b.getF32Type());
     copyRows({{k, kS}, {v, vS}}, idx(0), keyStart, sk, bn, d, 8,
              [&](Value row) { return kvRow(row); });
+    // Positions: the block's keys' positions (the valid keys before each).
+    Value posS;
+    if (positions) {
+      const int64_t at = stAt + stages * bm * 16;
+      posS = smemView(at, {bn}, b.getF32Type());
+      Value counts = smemView(at + 4 * bn, {keyChunks() * warps}, i32);
+      Value red = smemView(at + 4 * (bn + keyChunks() * warps), {warps},
+                           b.getF32Type());
+      stagePositions(keyStart, countValid(keyStart, red), posS, counts);
+    }
     nvgpu::DeviceAsyncWaitOp::create(b, ops.commit(), b.getI32IntegerAttr(0));
     barrier();
 
     // This thread's keys (m-tile mi, half r).
     struct Key {
-      Value j, on;
+      Value j, on, pos;
     };
     SmallVector<Key> keys;
     for (int64_t mi = 0; mi < mk; ++mi)
@@ -601,7 +739,12 @@ void BackwardKernel::emitDkDv() {
         Value on = lt(j, sk);
         if (kpm)
           on = andB(on, keyOn(j));
-        keys.push_back({j, on});
+        Value pos =
+            positions
+                ? memref::LoadOp::create(b, posS, ValueRange{sub(j, keyStart)})
+                      .getResult()
+                : Value();
+        keys.push_back({j, on, pos});
       }
 
     // Query rows that may see a key of the block: i' >= keyStart when
@@ -654,7 +797,7 @@ void BackwardKernel::emitDkDv() {
           std::array<Value, 4> values;
           for (int64_t c = 0; c < 4; ++c)
             values[c] =
-                (c == 3 && !anchors)
+                (c == 3 && !anchors && !positions)
                     ? Value()
                     : memref::LoadOp::create(b, stS, ValueRange{at, idx(c)})
                           .getResult();
@@ -684,7 +827,9 @@ void BackwardKernel::emitDkDv() {
                 vis = andB(vis, cmpI(arith::CmpIPredicate::sgt,
                                      add(room, i32c(*spec.window)), i32c(off)));
               Value dist;
-              if (spec.hasAlibi()) {
+              if (positions) {
+                dist = fsub(key.pos, cs[3]);
+              } else if (spec.hasAlibi()) {
                 Value rel = fsub(rel0, f32c(double(off)));
                 dist = distance(anchors ? fsub(rel, cs[3]) : rel);
               }
@@ -751,11 +896,19 @@ mlir::tilt::gpuBackwardSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
   const int64_t row = (spec.headDim + kGpuRowPad) * 2;
   const int64_t bm = config.getBlockM(), bn = config.getBlockN();
   const int64_t stages = config.getNumStages();
+  const int64_t warps = config.getNumWarps();
+  // Positions: a key block's positions (f32), the ballot counts (i32 per
+  // warp and chunk of threads) and, for dK/dV, a f32 per warp.
+  const int64_t chunks = (bn + 32 * warps - 1) / (32 * warps);
+  const int64_t positions =
+      spec.bias == ::tilt::BiasKind::AlibiPositions
+          ? 4 * (bn + chunks * warps) + (dkdv ? 4 * warps : 0)
+          : 0;
   if (dkdv)
     // K, V; Q, dO and the row state (16 bytes a row) per stage.
-    return (2 * bn + 2 * stages * bm) * row + stages * bm * 16;
+    return (2 * bn + 2 * stages * bm) * row + stages * bm * 16 + positions;
   // Q, dO; K, V per stage; the slope gradient's per-warp sums.
-  return (2 * bm + 2 * stages * bn) * row + 4 * config.getNumWarps();
+  return (2 * bm + 2 * stages * bn) * row + 4 * warps + positions;
 }
 
 void mlir::tilt::emitBackwardKernel(const ::tilt::AttentionSpec &spec,

@@ -313,9 +313,6 @@ std::string mlir::tilt::checkGpuConfig(const ::tilt::AttentionSpec &spec,
              "gpu_sm80";
   }
   if (config.getVariant() == KernelVariant::gpu_bwd_sm80) {
-    if (spec.bias == ::tilt::BiasKind::AlibiPositions)
-      return "variant gpu_bwd_sm80 does not take bias alibi_positions; run "
-             "that backward on the CPU";
     if (spec.pageSize)
       return "variant gpu_bwd_sm80 takes dense or varlen k/v, not a paged "
              "cache";

@@ -110,7 +110,7 @@
 // strides[rank] (i64 each) -- pointers are device addresses; every tensor
 // row-major (the CUDA kernels take no other strides yet).
 // Then, with position offsets, q_offset and k_offset (i64 each).
-// gpu_bwd_sm80 (the backward, dense or varlen, not alibi_positions): the
+// gpu_bwd_sm80 (the backward, dense or varlen, every bias form): the
 // module has two kernels, `tilt_attention_bwd_dq` (the artifact's `kernel`;
 // grid (ceil(maxSq / block_m), H, B)) and `tilt_attention_bwd_dkdv` (grid
 // (ceil(maxSk / block_n), Hkv, B)), with the same parameters, launched in

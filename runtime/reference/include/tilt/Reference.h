@@ -60,23 +60,25 @@ std::vector<double> naiveSameDtype(const AttentionSpec &spec,
 double errorBound(DType dtype, double naiveError);
 
 /// Gradients of attention() (ALIBI.md "Backward") for an upstream gradient
-/// `dO` of o's layout: dq like q, dk/dv like k/v (summed over the query heads
-/// of a GQA group), and, with custom slopes, dslopes like `in.slopes` ([H] or
-/// [B,H]); empty otherwise.
+/// `dO` of o's layout and, optionally, `gradLse` of lse's: dq like q, dk/dv
+/// like k/v (summed over the query heads of a GQA group), and, with custom
+/// slopes, dslopes like `in.slopes` ([H] or [B,H]); empty otherwise.
 struct Gradients {
   std::vector<double> dq, dk, dv, dslopes;
 };
 
 /// Evaluates the gradients in float64, the softmax recomputed exactly.
 Gradients attentionBackward(const AttentionSpec &spec, const Extents &ext,
-                            const Inputs &in, const float *dO);
+                            const Inputs &in, const float *dO,
+                            const float *gradLse = nullptr);
 
 /// ALIBI.md's yardstick for gradients: the backward as a framework computes
 /// it in spec.dtype with P materialized in that dtype (products accumulated
 /// in f32, each tensor rounded to the dtype; dslopes accumulated in f32).
 /// `o` is the rounded forward output the kernels' backward also reads.
 Gradients naiveBackwardSameDtype(const AttentionSpec &spec, const Extents &ext,
-                                 const Inputs &in, const float *dO);
+                                 const Inputs &in, const float *dO,
+                                 const float *gradLse = nullptr);
 
 /// ALIBI.md's bound on a gradient's max abs error against
 /// attentionBackward(): 2 * `naiveError` + 1e-6, and for f32 additionally
