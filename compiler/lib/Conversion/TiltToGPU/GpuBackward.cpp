@@ -55,7 +55,6 @@
 
 #include "tilt/Compiler/Log2Units.h"
 
-#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
@@ -125,14 +124,20 @@ public:
 private:
   /// Thread ids, the batch (blockIdx.z) and its sequences' extents.
   void sequence();
-  /// The valid (unpadded) keys of [0, limit) as f32, in every thread; `red`
-  /// holds a f32 per warp. Every thread of the CTA takes part.
-  Value countValid(Value limit, Value red);
+  /// The valid (unpadded) keys of [0, limit) as f32, in every thread.
+  /// Every thread of the CTA takes part.
+  Value countValid(Value limit, Value counts) {
+    return arith::SIToFPOp::create(
+        b, f32, countValidKeys(keyCounter(counts), kpm, batch, limit));
+  }
   /// posS[t] = base + the valid keys of [keyBase, keyBase + t) for t <
   /// block_n (f32, exact below 2^24); returns the block's valid keys.
-  /// `counts` holds an i32 per warp and chunk of threads. Every thread of
-  /// the CTA takes part.
+  /// Every thread of the CTA takes part.
   Value stagePositions(Value keyBase, Value base, Value posS, Value counts);
+  /// `counts`: i32 shared memory, one per warp and chunk of keys.
+  KeyCounter keyCounter(Value counts) const {
+    return {tid, lane, warp, threads, warps, counts};
+  }
   /// Chunks of `threads` keys that cover a key block.
   int64_t keyChunks() const { return (bn + threads - 1) / threads; }
   // Indices of a row up to (not including) the column.
@@ -251,69 +256,21 @@ void BackwardKernel::sequence() {
                          MemRefLayoutAttrInterface(), space));
 }
 
-Value BackwardKernel::countValid(Value limit, Value red) {
-  auto loop = scf::ForOp::create(
-      b, tid, limit, idx(threads), ValueRange{f32c(0.0)},
-      [&](OpBuilder &, Location, Value j, ValueRange acc) {
-        Value on = select(keyOn(j), f32c(1.0), f32c(0.0));
-        scf::YieldOp::create(b, ValueRange{fadd(acc[0], on)});
-      });
-  Value mine = loop.getResult(0);
-  for (int32_t off : {16, 8, 4, 2, 1})
-    mine = fadd(mine, shuffleXor(mine, off));
-  ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)),
-         [&] { memref::StoreOp::create(b, mine, red, ValueRange{warp}); });
-  barrier();
-  Value total = f32c(0.0);
-  for (int64_t w = 0; w < warps; ++w)
-    total = fadd(total, memref::LoadOp::create(b, red, ValueRange{idx(w)}));
-  barrier();
-  return total;
-}
-
 Value BackwardKernel::stagePositions(Value keyBase, Value base, Value posS,
                                      Value counts) {
-  // Chunk c of the block's keys: key t = tid + c * threads. A ballot per
-  // warp says which keys are valid; slot c * warps + warp holds the warp's
-  // count, and the slots before a thread's, in key order, precede it.
   const int64_t chunks = keyChunks();
-  SmallVector<Value> ballots;
+  SmallVector<Value> valid;
   for (int64_t c = 0; c < chunks; ++c) {
     Value t = add(tid, idx(c * threads));
     Value j = add(keyBase, t);
-    Value on = andB(andB(lt(t, idx(bn)), lt(j, sk)), keyOn(j));
-    Value ballot = NVVM::VoteSyncOp::create(b, i32, i32c(-1), on,
-                                            NVVM::VoteSyncKind::ballot);
-    ballots.push_back(ballot);
-    ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)), [&] {
-      memref::StoreOp::create(b, LLVM::CtPopOp::create(b, ballot), counts,
-                              ValueRange{add(warp, idx(c * warps))});
-    });
+    valid.push_back(andB(andB(lt(t, idx(bn)), lt(j, sk)), keyOn(j)));
   }
-  barrier();
-  Value below = arith::SubIOp::create(
-      b,
-      arith::ShLIOp::create(b, i32c(1),
-                            arith::IndexCastOp::create(b, i32, lane)),
-      i32c(1));
-  Value total = i32c(0);
-  SmallVector<Value> before(chunks, i32c(0));
-  for (int64_t slot = 0; slot < chunks * warps; ++slot) {
-    Value n = memref::LoadOp::create(b, counts, ValueRange{idx(slot)});
-    for (int64_t c = 0; c < chunks; ++c)
-      before[c] = arith::AddIOp::create(
-          b, before[c],
-          select(lt(idx(slot), add(warp, idx(c * warps))), n, i32c(0)));
-    total = arith::AddIOp::create(b, total, n);
-  }
+  auto [before, total] = countBlockKeys(keyCounter(counts), valid);
   for (int64_t c = 0; c < chunks; ++c) {
     Value t = add(tid, idx(c * threads));
-    Value count = arith::AddIOp::create(
-        b, before[c],
-        LLVM::CtPopOp::create(b, arith::AndIOp::create(b, ballots[c], below)));
     ifThen(lt(t, idx(bn)), [&] {
       memref::StoreOp::create(
-          b, fadd(base, arith::SIToFPOp::create(b, f32, count)), posS,
+          b, fadd(base, arith::SIToFPOp::create(b, f32, before[c])), posS,
           ValueRange{t});
     });
   }
@@ -519,7 +476,7 @@ void BackwardKernel::emitDq() {
     // (see the header); lse loses the base's bias.
     Value base = f32c(0.0);
     if (positions) {
-      base = countValid(mul(kbBegin, idx(bn)), red);
+      base = countValid(mul(kbBegin, idx(bn)), counts);
       for (Row &row : rows)
         row.lse2 = fsub(row.lse2, fmul(slope, base));
     }
@@ -720,9 +677,7 @@ void BackwardKernel::emitDkDv() {
       const int64_t at = stAt + stages * bm * 16;
       posS = smemView(at, {bn}, b.getF32Type());
       Value counts = smemView(at + 4 * bn, {keyChunks() * warps}, i32);
-      Value red = smemView(at + 4 * (bn + keyChunks() * warps), {warps},
-                           b.getF32Type());
-      stagePositions(keyStart, countValid(keyStart, red), posS, counts);
+      stagePositions(keyStart, countValid(keyStart, counts), posS, counts);
     }
     nvgpu::DeviceAsyncWaitOp::create(b, ops.commit(), b.getI32IntegerAttr(0));
     barrier();
@@ -897,13 +852,12 @@ mlir::tilt::gpuBackwardSharedMemoryBytes(const ::tilt::AttentionSpec &spec,
   const int64_t bm = config.getBlockM(), bn = config.getBlockN();
   const int64_t stages = config.getNumStages();
   const int64_t warps = config.getNumWarps();
-  // Positions: a key block's positions (f32), the ballot counts (i32 per
-  // warp and chunk of threads) and, for dK/dV, a f32 per warp.
+  // Positions: a key block's positions (f32) and the key counts (i32 per
+  // warp and chunk of threads).
   const int64_t chunks = (bn + 32 * warps - 1) / (32 * warps);
-  const int64_t positions =
-      spec.bias == ::tilt::BiasKind::AlibiPositions
-          ? 4 * (bn + chunks * warps) + (dkdv ? 4 * warps : 0)
-          : 0;
+  const int64_t positions = spec.bias == ::tilt::BiasKind::AlibiPositions
+                                ? 4 * (bn + chunks * warps)
+                                : 0;
   if (dkdv)
     // K, V; Q, dO and the row state (16 bytes a row) per stage.
     return (2 * bn + 2 * stages * bm) * row + stages * bm * 16 + positions;

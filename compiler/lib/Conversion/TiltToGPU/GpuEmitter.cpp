@@ -99,6 +99,78 @@ void GpuEmitter::emitGeometry() {
 
 Value GpuEmitter::slope2(Value h) { return slopeLog2(spec, slopes, batch, h); }
 
+Value GpuBuilder::countValidKeys(const KeyCounter &c, Value kpm, Value batch,
+                                 Value limit) {
+  auto loop = scf::ForOp::create(
+      b, c.tid, limit, idx(c.threads), ValueRange{i32c(0)},
+      [&](OpBuilder &, Location, Value j, ValueRange acc) {
+        Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, j});
+        Value on = arith::ExtUIOp::create(
+            b, i32,
+            cmpI(arith::CmpIPredicate::ne, m,
+                 arith::ConstantOp::create(b, b.getI8IntegerAttr(0))));
+        scf::YieldOp::create(b,
+                             ValueRange{arith::AddIOp::create(b, acc[0], on)});
+      });
+  Value mine = loop.getResult(0);
+  for (int32_t off : {16, 8, 4, 2, 1})
+    mine = arith::AddIOp::create(
+        b, mine,
+        gpu::ShuffleOp::create(b, mine, off, 32, gpu::ShuffleMode::XOR)
+            .getShuffleResult());
+  ifThen(cmpI(arith::CmpIPredicate::eq, c.lane, idx(0)), [&] {
+    memref::StoreOp::create(b, mine, c.counts, ValueRange{c.warp});
+  });
+  barrier();
+  Value total = i32c(0);
+  for (int64_t w = 0; w < c.warps; ++w)
+    total = arith::AddIOp::create(
+        b, total, memref::LoadOp::create(b, c.counts, ValueRange{idx(w)}));
+  barrier();
+  return total;
+}
+
+std::pair<SmallVector<Value>, Value>
+GpuBuilder::countBlockKeys(const KeyCounter &c, ArrayRef<Value> valid) {
+  // A ballot per warp and chunk; slot chunk * warps + warp holds the
+  // warp's count, and the slots before a thread's, in key order, precede
+  // its key, as do the lanes below it in its ballot.
+  const int64_t chunks = int64_t(valid.size());
+  SmallVector<Value> ballots;
+  for (int64_t k = 0; k < chunks; ++k) {
+    Value ballot = NVVM::VoteSyncOp::create(b, i32, i32c(-1), valid[k],
+                                            NVVM::VoteSyncKind::ballot);
+    ballots.push_back(ballot);
+    ifThen(cmpI(arith::CmpIPredicate::eq, c.lane, idx(0)), [&] {
+      memref::StoreOp::create(b, LLVM::CtPopOp::create(b, ballot), c.counts,
+                              ValueRange{add(c.warp, idx(k * c.warps))});
+    });
+  }
+  barrier();
+  Value below = arith::SubIOp::create(
+      b,
+      arith::ShLIOp::create(b, i32c(1),
+                            arith::IndexCastOp::create(b, i32, c.lane)),
+      i32c(1));
+  Value total = i32c(0);
+  SmallVector<Value> before;
+  for (int64_t k = 0; k < chunks; ++k)
+    before.push_back(
+        LLVM::CtPopOp::create(b, arith::AndIOp::create(b, ballots[k], below)));
+  for (int64_t slot = 0; slot < chunks * c.warps; ++slot) {
+    Value n = memref::LoadOp::create(b, c.counts, ValueRange{idx(slot)});
+    for (int64_t k = 0; k < chunks; ++k) {
+      Value mine = add(c.warp, idx(k * c.warps));
+      before[k] = arith::AddIOp::create(
+          b, before[k],
+          arith::SelectOp::create(
+              b, cmpI(arith::CmpIPredicate::slt, idx(slot), mine), n, i32c(0)));
+    }
+    total = arith::AddIOp::create(b, total, n);
+  }
+  return {before, total};
+}
+
 Value GpuBuilder::slopeLog2(const ::tilt::AttentionSpec &spec, Value slopes,
                             Value batch, Value h) {
   if (!spec.hasAlibi())
@@ -162,8 +234,7 @@ SmallVector<Value> GpuEmitter::pagedKeyIndex(Value t) {
 void GpuEmitter::stageKeyMask(Value kb, Value base, Value &blockCount) {
   const int64_t chunks = (bn + threads - 1) / threads;
   Value keyBase = mul(kb, idx(bn));
-  Value full = i32c(-1);
-  SmallVector<Value> valid(chunks), ballots(chunks);
+  SmallVector<Value> valid(chunks);
   for (int64_t c = 0; c < chunks; ++c) {
     Value t = add(tid, idx(c * threads));
     Value j = add(keyBase, t);
@@ -173,42 +244,14 @@ void GpuEmitter::stageKeyMask(Value kb, Value base, Value &blockCount) {
     Value on = cmpI(arith::CmpIPredicate::ne, m,
                     arith::ConstantOp::create(b, b.getI8IntegerAttr(0)));
     valid[c] = andB(inRange, on);
-    ballots[c] = NVVM::VoteSyncOp::create(b, i32, full, valid[c],
-                                          NVVM::VoteSyncKind::ballot);
-    Value warpTotal = LLVM::CtPopOp::create(b, ballots[c]);
-    ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)), [&] {
-      memref::StoreOp::create(b, warpTotal, countSmem,
-                              ValueRange{add(warp, idx(c * warps))});
-    });
   }
-  barrier();
-  const int64_t slots = chunks * warps;
-  Value total = i32c(0);
-  SmallVector<Value> before(chunks, Value());
-  for (int64_t s = 0; s < slots; ++s) {
-    Value n = memref::LoadOp::create(b, countSmem, ValueRange{idx(s)});
-    // Slot s precedes chunk c's warp w when s < c * warps + w.
-    for (int64_t c = 0; c < chunks; ++c) {
-      Value mine = add(warp, idx(c * warps));
-      Value add_ = select(lt(idx(s), mine), n, i32c(0));
-      before[c] = before[c] ? arith::AddIOp::create(b, before[c], add_) : add_;
-    }
-    total = arith::AddIOp::create(b, total, n);
-  }
-  Value laneMask = arith::SubIOp::create(
-      b,
-      arith::ShLIOp::create(b, i32c(1),
-                            arith::IndexCastOp::create(b, i32, lane)),
-      i32c(1));
+  auto [before, total] = countBlockKeys(keyCounter(), valid);
   Value negInf = f32c(-std::numeric_limits<double>::infinity());
   for (int64_t c = 0; c < chunks; ++c) {
     Value t = add(tid, idx(c * threads));
-    Value inWarp = LLVM::CtPopOp::create(
-        b, arith::AndIOp::create(b, ballots[c], laneMask));
     Value value = f32c(0.0);
     if (spec.bias == ::tilt::BiasKind::AlibiPositions) {
-      Value count = arith::AddIOp::create(
-          b, arith::AddIOp::create(b, base, before[c]), inWarp);
+      Value count = arith::AddIOp::create(b, base, before[c]);
       value = fmul(slope, arith::SIToFPOp::create(b, f32, count));
     }
     value = select(valid[c], value, negInf);
@@ -377,34 +420,8 @@ void GpuEmitter::emitKeyBlockLoop() {
   // Positions: valid keys before the first visible block, so the bias is
   // taken relative to it (the lse gets the constant back).
   Value base0 = i32c(0);
-  if (spec.bias == ::tilt::BiasKind::AlibiPositions) {
-    Value limit = mul(kbBegin, idx(bn));
-    auto loop = scf::ForOp::create(
-        b, tid, limit, idx(threads), ValueRange{i32c(0)},
-        [&](OpBuilder &, Location, Value j, ValueRange acc) {
-          Value m = memref::LoadOp::create(b, kpm, ValueRange{batch, j});
-          Value on = arith::ExtUIOp::create(
-              b, i32,
-              cmpI(arith::CmpIPredicate::ne, m,
-                   arith::ConstantOp::create(b, b.getI8IntegerAttr(0))));
-          scf::YieldOp::create(
-              b, ValueRange{arith::AddIOp::create(b, acc[0], on)});
-        });
-    Value mine = loop.getResult(0);
-    for (int32_t off : {16, 8, 4, 2, 1})
-      mine = arith::AddIOp::create(
-          b, mine,
-          gpu::ShuffleOp::create(b, mine, off, 32, gpu::ShuffleMode::XOR)
-              .getShuffleResult());
-    ifThen(cmpI(arith::CmpIPredicate::eq, lane, idx(0)), [&] {
-      memref::StoreOp::create(b, mine, countSmem, ValueRange{warp});
-    });
-    barrier();
-    for (int64_t w = 0; w < warps; ++w)
-      base0 = arith::AddIOp::create(
-          b, base0, memref::LoadOp::create(b, countSmem, ValueRange{idx(w)}));
-    barrier();
-  }
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    base0 = countValidKeys(keyCounter(), kpm, batch, mul(kbBegin, idx(bn)));
   posBase0 = base0;
 
   // Prologue: the first key blocks in flight.

@@ -128,6 +128,24 @@ protected:
   /// spec's heads by a select chain over the (static) head count.
   Value slopeLog2(const ::tilt::AttentionSpec &spec, Value slopes, Value batch,
                   Value h);
+  /// The CTA's threads (`threads` of them, `warps` warps; thread `tid`,
+  /// `lane`, `warp`) as a key-padding-mask counter, for alibi_positions.
+  struct KeyCounter {
+    Value tid, lane, warp;
+    int64_t threads, warps;
+    Value counts; ///< shared memory, i32: one per warp and chunk of keys
+  };
+  /// The valid keys (kpm != 0) of [0, limit) of sequence `batch`, as i32 in
+  /// every thread. Every thread of the CTA takes part.
+  Value countValidKeys(const KeyCounter &c, Value kpm, Value batch,
+                       Value limit);
+  /// A key block's keys in chunks of the CTA's threads (chunk c: key tid +
+  /// c * threads, valid[c] whether it counts): per chunk the valid keys
+  /// before this thread's key in the block, and the block's total (i32), in
+  /// every thread. Every thread of the CTA takes part; `counts` is free
+  /// again after the caller's next barrier.
+  std::pair<SmallVector<Value>, Value> countBlockKeys(const KeyCounter &c,
+                                                      ArrayRef<Value> valid);
 
   Type f32, i32;
 };
@@ -298,6 +316,9 @@ protected:
   /// smemRoot: where the variant's tiles start (sm_90a: the first
   /// 1024-byte aligned byte, as swizzled TMA tiles need).
   Value rawSmem, smemRoot, maskSmem, countSmem;
+  KeyCounter keyCounter() const {
+    return {tid, lane, warp, threads, warps, countSmem};
+  }
   Value scale2, slope;
   Value posBase0; ///< positions: valid keys before the first block
   ValueRange kernelArgs;
