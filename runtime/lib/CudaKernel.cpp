@@ -88,6 +88,13 @@ struct ParamPacker {
     memref(data, rank, shape, strides);
   }
   void contiguous(const TensorRef &t) { contiguous(t.data, t.rank, t.shape); }
+  /// Through its strides (the row-major ones when it has none).
+  void strided(const TensorRef &t) {
+    int64_t strides[4];
+    for (int i = 0; i < t.rank; ++i)
+      strides[i] = t.stride(i);
+    memref(t.data, t.rank, t.shape, strides);
+  }
   /// gpu_decode_sm80's parts: [S] + o's shape, [S] + lse's shape.
   void parts(const AttentionArgs &args, const DecodeParts &p) {
     for (auto [data, like] : {std::pair{p.o, &args.o}, {p.lse, &args.lse}}) {
@@ -109,7 +116,7 @@ void packMergeParams(const AttentionSpec &, const AttentionArgs &args,
   out.count = 0;
   ParamPacker p{out};
   p.parts(args, parts);
-  p.contiguous(args.o);
+  p.strided(args.o);
   p.contiguous(args.lse);
   p.finish();
 }
@@ -125,8 +132,9 @@ void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
     packer.memref(data, rank, shape, strides);
   };
   auto contiguous = [&](const TensorRef &t) { packer.contiguous(t); };
-  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &args.lse})
-    contiguous(*t);
+  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o})
+    packer.strided(*t);
+  contiguous(args.lse);
   if (spec.hasAlibi() && spec.slopes == SlopeSource::Custom) {
     // As on the CPU: [H] slopes are a [B, H] broadcast with batch stride 0.
     const int64_t shape[2] = {batch, spec.heads};
@@ -159,10 +167,12 @@ void packBackwardParams(const AttentionSpec &spec, const AttentionArgs &args,
                         const BackwardScratch &scratch, KernelParams &out) {
   out.count = 0;
   ParamPacker packer{out};
-  for (const TensorRef *t :
-       {&args.q, &args.k, &args.v, &args.o, &grads.gradO, &args.lse,
-        &grads.gradLse, &grads.dq, &grads.dk, &grads.dv})
-    packer.contiguous(*t);
+  for (const TensorRef *t : {&args.q, &args.k, &args.v, &args.o, &grads.gradO})
+    packer.strided(*t);
+  packer.contiguous(args.lse);
+  packer.contiguous(grads.gradLse);
+  for (const TensorRef *t : {&grads.dq, &grads.dk, &grads.dv})
+    packer.strided(*t);
   int64_t state[4] = {0, 0, 0, 4};
   std::copy_n(args.lse.shape, args.lse.rank, state);
   state[args.lse.rank] = 4;
@@ -195,20 +205,45 @@ void packBackwardParams(const AttentionSpec &spec, const AttentionArgs &args,
 TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
                                     const TensorRef &t, int64_t rows) {
   const auto e = uint64_t(byteWidth(spec.dtype));
-  const auto D = uint64_t(spec.headDim);
+  auto bytes = [&](int dim) { return uint64_t(t.stride(dim)) * e; };
   TensorMapGeometry g{};
-  if (spec.varlen) { // [total, Hx, D]
-    const auto total = uint64_t(t.shape[0]), hx = uint64_t(t.shape[1]);
-    g = {{D, total, hx}, {hx * D * e, D * e}, {}};
-  } else { // [B, Hx, S, D]
-    const auto s = uint64_t(t.shape[2]);
-    const auto bh = uint64_t(t.shape[0] * t.shape[1]);
-    g = {{D, s, bh}, {D * e, s * D * e}, {}};
+  if (spec.varlen) { // [total, Hx, D]: {D, total, Hx, 1}
+    const auto total = uint64_t(t.shape[0]);
+    g = {{uint64_t(t.shape[2]), total, uint64_t(t.shape[1]), 1},
+         {bytes(0), bytes(1), 0}, // (the last: below)
+         {}};
+  } else { // [B, Hx, S, D]: {D, S, Hx, B}
+    g = {{uint64_t(t.shape[3]), uint64_t(t.shape[2]), uint64_t(t.shape[1]),
+          uint64_t(t.shape[0])},
+         {bytes(2), bytes(1), bytes(0)},
+         {}};
   }
+  // A dim of one element is only ever at coordinate 0, so its stride is
+  // free (torch gives such dims arbitrary strides, which TMA could refuse):
+  // the one that nests it over the dim inside, rounded up to 16 bytes.
+  for (int i = 1; i < TensorMapGeometry::kRank; ++i)
+    if (g.dims[i] == 1) {
+      const uint64_t inner =
+          i == 1 ? g.dims[0] * e : g.strides[i - 2] * g.dims[i - 1];
+      g.strides[i - 1] = (inner + 15) / 16 * 16;
+    }
   g.box[0] = 64;
   g.box[1] = uint32_t(rows);
-  g.box[2] = 1;
+  g.box[2] = g.box[3] = 1;
   return g;
+}
+
+std::string tensorMapError(const char *name, const TensorRef &t,
+                           const TensorMapGeometry &g) {
+  bool aligned = reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
+  for (uint64_t stride : g.strides)
+    aligned = aligned && stride % 16 == 0 && stride < (uint64_t(1) << 40);
+  if (aligned)
+    return {};
+  return fmt::format("{}: the TMA kernels (gpu_sm90a) need its address and "
+                     "strides in multiples of 16 bytes (and strides below "
+                     "2^40 bytes), got strides {} (elements)",
+                     name, t.strideString());
 }
 
 //===----------------------------------------------------------------------===//
@@ -462,19 +497,22 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
     const int dataType = spec.dtype == DType::BF16
                              ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                              : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-    const uint32_t elementStrides[3] = {1, 1, 1};
+    const uint32_t elementStrides[TensorMapGeometry::kRank] = {1, 1, 1, 1};
     int n = 0;
     for (int i = 0; i < 3; ++i) {
       if (!header.tma[i])
         continue;
       const TensorMapGeometry g = tensorMapGeometry(
           spec, *operands[i], i == 0 ? header.blockM : header.blockN);
+      if (err = tensorMapError(kTmaOperandNames[i], *operands[i], g);
+          !err.empty())
+        return err;
       // L2 promotion is a hint KernelABI.h leaves open; 128 B matches the
       // swizzle span.
       if (err = d->check(d->cuTensorMapEncodeTiled(
-                             &host[n], dataType, 3, operands[i]->data, g.dims,
-                             g.strides, g.box, elementStrides,
-                             CU_TENSOR_MAP_INTERLEAVE_NONE,
+                             &host[n], dataType, TensorMapGeometry::kRank,
+                             operands[i]->data, g.dims, g.strides, g.box,
+                             elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                              CU_TENSOR_MAP_SWIZZLE_128B,
                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),

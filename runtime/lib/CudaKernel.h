@@ -59,8 +59,9 @@ struct DecodeParts {
 /// stride 0 for [H]) when the spec has custom slopes, the key padding mask,
 /// cu_seqlens_q/k when varlen, block_table and context_lens when paged, the
 /// split-KV parts when `parts` is given (gpu_decode_sm80), each as
-/// allocated, aligned, offset, sizes, strides (contiguous row-major); then
-/// the position offsets and `tmaMaps` (device addresses).
+/// allocated, aligned, offset, sizes, strides (q, k, v, o through their
+/// strides, the others row-major); then the position offsets and `tmaMaps`
+/// (device addresses).
 void packKernelParams(const AttentionSpec &spec, const AttentionArgs &args,
                       int64_t batch, const uint64_t *tmaMaps, int numTma,
                       KernelParams &out, const DecodeParts *parts = nullptr);
@@ -83,21 +84,27 @@ struct BackwardScratch {
 /// state, then with custom slopes slopes [B, H] (batch stride 0 for [H])
 /// and dslopes ([B, H], or [1, H] for [H] slopes: the kernel sums over the
 /// batch), the key padding mask, cu_seqlens, the parts; then the position
-/// offsets. Row-major.
+/// offsets. q, k, v, o, grad_o, dq, dk, dv through their strides, the
+/// others row-major.
 void packBackwardParams(const AttentionSpec &spec, const AttentionArgs &args,
                         const BackwardArgs &grads, int64_t batch,
                         const BackwardScratch &scratch, KernelParams &out);
 
 /// The arguments of cuTensorMapEncodeTiled for one operand (KernelABI.h).
 struct TensorMapGeometry {
-  uint64_t dims[3];    ///< elements, innermost first
-  uint64_t strides[2]; ///< bytes, of dims 1 and 2
-  uint32_t box[3];
+  static constexpr int kRank = 4;
+  uint64_t dims[kRank];        ///< elements, innermost first
+  uint64_t strides[kRank - 1]; ///< bytes, of dims 1 to 3
+  uint32_t box[kRank];
 };
-/// `t` is q, k or v as the runtime received it; `rows` is block_m for q and
-/// block_n for k and v.
+/// `t` is q, k or v as the runtime received it (through its strides);
+/// `rows` is block_m for q and block_n for k and v.
 TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
                                     const TensorRef &t, int64_t rows);
+/// "" or why TMA cannot read `t` (`name`) through `g`: its address and
+/// strides must be multiples of 16 bytes.
+std::string tensorMapError(const char *name, const TensorRef &t,
+                           const TensorMapGeometry &g);
 
 class CudaKernel {
 public:

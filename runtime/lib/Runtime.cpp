@@ -232,11 +232,10 @@ std::string checkCuSeqlens(const char *name, const TensorRef &cu,
 }
 
 /// The strides of `t` (TensorRef): "" or why they cannot be taken. `data`:
-/// a data tensor of the CPU kernels (any strides >= 0, the innermost 1);
-/// `output`: one the kernel writes (no two elements may share memory);
-/// `cuda`: the target, named in the error.
+/// a data tensor of the kernels (any strides >= 0, the innermost 1);
+/// `output`: one the kernel writes (no two elements may share memory).
 std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
-                               bool output, bool cuda) {
+                               bool output) {
   // Bad ranks are checkArgs' to name.
   if (!t.present() || t.rank < 1 || t.rank > 4 || !t.hasStrides() ||
       t.rowMajor())
@@ -244,10 +243,10 @@ std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
   if (!data) {
     TensorRef rowMajor = t;
     std::fill_n(rowMajor.strides, 4, 0);
-    return fmt::format("{}: must be row-major (strides {} for shape {}){}, "
+    return fmt::format("{}: must be row-major (strides {} for shape {}), "
                        "got strides {}",
                        name, rowMajor.strideString(), t.shapeString(),
-                       cuda ? " on target cuda" : "", t.strideString());
+                       t.strideString());
   }
   const int rank = t.rank;
   if (t.strides[rank - 1] != 1)
@@ -289,7 +288,7 @@ std::string checkTensorStrides(const char *name, const TensorRef &t, bool data,
   return {};
 }
 
-/// One row of a stride table: a tensor, whether the CPU kernels take it
+/// One row of a stride table: a tensor, whether the kernels take it
 /// strided (a data tensor), and whether they write it.
 struct StrideRow {
   const char *name;
@@ -297,19 +296,17 @@ struct StrideRow {
   bool data, output;
 };
 
-std::string checkStrideRows(std::initializer_list<StrideRow> rows, bool cuda) {
+std::string checkStrideRows(std::initializer_list<StrideRow> rows) {
   for (const StrideRow &r : rows)
-    if (std::string err =
-            checkTensorStrides(r.name, *r.t, r.data && !cuda, r.output, cuda);
+    if (std::string err = checkTensorStrides(r.name, *r.t, r.data, r.output);
         !err.empty())
       return err;
   return {};
 }
 
-/// The strides of the forward's tensors (TensorRef): the data tensors of
-/// the CPU kernels (q, k, v, o) may be strided, every other tensor -- and
-/// on `cuda` every tensor -- must be row-major.
-std::string checkStrides(const AttentionArgs &a, bool cuda) {
+/// The strides of the forward's tensors (TensorRef): the data tensors (q,
+/// k, v, o) may be strided, every other tensor must be row-major.
+std::string checkStrides(const AttentionArgs &a) {
   return checkStrideRows({{"q", &a.q, true, false},
                           {"k", &a.k, true, false},
                           {"v", &a.v, true, false},
@@ -320,20 +317,18 @@ std::string checkStrides(const AttentionArgs &a, bool cuda) {
                           {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
                           {"cu_seqlens_k", &a.cuSeqlensK, false, false},
                           {"block_table", &a.blockTable, false, false},
-                          {"context_lens", &a.contextLens, false, false}},
-                         cuda);
+                          {"context_lens", &a.contextLens, false, false}});
 }
 
-/// The backward's own tensors' strides: on the CPU grad_o, dq, dk, dv may
-/// be strided, grad_lse and dslopes must be row-major; on `cuda` all must.
-std::string checkGradStrides(const BackwardArgs &g, bool cuda) {
+/// The backward's own tensors' strides: grad_o, dq, dk, dv may be strided,
+/// grad_lse and dslopes must be row-major.
+std::string checkGradStrides(const BackwardArgs &g) {
   return checkStrideRows({{"grad_o", &g.gradO, true, false},
                           {"grad_lse", &g.gradLse, false, false},
                           {"dq", &g.dq, true, true},
                           {"dk", &g.dk, true, true},
                           {"dv", &g.dv, true, true},
-                          {"dslopes", &g.dslopes, false, false}},
-                         cuda);
+                          {"dslopes", &g.dslopes, false, false}});
 }
 
 /// Whether the bytes `a` and `b` can reach (elements of `aBytes` and
@@ -428,7 +423,7 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
     if (!t->present())
       return fmt::format("{}: missing (null data pointer)", name);
   // Before anything reads a tensor's data (block tables, cu_seqlens).
-  if (std::string err = checkStrides(a, /*cuda=*/false); !err.empty())
+  if (std::string err = checkStrides(a); !err.empty())
     return err;
   if (!spec.pageSize)
     for (auto [name, t] : {all[9], all[10]})
@@ -1575,7 +1570,7 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
                                    const TileConfig &config) {
   if (std::string err = cudaPagedVariantError(spec, config); !err.empty())
     return err;
-  if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
+  if (std::string err = checkStrides(args); !err.empty())
     return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
@@ -1620,9 +1615,9 @@ std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
     return fmt::format("config: the backward on target cuda takes variant "
                        "gpu_bwd_sm80, got '{}'",
                        config.variant);
-  if (std::string err = checkStrides(args, /*cuda=*/true); !err.empty())
+  if (std::string err = checkStrides(args); !err.empty())
     return err;
-  if (std::string err = checkGradStrides(grads, /*cuda=*/true); !err.empty())
+  if (std::string err = checkGradStrides(grads); !err.empty())
     return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
@@ -1747,7 +1742,7 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (std::string err = checkBackwardArgs(spec, args, grads, geometry);
         !err.empty())
       return err;
-    if (std::string err = checkGradStrides(grads, /*cuda=*/false); !err.empty())
+    if (std::string err = checkGradStrides(grads); !err.empty())
       return err;
     const TileConfig chosen =
         config.isDefault() ? impl->backwardConfig : completeCpuConfig(config);

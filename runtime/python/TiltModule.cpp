@@ -80,8 +80,8 @@ std::optional<tilt::DType> dtypeOf(const nb::dlpack::dtype &t) {
 
 /// A TensorRef of `a`, of rank 1..4, with `bits`-bit elements, on the
 /// device of the call; strides passed along when it is not row-major (the
-/// runtime takes them for the CPU's q, k, v, o and gradients, and names
-/// any other tensor that is not row-major).
+/// runtime takes them for q, k, v, o and the gradients, and names any
+/// other tensor that is not row-major).
 template <typename A>
 tilt::TensorRef ref(const char *name, const A &a, int bits, int deviceType) {
   if (a.ndim() < 1 || a.ndim() > 4)
@@ -260,9 +260,9 @@ void forwardPaged(Array q, Array kCache, Array vCache, OutArray o, OutArray lse,
   runInto(c, o, lse);
 }
 
-/// The gradients of one attention (CPU, or CUDA on `stream` with row-major
-/// tensors): dq, dk, dv and, for custom slopes, dslopes (f32, shaped like
-/// them) from the forward's o and lse and the upstream gradient.
+/// The gradients of one attention (CPU, or CUDA on `stream`): dq, dk, dv and,
+/// for custom slopes, dslopes (f32, shaped like them) from the forward's o and
+/// lse and the upstream gradient.
 void backward(Array q, Array k, Array v, Array o, Array lse, Array gradO,
               std::optional<Array> gradLse, OutArray dq, OutArray dk,
               OutArray dv, std::optional<OutArray> dslopes,

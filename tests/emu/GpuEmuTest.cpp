@@ -11,6 +11,8 @@
 
 #include "GpuEmulator.h"
 
+#include "CudaKernel.h"
+
 #include "tilt/Compiler/Pipelines.h"
 #include "tilt/Compiler/SpecBuilder.h"
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
@@ -20,6 +22,7 @@
 
 #include "../common/ForwardCheck.h"
 #include "../common/GradientCheck.h"
+#include "../common/Strided.h"
 #include "../common/TestInputs.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -48,6 +51,8 @@ struct EmuCase {
   int64_t qOffset = 0, kOffset = 0; ///< with spec.positionOffsets
   /// Only these query blocks / heads are run and checked (empty: all).
   std::vector<int64_t> onlyBlocks, onlyHeads;
+  /// Run again on strided copies of q, k, v, o (StridedCopy): the same bits.
+  bool strided = false;
 };
 
 std::ostream &operator<<(std::ostream &os, const EmuCase &c) {
@@ -84,14 +89,15 @@ std::vector<EmuCase> cases() {
   {
     AttentionSpec s = spec(2, 2, 64, DType::BF16, Alibi);
     s.causal = true;
-    add("sm80_bf16_alibi_causal_tail", s, "gpu_sm80", 64, 32, 4, 2, 1, 100,
-        100);
+    add("sm80_bf16_alibi_causal_tail", s, "gpu_sm80", 64, 32, 4, 2, 1, 100, 100)
+        .strided = true;
   }
   {
     AttentionSpec s = spec(4, 2, 80, DType::F16, AlibiSymmetric);
     s.window = 37;
-    add("sm80_f16_gqa_d80_symmetric_window_sq70_sk130", s, "gpu_sm80", 64,
-        32, 4, 2, 1, 70, 130);
+    add("sm80_f16_gqa_d80_symmetric_window_sq70_sk130", s, "gpu_sm80", 64, 32,
+        4, 2, 2, 70, 130)
+        .strided = true;
   }
   {
     AttentionSpec s = spec(2, 2, 64, DType::BF16, AlibiPositions);
@@ -105,9 +111,10 @@ std::vector<EmuCase> cases() {
     AttentionSpec s = spec(2, 1, 64, DType::BF16, Alibi);
     s.slopes = SlopeSource::Custom;
     s.varlen = true;
-    add("sm80_bf16_mqa_varlen_custom_slopes_bh", s, "gpu_sm80", 64, 32, 4, 2,
-        3, 60, 75)
-        .slopesPerBatch = true;
+    EmuCase &c = add("sm80_bf16_mqa_varlen_custom_slopes_bh", s, "gpu_sm80", 64,
+                     32, 4, 2, 3, 60, 75);
+    c.slopesPerBatch = true;
+    c.strided = true;
   }
   {
     AttentionSpec s = spec(3, 3, 64, DType::F16, None);
@@ -149,14 +156,15 @@ std::vector<EmuCase> cases() {
   {
     AttentionSpec s = spec(2, 2, 64, DType::BF16, Alibi);
     s.causal = true;
-    add("sm90a_bf16_alibi_causal", s, "gpu_sm90a", 64, 64, 4, 2, 1, 150,
-        150);
+    add("sm90a_bf16_alibi_causal", s, "gpu_sm90a", 64, 64, 4, 2, 2, 150, 150)
+        .strided = true;
   }
   {
     AttentionSpec s = spec(4, 2, 128, DType::F16, AlibiSymmetric);
     s.window = 50;
-    add("sm90a_f16_gqa_d128_symmetric_window_two_warpgroups", s,
-        "gpu_sm90a", 128, 64, 8, 2, 1, 80, 200);
+    add("sm90a_f16_gqa_d128_symmetric_window_two_warpgroups", s, "gpu_sm90a",
+        128, 64, 8, 2, 1, 80, 200)
+        .strided = true;
   }
   {
     AttentionSpec s = spec(2, 2, 64, DType::BF16, AlibiPositions);
@@ -170,8 +178,9 @@ std::vector<EmuCase> cases() {
     s.slopes = SlopeSource::Custom;
     s.varlen = true;
     s.causal = true;
-    add("sm90a_bf16_varlen_causal_custom_slopes", s, "gpu_sm90a", 64, 64, 4,
-        3, 3, 70, 90);
+    add("sm90a_bf16_varlen_causal_custom_slopes", s, "gpu_sm90a", 64, 64, 4, 3,
+        3, 70, 90)
+        .strided = true;
   }
   {
     AttentionSpec s = spec(2, 2, 64, DType::F16, Alibi);
@@ -345,6 +354,34 @@ emu::MemRefArg contiguous(void *data, std::vector<int64_t> sizes) {
   return m;
 }
 
+/// `t` (a TensorRef, through its strides) as a memref argument.
+emu::MemRefArg memrefOf(const TensorRef &t) {
+  emu::MemRefArg m;
+  m.data = t.data;
+  for (int d = 0; d < t.rank; ++d) {
+    m.sizes.push_back(t.shape[d]);
+    m.strides.push_back(t.stride(d));
+  }
+  return m;
+}
+
+/// The tensor map the runtime makes for `t` (CudaKernel.cpp's
+/// tensorMapGeometry) as the emulator's argument.
+emu::TensorMapArg tensorMapOf(const AttentionSpec &s, const TensorRef &t,
+                              int64_t rows) {
+  const detail::TensorMapGeometry g = detail::tensorMapGeometry(s, t, rows);
+  EXPECT_EQ(detail::tensorMapError("t", t, g), "");
+  emu::TensorMapArg m;
+  m.data = t.data;
+  m.elementBytes = byteWidth(s.dtype);
+  m.boxRows = g.box[1];
+  for (int d = 0; d < detail::TensorMapGeometry::kRank; ++d)
+    m.dims[d] = int64_t(g.dims[d]);
+  for (int d = 0; d + 1 < detail::TensorMapGeometry::kRank; ++d)
+    m.strides[d] = int64_t(g.strides[d]);
+  return m;
+}
+
 /// Varlen sequences of about seqQ / seqK tokens: one short query sequence,
 /// one with no keys at all (fully masked rows).
 void varlenSequences(int64_t B, int64_t seqQ, int64_t seqK,
@@ -388,7 +425,6 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   const AttentionSpec &s = c.spec;
   ASSERT_EQ(s.validate(), "");
   const int64_t H = s.heads, Hkv = s.kvHeads, D = s.headDim, B = c.batch;
-  const int64_t e = byteWidth(s.dtype);
 
   CompiledKernel compiled(s, c.variant, c.blockM, c.blockN, c.warps, c.stages);
   ASSERT_EQ(compiled.error, "");
@@ -414,20 +450,28 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
       c.padding ? test_inputs::paddingMask(B, c.seqK) : std::vector<uint8_t>();
 
   // The kernel's arguments (KernelABI.h order), row-major.
+  const TensorRef qRef = s.varlen ? TensorRef(q.data(), {totalQ, H, D})
+                                  : TensorRef(q.data(), {B, H, c.seqQ, D});
+  const TensorRef kRef = s.varlen ? TensorRef(k.data(), {totalK, Hkv, D})
+                                  : TensorRef(k.data(), {B, Hkv, c.seqK, D});
+  TensorRef vRef = kRef, oRef = qRef;
+  vRef.data = v.data();
+  oRef.data = o.data();
   emu::Launch launch;
-  if (s.varlen) {
-    launch.memrefs = {contiguous(q.data(), {totalQ, H, D}),
-                      contiguous(k.data(), {totalK, Hkv, D}),
-                      contiguous(v.data(), {totalK, Hkv, D}),
-                      contiguous(o.data(), {totalQ, H, D}),
-                      contiguous(lse.data(), {H, totalQ})};
-  } else {
-    launch.memrefs = {contiguous(q.data(), {B, H, c.seqQ, D}),
-                      contiguous(k.data(), {B, Hkv, c.seqK, D}),
-                      contiguous(v.data(), {B, Hkv, c.seqK, D}),
-                      contiguous(o.data(), {B, H, c.seqQ, D}),
-                      contiguous(lse.data(), {B, H, c.seqQ})};
-  }
+  // Sets q, k, v, o (the first four memrefs) and their tensor maps.
+  auto setData = [&](const TensorRef &tq, const TensorRef &tk,
+                     const TensorRef &tv, const TensorRef &to) {
+    const TensorRef *refs[4] = {&tq, &tk, &tv, &to};
+    for (int i = 0; i < 4; ++i)
+      launch.memrefs[size_t(i)] = memrefOf(*refs[i]);
+    if (c.variant == "gpu_sm90a")
+      launch.maps = {tensorMapOf(s, tq, c.blockM), tensorMapOf(s, tk, c.blockN),
+                     tensorMapOf(s, tv, c.blockN)};
+  };
+  launch.memrefs.resize(4);
+  launch.memrefs.push_back(s.varlen ? contiguous(lse.data(), {H, totalQ})
+                                    : contiguous(lse.data(), {B, H, c.seqQ}));
+  setData(qRef, kRef, vRef, oRef);
   pushSlopesAndMask(launch, slopes, c.slopesPerBatch, kpm, B, H, c.seqK);
   if (s.varlen) {
     launch.memrefs.push_back(contiguous(cuQ.data(), {B + 1}));
@@ -438,26 +482,6 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   }
   if (s.positionOffsets)
     launch.scalars = {c.qOffset, c.kOffset};
-  if (c.variant == "gpu_sm90a") {
-    auto map = [&](TypedBuffer &t, int64_t rows, int64_t hx,
-                   int64_t seq, int64_t box) {
-      emu::TensorMapArg m;
-      m.data = t.data();
-      m.elementBytes = e;
-      m.boxRows = box;
-      if (s.varlen) {
-        m.dims[0] = D, m.dims[1] = rows, m.dims[2] = hx;
-        m.strides[0] = hx * D * e, m.strides[1] = D * e;
-      } else {
-        m.dims[0] = D, m.dims[1] = seq, m.dims[2] = B * hx;
-        m.strides[0] = D * e, m.strides[1] = seq * D * e;
-      }
-      return m;
-    };
-    launch.maps = {map(q, totalQ, H, c.seqQ, c.blockM),
-                   map(k, totalK, Hkv, c.seqK, c.blockN),
-                   map(v, totalK, Hkv, c.seqK, c.blockN)};
-  }
   launch.grid[0] = std::max<int64_t>(1, (maxSq + c.blockM - 1) / c.blockM);
   launch.grid[1] = H;
   launch.grid[2] = B;
@@ -466,6 +490,22 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
   launch.onlyX = c.onlyBlocks;
   launch.onlyY = c.onlyHeads;
   ASSERT_EQ(emu::run(kernel, launch), "") << c.name;
+
+  if (c.strided) {
+    ASSERT_TRUE(c.onlyBlocks.empty() && c.onlyHeads.empty()) << c.name;
+    // [B, S, H + 1, D] memory with NaN gaps (StridedCopy): only the
+    // addresses change, so the bits must not; a gap read shows as NaN.
+    test::StridedCopy sq(qRef, s.dtype, &q), sk(kRef, s.dtype, &k),
+        sv(vRef, s.dtype, &v), so(oRef, s.dtype);
+    std::vector<float> slse(lse.size(), 555.0f);
+    launch.memrefs[4].data = slse.data();
+    setData(sq.ref(), sk.ref(), sv.ref(), so.ref());
+    ASSERT_EQ(emu::run(kernel, launch), "") << c.name << " (strided)";
+    EXPECT_TRUE(so.sameBitsAs(o)) << c.name << ": strided o differs";
+    EXPECT_EQ(std::memcmp(slse.data(), lse.data(), lse.size() * sizeof(float)),
+              0)
+        << c.name << ": strided lse differs";
+  }
 
   // Against the float64 reference, ALIBI.md's rule.
   reference::RoundedInputs rounded = reference::fromBuffers(
@@ -551,6 +591,8 @@ struct DecodeCase {
   int64_t blockM = 16, blockN = 64, warps = 1, stages = 2;
   bool slopesPerBatch = false, padding = false;
   int64_t qOffset = 0, kOffset = 0;
+  /// Run again on strided copies of q, k, v, o (StridedCopy): the same bits.
+  bool strided = false;
 };
 
 void PrintTo(const DecodeCase &c, std::ostream *os) { *os << c.name; }
@@ -572,9 +614,9 @@ std::vector<DecodeCase> decodeCases() {
   {
     AttentionSpec s = spec(12, 4, 128, DType::BF16, Alibi);
     s.causal = true;
-    add("gqa3_bf16_alibi_causal_sq1_sk1000", s, 1, 1000, 0);
+    add("gqa3_bf16_alibi_causal_sq1_sk1000", s, 1, 1000, 0).strided = true;
     s.pageSize = 16;
-    add("gqa3_paged16_sq2_sk1000_split3", s, 2, 1000, 3);
+    add("gqa3_paged16_sq2_sk1000_split3", s, 2, 1000, 3).strided = true;
   }
   {
     AttentionSpec s = spec(40, 8, 64, DType::F16, AlibiSymmetric);
@@ -643,9 +685,9 @@ std::vector<DecodeCase> decodeCases() {
     AttentionSpec p = spec(40, 10, 80, DType::F16, Alibi);
     p.causal = true;
     p.pageSize = 16;
-    add("gqa4_f16_d80_paged16_sq1_sk1000", p, 1, 1000, 0);
+    add("gqa4_f16_d80_paged16_sq1_sk1000", p, 1, 1000, 0).strided = true;
     AttentionSpec m = spec(12, 1, 80, DType::BF16, AlibiSymmetric);
-    add("mqa12_d80_sq2_sk2048_split3", m, 2, 2048, 3);
+    add("mqa12_d80_sq2_sk2048_split3", m, 2, 2048, 3).strided = true;
   }
   {
     AttentionSpec s = spec(40, 40, 128, DType::BF16, AlibiSymmetric);
@@ -714,12 +756,14 @@ TEST_P(GpuDecodeEmu, MatchesFloat64Reference) {
       c.padding ? test_inputs::paddingMask(B, c.seqK) : std::vector<uint8_t>();
 
   emu::Launch launch;
-  launch.memrefs = {contiguous(q.data(), {B, H, Sq, D})};
-  for (TypedBuffer *t : {&k, &v})
-    launch.memrefs.push_back(
-        ps ? contiguous(t->data(), {cacheRows / ps, ps, Hkv, D})
-           : contiguous(t->data(), {B, Hkv, c.seqK, D}));
-  launch.memrefs.push_back(contiguous(o.data(), {B, H, Sq, D}));
+  const TensorRef qRef(q.data(), {B, H, Sq, D}),
+      kRef = ps ? TensorRef(k.data(), {cacheRows / ps, ps, Hkv, D})
+                : TensorRef(k.data(), {B, Hkv, c.seqK, D});
+  TensorRef vRef = kRef, oRef = qRef;
+  vRef.data = v.data();
+  oRef.data = o.data();
+  for (const TensorRef &t : {qRef, kRef, vRef, oRef})
+    launch.memrefs.push_back(memrefOf(t));
   launch.memrefs.push_back(contiguous(lse.data(), {B, H, Sq}));
   pushSlopesAndMask(launch, slopes, c.slopesPerBatch, kpm, B, H, c.seqK);
   if (ps) {
@@ -740,10 +784,7 @@ TEST_P(GpuDecodeEmu, MatchesFloat64Reference) {
 
   // Split-KV: o is left to the merge kernel, which combines the parts and
   // adds the row constants split 0 left in lse (grid (Sq, H, B), one warp).
-  if (c.splits > 0) {
-    for (int64_t i = 0; i < rows * D; ++i)
-      ASSERT_EQ(o.get(size_t(i)), untouched) << "o element " << i;
-    ASSERT_TRUE(compiled.merge) << "no " << kCudaMergeKernelName;
+  auto runMerge = [&] {
     emu::Launch merge;
     merge.memrefs = {launch.memrefs[launch.memrefs.size() - 2],
                      launch.memrefs.back(), launch.memrefs[3],
@@ -752,7 +793,32 @@ TEST_P(GpuDecodeEmu, MatchesFloat64Reference) {
     merge.grid[1] = H;
     merge.grid[2] = B;
     merge.threads = 32;
-    ASSERT_EQ(emu::run(compiled.merge, merge), "") << c.name << " merge";
+    return emu::run(compiled.merge, merge);
+  };
+  if (c.splits > 0) {
+    for (int64_t i = 0; i < rows * D; ++i)
+      ASSERT_EQ(o.get(size_t(i)), untouched) << "o element " << i;
+    ASSERT_TRUE(compiled.merge) << "no " << kCudaMergeKernelName;
+    ASSERT_EQ(runMerge(), "") << c.name << " merge";
+  }
+  if (c.strided) {
+    // As GpuEmu's strided cases: the same bits through other addresses
+    // (a paged cache seen as [P, ps, Hkv, D] over [P, Hkv, ps + 1, D]).
+    test::StridedCopy sq(qRef, s.dtype, &q), sk(kRef, s.dtype, &k),
+        sv(vRef, s.dtype, &v), so(oRef, s.dtype);
+    std::vector<float> slse(lse.size(), 555.0f);
+    const TensorRef refs[4] = {sq.ref(), sk.ref(), sv.ref(), so.ref()};
+    for (int i = 0; i < 4; ++i)
+      launch.memrefs[size_t(i)] = memrefOf(refs[i]);
+    launch.memrefs[4].data = slse.data();
+    ASSERT_EQ(emu::run(compiled.kernel, launch), "") << c.name << " (strided)";
+    if (c.splits > 0) {
+      ASSERT_EQ(runMerge(), "") << c.name << " merge (strided)";
+    }
+    EXPECT_TRUE(so.sameBitsAs(o)) << c.name << ": strided o differs";
+    EXPECT_EQ(std::memcmp(slse.data(), lse.data(), lse.size() * sizeof(float)),
+              0)
+        << c.name << ": strided lse differs";
   }
 
   reference::RoundedInputs rounded = reference::fromBuffers(
@@ -805,6 +871,9 @@ struct BwdCase {
   int64_t blockM = 64, blockN = 64, warps = 4, stages = 2;
   bool slopesPerBatch = false, padding = false;
   int64_t qOffset = 0, kOffset = 0;
+  /// Run again with q, k, v, o, grad_o, dq, dk, dv strided (StridedCopy):
+  /// the same bits.
+  bool strided = false;
 };
 
 void PrintTo(const BwdCase &c, std::ostream *os) { *os << c.name; }
@@ -829,7 +898,7 @@ std::vector<BwdCase> bwdCases() {
   {
     AttentionSpec s = spec(4, 2, 64, DType::BF16, Alibi);
     s.causal = true;
-    add("gqa2_bf16_alibi_causal_tail", s, 1, 100, 100);
+    add("gqa2_bf16_alibi_causal_tail", s, 2, 100, 100).strided = true;
   }
   {
     AttentionSpec s = spec(2, 2, 80, DType::F16, AlibiSymmetric);
@@ -846,12 +915,13 @@ std::vector<BwdCase> bwdCases() {
         add("mqa_bf16_trainable_slopes_bh_padding_causal", s, 2, 90, 90);
     c.slopesPerBatch = true;
     c.padding = true;
+    c.strided = true;
   }
   {
     AttentionSpec s = spec(3, 1, 64, DType::BF16, Alibi);
     s.slopes = SlopeSource::Custom;
     s.varlen = true;
-    add("mqa_bf16_varlen_trainable_slopes_h", s, 3, 60, 75);
+    add("mqa_bf16_varlen_trainable_slopes_h", s, 3, 60, 75).strided = true;
   }
   {
     AttentionSpec s = spec(4, 2, 64, DType::BF16, Alibi);
@@ -1010,6 +1080,12 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
       contiguous(gradLse.data(), lseShape),   contiguous(dq.data(), qShape),
       contiguous(dk.data(), kShape),          contiguous(dv.data(), kShape),
       contiguous(rowState.data(), stateShape)};
+  // The launch's memrefs that are strided tensors (KernelABI.h), with the
+  // row-major buffers they hold.
+  const std::pair<size_t, TypedBuffer *> dataArgs[] = {
+      {0, &q},  {1, &k},  {2, &v},  {3, &o},
+      {4, &dO}, {7, &dq}, {8, &dk}, {9, &dv}};
+  const size_t dslopesArg = launch.memrefs.size() + 1;
   if (!slopes.empty()) {
     emu::MemRefArg m = contiguous(slopes.data(), {B, H});
     if (!c.slopesPerBatch)
@@ -1033,15 +1109,51 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
   if (s.positionOffsets)
     launch.scalars = {c.qOffset, c.kOffset};
   launch.threads = 32 * c.warps;
-  launch.grid[0] = queryBlocks;
-  launch.grid[1] = H;
   launch.grid[2] = B;
-  launch.smemBytes = compiled.smem;
-  ASSERT_EQ(emu::run(compiled.kernel, launch), "") << c.name << " (dq)";
-  launch.grid[0] = std::max<int64_t>(1, (maxSk + c.blockN - 1) / c.blockN);
-  launch.grid[1] = Hkv;
-  launch.smemBytes = compiled.dkdvSmem;
-  ASSERT_EQ(emu::run(compiled.dkdv, launch), "") << c.name << " (dk, dv)";
+  auto runBoth = [&](const char *label) {
+    launch.grid[0] = queryBlocks;
+    launch.grid[1] = H;
+    launch.smemBytes = compiled.smem;
+    ASSERT_EQ(emu::run(compiled.kernel, launch), "")
+        << c.name << label << " (dq)";
+    launch.grid[0] = std::max<int64_t>(1, (maxSk + c.blockN - 1) / c.blockN);
+    launch.grid[1] = Hkv;
+    launch.smemBytes = compiled.dkdvSmem;
+    ASSERT_EQ(emu::run(compiled.dkdv, launch), "")
+        << c.name << label << " (dk, dv)";
+  };
+  runBoth("");
+  if (c.strided) {
+    // [B, S, H + 1, D] memory with NaN gaps (StridedCopy), fresh scratch:
+    // only the addresses change, so the gradients' bits must not.
+    std::vector<test::StridedCopy> copies;
+    copies.reserve(std::size(dataArgs));
+    for (auto [arg, buffer] : dataArgs) {
+      TensorRef like(buffer->data(), {});
+      like.rank = int(launch.memrefs[arg].sizes.size());
+      std::copy(launch.memrefs[arg].sizes.begin(),
+                launch.memrefs[arg].sizes.end(), like.shape);
+      const bool input = arg < 7;
+      copies.emplace_back(like, s.dtype, input ? buffer : nullptr);
+      launch.memrefs[arg] = memrefOf(copies.back().ref());
+    }
+    std::vector<float> state2(rowState.size(), 777.0f),
+        dslopes2(dslopes.size(), -1.0f), parts2(parts.size(), 0.0f);
+    launch.memrefs[10].data = state2.data();
+    if (!slopes.empty()) {
+      launch.memrefs[dslopesArg].data = dslopes2.data();
+      launch.memrefs.back().data = parts2.data();
+    }
+    runBoth(" (strided)");
+    for (size_t i = 5; i < 8; ++i)
+      EXPECT_TRUE(copies[i].sameBitsAs(*dataArgs[i].second))
+          << c.name << ": strided "
+          << (i == 5   ? "dq"
+              : i == 6 ? "dk"
+                       : "dv")
+          << " differs";
+    EXPECT_EQ(dslopes2, dslopes) << c.name << ": strided dslopes differ";
+  }
 
   std::vector<float> dOf(dO.size());
   for (size_t i = 0; i < dOf.size(); ++i)

@@ -133,6 +133,23 @@ public:
         if (mi >= launch.memrefs.size())
           fail("too few memref arguments");
         const MemRefArg &m = launch.memrefs[mi++];
+        // What the lowering reads from the descriptor must be what the
+        // type promises: static sizes and strides bind.
+        SmallVector<int64_t> typeStrides;
+        int64_t typeOffset;
+        if (failed(mt.getStridesAndOffset(typeStrides, typeOffset)) ||
+            m.sizes.size() != size_t(mt.getRank()) ||
+            m.strides.size() != size_t(mt.getRank()))
+          fail("a memref argument of another rank or layout");
+        for (int64_t d = 0; d < mt.getRank(); ++d)
+          if ((!ShapedType::isDynamic(mt.getDimSize(d)) &&
+               mt.getDimSize(d) != m.sizes[size_t(d)]) ||
+              (!ShapedType::isDynamic(typeStrides[size_t(d)]) &&
+               m.sizes[size_t(d)] > 1 &&
+               typeStrides[size_t(d)] != m.strides[size_t(d)]))
+            fail("memref argument " + std::to_string(mi - 1) +
+                 ": its sizes or strides differ from the static ones of the "
+                 "kernel's type");
         Mem mem;
         mem.base = static_cast<uint8_t *>(m.data);
         mem.sizes = m.sizes;
@@ -1271,19 +1288,29 @@ void Cta::tmaLoad(nvgpu::TmaAsyncLoadOp o, const std::vector<uint8_t> &mask) {
   for (int64_t t = 0; t < T; ++t) {
     if (!mask[t])
       continue;
+    if (o.getCoordinates().size() != 4)
+      fail("tma: the tensor maps are rank 4");
     int64_t c0 = ival(o.getCoordinates()[0], t);
     int64_t c1 = ival(o.getCoordinates()[1], t);
     int64_t c2 = ival(o.getCoordinates()[2], t);
+    int64_t c3 = ival(o.getCoordinates()[3], t);
     int64_t base = simAddr(dst.base);
     if (base % 1024 != 0)
       fail("tma: a 128-byte swizzled tile must start 1024-byte aligned");
+    if (reinterpret_cast<uintptr_t>(map.data) % 16 != 0 ||
+        map.strides[0] % 16 != 0 || map.strides[1] % 16 != 0 ||
+        map.strides[2] % 16 != 0)
+      fail("tma: a tensor map's address and strides must be multiples of "
+           "16 bytes");
     for (int64_t r = 0; r < map.boxRows; ++r)
       for (int64_t c = 0; c < 64; ++c) {
-        int64_t x = c0 + c, y = c1 + r, z = c2;
+        int64_t x = c0 + c, y = c1 + r;
         double v = 0;
-        if (x < map.dims[0] && y < map.dims[1] && z < map.dims[2]) {
+        if (x < map.dims[0] && y < map.dims[1] && c2 < map.dims[2] &&
+            c3 < map.dims[3]) {
           const uint8_t *p = static_cast<const uint8_t *>(map.data) + x * e +
-                             y * map.strides[0] + z * map.strides[1];
+                             y * map.strides[0] + c2 * map.strides[1] +
+                             c3 * map.strides[2];
           uint16_t h;
           std::memcpy(&h, p, 2);
           v = from16(dst.elt, h);

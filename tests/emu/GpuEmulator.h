@@ -41,12 +41,13 @@ struct MemRefArg {
   std::vector<int64_t> sizes, strides;
 };
 
-/// A rank-3 tensor map (KernelABI.h): element (c0, c1, c2) at data + c0*e +
-/// c1*strides[0] + c2*strides[1] bytes, box {64, boxRows, 1}.
+/// A rank-4 tensor map (KernelABI.h): element (c0, c1, c2, c3) at data +
+/// c0*e + c1*strides[0] + c2*strides[1] + c3*strides[2] bytes, box {64,
+/// boxRows, 1, 1}.
 struct TensorMapArg {
   const void *data = nullptr;
-  int64_t dims[3] = {0, 0, 0};
-  int64_t strides[2] = {0, 0};
+  int64_t dims[4] = {0, 0, 0, 0};
+  int64_t strides[3] = {0, 0, 0};
   int64_t elementBytes = 2;
   int64_t boxRows = 0;
 };

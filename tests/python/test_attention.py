@@ -111,19 +111,26 @@ def test_bshd_layout_equals_bhsd():
     assert torch.equal(o2.transpose(1, 2), o)
 
 
-def test_strided_tensors_are_not_copied(monkeypatch):
-    """CPU tensors go to the kernels through their strides: [B, S, H, D]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="skipped: no GPU"))]
+# The CUDA kernels take f16 and bf16 only.
+DEVICE_DTYPE = {"cpu": torch.float32, "cuda": torch.bfloat16}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_tensors_are_not_copied(monkeypatch, device):
+    """q, k, v go to the kernels through their strides: [B, S, H, D]
     tensors and slices of a fused QKV tensor give the row-major results
     bit for bit, and no .contiguous() copy is made on the way."""
     torch.manual_seed(3)
     B, S, H, D = 2, 37, 8, 64
-    qkv = torch.randn(B, S, 3, H, D)
+    qkv = torch.randn(B, S, 3, H, D, dtype=DEVICE_DTYPE[device], device=device)
     q, k, v = qkv.unbind(2)            # [B, S, H, D] views, row stride 3*H*D
     want = tilt.attention(*(t.transpose(1, 2).contiguous() for t in (q, k, v)),
                           causal=True)
 
     def no_copy(self, *args, **kwargs):
-        raise AssertionError("a strided CPU tensor was copied")
+        raise AssertionError("a strided tensor was copied")
     monkeypatch.setattr(torch.Tensor, "contiguous", no_copy)
     o = tilt.attention(q, k, v, causal=True, layout="bshd")
     assert o.shape == (B, S, H, D)
@@ -139,14 +146,16 @@ def test_strided_tensors_are_not_copied(monkeypatch):
     assert torch.equal(o3, want)
 
 
-def test_bshd_gradients_equal_bhsd():
+@pytest.mark.parametrize("device", DEVICES)
+def test_bshd_gradients_equal_bhsd(device):
     torch.manual_seed(4)
     B, S, H, Hkv, D = 2, 19, 8, 2, 64
-    slopes = tilt.alibi_slopes(H).requires_grad_()
-    base = [torch.randn(B, S, h, D) for h in (H, Hkv, Hkv)]
+    dt = DEVICE_DTYPE[device]
+    slopes = tilt.alibi_slopes(H).to(device).requires_grad_()
+    base = [torch.randn(B, S, h, D, dtype=dt, device=device) for h in (H, Hkv, Hkv)]
     bshd = [t.clone().requires_grad_() for t in base]
     bhsd = [t.transpose(1, 2).contiguous().requires_grad_() for t in base]
-    grad = torch.randn(B, S, H, D)
+    grad = torch.randn(B, S, H, D, dtype=dt, device=device)
     s1 = slopes.detach().clone().requires_grad_()
     s2 = slopes.detach().clone().requires_grad_()
     tilt.attention(*bshd, causal=True, slopes=s1, layout="bshd").backward(grad)

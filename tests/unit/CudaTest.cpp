@@ -424,28 +424,83 @@ TEST(CudaParams, PlainDenseHasOnlyTheFiveTensors) {
   EXPECT_EQ(p.count, 4 * 11 + 9);
 }
 
+TEST(CudaParams, DataTensorsCarryTheirStrides) {
+  // q, k, v, o through their strides ([B, S, H, D] memory here), lse
+  // row-major (KernelABI.h).
+  AttentionSpec s = makeSpec(2, 2, 16, BiasKind::Alibi);
+  s.dtype = DType::F16;
+  AttentionArgs a;
+  a.q = a.o = TensorRef(at(0x10), {1, 2, 3, 16}).withStrides({96, 16, 32, 1});
+  a.k = a.v = TensorRef(at(0x20), {1, 2, 5, 16});
+  a.lse = TensorRef(at(0x30), {1, 2, 3});
+  KernelParams p;
+  detail::packKernelParams(s, a, 1, nullptr, 0, p);
+  ASSERT_EQ(p.count, 4 * 11 + 9);
+  auto field = [&](int memref, int i) { return p.values[memref * 11 + i]; };
+  for (int d = 0; d < 4; ++d) {
+    EXPECT_EQ(field(0, 7 + d), uint64_t(a.q.strides[d])) << "q stride " << d;
+    EXPECT_EQ(field(3, 7 + d), uint64_t(a.o.strides[d])) << "o stride " << d;
+  }
+  EXPECT_EQ(std::vector<uint64_t>(p.values + 11 + 7, p.values + 11 + 11),
+            (std::vector<uint64_t>{160, 80, 16, 1})); // k row-major
+  EXPECT_EQ(std::vector<uint64_t>(p.values + 44 + 6, p.values + 44 + 9),
+            (std::vector<uint64_t>{6, 3, 1})); // lse
+}
+
 TEST(CudaTensorMaps, Geometry) {
+  using G = detail::TensorMapGeometry;
+  auto dims = [](const G &g) {
+    return std::vector<uint64_t>(g.dims, g.dims + G::kRank);
+  };
+  auto strides = [](const G &g) {
+    return std::vector<uint64_t>(g.strides, g.strides + G::kRank - 1);
+  };
   AttentionSpec dense = makeSpec(3, 3, 128);
   dense.dtype = DType::BF16;
   auto g = detail::tensorMapGeometry(
       dense, TensorRef(nullptr, {2, 3, 100, 128}), 128);
-  EXPECT_EQ(std::vector<uint64_t>(g.dims, g.dims + 3),
-            (std::vector<uint64_t>{128, 100, 6}));
-  EXPECT_EQ(std::vector<uint64_t>(g.strides, g.strides + 2),
-            (std::vector<uint64_t>{256, 100 * 128 * 2}));
-  EXPECT_EQ(std::vector<uint32_t>(g.box, g.box + 3),
-            (std::vector<uint32_t>{64, 128, 1}));
+  EXPECT_EQ(dims(g), (std::vector<uint64_t>{128, 100, 3, 2}));
+  EXPECT_EQ(strides(g), (std::vector<uint64_t>{256, 100 * 256, 3 * 100 * 256}));
+  EXPECT_EQ(std::vector<uint32_t>(g.box, g.box + G::kRank),
+            (std::vector<uint32_t>{64, 128, 1, 1}));
+  EXPECT_EQ(
+      detail::tensorMapError("q", TensorRef(nullptr, {2, 3, 100, 128}), g), "");
+
+  // [B, S, H, D] memory, and a slice of a fused [B, S, 3, H, D] tensor.
+  const TensorRef bshd =
+      TensorRef(nullptr, {2, 3, 100, 128}).withStrides({38400, 128, 384, 1});
+  g = detail::tensorMapGeometry(dense, bshd, 64);
+  EXPECT_EQ(dims(g), (std::vector<uint64_t>{128, 100, 3, 2}));
+  EXPECT_EQ(strides(g), (std::vector<uint64_t>{768, 256, 76800}));
+  const TensorRef fused =
+      TensorRef(nullptr, {2, 3, 100, 128}).withStrides({115200, 128, 1152, 1});
+  g = detail::tensorMapGeometry(dense, fused, 64);
+  EXPECT_EQ(strides(g), (std::vector<uint64_t>{2304, 256, 230400}));
+  EXPECT_EQ(detail::tensorMapError("k", fused, g), "");
+  // A dim of one element: its stride (any, from torch) is replaced.
+  const TensorRef one =
+      TensorRef(nullptr, {1, 3, 100, 128}).withStrides({7, 128, 384, 1});
+  g = detail::tensorMapGeometry(dense, one, 64);
+  EXPECT_EQ(strides(g), (std::vector<uint64_t>{768, 256, 3 * 256}));
+  EXPECT_EQ(detail::tensorMapError("q", one, g), "");
+  // Rows 8 bytes apart: TMA cannot.
+  const TensorRef odd =
+      TensorRef(nullptr, {2, 3, 100, 128}).withStrides({38404, 128, 388, 1});
+  g = detail::tensorMapGeometry(dense, odd, 64);
+  EXPECT_EQ(detail::tensorMapError("v", odd, g),
+            "v: the TMA kernels (gpu_sm90a) need its address and strides in "
+            "multiples of 16 bytes (and strides below 2^40 bytes), got strides "
+            "[38404, 128, 388, 1] (elements)");
 
   AttentionSpec varlen = makeSpec(4, 2, 64);
   varlen.dtype = DType::F16;
   varlen.varlen = true;
   g = detail::tensorMapGeometry(varlen, TensorRef(nullptr, {50, 2, 64}), 32);
-  EXPECT_EQ(std::vector<uint64_t>(g.dims, g.dims + 3),
-            (std::vector<uint64_t>{64, 50, 2}));
-  EXPECT_EQ(std::vector<uint64_t>(g.strides, g.strides + 2),
-            (std::vector<uint64_t>{2 * 64 * 2, 64 * 2}));
-  EXPECT_EQ(std::vector<uint32_t>(g.box, g.box + 3),
-            (std::vector<uint32_t>{64, 32, 1}));
+  EXPECT_EQ(dims(g), (std::vector<uint64_t>{64, 50, 2, 1}));
+  EXPECT_EQ(strides(g),
+            (std::vector<uint64_t>{2 * 64 * 2, 64 * 2, 2 * 64 * 2}));
+  EXPECT_EQ(std::vector<uint32_t>(g.box, g.box + G::kRank),
+            (std::vector<uint32_t>{64, 32, 1, 1}));
 }
 
 //===----------------------------------------------------------------------===//

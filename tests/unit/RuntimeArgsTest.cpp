@@ -61,9 +61,8 @@ TEST_F(RuntimeArgs, ValidProblemsRun) {
   }
 }
 
-// Strides (TensorRef): q, k, v, o may be strided on the CPU, D contiguous,
-// an output without overlap; every other tensor, and every tensor on the
-// cuda target, row-major.
+// Strides (TensorRef): q, k, v, o may be strided, D contiguous, an output
+// without overlap; every other tensor row-major.
 TEST_F(RuntimeArgs, InnermostStrideMustBeOne) {
   Problem p = dense();
   AttentionArgs args = p.args();
@@ -157,15 +156,28 @@ TEST(TensorRefStrides, ZeroSizeTensorsAreRowMajorWhateverTheirStrides) {
       TensorRef(&x, {2, 12, 1, 64}).withStrides({768, 64, 64, 2}).rowMajor());
 }
 
-TEST_F(RuntimeArgs, CudaTakesRowMajorOnly) {
+TEST_F(RuntimeArgs, CudaChecksStridesBeforeTheDevice) {
+  // The CUDA kernels take q, k, v, o through their strides too; what they
+  // cannot take is refused before any device is probed.
   Problem p = dense();
   AttentionArgs args = p.args();
-  args.q = args.q.withStrides({12288, 64, 768, 1}); // [B, S, H, D] memory
+  args.q = args.q.withStrides({12288, 64, 768, 2});
   expectError(p, args,
-              "q: must be row-major (strides [12288, 1024, 64, 1] for shape "
-              "[2, 12, 16, 64]) on target cuda, got strides [12288, 64, 768, "
-              "1]",
+              "q: the innermost stride must be 1 (D elements contiguous), got "
+              "strides [12288, 64, 768, 2]",
               Target::CUDA);
+  args = p.args();
+  args.lse = args.lse.withStrides({16, 32, 1});
+  expectError(p, args,
+              "lse: must be row-major (strides [192, 16, 1] for shape [2, 12, "
+              "16]), got strides [16, 32, 1]",
+              Target::CUDA);
+  // [B, S, H, D] memory passes the stride checks: what stops it here is
+  // the missing GPU (or, with one, nothing).
+  args = p.args();
+  args.q = args.q.withStrides({12288, 64, 768, 1});
+  const std::string err = rt.run(p.spec, args, Target::CUDA);
+  EXPECT_EQ(err.rfind("q:", 0), std::string::npos) << err;
 }
 
 TEST_F(RuntimeArgs, InvalidSpec) {
@@ -638,16 +650,17 @@ TEST_F(BackwardArgsTest, VariantsStayOnTheirSide) {
                       backward, Target::CUDA);
 }
 
-TEST_F(BackwardArgsTest, CudaRefusesStridedGradientsBeforeTheDevice) {
+TEST_F(BackwardArgsTest, CudaRefusesBadGradientStridesBeforeTheDevice) {
   // alibi_positions too: the GPU backward takes it, so the strides are
   // what it names.
   Problem p = dense(false, true);
   p.spec.bias = BiasKind::AlibiPositions;
   Grads g(p);
   g.args.dq = g.args.dq.withStrides({12288, 64, 768, 1}); // [B, S, H, D]
+  g.args.dk = g.args.dk.withStrides({0, 1024, 64, 1});    // batches overlap
   expectBackwardError(p, p.args(), g,
-                      "dq: must be row-major (strides [12288, 1024, 64, 1] "
-                      "for shape [2, 12, 16, 64]) on target cuda, got strides "
-                      "[12288, 64, 768, 1]",
+                      "dk: strides [0, 1024, 64, 1] for shape [2, 4, 16, 64] "
+                      "make elements overlap; an output needs a distinct "
+                      "element for every index",
                       TileConfig(), Target::CUDA);
 }

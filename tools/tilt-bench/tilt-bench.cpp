@@ -25,7 +25,7 @@
 // decode family); kv_read_gbps then counts the cache's K and V once.
 // --splits N fixes the decode family's split-KV parts (RuntimeOptions::
 // decodeSplits; 1: none); by default the runtime's rule picks them.
-// --layout bshd (CPU) hands q, k, v, o (and the gradients) over as
+// --layout bshd hands q, k, v, o (and the gradients) over as
 // [B, S, H, D] memory through their strides (TensorRef), as a model's
 // projections leave them; a paged cache keeps its own layout.
 //
@@ -213,12 +213,21 @@ double visiblePairs(const AttentionSpec &spec, int64_t seq, int64_t seqK) {
   return pairs;
 }
 
+/// `t` ([B, H, S, D], row-major) seen as [B, S, H, D] memory (--layout
+/// bshd) when `bshd`: the same buffer through its strides.
+TensorRef laidOut(TensorRef t, bool bshd) {
+  if (!bshd)
+    return t;
+  const int64_t heads = t.shape[1], seq = t.shape[2], d = t.shape[3];
+  return t.withStrides({seq * heads * d, d, heads * d, 1});
+}
+
 /// --target cuda: the same measurements on the GPU, timed with events
 /// (with a paged cache the runtime's copies of the block table and context
 /// lengths to the host, for its checks, are inside the timed calls).
 int benchCuda(const AttentionSpec &spec, const TileConfig &config,
               int64_t batch, int64_t seq, int64_t seqK, int64_t warmup,
-              int64_t repeats, bool json, bool backward) {
+              int64_t repeats, bool json, bool backward, bool bshd) {
   cuda::DeviceInfo device;
   if (std::string err = cuda::probe(device); !err.empty())
     return fail(err);
@@ -250,10 +259,10 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
       !err.empty())
     return fail(err);
   AttentionArgs args;
-  args.q = TensorRef(q.data(), {batch, H, seq, D});
-  args.k = TensorRef(k.data(), {batch, Hkv, seqK, D});
-  args.v = TensorRef(v.data(), {batch, Hkv, seqK, D});
-  args.o = TensorRef(o.data(), {batch, H, seq, D});
+  args.q = laidOut(TensorRef(q.data(), {batch, H, seq, D}), bshd);
+  args.k = laidOut(TensorRef(k.data(), {batch, Hkv, seqK, D}), bshd);
+  args.v = laidOut(TensorRef(v.data(), {batch, Hkv, seqK, D}), bshd);
+  args.o = laidOut(TensorRef(o.data(), {batch, H, seq, D}), bshd);
   // --trainable-slopes: the standard values as a custom [H] tensor.
   cuda::DeviceBuffer slopes;
   if (spec.slopes == SlopeSource::Custom) {
@@ -338,10 +347,10 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
       return fail(err);
     args.lse = TensorRef(lse.data(), {batch, H, seq});
     BackwardArgs grads;
-    grads.gradO = TensorRef(gradO.data(), {batch, H, seq, D});
-    grads.dq = TensorRef(dq.data(), {batch, H, seq, D});
-    grads.dk = TensorRef(dk.data(), {batch, Hkv, seqK, D});
-    grads.dv = TensorRef(dv.data(), {batch, Hkv, seqK, D});
+    grads.gradO = laidOut(TensorRef(gradO.data(), {batch, H, seq, D}), bshd);
+    grads.dq = laidOut(TensorRef(dq.data(), {batch, H, seq, D}), bshd);
+    grads.dk = laidOut(TensorRef(dk.data(), {batch, Hkv, seqK, D}), bshd);
+    grads.dv = laidOut(TensorRef(dv.data(), {batch, Hkv, seqK, D}), bshd);
     if (args.slopes.present())
       grads.dslopes = TensorRef(dslopes.data(), {H});
     auto bwd = [&] {
@@ -495,9 +504,6 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
                 "mask; use tilt-run for the others");
   if (o.trainable && (!o.backward || !spec.hasAlibi()))
     return fail("--trainable-slopes needs --backward and an alibi bias");
-  if (o.bshd && o.target != "cpu")
-    return fail("--layout bshd: strided tensors run on the CPU only (for "
-                "now)");
   if (o.trainable)
     o.flags.spec.slopes = SlopeSource::Custom;
   if (o.pageSize) {
@@ -559,14 +565,8 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   args.v = TensorRef(vb.data(), {o.batch, Hkv, o.seqK, D});
   args.o = TensorRef(ob.data(), {o.batch, H, o.seq, D});
   // --layout bshd: the same buffers as [B, S, H, D] memory.
-  auto laidOut = [&](TensorRef t) {
-    if (!o.bshd)
-      return t;
-    const int64_t heads = t.shape[1], seq = t.shape[2];
-    return t.withStrides({seq * heads * D, D, heads * D, 1});
-  };
   for (TensorRef *t : {&args.q, &args.k, &args.v, &args.o})
-    *t = laidOut(*t);
+    *t = laidOut(*t, o.bshd);
   std::vector<int32_t> blockTable, contextLens;
   if (ps) {
     blockTable.resize(o.batch * pagesPerSeq);
@@ -630,10 +630,13 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
     for (size_t i = 0; i < ob.size(); ++i)
       dob.set(i, normal(rng));
     BackwardArgs grads;
-    grads.gradO = laidOut(TensorRef(dob.data(), {o.batch, H, o.seq, D}));
-    grads.dq = laidOut(TensorRef(dqb.data(), {o.batch, H, o.seq, D}));
-    grads.dk = laidOut(TensorRef(dkb.data(), {o.batch, Hkv, o.seqK, D}));
-    grads.dv = laidOut(TensorRef(dvb.data(), {o.batch, Hkv, o.seqK, D}));
+    grads.gradO =
+        laidOut(TensorRef(dob.data(), {o.batch, H, o.seq, D}), o.bshd);
+    grads.dq = laidOut(TensorRef(dqb.data(), {o.batch, H, o.seq, D}), o.bshd);
+    grads.dk =
+        laidOut(TensorRef(dkb.data(), {o.batch, Hkv, o.seqK, D}), o.bshd);
+    grads.dv =
+        laidOut(TensorRef(dvb.data(), {o.batch, Hkv, o.seqK, D}), o.bshd);
     if (!dslopes.empty())
       grads.dslopes = TensorRef(dslopes.data(), {H});
     std::vector<double> both, bwd;
@@ -758,7 +761,7 @@ int main(int argc, char **argv) {
     return *exit;
   if (o.target == "cuda")
     return benchCuda(o.flags.spec, o.config, o.batch, o.seq, o.seqK, o.warmup,
-                     o.repeats, o.json, o.backward);
+                     o.repeats, o.json, o.backward, o.bshd);
   CpuResult r;
   if (std::string err = benchCpu(o, r); !err.empty())
     return fail(err);

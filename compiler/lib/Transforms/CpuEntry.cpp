@@ -14,12 +14,12 @@ namespace mlir::tilt {
 using namespace mlir;
 using namespace mlir::tilt;
 
-/// The memref of a ranked tensor type: row-major, or with `layout` Strided
-/// any strides whose innermost is 1 (offset 0: the descriptor's aligned
-/// pointer is the first element).
-static MemRefType toMemRef(Type t, AbiLayout layout = AbiLayout::RowMajor) {
+/// The memref of a ranked tensor type: row-major, or (`strided`) with any
+/// strides whose innermost is 1 (offset 0: the descriptor's aligned pointer
+/// is the first element).
+static MemRefType toMemRef(Type t, bool strided = false) {
   auto tensor = cast<RankedTensorType>(t);
-  if (layout == AbiLayout::RowMajor)
+  if (!strided)
     return MemRefType::get(tensor.getShape(), tensor.getElementType());
   SmallVector<int64_t> strides(tensor.getRank(), ShapedType::kDynamic);
   strides.back() = 1;
@@ -28,8 +28,7 @@ static MemRefType toMemRef(Type t, AbiLayout layout = AbiLayout::RowMajor) {
       StridedLayoutAttr::get(t.getContext(), /*offset=*/0, strides));
 }
 
-SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op,
-                                                   AbiLayout layout) {
+SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op) {
   const ::tilt::AttentionSpec spec = op.getSpec();
   MLIRContext *ctx = op.getContext();
   // The order: q, k, v, o, lse, [slopes], [kpm], [cu_q, cu_k],
@@ -39,11 +38,10 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op,
       spec.varlen ? SmallVector<int64_t>{spec.heads, qType.getDimSize(0)}
                   : SmallVector<int64_t>{qType.getDimSize(0), spec.heads,
                                          qType.getDimSize(2)};
-  SmallVector<Type> types = {toMemRef(op.getQ().getType(), layout),
-                             toMemRef(op.getK().getType(), layout),
-                             toMemRef(op.getV().getType(), layout),
-                             toMemRef(op.getQ().getType(), layout),
-                             MemRefType::get(lseShape, Float32Type::get(ctx))};
+  SmallVector<Type> types = {
+      toMemRef(op.getQ().getType(), true), toMemRef(op.getK().getType(), true),
+      toMemRef(op.getV().getType(), true), toMemRef(op.getQ().getType(), true),
+      MemRefType::get(lseShape, Float32Type::get(ctx))};
   if (op.getSlopes()) {
     // Always [B, H] with a dynamic batch stride: the runtime passes per-head
     // slopes ([H]) with batch stride 0, so one kernel serves both.
@@ -77,19 +75,18 @@ SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionOp op,
   return types;
 }
 
-SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op,
-                                                   AbiLayout layout) {
+SmallVector<Type> mlir::tilt::kernelAbiMemRefTypes(AttentionBackwardOp op) {
   MLIRContext *ctx = op.getContext();
   // The order: q, k, v, o, grad_o, lse, grad_lse, dq, dk, dv, row_scale
   // (grad_lse and row_scale like lse; grad_lse always, zeros when the spec
   // function has none), [slopes, dslopes], [kpm], [cu_q, cu_k].
   SmallVector<Type> types;
   for (Value v : {op.getQ(), op.getK(), op.getV(), op.getO(), op.getGradO()})
-    types.push_back(toMemRef(v.getType(), layout));
+    types.push_back(toMemRef(v.getType(), true));
   types.push_back(toMemRef(op.getLse().getType()));
   types.push_back(toMemRef(op.getLse().getType()));
   for (Value v : {op.getQ(), op.getK(), op.getV()})
-    types.push_back(toMemRef(v.getType(), layout));
+    types.push_back(toMemRef(v.getType(), true));
   types.push_back(toMemRef(op.getLse().getType()));
   if (op.getSlopes()) {
     int64_t dyn = ShapedType::kDynamic, heads = op.getSpec().heads;
@@ -181,7 +178,7 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
       return failure();
     OpBuilder b(op.getContext());
     FailureOr<ValueRange> kernelArgs =
-        makeKernel(op, kernelAbiMemRefTypes(op, AbiLayout::Strided), b);
+        makeKernel(op, kernelAbiMemRefTypes(op), b);
     if (failed(kernelArgs))
       return failure();
     ValueRange args = *kernelArgs;
@@ -215,7 +212,7 @@ struct TiltCpuEntry : mlir::tilt::impl::TiltCpuEntryBase<TiltCpuEntry> {
       return failure();
     OpBuilder b(op.getContext());
     FailureOr<ValueRange> kernelArgs =
-        makeKernel(op, kernelAbiMemRefTypes(op, AbiLayout::Strided), b);
+        makeKernel(op, kernelAbiMemRefTypes(op), b);
     if (failed(kernelArgs))
       return failure();
     ValueRange args = *kernelArgs;

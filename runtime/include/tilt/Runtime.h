@@ -29,14 +29,15 @@ namespace tilt {
 /// cu_seqlens included).
 ///
 /// Row-major unless `strides` are given (in elements, not bytes). Strides
-/// are taken by the CPU kernels' data tensors -- q, k, v, o and the
-/// backward's grad_o, dq, dk, dv -- so that [B, S, H, D] tensors (a view
-/// [B, H, S, D] with strides {S*H*D, D, H*D, 1}) and slices of a fused QKV
-/// tensor run in place: the innermost stride must be 1, the others >= 0,
-/// and an output's elements must not overlap. Every other tensor, and every
-/// tensor of Target::CUDA, must be row-major (strides absent, or equal to
-/// the row-major ones). All-zero strides (the default) mean "absent": a
-/// given innermost stride is never 0.
+/// are taken by the kernels' data tensors -- q, k, v, o and the backward's
+/// grad_o, dq, dk, dv -- so that [B, S, H, D] tensors (a view [B, H, S, D]
+/// with strides {S*H*D, D, H*D, 1}) and slices of a fused QKV tensor run in
+/// place: the innermost stride must be 1, the others >= 0, and an output's
+/// elements must not overlap (the TMA kernels of sm_90a also need q's, k's
+/// and v's address and strides in multiples of 16 bytes). Every other
+/// tensor must be row-major (strides absent, or equal to the row-major
+/// ones). All-zero strides (the default) mean "absent": a given innermost
+/// stride is never 0.
 struct TensorRef {
   void *data = nullptr;
   int rank = 0;

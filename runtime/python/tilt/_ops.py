@@ -88,10 +88,7 @@ def _empty_in_order(t: torch.Tensor) -> torch.Tensor:
 
 
 def _grads_like(q, k, v):
-    """dq, dk, dv: in the inputs' memory order on the CPU, row-major on CUDA
-    (the GPU backward's layout)."""
-    if q.is_cuda:
-        return tuple(t.new_empty(t.shape) for t in (q, k, v))
+    """dq, dk, dv in the inputs' memory order."""
     return tuple(_empty_in_order(t) for t in (q, k, v))
 
 
@@ -206,8 +203,6 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """dq, dk, dv and dslopes (f32 like slopes; empty unless want_dslopes).
     grad_lse: the upstream gradient of lse, or None."""
     _ensure_configured()
-    if q.is_cuda:  # the CUDA kernels take row-major tensors
-        q, k, v, o = (t.contiguous() for t in (q, k, v, o))
     dq, dk, dv = _grads_like(q, k, v)
     dslopes = (torch.empty_like(slopes) if want_dslopes and slopes is not None
                else q.new_empty((0,), dtype=torch.float32))
@@ -308,13 +303,20 @@ def _check_same(name: str, t: torch.Tensor, q: torch.Tensor) -> None:
         raise ValueError(f"{name}: device {t.device} differs from q's {q.device}")
 
 
+def _tma_aligned(t: torch.Tensor) -> bool:
+    e = t.element_size()
+    return t.data_ptr() % 16 == 0 and all(
+        (st * e) % 16 == 0 for n, st in zip(t.shape[:-1], t.stride()[:-1]) if n > 1)
+
+
 def _kernel_view(t: torch.Tensor) -> torch.Tensor:
     """`t` as the kernels take it. The CPU kernels read q, k, v (and write
     o and the gradients) through their strides, so [B, S, H, D] tensors and
     slices of a fused QKV tensor are used in place; only a last dimension
-    that is not unit-stride (an expanded gradient, say) is copied. The CUDA
-    kernels take row-major tensors (a copy when `t` is not)."""
-    if t.device.type == "cuda" or t.stride(-1) != 1:
+    that is not unit-stride (an expanded gradient, say) is copied. So do the
+    CUDA kernels; their TMA loads (sm_90a) also need addresses and strides
+    in multiples of 16 bytes, so a CUDA tensor that has not is copied."""
+    if t.stride(-1) != 1 or (t.is_cuda and not _tma_aligned(t)):
         return t.contiguous()
     return t
 
@@ -409,14 +411,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     instead of the bottom-right rule (i' = i + Sk - Sq); run each chunk of
     keys with its offsets and combine the results with merge_states().
 
-    Strides: on the CPU q, k, v go to the runtime through their strides
-    (the last dimension unit-stride), so layout="bshd" tensors and slices of
-    a fused QKV tensor are not copied here, and o (like the gradients) comes
-    back in q's memory order (bshd: a contiguous [B, S, H, D]); for long
-    prefill the runtime gathers strided K and V into its scratch once per
-    call, which is faster than rereading them. CUDA tensors are made
-    row-major
-    [B, H, S, D] first (a copy when they are not).
+    Strides: q, k, v go to the runtime through their strides (the last
+    dimension unit-stride; on CUDA also addresses and strides in multiples
+    of 16 bytes), so layout="bshd" tensors and slices of a fused QKV tensor
+    are not copied here, and o (like the gradients) comes back in q's memory
+    order (bshd: a contiguous [B, S, H, D]); for long CPU prefill the
+    runtime gathers strided K and V into its scratch once per call, which is
+    faster than rereading them. (The CUDA kernels' strided addressing is
+    verified by the CTA emulator, not yet on a GPU.)
     """
     if layout not in ("bhsd", "bshd"):
         raise ValueError(f"layout: must be 'bhsd' or 'bshd', got {layout!r}")
@@ -455,9 +457,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                            _bias_name(bias), float(max_bias), head_offset,
                            total_heads or 0, float(scale or 0.0), qo, ko)
     if layout == "bshd":
-        o = o.transpose(1, 2)  # CPU: [B, S, H, D] memory (_empty_in_order)
-        if not o.is_contiguous():  # CUDA: row-major [B, H, S, D] storage
-            o = o.contiguous()
+        o = o.transpose(1, 2)  # [B, S, H, D] memory (_empty_in_order)
     return (o, lse) if return_lse else o
 
 

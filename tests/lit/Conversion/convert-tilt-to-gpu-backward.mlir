@@ -9,7 +9,7 @@
 // 64, four warps, two stages.
 
 // CHECK-LABEL: gpu.module @tilt_kernels
-// CHECK: gpu.func @tilt_attention_bwd_dq(%[[Q:[^:]*]]: memref<?x8x?x64xbf16>, %[[K:[^:]*]]: memref<?x2x?x64xbf16>, %[[V:[^:]*]]: memref<?x2x?x64xbf16>, %[[O:[^:]*]]: memref<?x8x?x64xbf16>, %[[DO:[^:]*]]: memref<?x8x?x64xbf16>, %[[LSE:[^:]*]]: memref<?x8x?xf32>, %[[GL:[^:]*]]: memref<?x8x?xf32>, %[[DQ:[^:]*]]: memref<?x8x?x64xbf16>, %[[DK:[^:]*]]: memref<?x2x?x64xbf16>, %[[DV:[^:]*]]: memref<?x2x?x64xbf16>, %[[RS:[^:]*]]: memref<?x8x?x4xf32>, %[[S:[^:]*]]: memref<?x8xf32, strided<[?, 1]>>, %[[DS:[^:]*]]: memref<?x8xf32>, %[[P:[^:]*]]: memref<?x?x?xf32>) kernel
+// CHECK: gpu.func @tilt_attention_bwd_dq(%[[Q:[^:]*]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[K:[^:]*]]: memref<?x2x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[V:[^:]*]]: memref<?x2x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[O:[^:]*]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[DO:[^:]*]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[LSE:[^:]*]]: memref<?x8x?xf32>, %[[GL:[^:]*]]: memref<?x8x?xf32>, %[[DQ:[^:]*]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[DK:[^:]*]]: memref<?x2x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[DV:[^:]*]]: memref<?x2x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[RS:[^:]*]]: memref<?x8x?x4xf32>, %[[S:[^:]*]]: memref<?x8xf32, strided<[?, 1]>>, %[[DS:[^:]*]]: memref<?x8xf32>, %[[P:[^:]*]]: memref<?x?x?xf32>) kernel
 // CHECK-SAME: known_block_size = array<i32: 128, 1, 1>
 // CHECK-SAME: tilt.config = #tilt.tile_config<variant = gpu_bwd_sm80, block_m = 64, block_n = 64, num_warps = 4, num_stages = 2>
 // CHECK: %[[QB:.*]] = gpu.block_id  x
@@ -46,8 +46,8 @@
 // CHECK: scf.for
 // CHECK: nvgpu.device_async_copy %{{.*}} : memref<?x8x?x4xf32> to memref<{{.*}}x4xf32
 // CHECK: nvvm.mma.sync
-// CHECK: vector.store %{{.*}} : memref<?x2x?x64xbf16>, vector<2xbf16>
-// CHECK: vector.store %{{.*}} : memref<?x2x?x64xbf16>, vector<2xbf16>
+// CHECK: vector.store %{{.*}} : memref<?x2x?x64xbf16, strided<[?, ?, ?, 1]>>, vector<2xbf16>
+// CHECK: vector.store %{{.*}} : memref<?x2x?x64xbf16, strided<[?, ?, ?, 1]>>, vector<2xbf16>
 func.func @bwd(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x2x?x64xbf16>, %v: tensor<?x2x?x64xbf16>, %o: tensor<?x8x?x64xbf16>, %do: tensor<?x8x?x64xbf16>, %lse: tensor<?x8x?xf32>, %s: tensor<8xf32>) -> (tensor<?x8x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x8xf32>) {
   %dq, %dk, %dv, %ds = tilt.attention_backward q(%q : tensor<?x8x?x64xbf16>) k(%k : tensor<?x2x?x64xbf16>) v(%v : tensor<?x2x?x64xbf16>) o(%o : tensor<?x8x?x64xbf16>) grad_o(%do : tensor<?x8x?x64xbf16>) lse(%lse : tensor<?x8x?xf32>) slopes(%s : tensor<8xf32>) {bias = #tilt.bias<alibi, slopes = custom>, causal} -> tensor<?x8x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x8xf32>
   return %dq, %dk, %dv, %ds : tensor<?x8x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x2x?x64xbf16>, tensor<?x8xf32>

@@ -8,7 +8,7 @@
 // 16 rows, 64-key blocks, two stages.
 
 // CHECK-LABEL: gpu.module @tilt_kernels
-// CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x8x?x64xbf16>, %[[K:.*]]: memref<?x32x2x64xbf16>, %[[V:.*]]: memref<?x32x2x64xbf16>, %[[O:.*]]: memref<?x8x?x64xbf16>, %[[LSE:.*]]: memref<?x8x?xf32>, %[[BT:.*]]: memref<?x?xi32>, %[[CL:.*]]: memref<?xi32>, %[[OP:.*]]: memref<?x?x8x?x64xf32>, %[[LP:.*]]: memref<?x?x8x?xf32>) kernel
+// CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[K:.*]]: memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>, %[[V:.*]]: memref<?x32x2x64xbf16, strided<[?, ?, ?, 1]>>, %[[O:.*]]: memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, %[[LSE:.*]]: memref<?x8x?xf32>, %[[BT:.*]]: memref<?x?xi32>, %[[CL:.*]]: memref<?xi32>, %[[OP:.*]]: memref<?x?x8x?x64xf32>, %[[LP:.*]]: memref<?x?x8x?xf32>) kernel
 // CHECK-SAME: known_block_size = array<i32: 32, 1, 1>
 // CHECK-SAME: tilt.config = #tilt.tile_config<variant = gpu_decode_sm80, block_m = 16, block_n = 64, num_warps = 1, num_stages = 2>
 // CHECK: %[[X:.*]] = gpu.block_id  x
@@ -33,7 +33,7 @@
 // CHECK: memref.store %{{.*}}, %[[LP]]
 // CHECK: memref.store %{{.*}}, %[[LSE]]
 // CHECK: } else {
-// CHECK: vector.store %{{.*}}, %[[O]][%{{.*}}] {alignment = 4 : i64} : memref<?x8x?x64xbf16>, vector<2xbf16>
+// CHECK: vector.store %{{.*}}, %[[O]][%{{.*}}] {alignment = 4 : i64} : memref<?x8x?x64xbf16, strided<[?, ?, ?, 1]>>, vector<2xbf16>
 func.func @paged(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x32x2x64xbf16>, %v: tensor<?x32x2x64xbf16>, %bt: tensor<?x?xi32>, %cl: tensor<?xi32>) -> (tensor<?x8x?x64xbf16>, tensor<?x8x?xf32>) {
   %o, %lse = tilt.attention q(%q : tensor<?x8x?x64xbf16>) k(%k : tensor<?x32x2x64xbf16>) v(%v : tensor<?x32x2x64xbf16>) paged(%bt : tensor<?x?xi32>, %cl : tensor<?xi32>) {bias = #tilt.bias<alibi>, causal} -> tensor<?x8x?x64xbf16>, tensor<?x8x?xf32>
   return %o, %lse : tensor<?x8x?x64xbf16>, tensor<?x8x?xf32>
@@ -44,7 +44,7 @@ func.func @paged(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x32x2x64xbf16>, %v: tens
 // Dense MHA: the kv head is grid y and the key count k's extent.
 
 // CHECK-LABEL: gpu.module @tilt_kernels
-// CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x4x?x128xf16>, %[[K:.*]]: memref<?x4x?x128xf16>, %[[V:.*]]: memref<?x4x?x128xf16>, %[[O:.*]]: memref<?x4x?x128xf16>, %[[LSE:.*]]: memref<?x4x?xf32>, %[[OP:.*]]: memref<?x?x4x?x128xf32>, %[[LP:.*]]: memref<?x?x4x?xf32>) kernel
+// CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x4x?x128xf16, strided<[?, ?, ?, 1]>>, %[[K:.*]]: memref<?x4x?x128xf16, strided<[?, ?, ?, 1]>>, %[[V:.*]]: memref<?x4x?x128xf16, strided<[?, ?, ?, 1]>>, %[[O:.*]]: memref<?x4x?x128xf16, strided<[?, ?, ?, 1]>>, %[[LSE:.*]]: memref<?x4x?xf32>, %[[OP:.*]]: memref<?x?x4x?x128xf32>, %[[LP:.*]]: memref<?x?x4x?xf32>) kernel
 // CHECK: %[[BATCH:.*]] = gpu.block_id  z
 // CHECK: %[[KVH:.*]] = gpu.block_id  y
 // CHECK: memref.dim %[[K]], %c2

@@ -2,11 +2,12 @@
 
 // ALiBi, causal, bf16, default sm_80 config at D = 128 (128 x 32, 8 warps,
 // 3 stages):
-// one gpu.func with the memref ABI, known block size, cp.async staging,
-// ldmatrix fragments and bf16 mma.sync through nvvm.
+// one gpu.func with the memref ABI (q, k, v, o through their strides),
+// known block size, cp.async staging, ldmatrix fragments and bf16 mma.sync
+// through nvvm.
 
 // CHECK-LABEL: gpu.module @tilt_kernels
-// CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x16x?x128xbf16>, %[[K:.*]]: memref<?x16x?x128xbf16>, %[[V:.*]]: memref<?x16x?x128xbf16>, %[[O:.*]]: memref<?x16x?x128xbf16>, %[[LSE:.*]]: memref<?x16x?xf32>) kernel
+// CHECK: gpu.func @tilt_attention(%[[Q:.*]]: memref<?x16x?x128xbf16, strided<[?, ?, ?, 1]>>, %[[K:.*]]: memref<?x16x?x128xbf16, strided<[?, ?, ?, 1]>>, %[[V:.*]]: memref<?x16x?x128xbf16, strided<[?, ?, ?, 1]>>, %[[O:.*]]: memref<?x16x?x128xbf16, strided<[?, ?, ?, 1]>>, %[[LSE:.*]]: memref<?x16x?xf32>) kernel
 // CHECK-SAME: known_block_size = array<i32: 256, 1, 1>
 // CHECK-SAME: nvvm.minctasm = 1
 // CHECK-SAME: tilt.config = #tilt.tile_config<variant = gpu_sm80, block_m = 128, block_n = 32, num_warps = 8, num_stages = 3>
@@ -90,7 +91,7 @@ func.func @positions(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x8x?x64xbf16>,
 // CHECK-LABEL: gpu.module @tilt_kernels
 // CHECK: gpu.func @tilt_attention({{.*}}, %[[TQ:[a-z0-9]+]]: !llvm.ptr, %[[TK:[a-z0-9]+]]: !llvm.ptr, %[[TV:[a-z0-9]+]]: !llvm.ptr) kernel
 // CHECK-SAME: #tilt.tile_config<variant = gpu_sm90a, block_m = 128, block_n = 64, num_warps = 8, num_stages = 2>
-// CHECK: builtin.unrealized_conversion_cast %[[TQ]] : !llvm.ptr to !nvgpu.tensormap.descriptor<tensor = memref<1x128x64xbf16, #gpu.address_space<workgroup>>, swizzle = swizzle_128b
+// CHECK: builtin.unrealized_conversion_cast %[[TQ]] : !llvm.ptr to !nvgpu.tensormap.descriptor<tensor = memref<1x1x128x64xbf16, #gpu.address_space<workgroup>>, swizzle = swizzle_128b
 // CHECK: nvgpu.mbarrier.create -> <memorySpace = #gpu.address_space<workgroup>, num_barriers = 3>
 // CHECK: nvgpu.mbarrier.init
 // CHECK: nvgpu.mbarrier.arrive.expect_tx %{{.*}}[%c0], %c32768

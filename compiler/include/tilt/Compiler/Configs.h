@@ -22,22 +22,18 @@ TileConfigAttr toTileConfigAttr(MLIRContext *ctx,
 /// The policy's default configuration of a CPU variant, as an attribute.
 TileConfigAttr getDefaultCpuConfig(MLIRContext *ctx, KernelVariant variant);
 
-/// How the kernel ABI lays out the data tensors (q, k, v, o and, in the
-/// backward, grad_o, dq, dk, dv): row-major (the GPU kernels, whose TMA
-/// descriptors assume it) or strided (the CPU kernels: any element strides
-/// with a unit innermost one, read from the descriptors, so that
-/// [B, S, H, D] tensors and slices of a fused QKV tensor run in place).
-enum class AbiLayout { RowMajor, Strided };
-
 /// The memref types of the kernel ABI (KernelABI.h) for a tensor-form op: q,
 /// k, v, o, lse, then the optional slopes ([B,H], free batch stride), key
-/// padding mask (i8) and cu_seqlens. Shared by the CPU and GPU entries.
-SmallVector<Type> kernelAbiMemRefTypes(AttentionOp op, AbiLayout layout);
+/// padding mask (i8) and cu_seqlens. Shared by the CPU and GPU entries. The
+/// data tensors (q, k, v, o and, in the backward, grad_o, dq, dk, dv) take
+/// any element strides with a unit innermost one, read from the
+/// descriptors, so that [B, S, H, D] tensors and slices of a fused QKV
+/// tensor run in place; every other tensor is row-major.
+SmallVector<Type> kernelAbiMemRefTypes(AttentionOp op);
 /// The backward's: q, k, v, o, grad_o, lse, dq, dk, dv, then the optional
 /// slopes and dslopes (both [B,H]; slopes with a free batch stride), key
 /// padding mask (i8) and cu_seqlens (KernelABI.h).
-SmallVector<Type> kernelAbiMemRefTypes(AttentionBackwardOp op,
-                                       AbiLayout layout);
+SmallVector<Type> kernelAbiMemRefTypes(AttentionBackwardOp op);
 
 /// The policy's default configuration of a GPU variant for a head dim.
 TileConfigAttr getDefaultGpuConfig(MLIRContext *ctx, KernelVariant variant,

@@ -64,7 +64,7 @@ private:
   MemRefType tileType(int64_t rows) {
     auto space = gpu::AddressSpaceAttr::get(b.getContext(),
                                             gpu::AddressSpace::Workgroup);
-    return MemRefType::get({1, rows, 64}, elt, MemRefLayoutAttrInterface(),
+    return MemRefType::get({1, 1, rows, 64}, elt, MemRefLayoutAttrInterface(),
                            space);
   }
   /// The chunk at `byteOffset` (from the 1024-byte aligned base) as a box.
@@ -82,11 +82,11 @@ private:
   Value wgmmaRegisterA(Value acc, ArrayRef<Value> a, Value descB, int64_t n);
   SmallVector<Value> tilesOf(Value acc, int64_t n);
   Value structOf(ArrayRef<Value> tiles);
-  Value bhIndex(bool isQ) {
-    if (spec.varlen)
-      return isQ ? head : kvHead;
-    int64_t hx = isQ ? spec.heads : spec.kvHeads;
-    return add(mul(batch, idx(hx)), isQ ? head : kvHead);
+  /// The tensor map coordinates of column chunk `c` of `row` (KernelABI.h:
+  /// {D, rows, Hx, B}; varlen rows are global and its B is 1).
+  SmallVector<Value> boxAt(int64_t c, Value row, bool isQ) {
+    return {idx(c * 64), row, isQ ? head : kvHead,
+            spec.varlen ? idx(0) : batch};
   }
 
   Value tmaQ, tmaK, tmaV, bars, alignPad, smemBase;
@@ -143,11 +143,10 @@ void Sm90aEmitter::loadQ(Value isLeader) {
     nvgpu::MBarrierArriveExpectTxOp::create(b, bars, idx(bm * d * e), idx(0),
                                             Value());
     Value row = add(qStart, rowStart);
-    Value bh = bhIndex(true);
     for (int64_t c = 0; c < d / 64; ++c)
-      nvgpu::TmaAsyncLoadOp::create(
-          b, tileAt(idx(qOff + c * bm * 128), bm), bars, tmaQ,
-          ValueRange{idx(c * 64), row, bh}, idx(0), Value(), Value());
+      nvgpu::TmaAsyncLoadOp::create(b, tileAt(idx(qOff + c * bm * 128), bm),
+                                    bars, tmaQ, boxAt(c, row, true), idx(0),
+                                    Value(), Value());
     for (int64_t s = 0; s + 1 < stages; ++s) {
       Value kb = add(kbBegin, idx(s));
       ifThen(lt(kb, kbEnd), [&] { tmaIssue(kb); });
@@ -298,14 +297,12 @@ void Sm90aEmitter::tmaIssue(Value kb) {
   nvgpu::MBarrierArriveExpectTxOp::create(b, bars, idx(2 * bn * d * e), barId,
                                           Value());
   Value row = add(kStart, mul(kb, idx(bn)));
-  Value bh = bhIndex(false);
   Value stageBytes = mul(slot, idx(bn * d * e));
   for (int64_t c = 0; c < d / 64; ++c) {
     for (auto [map, base] : {std::pair{tmaK, kOff}, std::pair{tmaV, vOff}}) {
       Value dst = tileAt(add(idx(base + c * bn * 128), stageBytes), bn);
-      nvgpu::TmaAsyncLoadOp::create(b, dst, bars, map,
-                                    ValueRange{idx(c * 64), row, bh}, barId,
-                                    Value(), Value());
+      nvgpu::TmaAsyncLoadOp::create(b, dst, bars, map, boxAt(c, row, false),
+                                    barId, Value(), Value());
     }
   }
 }

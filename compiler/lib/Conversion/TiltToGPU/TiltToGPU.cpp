@@ -213,7 +213,7 @@ struct ConvertTiltToGPU
       return failure();
     const ::tilt::AttentionSpec spec = op.getSpec();
     MLIRContext *ctx = &getContext();
-    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op, AbiLayout::RowMajor);
+    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
     // row_scale becomes the row state: f32, lse's shape x 4.
     auto lseType = cast<MemRefType>(argTypes[5]);
     SmallVector<int64_t> stateShape(lseType.getShape());
@@ -252,7 +252,7 @@ struct ConvertTiltToGPU
     const ::tilt::AttentionSpec spec = op.getSpec();
     MLIRContext *ctx = &getContext();
 
-    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op, AbiLayout::RowMajor);
+    SmallVector<Type> argTypes = kernelAbiMemRefTypes(op);
     // gpu_decode_sm80's merge kernel: o_parts, lse_parts (the ABI's last
     // memrefs), o, lse.
     SmallVector<Type> mergeTypes;

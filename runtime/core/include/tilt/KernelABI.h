@@ -107,8 +107,9 @@
 // cu_seqlens_k], [block_table, context_lens], [o_parts, lse_parts:
 // gpu_decode_sm80]), its descriptor expanded into separate parameters:
 // allocated ptr, aligned ptr, offset (i64), sizes[rank] (i64 each),
-// strides[rank] (i64 each) -- pointers are device addresses; every tensor
-// row-major (the CUDA kernels take no other strides yet).
+// strides[rank] (i64 each) -- pointers are device addresses; strides as
+// for the CPU kernels (q, k, v, o any with a unit innermost one, every other
+// tensor row-major).
 // Then, with position offsets, q_offset and k_offset (i64 each).
 // gpu_bwd_sm80 (the backward, dense or varlen, every bias form): the
 // module has two kernels, `tilt_attention_bwd_dq` (the artifact's `kernel`;
@@ -128,11 +129,13 @@
 // offsets.
 // Then, for each operand named by `tma`, one pointer (8 bytes) to a
 // CUtensorMap (128 bytes, 64-byte aligned) in device global memory, made by
-// cuTensorMapEncodeTiled over the operand seen as a rank-3 tensor
-// {D, S, B*Hx} (dense [B,Hx,S,D]: strides in bytes {D*e, S*D*e}) or
-// {D, total, Hx} (varlen [total,Hx,D]: strides {Hx*D*e, D*e}), e the element
-// size, box {64, rows, 1} with rows = block_m for q and block_n for k and v,
-// 128-byte swizzle, no interleave, zero fill out of bounds.
+// cuTensorMapEncodeTiled over the operand seen as a rank-4 tensor
+// {D, S, Hx, B} (dense [B,Hx,S,D] with element strides s: strides in bytes
+// {s[2]*e, s[1]*e, s[0]*e}) or {D, total, Hx, 1} (varlen [total,Hx,D]:
+// {s[0]*e, s[1]*e, any}), e the element size, box {64, rows, 1, 1}
+// with rows = block_m for q and block_n for k and v, 128-byte swizzle, no
+// interleave, zero fill out of bounds. TMA needs those strides and the
+// operand's address to be multiples of 16 bytes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -143,7 +146,7 @@
 
 namespace tilt {
 
-inline constexpr int kKernelAbiVersion = 3;
+inline constexpr int kKernelAbiVersion = 4;
 inline constexpr const char *kCpuEntrySymbol = "tilt_cpu_entry";
 inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";
