@@ -304,6 +304,19 @@ std::string checkStrideRows(std::initializer_list<StrideRow> rows) {
   return {};
 }
 
+/// Custom slopes must be finite (a NaN or infinite slope would silently
+/// mask its head's rows). `a.slopes` is host memory: the CPU target's.
+std::string checkSlopeValues(const AttentionArgs &a) {
+  if (!a.slopes.present())
+    return {};
+  const auto *x = static_cast<const float *>(a.slopes.data);
+  for (int64_t i = 0, n = a.slopes.numElements(); i < n; ++i)
+    if (!std::isfinite(x[i]))
+      return fmt::format("slopes: element {} is {}; slopes must be finite", i,
+                         x[i]);
+  return {};
+}
+
 /// The strides of the forward's tensors (TensorRef): the data tensors (q,
 /// k, v, o) may be strided, every other tensor must be row-major.
 std::string checkStrides(const AttentionArgs &a) {
@@ -1691,6 +1704,8 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     Geometry geometry;
     if (std::string err = checkArgs(spec, args, geometry); !err.empty())
       return err;
+    if (std::string err = checkSlopeValues(args); !err.empty())
+      return err;
     CpuKernel *kernel = nullptr;
     // Keys per sequence (the mean one when ragged) select the tuned record.
     int64_t seqK = spec.varlen
@@ -1743,6 +1758,8 @@ std::string Runtime::backward(const AttentionSpec &spec,
         !err.empty())
       return err;
     if (std::string err = checkGradStrides(grads); !err.empty())
+      return err;
+    if (std::string err = checkSlopeValues(args); !err.empty())
       return err;
     const TileConfig chosen =
         config.isDefault() ? impl->backwardConfig : completeCpuConfig(config);

@@ -76,6 +76,13 @@ def test_torch_compile_fullgraph():
     (lambda q, k, v: tilt.attention(q, k, v, q_offset=-1, k_offset=0), "q_offset: must be an int >= 0"),
     (lambda q, k, v: tilt.attention(q, k, v, q_offset=2**24, k_offset=0), "q_offset: must be in [0, 16777200]"),
     (lambda q, k, v: tilt.attention_varlen(q[0], k[0], v[0], torch.tensor([0, 4]), torch.tensor([0, 16], dtype=torch.int32)), "cu_seqlens_q: dtype must be int32"),
+    # Values that would wrap or overflow on the way to the kernels.
+    (lambda q, k, v: tilt.attention(q, k, v, window=2**63), "window: must be"),
+    (lambda q, k, v: tilt.attention(q, k, v, total_heads=True), "total_heads: must be"),
+    (lambda q, k, v: tilt.attention(q, k, v, scale=1e39), "scale must be below 2"),
+    (lambda q, k, v: tilt.attention(q, k, v, slopes=torch.tensor([0.5, float("nan"), 0.1, 0.2])),
+     "slopes: element 1 is nan"),
+    (lambda q, k, v: tilt.alibi_slopes(4, float("inf")), "max_bias: must be a finite"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(call, arg):
     q, k, v = qkv()
@@ -90,6 +97,38 @@ def test_runtime_checks_reach_python_as_value_error():
     bad = torch.tensor([0, 50], dtype=torch.int32)
     with pytest.raises(ValueError, match="cu_seqlens"):
         tilt.attention_varlen(q, k, k, bad, bad)
+
+
+def test_varlen_rows_after_the_last_sequence_are_defined():
+    # Tokens past the last offsets (padding to a fixed count) belong to no
+    # sequence: o = 0, lse = -inf, zero gradients, and the covered rows
+    # equal a run without the padding.
+    torch.manual_seed(6)
+    q = torch.randn(9, 2, 32, requires_grad=True)
+    k = torch.randn(12, 2, 32, requires_grad=True)
+    v = torch.randn(12, 2, 32, requires_grad=True)
+    cu_q = torch.tensor([0, 3, 4], dtype=torch.int32)
+    cu_k = torch.tensor([0, 5, 9], dtype=torch.int32)
+    o, lse = tilt.attention_varlen(q, k, v, cu_q, cu_k, causal=True, return_lse=True)
+    assert torch.equal(o[4:], torch.zeros_like(o[4:]))
+    assert torch.isneginf(lse[:, 4:]).all()
+    want, want_lse = tilt.attention_varlen(q[:4], k[:9], v[:9], cu_q, cu_k, causal=True,
+                                           return_lse=True)
+    assert torch.equal(o[:4], want) and torch.equal(lse[:, :4], want_lse)
+    (o[:4].square().sum() + lse[:, :4].sum()).backward()
+    for g, n in ((q.grad, 4), (k.grad, 9), (v.grad, 9)):
+        assert torch.isfinite(g).all()
+        assert torch.equal(g[n:], torch.zeros_like(g[n:]))
+
+
+def test_integer_padding_masks_count_any_nonzero_as_a_key():
+    q, k, v = qkv()
+    m = torch.ones(q.shape[0], k.shape[2], dtype=torch.int64)
+    m[:, 1::3] = 0
+    wide = m * 256     # would wrap to 0 as uint8
+    want = tilt.attention(q, k, v, key_padding_mask=m.bool())
+    assert torch.equal(tilt.attention(q, k, v, key_padding_mask=wide), want)
+    assert torch.equal(tilt.attention(q, k, v, key_padding_mask=-m), want)
 
 
 def test_gradients_through_lse_match_the_reference():

@@ -424,6 +424,17 @@ TEST_F(RuntimeArgs, CuSeqlensMustNotDecrease) {
   expectError(p, args, "cu_seqlens_k: must be non-decreasing and start at 0");
 }
 
+TEST_F(RuntimeArgs, SlopesMustBeFinite) {
+  Problem p = dense(true); // custom [H] slopes
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    p.slopes[3] = bad;
+    AttentionArgs args = p.args();
+    expectError(
+        p, args,
+        fmt::format("slopes: element 3 is {}; slopes must be finite", bad));
+  }
+}
+
 TEST_F(RuntimeArgs, CuSeqlensQExceedsTotal) {
   Problem p = varlen();
   p.cuQ = {0, 100, 300};

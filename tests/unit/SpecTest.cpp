@@ -36,6 +36,8 @@ TEST(Spec, EveryRuleNamesItsField) {
        "head_dim must be a multiple of 16 from 16 to 256, got 512"},
       {"scale", [](auto &s) { s.scale = -1.0; },
        "scale must be a finite number > 0, got -1"},
+      {"huge scale", [](auto &s) { s.scale = 1e39; },
+       "scale must be below 2^126 (the kernels hold it in f32), got 1e+39"},
       {"window", [](auto &s) { s.window = 0; },
        "window must be >= 1 when given, got 0"},
       {"custom without bias",

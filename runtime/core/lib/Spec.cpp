@@ -94,6 +94,11 @@ std::string AttentionSpec::validate() const {
                   LL(headDim));
   if (scale && !(std::isfinite(*scale) && *scale > 0))
     return format("scale must be a finite number > 0, got %g", *scale);
+  // The kernels hold scale * log2(e) in f32.
+  if (scale && *scale >= 0x1p126)
+    return format("scale must be below 2^126 (the kernels hold it in f32), "
+                  "got %g",
+                  *scale);
   if (window && *window < 1)
     return format("window must be >= 1 when given, got %lld", LL(*window));
 

@@ -64,9 +64,14 @@ struct TensorRef {
 struct AttentionArgs {
   TensorRef q, k, v, o;
   TensorRef lse;            ///< optional output, f32 [B,H,Sq] ([H,totalQ] varlen)
-  TensorRef slopes;         ///< custom slopes, f32 [H] or [B,H]
+  TensorRef slopes;         ///< custom slopes, f32 [H] or [B,H], finite
+                            ///< (checked on the CPU target)
   TensorRef keyPaddingMask; ///< uint8 [B,Sk]
-  TensorRef cuSeqlensQ;     ///< int32 [B+1], varlen only
+  /// int32 [B+1], varlen only. Rows of q (k) past cu_seqlens_q[B]
+  /// (cu_seqlens_k[B]) belong to no sequence (padding to a fixed token
+  /// count): nothing reads them, and their o, lse (dq; dk, dv) are left as
+  /// the caller's buffers hold them.
+  TensorRef cuSeqlensQ;
   TensorRef cuSeqlensK;
   /// Paged KV cache (spec.pageSize != 0; ALIBI.md): k and v are the caches
   /// [num_pages, page_size, Hkv, D]; the block table int32 [B, max_pages]

@@ -9,6 +9,7 @@ ValueError naming it.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import List, Optional, Tuple
 
@@ -63,8 +64,9 @@ def alibi_slopes(heads: int, max_bias: float = 8.0) -> torch.Tensor:
     """The standard ALiBi slopes of `heads` heads (float32 [heads])."""
     if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
         raise ValueError(f"heads: must be an int >= 1, got {heads!r}")
-    if not isinstance(max_bias, (int, float)) or not max_bias > 0:
-        raise ValueError(f"max_bias: must be a positive number, got {max_bias!r}")
+    if (not isinstance(max_bias, (int, float)) or isinstance(max_bias, bool)
+            or not 0 < max_bias < math.inf):
+        raise ValueError(f"max_bias: must be a finite positive number, got {max_bias!r}")
     return torch.tensor(_tilt.standard_slopes(heads, float(max_bias)),
                         dtype=torch.float32)
 
@@ -115,6 +117,20 @@ def _(q, k, v, slopes, key_padding_mask, causal, window, bias, max_bias,
             q.new_empty(q.shape[:3], dtype=torch.float32))
 
 
+def _fill_past(t: torch.Tensor, cu_seqlens: torch.Tensor, value: float,
+               dim: int = 0) -> None:
+    """Sets the rows of packed `t` (along `dim`) past cu_seqlens[-1] to
+    `value`: tokens no sequence covers (padding to a fixed count), which the
+    runtime leaves alone. On the device, without a host sync."""
+    n = t.shape[dim]
+    if n == 0:
+        return
+    past = torch.arange(n, device=t.device) >= cu_seqlens[-1].to(t.device)
+    shape = [1] * t.dim()
+    shape[dim] = n
+    t.masked_fill_(past.view(shape), value)
+
+
 @torch.library.custom_op("tilt::attention_varlen", mutates_args=(), device_types=("cpu", "cuda"))
 def _attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
@@ -130,6 +146,8 @@ def _attention_varlen_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     _tilt.forward(q, k, v, o, lse, slopes, None, cu_seqlens_q, cu_seqlens_k,
                   causal, window, bias, max_bias, head_offset, total_heads,
                   scale, q_offset, k_offset, _stream(q))
+    _fill_past(o, cu_seqlens_q, 0.0)
+    _fill_past(lse, cu_seqlens_q, -math.inf, dim=1)
     return o, lse
 
 
@@ -213,6 +231,10 @@ def _attention_backward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    key_padding_mask, cu_seqlens_q, cu_seqlens_k, causal,
                    window, bias, max_bias, head_offset, total_heads, scale,
                    q_offset, k_offset, _stream(q))
+    if cu_seqlens_q is not None:
+        _fill_past(dq, cu_seqlens_q, 0.0)
+        _fill_past(dk, cu_seqlens_k, 0.0)
+        _fill_past(dv, cu_seqlens_k, 0.0)
     return dq, dk, dv, dslopes
 
 
@@ -321,22 +343,28 @@ def _kernel_view(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _is_int(x, low: int) -> bool:
+    """An int (not a bool) from `low` to 2**62 (the runtime's int64 fields
+    with room to spare)."""
+    return isinstance(x, int) and not isinstance(x, bool) and low <= x <= 2**62
+
+
 def _check_options(causal, window, bias, max_bias, head_offset, total_heads,
                    scale, heads):
     if not isinstance(causal, bool):
         raise ValueError(f"causal: must be a bool, got {causal!r}")
-    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
-        raise ValueError(f"window: must be None or an int >= 1, got {window!r}")
+    if window is not None and not _is_int(window, 1):
+        raise ValueError(f"window: must be None or an int from 1 to 2**62, got {window!r}")
     if bias not in _BIASES:
         raise ValueError(f"bias: must be one of 'alibi', 'alibi_symmetric', "
                          f"'alibi_positions' or None, got {bias!r}")
     if not isinstance(max_bias, (int, float)) or isinstance(max_bias, bool) or not max_bias > 0:
         raise ValueError(f"max_bias: must be a positive number, got {max_bias!r}")
-    if not isinstance(head_offset, int) or isinstance(head_offset, bool) or head_offset < 0:
-        raise ValueError(f"head_offset: must be an int >= 0, got {head_offset!r}")
-    if total_heads is not None and (not isinstance(total_heads, int) or total_heads < heads + head_offset):
-        raise ValueError(f"total_heads: must be None or an int >= head_offset + H "
-                         f"({head_offset + heads}), got {total_heads!r}")
+    if not _is_int(head_offset, 0):
+        raise ValueError(f"head_offset: must be an int from 0 to 2**62, got {head_offset!r}")
+    if total_heads is not None and not _is_int(total_heads, heads + head_offset):
+        raise ValueError(f"total_heads: must be None or an int from head_offset + H "
+                         f"({head_offset + heads}) to 2**62, got {total_heads!r}")
     if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0):
         raise ValueError(f"scale: must be None or a positive number, got {scale!r}")
 
@@ -399,7 +427,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     "alibi_positions" (m_h * pos_j, pos from key_padding_mask), or None.
     slopes: float [H] or [B, H] (default: the standard slopes for max_bias,
     of total_heads heads starting at head_offset, for tensor parallelism).
-    key_padding_mask: bool or 0/1 [B, Sk], True/1 = a real key.
+    key_padding_mask: bool or integer [B, Sk], True/nonzero = a real key.
     causal and window (i' - j < window) mask keys; a row that sees no key
     gives o = 0 and lse = -inf. Returns o, and lse [B, H, Sq] (float32,
     natural log) with return_lse=True.
@@ -448,8 +476,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         if m.device != q.device:
             raise ValueError(f"key_padding_mask: device {m.device} differs from q's {q.device}")
         if m.dtype not in (torch.bool, torch.uint8, torch.int8, torch.int32, torch.int64):
-            raise ValueError(f"key_padding_mask: must be bool or an integer 0/1 tensor, got {m.dtype}")
-        kpm = m.to(torch.uint8).contiguous()
+            raise ValueError(f"key_padding_mask: must be a bool or integer tensor, got {m.dtype}")
+        kpm = (m != 0).to(torch.uint8).contiguous()  # any nonzero: a real key
     elif bias == "alibi_positions":
         raise ValueError("key_padding_mask: bias='alibi_positions' needs one")
     qo, ko = _check_offsets(q_offset, k_offset, bias)
@@ -472,7 +500,9 @@ def attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      k_offset: Optional[int] = None):
     """Ragged batches: q [total_q, H, D], k, v [total_k, Hkv, D] packed, with
     cumulative offsets cu_seqlens_q / cu_seqlens_k (int32 [B+1]). lse is
-    [H, total_q]. Other arguments as for attention()."""
+    [H, total_q]. Rows past cu_seqlens_q[-1] (cu_seqlens_k[-1]), padding to
+    a fixed token count, belong to no sequence: o = 0 and lse = -inf there,
+    and their gradients are 0. Other arguments as for attention()."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t, 3, "[total, H, D]")
     for name, t in (("k", k), ("v", v)):
