@@ -304,6 +304,14 @@ std::string checkStrideRows(std::initializer_list<StrideRow> rows) {
   return {};
 }
 
+/// The configuration a loaded kernel says it was built with.
+TileConfig kernelConfig(const KernelInfo &info) {
+  return {info.variant, info.blockM, info.blockN};
+}
+TileConfig kernelConfig(const CudaArtifact &h) {
+  return {h.variant, h.blockM, h.blockN, h.numWarps, h.numStages};
+}
+
 /// Custom slopes must be finite (a NaN or infinite slope would silently
 /// mask its head's rows). `a.slopes` is host memory: the CPU target's.
 std::string checkSlopeValues(const AttentionArgs &a) {
@@ -1616,7 +1624,12 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
     launchArgs.lse = spec.varlen ? TensorRef(scratch, {H, g.rowsQ})
                                  : TensorRef(scratch, {g.batch, H, g.rowsQ});
   }
-  return kernel->launch(spec, launchArgs, g.batch, g.maxSq, g.maxSk);
+  if (std::string err =
+          kernel->launch(spec, launchArgs, g.batch, g.maxSq, g.maxSk);
+      !err.empty())
+    return err;
+  stats.lastKernel = kernelConfig(kernel->info());
+  return {};
 }
 
 std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
@@ -1664,8 +1677,12 @@ std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
     launchGrads.gradLse = args.lse;
     launchGrads.gradLse.data = gradLseZerosDevice.data();
   }
-  return kernel->launchBackward(spec, args, launchGrads, g.batch, g.maxSq,
-                                g.maxSk);
+  if (std::string err = kernel->launchBackward(spec, args, launchGrads, g.batch,
+                                               g.maxSq, g.maxSk);
+      !err.empty())
+    return err;
+  stats.lastKernel = kernelConfig(kernel->info());
+  return {};
 }
 
 std::string Runtime::Impl::prepareCuda(const AttentionSpec &spec,
@@ -1726,6 +1743,7 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
         !err.empty())
       return err;
     impl->launch(spec, args, geometry, *kernel);
+    impl->stats.lastKernel = kernelConfig(kernel->info());
     return {};
   });
 }
@@ -1771,6 +1789,7 @@ std::string Runtime::backward(const AttentionSpec &spec,
         !err.empty())
       return err;
     impl->launchBackward(spec, args, grads, geometry, *kernel);
+    impl->stats.lastKernel = kernelConfig(kernel->info());
     return {};
   });
 }

@@ -61,6 +61,21 @@ TEST_F(RuntimeArgs, ValidProblemsRun) {
   }
 }
 
+TEST_F(RuntimeArgs, StatsNameTheLastKernel) {
+  Problem p = dense();
+  AttentionArgs args = p.args();
+  // (What the kernel's own info says: the fake compiler's default.)
+  ASSERT_EQ(rt.run(p.spec, args), "");
+  EXPECT_EQ(rt.stats().lastKernel.variant, "cpu_naive");
+  EXPECT_EQ(rt.stats().lastKernel.blockM, 16);
+  ASSERT_EQ(rt.run(p.spec, args, Target::CPU, naiveConfig(32)), "");
+  EXPECT_EQ(rt.stats().lastKernel.blockM, 32);
+  // A refused call leaves it.
+  args.q = TensorRef();
+  EXPECT_NE(rt.run(p.spec, args), "");
+  EXPECT_EQ(rt.stats().lastKernel.blockM, 32);
+}
+
 // Strides (TensorRef): q, k, v, o may be strided, D contiguous, an output
 // without overlap; every other tensor row-major.
 TEST_F(RuntimeArgs, InnermostStrideMustBeOne) {

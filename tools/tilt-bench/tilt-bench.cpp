@@ -14,7 +14,14 @@
 // is timed with events (TFLOP/s and the K/V read rate, kv_read_gbps); there
 // is no peak or naive comparison; --page-size works there too
 // (gpu_decode_sm80; not yet run on a GPU).
-// tilt-bench-rt, built without the compiler, only loads kernels (the bundle).
+// The timed runs go through a runtime with the kernel bundle (--kernels-dir,
+// by default tilt-run's: $TILT_KERNELS_DIR, the installed one, else this
+// build's), so a spec given without a configuration runs what run() picks
+// for a user: the bundle's tuned record for the shape, else the default;
+// the `kernel` line (and the JSON's variant, block_m, block_n) names it.
+// The JIT figures come from runtimes without the bundle, so that the cold
+// compile compiles. tilt-bench-rt, built without the compiler, only loads
+// kernels (the bundle; its "cold compile" is then the bundle's load).
 // --backward also times the backward pass (CPU and CUDA: gpu_bwd_sm80):
 // forward + backward and the
 // backward alone, its FLOPs counted as 2.5x the forward's (FlashAttention's
@@ -171,14 +178,30 @@ struct Jit {
   /// The runtime that made the disk and memory hits; it holds the kernel for
   /// the timed runs. Declared after cacheDir so it is destroyed first.
   std::optional<Runtime> runtime;
+  /// With a kernel bundle (--kernels-dir): the runtime the timed runs use,
+  /// whose tuning database picks the configuration as run() does for a
+  /// user (the JIT figures above come from runtimes without it, so that
+  /// the cold compile compiles).
+  std::optional<Runtime> tuned;
   double coldS = 0, diskS = 0, memS = 0;
+  Runtime &timed() { return tuned ? *tuned : *runtime; }
 };
 
 /// Fills `jit` for `target`, with runtimes made from `rtOptions` over
-/// jit.cacheDir. Returns "" or an error.
+/// jit.cacheDir (and, with `kernelsDir`, jit.tuned). Returns "" or an error.
 std::string measureJit(RuntimeOptions rtOptions, const AttentionSpec &spec,
-                       Target target, const TileConfig &config, Jit &jit) {
+                       Target target, const TileConfig &config, Jit &jit,
+                       const std::string &kernelsDir) {
   rtOptions.cacheDir = jit.cacheDir.path;
+  // The runtime-only build (no compiler) can only load: its "cold" figure
+  // is the bundle's load.
+  if (!rtOptions.compiler)
+    rtOptions.kernelsDir = kernelsDir;
+  if (!kernelsDir.empty()) {
+    RuntimeOptions tuned = rtOptions;
+    tuned.kernelsDir = kernelsDir;
+    jit.tuned.emplace(tuned);
+  }
   {
     Runtime cold(rtOptions);
     auto t0 = Clock::now();
@@ -222,12 +245,32 @@ TensorRef laidOut(TensorRef t, bool bshd) {
   return t.withStrides({seq * heads * d, d, heads * d, 1});
 }
 
+/// "cpu_decode_avx512 16 x 32" (and warps, stages on CUDA).
+std::string kernelString(const TileConfig &k) {
+  std::string s = fmt::format("{} {} x {}", k.variant, k.blockM, k.blockN);
+  if (k.numWarps > 0)
+    s += fmt::format(", {} warps, {} stages", k.numWarps, k.numStages);
+  return s;
+}
+
+/// Who chose the timed kernel's configuration: the command line, else the
+/// bundle's tuning database (or its absence: the default).
+std::string kernelSource(const TileConfig &given, Jit &jit) {
+  if (!given.isDefault())
+    return "given";
+  if (!jit.tuned)
+    return "default: no kernel bundle (--kernels-dir none)";
+  return "the bundle's tuning database, else the default; bundle: " +
+         jit.tuned->bundleStatus();
+}
+
 /// --target cuda: the same measurements on the GPU, timed with events
 /// (with a paged cache the runtime's copies of the block table and context
 /// lengths to the host, for its checks, are inside the timed calls).
 int benchCuda(const AttentionSpec &spec, const TileConfig &config,
               int64_t batch, int64_t seq, int64_t seqK, int64_t warmup,
-              int64_t repeats, bool json, bool backward, bool bshd) {
+              int64_t repeats, bool json, bool backward, bool bshd,
+              const std::string &kernelsDir) {
   cuda::DeviceInfo device;
   if (std::string err = cuda::probe(device); !err.empty())
     return fail(err);
@@ -310,18 +353,20 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   if (jitConfig.isDefault() && !spec.varlen && useDecodeFamily(spec, seq))
     jitConfig.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
   if (std::string err =
-          measureJit(rtOptions, spec, Target::CUDA, jitConfig, jit);
+          measureJit(rtOptions, spec, Target::CUDA, jitConfig, jit, kernelsDir);
       !err.empty())
     return fail(err);
 
   auto launch = [&] {
-    return jit.runtime->run(spec, args, Target::CUDA, fwdConfig);
+    return jit.timed().run(spec, args, Target::CUDA, fwdConfig);
   };
-  for (int64_t r = 0; r < warmup; ++r)
+  // (The bundle's runtime loads its pick on the first call.)
+  for (int64_t r = 0; r < warmup + (jit.tuned ? 1 : 0); ++r)
     if (std::string err = launch(); !err.empty())
       return fail(err);
   if (std::string err = cuda::synchronize(); !err.empty())
     return fail(err);
+  const TileConfig kernel = jit.timed().stats().lastKernel;
   std::vector<double> ms;
   if (std::string err = cuda::timeKernel(launch, int(repeats), ms);
       !err.empty())
@@ -354,7 +399,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
     if (args.slopes.present())
       grads.dslopes = TensorRef(dslopes.data(), {H});
     auto bwd = [&] {
-      return jit.runtime->backward(spec, args, grads, Target::CUDA, bwdTile);
+      return jit.timed().backward(spec, args, grads, Target::CUDA, bwdTile);
     };
     auto both = [&] {
       if (std::string err = launch(); !err.empty())
@@ -390,6 +435,8 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   fmt::print("shape        {}\n", shape);
   fmt::print("device       {} ({}, {} SMs, driver {})\n", device.name,
              device.arch, device.smCount, device.driverVersion);
+  fmt::print("kernel       {} ({})\n", kernelString(kernel),
+             kernelSource(config, jit));
   fmt::print("tilt         {:.4f} ms median of {} ({:.2f} TFLOP/s, K/V read "
              "at {:.1f} GB/s)\n",
              med * 1e3, repeats, tflops, kvReadGbps);
@@ -416,9 +463,13 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
                "\"{}\", \"arch\": \"{}\", \"tflops\": {:.3f}, "
                "\"median_ms\": {:.5f}, \"kv_read_gbps\": {:.2f}, "
                "\"jit_cold_ms\": {:.3f}, \"jit_disk_hit_ms\": {:.4f}, "
-               "\"jit_memory_hit_us\": {:.4f}{}}}\n",
+               "\"jit_memory_hit_us\": {:.4f}, \"variant\": \"{}\", "
+               "\"block_m\": {}, \"block_n\": {}, \"num_warps\": {}, "
+               "\"num_stages\": {}{}}}\n",
                shape, device.name, device.arch, tflops, med * 1e3, kvReadGbps,
-               jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6, backwardJson);
+               jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6, kernel.variant,
+               kernel.blockM, kernel.blockN, kernel.numWarps, kernel.numStages,
+               backwardJson);
   return 0;
 }
 
@@ -430,12 +481,14 @@ struct BenchOptions {
   bool json = false, noNaive = false, backward = false, trainable = false;
   bool bshd = false; ///< --layout bshd
   std::string target = "cpu";
+  std::string kernelsDir; ///< --kernels-dir: the bundle of the timed runs
 };
 
 std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
   std::vector<Option> options;
   addSpecOptions(options, o.flags);
   addTileConfigOptions(options, o.config);
+  addKernelsDirOption(options, o.kernelsDir);
   auto intFlag = [&](const char *name, const char *help, int64_t &dst,
                      int64_t min) {
     options.push_back({name, "N", help, [name, &dst, min](auto v) {
@@ -526,6 +579,8 @@ struct CpuResult {
   double kvReadGbps = 0, readBandwidth = 0;
   double fwdBwdMed = 0, bwdMed = 0, fwdBwdGflops = 0; ///< --backward
   Jit jit;
+  TileConfig kernel;  ///< what the timed forward ran
+  std::string source; ///< who chose it
 };
 
 /// Times the kernel (median of --repeats after --warmup), the naive
@@ -605,21 +660,27 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   if (jitConfig.isDefault() && useDecodeFamily(spec, o.seq))
     jitConfig = defaultCpuConfig(
         decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
-  if (std::string err =
-          measureJit(rtOptions, spec, Target::CPU, jitConfig, r.jit);
+  if (std::string err = measureJit(rtOptions, spec, Target::CPU, jitConfig,
+                                   r.jit, o.kernelsDir);
       !err.empty())
     return err;
 
   std::vector<double> times;
+  // The bundle's runtime loads (or compiles) its pick on the first call.
+  if (r.jit.tuned)
+    if (std::string err = r.jit.timed().run(spec, args, Target::CPU, fwdConfig);
+        !err.empty())
+      return err;
   for (int64_t i = 0; i < o.warmup + o.repeats; ++i) {
     auto t0 = Clock::now();
-    if (std::string err =
-            r.jit.runtime->run(spec, args, Target::CPU, fwdConfig);
+    if (std::string err = r.jit.timed().run(spec, args, Target::CPU, fwdConfig);
         !err.empty())
       return err;
     if (i >= o.warmup)
       times.push_back(seconds(t0, Clock::now()));
   }
+  r.kernel = r.jit.timed().stats().lastKernel;
+  r.source = kernelSource(o.config, r.jit);
   if (o.backward) {
     // Forward with lse, then the backward from an upstream gradient.
     std::vector<float> lse(o.batch * H * o.seq);
@@ -643,12 +704,12 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
     for (int64_t i = 0; i < o.warmup + o.repeats; ++i) {
       auto t0 = Clock::now();
       if (std::string err =
-              r.jit.runtime->run(spec, args, Target::CPU, fwdConfig);
+              r.jit.timed().run(spec, args, Target::CPU, fwdConfig);
           !err.empty())
         return err;
       auto t1 = Clock::now();
       if (std::string err =
-              r.jit.runtime->backward(spec, args, grads, Target::CPU, bwdTile);
+              r.jit.timed().backward(spec, args, grads, Target::CPU, bwdTile);
           !err.empty())
         return err;
       auto t2 = Clock::now();
@@ -703,6 +764,7 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
   fmt::print("cpu          {} ({})\n", cpu, isa);
   fmt::print("shape        {}\n", shape);
   fmt::print("threads      {}\n", o.threads);
+  fmt::print("kernel       {} ({})\n", kernelString(r.kernel), r.source);
   fmt::print("tilt         {:.3f} ms median of {} ({:.1f} GFLOP/s)\n",
              r.med * 1e3, o.repeats, r.gflops);
   fmt::print("fp32 peak    {:.1f} GFLOP/s measured -> tilt at {:.1f}%\n",
@@ -744,13 +806,15 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                "\"speedup_vs_naive\": {:.3f}, \"jit_cold_ms\": {:.3f}, "
                "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}, "
                "\"kv_read_gbps\": {:.2f}, \"read_bandwidth_gbps\": {:.2f}, "
-               "\"ratio_read_bandwidth\": {:.4f}{}}}\n",
+               "\"ratio_read_bandwidth\": {:.4f}, \"variant\": \"{}\", "
+               "\"block_m\": {}, \"block_n\": {}{}}}\n",
                jsonEscape(cpu), jsonEscape(isa), shape, o.threads, r.gflops,
                r.med * 1e3, r.peakFp32, r.peakAmx, r.gflops / r.peakFp32,
                r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
                r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
                r.jit.diskS * 1e3, r.jit.memS * 1e6, r.kvReadGbps,
-               r.readBandwidth, r.kvReadGbps / r.readBandwidth, backward);
+               r.readBandwidth, r.kvReadGbps / r.readBandwidth,
+               r.kernel.variant, r.kernel.blockM, r.kernel.blockN, backward);
 }
 
 } // namespace
@@ -761,7 +825,7 @@ int main(int argc, char **argv) {
     return *exit;
   if (o.target == "cuda")
     return benchCuda(o.flags.spec, o.config, o.batch, o.seq, o.seqK, o.warmup,
-                     o.repeats, o.json, o.backward, o.bshd);
+                     o.repeats, o.json, o.backward, o.bshd, o.kernelsDir);
   CpuResult r;
   if (std::string err = benchCpu(o, r); !err.empty())
     return fail(err);

@@ -112,6 +112,10 @@ struct RunStats {
   /// Disk entries found corrupt, truncated or stale, removed (then rebuilt).
   int64_t diskRejected = 0;
   double seconds = 0; ///< wall time spent inside run(), compiles included
+  /// The kernel the last successful run() or backward() launched: its
+  /// variant and blocks (and, on CUDA, warps and stages), whether the
+  /// caller, the bundle's tuning database or the default chose them.
+  TileConfig lastKernel;
 };
 
 struct RuntimeOptions {
