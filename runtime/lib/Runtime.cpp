@@ -304,6 +304,28 @@ std::string checkStrideRows(std::initializer_list<StrideRow> rows) {
   return {};
 }
 
+/// The CUDA kernels copy q, k, v, o (and the backward's tensors) in 16-byte
+/// pieces (cp.async, TMA): each tensor's address and its outer strides (of
+/// dims with more than one element) must be multiples of 16 bytes.
+std::string checkCudaAlignment(std::initializer_list<StrideRow> rows,
+                               DType dtype) {
+  const int64_t e = byteWidth(dtype);
+  for (const StrideRow &r : rows) {
+    const TensorRef &t = *r.t;
+    if (!r.data || !t.present())
+      continue;
+    bool aligned = reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
+    for (int d = 0; d + 1 < std::clamp(t.rank, 0, 4); ++d) // (innermost: 1)
+      aligned = aligned && (t.shape[d] <= 1 || t.stride(d) * e % 16 == 0);
+    if (!aligned)
+      return fmt::format("{}: on target cuda its address and strides must be "
+                         "multiples of 16 bytes, got strides {} (elements of "
+                         "{} bytes)",
+                         r.name, t.strideString(), e);
+  }
+  return {};
+}
+
 /// The configuration a loaded kernel says it was built with.
 TileConfig kernelConfig(const KernelInfo &info) {
   return {info.variant, info.blockM, info.blockN};
@@ -1593,6 +1615,13 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
     return err;
   if (std::string err = checkStrides(args); !err.empty())
     return err;
+  if (std::string err = checkCudaAlignment({{"q", &args.q, true, false},
+                                            {"k", &args.k, true, false},
+                                            {"v", &args.v, true, false},
+                                            {"o", &args.o, true, true}},
+                                           spec.dtype);
+      !err.empty())
+    return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
   Geometry g;
@@ -1644,6 +1673,18 @@ std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
   if (std::string err = checkStrides(args); !err.empty())
     return err;
   if (std::string err = checkGradStrides(grads); !err.empty())
+    return err;
+  if (std::string err =
+          checkCudaAlignment({{"q", &args.q, true, false},
+                              {"k", &args.k, true, false},
+                              {"v", &args.v, true, false},
+                              {"o", &args.o, true, false},
+                              {"grad_o", &grads.gradO, true, false},
+                              {"dq", &grads.dq, true, true},
+                              {"dk", &grads.dk, true, true},
+                              {"dv", &grads.dv, true, true}},
+                             spec.dtype);
+      !err.empty())
     return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
@@ -1814,7 +1855,10 @@ void Runtime::clearMemoryCache() {
   impl->cudaKernels.clear();
 }
 
-const RunStats &Runtime::stats() const { return impl->stats; }
+RunStats Runtime::stats() const {
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  return impl->stats;
+}
 
 void Runtime::resetStats() {
   std::lock_guard<std::mutex> lock(impl->mutex);

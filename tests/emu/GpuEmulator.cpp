@@ -710,6 +710,10 @@ void Cta::exec(Operation &op, const std::vector<uint8_t> &mask) {
       // follow, fails here whatever its size.
       std::vector<int64_t> si = indices(o.getSrcIndices(), t);
       const uint8_t *s = address(src, si);
+      // cp.async copies 4, 8 or 16 bytes from an address aligned to them.
+      if (reinterpret_cast<uintptr_t>(s) % uintptr_t(n * e) != 0)
+        fail("cp.async: a global source of " + std::to_string(n * e) +
+             " bytes not aligned to them");
       if (have > 0) {
         si.back() += have - 1;
         (void)address(src, si); // the last element read is in bounds

@@ -187,6 +187,14 @@ TEST_F(RuntimeArgs, CudaChecksStridesBeforeTheDevice) {
               "lse: must be row-major (strides [192, 16, 1] for shape [2, 12, "
               "16]), got strides [16, 32, 1]",
               Target::CUDA);
+  // The kernels copy 16 bytes at a time: rows 8 bytes off are refused.
+  args = p.args();
+  args.q = args.q.withStrides({12288, 64, 770, 1});
+  expectError(p, args,
+              "q: on target cuda its address and strides must be multiples "
+              "of 16 bytes, got strides [12288, 64, 770, 1] (elements of 4 "
+              "bytes)",
+              Target::CUDA);
   // [B, S, H, D] memory passes the stride checks: what stops it here is
   // the missing GPU (or, with one, nothing).
   args = p.args();

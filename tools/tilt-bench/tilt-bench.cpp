@@ -21,7 +21,7 @@
 // the `kernel` line (and the JSON's variant, block_m, block_n) names it.
 // The JIT figures come from runtimes without the bundle, so that the cold
 // compile compiles. tilt-bench-rt, built without the compiler, only loads
-// kernels (the bundle; its "cold compile" is then the bundle's load).
+// kernels (the bundle) and reports no JIT figures (0 in the JSON).
 // --backward also times the backward pass (CPU and CUDA: gpu_bwd_sm80):
 // forward + backward and the
 // backward alone, its FLOPs counted as 2.5x the forward's (FlashAttention's
@@ -184,7 +184,16 @@ struct Jit {
   /// the cold compile compiles).
   std::optional<Runtime> tuned;
   double coldS = 0, diskS = 0, memS = 0;
+  bool compiled = true; ///< the JIT figures were measured
   Runtime &timed() { return tuned ? *tuned : *runtime; }
+  /// The `jit` line of the report.
+  std::string line() const {
+    if (!compiled)
+      return "no compiler in this build (kernels from the bundle)";
+    return fmt::format("cold compile {:.1f} ms, disk hit {:.3f} ms, memory "
+                       "hit {:.3f} us",
+                       coldS * 1e3, diskS * 1e3, memS * 1e6);
+  }
 };
 
 /// Fills `jit` for `target`, with runtimes made from `rtOptions` over
@@ -193,14 +202,18 @@ std::string measureJit(RuntimeOptions rtOptions, const AttentionSpec &spec,
                        Target target, const TileConfig &config, Jit &jit,
                        const std::string &kernelsDir) {
   rtOptions.cacheDir = jit.cacheDir.path;
-  // The runtime-only build (no compiler) can only load: its "cold" figure
-  // is the bundle's load.
-  if (!rtOptions.compiler)
-    rtOptions.kernelsDir = kernelsDir;
   if (!kernelsDir.empty()) {
     RuntimeOptions tuned = rtOptions;
     tuned.kernelsDir = kernelsDir;
     jit.tuned.emplace(tuned);
+  }
+  // The runtime-only build (no compiler) can only load kernels: no JIT
+  // figures, and the timed runs take the bundle's.
+  if (!rtOptions.compiler) {
+    if (!jit.tuned)
+      return "no compiler in this build and no kernel bundle (--kernels-dir)";
+    jit.compiled = false;
+    return {};
   }
   {
     Runtime cold(rtOptions);
@@ -253,11 +266,15 @@ std::string kernelString(const TileConfig &k) {
   return s;
 }
 
-/// Who chose the timed kernel's configuration: the command line, else the
-/// bundle's tuning database (or its absence: the default).
-std::string kernelSource(const TileConfig &given, Jit &jit) {
+/// Who chose the timed forward's configuration `given` (a backward variant
+/// given names only the backward's): the command line, else on the CPU the
+/// bundle's tuning database (or its absence: the default); CUDA has no
+/// tuning database.
+std::string kernelSource(const TileConfig &given, Target target, Jit &jit) {
   if (!given.isDefault())
     return "given";
+  if (target == Target::CUDA)
+    return "the default (the tuning database is for the CPU)";
   if (!jit.tuned)
     return "default: no kernel bundle (--kernels-dir none)";
   return "the bundle's tuning database, else the default; bundle: " +
@@ -436,13 +453,11 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   fmt::print("device       {} ({}, {} SMs, driver {})\n", device.name,
              device.arch, device.smCount, device.driverVersion);
   fmt::print("kernel       {} ({})\n", kernelString(kernel),
-             kernelSource(config, jit));
+             kernelSource(fwdConfig, Target::CUDA, jit));
   fmt::print("tilt         {:.4f} ms median of {} ({:.2f} TFLOP/s, K/V read "
              "at {:.1f} GB/s)\n",
              med * 1e3, repeats, tflops, kvReadGbps);
-  fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
-             "memory hit {:.3f} us\n",
-             jit.coldS * 1e3, jit.diskS * 1e3, jit.memS * 1e6);
+  fmt::print("jit          {}\n", jit.line());
   // The backward's FLOPs: 2.5x the forward's (FlashAttention's convention).
   const double fwdBwdGflops =
       backward ? 3.5 * flops / (fwdBwdMed * 1e-3) / 1e9 : 0.0;
@@ -680,7 +695,7 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
       times.push_back(seconds(t0, Clock::now()));
   }
   r.kernel = r.jit.timed().stats().lastKernel;
-  r.source = kernelSource(o.config, r.jit);
+  r.source = kernelSource(fwdConfig, Target::CPU, r.jit);
   if (o.backward) {
     // Forward with lse, then the backward from an upstream gradient.
     std::vector<float> lse(o.batch * H * o.seq);
@@ -787,9 +802,7 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
                "faster\n",
                r.naiveMed * 1e3, r.naiveMed / r.med);
-  fmt::print("jit          cold compile {:.1f} ms, disk hit {:.3f} ms, "
-             "memory hit {:.3f} us\n",
-             r.jit.coldS * 1e3, r.jit.diskS * 1e3, r.jit.memS * 1e6);
+  fmt::print("jit          {}\n", r.jit.line());
   std::string backward;
   if (o.backward)
     backward = fmt::format(", \"fwd_bwd_ms\": {:.4f}, \"bwd_ms\": {:.4f}, "

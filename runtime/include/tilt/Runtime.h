@@ -33,8 +33,9 @@ namespace tilt {
 /// grad_o, dq, dk, dv -- so that [B, S, H, D] tensors (a view [B, H, S, D]
 /// with strides {S*H*D, D, H*D, 1}) and slices of a fused QKV tensor run in
 /// place: the innermost stride must be 1, the others >= 0, and an output's
-/// elements must not overlap (the TMA kernels of sm_90a also need q's, k's
-/// and v's address and strides in multiples of 16 bytes). Every other
+/// elements must not overlap (on Target::CUDA, whose kernels copy them in
+/// 16-byte pieces, their addresses and strides must also be multiples of
+/// 16 bytes). Every other
 /// tensor must be row-major (strides absent, or equal to the row-major
 /// ones). All-zero strides (the default) mean "absent": a given innermost
 /// stride is never 0.
@@ -69,8 +70,10 @@ struct AttentionArgs {
   TensorRef keyPaddingMask; ///< uint8 [B,Sk]
   /// int32 [B+1], varlen only. Rows of q (k) past cu_seqlens_q[B]
   /// (cu_seqlens_k[B]) belong to no sequence (padding to a fixed token
-  /// count): nothing reads them, and their o, lse (dq; dk, dv) are left as
-  /// the caller's buffers hold them.
+  /// count): their o, lse (dq; dk, dv) are left as the caller's buffers
+  /// hold them. They should hold finite values: sm_90a's last key block of
+  /// the last sequence is a TMA box that may span them (masked, but a NaN
+  /// in v would reach the sum as 0 * NaN).
   TensorRef cuSeqlensQ;
   TensorRef cuSeqlensK;
   /// Paged KV cache (spec.pageSize != 0; ALIBI.md): k and v are the caches
@@ -181,7 +184,7 @@ public:
   /// thread count. dk and dv of a kv head sum over its query heads.
   /// `config`, when given, must be a backward variant of the target:
   /// cpu_bwd_avx2 or cpu_bwd_avx512 on the CPU, gpu_bwd_sm80 on CUDA (two
-  /// kernels enqueued on args.cudaStream, row-major tensors, f16/bf16;
+  /// kernels enqueued on args.cudaStream, f16/bf16;
   /// deterministic too: no atomics). Returns "" or a
   /// one-line error naming the bad argument; on error no output is written
   /// (on CUDA, should the second kernel's launch fail after the first's
@@ -200,7 +203,7 @@ public:
 
   /// Drops loaded kernels (the disk cache stays).
   void clearMemoryCache();
-  const RunStats &stats() const; ///< read it between calls
+  RunStats stats() const; ///< a copy, taken between calls
   void resetStats();
   const std::string &cacheDir() const;
   /// Which CPU class of the kernel bundle serves this CPU, or why none does

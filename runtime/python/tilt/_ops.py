@@ -325,20 +325,14 @@ def _check_same(name: str, t: torch.Tensor, q: torch.Tensor) -> None:
         raise ValueError(f"{name}: device {t.device} differs from q's {q.device}")
 
 
-def _tma_aligned(t: torch.Tensor) -> bool:
-    e = t.element_size()
-    return t.data_ptr() % 16 == 0 and all(
-        (st * e) % 16 == 0 for n, st in zip(t.shape[:-1], t.stride()[:-1]) if n > 1)
-
-
 def _kernel_view(t: torch.Tensor) -> torch.Tensor:
     """`t` as the kernels take it. The CPU kernels read q, k, v (and write
     o and the gradients) through their strides, so [B, S, H, D] tensors and
     slices of a fused QKV tensor are used in place; only a last dimension
     that is not unit-stride (an expanded gradient, say) is copied. So do the
-    CUDA kernels; their TMA loads (sm_90a) also need addresses and strides
-    in multiples of 16 bytes, so a CUDA tensor that has not is copied."""
-    if t.stride(-1) != 1 or (t.is_cuda and not _tma_aligned(t)):
+    CUDA kernels (which also need addresses and strides in multiples of 16
+    bytes: the runtime names a tensor that has not)."""
+    if t.stride(-1) != 1:
         return t.contiguous()
     return t
 
@@ -440,9 +434,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     keys with its offsets and combine the results with merge_states().
 
     Strides: q, k, v go to the runtime through their strides (the last
-    dimension unit-stride; on CUDA also addresses and strides in multiples
-    of 16 bytes), so layout="bshd" tensors and slices of a fused QKV tensor
-    are not copied here, and o (like the gradients) comes back in q's memory
+    dimension unit-stride; on CUDA addresses and strides must also be
+    multiples of 16 bytes, else a ValueError names the tensor), so
+    layout="bshd" tensors and slices of a fused QKV tensor are not copied
+    here, and o (like the gradients) comes back in q's memory
     order (bshd: a contiguous [B, S, H, D]); for long CPU prefill the
     runtime gathers strided K and V into its scratch once per call, which is
     faster than rereading them. (The CUDA kernels' strided addressing is
