@@ -22,6 +22,7 @@
 #include "tilt/TuningDb.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <chrono>
 #include <cmath>
@@ -31,6 +32,7 @@
 #include <limits>
 #include <mutex>
 #include <new>
+#include <span>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -296,7 +298,34 @@ struct StrideRow {
   bool data, output;
 };
 
-std::string checkStrideRows(std::initializer_list<StrideRow> rows) {
+/// The forward's tensors (TensorRef): the data tensors (q, k, v, o) may be
+/// strided, every other tensor must be row-major.
+std::array<StrideRow, 11> strideRows(const AttentionArgs &a) {
+  return {{{"q", &a.q, true, false},
+           {"k", &a.k, true, false},
+           {"v", &a.v, true, false},
+           {"o", &a.o, true, true},
+           {"lse", &a.lse, false, false},
+           {"slopes", &a.slopes, false, false},
+           {"key_padding_mask", &a.keyPaddingMask, false, false},
+           {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
+           {"cu_seqlens_k", &a.cuSeqlensK, false, false},
+           {"block_table", &a.blockTable, false, false},
+           {"context_lens", &a.contextLens, false, false}}};
+}
+
+/// The backward's own tensors: grad_o, dq, dk, dv may be strided, grad_lse
+/// and dslopes must be row-major.
+std::array<StrideRow, 6> strideRows(const BackwardArgs &g) {
+  return {{{"grad_o", &g.gradO, true, false},
+           {"grad_lse", &g.gradLse, false, false},
+           {"dq", &g.dq, true, true},
+           {"dk", &g.dk, true, true},
+           {"dv", &g.dv, true, true},
+           {"dslopes", &g.dslopes, false, false}}};
+}
+
+std::string checkStrideRows(std::span<const StrideRow> rows) {
   for (const StrideRow &r : rows)
     if (std::string err = checkTensorStrides(r.name, *r.t, r.data, r.output);
         !err.empty())
@@ -304,11 +333,18 @@ std::string checkStrideRows(std::initializer_list<StrideRow> rows) {
   return {};
 }
 
+std::string checkStrides(const AttentionArgs &a) {
+  return checkStrideRows(strideRows(a));
+}
+
+std::string checkGradStrides(const BackwardArgs &g) {
+  return checkStrideRows(strideRows(g));
+}
+
 /// The CUDA kernels copy q, k, v, o (and the backward's tensors) in 16-byte
 /// pieces (cp.async, TMA): each tensor's address and its outer strides (of
 /// dims with more than one element) must be multiples of 16 bytes.
-std::string checkCudaAlignment(std::initializer_list<StrideRow> rows,
-                               DType dtype) {
+std::string checkCudaAlignment(std::span<const StrideRow> rows, DType dtype) {
   const int64_t e = byteWidth(dtype);
   for (const StrideRow &r : rows) {
     const TensorRef &t = *r.t;
@@ -326,12 +362,22 @@ std::string checkCudaAlignment(std::initializer_list<StrideRow> rows,
   return {};
 }
 
-/// The configuration a loaded kernel says it was built with.
-TileConfig kernelConfig(const KernelInfo &info) {
-  return {info.variant, info.blockM, info.blockN};
+/// RunStats::lastKernel: the configuration a loaded kernel says it was
+/// built with, assigned in place (a string's copy-assignment reuses its
+/// buffer: nothing allocated per call).
+void noteKernel(TileConfig &last, const std::string &variant, int64_t blockM,
+                int64_t blockN, int64_t numWarps = 0, int64_t numStages = 0) {
+  last.variant = variant;
+  last.blockM = blockM;
+  last.blockN = blockN;
+  last.numWarps = numWarps;
+  last.numStages = numStages;
 }
-TileConfig kernelConfig(const CudaArtifact &h) {
-  return {h.variant, h.blockM, h.blockN, h.numWarps, h.numStages};
+void noteKernel(TileConfig &last, const KernelInfo &info) {
+  noteKernel(last, info.variant, info.blockM, info.blockN);
+}
+void noteKernel(TileConfig &last, const CudaArtifact &h) {
+  noteKernel(last, h.variant, h.blockM, h.blockN, h.numWarps, h.numStages);
 }
 
 /// Custom slopes must be finite (a NaN or infinite slope would silently
@@ -345,33 +391,6 @@ std::string checkSlopeValues(const AttentionArgs &a) {
       return fmt::format("slopes: element {} is {}; slopes must be finite", i,
                          x[i]);
   return {};
-}
-
-/// The strides of the forward's tensors (TensorRef): the data tensors (q,
-/// k, v, o) may be strided, every other tensor must be row-major.
-std::string checkStrides(const AttentionArgs &a) {
-  return checkStrideRows({{"q", &a.q, true, false},
-                          {"k", &a.k, true, false},
-                          {"v", &a.v, true, false},
-                          {"o", &a.o, true, true},
-                          {"lse", &a.lse, false, false},
-                          {"slopes", &a.slopes, false, false},
-                          {"key_padding_mask", &a.keyPaddingMask, false, false},
-                          {"cu_seqlens_q", &a.cuSeqlensQ, false, false},
-                          {"cu_seqlens_k", &a.cuSeqlensK, false, false},
-                          {"block_table", &a.blockTable, false, false},
-                          {"context_lens", &a.contextLens, false, false}});
-}
-
-/// The backward's own tensors' strides: grad_o, dq, dk, dv may be strided,
-/// grad_lse and dslopes must be row-major.
-std::string checkGradStrides(const BackwardArgs &g) {
-  return checkStrideRows({{"grad_o", &g.gradO, true, false},
-                          {"grad_lse", &g.gradLse, false, false},
-                          {"dq", &g.dq, true, true},
-                          {"dk", &g.dk, true, true},
-                          {"dv", &g.dv, true, true},
-                          {"dslopes", &g.dslopes, false, false}});
 }
 
 /// Whether the bytes `a` and `b` can reach (elements of `aBytes` and
@@ -1615,11 +1634,7 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
     return err;
   if (std::string err = checkStrides(args); !err.empty())
     return err;
-  if (std::string err = checkCudaAlignment({{"q", &args.q, true, false},
-                                            {"k", &args.k, true, false},
-                                            {"v", &args.v, true, false},
-                                            {"o", &args.o, true, true}},
-                                           spec.dtype);
+  if (std::string err = checkCudaAlignment(strideRows(args), spec.dtype);
       !err.empty())
     return err;
   if (std::string err = cudaDevice(spec); !err.empty())
@@ -1657,7 +1672,7 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
           kernel->launch(spec, launchArgs, g.batch, g.maxSq, g.maxSk);
       !err.empty())
     return err;
-  stats.lastKernel = kernelConfig(kernel->info());
+  noteKernel(stats.lastKernel, kernel->info());
   return {};
 }
 
@@ -1674,18 +1689,10 @@ std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
     return err;
   if (std::string err = checkGradStrides(grads); !err.empty())
     return err;
-  if (std::string err =
-          checkCudaAlignment({{"q", &args.q, true, false},
-                              {"k", &args.k, true, false},
-                              {"v", &args.v, true, false},
-                              {"o", &args.o, true, false},
-                              {"grad_o", &grads.gradO, true, false},
-                              {"dq", &grads.dq, true, true},
-                              {"dk", &grads.dk, true, true},
-                              {"dv", &grads.dv, true, true}},
-                             spec.dtype);
-      !err.empty())
-    return err;
+  for (std::string err : {checkCudaAlignment(strideRows(args), spec.dtype),
+                          checkCudaAlignment(strideRows(grads), spec.dtype)})
+    if (!err.empty())
+      return err;
   if (std::string err = cudaDevice(spec); !err.empty())
     return err;
   Geometry g;
@@ -1722,7 +1729,7 @@ std::string Runtime::Impl::backwardCuda(const AttentionSpec &spec,
                                                g.maxSq, g.maxSk);
       !err.empty())
     return err;
-  stats.lastKernel = kernelConfig(kernel->info());
+  noteKernel(stats.lastKernel, kernel->info());
   return {};
 }
 
@@ -1784,7 +1791,7 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
         !err.empty())
       return err;
     impl->launch(spec, args, geometry, *kernel);
-    impl->stats.lastKernel = kernelConfig(kernel->info());
+    noteKernel(impl->stats.lastKernel, kernel->info());
     return {};
   });
 }
@@ -1830,7 +1837,7 @@ std::string Runtime::backward(const AttentionSpec &spec,
         !err.empty())
       return err;
     impl->launchBackward(spec, args, grads, geometry, *kernel);
-    impl->stats.lastKernel = kernelConfig(kernel->info());
+    noteKernel(impl->stats.lastKernel, kernel->info());
     return {};
   });
 }
