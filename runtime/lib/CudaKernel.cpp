@@ -203,13 +203,15 @@ void packBackwardParams(const AttentionSpec &spec, const AttentionArgs &args,
 }
 
 TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
-                                    const TensorRef &t, int64_t rows) {
+                                    const TensorRef &t, int64_t rows,
+                                    int64_t usedRows) {
   const auto e = uint64_t(byteWidth(spec.dtype));
   auto bytes = [&](int dim) { return uint64_t(t.stride(dim)) * e; };
   TensorMapGeometry g{};
-  if (spec.varlen) { // [total, Hx, D]: {D, total, Hx, 1}
-    const auto total = uint64_t(t.shape[0]);
-    g = {{uint64_t(t.shape[2]), total, uint64_t(t.shape[1]), 1},
+  if (spec.varlen) { // [total, Hx, D]: {D, used rows, Hx, 1}
+    // (TMA takes no dim of 0; with no rows used no box is loaded.)
+    const auto used = uint64_t(std::max<int64_t>(1, usedRows));
+    g = {{uint64_t(t.shape[2]), used, uint64_t(t.shape[1]), 1},
          {bytes(0), bytes(1), 0}, // (the last: below)
          {}};
   } else { // [B, Hx, S, D]: {D, S, Hx, B}
@@ -439,8 +441,8 @@ CudaKernel::~CudaKernel() {
 }
 
 std::string CudaKernel::launch(const AttentionSpec &spec,
-                               const AttentionArgs &args, int64_t batch,
-                               int64_t maxSq, int64_t maxSk) {
+                               const AttentionArgs &args, const Extents &x) {
+  const int64_t batch = x.batch, maxSq = x.maxSq, maxSk = x.maxSk;
   std::string err;
   const CudaDriver *d = cudaDriver(err);
   if (!d || !(err = d->makeCurrent()).empty())
@@ -503,7 +505,8 @@ std::string CudaKernel::launch(const AttentionSpec &spec,
       if (!header.tma[i])
         continue;
       const TensorMapGeometry g = tensorMapGeometry(
-          spec, *operands[i], i == 0 ? header.blockM : header.blockN);
+          spec, *operands[i], i == 0 ? header.blockM : header.blockN,
+          i == 0 ? x.usedQ : x.usedK);
       if (err = tensorMapError(kTmaOperandNames[i], *operands[i], g);
           !err.empty())
         return err;

@@ -98,9 +98,13 @@ struct TensorMapGeometry {
   uint32_t box[kRank];
 };
 /// `t` is q, k or v as the runtime received it (through its strides);
-/// `rows` is block_m for q and block_n for k and v.
+/// `rows` is block_m for q and block_n for k and v. Varlen: the map covers
+/// only the `usedRows` rows cu_seqlens reach (its last entry), so a box
+/// running past them reads zeros (TMA's out-of-bounds fill) rather than
+/// whatever the caller left in the rest of the tensor (ignored when dense).
 TensorMapGeometry tensorMapGeometry(const AttentionSpec &spec,
-                                    const TensorRef &t, int64_t rows);
+                                    const TensorRef &t, int64_t rows,
+                                    int64_t usedRows);
 /// "" or why TMA cannot read `t` (`name`) through `g`: its address and
 /// strides must be multiples of 16 bytes.
 std::string tensorMapError(const char *name, const TensorRef &t,
@@ -120,13 +124,18 @@ public:
   CudaKernel(const CudaKernel &) = delete;
   CudaKernel &operator=(const CudaKernel &) = delete;
 
+  /// What the runtime's checks learnt of one call's shapes.
+  struct Extents {
+    int64_t batch;
+    int64_t maxSq, maxSk; ///< the longest query and key sequences
+    /// varlen: the rows of q and k that cu_seqlens cover (their last entries)
+    int64_t usedQ, usedK;
+  };
   /// Enqueues one launch on the caller's stream (gpu_decode_sm80 with
   /// split-KV: the decode kernel, then tilt_merge). `args` hold device
-  /// pointers and a present lse; `maxSq` is the longest query sequence,
-  /// `maxSk` the longest key sequence. "" or an error (nothing was
-  /// launched).
+  /// pointers and a present lse. "" or an error (nothing was launched).
   std::string launch(const AttentionSpec &spec, const AttentionArgs &args,
-                     int64_t batch, int64_t maxSq, int64_t maxSk);
+                     const Extents &x);
 
   /// gpu_bwd_sm80: enqueues tilt_attention_bwd_dq, then
   /// tilt_attention_bwd_dkdv, on the caller's stream. `args` and `grads`

@@ -191,6 +191,8 @@ struct Geometry {
   int64_t rowsQ = 0; ///< dense Sq, varlen totalQ
   int64_t maxSq = 0; ///< longest query sequence
   int64_t maxSk = 0; ///< longest key sequence
+  /// varlen: the rows of q and k that cu_seqlens cover (their last entries)
+  int64_t usedQ = 0, usedK = 0;
   bool hasSlopes = false;
 };
 
@@ -567,8 +569,14 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
 
   if (!spec.pageSize)
     g.maxSk = spec.varlen ? 0 : a.k.shape[2];
-  if (spec.varlen)
+  if (spec.varlen) {
     checkCuSeqlens("cu_seqlens_k", a.cuSeqlensK, "k", a.k.shape[0], &g.maxSk);
+    auto last = [](const TensorRef &cu) {
+      return int64_t(static_cast<const int32_t *>(cu.data)[cu.shape[0] - 1]);
+    };
+    g.usedQ = last(a.cuSeqlensQ);
+    g.usedK = last(a.cuSeqlensK);
+  }
   g.hasSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
   if (g.hasSlopes && !a.slopes.present())
     return "slopes: required by slopes = custom (f32 [H] or [B, H])";
@@ -1668,8 +1676,8 @@ std::string Runtime::Impl::runCuda(const AttentionSpec &spec,
     launchArgs.lse = spec.varlen ? TensorRef(scratch, {H, g.rowsQ})
                                  : TensorRef(scratch, {g.batch, H, g.rowsQ});
   }
-  if (std::string err =
-          kernel->launch(spec, launchArgs, g.batch, g.maxSq, g.maxSk);
+  if (std::string err = kernel->launch(
+          spec, launchArgs, {g.batch, g.maxSq, g.maxSk, g.usedQ, g.usedK});
       !err.empty())
     return err;
   noteKernel(stats.lastKernel, kernel->info());

@@ -364,8 +364,10 @@ NB_MODULE(_tilt, m) {
   m.def(
       "standard_slopes",
       [](int64_t totalHeads, double maxBias) {
-        if (totalHeads < 1)
-          throw nb::value_error("heads: must be at least 1");
+        if (totalHeads < 1 || totalHeads > tilt::kMaxHeads)
+          throw nb::value_error(fmt::format("heads: must be in [1, {}], got {}",
+                                            tilt::kMaxHeads, totalHeads)
+                                    .c_str());
         if (!(maxBias > 0))
           throw nb::value_error("max_bias: must be positive");
         return tilt::standardSlopes(totalHeads, maxBias);

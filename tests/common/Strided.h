@@ -33,10 +33,12 @@ class StridedCopy {
 public:
   /// A strided tensor shaped like `like` (rank 3 or 4, row-major), holding
   /// `src`'s values when given (else only the sentinel in its gaps and
-  /// zeros elsewhere).
+  /// zeros elsewhere). `tailRows` (rank 3, varlen k and v): that many more
+  /// rows of sentinel after `like`'s, which the tensor's shape includes
+  /// but no cu_seqlens entry reaches.
   StridedCopy(const TensorRef &like, DType dtype,
-              const TypedBuffer *src = nullptr)
-      : shape(like), rank(like.rank) {
+              const TypedBuffer *src = nullptr, int64_t tailRows = 0)
+      : shape(like), rank(like.rank), tail(rank == 3 ? tailRows : 0) {
     // Physical dims: rank 4 [B, S, H + 1, D], rank 3 [T, H + 1, D].
     const int64_t D = like.shape[rank - 1];
     if (rank == 4) {
@@ -51,7 +53,7 @@ public:
       strides[2] = 1;
       strides[1] = D;
       strides[0] = (H + 1) * D;
-      elements = T * strides[0];
+      elements = (T + tail) * strides[0];
     }
     buffer = TypedBuffer(dtype, size_t(elements));
     for (int64_t i = 0; i < elements; ++i)
@@ -66,6 +68,7 @@ public:
     TensorRef t(buffer.data(), {});
     t.rank = rank;
     std::copy_n(shape.shape, 4, t.shape);
+    t.shape[0] += tail;
     std::copy_n(strides, 4, t.strides);
     return t;
   }
@@ -108,22 +111,31 @@ private:
 
   TensorRef shape;
   int rank;
+  int64_t tail;
   int64_t strides[4] = {0, 0, 0, 0};
   int64_t elements = 0;
   TypedBuffer buffer;
 };
 
+/// Sentinel rows the strided reruns put after varlen k and v: more than
+/// any key block (256 at most), so that a block running past the last
+/// sequence's keys would meet them.
+inline constexpr int64_t kVarlenTailRows = 257;
+
 /// Runs `args` again through `rt` with q, k, v, o strided copies
-/// (StridedCopy) of `q`, `k`, `v` and returns "" or what differs from the
-/// row-major run's `o` and `lse`, bit for bit.
+/// (StridedCopy) of `q`, `k`, `v` (varlen k and v with kVarlenTailRows
+/// more) and returns "" or what differs from the row-major run's `o` and
+/// `lse`, bit for bit.
 inline std::string rerunStrided(Runtime &rt, const AttentionSpec &spec,
                                 const AttentionArgs &args,
                                 const TileConfig &config, const TypedBuffer &q,
                                 const TypedBuffer &k, const TypedBuffer &v,
                                 const TypedBuffer &o,
                                 const std::vector<float> &lse) {
-  StridedCopy sq(args.q, spec.dtype, &q), sk(args.k, spec.dtype, &k),
-      sv(args.v, spec.dtype, &v), so(args.o, spec.dtype);
+  // Varlen k and v also get rows past cu_seqlens_k's end: never read.
+  const int64_t tail = spec.varlen ? kVarlenTailRows : 0;
+  StridedCopy sq(args.q, spec.dtype, &q), sk(args.k, spec.dtype, &k, tail),
+      sv(args.v, spec.dtype, &v, tail), so(args.o, spec.dtype);
   std::vector<float> slse(lse.size(), 0.0f);
   AttentionArgs strided = args;
   strided.q = sq.ref();

@@ -366,10 +366,12 @@ emu::MemRefArg memrefOf(const TensorRef &t) {
 }
 
 /// The tensor map the runtime makes for `t` (CudaKernel.cpp's
-/// tensorMapGeometry) as the emulator's argument.
+/// tensorMapGeometry) as the emulator's argument; `usedRows`: varlen, the
+/// last cu_seqlens entry.
 emu::TensorMapArg tensorMapOf(const AttentionSpec &s, const TensorRef &t,
-                              int64_t rows) {
-  const detail::TensorMapGeometry g = detail::tensorMapGeometry(s, t, rows);
+                              int64_t rows, int64_t usedRows) {
+  const detail::TensorMapGeometry g =
+      detail::tensorMapGeometry(s, t, rows, usedRows);
   EXPECT_EQ(detail::tensorMapError("t", t, g), "");
   emu::TensorMapArg m;
   m.data = t.data;
@@ -465,8 +467,9 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
     for (int i = 0; i < 4; ++i)
       launch.memrefs[size_t(i)] = memrefOf(*refs[i]);
     if (c.variant == "gpu_sm90a")
-      launch.maps = {tensorMapOf(s, tq, c.blockM), tensorMapOf(s, tk, c.blockN),
-                     tensorMapOf(s, tv, c.blockN)};
+      launch.maps = {tensorMapOf(s, tq, c.blockM, cuQ.back()),
+                     tensorMapOf(s, tk, c.blockN, cuK.back()),
+                     tensorMapOf(s, tv, c.blockN, cuK.back())};
   };
   launch.memrefs.resize(4);
   launch.memrefs.push_back(s.varlen ? contiguous(lse.data(), {H, totalQ})
@@ -493,10 +496,12 @@ TEST_P(GpuEmu, MatchesFloat64Reference) {
 
   if (c.strided) {
     ASSERT_TRUE(c.onlyBlocks.empty() && c.onlyHeads.empty()) << c.name;
-    // [B, S, H + 1, D] memory with NaN gaps (StridedCopy): only the
-    // addresses change, so the bits must not; a gap read shows as NaN.
-    test::StridedCopy sq(qRef, s.dtype, &q), sk(kRef, s.dtype, &k),
-        sv(vRef, s.dtype, &v), so(oRef, s.dtype);
+    // [B, S, H + 1, D] memory with NaN gaps (StridedCopy), varlen k and v
+    // with NaN rows past cu_seqlens_k's end: only the addresses change, so
+    // the bits must not; a gap or tail read shows as NaN.
+    const int64_t tail = s.varlen ? test::kVarlenTailRows : 0;
+    test::StridedCopy sq(qRef, s.dtype, &q), sk(kRef, s.dtype, &k, tail),
+        sv(vRef, s.dtype, &v, tail), so(oRef, s.dtype);
     std::vector<float> slse(lse.size(), 555.0f);
     launch.memrefs[4].data = slse.data();
     setData(sq.ref(), sk.ref(), sv.ref(), so.ref());
@@ -1134,7 +1139,10 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
       std::copy(launch.memrefs[arg].sizes.begin(),
                 launch.memrefs[arg].sizes.end(), like.shape);
       const bool input = arg < 7;
-      copies.emplace_back(like, s.dtype, input ? buffer : nullptr);
+      // Varlen k, v, dk, dv: NaN rows past cu_seqlens_k's end too.
+      const bool keys = arg == 1 || arg == 2 || arg == 8 || arg == 9;
+      copies.emplace_back(like, s.dtype, input ? buffer : nullptr,
+                          s.varlen && keys ? test::kVarlenTailRows : 0);
       launch.memrefs[arg] = memrefOf(copies.back().ref());
     }
     std::vector<float> state2(rowState.size(), 777.0f),

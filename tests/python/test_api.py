@@ -83,6 +83,8 @@ def test_torch_compile_fullgraph():
     (lambda q, k, v: tilt.attention(q, k, v, slopes=torch.tensor([0.5, float("nan"), 0.1, 0.2])),
      "slopes: element 1 is nan"),
     (lambda q, k, v: tilt.alibi_slopes(4, float("inf")), "max_bias: must be a finite"),
+    (lambda q, k, v: tilt.alibi_slopes(2**40), "heads: must be in [1, 65535]"),
+    (lambda q, k, v: tilt.attention(q, k, v, total_heads=2**40), "total_heads"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(call, arg):
     q, k, v = qkv()
@@ -101,12 +103,12 @@ def test_runtime_checks_reach_python_as_value_error():
 
 def test_varlen_rows_after_the_last_sequence_are_defined():
     # Tokens past the last offsets (padding to a fixed count) belong to no
-    # sequence: o = 0, lse = -inf, zero gradients, and the covered rows
-    # equal a run without the padding.
+    # sequence and are never read (NaN here): o = 0, lse = -inf, zero
+    # gradients, and the covered rows equal a run without the padding.
     torch.manual_seed(6)
-    q = torch.randn(9, 2, 32, requires_grad=True)
-    k = torch.randn(12, 2, 32, requires_grad=True)
-    v = torch.randn(12, 2, 32, requires_grad=True)
+    q, k, v = torch.randn(9, 2, 32), torch.randn(12, 2, 32), torch.randn(12, 2, 32)
+    q[4:], k[9:], v[9:] = float("nan"), float("nan"), float("nan")
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
     cu_q = torch.tensor([0, 3, 4], dtype=torch.int32)
     cu_k = torch.tensor([0, 5, 9], dtype=torch.int32)
     o, lse = tilt.attention_varlen(q, k, v, cu_q, cu_k, causal=True, return_lse=True)

@@ -457,8 +457,10 @@ TEST(CudaTensorMaps, Geometry) {
   };
   AttentionSpec dense = makeSpec(3, 3, 128);
   dense.dtype = DType::BF16;
+  // (Dense maps take the used rows from the shape: the last argument is
+  // unused.)
   auto g = detail::tensorMapGeometry(
-      dense, TensorRef(nullptr, {2, 3, 100, 128}), 128);
+      dense, TensorRef(nullptr, {2, 3, 100, 128}), 128, 7);
   EXPECT_EQ(dims(g), (std::vector<uint64_t>{128, 100, 3, 2}));
   EXPECT_EQ(strides(g), (std::vector<uint64_t>{256, 100 * 256, 3 * 100 * 256}));
   EXPECT_EQ(std::vector<uint32_t>(g.box, g.box + G::kRank),
@@ -469,24 +471,24 @@ TEST(CudaTensorMaps, Geometry) {
   // [B, S, H, D] memory, and a slice of a fused [B, S, 3, H, D] tensor.
   const TensorRef bshd =
       TensorRef(nullptr, {2, 3, 100, 128}).withStrides({38400, 128, 384, 1});
-  g = detail::tensorMapGeometry(dense, bshd, 64);
+  g = detail::tensorMapGeometry(dense, bshd, 64, 0);
   EXPECT_EQ(dims(g), (std::vector<uint64_t>{128, 100, 3, 2}));
   EXPECT_EQ(strides(g), (std::vector<uint64_t>{768, 256, 76800}));
   const TensorRef fused =
       TensorRef(nullptr, {2, 3, 100, 128}).withStrides({115200, 128, 1152, 1});
-  g = detail::tensorMapGeometry(dense, fused, 64);
+  g = detail::tensorMapGeometry(dense, fused, 64, 0);
   EXPECT_EQ(strides(g), (std::vector<uint64_t>{2304, 256, 230400}));
   EXPECT_EQ(detail::tensorMapError("k", fused, g), "");
   // A dim of one element: its stride (any, from torch) is replaced.
   const TensorRef one =
       TensorRef(nullptr, {1, 3, 100, 128}).withStrides({7, 128, 384, 1});
-  g = detail::tensorMapGeometry(dense, one, 64);
+  g = detail::tensorMapGeometry(dense, one, 64, 0);
   EXPECT_EQ(strides(g), (std::vector<uint64_t>{768, 256, 3 * 256}));
   EXPECT_EQ(detail::tensorMapError("q", one, g), "");
   // Rows 8 bytes apart: TMA cannot.
   const TensorRef odd =
       TensorRef(nullptr, {2, 3, 100, 128}).withStrides({38404, 128, 388, 1});
-  g = detail::tensorMapGeometry(dense, odd, 64);
+  g = detail::tensorMapGeometry(dense, odd, 64, 0);
   EXPECT_EQ(detail::tensorMapError("v", odd, g),
             "v: the TMA kernels (gpu_sm90a) need its address and strides in "
             "multiples of 16 bytes (and strides below 2^40 bytes), got strides "
@@ -495,12 +497,17 @@ TEST(CudaTensorMaps, Geometry) {
   AttentionSpec varlen = makeSpec(4, 2, 64);
   varlen.dtype = DType::F16;
   varlen.varlen = true;
-  g = detail::tensorMapGeometry(varlen, TensorRef(nullptr, {50, 2, 64}), 32);
-  EXPECT_EQ(dims(g), (std::vector<uint64_t>{64, 50, 2, 1}));
+  // Varlen: 50 rows, of which cu_seqlens reach 41: the map stops there
+  // (TMA reads zeros past it), and has one row when they reach none.
+  g = detail::tensorMapGeometry(varlen, TensorRef(nullptr, {50, 2, 64}), 32,
+                                41);
+  EXPECT_EQ(dims(g), (std::vector<uint64_t>{64, 41, 2, 1}));
   EXPECT_EQ(strides(g),
             (std::vector<uint64_t>{2 * 64 * 2, 64 * 2, 2 * 64 * 2}));
   EXPECT_EQ(std::vector<uint32_t>(g.box, g.box + G::kRank),
             (std::vector<uint32_t>{64, 32, 1, 1}));
+  g = detail::tensorMapGeometry(varlen, TensorRef(nullptr, {50, 2, 64}), 32, 0);
+  EXPECT_EQ(dims(g), (std::vector<uint64_t>{64, 1, 2, 1}));
 }
 
 //===----------------------------------------------------------------------===//

@@ -25,7 +25,14 @@ TEST(Spec, ValidSpecHasNoError) { EXPECT_EQ(valid().validate(), ""); }
 
 TEST(Spec, EveryRuleNamesItsField) {
   const Case cases[] = {
-      {"heads", [](auto &s) { s.heads = 0; }, "heads must be >= 1, got 0"},
+      {"heads", [](auto &s) { s.heads = 0; },
+       "heads must be in [1, 65535], got 0"},
+      {"too many heads",
+       [](auto &s) {
+         s.heads = 65536;
+         s.kvHeads = 1;
+       },
+       "heads must be in [1, 65535], got 65536"},
       {"kv heads", [](auto &s) { s.kvHeads = 0; },
        "kv_heads must be >= 1, got 0"},
       {"gqa", [](auto &s) { s.kvHeads = 5; },
@@ -77,7 +84,9 @@ TEST(Spec, EveryRuleNamesItsField) {
       {"negative offset", [](auto &s) { s.headOffset = -1; },
        "head_offset must be >= 0, got -1"},
       {"negative total", [](auto &s) { s.totalHeads = -4; },
-       "total_heads must be >= 1 when given, got -4"},
+       "total_heads must be in [1, 65535] when given, got -4"},
+      {"huge total", [](auto &s) { s.totalHeads = int64_t(1) << 40; },
+       "total_heads must be in [1, 65535] when given, got 1099511627776"},
       {"offset without total", [](auto &s) { s.headOffset = 12; },
        "head_offset needs total_heads (the model's head count)"},
       {"offset past total",

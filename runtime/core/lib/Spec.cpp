@@ -82,8 +82,9 @@ std::string format(const char *fmt, auto... args) {
 
 std::string AttentionSpec::validate() const {
   using LL = long long;
-  if (heads < 1)
-    return format("heads must be >= 1, got %lld", LL(heads));
+  if (heads < 1 || heads > kMaxHeads)
+    return format("heads must be in [1, %lld], got %lld", LL(kMaxHeads),
+                  LL(heads));
   if (kvHeads < 1)
     return format("kv_heads must be >= 1, got %lld", LL(kvHeads));
   if (heads % kvHeads != 0)
@@ -121,9 +122,9 @@ std::string AttentionSpec::validate() const {
       return format("max_bias must be a finite number > 0, got %g", maxBias);
     if (headOffset < 0)
       return format("head_offset must be >= 0, got %lld", LL(headOffset));
-    if (totalHeads < 0)
-      return format("total_heads must be >= 1 when given, got %lld",
-                    LL(totalHeads));
+    if (totalHeads < 0 || totalHeads > kMaxHeads)
+      return format("total_heads must be in [1, %lld] when given, got %lld",
+                    LL(kMaxHeads), LL(totalHeads));
     if (headOffset > 0 && totalHeads == 0)
       return "head_offset needs total_heads (the model's head count)";
     if (totalHeads != 0 && headOffset + heads > totalHeads)

@@ -70,10 +70,9 @@ struct AttentionArgs {
   TensorRef keyPaddingMask; ///< uint8 [B,Sk]
   /// int32 [B+1], varlen only. Rows of q (k) past cu_seqlens_q[B]
   /// (cu_seqlens_k[B]) belong to no sequence (padding to a fixed token
-  /// count): their o, lse (dq; dk, dv) are left as the caller's buffers
-  /// hold them. They should hold finite values: sm_90a's last key block of
-  /// the last sequence is a TMA box that may span them (masked, but a NaN
-  /// in v would reach the sum as 0 * NaN).
+  /// count): no kernel reads them (they may hold anything, NaN included)
+  /// and their o, lse (dq; dk, dv) are left as the caller's buffers hold
+  /// them.
   TensorRef cuSeqlensQ;
   TensorRef cuSeqlensK;
   /// Paged KV cache (spec.pageSize != 0; ALIBI.md): k and v are the caches

@@ -131,11 +131,12 @@
 // CUtensorMap (128 bytes, 64-byte aligned) in device global memory, made by
 // cuTensorMapEncodeTiled over the operand seen as a rank-4 tensor
 // {D, S, Hx, B} (dense [B,Hx,S,D] with element strides s: strides in bytes
-// {s[2]*e, s[1]*e, s[0]*e}) or {D, total, Hx, 1} (varlen [total,Hx,D]:
-// {s[0]*e, s[1]*e, any}), e the element size, box {64, rows, 1, 1}
-// with rows = block_m for q and block_n for k and v, 128-byte swizzle, no
-// interleave, zero fill out of bounds. TMA needs those strides and the
-// operand's address to be multiples of 16 bytes.
+// {s[2]*e, s[1]*e, s[0]*e}) or {D, used, Hx, 1} (varlen [total,Hx,D]:
+// {s[0]*e, s[1]*e, any}, used = the last cu_seqlens entry or 1 if that is
+// 0, so that rows past it read as zeros), e the element size, box
+// {64, rows, 1, 1} with rows = block_m for q and block_n for k and v,
+// 128-byte swizzle, no interleave, zero fill out of bounds. TMA needs those
+// strides and the operand's address to be multiples of 16 bytes.
 //
 //===----------------------------------------------------------------------===//
 

@@ -100,6 +100,10 @@ bool isSupportedHeadDim(int64_t d);
 /// distances are exact in f32 up to 2^24.
 inline constexpr int64_t kMaxPosition = int64_t(1) << 24;
 
+/// Most heads (and kv heads, and total heads) a spec may have: a GPU
+/// grid's y and z dims hold at most this many, and no model comes near.
+inline constexpr int64_t kMaxHeads = 65535;
+
 /// Page sizes a paged KV cache may have: powers of two in this range.
 inline constexpr int64_t kMinPageSize = 8, kMaxPageSize = 256;
 

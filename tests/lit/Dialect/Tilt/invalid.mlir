@@ -115,7 +115,7 @@ func.func @f(%q: tensor<1x4x8x64xf32>, %k: tensor<2x4x8x64xf32>, %v: tensor<2x4x
 // -----
 
 func.func @f(%q: tensor<1x0x8x64xf32>, %k: tensor<1x4x8x64xf32>, %v: tensor<1x4x8x64xf32>) {
-  // expected-error @+1 {{heads must be >= 1, got 0}}
+  // expected-error @+1 {{heads must be in [1, 65535], got 0}}
   %o = tilt.attention q(%q : tensor<1x0x8x64xf32>) k(%k : tensor<1x4x8x64xf32>) v(%v : tensor<1x4x8x64xf32>) -> tensor<1x0x8x64xf32>
   return
 }
@@ -219,7 +219,7 @@ func.func @f(%q: tensor<1x4x8x64xf32>, %k: tensor<1x4x8x64xf32>, %v: tensor<1x4x
 // -----
 
 func.func @f(%q: tensor<1x4x8x64xf32>, %k: tensor<1x4x8x64xf32>, %v: tensor<1x4x8x64xf32>) {
-  // expected-error @+1 {{total_heads must be >= 1 when given, got -8}}
+  // expected-error @+1 {{total_heads must be in [1, 65535] when given, got -8}}
   %o = tilt.attention q(%q : tensor<1x4x8x64xf32>) k(%k : tensor<1x4x8x64xf32>) v(%v : tensor<1x4x8x64xf32>) {bias = #tilt.bias<alibi, total_heads = -8>} -> tensor<1x4x8x64xf32>
   return
 }
