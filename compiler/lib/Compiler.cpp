@@ -302,6 +302,7 @@ std::string CompileJob::finishCpu(const CpuMachine &cpu, Emit emit,
                                   std::string &out) {
   mlir::tilt::CpuPipelineOptions pipeline;
   pipeline.expandBf16 = spec.dtype == DType::BF16 && !cpu.has("avx512bf16");
+  pipeline.nativeBf16Dot = cpu.has("avx512bf16");
   bool stopped = false;
   if (std::string err =
           runStages(mlir::tilt::getCpuPipelineStages(pipeline),

@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <random>
 
@@ -162,6 +163,8 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   if (std::string skip = test::crossCompiledSkipReason(spec, c.config, runtime);
       !skip.empty())
     GTEST_SKIP() << skip;
+  if (std::string note = test::nativeBf16DotNote(spec, c.config); !note.empty())
+    std::cout << "  " << c.name << ": " << note << "\n";
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t B = c.batch;
   std::mt19937 rng(1234);
@@ -351,6 +354,27 @@ std::vector<Case> extraCases() {
            "cpu_avx512", 64, 64),
       with(make(4, 4, 64, DType::BF16, BiasKind::Alibi, true, {}, 100, 100),
            "cpu_amx", 64, 128),
+      // cpu_avx512bf16: odd key counts in a block (P and V paired with
+      // zeros), a window, D 80 and 96, Sq 1, GQA and MQA, every block
+      // shape's micro-kernels.
+      with(make(8, 2, 128, DType::BF16, BiasKind::Alibi, true, {}, 129, 301),
+           "cpu_avx512bf16", 64, 64),
+      with(make(6, 6, 80, DType::BF16, BiasKind::AlibiSymmetric, false, 40, 77,
+                129),
+           "cpu_avx512bf16", 32, 32),
+      with(make(2, 1, 64, DType::BF16, BiasKind::Alibi, true, {}, 1, 700),
+           "cpu_avx512bf16", 16, 128),
+      with(make(12, 4, 96, DType::BF16, BiasKind::None, false, {}, 200, 333),
+           "cpu_avx512bf16", 128, 32),
+      with(padded(make(4, 2, 64, DType::BF16, BiasKind::AlibiPositions, true,
+                       {}, 50, 97)),
+           "cpu_avx512bf16", 32, 64),
+      with(perBatchSlopes(make(4, 4, 128, DType::BF16, BiasKind::Alibi, false,
+                               {}, 64, 2048)),
+           "cpu_avx512bf16", 64, 128),
+      with(varlen(make(12, 3, 96, DType::BF16, BiasKind::Alibi, true, {}, 127,
+                       260)),
+           "cpu_avx512bf16", 64, 32),
       with(make(4, 2, 96, DType::BF16, BiasKind::AlibiSymmetric, false, {}, 33,
                 200),
            "cpu_amx", 32, 64),
@@ -388,6 +412,10 @@ std::vector<Case> extraCases() {
                         600),
                    "cpu_amx", 64, 128),
               1000, 700),
+      offsets(with(make(8, 2, 128, DType::BF16, BiasKind::AlibiSymmetric, true,
+                        {}, 129, 300),
+                   "cpu_avx512bf16", 64, 64),
+              2000, 1900),
       decode(
           make(12, 12, 128, DType::BF16, BiasKind::Alibi, true, {}, 1, 32768)),
       decode(

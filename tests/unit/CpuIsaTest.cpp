@@ -1,6 +1,7 @@
 //===- CpuIsaTest.cpp - ISA classes, variant requirements, host view ------===//
 
 #include "tilt/CpuIsa.h"
+#include "tilt/TilePolicy.h"
 
 #include <gtest/gtest.h>
 
@@ -53,10 +54,46 @@ TEST(CpuIsa, ClassOfAFeatureSet) {
   EXPECT_EQ(missingFeatures(CpuClass::X86_64_V3, featureSet(noFma)), "fma");
 }
 
+TEST(CpuIsa, Bf16InputsGetTheBestDotProductTheClassHas) {
+  auto features = [](std::initializer_list<CpuClass> classes) {
+    std::set<std::string> out;
+    for (CpuClass c : classes)
+      for (auto f : cpuClassFeatures(c))
+        out.insert(std::string(f));
+    return out;
+  };
+  using C = CpuClass;
+  const auto v4 = features({C::X86_64_V3, C::X86_64_V4});
+  const auto bf16 = features({C::X86_64_V3, C::X86_64_V4, C::X86_64_V4_BF16});
+  const auto amx = features(
+      {C::X86_64_V3, C::X86_64_V4, C::X86_64_V4_BF16, C::X86_64_V4_AMX});
+  AttentionSpec s;
+  s.heads = s.kvHeads = 8;
+  s.headDim = 128;
+  s.dtype = DType::BF16;
+  EXPECT_EQ(defaultCpuVariant(s, featureSet(v4)), KernelVariant::CpuAvx512);
+  EXPECT_EQ(defaultCpuVariant(s, featureSet(bf16)),
+            KernelVariant::CpuAvx512Bf16);
+  EXPECT_EQ(defaultCpuVariant(s, featureSet(amx)), KernelVariant::CpuAmx);
+  auto offers = [&](const std::set<std::string> &f) {
+    for (const TileConfig &c : cpuSearchSpace(s, featureSet(f)))
+      if (c.is(KernelVariant::CpuAvx512Bf16))
+        return true;
+    return false;
+  };
+  EXPECT_FALSE(offers(v4)); // portable only: not worth tuning
+  EXPECT_TRUE(offers(bf16));
+  s.dtype = DType::F32;
+  EXPECT_EQ(defaultCpuVariant(s, featureSet(bf16)), KernelVariant::CpuAvx512);
+  EXPECT_FALSE(offers(bf16));
+}
+
 TEST(CpuIsa, VariantsNeedTheirClassAndRefusalsNameTheMissingFeatures) {
   EXPECT_EQ(variantCpuClass("cpu_avx2"), CpuClass::X86_64_V3);
   EXPECT_EQ(variantCpuClass("cpu_avx512"), CpuClass::X86_64_V4);
   EXPECT_EQ(variantCpuClass("cpu_amx"), CpuClass::X86_64_V4_AMX);
+  // (vdpbf16ps where the target has AVX512_BF16, else its portable form.)
+  EXPECT_EQ(variantCpuClass("cpu_avx512bf16"), CpuClass::X86_64_V4);
   EXPECT_FALSE(variantCpuClass("gpu_sm80"));
   std::set<std::string> bf16;
   for (auto f : cpuClassFeatures(CpuClass::X86_64_V4_BF16))

@@ -24,7 +24,7 @@ using namespace mlir::tilt;
 std::vector<PipelineStage>
 mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
   std::string name = options.kernelName, variant = options.variant;
-  bool expandBf16 = options.expandBf16;
+  bool expandBf16 = options.expandBf16, nativeBf16Dot = options.nativeBf16Dot;
   return {
       {"entry",
        [=](OpPassManager &pm) {
@@ -36,8 +36,10 @@ mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
          pm.addPass(createTiltCpuEntry(entry));
        }},
       {"loops",
-       [](OpPassManager &pm) {
-         pm.addPass(createConvertTiltToCPU());
+       [=](OpPassManager &pm) {
+         ConvertTiltToCPUOptions lower;
+         lower.nativeBf16Dot = nativeBf16Dot;
+         pm.addPass(createConvertTiltToCPU(lower));
          pm.addPass(createCanonicalizerPass());
          pm.addPass(createCSEPass());
        }},
@@ -51,6 +53,7 @@ mlir::tilt::getCpuPipelineStages(const CpuPipelineOptions &options) {
          }
          ConvertVectorToLLVMPassOptions vectorOptions;
          vectorOptions.amx = true; // tile ops of the cpu_amx variant
+         vectorOptions.x86Vector = true; // cpu_avx512bf16's dot products
          pm.addPass(createConvertVectorToLLVMPass(vectorOptions));
          pm.addPass(memref::createExpandStridedMetadataPass());
          pm.addPass(createLowerAffinePass());

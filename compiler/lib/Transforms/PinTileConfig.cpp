@@ -78,9 +78,11 @@ completeAndCheck(MLIRContext *ctx, const ::tilt::AttentionSpec &spec,
   if (gpu) {
     if (std::string err = checkGpuConfig(spec, attr); !err.empty())
       return emitError() << err;
-  } else if (*kind == ::tilt::KernelVariant::CpuAmx &&
+  } else if ((*kind == ::tilt::KernelVariant::CpuAmx ||
+              *kind == ::tilt::KernelVariant::CpuAvx512Bf16) &&
              spec.dtype != ::tilt::DType::BF16) {
-    return emitError() << "variant cpu_amx needs bf16 inputs";
+    return emitError() << "variant " << requested.variant
+                       << " needs bf16 inputs";
   }
   return attr;
 }

@@ -154,6 +154,7 @@ std::optional<CpuClass> variantCpuClass(std::string_view variant) {
   case KernelVariant::CpuBwdAvx2:
     return CpuClass::X86_64_V3;
   case KernelVariant::CpuAvx512:
+  case KernelVariant::CpuAvx512Bf16: // (portable dot products below v4-bf16)
   case KernelVariant::CpuDecodeAvx512:
   case KernelVariant::CpuBwdAvx512:
     return CpuClass::X86_64_V4;

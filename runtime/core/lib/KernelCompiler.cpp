@@ -40,6 +40,8 @@ std::string_view toString(KernelVariant v) {
     return "gpu_decode_sm80";
   case KernelVariant::GpuBwdSm80:
     return "gpu_bwd_sm80";
+  case KernelVariant::CpuAvx512Bf16:
+    return "cpu_avx512bf16";
   }
   return "unknown";
 }

@@ -29,6 +29,8 @@ KernelVariant defaultCpuVariant(const AttentionSpec &spec,
   if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
       hasClass(CpuClass::X86_64_V4_AMX))
     return KernelVariant::CpuAmx;
+  if (spec.dtype == DType::BF16 && hasClass(CpuClass::X86_64_V4_BF16))
+    return KernelVariant::CpuAvx512Bf16;
   return hasClass(CpuClass::X86_64_V4) ? KernelVariant::CpuAvx512
                                        : KernelVariant::CpuAvx2;
 }
@@ -50,6 +52,8 @@ TileConfig defaultCpuConfig(KernelVariant variant) {
     // (64x64: 851) and stays best at S=128 and 512; 128x256 wins only for
     // long sequences, which is the tuner's call.
     return config(variant, 128, 128);
+  if (variant == KernelVariant::CpuAvx512Bf16)
+    return config(variant, 64, 64); // (cpu_avx512's; not tuned on hardware)
   return config(KernelVariant::CpuAvx512, 64, 64);
 }
 
@@ -73,6 +77,13 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
            + 2 * m * 4                 // alphas
            + 2 * m * d * 4             // P.V and Acc
            + rows;
+  if (c.is(KernelVariant::CpuAvx512Bf16))
+    return d * m * 2   // Qt2
+           + n * d * 2 // V pairs
+           + n * m * 4 // scores
+           + n * m * 2 // P pairs
+           + m * d * 4 // Acc
+           + rows;
   int64_t staged = spec.dtype == DType::F32 ? 0 : 2 * n * d * 4;
   return d * m * 4 + staged + n * m * 4 + m * d * 4 + rows;
 }
@@ -93,6 +104,11 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
   for (int64_t m : rows)
     for (int64_t n : {32, 64, 128})
       add(vector, m, n);
+  if (spec.dtype == DType::BF16 &&
+      missingFeatures(CpuClass::X86_64_V4_BF16, has).empty())
+    for (int64_t m : rows)
+      for (int64_t n : {32, 64, 128})
+        add(KernelVariant::CpuAvx512Bf16, m, n);
   if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
       missingFeatures(CpuClass::X86_64_V4_AMX, has).empty())
     for (int64_t m : {64, 128})

@@ -91,9 +91,18 @@ def ConvertTiltToCPU : Pass<"convert-tilt-to-cpu", "mlir::ModuleOp"> {
 
     The `cpu_amx` variant (bf16) computes Q K^T and P V with AMX tiles
     (`amx.tile_mulf`, f32 accumulation) on VNNI-packed K^T and V blocks,
-    with the same f32 softmax between them.
+    with the same f32 softmax between them. The `cpu_avx512bf16` variant
+    (bf16) runs cpu_avx512's loop nest with bf16 pair dot products
+    (`x86vector.avx512.dot`, vdpbf16ps) for both products, or, without
+    `native-bf16-dot`, two f32 FMAs per pair (the same arithmetic).
   }];
+  let options = [
+    Option<"nativeBf16Dot", "native-bf16-dot", "bool", "true",
+           "cpu_avx512bf16: emit x86vector.avx512.dot (the target has "
+           "AVX512_BF16); false: two f32 FMAs of the widened pairs">,
+  ];
   let dependentDialects = ["mlir::amx::AMXDialect",
+                           "mlir::x86vector::X86VectorDialect",
                            "mlir::arith::ArithDialect",
                            "mlir::math::MathDialect",
                            "mlir::memref::MemRefDialect",

@@ -29,6 +29,11 @@ struct CpuPipelineOptions : public PassPipelineOptions<CpuPipelineOptions> {
                      "CPUs without AVX512_BF16 (LLVM would otherwise call a "
                      "runtime library routine the kernel cannot link)"),
       llvm::cl::init(false)};
+  Option<bool> nativeBf16Dot{
+      *this, "native-bf16-dot",
+      llvm::cl::desc("cpu_avx512bf16: vdpbf16ps (the target has "
+                     "AVX512_BF16); false: two f32 FMAs per bf16 pair"),
+      llvm::cl::init(true)};
 };
 
 /// One named stage of a pipeline; `--dump-stages` writes the IR after each.

@@ -331,11 +331,13 @@ KernelOperands mlir::tilt::operandsOf(AttentionOp op) {
 }
 
 std::unique_ptr<CpuKernelBuilder>
-mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
+mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b,
+                           bool nativeBf16Dot) {
   switch (op.getConfigAttr().getVariant()) {
   case KernelVariant::cpu_avx2:
   case KernelVariant::cpu_avx512:
-    return makeVectorEmitter(op, b);
+  case KernelVariant::cpu_avx512bf16:
+    return makeVectorEmitter(op, b, nativeBf16Dot);
   case KernelVariant::cpu_amx:
     return makeAmxEmitter(op, b);
   case KernelVariant::cpu_decode_avx2:

@@ -286,18 +286,21 @@ protected:
   Value firstPos, lastPos; // i' of the block's first and last rows
 };
 
-/// The register-tiled vector path (Vector.cpp): cpu_avx2, cpu_avx512.
-std::unique_ptr<CpuEmitter> makeVectorEmitter(AttentionOp op,
-                                              ImplicitLocOpBuilder &b);
+/// The register-tiled vector path (Vector.cpp): cpu_avx2, cpu_avx512 and
+/// cpu_avx512bf16, whose bf16 dot products are vdpbf16ps when
+/// `nativeBf16Dot`, else two f32 FMAs of the widened pairs.
+std::unique_ptr<CpuEmitter>
+makeVectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot);
 /// The AMX tile path (Amx.cpp): cpu_amx.
 std::unique_ptr<CpuEmitter> makeAmxEmitter(AttentionOp op,
                                            ImplicitLocOpBuilder &b);
 /// The decode family (Decode.cpp): cpu_decode_avx2, cpu_decode_avx512.
 std::unique_ptr<CpuKernelBuilder> makeDecodeEmitter(AttentionOp op,
                                                     ImplicitLocOpBuilder &b);
-/// The emitter of the op's tile_config variant (a CPU one).
-std::unique_ptr<CpuKernelBuilder> makeCpuEmitter(AttentionOp op,
-                                                 ImplicitLocOpBuilder &b);
+/// The emitter of the op's tile_config variant (a CPU one);
+/// `nativeBf16Dot`: the target has AVX512_BF16 (makeVectorEmitter).
+std::unique_ptr<CpuKernelBuilder>
+makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot);
 /// The backward family (Backward.cpp): cpu_bwd_avx2, cpu_bwd_avx512.
 std::unique_ptr<CpuKernelBuilder> makeBackwardEmitter(AttentionBackwardOp op,
                                                       ImplicitLocOpBuilder &b);

@@ -40,6 +40,8 @@ namespace {
 
 struct ConvertTiltToCPU
     : mlir::tilt::impl::ConvertTiltToCPUBase<ConvertTiltToCPU> {
+  using ConvertTiltToCPUBase::ConvertTiltToCPUBase;
+
   /// The kernel form (memrefs with items) and a CPU tile_config, or an error.
   template <typename OpT> LogicalResult checkKernelForm(OpT op) {
     if (!op.hasBufferSemantics() || !op.getItemBegin())
@@ -65,7 +67,7 @@ struct ConvertTiltToCPU
       if (auto fwd = dyn_cast<AttentionOp>(op)) {
         if (failed(checkKernelForm(fwd)))
           return signalPassFailure();
-        emitter = makeCpuEmitter(fwd, b);
+        emitter = makeCpuEmitter(fwd, b, nativeBf16Dot);
       } else {
         auto bwd = cast<AttentionBackwardOp>(op);
         if (failed(checkKernelForm(bwd)))

@@ -1,14 +1,36 @@
-//===- Vector.cpp - The vector path of cpu_avx2 and cpu_avx512 ------------===//
+//===- Vector.cpp - The vector path: cpu_avx2, cpu_avx512, cpu_avx512bf16 -===//
 //
 // Qt staged once per item; per key block K (widened to f32 when 16-bit),
 // register-tiled St = K . Qt, the column-wise online softmax and
 // Acc += Pt^T . V with every V vector loaded once for all rows of a tile.
+//
+// cpu_avx512bf16 keeps that loop nest and its register tiles but multiplies
+// bf16 pairs (vdpbf16ps: lane i += a[2i] b[2i] + a[2i+1] b[2i+1] in f32),
+// so each product takes half the instructions and no input is widened:
+//
+//   Qt2[k/2][2r + k%2] = q[r][k]          bf16, unscaled, once per item
+//   St[j][r] = dot(K pair (k, k+1) of key j broadcast, Qt2[k/2][rows])
+//              * scale * log2 e           K read in place, no staging
+//   the softmax on f32 St as above
+//   Pt2[j/2][2r + j%2] = bf16(P[j][r]),  Vp[j/2][2c + j%2] = V[j][c]
+//   Acc[r][cols] += dot(P pair (j, j+1) of row r broadcast, Vp[j/2][cols])
+//
+// Keys past the block's end pair with zeros (P and V). P is rounded to
+// bf16 for P.V (as the GPU kernels do), l sums the f32 P. Without
+// AVX512_BF16 on the target a dot product is two f32 FMAs of the widened
+// pairs, odd elements first as the SDM describes the instruction: the
+// products of bf16 numbers are exact in f32, so this is its arithmetic
+// (less its flushing of denormals), and the variant runs on any AVX-512
+// CPU for tests and comparisons; the runtime picks it only where the CPU
+// has AVX512_BF16.
 //
 //===----------------------------------------------------------------------===//
 
 #include "CpuEmitter.h"
 
 #include "tilt/Compiler/Log2Units.h"
+
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "tilt/Slopes.h"
 
 #include <cmath>
@@ -49,15 +71,18 @@ MicroTile microTile(KernelVariant v, int64_t maxRows, int64_t maxCols) {
   return best;
 }
 
-/// cpu_avx2 (8 lanes) and cpu_avx512 (16 lanes): Qt staged once per item,
-/// St = K . Qt register-tiled, a column-wise softmax, Acc += Pt^T . V.
+/// cpu_avx2 (8 lanes), cpu_avx512 and cpu_avx512bf16 (16 lanes): Qt
+/// staged once per item, St = K . Qt register-tiled, a column-wise softmax,
+/// Acc += Pt^T . V.
 class VectorEmitter final : public CpuEmitter {
 public:
-  VectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+  VectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot)
       : CpuEmitter(op, b,
                    op.getConfigAttr().getVariant() == KernelVariant::cpu_avx2
                        ? 8
-                       : 16) {}
+                       : 16),
+        pairs(op.getConfigAttr().getVariant() == KernelVariant::cpu_avx512bf16),
+        nativeDot(nativeBf16Dot) {}
 
 private:
   LogicalResult allocateScratch() override;
@@ -71,18 +96,54 @@ private:
   void pvTile(Value r0, int64_t rows, Value col0, int64_t cols, Value kb,
               Value nk);
 
+  // --- cpu_avx512bf16 (pairs) ---
+  /// Vp: the block's V rows in pairs of keys, zeros past nk.
+  void stageValuePairs(Value kb, Value nk);
+  /// Pt2 from St's probabilities, rounded to bf16, zeros past nk.
+  void stageProbabilityPairs(Value nk);
+  /// acc + the pair dot products of a and b (vector<32xbf16> each).
+  Value dot(Value acc, Value a, Value b);
+  /// The bf16 pair at `index` (and the next element) of `memref` in every
+  /// 32-bit lane: vector<32xbf16>.
+  Value broadcastPair(Value memref, ValueRange index);
+  /// The pair micro-kernel: over `count` pairs p, `cols` vectors of 2 vl
+  /// bf16 loaded from `pairsOf`[p][2 (col0 + c vl)] and per tile row r the
+  /// pair `broadcast(p, r)`; returns init[r * cols + c] + their dot
+  /// products.
+  ValueRange pairTile(Value count, Value pairsOf, Value col0, int64_t rows,
+                      int64_t cols, ArrayRef<Value> init,
+                      function_ref<Value(Value, int64_t)> broadcast);
+  /// Pairs per key block: ceil(nk / 2).
+  Value pairCount(Value nk) {
+    return arith::DivSIOp::create(b, add(nk, idx(1)), idx(2));
+  }
+
+  /// cpu_avx512bf16; its dot products are vdpbf16ps (else two FMAs).
+  bool pairs, nativeDot;
   // Qt [D][BM], staged K/V [BN][D] (16-bit inputs only), St/Pt [BN][BM].
-  Value qt, ks, vs, st;
+  // Pairs: Qt2 [D/2][2 BM] and Vp [BN/2][2 D] bf16 (in qt and vs), Pt2
+  // [BN/2][2 BM] bf16.
+  Value qt, ks, vs, st, pt2;
 };
 
 } // namespace
 
-std::unique_ptr<CpuEmitter> mlir::tilt::makeVectorEmitter(
-    AttentionOp op, ImplicitLocOpBuilder &b) {
-  return std::make_unique<VectorEmitter>(op, b);
+std::unique_ptr<CpuEmitter>
+mlir::tilt::makeVectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b,
+                              bool nativeBf16Dot) {
+  return std::make_unique<VectorEmitter>(op, b, nativeBf16Dot);
 }
 
 LogicalResult VectorEmitter::allocateScratch() {
+  if (pairs) {
+    if (!elt.isBF16())
+      return op.emitOpError("variant cpu_avx512bf16 needs bf16 inputs");
+    qt = scratch({d / 2, 2 * bm}, elt);
+    vs = scratch({bn / 2, 2 * d}, elt);
+    pt2 = scratch({bn / 2, 2 * bm}, elt);
+    st = scratch({bn, bm}, f32);
+    return success();
+  }
   qt = scratch({d, bm}, f32);
   if (!elt.isF32()) {
     ks = scratch({bn, d}, f32);
@@ -99,6 +160,26 @@ void VectorEmitter::keyLoop(Value kBegin, Value kEnd) {
 }
 
 void VectorEmitter::stageQuery() {
+  if (pairs) {
+    // Qt2[k/2][2i + k%2] = q[i][k] as given (the scale goes on the f32
+    // scores); rows past the sequence are zero.
+    Value zero = arith::ConstantOp::create(b, b.getZeroAttr(elt));
+    forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
+      Value inside =
+          arith::CmpIOp::create(b, arith::CmpIPredicate::slt, i, rows);
+      Value row = minI(add(rowStart, i), sub(sq, idx(1)));
+      forLoop(idx(0), idx(d / 2), idx(1), [&](Value kp) {
+        for (int64_t e = 0; e < 2; ++e) {
+          Value v = memref::LoadOp::create(
+              b, op.getQ(), qIndex(row, add(mul(kp, idx(2)), idx(e))));
+          v = arith::SelectOp::create(b, inside, v, zero);
+          memref::StoreOp::create(b, v, qt,
+                                  ValueRange{kp, add(mul(i, idx(2)), idx(e))});
+        }
+      });
+    });
+    return;
+  }
   // Qt[k][i] = q[i][k] * scale * log2(e); rows past the sequence are zero.
   // Once per item, so scalar moves are cheap enough.
   Value scale = f32c(spec.effectiveScale() * kLog2E);
@@ -118,6 +199,8 @@ void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
   // nk: keys of this block inside the visible range (the last may be short).
   if (ks)
     stageKeys(kb, nk);
+  if (pairs)
+    stageValuePairs(kb, nk);
   // St = K . Qt: keys are broadcast, Qt vectors loaded.
   const KernelVariant variant = config.getVariant();
   const int64_t qv = bm / vl;
@@ -130,6 +213,8 @@ void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
     });
   });
   forLoop(idx(0), idx(qv), idx(1), [&](Value c) { softmaxColumn(c, kb, nk); });
+  if (pairs)
+    stageProbabilityPairs(nk);
   // Acc += Pt^T . V: P is broadcast, V vectors loaded.
   const int64_t dv = d / vl;
   const MicroTile pv = microTile(variant, bm, dv);
@@ -174,6 +259,21 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
     rowsIdx.push_back(ks ? j : minI(add(kb, j), sub(sk, idx(1))));
   }
   SmallVector<Value> init(keys * cols, splat(0.0));
+  if (pairs) {
+    // Over pairs of columns: K's pair broadcast, Qt2's pairs of vl rows.
+    ValueRange sums = pairTile(
+        idx(d / 2), qt, col0, keys, cols, init, [&](Value kp, int64_t r) {
+          return broadcastPair(op.getK(), kvIndex(rowsIdx[r], mul(kp, idx(2))));
+        });
+    // The scale, in log2 units, on the f32 scores.
+    Value scale = splat(spec.effectiveScale() * kLog2E);
+    for (int64_t r = 0; r < keys; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        vector::StoreOp::create(
+            b, arith::MulFOp::create(b, sums[r * cols + c], scale), st,
+            ValueRange{add(j0, idx(r)), add(col0, idx(c * vl))});
+    return;
+  }
   auto loop = scf::ForOp::create(
       b, idx(0), idx(d), idx(1), init,
       [&](OpBuilder &, Location, Value k, ValueRange accs) {
@@ -289,6 +389,21 @@ void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
       init.push_back(arith::MulFOp::create(b, a, alpha));
     }
   }
+  if (pairs) {
+    // Over pairs of keys: Vp's pairs of vl columns, each row's P pair
+    // broadcast.
+    ValueRange sums = pairTile(
+        pairCount(nk), vs, col0, rows, cols, init, [&](Value jp, int64_t r) {
+          return broadcastPair(pt2,
+                               ValueRange{jp, mul(add(r0, idx(r)), idx(2))});
+        });
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        vector::StoreOp::create(
+            b, sums[r * cols + c], acc,
+            ValueRange{add(r0, idx(r)), add(col0, idx(c * vl))});
+    return;
+  }
   auto loop = scf::ForOp::create(
       b, idx(0), nk, idx(1), init,
       [&](OpBuilder &, Location, Value j, ValueRange accs) {
@@ -315,4 +430,117 @@ void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
       vector::StoreOp::create(
           b, loop.getResult(r * cols + c), acc,
           ValueRange{add(r0, idx(r)), add(col0, idx(c * vl))});
+}
+
+//===----------------------------------------------------------------------===//
+// cpu_avx512bf16: pairs
+//===----------------------------------------------------------------------===//
+
+/// Lane order that interleaves x and y (vl lanes each): x0 y0 x1 y1 ...
+static SmallVector<int64_t> interleaved(int64_t vl) {
+  SmallVector<int64_t> mask;
+  for (int64_t l = 0; l < vl; ++l) {
+    mask.push_back(l);
+    mask.push_back(vl + l);
+  }
+  return mask;
+}
+
+void VectorEmitter::stageValuePairs(Value kb, Value nk) {
+  // Vp[jp][2c + e] = V[kb + 2 jp + e][c]; a key past nk is zero (its row
+  // index clamped, so no load leaves the tensor).
+  VectorType half = VectorType::get({vl}, elt);
+  Value zero = arith::ConstantOp::create(b, b.getZeroAttr(half));
+  const int64_t step = vectorsPerStep(4) * vl;
+  forLoop(idx(0), pairCount(nk), idx(1), [&](Value jp) {
+    Value j0 = mul(jp, idx(2)), j1 = add(j0, idx(1));
+    Value second = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j1, nk);
+    Value row0 = add(kb, j0), row1 = add(kb, minI(j1, sub(nk, idx(1))));
+    forLoop(idx(0), idx(d), idx(step), [&](Value c0) {
+      for (int64_t c = 0; c < step; c += vl) {
+        Value col = add(c0, idx(c));
+        Value x =
+            vector::LoadOp::create(b, half, op.getV(), kvIndex(row0, col));
+        Value y =
+            vector::LoadOp::create(b, half, op.getV(), kvIndex(row1, col));
+        y = arith::SelectOp::create(b, second, y, zero);
+        vector::StoreOp::create(
+            b, vector::ShuffleOp::create(b, x, y, interleaved(vl)), vs,
+            ValueRange{jp, mul(col, idx(2))});
+      }
+    });
+  });
+}
+
+void VectorEmitter::stageProbabilityPairs(Value nk) {
+  // Pt2[jp][2r + e] = bf16(P[2 jp + e][r]); a key past nk is zero.
+  VectorType pairVec = VectorType::get({2 * vl}, elt);
+  forLoop(idx(0), pairCount(nk), idx(1), [&](Value jp) {
+    Value j0 = mul(jp, idx(2)), j1 = add(j0, idx(1));
+    Value second = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j1, nk);
+    forLoop(idx(0), idx(bm), idx(vl), [&](Value r) {
+      Value x = vector::LoadOp::create(b, vecF32, st, ValueRange{j0, r});
+      Value y = vector::LoadOp::create(b, vecF32, st, ValueRange{j1, r});
+      y = arith::SelectOp::create(b, second, y, splat(0.0));
+      Value xy = vector::ShuffleOp::create(b, x, y, interleaved(vl));
+      vector::StoreOp::create(b, arith::TruncFOp::create(b, pairVec, xy), pt2,
+                              ValueRange{jp, mul(r, idx(2))});
+    });
+  });
+}
+
+Value VectorEmitter::broadcastPair(Value memref, ValueRange index) {
+  Value two =
+      vector::LoadOp::create(b, VectorType::get({2}, elt), memref, index);
+  Type i32 = b.getI32Type();
+  Value word = vector::ExtractOp::create(
+      b, vector::BitCastOp::create(b, VectorType::get({1}, i32), two), 0);
+  Value lanes =
+      vector::BroadcastOp::create(b, VectorType::get({vl}, i32), word);
+  return vector::BitCastOp::create(b, VectorType::get({2 * vl}, elt), lanes);
+}
+
+Value VectorEmitter::dot(Value acc, Value x, Value y) {
+  if (nativeDot)
+    return x86vector::DotBF16Op::create(b, vecF32, acc, x, y);
+  // Two FMAs of the widened pairs, the odd elements first: a bf16's f32
+  // is its bits in the upper half of the lane.
+  VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
+  auto i32Splat = [&](uint32_t v) {
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(int32_t(v))));
+  };
+  auto widen = [&](Value pair, bool odd) {
+    Value bits = vector::BitCastOp::create(b, vecI32, pair);
+    bits =
+        odd ? arith::AndIOp::create(b, bits, i32Splat(0xffff0000u)).getResult()
+            : arith::ShLIOp::create(b, bits, i32Splat(16)).getResult();
+    return vector::BitCastOp::create(b, vecF32, bits).getResult();
+  };
+  acc = vector::FMAOp::create(b, widen(x, true), widen(y, true), acc);
+  return vector::FMAOp::create(b, widen(x, false), widen(y, false), acc);
+}
+
+ValueRange
+VectorEmitter::pairTile(Value count, Value pairsOf, Value col0, int64_t rows,
+                        int64_t cols, ArrayRef<Value> init,
+                        function_ref<Value(Value, int64_t)> broadcast) {
+  VectorType pairVec = VectorType::get({2 * vl}, elt);
+  auto loop = scf::ForOp::create(
+      b, idx(0), count, idx(1), init,
+      [&](OpBuilder &, Location, Value p, ValueRange accs) {
+        SmallVector<Value> loaded;
+        for (int64_t c = 0; c < cols; ++c)
+          loaded.push_back(vector::LoadOp::create(
+              b, pairVec, pairsOf,
+              ValueRange{p, mul(add(col0, idx(c * vl)), idx(2))}));
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < rows; ++r) {
+          Value pair = broadcast(p, r);
+          for (int64_t c = 0; c < cols; ++c)
+            next.push_back(dot(accs[r * cols + c], pair, loaded[c]));
+        }
+        scf::YieldOp::create(b, next);
+      });
+  return loop.getResults();
 }

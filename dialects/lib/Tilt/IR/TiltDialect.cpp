@@ -34,6 +34,7 @@ TILT_SAME_VARIANT(cpu_bwd_avx2, CpuBwdAvx2);
 TILT_SAME_VARIANT(cpu_bwd_avx512, CpuBwdAvx512);
 TILT_SAME_VARIANT(gpu_decode_sm80, GpuDecodeSm80);
 TILT_SAME_VARIANT(gpu_bwd_sm80, GpuBwdSm80);
+TILT_SAME_VARIANT(cpu_avx512bf16, CpuAvx512Bf16);
 #undef TILT_SAME_VARIANT
 
 bool mlir::tilt::isBackwardVariant(KernelVariant v) {

@@ -381,11 +381,12 @@ LogicalResult AttentionOp::verify() {
                            << " cannot read a paged KV cache; the decode "
                               "family (cpu_decode_avx2, cpu_decode_avx512, "
                               "gpu_decode_sm80) does";
-    if (config.getVariant() == KernelVariant::cpu_amx &&
+    if ((variant == KernelVariant::cpu_amx ||
+         variant == KernelVariant::cpu_avx512bf16) &&
         spec.dtype != ::tilt::DType::BF16)
-      return emitOpError() << "tile_config variant cpu_amx needs bf16 "
-                              "inputs, got "
-                           << elt;
+      return emitOpError() << "tile_config variant "
+                           << stringifyKernelVariant(variant)
+                           << " needs bf16 inputs, got " << elt;
   }
   return success();
 }

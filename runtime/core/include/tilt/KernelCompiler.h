@@ -49,6 +49,11 @@ enum class KernelVariant {
   /// mma.sync): a dQ kernel per query block, then a dK/dV kernel per key
   /// block (the group's heads summed in order), deterministic.
   GpuBwdSm80 = 10,
+  /// cpu_avx512's path with bf16 dot products (vdpbf16ps, AVX512_BF16) for
+  /// Q K^T and P V and the f32 softmax between them; bf16 inputs only. On a
+  /// target without AVX512_BF16 each dot product is two f32 FMAs of the
+  /// widened pairs (the same arithmetic), so it runs on any x86-64-v4.
+  CpuAvx512Bf16 = 11,
 };
 inline constexpr KernelVariant kKernelVariants[] = {
     KernelVariant::CpuAvx2,         KernelVariant::CpuAvx512,
@@ -56,7 +61,7 @@ inline constexpr KernelVariant kKernelVariants[] = {
     KernelVariant::GpuSm90a,        KernelVariant::CpuDecodeAvx2,
     KernelVariant::CpuDecodeAvx512, KernelVariant::CpuBwdAvx2,
     KernelVariant::CpuBwdAvx512,    KernelVariant::GpuDecodeSm80,
-    KernelVariant::GpuBwdSm80};
+    KernelVariant::GpuBwdSm80,      KernelVariant::CpuAvx512Bf16};
 /// The variant's name as configs, tools and the IR spell it ("cpu_amx").
 std::string_view toString(KernelVariant v);
 std::optional<KernelVariant> parseKernelVariant(std::string_view s);

@@ -32,7 +32,8 @@ namespace tilt {
 
 /// The CPU variant for `spec` on a CPU with features `has`: cpu_amx for bf16
 /// with a head dim that is a multiple of 32 where the CPU has the AMX class,
-/// else cpu_avx512 where it has AVX-512 (x86-64-v4), else cpu_avx2.
+/// cpu_avx512bf16 for bf16 where it has AVX512_BF16 (x86-64-v4-bf16), else
+/// cpu_avx512 where it has AVX-512 (x86-64-v4), else cpu_avx2.
 KernelVariant defaultCpuVariant(const AttentionSpec &spec,
                                 const HasFeature &has);
 
@@ -103,7 +104,8 @@ inline constexpr int64_t kGpuDecodeMinSplitKeys = 512;
 inline constexpr int64_t kGatherKvMinQueryBlocks = 16;
 
 /// CPU candidates for `spec` on a CPU with features `has`: the widest vector
-/// ISA's block sizes, plus AMX ones for bf16 where the CPU has AMX-BF16,
+/// ISA's block sizes, plus for bf16 cpu_avx512bf16 ones where the CPU has
+/// AVX512_BF16 and AMX ones where it has AMX-BF16,
 /// pruned by divisibility and scratch size. Non-empty on x86-64-v3 and up.
 std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
                                        const HasFeature &has);
