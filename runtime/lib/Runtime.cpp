@@ -216,8 +216,11 @@ bool nonNegative(const TensorRef &t) {
                      [](int64_t d) { return d >= 0; });
 }
 
+/// "" and the longest sequence and the last offset (the rows the sequences
+/// cover) of `cu`, or why its offsets do not fit `tensor`'s `total` rows.
 std::string checkCuSeqlens(const char *name, const TensorRef &cu,
-                           const char *tensor, int64_t total, int64_t *maxLen) {
+                           const char *tensor, int64_t total, int64_t &maxLen,
+                           int64_t &last) {
   const auto *off = static_cast<const int32_t *>(cu.data);
   if (off[0] != 0)
     return fmt::format("{}: must be non-decreasing and start at 0", name);
@@ -230,8 +233,8 @@ std::string checkCuSeqlens(const char *name, const TensorRef &cu,
   if (off[cu.shape[0] - 1] > total)
     return fmt::format("{}: last offset {} exceeds {}'s total {}", name,
                        off[cu.shape[0] - 1], tensor, total);
-  if (maxLen)
-    *maxLen = longest;
+  maxLen = longest;
+  last = off[cu.shape[0] - 1];
   return {};
 }
 
@@ -543,11 +546,11 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
     g.batch = cuQ.shape[0] - 1;
     g.rowsQ = q.shape[0];
     if (std::string err =
-            checkCuSeqlens("cu_seqlens_q", cuQ, "q", g.rowsQ, &g.maxSq);
+            checkCuSeqlens("cu_seqlens_q", cuQ, "q", g.rowsQ, g.maxSq, g.usedQ);
         !err.empty())
       return err;
-    if (std::string err =
-            checkCuSeqlens("cu_seqlens_k", cuK, "k", k.shape[0], nullptr);
+    if (std::string err = checkCuSeqlens("cu_seqlens_k", cuK, "k", k.shape[0],
+                                         g.maxSk, g.usedK);
         !err.empty())
       return err;
   }
@@ -567,16 +570,8 @@ std::string checkArgs(const AttentionSpec &spec, const AttentionArgs &a,
                          H, g.rowsQ, a.lse.shapeString());
   }
 
-  if (!spec.pageSize)
-    g.maxSk = spec.varlen ? 0 : a.k.shape[2];
-  if (spec.varlen) {
-    checkCuSeqlens("cu_seqlens_k", a.cuSeqlensK, "k", a.k.shape[0], &g.maxSk);
-    auto last = [](const TensorRef &cu) {
-      return int64_t(static_cast<const int32_t *>(cu.data)[cu.shape[0] - 1]);
-    };
-    g.usedQ = last(a.cuSeqlensQ);
-    g.usedK = last(a.cuSeqlensK);
-  }
+  if (!spec.pageSize && !spec.varlen) // (both set above otherwise)
+    g.maxSk = a.k.shape[2];
   g.hasSlopes = spec.hasAlibi() && spec.slopes == SlopeSource::Custom;
   if (g.hasSlopes && !a.slopes.present())
     return "slopes: required by slopes = custom (f32 [H] or [B, H])";

@@ -20,6 +20,21 @@
 
 namespace tilt::test {
 
+/// `config`'s kernel for `spec` compiled for class `cls`, as assembly (a
+/// failure is reported to gtest).
+inline std::string crossCompiledAssembly(const AttentionSpec &spec,
+                                         const TileConfig &config,
+                                         CpuClass cls) {
+  CompilerOptions cross;
+  cross.machine = CpuMachine::forClass(cls);
+  Compiler crossCompiler(cross);
+  std::string text;
+  EXPECT_EQ(
+      crossCompiler.compileTo(spec, config, Target::CPU, Emit::Assembly, text),
+      "");
+  return text;
+}
+
 /// "" when this CPU runs `config`'s variant (or it names none); else the
 /// checks above, failures reported to gtest, and the reason to skip the run.
 /// `runtime`: also expect it to refuse the kernel (null: not checked).
@@ -30,13 +45,7 @@ inline std::string crossCompiledSkipReason(const AttentionSpec &spec,
   const HostCpu &host = hostCpu();
   if (!need || (host.cls && *host.cls >= *need))
     return {};
-  CompilerOptions cross;
-  cross.machine = CpuMachine::forClass(*need);
-  Compiler crossCompiler(cross);
-  std::string text;
-  EXPECT_EQ(
-      crossCompiler.compileTo(spec, config, Target::CPU, Emit::Assembly, text),
-      "");
+  const std::string text = crossCompiledAssembly(spec, config, *need);
   const char *marker = *need == CpuClass::X86_64_V4_AMX ? "tdpbf16ps"
                        : *need >= CpuClass::X86_64_V4   ? "%zmm"
                                                         : "%ymm";
@@ -67,13 +76,8 @@ inline std::string nativeBf16DotNote(const AttentionSpec &spec,
   const HostCpu &host = hostCpu();
   if (!config.is(KernelVariant::CpuAvx512Bf16) || host.has("avx512bf16"))
     return {};
-  CompilerOptions cross;
-  cross.machine = CpuMachine::forClass(CpuClass::X86_64_V4_BF16);
-  Compiler crossCompiler(cross);
-  std::string text;
-  EXPECT_EQ(
-      crossCompiler.compileTo(spec, config, Target::CPU, Emit::Assembly, text),
-      "");
+  const std::string text =
+      crossCompiledAssembly(spec, config, CpuClass::X86_64_V4_BF16);
   EXPECT_NE(text.find("vdpbf16ps"), std::string::npos)
       << "cpu_avx512bf16 kernel for x86-64-v4-bf16 without vdpbf16ps";
   return "vdpbf16ps not run: this CPU (" + host.describe() +

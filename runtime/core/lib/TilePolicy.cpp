@@ -101,14 +101,14 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
       avx512 ? KernelVariant::CpuAvx512 : KernelVariant::CpuAvx2;
   const std::vector<int64_t> rows = avx512 ? std::vector<int64_t>{32, 64, 128}
                                            : std::vector<int64_t>{16, 32, 64};
-  for (int64_t m : rows)
-    for (int64_t n : {32, 64, 128})
-      add(vector, m, n);
+  std::vector<KernelVariant> variants{vector};
   if (spec.dtype == DType::BF16 &&
       missingFeatures(CpuClass::X86_64_V4_BF16, has).empty())
+    variants.push_back(KernelVariant::CpuAvx512Bf16);
+  for (KernelVariant v : variants)
     for (int64_t m : rows)
       for (int64_t n : {32, 64, 128})
-        add(KernelVariant::CpuAvx512Bf16, m, n);
+        add(v, m, n);
   if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
       missingFeatures(CpuClass::X86_64_V4_AMX, has).empty())
     for (int64_t m : {64, 128})

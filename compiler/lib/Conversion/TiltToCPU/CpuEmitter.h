@@ -113,6 +113,21 @@ protected:
       return v;
     return arith::TruncFOp::create(b, VectorType::get({vl}, elt), v);
   }
+  /// The 2 vl bf16 of `pairs` (vector<2 vl x bf16>) as two f32 vectors
+  /// without a shuffle: the even elements (bits << 16) and the odd ones
+  /// (bits & 0xffff0000).
+  std::pair<Value, Value> widenBf16Pairs(Value pairs) {
+    VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
+    auto i32Splat = [&](uint32_t v) {
+      return arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(int32_t(v))));
+    };
+    Value x = vector::BitCastOp::create(b, vecI32, pairs);
+    Value even = arith::ShLIOp::create(b, x, i32Splat(16));
+    Value odd = arith::AndIOp::create(b, x, i32Splat(0xffff0000u));
+    return {vector::BitCastOp::create(b, vecF32, even),
+            vector::BitCastOp::create(b, vecF32, odd)};
+  }
   Value scratch(ArrayRef<int64_t> shape, Type t) {
     return memref::AllocaOp::create(b, MemRefType::get(shape, t),
                                     b.getI64IntegerAttr(64));

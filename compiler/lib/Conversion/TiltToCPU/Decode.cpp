@@ -162,18 +162,8 @@ private:
                                    Value col) {
     SmallVector<Value> index(key);
     index.push_back(col);
-    Value x = vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), tensor,
-                                     index);
-    VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
-    x = vector::BitCastOp::create(b, vecI32, x);
-    auto i32Splat = [&](uint32_t v) {
-      return arith::ConstantOp::create(
-          b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(int32_t(v))));
-    };
-    Value even = arith::ShLIOp::create(b, x, i32Splat(16));
-    Value odd = arith::AndIOp::create(b, x, i32Splat(0xffff0000u));
-    return {vector::BitCastOp::create(b, vecF32, even),
-            vector::BitCastOp::create(b, vecF32, odd)};
+    return widenBf16Pairs(vector::LoadOp::create(
+        b, VectorType::get({2 * vl}, elt), tensor, index));
   }
   /// Lane j of the result: lane index(j) of the concatenation of x and y.
   Value pick(Value x, Value y, function_ref<int64_t(int64_t)> index) {

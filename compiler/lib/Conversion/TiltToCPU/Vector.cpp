@@ -29,9 +29,9 @@
 #include "CpuEmitter.h"
 
 #include "tilt/Compiler/Log2Units.h"
+#include "tilt/Slopes.h"
 
 #include "mlir/Dialect/X86Vector/X86VectorDialect.h"
-#include "tilt/Slopes.h"
 
 #include <cmath>
 #include <limits>
@@ -135,9 +135,7 @@ mlir::tilt::makeVectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b,
 }
 
 LogicalResult VectorEmitter::allocateScratch() {
-  if (pairs) {
-    if (!elt.isBF16())
-      return op.emitOpError("variant cpu_avx512bf16 needs bf16 inputs");
+  if (pairs) { // (bf16 inputs: the op's verifier)
     qt = scratch({d / 2, 2 * bm}, elt);
     vs = scratch({bn / 2, 2 * d}, elt);
     pt2 = scratch({bn / 2, 2 * bm}, elt);
@@ -160,37 +158,29 @@ void VectorEmitter::keyLoop(Value kBegin, Value kEnd) {
 }
 
 void VectorEmitter::stageQuery() {
-  if (pairs) {
-    // Qt2[k/2][2i + k%2] = q[i][k] as given (the scale goes on the f32
-    // scores); rows past the sequence are zero.
-    Value zero = arith::ConstantOp::create(b, b.getZeroAttr(elt));
-    forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
-      Value inside =
-          arith::CmpIOp::create(b, arith::CmpIPredicate::slt, i, rows);
-      Value row = minI(add(rowStart, i), sub(sq, idx(1)));
-      forLoop(idx(0), idx(d / 2), idx(1), [&](Value kp) {
-        for (int64_t e = 0; e < 2; ++e) {
-          Value v = memref::LoadOp::create(
-              b, op.getQ(), qIndex(row, add(mul(kp, idx(2)), idx(e))));
-          v = arith::SelectOp::create(b, inside, v, zero);
-          memref::StoreOp::create(b, v, qt,
-                                  ValueRange{kp, add(mul(i, idx(2)), idx(e))});
-        }
-      });
-    });
-    return;
-  }
-  // Qt[k][i] = q[i][k] * scale * log2(e); rows past the sequence are zero.
-  // Once per item, so scalar moves are cheap enough.
+  // Qt[k][i] = q[i][k] * scale * log2(e); pairs: Qt2[k/2][2i + k%2] =
+  // q[i][k] as given (the scale goes on the f32 scores). Rows past the
+  // sequence are zero. Once per item, so scalar moves are cheap enough.
   Value scale = f32c(spec.effectiveScale() * kLog2E);
+  Value zero =
+      pairs ? arith::ConstantOp::create(b, b.getZeroAttr(elt)) : f32c(0.0);
   forLoop(idx(0), idx(bm), idx(1), [&](Value i) {
     Value inside = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, i, rows);
     Value row = minI(add(rowStart, i), sub(sq, idx(1)));
     forLoop(idx(0), idx(d), idx(1), [&](Value k) {
-      Value v = toF32(memref::LoadOp::create(b, op.getQ(), qIndex(row, k)));
-      v = arith::SelectOp::create(b, inside, arith::MulFOp::create(b, v, scale),
-                                  f32c(0.0));
-      memref::StoreOp::create(b, v, qt, ValueRange{k, i});
+      Value v = memref::LoadOp::create(b, op.getQ(), qIndex(row, k));
+      if (!pairs)
+        v = arith::MulFOp::create(b, toF32(v), scale);
+      v = arith::SelectOp::create(b, inside, v, zero);
+      if (!pairs) {
+        memref::StoreOp::create(b, v, qt, ValueRange{k, i});
+        return;
+      }
+      Value two = idx(2);
+      memref::StoreOp::create(
+          b, v, qt,
+          ValueRange{arith::DivUIOp::create(b, k, two),
+                     add(mul(i, two), arith::RemUIOp::create(b, k, two))});
     });
   });
 }
@@ -259,19 +249,24 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
     rowsIdx.push_back(ks ? j : minI(add(kb, j), sub(sk, idx(1))));
   }
   SmallVector<Value> init(keys * cols, splat(0.0));
+  // St's tile; pairs scale it here (the plain path has the scale in Qt).
+  auto store = [&](ValueRange sums, Value scale) {
+    for (int64_t r = 0; r < keys; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        Value sum = sums[r * cols + c];
+        vector::StoreOp::create(
+            b, scale ? arith::MulFOp::create(b, sum, scale) : sum, st,
+            ValueRange{add(j0, idx(r)), add(col0, idx(c * vl))});
+      }
+  };
   if (pairs) {
     // Over pairs of columns: K's pair broadcast, Qt2's pairs of vl rows.
-    ValueRange sums = pairTile(
-        idx(d / 2), qt, col0, keys, cols, init, [&](Value kp, int64_t r) {
-          return broadcastPair(op.getK(), kvIndex(rowsIdx[r], mul(kp, idx(2))));
-        });
-    // The scale, in log2 units, on the f32 scores.
-    Value scale = splat(spec.effectiveScale() * kLog2E);
-    for (int64_t r = 0; r < keys; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        vector::StoreOp::create(
-            b, arith::MulFOp::create(b, sums[r * cols + c], scale), st,
-            ValueRange{add(j0, idx(r)), add(col0, idx(c * vl))});
+    store(pairTile(idx(d / 2), qt, col0, keys, cols, init,
+                   [&](Value kp, int64_t r) {
+                     return broadcastPair(op.getK(),
+                                          kvIndex(rowsIdx[r], mul(kp, idx(2))));
+                   }),
+          splat(spec.effectiveScale() * kLog2E));
     return;
   }
   auto loop = scf::ForOp::create(
@@ -293,11 +288,7 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
         }
         scf::YieldOp::create(b, next);
       });
-  for (int64_t r = 0; r < keys; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      vector::StoreOp::create(
-          b, loop.getResult(r * cols + c), st,
-          ValueRange{add(j0, idx(r)), add(col0, idx(c * vl))});
+  store(loop.getResults(), Value());
 }
 
 void VectorEmitter::softmaxColumn(Value c, Value kb, Value nk) {
@@ -389,19 +380,21 @@ void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
       init.push_back(arith::MulFOp::create(b, a, alpha));
     }
   }
-  if (pairs) {
-    // Over pairs of keys: Vp's pairs of vl columns, each row's P pair
-    // broadcast.
-    ValueRange sums = pairTile(
-        pairCount(nk), vs, col0, rows, cols, init, [&](Value jp, int64_t r) {
-          return broadcastPair(pt2,
-                               ValueRange{jp, mul(add(r0, idx(r)), idx(2))});
-        });
+  auto store = [&](ValueRange sums) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c)
         vector::StoreOp::create(
             b, sums[r * cols + c], acc,
             ValueRange{add(r0, idx(r)), add(col0, idx(c * vl))});
+  };
+  if (pairs) {
+    // Over pairs of keys: Vp's pairs of vl columns, each row's P pair
+    // broadcast.
+    store(pairTile(pairCount(nk), vs, col0, rows, cols, init,
+                   [&](Value jp, int64_t r) {
+                     return broadcastPair(
+                         pt2, ValueRange{jp, mul(add(r0, idx(r)), idx(2))});
+                   }));
     return;
   }
   auto loop = scf::ForOp::create(
@@ -425,11 +418,7 @@ void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
         }
         scf::YieldOp::create(b, next);
       });
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c)
-      vector::StoreOp::create(
-          b, loop.getResult(r * cols + c), acc,
-          ValueRange{add(r0, idx(r)), add(col0, idx(c * vl))});
+  store(loop.getResults());
 }
 
 //===----------------------------------------------------------------------===//
@@ -503,22 +492,11 @@ Value VectorEmitter::broadcastPair(Value memref, ValueRange index) {
 Value VectorEmitter::dot(Value acc, Value x, Value y) {
   if (nativeDot)
     return x86vector::DotBF16Op::create(b, vecF32, acc, x, y);
-  // Two FMAs of the widened pairs, the odd elements first: a bf16's f32
-  // is its bits in the upper half of the lane.
-  VectorType vecI32 = VectorType::get({vl}, b.getI32Type());
-  auto i32Splat = [&](uint32_t v) {
-    return arith::ConstantOp::create(
-        b, DenseElementsAttr::get(vecI32, b.getI32IntegerAttr(int32_t(v))));
-  };
-  auto widen = [&](Value pair, bool odd) {
-    Value bits = vector::BitCastOp::create(b, vecI32, pair);
-    bits =
-        odd ? arith::AndIOp::create(b, bits, i32Splat(0xffff0000u)).getResult()
-            : arith::ShLIOp::create(b, bits, i32Splat(16)).getResult();
-    return vector::BitCastOp::create(b, vecF32, bits).getResult();
-  };
-  acc = vector::FMAOp::create(b, widen(x, true), widen(y, true), acc);
-  return vector::FMAOp::create(b, widen(x, false), widen(y, false), acc);
+  // Two FMAs of the widened pairs, the odd elements first.
+  auto [xEven, xOdd] = widenBf16Pairs(x);
+  auto [yEven, yOdd] = widenBf16Pairs(y);
+  acc = vector::FMAOp::create(b, xOdd, yOdd, acc);
+  return vector::FMAOp::create(b, xEven, yEven, acc);
 }
 
 ValueRange
