@@ -1052,9 +1052,11 @@ struct Runtime::Impl {
   /// The decode family's configuration for this CPU (the host is fixed).
   const TileConfig decodeConfig = defaultCpuConfig(
       decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
-  /// The backward's default configuration for this CPU.
-  const TileConfig backwardConfig = defaultCpuConfig(
-      backwardCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
+  /// The backward's default configuration for this CPU and `dtype`.
+  static TileConfig backwardConfig(DType dtype) {
+    return defaultCpuConfig(backwardCpuVariant(
+        dtype, [](std::string_view f) { return hostCpu().has(f); }));
+  }
   /// The backward's [B, H] slope gradients when the caller's are [H] or
   /// not wanted.
   std::vector<float> dslopesScratch;
@@ -1812,7 +1814,8 @@ std::string Runtime::backward(const AttentionSpec &spec,
     if (!config.isDefault() &&
         !(config.kind() && isBackwardVariant(*config.kind())))
       return fmt::format("config: the backward takes variant "
-                         "cpu_bwd_avx2, cpu_bwd_avx512 or gpu_bwd_sm80 "
+                         "cpu_bwd_avx2, cpu_bwd_avx512, cpu_bwd_avx512bf16 "
+                         "or gpu_bwd_sm80 "
                          "(target cuda), got '{}'",
                          config.variant);
     if (target == Target::CUDA)
@@ -1830,8 +1833,9 @@ std::string Runtime::backward(const AttentionSpec &spec,
       return err;
     if (std::string err = checkSlopeValues(args); !err.empty())
       return err;
-    const TileConfig chosen =
-        config.isDefault() ? impl->backwardConfig : completeCpuConfig(config);
+    const TileConfig chosen = config.isDefault()
+                                  ? impl->backwardConfig(spec.dtype)
+                                  : completeCpuConfig(config);
     if (const std::string &err = impl->hostRuns(chosen); !err.empty())
       return err;
     CpuKernel *kernel = nullptr;

@@ -66,20 +66,22 @@ inline std::string crossCompiledSkipReason(const AttentionSpec &spec,
   return reason;
 }
 
-/// cpu_avx512bf16 runs on any x86-64-v4 CPU, with vdpbf16ps only where the
-/// CPU has AVX512_BF16 (elsewhere its portable lowering, the same
-/// arithmetic). "" where this CPU has it; else the kernel cross-compiled
-/// for x86-64-v4-bf16, its machine code checked for vdpbf16ps, and a note
-/// that the native instruction was not run here.
+/// cpu_avx512bf16 and cpu_bwd_avx512bf16 run on any x86-64-v4 CPU, with
+/// vdpbf16ps only where the CPU has AVX512_BF16 (elsewhere their portable
+/// lowering, the same arithmetic). "" where this CPU has it; else the
+/// kernel cross-compiled for x86-64-v4-bf16, its machine code checked for
+/// vdpbf16ps, and a note that the native instruction was not run here.
 inline std::string nativeBf16DotNote(const AttentionSpec &spec,
                                      const TileConfig &config) {
   const HostCpu &host = hostCpu();
-  if (!config.is(KernelVariant::CpuAvx512Bf16) || host.has("avx512bf16"))
+  if (!(config.is(KernelVariant::CpuAvx512Bf16) ||
+        config.is(KernelVariant::CpuBwdAvx512Bf16)) ||
+      host.has("avx512bf16"))
     return {};
   const std::string text =
       crossCompiledAssembly(spec, config, CpuClass::X86_64_V4_BF16);
   EXPECT_NE(text.find("vdpbf16ps"), std::string::npos)
-      << "cpu_avx512bf16 kernel for x86-64-v4-bf16 without vdpbf16ps";
+      << config.variant << " kernel for x86-64-v4-bf16 without vdpbf16ps";
   return "vdpbf16ps not run: this CPU (" + host.describe() +
          ") lacks avx512bf16; cross-compiled for x86-64-v4-bf16 (vdpbf16ps "
          "present), ran the portable dot products (two f32 FMAs a pair)";

@@ -151,6 +151,68 @@ std::vector<GradCase> cases() {
         c.spec.causal = true;
         c.config.variant = "cpu_bwd_avx512";
       });
+  // cpu_bwd_avx512bf16 (the default for bf16 where the CPU has AVX512_BF16;
+  // named here so every AVX-512 CPU runs it): odd row and key counts in a
+  // block (pairs with zeros), GQA and MQA, D 64/80/128/256, every bias form,
+  // trainable [H] and [B, H] slopes, window, padding, varlen, offsets,
+  // blocks from 16 to 128; and cpu_bwd_avx512 on bf16, which the default
+  // no longer reaches on such a CPU.
+  auto pairs = [](int64_t m, int64_t n) {
+    return [m, n](GradCase &c) {
+      c.config.variant = "cpu_bwd_avx512bf16";
+      c.config.blockM = m;
+      c.config.blockN = n;
+    };
+  };
+  auto both = [](std::function<void(GradCase &)> x,
+                 std::function<void(GradCase &)> y) {
+    return [x, y](GradCase &c) {
+      x(c);
+      y(c);
+    };
+  };
+  add(make(12, 4, 128, DType::BF16, BiasKind::Alibi, 129, 301),
+      both(pairs(32, 64), [&](GradCase &c) {
+        custom(c);
+        c.spec.causal = true;
+      }));
+  add(make(40, 8, 64, DType::BF16, BiasKind::AlibiSymmetric, 17, 1000),
+      both(pairs(16, 128), perBatch));
+  add(make(71, 1, 80, DType::BF16, BiasKind::Alibi, 1, 77),
+      both(pairs(64, 32), [&](GradCase &c) { c.spec.causal = true; }));
+  add(make(12, 3, 128, DType::BF16, BiasKind::AlibiPositions, 129, 200),
+      both(pairs(32, 32), [&](GradCase &c) { c.spec.causal = true; }));
+  add(make(4, 2, 64, DType::BF16, BiasKind::Alibi, 200, 200),
+      both(pairs(64, 64), [&](GradCase &c) {
+        custom(c);
+        c.spec.window = 100;
+        c.padding = c.spec.keyPaddingMask = true; // the last batch all padded
+      }));
+  add(make(12, 4, 96, DType::BF16, BiasKind::Alibi, 129, 300),
+      both(pairs(128, 16), [&](GradCase &c) {
+        perBatch(c);
+        c.spec.varlen = true;
+        c.spec.causal = true;
+      }));
+  add(make(8, 2, 256, DType::BF16, BiasKind::None, 100, 150),
+      both(pairs(32, 64), [&](GradCase &c) {
+        c.spec.causal = true;
+        c.spec.positionOffsets = true;
+        c.qOffset = 5000;
+        c.kOffset = 4900;
+      }));
+  add(make(1, 1, 128, DType::BF16, BiasKind::Alibi, 2048, 2048),
+      both(pairs(32, 64), [&](GradCase &c) {
+        custom(c);
+        c.batch = 1;
+        c.spec.causal = true;
+      }));
+  add(make(8, 2, 128, DType::BF16, BiasKind::Alibi, 129, 301),
+      [&](GradCase &c) {
+        custom(c);
+        c.spec.causal = true;
+        c.config.variant = "cpu_bwd_avx512";
+      });
   // A variant named without blocks (the runtime completes them).
   add(make(4, 2, 64, DType::F32, BiasKind::Alibi, 40, 40),
       [&](GradCase &c) { c.config.variant = "cpu_bwd_avx2"; });
@@ -173,6 +235,8 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
           test::crossCompiledSkipReason(spec, c.config, /*runtime=*/nullptr);
       !skip.empty())
     GTEST_SKIP() << skip;
+  if (std::string note = test::nativeBf16DotNote(spec, c.config); !note.empty())
+    std::cout << "  " << c.name << ": " << note << "\n";
   const int64_t H = spec.heads, Hkv = spec.kvHeads, D = spec.headDim;
   const int64_t B = c.batch;
   std::mt19937 rng(99);

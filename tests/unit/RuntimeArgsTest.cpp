@@ -664,7 +664,8 @@ TEST_F(BackwardArgsTest, VariantsStayOnTheirSide) {
   forward.variant = "cpu_avx2";
   expectBackwardError(p, p.args(), g,
                       "config: the backward takes variant cpu_bwd_avx2, "
-                      "cpu_bwd_avx512 or gpu_bwd_sm80 (target cuda), got "
+                      "cpu_bwd_avx512, cpu_bwd_avx512bf16 or gpu_bwd_sm80 "
+                      "(target cuda), got "
                       "'cpu_avx2'",
                       forward);
   TileConfig backward;

@@ -793,10 +793,19 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
              "read bandwidth -> {:.1f}%\n",
              r.kvReadGbps, r.readBandwidth,
              100 * r.kvReadGbps / r.readBandwidth);
+  // The backward's variant: the one named, else the runtime's default for
+  // this CPU and dtype.
+  const bool bwdNamed = o.config.kind() && isBackwardVariant(*o.config.kind());
+  const std::string bwdVariant =
+      bwdNamed ? o.config.variant
+               : std::string(toString(
+                     backwardCpuVariant(spec.dtype, [](std::string_view f) {
+                       return hostCpu().has(f);
+                     })));
   if (o.backward)
-    fmt::print("backward     {:.3f} ms; forward + backward {:.3f} ms "
+    fmt::print("backward     {} {:.3f} ms; forward + backward {:.3f} ms "
                "({:.1f} GFLOP/s at 3.5x the forward's FLOPs){}\n",
-               r.bwdMed * 1e3, r.fwdBwdMed * 1e3, r.fwdBwdGflops,
+               bwdVariant, r.bwdMed * 1e3, r.fwdBwdMed * 1e3, r.fwdBwdGflops,
                o.trainable ? ", slope gradients included" : "");
   if (!o.noNaive)
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
@@ -807,9 +816,9 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
   if (o.backward)
     backward = fmt::format(", \"fwd_bwd_ms\": {:.4f}, \"bwd_ms\": {:.4f}, "
                            "\"fwd_bwd_gflops\": {:.2f}, "
-                           "\"trainable_slopes\": {}",
+                           "\"trainable_slopes\": {}, \"bwd_variant\": \"{}\"",
                            r.fwdBwdMed * 1e3, r.bwdMed * 1e3, r.fwdBwdGflops,
-                           o.trainable ? "true" : "false");
+                           o.trainable ? "true" : "false", bwdVariant);
   if (o.json)
     fmt::print("{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
                "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "

@@ -61,8 +61,8 @@ completeAndCheck(MLIRContext *ctx, const ::tilt::AttentionSpec &spec,
   if (::tilt::isBackwardVariant(*kind) != backward)
     return emitError() << "variant " << requested.variant
                        << (backward ? " is a forward variant; the backward "
-                                      "takes cpu_bwd_avx2, cpu_bwd_avx512 or "
-                                      "gpu_bwd_sm80"
+                                      "takes cpu_bwd_avx2, cpu_bwd_avx512, "
+                                      "cpu_bwd_avx512bf16 or gpu_bwd_sm80"
                                     : " is for the backward pass");
   const bool gpu = ::tilt::isGpuVariant(*kind);
   // The policy fills what the request leaves open (zero fields).
@@ -79,7 +79,8 @@ completeAndCheck(MLIRContext *ctx, const ::tilt::AttentionSpec &spec,
     if (std::string err = checkGpuConfig(spec, attr); !err.empty())
       return emitError() << err;
   } else if ((*kind == ::tilt::KernelVariant::CpuAmx ||
-              *kind == ::tilt::KernelVariant::CpuAvx512Bf16) &&
+              *kind == ::tilt::KernelVariant::CpuAvx512Bf16 ||
+              *kind == ::tilt::KernelVariant::CpuBwdAvx512Bf16) &&
              spec.dtype != ::tilt::DType::BF16) {
     return emitError() << "variant " << requested.variant
                        << " needs bf16 inputs";

@@ -157,6 +157,7 @@ std::optional<CpuClass> variantCpuClass(std::string_view variant) {
   case KernelVariant::CpuAvx512Bf16: // (portable dot products below v4-bf16)
   case KernelVariant::CpuDecodeAvx512:
   case KernelVariant::CpuBwdAvx512:
+  case KernelVariant::CpuBwdAvx512Bf16: // (portable below v4-bf16)
     return CpuClass::X86_64_V4;
   case KernelVariant::CpuAmx:
     return CpuClass::X86_64_V4_AMX;

@@ -42,6 +42,8 @@ std::string_view toString(KernelVariant v) {
     return "gpu_bwd_sm80";
   case KernelVariant::CpuAvx512Bf16:
     return "cpu_avx512bf16";
+  case KernelVariant::CpuBwdAvx512Bf16:
+    return "cpu_bwd_avx512bf16";
   }
   return "unknown";
 }
@@ -77,7 +79,7 @@ bool isDecodeVariant(KernelVariant v) {
 
 bool isBackwardVariant(KernelVariant v) {
   return v == KernelVariant::CpuBwdAvx2 || v == KernelVariant::CpuBwdAvx512 ||
-         v == KernelVariant::GpuBwdSm80;
+         v == KernelVariant::CpuBwdAvx512Bf16 || v == KernelVariant::GpuBwdSm80;
 }
 
 KernelCompiler::~KernelCompiler() = default;

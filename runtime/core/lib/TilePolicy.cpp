@@ -61,6 +61,11 @@ TileConfig defaultCpuConfig(KernelVariant variant) {
 int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   const int64_t m = c.blockM, n = c.blockN, d = spec.headDim;
   int64_t rows = 4 * m * 4; // m, l, alpha, positions' references
+  if (c.is(KernelVariant::CpuBwdAvx512Bf16))
+    // bf16 pairs: K^T2, V^T2, Kp; Q^T2, dO^T2, Qp, dOp; P2, dS2, dS^T2.
+    // f32: dK, dV, dQ; S, dP and their transposes.
+    return 3 * n * d * 2 + 4 * m * d * 2 + 3 * m * n * 2 + 2 * n * d * 4 +
+           m * d * 4 + 4 * m * n * 4 + rows;
   if (c.kind() && isBackwardVariant(*c.kind()))
     // K^T, V^T, dK^T, dV^T of a key block (dK/dV pass) or Q^T, dO^T, dQ of
     // a query block (dQ pass), and P and dS of a block pair.
@@ -137,7 +142,10 @@ KernelVariant decodeCpuVariant(const HasFeature &has) {
              : KernelVariant::CpuDecodeAvx2;
 }
 
-KernelVariant backwardCpuVariant(const HasFeature &has) {
+KernelVariant backwardCpuVariant(DType dtype, const HasFeature &has) {
+  if (dtype == DType::BF16 &&
+      missingFeatures(CpuClass::X86_64_V4_BF16, has).empty())
+    return KernelVariant::CpuBwdAvx512Bf16;
   return missingFeatures(CpuClass::X86_64_V4, has).empty()
              ? KernelVariant::CpuBwdAvx512
              : KernelVariant::CpuBwdAvx2;

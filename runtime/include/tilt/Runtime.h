@@ -182,7 +182,8 @@ public:
   /// gradient. Deterministic: the same call gives the same bits on any
   /// thread count. dk and dv of a kv head sum over its query heads.
   /// `config`, when given, must be a backward variant of the target:
-  /// cpu_bwd_avx2 or cpu_bwd_avx512 on the CPU, gpu_bwd_sm80 on CUDA (two
+  /// cpu_bwd_avx2, cpu_bwd_avx512 or cpu_bwd_avx512bf16 (bf16) on the CPU
+  /// (by default the best the CPU has, TilePolicy.h), gpu_bwd_sm80 on CUDA (two
   /// kernels enqueued on args.cudaStream, f16/bf16;
   /// deterministic too: no atomics). Returns "" or a
   /// one-line error naming the bad argument; on error no output is written

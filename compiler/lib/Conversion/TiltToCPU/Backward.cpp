@@ -1,4 +1,4 @@
-//===- Backward.cpp - The backward family: cpu_bwd_avx2, cpu_bwd_avx512 ---===//
+//===- Backward.cpp - The backward family: cpu_bwd_avx2/avx512/avx512bf16 -===//
 //
 // tilt.attention_backward's kernel body (ALIBI.md "Backward"). The softmax
 // is recomputed from the forward's lse: P = exp(s - lse), so nothing of size
@@ -20,6 +20,28 @@
 //         S^T = K . Q^T,  dP^T = V . dO^T,  P^T, dS^T as above
 //         dQ += dS . K;  dm += sum(dS * dist)
 //     dq = scale * dQ;  dslopes[b, h] = dm
+//
+// cpu_bwd_avx512bf16 keeps that item space, the f32 P and dS and the slope
+// gradient, but multiplies bf16 pairs (vdpbf16ps, as cpu_avx512bf16 does;
+// two FMAs of the widened pairs on a target without AVX512_BF16). Every
+// product is arranged so that one operand is a pair broadcast and the other
+// a vector of pairs, with no element-wise transpose per row block:
+//
+//   dK/dV items: K^T2, V^T2 [D/2][2 BN] (column pairs of K, V, transposed
+//   as 32-bit words) once per item; per row block Qp, dOp [BM/2][2 D] (row
+//   pairs, interleaved)
+//     S = Q . K^T2,  dP = dO . V^T2          Q, dO pairs from the tensors
+//     P2, dS2 [BM/2][2 BN] = bf16 row pairs of P, dS
+//     dV += P2^T . dOp,  dK += dS2^T . Qp    [BN][D], P2 / dS2 pairs broadcast
+//   dQ items: Q^T2, dO^T2 [D/2][2 BM] per row block; per key block
+//   Kp [BN/2][2 D]
+//     S^T = K . Q^T2,  dP^T = V . dO^T2      K, V pairs from the tensors
+//     dS^T2 [BN/2][2 BM] = bf16 row pairs of dS^T
+//     dQ += dS^T2^T . Kp
+//
+// P and dS are rounded to bf16 only as operands of the products (as the GPU
+// kernels and a bf16 implementation with materialized P do); the row sums
+// and the slope gradient take them in f32.
 //
 // D_i = rowsum(dO * O) is recomputed where a row block is staged, which
 // costs one dot product per row and block instead of a pass over memory.
@@ -57,13 +79,17 @@ namespace {
 
 class BackwardEmitter final : public CpuKernelBuilder {
 public:
-  BackwardEmitter(AttentionBackwardOp op, ImplicitLocOpBuilder &b)
+  BackwardEmitter(AttentionBackwardOp op, ImplicitLocOpBuilder &b,
+                  bool nativeBf16Dot)
       : CpuKernelBuilder(
             op, op.getSpec(), op.getConfigAttr(), sharedOperands(op), b,
             op.getConfigAttr().getVariant() == KernelVariant::cpu_bwd_avx2
                 ? 8
                 : 16),
-        op(op), group(spec.heads / spec.kvHeads) {}
+        op(op), group(spec.heads / spec.kvHeads),
+        pairs(op.getConfigAttr().getVariant() ==
+              KernelVariant::cpu_bwd_avx512bf16),
+        nativeDot(nativeBf16Dot) {}
 
   LogicalResult emit() override;
 
@@ -88,11 +114,24 @@ private:
                                         Value scale);
 
   /// C[M][N] += sum_{k < kEnd} a(m, k) * bvec(k, n) for an f32 scratch C,
-  /// N in vectors of vl lanes (n a multiple of vl), in register tiles.
+  /// N in vectors of vl lanes (n a multiple of vl), in register tiles. With
+  /// bf16 pairs (bvec a vector<2 vl x bf16>, a a broadcast pair), k counts
+  /// pairs and each step is a pair dot product.
   void matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
               function_ref<Value(Value, Value)> a,
               function_ref<Value(Value, Value)> bvec);
   void zero(Value ref, int64_t rows, int64_t cols);
+  /// cpu_bwd_avx512bf16: the column pairs of rows `row(m)` of q-like `t`
+  /// as 32-bit words, transposed: dst[cp][2m + e] = t[row(m)][2cp + e] for
+  /// m < n, zero for n <= m < rows.
+  void stageColumnPairs(Value t, Value dst, int64_t rows, Value n,
+                        function_ref<Value(Value)> row,
+                        function_ref<SmallVector<Value>(Value, Value)> index);
+  /// A vector<2 vl x bf16> of pairs from `ref` at (p, 2 col).
+  Value pairsAt(Value ref, Value p, Value col) {
+    return vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), ref,
+                                  ValueRange{p, mul(col, idx(2))});
+  }
   /// Widens rows `row(r)` (r < rows) of `t` into the f32 scratch `dst`,
   /// whole vectors at a time; `index(row, col)` addresses `t`.
   void widenRows(Value t, Value dst, int64_t rows,
@@ -139,6 +178,12 @@ private:
 
   AttentionBackwardOp op;
   int64_t group;
+  /// cpu_bwd_avx512bf16; its dot products are vdpbf16ps (else two FMAs).
+  bool pairs, nativeDot;
+  // Pairs (bf16): K^T2, V^T2 [D/2][2 BN]; Qp, dOp [BM/2][2 D]; P2, dS2
+  // [BM/2][2 BN]; Q^T2, dO^T2 [D/2][2 BM]; Kp [BN/2][2 D]; dS^T2 [BN/2][2
+  // BM]. f32: dK, dV [BN][D] (the pairs' dK/dV part is not transposed).
+  Value kT2, vT2, qP, doP, p2, ds2, qT2, doT2, kP, dsT2, dkAcc, dvAcc;
   // Scratch per call. dK/dV part: K^T, V^T, dK^T, dV^T [D][BN]; P, dS
   // [BM][BN]. dQ part: Q^T, dO^T [D][BM]; dQ [BM][D]; P^T, dS^T [BN][BM].
   // Rows: lse (log2, relative), D_i, anchors / position references [BM];
@@ -158,9 +203,9 @@ private:
 } // namespace
 
 std::unique_ptr<CpuKernelBuilder>
-mlir::tilt::makeBackwardEmitter(AttentionBackwardOp op,
-                                ImplicitLocOpBuilder &b) {
-  return std::make_unique<BackwardEmitter>(op, b);
+mlir::tilt::makeBackwardEmitter(AttentionBackwardOp op, ImplicitLocOpBuilder &b,
+                                bool nativeBf16Dot) {
+  return std::make_unique<BackwardEmitter>(op, b, nativeBf16Dot);
 }
 
 LogicalResult BackwardEmitter::emit() {
@@ -170,15 +215,30 @@ LogicalResult BackwardEmitter::emit() {
   // Head dims are multiples of 16 and blocks powers of two from 16 (the
   // spec's and the tile config's verifiers), so vectors of 8 or 16 lanes
   // divide them all.
-  kT = scratch({d, bn}, f32);
-  vT = scratch({d, bn}, f32);
-  dkT = scratch({d, bn}, f32);
-  dvT = scratch({d, bn}, f32);
   pBlk = scratch({bm, bn}, f32);
   dsBlk = scratch({bm, bn}, f32);
-  qT = scratch({d, bm}, f32);
-  doT = scratch({d, bm}, f32);
   dqAcc = scratch({bm, d}, f32);
+  if (pairs) { // (bf16 inputs: the op's verifier)
+    kT2 = scratch({d / 2, 2 * bn}, elt);
+    vT2 = scratch({d / 2, 2 * bn}, elt);
+    qP = scratch({bm / 2, 2 * d}, elt);
+    doP = scratch({bm / 2, 2 * d}, elt);
+    p2 = scratch({bm / 2, 2 * bn}, elt);
+    ds2 = scratch({bm / 2, 2 * bn}, elt);
+    qT2 = scratch({d / 2, 2 * bm}, elt);
+    doT2 = scratch({d / 2, 2 * bm}, elt);
+    kP = scratch({bn / 2, 2 * d}, elt);
+    dsT2 = scratch({bn / 2, 2 * bm}, elt);
+    dkAcc = scratch({bn, d}, f32);
+    dvAcc = scratch({bn, d}, f32);
+  } else {
+    kT = scratch({d, bn}, f32);
+    vT = scratch({d, bn}, f32);
+    dkT = scratch({d, bn}, f32);
+    dvT = scratch({d, bn}, f32);
+    qT = scratch({d, bm}, f32);
+    doT = scratch({d, bm}, f32);
+  }
   pT = scratch({bn, bm}, f32);
   dsT = scratch({bn, bm}, f32);
   rowLse = scratch({bm}, f32);
@@ -186,7 +246,7 @@ LogicalResult BackwardEmitter::emit() {
   rowAnchor = scratch({bm}, f32);
   rowRef = scratch({bm}, f32);
   rowR = scratch({bm}, f32);
-  if (!elt.isF32()) {
+  if (!elt.isF32() && !pairs) {
     qRows = scratch({bm, d}, f32);
     doRows = scratch({bm, d}, f32);
     kRows = scratch({bn, d}, f32);
@@ -274,10 +334,15 @@ void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
               bs.push_back(bvec(k, add(n0, idx(t * vl))));
             SmallVector<Value> next;
             for (int64_t r = 0; r < tr; ++r) {
-              Value ar = bcast(a(add(m0, idx(r)), k));
-              for (int64_t t = 0; t < tc; ++t)
+              Value ar = a(add(m0, idx(r)), k);
+              if (!isa<VectorType>(ar.getType()))
+                ar = bcast(ar);
+              for (int64_t t = 0; t < tc; ++t) {
+                Value acc = accs[r * tc + t];
                 next.push_back(
-                    math::FmaOp::create(b, ar, bs[t], accs[r * tc + t]));
+                    pairs ? bf16PairDot(acc, ar, bs[t], nativeDot)
+                          : math::FmaOp::create(b, ar, bs[t], acc).getResult());
+              }
             }
             scf::YieldOp::create(b, next);
           });
@@ -286,6 +351,22 @@ void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
           vector::StoreOp::create(
               b, loop.getResult(r * tc + t), c,
               ValueRange{add(m0, idx(r)), add(n0, idx(t * vl))});
+    });
+  });
+}
+
+void BackwardEmitter::stageColumnPairs(
+    Value t, Value dst, int64_t rows, Value n, function_ref<Value(Value)> row,
+    function_ref<SmallVector<Value>(Value, Value)> index) {
+  VectorType pair = VectorType::get({2}, elt);
+  Value zero = arith::ConstantOp::create(b, b.getZeroAttr(pair));
+  forLoop(idx(0), idx(rows), idx(1), [&](Value m) {
+    Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, n);
+    Value at = row(m);
+    forLoop(idx(0), idx(d / 2), idx(1), [&](Value cp) {
+      Value w = vector::LoadOp::create(b, pair, t, index(at, mul(cp, idx(2))));
+      vector::StoreOp::create(b, arith::SelectOp::create(b, in, w, zero), dst,
+                              ValueRange{cp, mul(m, idx(2))});
     });
   });
 }
@@ -424,21 +505,31 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
   ifThen(live, [&] {
     Value nk = minI(idx(bn), sub(sk, k0));
     Value lastKey = sub(add(k0, nk), idx(1));
-    // K^T and V^T of the block; keys past the sequence are zero.
-    forLoop(idx(0), idx(bn), idx(1), [&](Value n) {
-      Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, n, nk);
-      Value key = minI(add(k0, n), lastKey);
-      forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-        for (auto [src, dst] :
-             {std::pair<Value, Value>{io.k, kT}, {io.v, vT}}) {
-          Value x = arith::SelectOp::create(
-              b, in, scalarF32(src, kvIndex(key, c)), f32c(0.0));
-          memref::StoreOp::create(b, x, dst, ValueRange{c, n});
-        }
+    // K^T and V^T of the block (pairs: K^T2, V^T2); keys past the sequence
+    // are zero.
+    if (pairs) {
+      auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
+      auto kvIdx = [&](Value row, Value c) { return kvIndex(row, c); };
+      stageColumnPairs(io.k, kT2, bn, nk, keyOf, kvIdx);
+      stageColumnPairs(io.v, vT2, bn, nk, keyOf, kvIdx);
+      zero(dkAcc, bn, d);
+      zero(dvAcc, bn, d);
+    } else {
+      forLoop(idx(0), idx(bn), idx(1), [&](Value n) {
+        Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, n, nk);
+        Value key = minI(add(k0, n), lastKey);
+        forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+          for (auto [src, dst] :
+               {std::pair<Value, Value>{io.k, kT}, {io.v, vT}}) {
+            Value x = arith::SelectOp::create(
+                b, in, scalarF32(src, kvIndex(key, c)), f32c(0.0));
+            memref::StoreOp::create(b, x, dst, ValueRange{c, n});
+          }
+        });
       });
-    });
-    zero(dkT, d, bn);
-    zero(dvT, d, bn);
+      zero(dkT, d, bn);
+      zero(dvT, d, bn);
+    }
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       stagePositions();
     // The block's keys that exist and are not padded, as a lane mask per
@@ -490,24 +581,44 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
         // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
         zero(pBlk, bm, bn);
         zero(dsBlk, bm, bn);
-        matmul(
-            pBlk, bm, bn, idx(d),
-            [&](Value m, Value c) {
-              return element(qRows, m, c, io.q, qIndex(rowOf(m), c));
-            },
-            [&](Value c, Value n0) {
-              return vector::LoadOp::create(b, vecF32, kT, ValueRange{c, n0})
+        if (pairs) {
+          for (auto [t, dst] :
+               {std::pair<Value, Value>{io.q, qP}, {op.getGradO(), doP}})
+            stageRowPairs(n, d, dst, [&](Value m, Value c) {
+              return vector::LoadOp::create(b, VectorType::get({vl}, elt), t,
+                                            qIndex(add(r0, m), c))
                   .getResult();
             });
-        matmul(
-            dsBlk, bm, bn, idx(d),
-            [&](Value m, Value c) {
-              return element(doRows, m, c, op.getGradO(), qIndex(rowOf(m), c));
-            },
-            [&](Value c, Value n0) {
-              return vector::LoadOp::create(b, vecF32, vT, ValueRange{c, n0})
-                  .getResult();
-            });
+          for (auto [t, dst, kv] :
+               {std::tuple<Value, Value, Value>{io.q, pBlk, kT2},
+                {op.getGradO(), dsBlk, vT2}})
+            matmul(
+                dst, bm, bn, idx(d / 2),
+                [&](Value m, Value p) {
+                  return broadcastBf16Pair(t, qIndex(rowOf(m), mul(p, idx(2))));
+                },
+                [&](Value p, Value n0) { return pairsAt(kv, p, n0); });
+        } else {
+          matmul(
+              pBlk, bm, bn, idx(d),
+              [&](Value m, Value c) {
+                return element(qRows, m, c, io.q, qIndex(rowOf(m), c));
+              },
+              [&](Value c, Value n0) {
+                return vector::LoadOp::create(b, vecF32, kT, ValueRange{c, n0})
+                    .getResult();
+              });
+          matmul(
+              dsBlk, bm, bn, idx(d),
+              [&](Value m, Value c) {
+                return element(doRows, m, c, op.getGradO(),
+                               qIndex(rowOf(m), c));
+              },
+              [&](Value c, Value n0) {
+                return vector::LoadOp::create(b, vecF32, vT, ValueRange{c, n0})
+                    .getResult();
+              });
+        }
         // P and dS, in place.
         forLoop(idx(0), n, idx(1), [&](Value m) {
           Value ip = add(add(r0, m), shift);
@@ -538,6 +649,24 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
             vector::StoreOp::create(b, ds, dsBlk, ValueRange{m, idx(c)});
           }
         });
+        if (pairs) {
+          // dV += P2^T . dOp and dK += dS2^T . Qp over the block's rows.
+          for (auto [src, dst, acc, rowsOf] :
+               {std::tuple<Value, Value, Value, Value>{pBlk, p2, dvAcc, doP},
+                {dsBlk, ds2, dkAcc, qP}}) {
+            stageRowPairs(n, bn, dst, [&](Value m, Value c) {
+              return vector::LoadOp::create(b, vecF32, src, ValueRange{m, c})
+                  .getResult();
+            });
+            matmul(
+                acc, bn, d, pairCount(n),
+                [&](Value j, Value mp) {
+                  return broadcastBf16Pair(dst, ValueRange{mp, mul(j, idx(2))});
+                },
+                [&](Value mp, Value c0) { return pairsAt(rowsOf, mp, c0); });
+          }
+          return;
+        }
         // dV^T += dO^T . P and dK^T += Q^T . dS over the block's rows.
         matmul(
             dvT, d, bn, n,
@@ -562,19 +691,35 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
     });
     // dk = scale * dK, dv = dV for the keys that exist.
     Value scale = f32c(spec.effectiveScale());
-    forLoop(idx(0), nk, idx(1), [&](Value n) {
-      forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-        auto store = [&](Value x, Value dst) {
-          if (!elt.isF32())
-            x = arith::TruncFOp::create(b, elt, x);
-          memref::StoreOp::create(b, x, dst, kvIndex(add(k0, n), c));
-        };
-        store(arith::MulFOp::create(
-                  b, memref::LoadOp::create(b, dkT, ValueRange{c, n}), scale),
-              op.getDkOut());
-        store(memref::LoadOp::create(b, dvT, ValueRange{c, n}), op.getDvOut());
+    if (pairs)
+      forLoop(idx(0), nk, idx(1), [&](Value n) {
+        for (int64_t c = 0; c < d; c += vl) {
+          auto at = [&](Value acc) {
+            return vector::LoadOp::create(b, vecF32, acc, ValueRange{n, idx(c)})
+                .getResult();
+          };
+          SmallVector<Value> to = kvIndex(add(k0, n), idx(c));
+          vector::StoreOp::create(
+              b, fromF32(arith::MulFOp::create(b, at(dkAcc), bcast(scale))),
+              op.getDkOut(), to);
+          vector::StoreOp::create(b, fromF32(at(dvAcc)), op.getDvOut(), to);
+        }
       });
-    });
+    else
+      forLoop(idx(0), nk, idx(1), [&](Value n) {
+        forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+          auto store = [&](Value x, Value dst) {
+            if (!elt.isF32())
+              x = arith::TruncFOp::create(b, elt, x);
+            memref::StoreOp::create(b, x, dst, kvIndex(add(k0, n), c));
+          };
+          store(arith::MulFOp::create(
+                    b, memref::LoadOp::create(b, dkT, ValueRange{c, n}), scale),
+                op.getDkOut());
+          store(memref::LoadOp::create(b, dvT, ValueRange{c, n}),
+                op.getDvOut());
+        });
+      });
     if (pos)
       memref::DeallocOp::create(b, pos);
     pos = nullptr;
@@ -597,19 +742,28 @@ void BackwardEmitter::queryHeadItem(Value item) {
   forLoop(idx(0), sq, idx(bm), [&](Value r0) {
     Value rows = minI(idx(bm), sub(sq, r0));
     stageRowState(r0, rows, /*scaled=*/false);
-    // Q^T and dO^T of the rows, zero past them; dQ starts at zero.
-    forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
-      Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, rows);
-      Value row = minI(add(r0, m), sub(add(r0, rows), idx(1)));
-      forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-        for (auto [src, dst] :
-             {std::pair<Value, Value>{io.q, qT}, {op.getGradO(), doT}}) {
-          Value x = arith::SelectOp::create(
-              b, in, scalarF32(src, qIndex(row, c)), f32c(0.0));
-          memref::StoreOp::create(b, x, dst, ValueRange{c, m});
-        }
+    // Q^T and dO^T of the rows (pairs: Q^T2, dO^T2), zero past them; dQ
+    // starts at zero.
+    if (pairs) {
+      auto rowOf = [&](Value m) {
+        return minI(add(r0, m), sub(add(r0, rows), idx(1)));
+      };
+      auto qIdx = [&](Value row, Value c) { return qIndex(row, c); };
+      stageColumnPairs(io.q, qT2, bm, rows, rowOf, qIdx);
+      stageColumnPairs(op.getGradO(), doT2, bm, rows, rowOf, qIdx);
+    } else
+      forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
+        Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, m, rows);
+        Value row = minI(add(r0, m), sub(add(r0, rows), idx(1)));
+        forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+          for (auto [src, dst] :
+               {std::pair<Value, Value>{io.q, qT}, {op.getGradO(), doT}}) {
+            Value x = arith::SelectOp::create(
+                b, in, scalarF32(src, qIndex(row, c)), f32c(0.0));
+            memref::StoreOp::create(b, x, dst, ValueRange{c, m});
+          }
+        });
       });
-    });
     zero(dqAcc, bm, d);
     for (Value ref : {rowP, rowDs, rowPd, rowDsd})
       for (int64_t c = 0; ref && c < bm; c += vl)
@@ -627,6 +781,12 @@ void BackwardEmitter::queryHeadItem(Value item) {
     forLoop(kBegin, kEnd, idx(bn), [&](Value k0) {
       Value nk = minI(idx(bn), sub(kEnd, k0));
       auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
+      if (pairs)
+        stageRowPairs(nk, d, kP, [&](Value n, Value c) {
+          return vector::LoadOp::create(b, VectorType::get({vl}, elt), io.k,
+                                        kvIndex(add(k0, n), c))
+              .getResult();
+        });
       if (kRows) {
         auto kvIdx = [&](Value row, Value c) { return kvIndex(row, c); };
         widenRows(io.k, kRows, bn, keyOf, kvIdx);
@@ -635,24 +795,36 @@ void BackwardEmitter::queryHeadItem(Value item) {
       // S^T = K . Q^T, dP^T = V . dO^T: vectors along the rows.
       zero(pT, bn, bm);
       zero(dsT, bn, bm);
-      matmul(
-          pT, bn, bm, idx(d),
-          [&](Value n, Value c) {
-            return element(kRows, n, c, io.k, kvIndex(keyOf(n), c));
-          },
-          [&](Value c, Value m0) {
-            return vector::LoadOp::create(b, vecF32, qT, ValueRange{c, m0})
-                .getResult();
-          });
-      matmul(
-          dsT, bn, bm, idx(d),
-          [&](Value n, Value c) {
-            return element(vRows, n, c, io.v, kvIndex(keyOf(n), c));
-          },
-          [&](Value c, Value m0) {
-            return vector::LoadOp::create(b, vecF32, doT, ValueRange{c, m0})
-                .getResult();
-          });
+      if (pairs) {
+        for (auto [t, dst, rowsT] :
+             {std::tuple<Value, Value, Value>{io.k, pT, qT2},
+              {io.v, dsT, doT2}})
+          matmul(
+              dst, bn, bm, idx(d / 2),
+              [&](Value n, Value p) {
+                return broadcastBf16Pair(t, kvIndex(keyOf(n), mul(p, idx(2))));
+              },
+              [&](Value p, Value m0) { return pairsAt(rowsT, p, m0); });
+      } else {
+        matmul(
+            pT, bn, bm, idx(d),
+            [&](Value n, Value c) {
+              return element(kRows, n, c, io.k, kvIndex(keyOf(n), c));
+            },
+            [&](Value c, Value m0) {
+              return vector::LoadOp::create(b, vecF32, qT, ValueRange{c, m0})
+                  .getResult();
+            });
+        matmul(
+            dsT, bn, bm, idx(d),
+            [&](Value n, Value c) {
+              return element(vRows, n, c, io.v, kvIndex(keyOf(n), c));
+            },
+            [&](Value c, Value m0) {
+              return vector::LoadOp::create(b, vecF32, doT, ValueRange{c, m0})
+                  .getResult();
+            });
+      }
       // P^T, dS^T in place, and the slope gradient.
       forLoop(idx(0), nk, idx(1), [&](Value n) {
         Value j = add(k0, n);
@@ -707,7 +879,20 @@ void BackwardEmitter::queryHeadItem(Value item) {
           }
         }
       });
-      // dQ += dS . K over the block's keys.
+      // dQ += dS . K over the block's keys (pairs: dS^T2^T . Kp).
+      if (pairs) {
+        stageRowPairs(nk, bm, dsT2, [&](Value n, Value m) {
+          return vector::LoadOp::create(b, vecF32, dsT, ValueRange{n, m})
+              .getResult();
+        });
+        matmul(
+            dqAcc, bm, d, pairCount(nk),
+            [&](Value m, Value np) {
+              return broadcastBf16Pair(dsT2, ValueRange{np, mul(m, idx(2))});
+            },
+            [&](Value np, Value c0) { return pairsAt(kP, np, c0); });
+        return;
+      }
       matmul(
           dqAcc, bm, d, nk,
           [&](Value m, Value n) {

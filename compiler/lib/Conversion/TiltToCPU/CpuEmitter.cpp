@@ -11,6 +11,8 @@
 #include "tilt/Compiler/Log2Units.h"
 #include "tilt/Slopes.h"
 
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
+
 #include <cmath>
 #include <limits>
 
@@ -150,6 +152,62 @@ void CpuEmitter::emitItem(Value item) {
     if (pos)
       memref::DeallocOp::create(b, pos);
     pos = nullptr;
+  });
+}
+
+Value CpuKernelBuilder::bf16PairDot(Value acc, Value x, Value y, bool native) {
+  if (native)
+    return x86vector::DotBF16Op::create(b, vecF32, acc, x, y);
+  auto [xEven, xOdd] = widenBf16Pairs(x);
+  auto [yEven, yOdd] = widenBf16Pairs(y);
+  acc = vector::FMAOp::create(b, xOdd, yOdd, acc);
+  return vector::FMAOp::create(b, xEven, yEven, acc);
+}
+
+Value CpuKernelBuilder::broadcastBf16Pair(Value memref, ValueRange index) {
+  Type bf16 = b.getBF16Type();
+  Value two =
+      vector::LoadOp::create(b, VectorType::get({2}, bf16), memref, index);
+  Type i32 = b.getI32Type();
+  Value word = vector::ExtractOp::create(
+      b, vector::BitCastOp::create(b, VectorType::get({1}, i32), two), 0);
+  Value lanes =
+      vector::BroadcastOp::create(b, VectorType::get({vl}, i32), word);
+  return vector::BitCastOp::create(b, VectorType::get({2 * vl}, bf16), lanes);
+}
+
+void CpuKernelBuilder::stageRowPairs(Value n, int64_t cols, Value dst,
+                                     function_ref<Value(Value, Value)> load) {
+  // Lane order x0 y0 x1 y1 ...: row 2p's column c beside row 2p + 1's.
+  SmallVector<int64_t> interleave;
+  for (int64_t l = 0; l < vl; ++l) {
+    interleave.push_back(l);
+    interleave.push_back(vl + l);
+  }
+  VectorType pairVec = VectorType::get({2 * vl}, b.getBF16Type());
+  // Up to four vectors a step: enough to hide the loop, few enough to keep
+  // the kernel small.
+  int64_t step = 4;
+  while ((cols / vl) % step != 0)
+    step /= 2;
+  forLoop(idx(0), pairCount(n), idx(1), [&](Value p) {
+    Value r0 = mul(p, idx(2)), r1 = add(r0, idx(1));
+    Value second = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, r1, n);
+    Value last = minI(r1, sub(n, idx(1)));
+    forLoop(idx(0), idx(cols), idx(step * vl), [&](Value c0) {
+      for (int64_t c = 0; c < step * vl; c += vl) {
+        Value col = add(c0, idx(c));
+        Value x = load(r0, col);
+        Value y = load(last, col);
+        y = arith::SelectOp::create(
+            b, second, y,
+            arith::ConstantOp::create(b, b.getZeroAttr(y.getType())));
+        Value xy = vector::ShuffleOp::create(b, x, y, interleave);
+        if (xy.getType() != pairVec)
+          xy = arith::TruncFOp::create(b, pairVec, xy);
+        vector::StoreOp::create(b, xy, dst, ValueRange{p, mul(col, idx(2))});
+      }
+    });
   });
 }
 
@@ -349,6 +407,7 @@ mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b,
   case KernelVariant::gpu_bwd_sm80:
   case KernelVariant::cpu_bwd_avx2:
   case KernelVariant::cpu_bwd_avx512:
+  case KernelVariant::cpu_bwd_avx512bf16:
     break;
   }
   return nullptr;

@@ -128,6 +128,28 @@ protected:
     return {vector::BitCastOp::create(b, vecF32, even),
             vector::BitCastOp::create(b, vecF32, odd)};
   }
+  // --- bf16 pairs (cpu_avx512bf16, cpu_bwd_avx512bf16) ---------------------
+  /// acc + the pair dot products of x and y (vector<2 vl x bf16> each):
+  /// lane i += x[2i] y[2i] + x[2i+1] y[2i+1] in f32. vdpbf16ps when
+  /// `native` (the target has AVX512_BF16), else two FMAs of the widened
+  /// pairs, the odd elements first as the SDM describes the instruction:
+  /// products of bf16 numbers are exact in f32, so this is its arithmetic
+  /// (less its flushing of denormals) on any AVX-512 CPU.
+  Value bf16PairDot(Value acc, Value x, Value y, bool native);
+  /// The bf16 pair at `index` (and the next element) of `memref` in every
+  /// 32-bit lane: vector<2 vl x bf16>.
+  Value broadcastBf16Pair(Value memref, ValueRange index);
+  /// Pairs in a block of n rows: ceil(n / 2).
+  Value pairCount(Value n) {
+    return arith::DivSIOp::create(b, add(n, idx(1)), idx(2));
+  }
+  /// A block's rows interleaved in pairs, in bf16: dst[p][2c + e] = row
+  /// 2p + e, column c, for p < pairCount(n) and c < cols (a multiple of
+  /// vl); a row at or past n is zero. `load(r, col)` gives vl lanes of row
+  /// r < n from column col, bf16 or f32 (rounded to bf16).
+  void stageRowPairs(Value n, int64_t cols, Value dst,
+                     function_ref<Value(Value, Value)> load);
+
   Value scratch(ArrayRef<int64_t> shape, Type t) {
     return memref::AllocaOp::create(b, MemRefType::get(shape, t),
                                     b.getI64IntegerAttr(64));
@@ -316,9 +338,11 @@ std::unique_ptr<CpuKernelBuilder> makeDecodeEmitter(AttentionOp op,
 /// `nativeBf16Dot`: the target has AVX512_BF16 (makeVectorEmitter).
 std::unique_ptr<CpuKernelBuilder>
 makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot);
-/// The backward family (Backward.cpp): cpu_bwd_avx2, cpu_bwd_avx512.
+/// The backward family (Backward.cpp): cpu_bwd_avx2, cpu_bwd_avx512 and
+/// cpu_bwd_avx512bf16 (its dot products as makeVectorEmitter's).
 std::unique_ptr<CpuKernelBuilder> makeBackwardEmitter(AttentionBackwardOp op,
-                                                      ImplicitLocOpBuilder &b);
+                                                      ImplicitLocOpBuilder &b,
+                                                      bool nativeBf16Dot);
 
 } // namespace mlir::tilt
 

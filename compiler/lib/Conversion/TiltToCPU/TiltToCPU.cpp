@@ -72,7 +72,7 @@ struct ConvertTiltToCPU
         auto bwd = cast<AttentionBackwardOp>(op);
         if (failed(checkKernelForm(bwd)))
           return signalPassFailure();
-        emitter = makeBackwardEmitter(bwd, b);
+        emitter = makeBackwardEmitter(bwd, b, nativeBf16Dot);
       }
       if (failed(emitter->emit()))
         return signalPassFailure();

@@ -31,8 +31,6 @@
 #include "tilt/Compiler/Log2Units.h"
 #include "tilt/Slopes.h"
 
-#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
-
 #include <cmath>
 #include <limits>
 
@@ -97,15 +95,6 @@ private:
               Value nk);
 
   // --- cpu_avx512bf16 (pairs) ---
-  /// Vp: the block's V rows in pairs of keys, zeros past nk.
-  void stageValuePairs(Value kb, Value nk);
-  /// Pt2 from St's probabilities, rounded to bf16, zeros past nk.
-  void stageProbabilityPairs(Value nk);
-  /// acc + the pair dot products of a and b (vector<32xbf16> each).
-  Value dot(Value acc, Value a, Value b);
-  /// The bf16 pair at `index` (and the next element) of `memref` in every
-  /// 32-bit lane: vector<32xbf16>.
-  Value broadcastPair(Value memref, ValueRange index);
   /// The pair micro-kernel: over `count` pairs p, `cols` vectors of 2 vl
   /// bf16 loaded from `pairsOf`[p][2 (col0 + c vl)] and per tile row r the
   /// pair `broadcast(p, r)`; returns init[r * cols + c] + their dot
@@ -113,11 +102,6 @@ private:
   ValueRange pairTile(Value count, Value pairsOf, Value col0, int64_t rows,
                       int64_t cols, ArrayRef<Value> init,
                       function_ref<Value(Value, int64_t)> broadcast);
-  /// Pairs per key block: ceil(nk / 2).
-  Value pairCount(Value nk) {
-    return arith::DivSIOp::create(b, add(nk, idx(1)), idx(2));
-  }
-
   /// cpu_avx512bf16; its dot products are vdpbf16ps (else two FMAs).
   bool pairs, nativeDot;
   // Qt [D][BM], staged K/V [BN][D] (16-bit inputs only), St/Pt [BN][BM].
@@ -189,8 +173,12 @@ void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
   // nk: keys of this block inside the visible range (the last may be short).
   if (ks)
     stageKeys(kb, nk);
-  if (pairs)
-    stageValuePairs(kb, nk);
+  if (pairs) // Vp: the block's V rows in pairs of keys
+    stageRowPairs(nk, d, vs, [&](Value r, Value col) {
+      return vector::LoadOp::create(b, VectorType::get({vl}, elt), op.getV(),
+                                    kvIndex(add(kb, r), col))
+          .getResult();
+    });
   // St = K . Qt: keys are broadcast, Qt vectors loaded.
   const KernelVariant variant = config.getVariant();
   const int64_t qv = bm / vl;
@@ -203,8 +191,11 @@ void VectorEmitter::emitKeyBlock(Value kb, Value nk) {
     });
   });
   forLoop(idx(0), idx(qv), idx(1), [&](Value c) { softmaxColumn(c, kb, nk); });
-  if (pairs)
-    stageProbabilityPairs(nk);
+  if (pairs) // Pt2: P's rows (keys) in pairs, rounded to bf16
+    stageRowPairs(nk, bm, pt2, [&](Value j, Value r) {
+      return vector::LoadOp::create(b, vecF32, st, ValueRange{j, r})
+          .getResult();
+    });
   // Acc += Pt^T . V: P is broadcast, V vectors loaded.
   const int64_t dv = d / vl;
   const MicroTile pv = microTile(variant, bm, dv);
@@ -263,8 +254,8 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
     // Over pairs of columns: K's pair broadcast, Qt2's pairs of vl rows.
     store(pairTile(idx(d / 2), qt, col0, keys, cols, init,
                    [&](Value kp, int64_t r) {
-                     return broadcastPair(op.getK(),
-                                          kvIndex(rowsIdx[r], mul(kp, idx(2))));
+                     return broadcastBf16Pair(
+                         op.getK(), kvIndex(rowsIdx[r], mul(kp, idx(2))));
                    }),
           splat(spec.effectiveScale() * kLog2E));
     return;
@@ -392,7 +383,7 @@ void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
     // broadcast.
     store(pairTile(pairCount(nk), vs, col0, rows, cols, init,
                    [&](Value jp, int64_t r) {
-                     return broadcastPair(
+                     return broadcastBf16Pair(
                          pt2, ValueRange{jp, mul(add(r0, idx(r)), idx(2))});
                    }));
     return;
@@ -425,80 +416,6 @@ void VectorEmitter::pvTile(Value r0, int64_t rows, Value col0, int64_t cols,
 // cpu_avx512bf16: pairs
 //===----------------------------------------------------------------------===//
 
-/// Lane order that interleaves x and y (vl lanes each): x0 y0 x1 y1 ...
-static SmallVector<int64_t> interleaved(int64_t vl) {
-  SmallVector<int64_t> mask;
-  for (int64_t l = 0; l < vl; ++l) {
-    mask.push_back(l);
-    mask.push_back(vl + l);
-  }
-  return mask;
-}
-
-void VectorEmitter::stageValuePairs(Value kb, Value nk) {
-  // Vp[jp][2c + e] = V[kb + 2 jp + e][c]; a key past nk is zero (its row
-  // index clamped, so no load leaves the tensor).
-  VectorType half = VectorType::get({vl}, elt);
-  Value zero = arith::ConstantOp::create(b, b.getZeroAttr(half));
-  const int64_t step = vectorsPerStep(4) * vl;
-  forLoop(idx(0), pairCount(nk), idx(1), [&](Value jp) {
-    Value j0 = mul(jp, idx(2)), j1 = add(j0, idx(1));
-    Value second = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j1, nk);
-    Value row0 = add(kb, j0), row1 = add(kb, minI(j1, sub(nk, idx(1))));
-    forLoop(idx(0), idx(d), idx(step), [&](Value c0) {
-      for (int64_t c = 0; c < step; c += vl) {
-        Value col = add(c0, idx(c));
-        Value x =
-            vector::LoadOp::create(b, half, op.getV(), kvIndex(row0, col));
-        Value y =
-            vector::LoadOp::create(b, half, op.getV(), kvIndex(row1, col));
-        y = arith::SelectOp::create(b, second, y, zero);
-        vector::StoreOp::create(
-            b, vector::ShuffleOp::create(b, x, y, interleaved(vl)), vs,
-            ValueRange{jp, mul(col, idx(2))});
-      }
-    });
-  });
-}
-
-void VectorEmitter::stageProbabilityPairs(Value nk) {
-  // Pt2[jp][2r + e] = bf16(P[2 jp + e][r]); a key past nk is zero.
-  VectorType pairVec = VectorType::get({2 * vl}, elt);
-  forLoop(idx(0), pairCount(nk), idx(1), [&](Value jp) {
-    Value j0 = mul(jp, idx(2)), j1 = add(j0, idx(1));
-    Value second = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, j1, nk);
-    forLoop(idx(0), idx(bm), idx(vl), [&](Value r) {
-      Value x = vector::LoadOp::create(b, vecF32, st, ValueRange{j0, r});
-      Value y = vector::LoadOp::create(b, vecF32, st, ValueRange{j1, r});
-      y = arith::SelectOp::create(b, second, y, splat(0.0));
-      Value xy = vector::ShuffleOp::create(b, x, y, interleaved(vl));
-      vector::StoreOp::create(b, arith::TruncFOp::create(b, pairVec, xy), pt2,
-                              ValueRange{jp, mul(r, idx(2))});
-    });
-  });
-}
-
-Value VectorEmitter::broadcastPair(Value memref, ValueRange index) {
-  Value two =
-      vector::LoadOp::create(b, VectorType::get({2}, elt), memref, index);
-  Type i32 = b.getI32Type();
-  Value word = vector::ExtractOp::create(
-      b, vector::BitCastOp::create(b, VectorType::get({1}, i32), two), 0);
-  Value lanes =
-      vector::BroadcastOp::create(b, VectorType::get({vl}, i32), word);
-  return vector::BitCastOp::create(b, VectorType::get({2 * vl}, elt), lanes);
-}
-
-Value VectorEmitter::dot(Value acc, Value x, Value y) {
-  if (nativeDot)
-    return x86vector::DotBF16Op::create(b, vecF32, acc, x, y);
-  // Two FMAs of the widened pairs, the odd elements first.
-  auto [xEven, xOdd] = widenBf16Pairs(x);
-  auto [yEven, yOdd] = widenBf16Pairs(y);
-  acc = vector::FMAOp::create(b, xOdd, yOdd, acc);
-  return vector::FMAOp::create(b, xEven, yEven, acc);
-}
-
 ValueRange
 VectorEmitter::pairTile(Value count, Value pairsOf, Value col0, int64_t rows,
                         int64_t cols, ArrayRef<Value> init,
@@ -516,7 +433,8 @@ VectorEmitter::pairTile(Value count, Value pairsOf, Value col0, int64_t rows,
         for (int64_t r = 0; r < rows; ++r) {
           Value pair = broadcast(p, r);
           for (int64_t c = 0; c < cols; ++c)
-            next.push_back(dot(accs[r * cols + c], pair, loaded[c]));
+            next.push_back(
+                bf16PairDot(accs[r * cols + c], pair, loaded[c], nativeDot));
         }
         scf::YieldOp::create(b, next);
       });

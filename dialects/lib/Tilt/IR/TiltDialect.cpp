@@ -35,11 +35,14 @@ TILT_SAME_VARIANT(cpu_bwd_avx512, CpuBwdAvx512);
 TILT_SAME_VARIANT(gpu_decode_sm80, GpuDecodeSm80);
 TILT_SAME_VARIANT(gpu_bwd_sm80, GpuBwdSm80);
 TILT_SAME_VARIANT(cpu_avx512bf16, CpuAvx512Bf16);
+TILT_SAME_VARIANT(cpu_bwd_avx512bf16, CpuBwdAvx512Bf16);
 #undef TILT_SAME_VARIANT
 
 bool mlir::tilt::isBackwardVariant(KernelVariant v) {
   return v == KernelVariant::cpu_bwd_avx2 ||
-         v == KernelVariant::cpu_bwd_avx512 || v == KernelVariant::gpu_bwd_sm80;
+         v == KernelVariant::cpu_bwd_avx512 ||
+         v == KernelVariant::cpu_bwd_avx512bf16 ||
+         v == KernelVariant::gpu_bwd_sm80;
 }
 
 bool mlir::tilt::isDecodeVariant(KernelVariant v) {

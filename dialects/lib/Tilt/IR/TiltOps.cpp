@@ -457,11 +457,19 @@ LogicalResult AttentionBackwardOp::verify() {
                                  "row_scale must be f32 like lse")))
       return failure();
   }
-  if (TileConfigAttr config = getConfigAttr())
+  if (TileConfigAttr config = getConfigAttr()) {
     if (!isBackwardVariant(config.getVariant()))
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(config.getVariant())
                            << " is for tilt.attention; the backward takes "
-                              "cpu_bwd_avx2, cpu_bwd_avx512 or gpu_bwd_sm80";
+                              "cpu_bwd_avx2, cpu_bwd_avx512, "
+                              "cpu_bwd_avx512bf16 or gpu_bwd_sm80";
+    if (config.getVariant() == KernelVariant::cpu_bwd_avx512bf16 &&
+        spec.dtype != ::tilt::DType::BF16)
+      return emitOpError()
+             << "tile_config variant cpu_bwd_avx512bf16 needs "
+                "bf16 inputs, got "
+             << cast<ShapedType>(getQ().getType()).getElementType();
+  }
   return success();
 }

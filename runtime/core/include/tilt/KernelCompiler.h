@@ -54,6 +54,10 @@ enum class KernelVariant {
   /// target without AVX512_BF16 each dot product is two f32 FMAs of the
   /// widened pairs (the same arithmetic), so it runs on any x86-64-v4.
   CpuAvx512Bf16 = 11,
+  /// cpu_bwd_avx512's item space with bf16 pair dot products (vdpbf16ps)
+  /// for its five products, P and dS rounded to bf16 as their operands;
+  /// bf16 inputs only, portable to any x86-64-v4 as cpu_avx512bf16 is.
+  CpuBwdAvx512Bf16 = 12,
 };
 inline constexpr KernelVariant kKernelVariants[] = {
     KernelVariant::CpuAvx2,         KernelVariant::CpuAvx512,
@@ -61,7 +65,8 @@ inline constexpr KernelVariant kKernelVariants[] = {
     KernelVariant::GpuSm90a,        KernelVariant::CpuDecodeAvx2,
     KernelVariant::CpuDecodeAvx512, KernelVariant::CpuBwdAvx2,
     KernelVariant::CpuBwdAvx512,    KernelVariant::GpuDecodeSm80,
-    KernelVariant::GpuBwdSm80,      KernelVariant::CpuAvx512Bf16};
+    KernelVariant::GpuBwdSm80,      KernelVariant::CpuAvx512Bf16,
+    KernelVariant::CpuBwdAvx512Bf16};
 /// The variant's name as configs, tools and the IR spell it ("cpu_amx").
 std::string_view toString(KernelVariant v);
 std::optional<KernelVariant> parseKernelVariant(std::string_view s);

@@ -54,9 +54,11 @@ inline constexpr int64_t kMaxCpuScratchBytes = 2 << 20;
 /// The decode family's variant on a CPU with features `has`:
 /// cpu_decode_avx512 on x86-64-v4, else cpu_decode_avx2.
 KernelVariant decodeCpuVariant(const HasFeature &has);
-/// The backward family's variant on a CPU with features `has`:
-/// cpu_bwd_avx512 on x86-64-v4, else cpu_bwd_avx2.
-KernelVariant backwardCpuVariant(const HasFeature &has);
+/// The backward family's variant for inputs of `dtype` on a CPU with
+/// features `has`: cpu_bwd_avx512bf16 for bf16 on x86-64-v4-bf16 (AVX512_BF16;
+/// AMX CPUs have it too), else cpu_bwd_avx512 on x86-64-v4, else
+/// cpu_bwd_avx2.
+KernelVariant backwardCpuVariant(DType dtype, const HasFeature &has);
 /// The longest query sequence for which the runtime picks the decode family.
 inline constexpr int64_t kDecodeMaxSq = 16;
 /// The runtime's rule: a CPU call with no tile configuration of its own runs

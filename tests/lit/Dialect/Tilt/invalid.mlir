@@ -510,8 +510,16 @@ func.func @f(%q: tensor<1x4x8x64xf32>, %k: tensor<1x2x8x64xf32>, %lse: tensor<1x
 // -----
 
 func.func @f(%t: memref<1x4x8x64xf32>, %lse: memref<1x4x8xf32>, %b: index, %e: index) {
-  // expected-error @+1 {{tile_config variant cpu_avx2 is for tilt.attention; the backward takes cpu_bwd_avx2, cpu_bwd_avx512 or gpu_bwd_sm80}}
+  // expected-error @+1 {{tile_config variant cpu_avx2 is for tilt.attention; the backward takes cpu_bwd_avx2, cpu_bwd_avx512, cpu_bwd_avx512bf16 or gpu_bwd_sm80}}
   tilt.attention_backward q(%t : memref<1x4x8x64xf32>) k(%t : memref<1x4x8x64xf32>) v(%t : memref<1x4x8x64xf32>) o(%t : memref<1x4x8x64xf32>) grad_o(%t : memref<1x4x8x64xf32>) lse(%lse : memref<1x4x8xf32>) grads(%t, %t, %t : memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 32, block_n = 32>}
+  return
+}
+
+// -----
+
+func.func @f(%t: memref<1x4x8x64xf32>, %lse: memref<1x4x8xf32>, %b: index, %e: index) {
+  // expected-error @+1 {{tile_config variant cpu_bwd_avx512bf16 needs bf16 inputs, got 'f32'}}
+  tilt.attention_backward q(%t : memref<1x4x8x64xf32>) k(%t : memref<1x4x8x64xf32>) v(%t : memref<1x4x8x64xf32>) o(%t : memref<1x4x8x64xf32>) grad_o(%t : memref<1x4x8x64xf32>) lse(%lse : memref<1x4x8xf32>) grads(%t, %t, %t : memref<1x4x8x64xf32>, memref<1x4x8x64xf32>, memref<1x4x8x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_bwd_avx512bf16, block_m = 32, block_n = 32>}
   return
 }
 

@@ -16,7 +16,8 @@
 #include "tilt/Dialect/Tilt/IR/TiltEnums.h.inc"
 
 namespace mlir::tilt {
-/// cpu_bwd_avx2, cpu_bwd_avx512: kernels of tilt.attention_backward.
+/// cpu_bwd_avx2, cpu_bwd_avx512, cpu_bwd_avx512bf16, gpu_bwd_sm80: kernels
+/// of tilt.attention_backward.
 bool isBackwardVariant(KernelVariant v);
 /// cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80: the decode family
 /// (paged caches,

@@ -82,7 +82,8 @@ def Tilt_KernelVariant : I32EnumAttr<"KernelVariant",
       I32EnumAttrCase<"cpu_bwd_avx512", 8>,
       I32EnumAttrCase<"gpu_decode_sm80", 9>,
       I32EnumAttrCase<"gpu_bwd_sm80", 10>,
-      I32EnumAttrCase<"cpu_avx512bf16", 11>
+      I32EnumAttrCase<"cpu_avx512bf16", 11>,
+      I32EnumAttrCase<"cpu_bwd_avx512bf16", 12>
     ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::mlir::tilt";
