@@ -1052,11 +1052,14 @@ struct Runtime::Impl {
   /// The decode family's configuration for this CPU (the host is fixed).
   const TileConfig decodeConfig = defaultCpuConfig(
       decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
-  /// The backward's default configuration for this CPU and `dtype`.
-  static TileConfig backwardConfig(DType dtype) {
+  /// The backward's default configurations for this CPU (the host is
+  /// fixed): for bf16 inputs, and for f32 and f16.
+  static TileConfig hostBackwardConfig(DType dtype) {
     return defaultCpuConfig(backwardCpuVariant(
         dtype, [](std::string_view f) { return hostCpu().has(f); }));
   }
+  const TileConfig bf16BackwardConfig = hostBackwardConfig(DType::BF16);
+  const TileConfig backwardConfig = hostBackwardConfig(DType::F32);
   /// The backward's [B, H] slope gradients when the caller's are [H] or
   /// not wanted.
   std::vector<float> dslopesScratch;
@@ -1813,11 +1816,9 @@ std::string Runtime::backward(const AttentionSpec &spec,
              "is for inference)";
     if (!config.isDefault() &&
         !(config.kind() && isBackwardVariant(*config.kind())))
-      return fmt::format("config: the backward takes variant "
-                         "cpu_bwd_avx2, cpu_bwd_avx512, cpu_bwd_avx512bf16 "
-                         "or gpu_bwd_sm80 "
-                         "(target cuda), got '{}'",
-                         config.variant);
+      return fmt::format("config: the backward takes variant {} (target "
+                         "cuda), got '{}'",
+                         backwardVariantNames(), config.variant);
     if (target == Target::CUDA)
       return impl->backwardCuda(spec, args, grads, config);
     if (config.kind() && isGpuVariant(*config.kind()))
@@ -1833,9 +1834,10 @@ std::string Runtime::backward(const AttentionSpec &spec,
       return err;
     if (std::string err = checkSlopeValues(args); !err.empty())
       return err;
-    const TileConfig chosen = config.isDefault()
-                                  ? impl->backwardConfig(spec.dtype)
-                                  : completeCpuConfig(config);
+    const TileConfig chosen = !config.isDefault() ? completeCpuConfig(config)
+                              : spec.dtype == DType::BF16
+                                  ? impl->bf16BackwardConfig
+                                  : impl->backwardConfig;
     if (const std::string &err = impl->hostRuns(chosen); !err.empty())
       return err;
     CpuKernel *kernel = nullptr;

@@ -596,6 +596,9 @@ struct CpuResult {
   Jit jit;
   TileConfig kernel;  ///< what the timed forward ran
   std::string source; ///< who chose it
+  /// --backward: the backward's variant (the one named, else the runtime's
+  /// default for this CPU and dtype).
+  std::string bwdVariant;
 };
 
 /// Times the kernel (median of --repeats after --warmup), the naive
@@ -661,6 +664,11 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   const bool bwdConfig = o.config.kind() && isBackwardVariant(*o.config.kind());
   const TileConfig fwdConfig = bwdConfig ? TileConfig() : o.config;
   const TileConfig bwdTile = bwdConfig ? o.config : TileConfig();
+  r.bwdVariant = bwdConfig ? o.config.variant
+                           : std::string(toString(backwardCpuVariant(
+                                 spec.dtype, [](std::string_view f) {
+                                   return hostCpu().has(f);
+                                 })));
 
   std::unique_ptr<KernelCompiler> compiler = makeToolCompiler();
   RuntimeOptions rtOptions;
@@ -793,19 +801,10 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
              "read bandwidth -> {:.1f}%\n",
              r.kvReadGbps, r.readBandwidth,
              100 * r.kvReadGbps / r.readBandwidth);
-  // The backward's variant: the one named, else the runtime's default for
-  // this CPU and dtype.
-  const bool bwdNamed = o.config.kind() && isBackwardVariant(*o.config.kind());
-  const std::string bwdVariant =
-      bwdNamed ? o.config.variant
-               : std::string(toString(
-                     backwardCpuVariant(spec.dtype, [](std::string_view f) {
-                       return hostCpu().has(f);
-                     })));
   if (o.backward)
     fmt::print("backward     {} {:.3f} ms; forward + backward {:.3f} ms "
                "({:.1f} GFLOP/s at 3.5x the forward's FLOPs){}\n",
-               bwdVariant, r.bwdMed * 1e3, r.fwdBwdMed * 1e3, r.fwdBwdGflops,
+               r.bwdVariant, r.bwdMed * 1e3, r.fwdBwdMed * 1e3, r.fwdBwdGflops,
                o.trainable ? ", slope gradients included" : "");
   if (!o.noNaive)
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
@@ -818,7 +817,7 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                            "\"fwd_bwd_gflops\": {:.2f}, "
                            "\"trainable_slopes\": {}, \"bwd_variant\": \"{}\"",
                            r.fwdBwdMed * 1e3, r.bwdMed * 1e3, r.fwdBwdGflops,
-                           o.trainable ? "true" : "false", bwdVariant);
+                           o.trainable ? "true" : "false", r.bwdVariant);
   if (o.json)
     fmt::print("{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
                "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "

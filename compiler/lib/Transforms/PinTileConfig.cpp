@@ -61,9 +61,9 @@ completeAndCheck(MLIRContext *ctx, const ::tilt::AttentionSpec &spec,
   if (::tilt::isBackwardVariant(*kind) != backward)
     return emitError() << "variant " << requested.variant
                        << (backward ? " is a forward variant; the backward "
-                                      "takes cpu_bwd_avx2, cpu_bwd_avx512, "
-                                      "cpu_bwd_avx512bf16 or gpu_bwd_sm80"
-                                    : " is for the backward pass");
+                                      "takes " +
+                                          ::tilt::backwardVariantNames()
+                                    : std::string(" is for the backward pass"));
   const bool gpu = ::tilt::isGpuVariant(*kind);
   // The policy fills what the request leaves open (zero fields).
   const ::tilt::TileConfig c =

@@ -4,6 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
+#include <span>
+
 namespace tilt {
 
 std::string_view toString(Target t) {
@@ -55,16 +59,21 @@ std::optional<KernelVariant> parseKernelVariant(std::string_view s) {
   return std::nullopt;
 }
 
-std::string kernelVariantNames() {
+/// "a, b or c" of the variants' names.
+static std::string listNames(std::span<const KernelVariant> variants) {
   std::string out;
-  const size_t n = std::size(kKernelVariants);
+  const size_t n = variants.size();
   for (size_t i = 0; i < n; ++i)
     out += std::string(i == 0       ? ""
                        : i + 1 == n ? " or "
                                     : ", ") +
-           std::string(toString(kKernelVariants[i]));
+           std::string(toString(variants[i]));
   return out;
 }
+
+std::string kernelVariantNames() { return listNames(kKernelVariants); }
+
+std::string backwardVariantNames() { return listNames(kBackwardVariants); }
 
 bool isGpuVariant(KernelVariant v) {
   return v == KernelVariant::GpuSm80 || v == KernelVariant::GpuSm90a ||
@@ -78,8 +87,8 @@ bool isDecodeVariant(KernelVariant v) {
 }
 
 bool isBackwardVariant(KernelVariant v) {
-  return v == KernelVariant::CpuBwdAvx2 || v == KernelVariant::CpuBwdAvx512 ||
-         v == KernelVariant::CpuBwdAvx512Bf16 || v == KernelVariant::GpuBwdSm80;
+  return std::find(std::begin(kBackwardVariants), std::end(kBackwardVariants),
+                   v) != std::end(kBackwardVariants);
 }
 
 KernelCompiler::~KernelCompiler() = default;

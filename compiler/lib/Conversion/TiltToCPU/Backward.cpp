@@ -120,6 +120,13 @@ private:
   void matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
               function_ref<Value(Value, Value)> a,
               function_ref<Value(Value, Value)> bvec);
+  /// C[M][N] += sum over the head dim's columns k of t[row m][k] *
+  /// cols[k][n]: rows of q- or kv-like `t` addressed by `index(m, k)` (or
+  /// their widened copy `staged`, row m), `cols` the f32 [D][N] scratch or,
+  /// with pairs, its column pairs [D/2][2 N].
+  void matmulOverD(Value c, int64_t rowsM, int64_t colsN, Value t, Value staged,
+                   function_ref<SmallVector<Value>(Value, Value)> index,
+                   Value cols);
   void zero(Value ref, int64_t rows, int64_t cols);
   /// cpu_bwd_avx512bf16: the column pairs of rows `row(m)` of q-like `t`
   /// as 32-bit words, transposed: dst[cp][2m + e] = t[row(m)][2cp + e] for
@@ -156,9 +163,12 @@ private:
   Value scalarF32(Value t, SmallVector<Value> index) {
     return toF32(memref::LoadOp::create(b, t, index));
   }
+  /// vl elements of q/k/v-like `t` at `index`, as stored / as f32.
+  Value vecAt(Value t, SmallVector<Value> index) {
+    return vector::LoadOp::create(b, VectorType::get({vl}, elt), t, index);
+  }
   Value vecF32At(Value t, SmallVector<Value> index) {
-    return toF32(
-        vector::LoadOp::create(b, VectorType::get({vl}, elt), t, index));
+    return toF32(vecAt(t, std::move(index)));
   }
   Value iota() {
     SmallVector<float> lanes;
@@ -353,6 +363,27 @@ void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
               ValueRange{add(m0, idx(r)), add(n0, idx(t * vl))});
     });
   });
+}
+
+void BackwardEmitter::matmulOverD(
+    Value c, int64_t rowsM, int64_t colsN, Value t, Value staged,
+    function_ref<SmallVector<Value>(Value, Value)> index, Value cols) {
+  if (pairs) {
+    matmul(
+        c, rowsM, colsN, idx(d / 2),
+        [&](Value m, Value p) {
+          return broadcastBf16Pair(t, index(m, mul(p, idx(2))));
+        },
+        [&](Value p, Value n0) { return pairsAt(cols, p, n0); });
+    return;
+  }
+  matmul(
+      c, rowsM, colsN, idx(d),
+      [&](Value m, Value k) { return element(staged, m, k, t, index(m, k)); },
+      [&](Value k, Value n0) {
+        return vector::LoadOp::create(b, vecF32, cols, ValueRange{k, n0})
+            .getResult();
+      });
 }
 
 void BackwardEmitter::stageColumnPairs(
@@ -579,46 +610,19 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
           widenRows(op.getGradO(), doRows, bm, rowOf, qIdx);
         }
         // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
+        // Pairs also stage Qp and dOp, for dK and dV below.
         zero(pBlk, bm, bn);
         zero(dsBlk, bm, bn);
-        if (pairs) {
+        if (pairs)
           for (auto [t, dst] :
                {std::pair<Value, Value>{io.q, qP}, {op.getGradO(), doP}})
             stageRowPairs(n, d, dst, [&](Value m, Value c) {
-              return vector::LoadOp::create(b, VectorType::get({vl}, elt), t,
-                                            qIndex(add(r0, m), c))
-                  .getResult();
+              return vecAt(t, qIndex(add(r0, m), c));
             });
-          for (auto [t, dst, kv] :
-               {std::tuple<Value, Value, Value>{io.q, pBlk, kT2},
-                {op.getGradO(), dsBlk, vT2}})
-            matmul(
-                dst, bm, bn, idx(d / 2),
-                [&](Value m, Value p) {
-                  return broadcastBf16Pair(t, qIndex(rowOf(m), mul(p, idx(2))));
-                },
-                [&](Value p, Value n0) { return pairsAt(kv, p, n0); });
-        } else {
-          matmul(
-              pBlk, bm, bn, idx(d),
-              [&](Value m, Value c) {
-                return element(qRows, m, c, io.q, qIndex(rowOf(m), c));
-              },
-              [&](Value c, Value n0) {
-                return vector::LoadOp::create(b, vecF32, kT, ValueRange{c, n0})
-                    .getResult();
-              });
-          matmul(
-              dsBlk, bm, bn, idx(d),
-              [&](Value m, Value c) {
-                return element(doRows, m, c, op.getGradO(),
-                               qIndex(rowOf(m), c));
-              },
-              [&](Value c, Value n0) {
-                return vector::LoadOp::create(b, vecF32, vT, ValueRange{c, n0})
-                    .getResult();
-              });
-        }
+        auto qRow = [&](Value m, Value c) { return qIndex(rowOf(m), c); };
+        matmulOverD(pBlk, bm, bn, io.q, qRows, qRow, pairs ? kT2 : kT);
+        matmulOverD(dsBlk, bm, bn, op.getGradO(), doRows, qRow,
+                    pairs ? vT2 : vT);
         // P and dS, in place.
         forLoop(idx(0), n, idx(1), [&](Value m) {
           Value ip = add(add(r0, m), shift);
@@ -783,9 +787,7 @@ void BackwardEmitter::queryHeadItem(Value item) {
       auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
       if (pairs)
         stageRowPairs(nk, d, kP, [&](Value n, Value c) {
-          return vector::LoadOp::create(b, VectorType::get({vl}, elt), io.k,
-                                        kvIndex(add(k0, n), c))
-              .getResult();
+          return vecAt(io.k, kvIndex(add(k0, n), c));
         });
       if (kRows) {
         auto kvIdx = [&](Value row, Value c) { return kvIndex(row, c); };
@@ -795,36 +797,9 @@ void BackwardEmitter::queryHeadItem(Value item) {
       // S^T = K . Q^T, dP^T = V . dO^T: vectors along the rows.
       zero(pT, bn, bm);
       zero(dsT, bn, bm);
-      if (pairs) {
-        for (auto [t, dst, rowsT] :
-             {std::tuple<Value, Value, Value>{io.k, pT, qT2},
-              {io.v, dsT, doT2}})
-          matmul(
-              dst, bn, bm, idx(d / 2),
-              [&](Value n, Value p) {
-                return broadcastBf16Pair(t, kvIndex(keyOf(n), mul(p, idx(2))));
-              },
-              [&](Value p, Value m0) { return pairsAt(rowsT, p, m0); });
-      } else {
-        matmul(
-            pT, bn, bm, idx(d),
-            [&](Value n, Value c) {
-              return element(kRows, n, c, io.k, kvIndex(keyOf(n), c));
-            },
-            [&](Value c, Value m0) {
-              return vector::LoadOp::create(b, vecF32, qT, ValueRange{c, m0})
-                  .getResult();
-            });
-        matmul(
-            dsT, bn, bm, idx(d),
-            [&](Value n, Value c) {
-              return element(vRows, n, c, io.v, kvIndex(keyOf(n), c));
-            },
-            [&](Value c, Value m0) {
-              return vector::LoadOp::create(b, vecF32, doT, ValueRange{c, m0})
-                  .getResult();
-            });
-      }
+      auto kRow = [&](Value n, Value c) { return kvIndex(keyOf(n), c); };
+      matmulOverD(pT, bn, bm, io.k, kRows, kRow, pairs ? qT2 : qT);
+      matmulOverD(dsT, bn, bm, io.v, vRows, kRow, pairs ? doT2 : doT);
       // P^T, dS^T in place, and the slope gradient.
       forLoop(idx(0), nk, idx(1), [&](Value n) {
         Value j = add(k0, n);

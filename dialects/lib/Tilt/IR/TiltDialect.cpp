@@ -39,10 +39,8 @@ TILT_SAME_VARIANT(cpu_bwd_avx512bf16, CpuBwdAvx512Bf16);
 #undef TILT_SAME_VARIANT
 
 bool mlir::tilt::isBackwardVariant(KernelVariant v) {
-  return v == KernelVariant::cpu_bwd_avx2 ||
-         v == KernelVariant::cpu_bwd_avx512 ||
-         v == KernelVariant::cpu_bwd_avx512bf16 ||
-         v == KernelVariant::gpu_bwd_sm80;
+  // (The enums agree value for value: TILT_SAME_VARIANT above.)
+  return ::tilt::isBackwardVariant(static_cast<::tilt::KernelVariant>(v));
 }
 
 bool mlir::tilt::isDecodeVariant(KernelVariant v) {

@@ -1,6 +1,7 @@
 //===- TiltOps.cpp - tilt operations --------------------------------------===//
 
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
+#include "tilt/KernelCompiler.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
@@ -462,8 +463,7 @@ LogicalResult AttentionBackwardOp::verify() {
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(config.getVariant())
                            << " is for tilt.attention; the backward takes "
-                              "cpu_bwd_avx2, cpu_bwd_avx512, "
-                              "cpu_bwd_avx512bf16 or gpu_bwd_sm80";
+                           << ::tilt::backwardVariantNames();
     if (config.getVariant() == KernelVariant::cpu_bwd_avx512bf16 &&
         spec.dtype != ::tilt::DType::BF16)
       return emitOpError()

@@ -76,8 +76,15 @@ bool isGpuVariant(KernelVariant v);
 /// cpu_decode_avx2, cpu_decode_avx512 (work items are (batch, split, kv
 /// head)) and gpu_decode_sm80.
 bool isDecodeVariant(KernelVariant v);
-/// cpu_bwd_avx2, cpu_bwd_avx512, gpu_bwd_sm80: kernels of the backward pass.
+/// The kernels of the backward pass, in the order messages name them.
+inline constexpr KernelVariant kBackwardVariants[] = {
+    KernelVariant::CpuBwdAvx2, KernelVariant::CpuBwdAvx512,
+    KernelVariant::CpuBwdAvx512Bf16, KernelVariant::GpuBwdSm80};
+/// One of kBackwardVariants.
 bool isBackwardVariant(KernelVariant v);
+/// "cpu_bwd_avx2, cpu_bwd_avx512, cpu_bwd_avx512bf16 or gpu_bwd_sm80", for
+/// messages.
+std::string backwardVariantNames();
 
 /// How a kernel is tiled (mirrors #tilt.tile_config). The variant is kept
 /// by name, as tuning databases, bundles and cache keys write it; an empty
