@@ -1503,19 +1503,35 @@ void Runtime::Impl::launchBackward(const AttentionSpec &spec,
   n = appendOptionalDescriptors(spec, args, g, dslopes, slots, descriptors, n,
                                 offsets);
 
-  // Items: the key blocks of every (batch, kv head), then one per (batch,
-  // head) for dq. The dq items write the row_scale the key-block items
-  // read, so they all run first.
+  // Items (KernelABI.h): the key blocks of every (batch, kv head), then one
+  // per (batch, head) for dq -- which write the row_scale the key-block
+  // items read, so they all run first -- then the fused ones, one per
+  // (batch, kv head).
   const int64_t blockN = kernel.info().blockN;
-  const int64_t keyItems =
-      g.batch * spec.kvHeads * ((g.maxSk + blockN - 1) / blockN);
+  const int64_t kvItems = g.batch * spec.kvHeads;
+  const int64_t keyItems = kvItems * ((g.maxSk + blockN - 1) / blockN);
   const int64_t headItems = g.batch * H;
   const CpuEntryFn entry = kernel.entry();
-  pool.parallelFor(headItems, [&](int64_t i) {
-    entry(descriptors, keyItems + i, keyItems + i + 1);
-  });
-  pool.parallelFor(keyItems,
-                   [&](int64_t item) { entry(descriptors, item, item + 1); });
+  const bool fused =
+      options.backwardSchedule == BackwardSchedule::Auto
+          ? fusedBackward(kvItems, pool.threads(),
+                          fusedBackwardHeapBytes(spec, kernel.info().blockM,
+                                                 blockN, g.maxSk))
+          : options.backwardSchedule == BackwardSchedule::Fused;
+  stats.lastBackwardSchedule =
+      fused ? BackwardSchedule::Fused : BackwardSchedule::TwoPass;
+  if (fused) {
+    const int64_t first = keyItems + headItems;
+    pool.parallelFor(kvItems, [&](int64_t i) {
+      entry(descriptors, first + i, first + i + 1);
+    });
+  } else {
+    pool.parallelFor(headItems, [&](int64_t i) {
+      entry(descriptors, keyItems + i, keyItems + i + 1);
+    });
+    pool.parallelFor(keyItems,
+                     [&](int64_t item) { entry(descriptors, item, item + 1); });
+  }
   if (g.hasSlopes && grads.dslopes.present() && grads.dslopes.rank == 1) {
     auto *out = static_cast<float *>(grads.dslopes.data);
     for (int64_t h = 0; h < H; ++h) {

@@ -41,6 +41,7 @@ protected:
   }
   static void TearDownTestSuite() {
     splitting.clear();
+    scheduled.clear();
     delete runtime;
     delete compiler;
     std::filesystem::remove_all(cacheDir);
@@ -49,15 +50,28 @@ protected:
   /// calls cut each (batch, kv head)'s keys into `splits` parts
   /// (RuntimeOptions::decodeSplits), merged exactly.
   static Runtime *splittingRuntime(int splits) {
-    std::unique_ptr<Runtime> &r = splitting[splits];
-    if (!r) {
+    return sharedRuntime(splitting[splits],
+                         [&](RuntimeOptions &o) { o.decodeSplits = splits; });
+  }
+  /// A runtime sharing the suite's compiler and cache whose CPU backward
+  /// always takes `schedule` (RuntimeOptions::backwardSchedule).
+  static Runtime *scheduledRuntime(BackwardSchedule schedule) {
+    return sharedRuntime(scheduled[schedule], [&](RuntimeOptions &o) {
+      o.backwardSchedule = schedule;
+    });
+  }
+  /// `slot`'s runtime, made on first use with the suite's compiler and
+  /// cache and the options `edit` sets.
+  template <typename Edit>
+  static Runtime *sharedRuntime(std::unique_ptr<Runtime> &slot, Edit edit) {
+    if (!slot) {
       RuntimeOptions options;
       options.cacheDir = cacheDir;
       options.compiler = compiler;
-      options.decodeSplits = splits;
-      r = std::make_unique<Runtime>(options);
+      edit(options);
+      slot = std::make_unique<Runtime>(options);
     }
-    return r.get();
+    return slot.get();
   }
   /// The split counts the decode cases run again with: uneven chunks, and
   /// more splits than most sequences have key blocks (empty parts).
@@ -102,6 +116,7 @@ protected:
   }
 
   static inline std::map<int, std::unique_ptr<Runtime>> splitting;
+  static inline std::map<BackwardSchedule, std::unique_ptr<Runtime>> scheduled;
   static inline std::string cacheDir;
   static inline Compiler *compiler = nullptr;
   static inline Runtime *runtime = nullptr;

@@ -313,94 +313,106 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
   grads.dv = like(dv, args.v);
 
   ASSERT_EQ(runtime->run(spec, args), "");
-  ASSERT_EQ(runtime->backward(spec, args, grads, Target::CPU, c.config), "");
+  // Both CPU schedules (KernelABI.h), each against the reference.
+  for (BackwardSchedule schedule :
+       {BackwardSchedule::TwoPass, BackwardSchedule::Fused}) {
+    SCOPED_TRACE(schedule == BackwardSchedule::Fused ? "fused" : "two passes");
+    Runtime *rt = scheduledRuntime(schedule);
+    for (TypedBuffer *t : {&dq, &dk, &dv})
+      for (size_t i = 0; i < t->size(); ++i)
+        t->set(i, -7.0f);
+    std::fill(dslopes.begin(), dslopes.end(), -1.0f);
+    ASSERT_EQ(rt->backward(spec, args, grads, Target::CPU, c.config), "");
 
-  // The backward on strided q, k, v, o, grad_o, dq, dk, dv (Strided.h):
-  // the same bits.
-  {
-    // (Varlen k, v, dk, dv with NaN rows past cu_seqlens_k's end.)
-    const int64_t tail = spec.varlen ? test::kVarlenTailRows : 0;
-    test::StridedCopy sq(args.q, spec.dtype, &q),
-        sk(args.k, spec.dtype, &k, tail), sv(args.v, spec.dtype, &v, tail),
-        so(args.o, spec.dtype, &o), sg(args.o, spec.dtype, &dO),
-        sdq(args.q, spec.dtype), sdk(args.k, spec.dtype, nullptr, tail),
-        sdv(args.v, spec.dtype, nullptr, tail);
-    AttentionArgs strided = args;
-    strided.q = sq.ref();
-    strided.k = sk.ref();
-    strided.v = sv.ref();
-    strided.o = so.ref();
-    BackwardArgs sgrads = grads;
-    std::vector<float> sdslopes(dslopes.size(), -1.0f);
+    // The backward on strided q, k, v, o, grad_o, dq, dk, dv (Strided.h):
+    // the same bits.
+    {
+      // (Varlen k, v, dk, dv with NaN rows past cu_seqlens_k's end.)
+      const int64_t tail = spec.varlen ? test::kVarlenTailRows : 0;
+      test::StridedCopy sq(args.q, spec.dtype, &q),
+          sk(args.k, spec.dtype, &k, tail), sv(args.v, spec.dtype, &v, tail),
+          so(args.o, spec.dtype, &o), sg(args.o, spec.dtype, &dO),
+          sdq(args.q, spec.dtype), sdk(args.k, spec.dtype, nullptr, tail),
+          sdv(args.v, spec.dtype, nullptr, tail);
+      AttentionArgs strided = args;
+      strided.q = sq.ref();
+      strided.k = sk.ref();
+      strided.v = sv.ref();
+      strided.o = so.ref();
+      BackwardArgs sgrads = grads;
+      std::vector<float> sdslopes(dslopes.size(), -1.0f);
+      if (!slopes.empty())
+        sgrads.dslopes.data = sdslopes.data();
+      sgrads.gradO = sg.ref();
+      sgrads.dq = sdq.ref();
+      sgrads.dk = sdk.ref();
+      sgrads.dv = sdv.ref();
+      ASSERT_EQ(rt->backward(spec, strided, sgrads, Target::CPU, c.config), "");
+      EXPECT_TRUE(sdq.sameBitsAs(dq)) << c.name << ": strided dq";
+      EXPECT_TRUE(sdk.sameBitsAs(dk)) << c.name << ": strided dk";
+      EXPECT_TRUE(sdv.sameBitsAs(dv)) << c.name << ": strided dv";
+      EXPECT_EQ(sdslopes, dslopes) << c.name << ": dslopes of the strided run";
+    }
+
+    reference::RoundedInputs rounded = reference::fromBuffers(
+        q, k, v, slopes, c.slopesPerBatch, kpm, spec.varlen, cuQ, cuK);
+    rounded.in.qOffset = c.qOffset;
+    rounded.in.kOffset = c.kOffset;
+    std::vector<float> dOf(dO.size());
+    for (size_t i = 0; i < dOf.size(); ++i)
+      dOf[i] = dO.get(i);
+    Extents ext{B, spec.varlen ? totalQ : c.seqQ,
+                spec.varlen ? totalK : c.seqK};
+    reference::Gradients ref = reference::attentionBackward(
+        spec, ext, rounded.in, dOf.data(), gradLse.data());
+    reference::Gradients naive = reference::naiveBackwardSameDtype(
+        spec, ext, rounded.in, dOf.data(), gradLse.data());
+
+    auto check = [&](const char *name, std::function<double(size_t)> get,
+                     size_t n, const std::vector<double> &want,
+                     const std::vector<double> &naiveGot) {
+      return test::checkGradient(c.name, name, spec.dtype, get, n, want,
+                                 naiveGot);
+    };
+    std::printf("  %s (%s)\n", c.name.c_str(),
+                schedule == BackwardSchedule::Fused ? "fused" : "two passes");
+    double worst = 0;
+    worst = std::max(worst, check(
+                                "dq", [&](size_t i) { return dq.get(i); },
+                                dq.size(), ref.dq, naive.dq));
+    worst = std::max(worst, check(
+                                "dk", [&](size_t i) { return dk.get(i); },
+                                dk.size(), ref.dk, naive.dk));
+    worst = std::max(worst, check(
+                                "dv", [&](size_t i) { return dv.get(i); },
+                                dv.size(), ref.dv, naive.dv));
     if (!slopes.empty())
-      sgrads.dslopes.data = sdslopes.data();
-    sgrads.gradO = sg.ref();
-    sgrads.dq = sdq.ref();
-    sgrads.dk = sdk.ref();
-    sgrads.dv = sdv.ref();
-    ASSERT_EQ(runtime->backward(spec, strided, sgrads, Target::CPU, c.config),
-              "");
-    EXPECT_TRUE(sdq.sameBitsAs(dq)) << c.name << ": strided dq";
-    EXPECT_TRUE(sdk.sameBitsAs(dk)) << c.name << ": strided dk";
-    EXPECT_TRUE(sdv.sameBitsAs(dv)) << c.name << ": strided dv";
-    EXPECT_EQ(sdslopes, dslopes) << c.name << ": dslopes of the strided run";
+      worst = std::max(worst, check(
+                                  "dslope",
+                                  [&](size_t i) { return double(dslopes[i]); },
+                                  dslopes.size(), ref.dslopes, naive.dslopes));
+    RecordProperty("worst_error_ratio", std::to_string(worst));
+
+    // Rows that see no key: dq exactly 0.
+    int64_t emptyRows = 0;
+    for (int64_t row = 0; row < totalQ * H; ++row) {
+      const int64_t lseIdx = spec.varlen ? (row % H) * totalQ + row / H : row;
+      if (!std::isinf(lse[lseIdx]))
+        continue;
+      ++emptyRows;
+      for (int64_t d = 0; d < D; ++d)
+        ASSERT_EQ(dq.get(row * D + d), 0.0f) << "fully masked row " << row;
+    }
+    std::printf("    worst error/bound %.3f, %lld empty rows\n", worst,
+                (long long)emptyRows);
   }
-
-  reference::RoundedInputs rounded = reference::fromBuffers(
-      q, k, v, slopes, c.slopesPerBatch, kpm, spec.varlen, cuQ, cuK);
-  rounded.in.qOffset = c.qOffset;
-  rounded.in.kOffset = c.kOffset;
-  std::vector<float> dOf(dO.size());
-  for (size_t i = 0; i < dOf.size(); ++i)
-    dOf[i] = dO.get(i);
-  Extents ext{B, spec.varlen ? totalQ : c.seqQ, spec.varlen ? totalK : c.seqK};
-  reference::Gradients ref = reference::attentionBackward(
-      spec, ext, rounded.in, dOf.data(), gradLse.data());
-  reference::Gradients naive = reference::naiveBackwardSameDtype(
-      spec, ext, rounded.in, dOf.data(), gradLse.data());
-
-  auto check = [&](const char *name, std::function<double(size_t)> get,
-                   size_t n, const std::vector<double> &want,
-                   const std::vector<double> &naiveGot) {
-    return test::checkGradient(c.name, name, spec.dtype, get, n, want,
-                               naiveGot);
-  };
-  std::printf("  %s\n", c.name.c_str());
-  double worst = 0;
-  worst = std::max(worst, check(
-                              "dq", [&](size_t i) { return dq.get(i); },
-                              dq.size(), ref.dq, naive.dq));
-  worst = std::max(worst, check(
-                              "dk", [&](size_t i) { return dk.get(i); },
-                              dk.size(), ref.dk, naive.dk));
-  worst = std::max(worst, check(
-                              "dv", [&](size_t i) { return dv.get(i); },
-                              dv.size(), ref.dv, naive.dv));
-  if (!slopes.empty())
-    worst = std::max(worst,
-                     check(
-                         "dslope", [&](size_t i) { return double(dslopes[i]); },
-                         dslopes.size(), ref.dslopes, naive.dslopes));
-  RecordProperty("worst_error_ratio", std::to_string(worst));
-
-  // Rows that see no key: dq exactly 0.
-  int64_t emptyRows = 0;
-  for (int64_t row = 0; row < totalQ * H; ++row) {
-    const int64_t lseIdx = spec.varlen ? (row % H) * totalQ + row / H : row;
-    if (!std::isinf(lse[lseIdx]))
-      continue;
-    ++emptyRows;
-    for (int64_t d = 0; d < D; ++d)
-      ASSERT_EQ(dq.get(row * D + d), 0.0f) << "fully masked row " << row;
-  }
-  std::printf("    worst error/bound %.3f, %lld empty rows\n", worst,
-              (long long)emptyRows);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, Backward, ::testing::ValuesIn(cases()));
 
-/// The same call on one thread and on the suite's pool gives the same bits:
-/// every output element has one writer and a fixed summation order.
+/// The same call on one thread and on two gives the same bits, under each
+/// schedule: every output element has one writer and a fixed summation
+/// order.
 TEST(BackwardDeterminism, OneThreadAndTwoThreadsAgreeBitForBit) {
   AttentionSpec spec;
   spec.heads = 8;
@@ -429,35 +441,41 @@ TEST(BackwardDeterminism, OneThreadAndTwoThreadsAgreeBitForBit) {
   std::string cache = (std::filesystem::temp_directory_path() /
                        ("tilt-bwd-det-" + std::to_string(::getpid())))
                           .string();
-  std::vector<std::vector<float>> results;
-  for (int threads : {1, 2}) {
-    RuntimeOptions options;
-    options.cacheDir = cache;
-    options.compiler = &compiler;
-    options.threads = threads;
-    Runtime rt(options);
-    ASSERT_EQ(rt.run(spec, args), "");
-    TypedBuffer dq(DType::F32, q.size()), dk(DType::F32, k.size()),
-        dv(DType::F32, v.size());
-    std::vector<float> ds(H);
-    BackwardArgs g;
-    g.gradO = TensorRef(dO.data(), {B, H, S, D});
-    g.dq = TensorRef(dq.data(), {B, H, S, D});
-    g.dk = TensorRef(dk.data(), {B, Hkv, S, D});
-    g.dv = TensorRef(dv.data(), {B, Hkv, S, D});
-    g.dslopes = TensorRef(ds.data(), {H});
-    ASSERT_EQ(rt.backward(spec, args, g), "");
-    std::vector<float> all = dq.f32;
-    all.insert(all.end(), dk.f32.begin(), dk.f32.end());
-    all.insert(all.end(), dv.f32.begin(), dv.f32.end());
-    all.insert(all.end(), ds.begin(), ds.end());
-    results.push_back(all);
+  for (BackwardSchedule schedule :
+       {BackwardSchedule::TwoPass, BackwardSchedule::Fused}) {
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2}) {
+      RuntimeOptions options;
+      options.cacheDir = cache;
+      options.compiler = &compiler;
+      options.threads = threads;
+      options.backwardSchedule = schedule;
+      Runtime rt(options);
+      ASSERT_EQ(rt.run(spec, args), "");
+      TypedBuffer dq(DType::F32, q.size()), dk(DType::F32, k.size()),
+          dv(DType::F32, v.size());
+      std::vector<float> ds(H);
+      BackwardArgs g;
+      g.gradO = TensorRef(dO.data(), {B, H, S, D});
+      g.dq = TensorRef(dq.data(), {B, H, S, D});
+      g.dk = TensorRef(dk.data(), {B, Hkv, S, D});
+      g.dv = TensorRef(dv.data(), {B, Hkv, S, D});
+      g.dslopes = TensorRef(ds.data(), {H});
+      ASSERT_EQ(rt.backward(spec, args, g), "");
+      std::vector<float> all = dq.f32;
+      all.insert(all.end(), dk.f32.begin(), dk.f32.end());
+      all.insert(all.end(), dv.f32.begin(), dv.f32.end());
+      all.insert(all.end(), ds.begin(), ds.end());
+      results.push_back(all);
+      EXPECT_EQ(rt.stats().lastBackwardSchedule, schedule);
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(),
+                          results[0].size() * sizeof(float)),
+              0)
+        << (schedule == BackwardSchedule::Fused ? "fused" : "two passes");
   }
   std::filesystem::remove_all(cache);
-  ASSERT_EQ(results[0].size(), results[1].size());
-  EXPECT_EQ(std::memcmp(results[0].data(), results[1].data(),
-                        results[0].size() * sizeof(float)),
-            0);
 }
 
 } // namespace

@@ -337,6 +337,28 @@ TEST(TilePolicy, DecodeSplitsOnlyWhereThreadsWouldIdleOrBeUneven) {
   EXPECT_EQ(decodeSplits(1, 1 << 20, 64), kDecodeMaxSplits);
 }
 
+TEST(TilePolicy, FusedBackwardWhereItsItemsFillTheThreadsAndTheHeapFits) {
+  // fusedBackward(items = batch x kv heads, threads, heap bytes an item).
+  EXPECT_TRUE(fusedBackward(32, 2, 1 << 20));   // MHA H 32, B 1
+  EXPECT_TRUE(fusedBackward(4, 2, 1 << 20));    // two items a thread
+  EXPECT_FALSE(fusedBackward(3, 2, 1 << 20));   // a thread would idle
+  EXPECT_FALSE(fusedBackward(1, 1, 1 << 20));   // MQA, B 1: key blocks
+  EXPECT_TRUE(fusedBackward(2, 1, 1 << 20));    // one thread
+  EXPECT_FALSE(fusedBackward(64, 64, 1 << 20)); // one item a thread
+  EXPECT_TRUE(fusedBackward(32, 2, kFusedBackwardMaxHeapBytes));
+  EXPECT_FALSE(fusedBackward(32, 2, kFusedBackwardMaxHeapBytes + 1));
+  // The heap: K^T, V^T, K rows, dK, dV ([Sk][D] f32 each, Sk rounded up to
+  // block_n) and P, dS ([Sk][block_m] f32 each).
+  AttentionSpec spec = makeSpec(32, 32, 128);
+  EXPECT_EQ(fusedBackwardHeapBytes(spec, 32, 64, 2048),
+            2048 * 128 * 4 * 5 + 2048 * 32 * 4 * 2);
+  EXPECT_EQ(fusedBackwardHeapBytes(spec, 32, 64, 2000),
+            fusedBackwardHeapBytes(spec, 32, 64, 2048));
+  // 256 MiB holds ~85K keys at D 128, block_m 32.
+  EXPECT_FALSE(fusedBackward(
+      32, 2, fusedBackwardHeapBytes(spec, 32, 64, int64_t(1) << 17)));
+}
+
 TEST(TilePolicy, GpuDecodeSplitsFillTheMultiprocessors) {
   // gpuDecodeSplits(ctas = row blocks x kv heads x batch, keys, SMs).
   EXPECT_EQ(gpuDecodeSplits(264, 8192, 132), 0); // two CTAs an SM already

@@ -4,6 +4,7 @@
 //              [--repeats R] [--json] [--target cpu|cuda]
 //              [--backward [--trainable-slopes]] [--page-size N]
 //              [--splits N] [--layout bhsd|bshd]
+//              [--bwd-schedule auto|two-pass|fused]
 //
 // Times one attention shape through the runtime (warm-up excluded, median of
 // repeats) and puts the number next to what this machine can do: its FP32
@@ -32,6 +33,8 @@
 // decode family); kv_read_gbps then counts the cache's K and V once.
 // --splits N fixes the decode family's split-KV parts (RuntimeOptions::
 // decodeSplits; 1: none); by default the runtime's rule picks them.
+// --bwd-schedule fixes the CPU backward's schedule (RuntimeOptions::
+// backwardSchedule); the JSON's bwd_schedule names the one that ran.
 // --layout bshd hands q, k, v, o (and the gradients) over as
 // [B, S, H, D] memory through their strides (TensorRef), as a model's
 // projections leave them; a paged cache keeps its own layout.
@@ -495,6 +498,7 @@ struct BenchOptions {
           naiveRepeats = 1, pageSize = 0, splits = 0;
   bool json = false, noNaive = false, backward = false, trainable = false;
   bool bshd = false; ///< --layout bshd
+  BackwardSchedule schedule = BackwardSchedule::Auto; ///< --bwd-schedule
   std::string target = "cpu";
   std::string kernelsDir; ///< --kernels-dir: the bundle of the timed runs
 };
@@ -549,6 +553,21 @@ std::optional<int> parseBenchOptions(int argc, char **argv, BenchOptions &o) {
          o.bshd = v == "bshd";
          return std::string();
        }});
+  options.push_back(
+      {"bwd-schedule", "auto|two-pass|fused",
+       "the CPU backward's schedule (default auto: the runtime's rule)",
+       [&o](std::string_view v) {
+         if (v == "auto")
+           o.schedule = BackwardSchedule::Auto;
+         else if (v == "two-pass")
+           o.schedule = BackwardSchedule::TwoPass;
+         else if (v == "fused")
+           o.schedule = BackwardSchedule::Fused;
+         else
+           return fmt::format(
+               "--bwd-schedule: expected auto, two-pass or fused, got '{}'", v);
+         return std::string();
+       }});
   options.push_back(targetOption("where to run (default cpu)", o.target));
   boolFlag("json", "print one JSON object as the last line", o.json);
   std::vector<std::string> positional;
@@ -599,6 +618,7 @@ struct CpuResult {
   /// --backward: the backward's variant (the one named, else the runtime's
   /// default for this CPU and dtype).
   std::string bwdVariant;
+  std::string bwdSchedule; ///< the CPU backward's, as it ran
 };
 
 /// Times the kernel (median of --repeats after --warmup), the naive
@@ -675,6 +695,7 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   rtOptions.threads = static_cast<int>(o.threads);
   rtOptions.decodeSplits =
       static_cast<int>(std::min<int64_t>(o.splits, 1 << 20));
+  rtOptions.backwardSchedule = o.schedule;
   rtOptions.compiler = compiler.get();
   // The JIT figures are for the kernel run() picks: where the decode
   // family serves the call (TilePolicy's rule), its configuration, not the
@@ -743,6 +764,10 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
     }
     r.fwdBwdMed = median(both);
     r.bwdMed = median(bwd);
+    r.bwdSchedule =
+        r.jit.timed().stats().lastBackwardSchedule == BackwardSchedule::Fused
+            ? "fused"
+            : "two-pass";
   }
   const double flops =
       4.0 * o.batch * H * visiblePairs(spec, o.seq, o.seqK) * D;
@@ -802,10 +827,10 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
              r.kvReadGbps, r.readBandwidth,
              100 * r.kvReadGbps / r.readBandwidth);
   if (o.backward)
-    fmt::print("backward     {} {:.3f} ms; forward + backward {:.3f} ms "
+    fmt::print("backward     {} ({}) {:.3f} ms; forward + backward {:.3f} ms "
                "({:.1f} GFLOP/s at 3.5x the forward's FLOPs){}\n",
-               r.bwdVariant, r.bwdMed * 1e3, r.fwdBwdMed * 1e3, r.fwdBwdGflops,
-               o.trainable ? ", slope gradients included" : "");
+               r.bwdVariant, r.bwdSchedule, r.bwdMed * 1e3, r.fwdBwdMed * 1e3,
+               r.fwdBwdGflops, o.trainable ? ", slope gradients included" : "");
   if (!o.noNaive)
     fmt::print("naive        {:.3f} ms (unfused, f32) -> tilt {:.2f}x "
                "faster\n",
@@ -815,9 +840,11 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
   if (o.backward)
     backward = fmt::format(", \"fwd_bwd_ms\": {:.4f}, \"bwd_ms\": {:.4f}, "
                            "\"fwd_bwd_gflops\": {:.2f}, "
-                           "\"trainable_slopes\": {}, \"bwd_variant\": \"{}\"",
+                           "\"trainable_slopes\": {}, \"bwd_variant\": \"{}\", "
+                           "\"bwd_schedule\": \"{}\"",
                            r.fwdBwdMed * 1e3, r.bwdMed * 1e3, r.fwdBwdGflops,
-                           o.trainable ? "true" : "false", r.bwdVariant);
+                           o.trainable ? "true" : "false", r.bwdVariant,
+                           r.bwdSchedule);
   if (o.json)
     fmt::print("{{\"cpu\": \"{}\", \"isa_class\": \"{}\", "
                "\"shape\": \"{}\", \"threads\": {}, \"gflops\": {:.2f}, "

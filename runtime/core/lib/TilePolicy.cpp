@@ -62,9 +62,9 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   const int64_t m = c.blockM, n = c.blockN, d = spec.headDim;
   int64_t rows = 4 * m * 4; // m, l, alpha, positions' references
   if (c.is(KernelVariant::CpuBwdAvx512Bf16))
-    // bf16 pairs: K^T2, V^T2, Kp; Q^T2, dO^T2, Qp, dOp; P2, dS2, dS^T2.
-    // f32: dK, dV, dQ; S, dP and their transposes.
-    return 3 * n * d * 2 + 4 * m * d * 2 + 3 * m * n * 2 + 2 * n * d * 4 +
+    // bf16 pairs: K^T2, V^T2, Kp; Q^T2, dO^T2, Qp, dOp; P2, dS2, dS^T2 and
+    // the fused items' dS. f32: dK, dV, dQ; S, dP and their transposes.
+    return 3 * n * d * 2 + 4 * m * d * 2 + 4 * m * n * 2 + 2 * n * d * 4 +
            m * d * 4 + 4 * m * n * 4 + rows;
   if (c.kind() && isBackwardVariant(*c.kind()))
     // K^T, V^T, dK^T, dV^T of a key block (dK/dV pass) or Q^T, dO^T, dQ of
@@ -155,6 +155,19 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
   if (spec.pageSize)
     return true; // the only family that reads a paged cache
   return spec.bias != BiasKind::AlibiPositions && maxSq <= kDecodeMaxSq;
+}
+
+bool fusedBackward(int64_t kvItems, int threads, int64_t heapBytes) {
+  return kvItems >= 2 * int64_t(std::max(threads, 1)) &&
+         heapBytes <= kFusedBackwardMaxHeapBytes;
+}
+
+int64_t fusedBackwardHeapBytes(const AttentionSpec &spec, int64_t blockM,
+                               int64_t blockN, int64_t maxSk) {
+  const int64_t n = std::max<int64_t>(blockN, 1);
+  const int64_t keys = (maxSk + n - 1) / n * n, d = spec.headDim;
+  // K^T, V^T and K's rows (f32 at most), dK and dV (f32), P and dS (f32).
+  return keys * d * 4 * 3 + keys * d * 4 * 2 + keys * blockM * 4 * 2;
 }
 
 int64_t decodeSplits(int64_t items, int64_t keys, int threads) {

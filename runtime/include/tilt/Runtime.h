@@ -106,6 +106,12 @@ struct BackwardArgs {
 };
 
 /// Counters since the Runtime was created (or since resetStats()).
+/// How a CPU backward's work is cut (KernelABI.h): two passes (the dq of
+/// every (batch, head), then every key block's dk/dv; S and dP computed in
+/// both), or one pass per (batch, kv head) doing all three (five products
+/// instead of seven, parallel over B x Hkv only).
+enum class BackwardSchedule { Auto, TwoPass, Fused };
+
 struct RunStats {
   int64_t compiles = 0;
   int64_t diskHits = 0;
@@ -118,6 +124,8 @@ struct RunStats {
   /// variant and blocks (and, on CUDA, warps and stages), whether the
   /// caller, the bundle's tuning database or the default chose them.
   TileConfig lastKernel;
+  /// The schedule the last CPU backward() ran (Auto: none yet).
+  BackwardSchedule lastBackwardSchedule = BackwardSchedule::Auto;
 };
 
 struct RuntimeOptions {
@@ -144,6 +152,9 @@ struct RuntimeOptions {
   /// leave threads idle or uneven); 1: never; N > 1: N (at most
   /// kDecodeMaxSplits). Either way the parts are held to 256 MiB.
   int decodeSplits = 0;
+  /// The CPU backward's schedule (KernelABI.h): Auto by shape (TilePolicy.h's
+  /// fusedBackward rule), or always one of the two.
+  BackwardSchedule backwardSchedule = BackwardSchedule::Auto;
 };
 
 /// Calls may come from several threads: they are serialized, since one

@@ -1,8 +1,9 @@
 // RUN: tilt-opt %s -split-input-file --convert-tilt-to-cpu --canonicalize --cse -verify-diagnostics | FileCheck %s
 
-// The backward's loop nest: a two-part item space (key blocks of every
-// (batch, kv head), then one item per (batch, head)), P recomputed from lse,
-// dS = P * (dP - D), and the slope gradient accumulated as sum(dS * dist).
+// The backward's loop nest: the two-pass item space (key blocks of every
+// (batch, kv head), then one item per (batch, head)) and the fused one (one
+// item per (batch, kv head)), P recomputed from lse, dS = P * (dP - D), and
+// the slope gradient accumulated as sum(dS * dist).
 // H = 4, Hkv = 2, D = 16, block_m = 16, block_n = 16, AVX2 (8 lanes).
 
 // CHECK-LABEL: func.func @backward(
@@ -13,6 +14,9 @@
 // CHECK: %[[SK:.*]] = memref.dim %[[K]], %c2
 // CHECK: %[[NKB:.*]] = arith.ceildivsi %[[SK]], %c16
 // CHECK: %[[KEYITEMS:.*]] = arith.muli %{{.*}}, %[[NKB]]
+// Then B * H dq items: the fused items start past both parts.
+// CHECK: %[[HEADITEMS:.*]] = arith.muli %{{.*}}, %c4
+// CHECK: %[[TWOPASS:.*]] = arith.addi %[[KEYITEMS]], %[[HEADITEMS]]
 // CHECK: scf.for %[[ITEM:.*]] = %[[BEGIN]] to %[[END]]
 // CHECK: %[[ISKEY:.*]] = arith.cmpi slt, %[[ITEM]], %[[KEYITEMS]]
 // CHECK: scf.if %[[ISKEY]] {
@@ -41,6 +45,21 @@
 // The slope gradient: one reduction of the running vector, one store.
 // CHECK: vector.reduction <add>
 // CHECK: memref.store %{{.*}}, %[[DS]]
+// CHECK: } else {
+// Fused part: item - (keyItems + headItems) = (batch, kv head); the kv
+// head's K^T, V^T, its dK^T, dV^T and a row block's P and dS against every
+// key block on the heap.
+// CHECK: %[[FI:.*]] = arith.subi %[[ITEM]], %[[TWOPASS]]
+// CHECK: arith.remsi %[[FI]], %c2
+// CHECK-COUNT-6: memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?x16xf32>
+// Per query head and row block: the walk, then r, row_scale and dq, then
+// dK and dV from the kept P and dS.
+// CHECK: memref.store %{{.*}}, %[[RS]]
+// CHECK: vector.store %{{.*}}, %[[DQ]]
+// CHECK: math.fma
+// CHECK: memref.store %{{.*}}, %[[DS]]
+// CHECK: memref.store %{{.*}}, %[[DK]]
+// CHECK-COUNT-6: memref.dealloc
 func.func @backward(%q: memref<?x4x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x4x?x16xf32>, %do: memref<?x4x?x16xf32>, %lse: memref<?x4x?xf32>, %dq: memref<?x4x?x16xf32>, %dk: memref<?x2x?x16xf32>, %dv: memref<?x2x?x16xf32>, %s: memref<?x4xf32, strided<[?, 1]>>, %ds: memref<?x4xf32>, %rs: memref<?x4x?xf32>, %b: index, %e: index) {
   tilt.attention_backward q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) o(%o : memref<?x4x?x16xf32>) grad_o(%do : memref<?x4x?x16xf32>) lse(%lse : memref<?x4x?xf32>) slopes(%s : memref<?x4xf32, strided<[?, 1]>>) grads(%dq, %dk, %dv : memref<?x4x?x16xf32>, memref<?x2x?x16xf32>, memref<?x2x?x16xf32>) dslopes_out(%ds : memref<?x4xf32>) row_scale(%rs : memref<?x4x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi, slopes = custom>, causal, config = #tilt.tile_config<variant = cpu_bwd_avx2, block_m = 16, block_n = 16>}
   return

@@ -21,6 +21,25 @@
 //         dQ += dS . K;  dm += sum(dS * dist)
 //     dq = scale * dQ;  dslopes[b, h] = dm
 //
+// That schedule computes S and dP twice (seven products). The fused items,
+// one per (batch, kv head) after both parts, compute them once (five):
+//
+//   K^T, V^T (and K's rows for dQ) of every key block staged once
+//   for each query head of the group, for each block of its query rows:
+//     for each visible key block:   S, dP, P, dS (unscaled) as above;
+//                                   P and dS kept; dQ += dS . K; row sums
+//     r = 1 / sum(P); dq and the slope gradient as the dQ items
+//     for each visible key block:   dV_kb += (r P)^T . dO, dK_kb += (r dS)^T .
+//     Q
+//   dk = scale * dK, dv = dV of every key block
+//
+// Keeping a row block's P and dS against every key block (Sk x block_m
+// each) until r is known lets dK and dV take the row scale, as the two-pass
+// items do (without it, the f32 gradients' error came within 10% of the
+// bound). The runtime picks the fused items where there are two per thread
+// and their heap is bounded (TilePolicy.h's fusedBackward); both schedules
+// are deterministic.
+//
 // cpu_bwd_avx512bf16 keeps that item space, the f32 P and dS and the slope
 // gradient, but multiplies bf16 pairs (vdpbf16ps, as cpu_avx512bf16 does;
 // two FMAs of the widened pairs on a target without AVX512_BF16). Every
@@ -94,9 +113,38 @@ public:
   LogicalResult emit() override;
 
 private:
-  // --- the two parts of the item space --------------------------------------
+  // --- the item space: two passes, or one -----------------------------------
   void keyBlockItem(Value item, Value numKeyBlocks);
   void queryHeadItem(Value item);
+  void fusedItem(Value item);
+
+  /// K^T, V^T of keys [k0, k0 + nk) to kDst, vDst from row row0 (pairs:
+  /// K^T2, V^T2), zero past nk.
+  void stageKeyColumns(Value k0, Value nk, Value kDst, Value vDst, Value row0);
+  /// Per vector of the block at k0: its keys that exist (< nk), unpadded.
+  SmallVector<Value> keyLanes(Value k0, Value nk);
+  /// Rows [r0, r0 + n) of `head`: their row state (stageRowState) and, as
+  /// the products need, Q and dO widened (qRows, doRows) or in row pairs
+  /// (Qp, dOp).
+  void stageRowBlock(Value r0, Value n, bool scaled);
+  /// The staged rows against the key block at k0 (K^T, V^T in kCols, vCols
+  /// from row colsRow0): S and dP, then P and dS in pBlk and dsBlk. Two
+  /// passes: scaled by rowR. Fused: unscaled, and the rows' sums added to
+  /// rowP (rowDs, rowPd, rowDsd with a slope gradient).
+  void scoreBlock(Value r0, Value n, Value k0, ArrayRef<Value> exists,
+                  Value kCols, Value vCols, Value colsRow0, bool fused);
+  /// dV += P^T dO and dK += dS^T Q of the staged rows into dk, dv (pairs
+  /// [BN][D], else [D][BN]; rows from accRow0).
+  void keyGradsBlock(Value r0, Value n, Value dk, Value dv, Value accRow0);
+  /// dk = scale * dK, dv = dV of keys [k0, k0 + nk) from dk, dv (as
+  /// keyGradsBlock's, rows from accRow0).
+  void writeKeyGrads(Value k0, Value nk, Value dk, Value dv, Value accRow0);
+  /// From the row scratch's sums of rows [r0, r0 + rows): r = 1 / sum(P)
+  /// to row_scale and rowR, the slope gradient's rows to dslopeAcc, and dq
+  /// = scale * r * dQ (dQ's rows from dqRow0 of `dq`).
+  void finishRows(Value r0, Value rows, Value dq, Value dqRow0);
+  /// dslopeAcc's sum to dslopes[batch, head] (with a slope gradient).
+  void writeDslopes();
 
   /// Stages rows [r0, r0 + n) of `head` (n <= block_m): per row the lse in
   /// log2 units less its row constant, D_i, the anchor or position
@@ -113,42 +161,51 @@ private:
                                         Value lse2, Value delta, Value visible,
                                         Value scale);
 
-  /// C[M][N] += sum_{k < kEnd} a(m, k) * bvec(k, n) for an f32 scratch C,
-  /// N in vectors of vl lanes (n a multiple of vl), in register tiles. With
+  /// C[M][N] += sum_{k < kEnd} a(m, k) * bvec(k, n) for an f32 scratch C
+  /// (its rows from cRow0, null: 0), N in vectors of vl lanes (n a
+  /// multiple of vl), in register tiles. With
   /// bf16 pairs (bvec a vector<2 vl x bf16>, a a broadcast pair), k counts
   /// pairs and each step is a pair dot product.
   void matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
               function_ref<Value(Value, Value)> a,
-              function_ref<Value(Value, Value)> bvec);
+              function_ref<Value(Value, Value)> bvec, Value cRow0 = {});
   /// C[M][N] += sum over the head dim's columns k of t[row m][k] *
   /// cols[k][n]: rows of q- or kv-like `t` addressed by `index(m, k)` (or
   /// their widened copy `staged`, row m), `cols` the f32 [D][N] scratch or,
-  /// with pairs, its column pairs [D/2][2 N].
+  /// with pairs, its column pairs [D/2][2 N] (either from row colsRow0,
+  /// null: 0).
   void matmulOverD(Value c, int64_t rowsM, int64_t colsN, Value t, Value staged,
                    function_ref<SmallVector<Value>(Value, Value)> index,
-                   Value cols);
-  void zero(Value ref, int64_t rows, int64_t cols);
+                   Value cols, Value colsRow0 = {});
+  void zero(Value ref, int64_t rows, int64_t cols) {
+    zeroRows(ref, idx(rows), cols);
+  }
+  void zeroRows(Value ref, Value rows, int64_t cols);
   /// cpu_bwd_avx512bf16: the column pairs of rows `row(m)` of q-like `t`
   /// as 32-bit words, transposed: dst[cp][2m + e] = t[row(m)][2cp + e] for
-  /// m < n, zero for n <= m < rows.
+  /// m < n, zero for n <= m < rows (dst's rows from dstRow0, null: 0).
   void stageColumnPairs(Value t, Value dst, int64_t rows, Value n,
                         function_ref<Value(Value)> row,
-                        function_ref<SmallVector<Value>(Value, Value)> index);
+                        function_ref<SmallVector<Value>(Value, Value)> index,
+                        Value dstRow0 = {});
   /// A vector<2 vl x bf16> of pairs from `ref` at (p, 2 col).
   Value pairsAt(Value ref, Value p, Value col) {
     return vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), ref,
                                   ValueRange{p, mul(col, idx(2))});
   }
-  /// Widens rows `row(r)` (r < rows) of `t` into the f32 scratch `dst`,
-  /// whole vectors at a time; `index(row, col)` addresses `t`.
+  /// Widens rows `row(r)` (r < rows) of `t` into the f32 scratch `dst`
+  /// (from its row dstRow0, null: 0), whole vectors at a time; `index(row,
+  /// col)` addresses `t`.
   void widenRows(Value t, Value dst, int64_t rows,
                  function_ref<Value(Value)> row,
-                 function_ref<SmallVector<Value>(Value, Value)> index) {
+                 function_ref<SmallVector<Value>(Value, Value)> index,
+                 Value dstRow0 = {}) {
     forLoop(idx(0), idx(rows), idx(1), [&](Value r) {
       Value at = row(r);
+      Value to = dstRow0 ? add(dstRow0, r) : r;
       for (int64_t c = 0; c < d; c += vl)
         vector::StoreOp::create(b, vecF32At(t, index(at, idx(c))), dst,
-                                ValueRange{r, idx(c)});
+                                ValueRange{to, idx(c)});
     });
   }
   /// Element (r, c) of `t` through its widened copy `staged` (row r of the
@@ -194,6 +251,8 @@ private:
   // [BM/2][2 BN]; Q^T2, dO^T2 [D/2][2 BM]; Kp [BN/2][2 D]; dS^T2 [BN/2][2
   // BM]. f32: dK, dV [BN][D] (the pairs' dK/dV part is not transposed).
   Value kT2, vT2, qP, doP, p2, ds2, qT2, doT2, kP, dsT2, dkAcc, dvAcc;
+  // Fused, pairs: dS rounded to bf16 [BM][BN], pairs along the keys.
+  Value dsNat;
   // Scratch per call. dK/dV part: K^T, V^T, dK^T, dV^T [D][BN]; P, dS
   // [BM][BN]. dQ part: Q^T, dO^T [D][BM]; dQ [BM][D]; P^T, dS^T [BN][BM].
   // Rows: lse (log2, relative), D_i, anchors / position references [BM];
@@ -239,6 +298,7 @@ LogicalResult BackwardEmitter::emit() {
     doT2 = scratch({d / 2, 2 * bm}, elt);
     kP = scratch({bn / 2, 2 * d}, elt);
     dsT2 = scratch({bn / 2, 2 * bm}, elt);
+    dsNat = scratch({bm, bn}, elt);
     dkAcc = scratch({bn, d}, f32);
     dvAcc = scratch({bn, d}, f32);
   } else {
@@ -295,25 +355,39 @@ LogicalResult BackwardEmitter::emit() {
   }
   Value numKeyBlocks = arith::CeilDivSIOp::create(b, maxSk, idx(bn));
   Value keyItems = mul(mul(numBatch, idx(spec.kvHeads)), numKeyBlocks);
-  forLoop(io.itemBegin, io.itemEnd, idx(1), [&](Value item) {
-    Value isKeyBlock =
-        arith::CmpIOp::create(b, arith::CmpIPredicate::slt, item, keyItems);
+  Value twoPassItems = add(keyItems, mul(numBatch, idx(spec.heads)));
+  auto below = [&](Value item, Value bound) {
+    return arith::CmpIOp::create(b, arith::CmpIPredicate::slt, item, bound)
+        .getResult();
+  };
+  auto choose = [&](Value cond, function_ref<void()> then,
+                    function_ref<void()> otherwise) {
     scf::IfOp::create(
-        b, isKeyBlock,
+        b, cond,
         [&](OpBuilder &, Location) {
-          keyBlockItem(item, numKeyBlocks);
+          then();
           scf::YieldOp::create(b);
         },
         [&](OpBuilder &, Location) {
-          queryHeadItem(sub(item, keyItems));
+          otherwise();
           scf::YieldOp::create(b);
+        });
+  };
+  forLoop(io.itemBegin, io.itemEnd, idx(1), [&](Value item) {
+    choose(
+        below(item, keyItems), [&] { keyBlockItem(item, numKeyBlocks); },
+        [&] {
+          choose(
+              below(item, twoPassItems),
+              [&] { queryHeadItem(sub(item, keyItems)); },
+              [&] { fusedItem(sub(item, twoPassItems)); });
         });
   });
   return success();
 }
 
-void BackwardEmitter::zero(Value ref, int64_t rows, int64_t cols) {
-  forLoop(idx(0), idx(rows), idx(1), [&](Value r) {
+void BackwardEmitter::zeroRows(Value ref, Value rows, int64_t cols) {
+  forLoop(idx(0), rows, idx(1), [&](Value r) {
     for (int64_t c = 0; c < cols; c += vl)
       vector::StoreOp::create(b, splat(0.0), ref, ValueRange{r, idx(c)});
   });
@@ -321,7 +395,10 @@ void BackwardEmitter::zero(Value ref, int64_t rows, int64_t cols) {
 
 void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
                              function_ref<Value(Value, Value)> a,
-                             function_ref<Value(Value, Value)> bvec) {
+                             function_ref<Value(Value, Value)> bvec,
+                             Value cRow0) {
+  if (!cRow0)
+    cRow0 = idx(0);
   // Register tiles of tr rows x tc vectors: 8 accumulators on AVX2 (16
   // registers), 16 on AVX-512 (32), each broadcast a(m, k) feeding tc FMAs.
   const int64_t nv = colsN / vl;
@@ -329,7 +406,8 @@ void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
   int64_t tc = vl == 8 ? 2 : 4;
   while (nv % tc != 0)
     tc /= 2;
-  forLoop(idx(0), idx(rowsM), idx(tr), [&](Value m0) {
+  forLoop(idx(0), idx(rowsM), idx(tr), [&](Value m) {
+    Value m0 = add(cRow0, m);
     forLoop(idx(0), idx(colsN), idx(tc * vl), [&](Value n0) {
       SmallVector<Value> init;
       for (int64_t r = 0; r < tr; ++r)
@@ -344,7 +422,7 @@ void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
               bs.push_back(bvec(k, add(n0, idx(t * vl))));
             SmallVector<Value> next;
             for (int64_t r = 0; r < tr; ++r) {
-              Value ar = a(add(m0, idx(r)), k);
+              Value ar = a(add(m, idx(r)), k);
               if (!isa<VectorType>(ar.getType()))
                 ar = bcast(ar);
               for (int64_t t = 0; t < tc; ++t) {
@@ -367,28 +445,34 @@ void BackwardEmitter::matmul(Value c, int64_t rowsM, int64_t colsN, Value kEnd,
 
 void BackwardEmitter::matmulOverD(
     Value c, int64_t rowsM, int64_t colsN, Value t, Value staged,
-    function_ref<SmallVector<Value>(Value, Value)> index, Value cols) {
+    function_ref<SmallVector<Value>(Value, Value)> index, Value cols,
+    Value colsRow0) {
+  if (!colsRow0)
+    colsRow0 = idx(0);
   if (pairs) {
     matmul(
         c, rowsM, colsN, idx(d / 2),
         [&](Value m, Value p) {
           return broadcastBf16Pair(t, index(m, mul(p, idx(2))));
         },
-        [&](Value p, Value n0) { return pairsAt(cols, p, n0); });
+        [&](Value p, Value n0) { return pairsAt(cols, add(colsRow0, p), n0); });
     return;
   }
   matmul(
       c, rowsM, colsN, idx(d),
       [&](Value m, Value k) { return element(staged, m, k, t, index(m, k)); },
       [&](Value k, Value n0) {
-        return vector::LoadOp::create(b, vecF32, cols, ValueRange{k, n0})
+        return vector::LoadOp::create(b, vecF32, cols,
+                                      ValueRange{add(colsRow0, k), n0})
             .getResult();
       });
 }
 
 void BackwardEmitter::stageColumnPairs(
     Value t, Value dst, int64_t rows, Value n, function_ref<Value(Value)> row,
-    function_ref<SmallVector<Value>(Value, Value)> index) {
+    function_ref<SmallVector<Value>(Value, Value)> index, Value dstRow0) {
+  if (!dstRow0)
+    dstRow0 = idx(0);
   VectorType pair = VectorType::get({2}, elt);
   Value zero = arith::ConstantOp::create(b, b.getZeroAttr(pair));
   forLoop(idx(0), idx(rows), idx(1), [&](Value m) {
@@ -397,7 +481,7 @@ void BackwardEmitter::stageColumnPairs(
     forLoop(idx(0), idx(d / 2), idx(1), [&](Value cp) {
       Value w = vector::LoadOp::create(b, pair, t, index(at, mul(cp, idx(2))));
       vector::StoreOp::create(b, arith::SelectOp::create(b, in, w, zero), dst,
-                              ValueRange{cp, mul(m, idx(2))});
+                              ValueRange{add(dstRow0, cp), mul(m, idx(2))});
     });
   });
 }
@@ -525,6 +609,219 @@ BackwardEmitter::probabilities(Value s, Value dp, Value dist, Value lse2,
   return {p, ds};
 }
 
+void BackwardEmitter::stageKeyColumns(Value k0, Value nk, Value kDst,
+                                      Value vDst, Value row0) {
+  Value lastKey = sub(add(k0, nk), idx(1));
+  auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
+  if (pairs) {
+    auto kvIdx = [&](Value row, Value c) { return kvIndex(row, c); };
+    stageColumnPairs(io.k, kDst, bn, nk, keyOf, kvIdx, row0);
+    stageColumnPairs(io.v, vDst, bn, nk, keyOf, kvIdx, row0);
+    return;
+  }
+  forLoop(idx(0), idx(bn), idx(1), [&](Value n) {
+    Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, n, nk);
+    Value key = keyOf(n);
+    forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+      for (auto [src, dst] :
+           {std::pair<Value, Value>{io.k, kDst}, {io.v, vDst}}) {
+        Value x = arith::SelectOp::create(
+            b, in, scalarF32(src, kvIndex(key, c)), f32c(0.0));
+        memref::StoreOp::create(b, x, dst, ValueRange{add(row0, c), n});
+      }
+    });
+  });
+}
+
+SmallVector<Value> BackwardEmitter::keyLanes(Value k0, Value nk) {
+  Value lanes = iota();
+  VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
+  SmallVector<Value> exists;
+  for (int64_t c = 0; c < bn; c += vl) {
+    Value room = indexToF32(sub(nk, idx(c)));
+    Value in =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lanes, bcast(room));
+    if (io.kpm) {
+      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
+      Value zeros = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
+      Value inRange = vector::CreateMaskOp::create(
+          b, vecI1, ValueRange{maxI(idx(0), sub(nk, idx(c)))});
+      Value m = vector::MaskedLoadOp::create(
+          b, vecI8, io.kpm, ValueRange{batch, add(k0, idx(c))}, inRange, zeros);
+      in = arith::AndIOp::create(
+          b, in, arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
+    }
+    exists.push_back(in);
+  }
+  return exists;
+}
+
+void BackwardEmitter::stageRowBlock(Value r0, Value n, bool scaled) {
+  stageRowState(r0, n, scaled);
+  Value lastRow = sub(add(r0, n), idx(1));
+  auto rowOf = [&](Value m) { return minI(add(r0, m), lastRow); };
+  if (qRows) {
+    auto qIdx = [&](Value row, Value c) { return qIndex(row, c); };
+    widenRows(io.q, qRows, bm, rowOf, qIdx);
+    widenRows(op.getGradO(), doRows, bm, rowOf, qIdx);
+  }
+  if (pairs)
+    for (auto [t, dst] :
+         {std::pair<Value, Value>{io.q, qP}, {op.getGradO(), doP}})
+      stageRowPairs(n, d, dst, [&](Value m, Value c) {
+        return vecAt(t, qIndex(add(r0, m), c));
+      });
+}
+
+void BackwardEmitter::scoreBlock(Value r0, Value n, Value k0,
+                                 ArrayRef<Value> exists, Value kCols,
+                                 Value vCols, Value colsRow0, bool fused) {
+  // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
+  Value lastRow = sub(add(r0, n), idx(1));
+  auto qRow = [&](Value m, Value c) {
+    return qIndex(minI(add(r0, m), lastRow), c);
+  };
+  zero(pBlk, bm, bn);
+  zero(dsBlk, bm, bn);
+  matmulOverD(pBlk, bm, bn, io.q, qRows, qRow, kCols, colsRow0);
+  matmulOverD(dsBlk, bm, bn, op.getGradO(), doRows, qRow, vCols, colsRow0);
+  // P and dS, in place; fused, the rows' sums too (rowP, ...: the dq
+  // items' row state).
+  Value lanes = iota();
+  forLoop(idx(0), n, idx(1), [&](Value m) {
+    Value ip = add(add(r0, m), shift);
+    Value lse2 = bcast(memref::LoadOp::create(b, rowLse, ValueRange{m}));
+    Value delta = bcast(memref::LoadOp::create(b, rowDelta, ValueRange{m}));
+    Value anchor =
+        spec.positionOffsets && spec.hasAlibi()
+            ? bcast(memref::LoadOp::create(b, rowAnchor, ValueRange{m}))
+            : Value();
+    Value ref = memref::LoadOp::create(b, rowRef, ValueRange{m});
+    Value scale =
+        fused ? Value() : bcast(memref::LoadOp::create(b, rowR, ValueRange{m}));
+    Value sp = splat(0.0), sds = sp, spd = sp, sdsd = sp;
+    for (int64_t c = 0; c < bn; c += vl) {
+      Value jrel = arith::AddFOp::create(
+          b, bcast(indexToF32(sub(add(k0, idx(c)), ip))), lanes);
+      Value dist = distance(jrel, anchor, [&] {
+        Value p =
+            vector::LoadOp::create(b, vecF32, pos, ValueRange{add(k0, idx(c))});
+        return arith::SubFOp::create(b, p, bcast(ref)).getResult();
+      });
+      Value s = vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, idx(c)});
+      Value dp =
+          vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, idx(c)});
+      auto [p, ds] = probabilities(s, dp, dist, lse2, delta,
+                                   positionMask(exists[c / vl], jrel), scale);
+      vector::StoreOp::create(b, p, pBlk, ValueRange{m, idx(c)});
+      vector::StoreOp::create(b, ds, dsBlk, ValueRange{m, idx(c)});
+      if (!fused)
+        continue;
+      sp = arith::AddFOp::create(b, sp, p);
+      if (rowDs) {
+        sds = arith::AddFOp::create(b, sds, ds);
+        spd = math::FmaOp::create(b, p, dist, spd);
+        sdsd = math::FmaOp::create(b, ds, dist, sdsd);
+      }
+    }
+    if (!fused)
+      return;
+    for (auto [x, sum] : {std::pair<Value, Value>{sp, rowP},
+                          {sds, rowDs},
+                          {spd, rowPd},
+                          {sdsd, rowDsd}}) {
+      if (!sum)
+        continue;
+      Value total =
+          vector::ReductionOp::create(b, vector::CombiningKind::ADD, x);
+      Value old = memref::LoadOp::create(b, sum, ValueRange{m});
+      memref::StoreOp::create(b, arith::AddFOp::create(b, old, total), sum,
+                              ValueRange{m});
+    }
+  });
+}
+
+void BackwardEmitter::keyGradsBlock(Value r0, Value n, Value dk, Value dv,
+                                    Value accRow0) {
+  if (pairs) {
+    // dV += P2^T . dOp and dK += dS2^T . Qp over the block's rows.
+    for (auto [src, dst, acc, rowsOf] :
+         {std::tuple<Value, Value, Value, Value>{pBlk, p2, dv, doP},
+          {dsBlk, ds2, dk, qP}}) {
+      stageRowPairs(n, bn, dst, [&](Value m, Value c) {
+        return vector::LoadOp::create(b, vecF32, src, ValueRange{m, c})
+            .getResult();
+      });
+      matmul(
+          acc, bn, d, pairCount(n),
+          [&](Value j, Value mp) {
+            return broadcastBf16Pair(dst, ValueRange{mp, mul(j, idx(2))});
+          },
+          [&](Value mp, Value c0) { return pairsAt(rowsOf, mp, c0); }, accRow0);
+    }
+    return;
+  }
+  // dV^T += dO^T . P and dK^T += Q^T . dS over the block's rows.
+  matmul(
+      dv, d, bn, n,
+      [&](Value c, Value m) {
+        return element(doRows, m, c, op.getGradO(), qIndex(add(r0, m), c));
+      },
+      [&](Value m, Value n0) {
+        return vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, n0})
+            .getResult();
+      },
+      accRow0);
+  matmul(
+      dk, d, bn, n,
+      [&](Value c, Value m) {
+        return element(qRows, m, c, io.q, qIndex(add(r0, m), c));
+      },
+      [&](Value m, Value n0) {
+        return vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, n0})
+            .getResult();
+      },
+      accRow0);
+}
+
+void BackwardEmitter::writeKeyGrads(Value k0, Value nk, Value dk, Value dv,
+                                    Value accRow0) {
+  // dk = scale * dK, dv = dV for the keys that exist.
+  Value scale = f32c(spec.effectiveScale());
+  if (pairs) {
+    forLoop(idx(0), nk, idx(1), [&](Value n) {
+      for (int64_t c = 0; c < d; c += vl) {
+        auto at = [&](Value acc) {
+          return vector::LoadOp::create(b, vecF32, acc,
+                                        ValueRange{add(accRow0, n), idx(c)})
+              .getResult();
+        };
+        SmallVector<Value> to = kvIndex(add(k0, n), idx(c));
+        vector::StoreOp::create(
+            b, fromF32(arith::MulFOp::create(b, at(dk), bcast(scale))),
+            op.getDkOut(), to);
+        vector::StoreOp::create(b, fromF32(at(dv)), op.getDvOut(), to);
+      }
+    });
+    return;
+  }
+  forLoop(idx(0), nk, idx(1), [&](Value n) {
+    forLoop(idx(0), idx(d), idx(1), [&](Value c) {
+      auto store = [&](Value x, Value dst) {
+        if (!elt.isF32())
+          x = arith::TruncFOp::create(b, elt, x);
+        memref::StoreOp::create(b, x, dst, kvIndex(add(k0, n), c));
+      };
+      Value at = add(accRow0, c);
+      store(arith::MulFOp::create(
+                b, memref::LoadOp::create(b, dk, ValueRange{at, n}), scale),
+            op.getDkOut());
+      store(memref::LoadOp::create(b, dv, ValueRange{at, n}), op.getDvOut());
+    });
+  });
+}
+
 void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
   Value kb = arith::RemSIOp::create(b, item, numKeyBlocks);
   Value bk = arith::DivSIOp::create(b, item, numKeyBlocks);
@@ -538,56 +835,19 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
     Value lastKey = sub(add(k0, nk), idx(1));
     // K^T and V^T of the block (pairs: K^T2, V^T2); keys past the sequence
     // are zero.
+    Value kCols = pairs ? kT2 : kT, vCols = pairs ? vT2 : vT;
+    stageKeyColumns(k0, nk, kCols, vCols, idx(0));
+    Value dk = pairs ? dkAcc : dkT, dv = pairs ? dvAcc : dvT;
     if (pairs) {
-      auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };
-      auto kvIdx = [&](Value row, Value c) { return kvIndex(row, c); };
-      stageColumnPairs(io.k, kT2, bn, nk, keyOf, kvIdx);
-      stageColumnPairs(io.v, vT2, bn, nk, keyOf, kvIdx);
       zero(dkAcc, bn, d);
       zero(dvAcc, bn, d);
     } else {
-      forLoop(idx(0), idx(bn), idx(1), [&](Value n) {
-        Value in = arith::CmpIOp::create(b, arith::CmpIPredicate::slt, n, nk);
-        Value key = minI(add(k0, n), lastKey);
-        forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-          for (auto [src, dst] :
-               {std::pair<Value, Value>{io.k, kT}, {io.v, vT}}) {
-            Value x = arith::SelectOp::create(
-                b, in, scalarF32(src, kvIndex(key, c)), f32c(0.0));
-            memref::StoreOp::create(b, x, dst, ValueRange{c, n});
-          }
-        });
-      });
       zero(dkT, d, bn);
       zero(dvT, d, bn);
     }
     if (spec.bias == ::tilt::BiasKind::AlibiPositions)
       stagePositions();
-    // The block's keys that exist and are not padded, as a lane mask per
-    // vector of keys.
-    Value lanes = iota();
-    VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
-    SmallVector<Value> exists;
-    for (int64_t c = 0; c < bn; c += vl) {
-      Value room = indexToF32(sub(nk, idx(c)));
-      Value in = arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lanes,
-                                       bcast(room));
-      if (io.kpm) {
-        VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
-        Value zeros = arith::ConstantOp::create(
-            b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
-        Value inRange = vector::CreateMaskOp::create(
-            b, vecI1, ValueRange{maxI(idx(0), sub(nk, idx(c)))});
-        Value m = vector::MaskedLoadOp::create(
-            b, vecI8, io.kpm, ValueRange{batch, add(k0, idx(c))}, inRange,
-            zeros);
-        in = arith::AndIOp::create(
-            b, in,
-            arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
-      }
-      exists.push_back(in);
-    }
-
+    SmallVector<Value> exists = keyLanes(k0, nk);
     // Query rows that may see a key of the block: i' >= k0 when causal,
     // i' < lastKey + w with a window.
     Value rowBegin = idx(0), rowEnd = sq;
@@ -601,133 +861,173 @@ void BackwardEmitter::keyBlockItem(Value item, Value numKeyBlocks) {
       slope2 = spec.hasAlibi() ? slopeLog2() : Value();
       forLoop(rowBegin, rowEnd, idx(bm), [&](Value r0) {
         Value n = minI(idx(bm), sub(rowEnd, r0));
-        Value lastRow = sub(add(r0, n), idx(1));
-        stageRowState(r0, n, /*scaled=*/true);
-        auto rowOf = [&](Value m) { return minI(add(r0, m), lastRow); };
-        if (qRows) {
-          auto qIdx = [&](Value row, Value c) { return qIndex(row, c); };
-          widenRows(io.q, qRows, bm, rowOf, qIdx);
-          widenRows(op.getGradO(), doRows, bm, rowOf, qIdx);
-        }
-        // S = Q . K^T and dP = dO . V^T, vectors along the block's keys.
-        // Pairs also stage Qp and dOp, for dK and dV below.
-        zero(pBlk, bm, bn);
-        zero(dsBlk, bm, bn);
-        if (pairs)
-          for (auto [t, dst] :
-               {std::pair<Value, Value>{io.q, qP}, {op.getGradO(), doP}})
-            stageRowPairs(n, d, dst, [&](Value m, Value c) {
-              return vecAt(t, qIndex(add(r0, m), c));
-            });
-        auto qRow = [&](Value m, Value c) { return qIndex(rowOf(m), c); };
-        matmulOverD(pBlk, bm, bn, io.q, qRows, qRow, pairs ? kT2 : kT);
-        matmulOverD(dsBlk, bm, bn, op.getGradO(), doRows, qRow,
-                    pairs ? vT2 : vT);
-        // P and dS, in place.
-        forLoop(idx(0), n, idx(1), [&](Value m) {
-          Value ip = add(add(r0, m), shift);
-          Value lse2 = bcast(memref::LoadOp::create(b, rowLse, ValueRange{m}));
-          Value delta =
-              bcast(memref::LoadOp::create(b, rowDelta, ValueRange{m}));
-          Value anchor =
-              spec.positionOffsets && spec.hasAlibi()
-                  ? bcast(memref::LoadOp::create(b, rowAnchor, ValueRange{m}))
-                  : Value();
-          Value ref = memref::LoadOp::create(b, rowRef, ValueRange{m});
-          for (int64_t c = 0; c < bn; c += vl) {
-            Value jrel = arith::AddFOp::create(
-                b, bcast(indexToF32(sub(add(k0, idx(c)), ip))), lanes);
-            Value dist = distance(jrel, anchor, [&] {
-              Value p = vector::LoadOp::create(b, vecF32, pos,
-                                               ValueRange{add(k0, idx(c))});
-              return arith::SubFOp::create(b, p, bcast(ref)).getResult();
-            });
-            Value s =
-                vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, idx(c)});
-            Value dp =
-                vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, idx(c)});
-            auto [p, ds] = probabilities(
-                s, dp, dist, lse2, delta, positionMask(exists[c / vl], jrel),
-                bcast(memref::LoadOp::create(b, rowR, ValueRange{m})));
-            vector::StoreOp::create(b, p, pBlk, ValueRange{m, idx(c)});
-            vector::StoreOp::create(b, ds, dsBlk, ValueRange{m, idx(c)});
-          }
-        });
-        if (pairs) {
-          // dV += P2^T . dOp and dK += dS2^T . Qp over the block's rows.
-          for (auto [src, dst, acc, rowsOf] :
-               {std::tuple<Value, Value, Value, Value>{pBlk, p2, dvAcc, doP},
-                {dsBlk, ds2, dkAcc, qP}}) {
-            stageRowPairs(n, bn, dst, [&](Value m, Value c) {
-              return vector::LoadOp::create(b, vecF32, src, ValueRange{m, c})
-                  .getResult();
-            });
-            matmul(
-                acc, bn, d, pairCount(n),
-                [&](Value j, Value mp) {
-                  return broadcastBf16Pair(dst, ValueRange{mp, mul(j, idx(2))});
-                },
-                [&](Value mp, Value c0) { return pairsAt(rowsOf, mp, c0); });
-          }
-          return;
-        }
-        // dV^T += dO^T . P and dK^T += Q^T . dS over the block's rows.
-        matmul(
-            dvT, d, bn, n,
-            [&](Value c, Value m) {
-              return element(doRows, m, c, op.getGradO(),
-                             qIndex(add(r0, m), c));
-            },
-            [&](Value m, Value n0) {
-              return vector::LoadOp::create(b, vecF32, pBlk, ValueRange{m, n0})
-                  .getResult();
-            });
-        matmul(
-            dkT, d, bn, n,
-            [&](Value c, Value m) {
-              return element(qRows, m, c, io.q, qIndex(add(r0, m), c));
-            },
-            [&](Value m, Value n0) {
-              return vector::LoadOp::create(b, vecF32, dsBlk, ValueRange{m, n0})
-                  .getResult();
-            });
+        stageRowBlock(r0, n, /*scaled=*/true);
+        scoreBlock(r0, n, k0, exists, kCols, vCols, idx(0), /*fused=*/false);
+        keyGradsBlock(r0, n, dk, dv, idx(0));
       });
     });
-    // dk = scale * dK, dv = dV for the keys that exist.
-    Value scale = f32c(spec.effectiveScale());
-    if (pairs)
-      forLoop(idx(0), nk, idx(1), [&](Value n) {
-        for (int64_t c = 0; c < d; c += vl) {
-          auto at = [&](Value acc) {
-            return vector::LoadOp::create(b, vecF32, acc, ValueRange{n, idx(c)})
-                .getResult();
-          };
-          SmallVector<Value> to = kvIndex(add(k0, n), idx(c));
-          vector::StoreOp::create(
-              b, fromF32(arith::MulFOp::create(b, at(dkAcc), bcast(scale))),
-              op.getDkOut(), to);
-          vector::StoreOp::create(b, fromF32(at(dvAcc)), op.getDvOut(), to);
-        }
-      });
-    else
-      forLoop(idx(0), nk, idx(1), [&](Value n) {
-        forLoop(idx(0), idx(d), idx(1), [&](Value c) {
-          auto store = [&](Value x, Value dst) {
-            if (!elt.isF32())
-              x = arith::TruncFOp::create(b, elt, x);
-            memref::StoreOp::create(b, x, dst, kvIndex(add(k0, n), c));
-          };
-          store(arith::MulFOp::create(
-                    b, memref::LoadOp::create(b, dkT, ValueRange{c, n}), scale),
-                op.getDkOut());
-          store(memref::LoadOp::create(b, dvT, ValueRange{c, n}),
-                op.getDvOut());
-        });
-      });
+    writeKeyGrads(k0, nk, dk, dv, idx(0));
     if (pos)
       memref::DeallocOp::create(b, pos);
     pos = nullptr;
   });
+}
+
+void BackwardEmitter::fusedItem(Value item) {
+  kvHead = arith::RemSIOp::create(b, item, idx(spec.kvHeads));
+  batch = arith::DivSIOp::create(b, item, idx(spec.kvHeads));
+  loadSequence();
+  if (spec.bias == ::tilt::BiasKind::AlibiPositions)
+    stagePositions();
+  Value numBlocks = arith::CeilDivSIOp::create(b, sk, idx(bn));
+  auto heap = [&](Type t, int64_t rowsPerBlock, int64_t cols) -> Value {
+    auto type = MemRefType::get({ShapedType::kDynamic, cols}, t);
+    return memref::AllocOp::create(
+        b, type, ValueRange{mul(numBlocks, idx(rowsPerBlock))},
+        b.getI64IntegerAttr(64));
+  };
+  // The kv head's keys staged once, block after block, as the two-pass
+  // items stage one block: K^T, V^T [D][BN] (pairs K^T2, V^T2 [D/2][2 BN]
+  // and Kp [BN/2][2 D]; 16-bit inputs without pairs their K rows widened
+  // [BN][D]). The key blocks' dK, dV (pairs [BN][D], else [D][BN]), and a
+  // row block's P and dS against every key block [BM][BN].
+  const int64_t colRows = pairs ? d / 2 : d;
+  Value kCols = heap(pairs ? elt : f32, colRows, pairs ? 2 * bn : bn);
+  Value vCols = heap(pairs ? elt : f32, colRows, pairs ? 2 * bn : bn);
+  Value kPairs = pairs ? heap(elt, bn / 2, 2 * d) : Value();
+  Value kWide = kRows ? heap(f32, bn, d) : Value();
+  const int64_t accRows = pairs ? bn : d;
+  Value dkAll = heap(f32, accRows, pairs ? d : bn);
+  Value dvAll = heap(f32, accRows, pairs ? d : bn);
+  Value pStore = heap(f32, bm, bn), dsStore = heap(f32, bm, bn);
+  zeroRows(dkAll, mul(numBlocks, idx(accRows)), pairs ? d : bn);
+  zeroRows(dvAll, mul(numBlocks, idx(accRows)), pairs ? d : bn);
+  forLoop(idx(0), numBlocks, idx(1), [&](Value kb) {
+    Value k0 = mul(kb, idx(bn));
+    Value nk = minI(idx(bn), sub(sk, k0));
+    Value lastKey = sub(add(k0, nk), idx(1));
+    stageKeyColumns(k0, nk, kCols, vCols, mul(kb, idx(colRows)));
+    if (kPairs)
+      stageRowPairs(
+          nk, d, kPairs,
+          [&](Value n, Value c) { return vecAt(io.k, kvIndex(add(k0, n), c)); },
+          mul(kb, idx(bn / 2)));
+    if (kWide)
+      widenRows(
+          io.k, kWide, bn, [&](Value n) { return minI(add(k0, n), lastKey); },
+          [&](Value row, Value c) { return kvIndex(row, c); },
+          mul(kb, idx(bn)));
+  });
+
+  forLoop(idx(0), idx(group), idx(1), [&](Value g) {
+    head = add(mul(kvHead, idx(group)), g);
+    slope2 = spec.hasAlibi() ? slopeLog2() : Value();
+    vector::StoreOp::create(b, splat(0.0), dslopeAcc, ValueRange{idx(0)});
+    forLoop(idx(0), sq, idx(bm), [&](Value r0) {
+      Value rows = minI(idx(bm), sub(sq, r0));
+      // Key blocks any row of the block may see.
+      Value firstPos = add(r0, shift);
+      Value lastPos = add(firstPos, sub(rows, idx(1)));
+      Value kEnd = sk, kBegin = idx(0);
+      if (spec.causal)
+        kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
+      if (spec.window)
+        kBegin = minI(
+            kEnd, maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1))));
+      Value kbBegin = arith::DivSIOp::create(b, kBegin, idx(bn));
+      Value kbEnd = arith::CeilDivSIOp::create(b, kEnd, idx(bn));
+      stageRowBlock(r0, rows, /*scaled=*/false);
+      zero(dqAcc, bm, d);
+      for (Value ref : {rowP, rowDs, rowPd, rowDsd})
+        for (int64_t c = 0; ref && c < bm; c += vl)
+          vector::StoreOp::create(b, splat(0.0), ref, ValueRange{idx(c)});
+      auto stored = [&](Value kb, Value m) {
+        return add(mul(sub(kb, kbBegin), idx(bm)), m);
+      };
+      // The walk: S, dP, P, dS (kept), dQ += dS . K and the rows' sums.
+      forLoop(kbBegin, kbEnd, idx(1), [&](Value kb) {
+        Value k0 = mul(kb, idx(bn));
+        Value nk = minI(idx(bn), sub(sk, k0));
+        scoreBlock(r0, rows, k0, keyLanes(k0, nk), kCols, vCols,
+                   mul(kb, idx(colRows)), /*fused=*/true);
+        forLoop(idx(0), rows, idx(1), [&](Value m) {
+          for (int64_t c = 0; c < bn; c += vl)
+            for (auto [from, to] :
+                 {std::pair<Value, Value>{pBlk, pStore}, {dsBlk, dsStore}})
+              vector::StoreOp::create(
+                  b,
+                  vector::LoadOp::create(b, vecF32, from,
+                                         ValueRange{m, idx(c)}),
+                  to, ValueRange{stored(kb, m), idx(c)});
+        });
+        if (pairs) {
+          VectorType half = VectorType::get({vl}, elt);
+          forLoop(idx(0), idx(bm), idx(1), [&](Value m) {
+            for (int64_t c = 0; c < bn; c += vl) {
+              Value x = vector::LoadOp::create(b, vecF32, dsBlk,
+                                               ValueRange{m, idx(c)});
+              vector::StoreOp::create(b, arith::TruncFOp::create(b, half, x),
+                                      dsNat, ValueRange{m, idx(c)});
+            }
+          });
+          Value kp0 = mul(kb, idx(bn / 2));
+          matmul(
+              dqAcc, bm, d, pairCount(nk),
+              [&](Value m, Value np) {
+                return broadcastBf16Pair(dsNat, ValueRange{m, mul(np, idx(2))});
+              },
+              [&](Value np, Value c0) {
+                return pairsAt(kPairs, add(kp0, np), c0);
+              });
+          return;
+        }
+        Value kr0 = mul(kb, idx(bn));
+        matmul(
+            dqAcc, bm, d, nk,
+            [&](Value m, Value j) {
+              return memref::LoadOp::create(b, dsBlk, ValueRange{m, j})
+                  .getResult();
+            },
+            [&](Value j, Value c0) {
+              return kWide ? vector::LoadOp::create(b, vecF32, kWide,
+                                                    ValueRange{add(kr0, j), c0})
+                                 .getResult()
+                           : vecF32At(io.k, kvIndex(add(k0, j), c0));
+            });
+      });
+      // r = 1 / sum(P), dq and the slope gradient's rows as the dq items
+      // finish them; then dK and dV from the kept P and dS, times r.
+      finishRows(r0, rows, dqAcc, idx(0));
+      forLoop(kbBegin, kbEnd, idx(1), [&](Value kb) {
+        forLoop(idx(0), rows, idx(1), [&](Value m) {
+          Value r = bcast(memref::LoadOp::create(b, rowR, ValueRange{m}));
+          for (int64_t c = 0; c < bn; c += vl)
+            for (auto [from, to] :
+                 {std::pair<Value, Value>{pStore, pBlk}, {dsStore, dsBlk}})
+              vector::StoreOp::create(
+                  b,
+                  arith::MulFOp::create(
+                      b,
+                      vector::LoadOp::create(b, vecF32, from,
+                                             ValueRange{stored(kb, m), idx(c)}),
+                      r),
+                  to, ValueRange{m, idx(c)});
+        });
+        keyGradsBlock(r0, rows, dkAll, dvAll, mul(kb, idx(accRows)));
+      });
+    });
+    writeDslopes();
+  });
+  forLoop(idx(0), numBlocks, idx(1), [&](Value kb) {
+    Value k0 = mul(kb, idx(bn));
+    writeKeyGrads(k0, minI(idx(bn), sub(sk, k0)), dkAll, dvAll,
+                  mul(kb, idx(accRows)));
+  });
+  for (Value buffer :
+       {kCols, vCols, kPairs, kWide, dkAll, dvAll, pStore, dsStore, pos})
+    if (buffer)
+      memref::DeallocOp::create(b, buffer);
+  pos = nullptr;
 }
 
 void BackwardEmitter::queryHeadItem(Value item) {
@@ -880,56 +1180,65 @@ void BackwardEmitter::queryHeadItem(Value item) {
                          : vecF32At(io.k, kvIndex(add(k0, n), c0));
           });
     });
-    // Per row r = 1 / sum(P) (0 for a row that saw no key), and the slope
-    // gradient's rows, D_i's rounding cancelled (see the top), times r.
-    Value dsl =
-        vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)});
-    for (int64_t c = 0; c < bm; c += vl) {
-      auto at = [&](Value ref) {
-        return vector::LoadOp::create(b, vecF32, ref, ValueRange{idx(c)})
-            .getResult();
-      };
-      Value p = at(rowP);
-      Value seen =
-          arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, p, splat(0.0));
-      Value r = arith::SelectOp::create(
-          b, seen, arith::DivFOp::create(b, splat(1.0), p), splat(0.0));
-      vector::StoreOp::create(b, r, rowR, ValueRange{idx(c)});
-      if (!rowDs)
-        continue;
-      // The rows of dS sum to grad_lse (zero without it), not to 0.
-      Value mean = arith::SubFOp::create(
-          b, arith::MulFOp::create(b, at(rowDs), r), at(rowG));
-      Value row = arith::SubFOp::create(
-          b, at(rowDsd), arith::MulFOp::create(b, mean, at(rowPd)));
-      dsl = math::FmaOp::create(b, row, r, dsl);
-      dsl = arith::AddFOp::create(
-          b, dsl, arith::SelectOp::create(b, seen, at(rowGc), splat(0.0)));
-    }
-    vector::StoreOp::create(b, dsl, dslopeAcc, ValueRange{idx(0)});
-    // dq = scale * r * dQ for the rows that exist; r to row_scale for the
-    // dK/dV items.
-    forLoop(idx(0), rows, idx(1), [&](Value m) {
-      Value r = memref::LoadOp::create(b, rowR, ValueRange{m});
-      memref::StoreOp::create(b, r, op.getRowScale(), lseIndex(add(r0, m)));
-      Value scale =
-          bcast(arith::MulFOp::create(b, r, f32c(spec.effectiveScale())));
-      for (int64_t c = 0; c < d; c += vl) {
-        Value x = arith::MulFOp::create(
-            b, vector::LoadOp::create(b, vecF32, dqAcc, ValueRange{m, idx(c)}),
-            scale);
-        vector::StoreOp::create(b, fromF32(x), op.getDqOut(),
-                                qIndex(add(r0, m), idx(c)));
-      }
-    });
+    finishRows(r0, rows, dqAcc, idx(0));
   });
+  writeDslopes();
+  if (pos)
+    memref::DeallocOp::create(b, pos);
+  pos = nullptr;
+}
+
+void BackwardEmitter::finishRows(Value r0, Value rows, Value dq, Value dqRow0) {
+  // Per row r = 1 / sum(P) (0 for a row that saw no key), and the slope
+  // gradient's rows, D_i's rounding cancelled (see the top), times r.
+  Value dsl = vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)});
+  for (int64_t c = 0; c < bm; c += vl) {
+    auto at = [&](Value ref) {
+      return vector::LoadOp::create(b, vecF32, ref, ValueRange{idx(c)})
+          .getResult();
+    };
+    Value p = at(rowP);
+    Value seen =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OGT, p, splat(0.0));
+    Value r = arith::SelectOp::create(
+        b, seen, arith::DivFOp::create(b, splat(1.0), p), splat(0.0));
+    vector::StoreOp::create(b, r, rowR, ValueRange{idx(c)});
+    if (!rowDs)
+      continue;
+    // The rows of dS sum to grad_lse (zero without it), not to 0.
+    Value mean = arith::SubFOp::create(
+        b, arith::MulFOp::create(b, at(rowDs), r), at(rowG));
+    Value row = arith::SubFOp::create(
+        b, at(rowDsd), arith::MulFOp::create(b, mean, at(rowPd)));
+    dsl = math::FmaOp::create(b, row, r, dsl);
+    dsl = arith::AddFOp::create(
+        b, dsl, arith::SelectOp::create(b, seen, at(rowGc), splat(0.0)));
+  }
+  vector::StoreOp::create(b, dsl, dslopeAcc, ValueRange{idx(0)});
+  // dq = scale * r * dQ for the rows that exist; r to row_scale for the
+  // dK/dV items.
+  forLoop(idx(0), rows, idx(1), [&](Value m) {
+    Value r = memref::LoadOp::create(b, rowR, ValueRange{m});
+    memref::StoreOp::create(b, r, op.getRowScale(), lseIndex(add(r0, m)));
+    Value scale =
+        bcast(arith::MulFOp::create(b, r, f32c(spec.effectiveScale())));
+    for (int64_t c = 0; c < d; c += vl) {
+      Value x = arith::MulFOp::create(
+          b,
+          vector::LoadOp::create(b, vecF32, dq,
+                                 ValueRange{add(dqRow0, m), idx(c)}),
+          scale);
+      vector::StoreOp::create(b, fromF32(x), op.getDqOut(),
+                              qIndex(add(r0, m), idx(c)));
+    }
+  });
+}
+
+void BackwardEmitter::writeDslopes() {
   if (Value out = op.getDslopesOut()) {
     Value total = vector::ReductionOp::create(
         b, vector::CombiningKind::ADD,
         vector::LoadOp::create(b, vecF32, dslopeAcc, ValueRange{idx(0)}));
     memref::StoreOp::create(b, total, out, ValueRange{batch, head});
   }
-  if (pos)
-    memref::DeallocOp::create(b, pos);
-  pos = nullptr;
 }

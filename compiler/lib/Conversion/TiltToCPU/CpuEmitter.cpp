@@ -177,7 +177,10 @@ Value CpuKernelBuilder::broadcastBf16Pair(Value memref, ValueRange index) {
 }
 
 void CpuKernelBuilder::stageRowPairs(Value n, int64_t cols, Value dst,
-                                     function_ref<Value(Value, Value)> load) {
+                                     function_ref<Value(Value, Value)> load,
+                                     Value dstRow0) {
+  if (!dstRow0)
+    dstRow0 = idx(0);
   // Lane order x0 y0 x1 y1 ...: row 2p's column c beside row 2p + 1's.
   SmallVector<int64_t> interleave;
   for (int64_t l = 0; l < vl; ++l) {
@@ -205,7 +208,8 @@ void CpuKernelBuilder::stageRowPairs(Value n, int64_t cols, Value dst,
         Value xy = vector::ShuffleOp::create(b, x, y, interleave);
         if (xy.getType() != pairVec)
           xy = arith::TruncFOp::create(b, pairVec, xy);
-        vector::StoreOp::create(b, xy, dst, ValueRange{p, mul(col, idx(2))});
+        vector::StoreOp::create(b, xy, dst,
+                                ValueRange{add(dstRow0, p), mul(col, idx(2))});
       }
     });
   });

@@ -146,9 +146,11 @@ protected:
   /// A block's rows interleaved in pairs, in bf16: dst[p][2c + e] = row
   /// 2p + e, column c, for p < pairCount(n) and c < cols (a multiple of
   /// vl); a row at or past n is zero. `load(r, col)` gives vl lanes of row
-  /// r < n from column col, bf16 or f32 (rounded to bf16).
+  /// r < n from column col, bf16 or f32 (rounded to bf16). dst's rows from
+  /// dstRow0 (null: 0).
   void stageRowPairs(Value n, int64_t cols, Value dst,
-                     function_ref<Value(Value, Value)> load);
+                     function_ref<Value(Value, Value)> load,
+                     Value dstRow0 = {});
 
   Value scratch(ArrayRef<int64_t> shape, Type t) {
     return memref::AllocaOp::create(b, MemRefType::get(shape, t),

@@ -63,10 +63,13 @@
 // (`block_n` keys) of every (batch, kv head) -- B * Hkv * ceil(maxSk /
 // block_n) items, maxSk the longest key sequence; each writes the dk and dv
 // rows of its keys -- then one item per (batch, head), writing that head's dq
-// rows, dslopes entry and row_scale rows. No two items write the same
-// element; every (batch, head) item must finish before the first key-block
-// item starts (they read row_scale), and within each part the items may run
-// in any order without changing the result.
+// rows, dslopes entry and row_scale rows -- then, fused, one item per
+// (batch, kv head) (B * Hkv), each doing all three for its kv head and the
+// query heads of its group in one pass. A call runs either the first two
+// parts or the third. No two items write the same element; every (batch,
+// head) item must finish before the first key-block item starts (they read
+// row_scale), and within each part the items may run in any order without
+// changing the result.
 //
 // `tilt_kernel_info` is a ';'-separated "key=value" list with at least
 // `abi`, `block_m`, `block_n`, `variant`, `isa` (the ISA class its code
@@ -147,7 +150,7 @@
 
 namespace tilt {
 
-inline constexpr int kKernelAbiVersion = 4;
+inline constexpr int kKernelAbiVersion = 5;
 inline constexpr const char *kCpuEntrySymbol = "tilt_cpu_entry";
 inline constexpr const char *kKernelInfoSymbol = "tilt_kernel_info";
 inline constexpr const char *kCudaArtifactMagic = "TILTCUDA1\n";

@@ -84,6 +84,18 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 /// kDecodeMaxSplits. The parts are merged exactly (ALIBI.md, "Merge").
 int64_t decodeSplits(int64_t items, int64_t keys, int threads);
 inline constexpr int64_t kDecodeMinSplitKeys = 256;
+/// The CPU backward's schedule by shape: the fused one (an item per (batch,
+/// kv head), five products) where there are at least two such items per
+/// thread and an item's heap (fusedBackwardHeapBytes) is at most
+/// kFusedBackwardMaxHeapBytes; else two passes (seven products), whose
+/// key-block items keep every thread busy at any B x Hkv and need no heap.
+bool fusedBackward(int64_t kvItems, int threads, int64_t heapBytes);
+/// A fused backward item's heap for `maxSk` keys: the kv head's K and V
+/// staged, its dK and dV, and a row block's P and dS against every key
+/// block.
+int64_t fusedBackwardHeapBytes(const AttentionSpec &spec, int64_t blockM,
+                               int64_t blockN, int64_t maxSk);
+inline constexpr int64_t kFusedBackwardMaxHeapBytes = int64_t(256) << 20;
 inline constexpr int64_t kDecodeMaxSplits = 64;
 /// The same on the GPU (gpu_decode_sm80): `ctas` (row blocks x kv heads x
 /// batch) against the device's `smCount` multiprocessors. 0 (no split, no
