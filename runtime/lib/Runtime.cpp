@@ -1403,11 +1403,15 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   SplitParts parts;
   parts.oLike = &args.o;
   parts.lseLike = &lseRef;
+  // The token-row path (paged MHA at Sq = 1): a call per (batch, split),
+  // so only batches and splits spread over the threads.
+  const bool tokenRows = decode && decodeTokenRows(spec) && g.maxSq == 1;
   if (decode) {
     int64_t splits =
         options.decodeSplits > 0
             ? std::min<int64_t>(options.decodeSplits, kDecodeMaxSplits)
-            : decodeSplits(g.batch * spec.kvHeads, g.maxSk, pool.threads());
+            : decodeSplits(tokenRows ? g.batch : g.batch * spec.kvHeads,
+                           g.maxSk, pool.threads());
     // The parts take S times o and lse in f32; a chunked prefill against a
     // paged cache can have thousands of rows, so they are held to 256 MiB.
     constexpr int64_t kMaxPartFloats = int64_t(64) << 20;
@@ -1438,9 +1442,11 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   // A paged decode kernel walks a call's items of one (batch, split)
   // together (Decode.cpp: their kv heads share the cache's token rows), so
   // it gets runs of up to 8 items, as long as every thread still has two
-  // runs.
+  // runs; on the token-row path, every kv head of one (batch, split).
   int64_t run = 1;
-  if (decode && spec.pageSize)
+  if (tokenRows)
+    run = spec.kvHeads;
+  else if (decode && spec.pageSize)
     run = std::clamp<int64_t>(items / (2 * pool.threads()), 1, 8);
   pool.parallelFor((items + run - 1) / run, [&](int64_t r) {
     entry(descriptors, r * run, std::min(items, (r + 1) * run));

@@ -359,6 +359,18 @@ TEST(TilePolicy, FusedBackwardWhereItsItemsFillTheThreadsAndTheHeapFits) {
       32, 2, fusedBackwardHeapBytes(spec, 32, 64, int64_t(1) << 17)));
 }
 
+TEST(TilePolicy, DecodeTokenRowsForPagedMhaOnly) {
+  AttentionSpec mha = makeSpec(32, 32, 128), gqa = makeSpec(32, 8, 128);
+  EXPECT_FALSE(decodeTokenRows(mha)); // contiguous K/V
+  mha.pageSize = gqa.pageSize = 16;
+  EXPECT_TRUE(decodeTokenRows(mha));
+  EXPECT_FALSE(decodeTokenRows(gqa)); // its runs already span the rows
+  // The row state grows to a row per kv head, plus the partial sums.
+  TileConfig c = defaultCpuConfig(KernelVariant::CpuDecodeAvx512);
+  EXPECT_GT(cpuScratchBytes(mha, c), cpuScratchBytes(gqa, c));
+  EXPECT_GE(cpuScratchBytes(mha, c), 2 * 32 * 128 * 4 + 32 * c.blockN * 16 * 4);
+}
+
 TEST(TilePolicy, GpuDecodeSplitsFillTheMultiprocessors) {
   // gpuDecodeSplits(ctas = row blocks x kv heads x batch, keys, SMs).
   EXPECT_EQ(gpuDecodeSplits(264, 8192, 132), 0); // two CTAs an SM already

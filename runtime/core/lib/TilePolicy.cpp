@@ -72,8 +72,14 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
     // 16-bit inputs add their widened Q, dO, K and V rows.
     return 4 * std::max(m, n) * d * 4 + 2 * m * n * 4 + rows +
            (spec.dtype == DType::F32 ? 0 : 2 * (m + n) * d * 4);
-  if (c.kind() && isDecodeVariant(*c.kind()))
-    return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
+  if (c.kind() && isDecodeVariant(*c.kind())) {
+    if (!decodeTokenRows(spec))
+      return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
+    // The row state holds a row per kv head if that is more, and the token
+    // rows a block's partial sums [Hkv][BN x 16] and P [Hkv][BN].
+    const int64_t r = std::max(m, spec.kvHeads);
+    return 2 * r * d * 4 + 4 * r * 4 + spec.kvHeads * n * (16 + 1) * 4;
+  }
   if (c.is(KernelVariant::CpuAmx))
     return m * d * 2                   // Q rows
            + 2 * (d / 2) * (2 * n) * 2 // packed K^T, double-buffered
@@ -155,6 +161,10 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
   if (spec.pageSize)
     return true; // the only family that reads a paged cache
   return spec.bias != BiasKind::AlibiPositions && maxSq <= kDecodeMaxSq;
+}
+
+bool decodeTokenRows(const AttentionSpec &spec) {
+  return spec.pageSize > 0 && spec.heads == spec.kvHeads;
 }
 
 bool fusedBackward(int64_t kvItems, int threads, int64_t heapBytes) {

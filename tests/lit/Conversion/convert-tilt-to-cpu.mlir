@@ -396,3 +396,38 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
   tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x8x2x16xf32>) v(%v : memref<?x8x2x16xf32>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
   return
 }
+
+// -----
+
+// Paged MHA (H = Hkv = 2): the token-row path, taken at Sq = 1 when the
+// call holds every kv head of one (batch, split); each key's cache row is
+// read whole, K then V, every kv head side by side (the loop over kv heads
+// inside the loop over the block's keys), the next block's rows asked for
+// (to L2) beside them. Otherwise the row blocks, as for GQA.
+
+// CHECK-LABEL: func.func @decode_paged_token_rows(
+// CHECK-SAME: %{{[a-z0-9]+}}: memref<?x2x?x16xbf16>, %[[K:[a-z0-9]+]]: memref<?x16x2x16xbf16>, %[[V:[a-z0-9]+]]: memref<?x16x2x16xbf16>
+// Row state for a row per kv head; a block's partial sums and P per kv head.
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<2x128xf32>
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<2x16xf32>
+// CHECK: %[[ALL:.*]] = arith.cmpi eq, %{{.*}}, %c2 : index
+// CHECK: %[[FIRST:.*]] = arith.cmpi eq, %{{.*}}, %c0 : index
+// CHECK: %[[ONE:.*]] = arith.cmpi eq, %{{.*}}, %c1 : index
+// CHECK: %[[A:.*]] = arith.andi %[[ONE]], %[[FIRST]] : i1
+// CHECK: %[[WHOLE:.*]] = arith.andi %[[A]], %[[ALL]] : i1
+// CHECK: scf.if %[[WHOLE]] {
+// CHECK: scf.for %{{.*}} step %c16 {
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 {
+// CHECK: scf.for %[[H:.*]] = %c0 to %c2 step %c1 {
+// CHECK: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0], read, locality<2>, data
+// CHECK: vector.load %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 {
+// CHECK: scf.for %[[H2:.*]] = %c0 to %c2 step %c1 {
+// CHECK: memref.prefetch %[[V]][%{{.*}}, %{{.*}}, %[[H2]], %c0], read, locality<2>, data
+// CHECK: vector.load %[[V]][%{{.*}}, %{{.*}}, %[[H2]], %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
+// CHECK: } else {
+// CHECK: memref.prefetch %[[V]]{{.*}} locality<3>
+func.func @decode_paged_token_rows(%q: memref<?x2x?x16xbf16>, %k: memref<?x16x2x16xbf16>, %v: memref<?x16x2x16xbf16>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x2x?x16xbf16>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x2x?x16xbf16>) k(%k : memref<?x16x2x16xbf16>) v(%v : memref<?x16x2x16xbf16>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x2x?x16xbf16>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}

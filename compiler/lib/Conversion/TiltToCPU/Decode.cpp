@@ -56,6 +56,19 @@
 // 8192, medians of three alternating runs: 1.19x (MHA) and 1.25x (GQA 4:1)
 // contiguous, 1.47x and 1.53x paged (16-token pages).
 //
+// Paged MHA at Sq = 1 (one row per kv head) takes a token-row path when
+// the call holds every kv head of one (batch, split), which the runtime
+// then arranges (TilePolicy.h's decodeTokenRows): per key block, for each
+// key, every kv head's q . K along the token's cache row, then per kv head
+// the lane sums and the online softmax, then for each key every kv head's
+// P . V along the row -- each token row read whole and in order, K then V,
+// the next block's rows asked for (to L2) beside them. Runs of kv heads
+// read 2-4 KiB of each 8 KiB row (H 32, D 128 bf16) and left the hardware
+// prefetchers little to follow: a read-pattern test on the Zen 4 (2
+// threads, 16-token pages shuffled) moved 19-25 GB/s that way against
+// 45-48 GB/s for whole rows in order, and the paged MHA rows of issue 12's
+// table went from 12-14 GB/s to 26-31 GB/s (BENCHMARKS.md).
+//
 // Split-KV (the op's splits, S > 0): the work items are (batch, split, kv
 // head) and split s walks only the s-th of S chunks of the visible keys
 // (whole key blocks, so a paged block still lies in one page), writing its
@@ -101,6 +114,9 @@ private:
   /// them all from the TLB and L2 (the runtime hands paged kernels runs of
   /// items; see Runtime.cpp's launch).
   void emitItems(Value bt, Value kv0, Value count);
+  /// The run's rows in blocks of block_m, each against keys [kBegin,
+  /// kEnd) in spans (emitItems' general path).
+  void rowBlocks(Value kBegin, Value kEnd, Value count);
   /// Rows [r0, r0 + n) of the run: q staged, slopes, positions, state.
   void stageRows(Value r0, Value n);
   /// Rows [rr, rr + rows) of the row block against the keys [kb, kb +
@@ -112,8 +128,21 @@ private:
   /// Asks for the lines of `tensor`'s row `key` holding columns [col, col
   /// + count).
   void prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
-                     int64_t count);
+                     int64_t count, int locality = 3);
   void tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd, bool clamp);
+  /// Per vector of the block at kb: its keys below kEnd, unpadded.
+  SmallVector<Value> keyExists(Value kb, Value kEnd);
+  /// Row `row`'s scores `s` (vectors of the block at kb's keys): bias,
+  /// masks and the online softmax step (mRow, lRow); P to pOut[pRow], the
+  /// accumulator's rescale factor returned (a vector).
+  Value softmaxRow(Value row, MutableArrayRef<Value> s, Value kb,
+                   ArrayRef<Value> exists, Value pOut, Value pRow);
+  /// Paged MHA at Sq = 1 with every kv head of one (batch, split) in the
+  /// call (see the header): the rows, one per kv head, against keys
+  /// [kBegin, kEnd), token row by token row.
+  bool tokenRowsPath() const { return io.blockTable && group == 1; }
+  void tokenRows(Value kBegin, Value kEnd);
+  void tokenBlock(Value kb, Value kEnd);
   void finalizeRows(Value r0, Value n);
   /// The finished rows to out and lse_out, or (`part`) to that split's
   /// out_parts and lse_parts.
@@ -213,6 +242,9 @@ private:
   // m, l, slope (log2 units), i' (index) and anchor, and the probabilities
   // of a tile's rows [tileRows][BN].
   Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow, pTile;
+  // The token-row path: per kv head, a block's partial dot products
+  // [Hkv][BN x vl] and probabilities [Hkv][BN].
+  Value tokenPart, tokenP;
 };
 
 } // namespace
@@ -230,14 +262,21 @@ LogicalResult DecodeEmitter::emit() {
   if (spec.bias == ::tilt::BiasKind::AlibiPositions)
     return op.emitOpError("the decode kernels do not take bias "
                           "alibi_positions; use cpu_avx2 or cpu_avx512");
-  qs = scratch({bm, d}, f32);
-  acc = scratch({bm, d}, f32);
-  mRow = scratch({bm}, f32);
-  lRow = scratch({bm}, f32);
-  slopeRow = scratch({bm}, f32);
-  ipRow = scratch({bm}, b.getIndexType());
+  // The row state holds block_m rows, or with the token-row path one per
+  // kv head if that is more.
+  const int64_t rowCap = tokenRowsPath() ? std::max(bm, spec.kvHeads) : bm;
+  qs = scratch({rowCap, d}, f32);
+  acc = scratch({rowCap, d}, f32);
+  mRow = scratch({rowCap}, f32);
+  lRow = scratch({rowCap}, f32);
+  slopeRow = scratch({rowCap}, f32);
+  ipRow = scratch({rowCap}, b.getIndexType());
   if (spec.positionOffsets && spec.hasAlibi())
-    anchorRow = scratch({bm}, f32);
+    anchorRow = scratch({rowCap}, f32);
+  if (tokenRowsPath()) {
+    tokenPart = scratch({spec.kvHeads, bn * vl}, f32);
+    tokenP = scratch({spec.kvHeads, bn}, f32);
+  }
   pTile = scratch({tileRows(), bn}, f32);
   // Split-KV (the op's splits): S = out_parts' leading extent; 0 writes
   // out and lse_out directly, as one split.
@@ -291,11 +330,33 @@ void DecodeEmitter::emitItems(Value bt, Value kv0, Value count) {
     kEnd = minI(kEnd, add(kBegin, chunk));
   }
 
+  // The rows, kv head by kv head: heads/kv heads x Sq each.
+  perHead = mul(sq, idx(group));
+  if (!tokenRowsPath())
+    return rowBlocks(kBegin, kEnd, count);
+  Value whole = arith::AndIOp::create(
+      b,
+      arith::AndIOp::create(
+          b, arith::CmpIOp::create(b, arith::CmpIPredicate::eq, sq, idx(1)),
+          arith::CmpIOp::create(b, arith::CmpIPredicate::eq, kv0, idx(0))),
+      arith::CmpIOp::create(b, arith::CmpIPredicate::eq, count,
+                            idx(spec.kvHeads)));
+  scf::IfOp::create(
+      b, whole,
+      [&](OpBuilder &, Location) {
+        tokenRows(kBegin, kEnd);
+        scf::YieldOp::create(b);
+      },
+      [&](OpBuilder &, Location) {
+        rowBlocks(kBegin, kEnd, count);
+        scf::YieldOp::create(b);
+      });
+}
+
+void DecodeEmitter::rowBlocks(Value kBegin, Value kEnd, Value count) {
   // Keys per span: ~128 KiB of K and V, whole blocks.
   const int64_t keyBytes = 2 * d * ::tilt::byteWidth(spec.dtype);
   const int64_t span = std::max<int64_t>(bn, (128 * 1024 / keyBytes) / bn * bn);
-  // The rows, kv head by kv head: heads/kv heads x Sq each.
-  perHead = mul(sq, idx(group));
   Value totalRows = mul(perHead, count);
   const int64_t tile = tileRows();
   forLoop(idx(0), totalRows, idx(bm), [&](Value r0) {
@@ -533,13 +594,13 @@ SmallVector<SmallVector<Value>> DecodeEmitter::aheadKeys(Value rr, Value kb) {
 }
 
 void DecodeEmitter::prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
-                                  int64_t count) {
+                                  int64_t count, int locality) {
   const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
   for (int64_t c = 0; c < count; c += perLine) {
     SmallVector<Value> index(key);
     index.push_back(add(col, idx(c)));
     memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
-                               /*localityHint=*/3, /*isDataCache=*/true);
+                               /*localityHint=*/locality, /*isDataCache=*/true);
   }
 }
 
@@ -578,27 +639,7 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
   SmallVector<SmallVector<Value>> ahead;
   if (!clamp)
     ahead = aheadKeys(rr, kb);
-  Value lanes = iota();
-  VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
-  SmallVector<Value> exists;
-  for (int64_t c = 0; c < nv; ++c) {
-    Value room = indexToF32(sub(kEnd, add(kb, idx(c * vl))));
-    Value in =
-        arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lanes, bcast(room));
-    if (Value kpm = op.getKeyPaddingMask()) {
-      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
-      Value zeros = arith::ConstantOp::create(
-          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
-      Value inRange = vector::CreateMaskOp::create(
-          b, vecI1, ValueRange{maxI(idx(0), sub(sk, add(kb, idx(c * vl))))});
-      Value m = vector::MaskedLoadOp::create(
-          b, vecI8, kpm, ValueRange{batch, add(kb, idx(c * vl))}, inRange,
-          zeros);
-      in = arith::AndIOp::create(
-          b, in, arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
-    }
-    exists.push_back(in);
-  }
+  SmallVector<Value> exists = keyExists(kb, kEnd);
 
   // Scores of every row of the tile, chunk by chunk of vl keys.
   SmallVector<SmallVector<Value>> s(rows);
@@ -612,51 +653,10 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
   }
   // Per row: bias, masks and the online softmax; P goes to pTile for the
   // products, the rescale factor stays.
-  Value negInf = splat(-INFINITY);
   SmallVector<Value> alphas;
-  for (int64_t r = 0; r < rows; ++r) {
-    Value row = add(rr, idx(r));
-    if (spec.hasAlibi())
-      slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{row});
-    Value ip = memref::LoadOp::create(b, ipRow, ValueRange{row});
-    Value anchor =
-        anchorRow ? bcast(memref::LoadOp::create(b, anchorRow, ValueRange{row}))
-                  : Value();
-    Value blockMax;
-    for (int64_t c = 0; c < nv; ++c) {
-      Value &x = s[r][c];
-      // j - i' of each lane, exact in f32.
-      Value jrel = arith::AddFOp::create(
-          b, bcast(indexToF32(sub(add(kb, idx(c * vl)), ip))), lanes);
-      x = addBias(x, jrel, anchor, [] { return Value(); });
-      x = arith::SelectOp::create(b, positionMask(exists[c], jrel), x, negInf);
-      Value mx = vector::ReductionOp::create(b, vector::CombiningKind::MAXNUMF,
-                                             x, arith::FastMathFlags::nnan);
-      blockMax = blockMax ? maxF(blockMax, mx) : mx;
-    }
-    // The online softmax; a row with nothing visible yet keeps m = -inf and
-    // subtracts 0 instead (no -inf - -inf).
-    Value mOld = memref::LoadOp::create(b, mRow, ValueRange{row});
-    Value mNew = maxF(mOld, blockMax);
-    Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
-                                        f32c(-INFINITY));
-    Value mSafe = arith::SelectOp::create(b, empty, f32c(0.0), mNew);
-    Value sum = splat(0.0);
-    for (int64_t c = 0; c < nv; ++c) {
-      Value p = exp2(arith::SubFOp::create(b, s[r][c], bcast(mSafe)));
-      sum = arith::AddFOp::create(b, sum, p);
-      vector::StoreOp::create(b, p, pTile, ValueRange{idx(r), idx(c * vl)});
-    }
-    Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
-    Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
-    Value lOld = memref::LoadOp::create(b, lRow, ValueRange{row});
-    Value total =
-        vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
-    memref::StoreOp::create(b, math::FmaOp::create(b, lOld, alpha, total), lRow,
-                            ValueRange{row});
-    memref::StoreOp::create(b, mNew, mRow, ValueRange{row});
-    alphas.push_back(alphaV);
-  }
+  for (int64_t r = 0; r < rows; ++r)
+    alphas.push_back(
+        softmaxRow(add(rr, idx(r)), s[r], kb, exists, pTile, idx(r)));
 
   // acc_r = acc_r * alpha_r + sum_t p_r[t] V[t]: a register tile of rows x
   // `per` D-vectors (a loop along D), each V vector loaded once for every
@@ -697,6 +697,180 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
       for (int64_t c = 0; c < per; ++c)
         vector::StoreOp::create(b, a[r * per + c], acc,
                                 ValueRange{add(rr, idx(r)), cols[c]});
+  });
+}
+
+SmallVector<Value> DecodeEmitter::keyExists(Value kb, Value kEnd) {
+  const int64_t nv = bn / vl;
+  Value lanes = iota();
+  VectorType vecI1 = VectorType::get({vl}, b.getI1Type());
+  SmallVector<Value> exists;
+  for (int64_t c = 0; c < nv; ++c) {
+    Value room = indexToF32(sub(kEnd, add(kb, idx(c * vl))));
+    Value in =
+        arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, lanes, bcast(room));
+    if (Value kpm = op.getKeyPaddingMask()) {
+      VectorType vecI8 = VectorType::get({vl}, b.getI8Type());
+      Value zeros = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vecI8, b.getI8IntegerAttr(0)));
+      Value inRange = vector::CreateMaskOp::create(
+          b, vecI1, ValueRange{maxI(idx(0), sub(sk, add(kb, idx(c * vl))))});
+      Value m = vector::MaskedLoadOp::create(
+          b, vecI8, kpm, ValueRange{batch, add(kb, idx(c * vl))}, inRange,
+          zeros);
+      in = arith::AndIOp::create(
+          b, in, arith::CmpIOp::create(b, arith::CmpIPredicate::ne, m, zeros));
+    }
+    exists.push_back(in);
+  }
+  return exists;
+}
+
+Value DecodeEmitter::softmaxRow(Value row, MutableArrayRef<Value> s, Value kb,
+                                ArrayRef<Value> exists, Value pOut,
+                                Value pRow) {
+  const int64_t nv = bn / vl;
+  Value lanes = iota();
+  Value negInf = splat(-INFINITY);
+  if (spec.hasAlibi())
+    slope2 = memref::LoadOp::create(b, slopeRow, ValueRange{row});
+  Value ip = memref::LoadOp::create(b, ipRow, ValueRange{row});
+  Value anchor =
+      anchorRow ? bcast(memref::LoadOp::create(b, anchorRow, ValueRange{row}))
+                : Value();
+  Value blockMax;
+  for (int64_t c = 0; c < nv; ++c) {
+    Value &x = s[c];
+    // j - i' of each lane, exact in f32.
+    Value jrel = arith::AddFOp::create(
+        b, bcast(indexToF32(sub(add(kb, idx(c * vl)), ip))), lanes);
+    x = addBias(x, jrel, anchor, [] { return Value(); });
+    x = arith::SelectOp::create(b, positionMask(exists[c], jrel), x, negInf);
+    Value mx = vector::ReductionOp::create(b, vector::CombiningKind::MAXNUMF, x,
+                                           arith::FastMathFlags::nnan);
+    blockMax = blockMax ? maxF(blockMax, mx) : mx;
+  }
+  // The online softmax; a row with nothing visible yet keeps m = -inf and
+  // subtracts 0 instead (no -inf - -inf).
+  Value mOld = memref::LoadOp::create(b, mRow, ValueRange{row});
+  Value mNew = maxF(mOld, blockMax);
+  Value empty = arith::CmpFOp::create(b, arith::CmpFPredicate::OEQ, mNew,
+                                      f32c(-INFINITY));
+  Value mSafe = arith::SelectOp::create(b, empty, f32c(0.0), mNew);
+  Value sum = splat(0.0);
+  for (int64_t c = 0; c < nv; ++c) {
+    Value p = exp2(arith::SubFOp::create(b, s[c], bcast(mSafe)));
+    sum = arith::AddFOp::create(b, sum, p);
+    vector::StoreOp::create(b, p, pOut, ValueRange{pRow, idx(c * vl)});
+  }
+  Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
+  Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
+  Value lOld = memref::LoadOp::create(b, lRow, ValueRange{row});
+  Value total = vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
+  memref::StoreOp::create(b, math::FmaOp::create(b, lOld, alpha, total), lRow,
+                          ValueRange{row});
+  memref::StoreOp::create(b, mNew, mRow, ValueRange{row});
+  return alphaV;
+}
+
+void DecodeEmitter::tokenRows(Value kBegin, Value kEnd) {
+  // One row per kv head (MHA at Sq = 1): row k is kv head k's.
+  Value rows = idx(spec.kvHeads);
+  stageRows(idx(0), rows);
+  forLoop(kBegin, kEnd, idx(bn), [&](Value kb) { tokenBlock(kb, kEnd); });
+  finalizeRows(idx(0), rows);
+}
+
+void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
+  const int64_t nv = bn / vl;
+  Value last = sub(sk, idx(1));
+  Value blockPage = blocksInOnePage() ? pageOf(kb) : Value();
+  // Key t's cache row: {page, slot} (keys past the sequence read the last
+  // one, masked).
+  auto rowOf = [&](Value t, Value from, Value page) {
+    SmallVector<Value> at = keyIndex(minI(add(from, t), last), page);
+    at.pop_back(); // the kv head: each row's own below
+    return at;
+  };
+  // The next block's rows are asked for (to L2) beside this one's: the
+  // pages a block table scatters start cold for the hardware prefetchers.
+  Value next = minI(add(kb, idx(bn)), last);
+  Value nextPage = blocksInOnePage() ? pageOf(next) : Value();
+  auto index = [](SmallVector<Value> at, Value k) {
+    at.push_back(k);
+    return at;
+  };
+  SmallVector<Value> exists = keyExists(kb, kEnd);
+  // q_k . K[t, k]: per key, every kv head along the token's row, a vector
+  // of partial sums each (two chains along D), to tokenPart[k][t].
+  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
+    SmallVector<Value> at = rowOf(t, kb, blockPage);
+    SmallVector<Value> ahead = rowOf(t, next, nextPage);
+    forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
+      SmallVector<Value> key = index(at, k);
+      prefetchLines(op.getK(), index(ahead, k), idx(0), d, /*locality=*/2);
+      Value chains[2] = {splat(0.0), splat(0.0)};
+      for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
+        auto q = [&](int64_t col) {
+          return vector::LoadOp::create(b, vecF32, qs, ValueRange{k, idx(col)})
+              .getResult();
+        };
+        if (pairs) {
+          auto [even, odd] = loadPair(op.getK(), key, idx(c));
+          chains[0] = vector::FMAOp::create(b, q(c), even, chains[0]);
+          chains[1] = vector::FMAOp::create(b, q(c + vl), odd, chains[1]);
+          continue;
+        }
+        Value &chain = chains[(c / vl) % 2];
+        chain = vector::FMAOp::create(b, q(c), loadKey(op.getK(), key, idx(c)),
+                                      chain);
+      }
+      vector::StoreOp::create(b, arith::AddFOp::create(b, chains[0], chains[1]),
+                              tokenPart, ValueRange{k, mul(t, idx(vl))});
+    });
+  });
+  // Per kv head: the scores (lane sums), bias, masks and the online softmax
+  // as the tiles' rows; the accumulator rescaled.
+  forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
+    SmallVector<Value> s;
+    for (int64_t c = 0; c < nv; ++c) {
+      SmallVector<Value> xs;
+      for (int64_t j = 0; j < vl; ++j)
+        xs.push_back(vector::LoadOp::create(
+            b, vecF32, tokenPart, ValueRange{k, idx((c * vl + j) * vl)}));
+      s.push_back(sumAcrossLanes(std::move(xs)));
+    }
+    Value alpha = softmaxRow(k, s, kb, exists, tokenP, k);
+    for (int64_t c = 0; c < d; c += vl) {
+      Value x = vector::LoadOp::create(b, vecF32, acc, ValueRange{k, idx(c)});
+      vector::StoreOp::create(b, arith::MulFOp::create(b, x, alpha), acc,
+                              ValueRange{k, idx(c)});
+    }
+  });
+  // acc_k += p_k[t] V[t, k]: per key, every kv head along the token's row.
+  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
+    SmallVector<Value> at = rowOf(t, kb, blockPage);
+    SmallVector<Value> ahead = rowOf(t, next, nextPage);
+    forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
+      SmallVector<Value> key = index(at, k);
+      prefetchLines(op.getV(), index(ahead, k), idx(0), d, /*locality=*/2);
+      Value p = bcast(memref::LoadOp::create(b, tokenP, ValueRange{k, t}));
+      auto accumulate = [&](int64_t col, Value v) {
+        Value x =
+            vector::LoadOp::create(b, vecF32, acc, ValueRange{k, idx(col)});
+        vector::StoreOp::create(b, vector::FMAOp::create(b, p, v, x), acc,
+                                ValueRange{k, idx(col)});
+      };
+      for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
+        if (!pairs) {
+          accumulate(c, loadKey(op.getV(), key, idx(c)));
+          continue;
+        }
+        auto [even, odd] = loadPair(op.getV(), key, idx(c));
+        accumulate(c, even);
+        accumulate(c + vl, odd);
+      }
+    });
   });
 }
 

@@ -74,6 +74,12 @@ inline constexpr int64_t kDecodeMaxSq = 16;
 /// A paged KV cache always takes the decode family, which alone reads one
 /// (for chunked prefill too: its row blocks take any number of rows).
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
+/// The decode kernels' token-row path (paged MHA; Decode.cpp): at Sq = 1,
+/// a call holding every kv head of one (batch, split) reads each cache
+/// token row whole, every kv head's K (then V) side by side, instead of a
+/// kv head at a time. The runtime then hands out whole (batch, split)s and
+/// splits by batches alone (decodeSplits with items = B).
+bool decodeTokenRows(const AttentionSpec &spec);
 /// Split-KV for the decode family: how many chunks to cut each (batch, kv
 /// head)'s keys into when `items` (batch x kv heads) would leave some of
 /// `threads` idle or uneven. 1 (no split) when there is one thread, when
