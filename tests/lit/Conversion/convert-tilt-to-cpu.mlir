@@ -352,10 +352,13 @@ func.func @decode(%q: memref<?x4x?x16xbf16>, %k: memref<?x2x?x16xbf16>, %v: memr
 // CHECK: %[[LEN:.*]] = memref.load %[[CL]][%[[B]]] : memref<?xi32>
 // CHECK: arith.index_cast %[[LEN]] : i32 to index
 // With a kv head's rows in one tile (2 heads a kv head, AVX2 tiles of 2),
-// each key block goes through every kv head of the run before the next.
+// each key block goes through every kv head of the run before the next,
+// after asking (to L2) for the next block's rows of those kv heads.
 // CHECK: scf.for %{{.*}} step %c2048 {
 // CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c16 {
-// CHECK-NEXT: scf.for %{{.*}} = %c0 to %{{.*}} step %c1 {
+// CHECK: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %{{.*}}, %c0], read, locality<2>, data
+// CHECK: memref.prefetch %{{.*}}, read, locality<2>, data
+// CHECK: scf.for %{{.*}} = %c0 to %{{.*}} step %c1 {
 // A full block reads its table entry once; its first tile asks for the
 // K/V lines of the block 32 keys ahead (at most the last whole block inside
 // the sequence, so in one page too: its entry read once as well), each

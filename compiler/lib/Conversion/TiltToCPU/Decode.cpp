@@ -143,6 +143,9 @@ private:
   bool tokenRowsPath() const { return io.blockTable && group == 1; }
   void tokenRows(Value kBegin, Value kEnd);
   void tokenBlock(Value kb, Value kEnd);
+  /// Asks (to L2) for the cache rows of the block after kb, kv heads
+  /// [kvHead0, kvHead0 + count).
+  void prefetchNextBlock(Value kb, Value count);
   void finalizeRows(Value r0, Value n);
   /// The finished rows to out and lse_out, or (`part`) to that split's
   /// out_parts and lse_parts.
@@ -390,13 +393,17 @@ void DecodeEmitter::rowBlocks(Value kBegin, Value kEnd, Value count) {
       };
       // Paged, with a kv head's rows in one tile at Sq = 1 (heads/kv heads
       // <= registerTileRows()): each key block for every kv head of the run in
-      // turn, so the block's token rows are read whole, line after line.
+      // turn, so the block's token rows are read whole, line after line, and
+      // the next block's rows (the run's kv heads) asked for to L2 first:
+      // paged GQA 4:1 on the Zen 4, B 1-16 Sk 8192 and B 4 Sk 32768, two
+      // alternating rounds, 1.11-1.40x (BENCHMARKS.md, sixth session).
       // Measured on the Xeon, bf16 D 128 B 16 Sk 8192 16-token pages,
       // medians of three alternating runs: 149.6 -> 129.8 ms (MHA), 46.5
       // -> 41.8 ms (GQA 4:1); with more rows a kv head (H 32 or 64 over
       // Hkv 4) each block's tiles are better together: 0.85-0.91x.
       if (io.blockTable && group <= registerTileRows()) {
         forLoop(s0, s1, idx(bn), [&](Value kb) {
+          prefetchNextBlock(kb, count);
           kvHeads(
               [&](Value rr, int64_t rows) { tileBlock(rr, rows, kb, kEnd); });
         });
@@ -779,6 +786,20 @@ void DecodeEmitter::tokenRows(Value kBegin, Value kEnd) {
   stageRows(idx(0), rows);
   forLoop(kBegin, kEnd, idx(bn), [&](Value kb) { tokenBlock(kb, kEnd); });
   finalizeRows(idx(0), rows);
+}
+
+void DecodeEmitter::prefetchNextBlock(Value kb, Value count) {
+  Value last = sub(sk, idx(1));
+  Value next = minI(add(kb, idx(bn)), last);
+  Value page = blocksInOnePage() ? pageOf(next) : Value();
+  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
+    SmallVector<Value> at = keyIndex(minI(add(next, t), last), page);
+    forLoop(idx(0), count, idx(1), [&](Value k) {
+      at.back() = add(kvHead0, k);
+      prefetchLines(op.getK(), at, idx(0), d, /*locality=*/2);
+      prefetchLines(op.getV(), at, idx(0), d, /*locality=*/2);
+    });
+  });
 }
 
 void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
