@@ -1518,12 +1518,14 @@ void Runtime::Impl::launchBackward(const AttentionSpec &spec,
   const int64_t keyItems = kvItems * ((g.maxSk + blockN - 1) / blockN);
   const int64_t headItems = g.batch * H;
   const CpuEntryFn entry = kernel.entry();
+  // A fused item's heap stays bounded even where the options ask for it.
+  const int64_t heap =
+      fusedBackwardHeapBytes(spec, kernel.info().blockM, blockN, g.maxSk);
   const bool fused =
       options.backwardSchedule == BackwardSchedule::Auto
-          ? fusedBackward(kvItems, pool.threads(),
-                          fusedBackwardHeapBytes(spec, kernel.info().blockM,
-                                                 blockN, g.maxSk))
-          : options.backwardSchedule == BackwardSchedule::Fused;
+          ? fusedBackward(kvItems, pool.threads(), heap)
+          : options.backwardSchedule == BackwardSchedule::Fused &&
+                heap <= kFusedBackwardMaxHeapBytes;
   stats.lastBackwardSchedule =
       fused ? BackwardSchedule::Fused : BackwardSchedule::TwoPass;
   if (fused) {

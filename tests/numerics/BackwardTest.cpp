@@ -478,4 +478,61 @@ TEST(BackwardDeterminism, OneThreadAndTwoThreadsAgreeBitForBit) {
   std::filesystem::remove_all(cache);
 }
 
+/// A fused item whose heap would pass kFusedBackwardMaxHeapBytes runs two
+/// passes even where the options ask for the fused schedule.
+TEST(BackwardSchedule, FusedAskedForBeyondItsHeapBoundRunsTwoPasses) {
+  AttentionSpec spec;
+  spec.heads = spec.kvHeads = 1;
+  spec.headDim = 128;
+  spec.bias = BiasKind::Alibi;
+  const int64_t Sk = int64_t(1) << 17, D = 128;
+  ASSERT_GT(fusedBackwardHeapBytes(spec, 32, 64, Sk),
+            kFusedBackwardMaxHeapBytes);
+  std::mt19937 rng(5);
+  TypedBuffer q = test_inputs::normalBuffer(DType::F32, D, rng),
+              k = test_inputs::normalBuffer(DType::F32, Sk * D, rng),
+              v = test_inputs::normalBuffer(DType::F32, Sk * D, rng),
+              dO = test_inputs::normalBuffer(DType::F32, D, rng);
+  TypedBuffer o(DType::F32, D), dq(DType::F32, D), dk(DType::F32, Sk * D),
+      dv(DType::F32, Sk * D);
+  std::vector<float> lse(1);
+  AttentionArgs args;
+  args.q = TensorRef(q.data(), {1, 1, 1, D});
+  args.k = TensorRef(k.data(), {1, 1, Sk, D});
+  args.v = TensorRef(v.data(), {1, 1, Sk, D});
+  args.o = TensorRef(o.data(), {1, 1, 1, D});
+  args.lse = TensorRef(lse.data(), {1, 1, 1});
+  BackwardArgs g;
+  g.gradO = TensorRef(dO.data(), {1, 1, 1, D});
+  g.dq = TensorRef(dq.data(), {1, 1, 1, D});
+  g.dk = TensorRef(dk.data(), {1, 1, Sk, D});
+  g.dv = TensorRef(dv.data(), {1, 1, Sk, D});
+  Compiler compiler;
+  std::string cache = (std::filesystem::temp_directory_path() /
+                       ("tilt-bwd-heap-" + std::to_string(::getpid())))
+                          .string();
+  {
+    RuntimeOptions options;
+    options.cacheDir = cache;
+    options.compiler = &compiler;
+    options.threads = 1;
+    options.backwardSchedule = BackwardSchedule::Fused;
+    Runtime rt(options);
+    ASSERT_EQ(rt.run(spec, args), "");
+    ASSERT_EQ(rt.backward(spec, args, g, Target::CPU,
+                          TileConfig{"cpu_bwd_avx2", 32, 64}),
+              "");
+    EXPECT_EQ(rt.stats().lastBackwardSchedule, BackwardSchedule::TwoPass);
+    // One query row: dv is P (a probability per key) times dO, so its
+    // entries sum over the keys to dO.
+    for (int64_t c = 0; c < D; c += 37) {
+      double sum = 0;
+      for (int64_t j = 0; j < Sk; ++j)
+        sum += dv.get(size_t(j * D + c));
+      EXPECT_NEAR(sum, dO.get(size_t(c)), 1e-3) << "column " << c;
+    }
+  }
+  std::filesystem::remove_all(cache);
+}
+
 } // namespace

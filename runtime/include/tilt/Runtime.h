@@ -153,7 +153,9 @@ struct RuntimeOptions {
   /// kDecodeMaxSplits). Either way the parts are held to 256 MiB.
   int decodeSplits = 0;
   /// The CPU backward's schedule (KernelABI.h): Auto by shape (TilePolicy.h's
-  /// fusedBackward rule), or always one of the two.
+  /// fusedBackward rule), or always one of the two -- Fused only where its
+  /// per-item heap stays within kFusedBackwardMaxHeapBytes (else two passes;
+  /// RunStats::lastBackwardSchedule says which ran).
   BackwardSchedule backwardSchedule = BackwardSchedule::Auto;
 };
 
