@@ -12,10 +12,12 @@
 #ifndef TILT_TESTS_COMMON_GRADIENTCHECK_H
 #define TILT_TESTS_COMMON_GRADIENTCHECK_H
 
+#include "tilt/Half.h"
 #include "tilt/Reference.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -54,6 +56,36 @@ inline double checkGradient(const std::string &what, const char *name,
   std::printf("    %-7s err %.2e bound %.2e (naive %.2e, max|ref| %.2e)\n",
               name, err, bound, naiveErr, maxRef);
   return err / bound;
+}
+
+/// checkGradient for dq, dk, dv and, when `dslopes` has any, dslopes
+/// against `ref` and `naive`; the worst error / bound.
+inline double checkGradients(const std::string &what, DType dtype,
+                             const TypedBuffer &dq, const TypedBuffer &dk,
+                             const TypedBuffer &dv,
+                             const std::vector<float> &dslopes,
+                             const reference::Gradients &ref,
+                             const reference::Gradients &naive,
+                             double unwritten = NAN) {
+  auto check = [&](const char *name, const std::vector<double> &want,
+                   const std::vector<double> &naiveGot, size_t n,
+                   const std::function<double(size_t)> &got) {
+    return checkGradient(what, name, dtype, got, n, want, naiveGot, unwritten);
+  };
+  auto buffer = [&](const char *name, const TypedBuffer &t,
+                    const std::vector<double> &want,
+                    const std::vector<double> &naiveGot) {
+    return check(name, want, naiveGot, t.size(),
+                 [&](size_t i) { return double(t.get(i)); });
+  };
+  double worst = std::max({buffer("dq", dq, ref.dq, naive.dq),
+                           buffer("dk", dk, ref.dk, naive.dk),
+                           buffer("dv", dv, ref.dv, naive.dv)});
+  if (!dslopes.empty())
+    worst = std::max(
+        worst, check("dslopes", ref.dslopes, naive.dslopes, dslopes.size(),
+                     [&](size_t i) { return double(dslopes[i]); }));
+  return worst;
 }
 
 } // namespace tilt::test

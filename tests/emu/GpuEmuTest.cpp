@@ -1170,28 +1170,10 @@ TEST_P(GpuBwdEmu, GradientsMatchFloat64Reference) {
       reference::attentionBackward(s, ext, in, dOf.data(), gradLse.data());
   reference::Gradients naive =
       reference::naiveBackwardSameDtype(s, ext, in, dOf.data(), gradLse.data());
-  auto check = [&](const char *name, std::function<double(size_t)> get,
-                   size_t n, const std::vector<double> &want,
-                   const std::vector<double> &naiveGot) {
-    return test::checkGradient(c.name, name, s.dtype, get, n, want, naiveGot,
-                               /*unwritten=*/12345.0);
-  };
   std::printf("  %s\n", c.name.c_str());
-  double worst = 0;
-  worst = std::max(worst, check(
-                              "dq", [&](size_t i) { return dq.get(i); },
-                              dq.size(), ref.dq, naive.dq));
-  worst = std::max(worst, check(
-                              "dk", [&](size_t i) { return dk.get(i); },
-                              dk.size(), ref.dk, naive.dk));
-  worst = std::max(worst, check(
-                              "dv", [&](size_t i) { return dv.get(i); },
-                              dv.size(), ref.dv, naive.dv));
-  if (!slopes.empty())
-    worst = std::max(worst, check(
-                                "dslopes",
-                                [&](size_t i) { return double(dslopes[i]); },
-                                dslopes.size(), ref.dslopes, naive.dslopes));
+  const double worst =
+      test::checkGradients(c.name, s.dtype, dq, dk, dv, dslopes, ref, naive,
+                           /*unwritten=*/12345.0);
   int64_t emptyRows = 0;
   for (int64_t row = 0; row < totalQ * H; ++row) {
     const int64_t lseIdx = s.varlen ? (row % H) * totalQ + row / H : row;

@@ -368,29 +368,10 @@ TEST_P(Backward, GradientsMatchFloat64Reference) {
     reference::Gradients naive = reference::naiveBackwardSameDtype(
         spec, ext, rounded.in, dOf.data(), gradLse.data());
 
-    auto check = [&](const char *name, std::function<double(size_t)> get,
-                     size_t n, const std::vector<double> &want,
-                     const std::vector<double> &naiveGot) {
-      return test::checkGradient(c.name, name, spec.dtype, get, n, want,
-                                 naiveGot);
-    };
     std::printf("  %s (%s)\n", c.name.c_str(),
                 schedule == BackwardSchedule::Fused ? "fused" : "two passes");
-    double worst = 0;
-    worst = std::max(worst, check(
-                                "dq", [&](size_t i) { return dq.get(i); },
-                                dq.size(), ref.dq, naive.dq));
-    worst = std::max(worst, check(
-                                "dk", [&](size_t i) { return dk.get(i); },
-                                dk.size(), ref.dk, naive.dk));
-    worst = std::max(worst, check(
-                                "dv", [&](size_t i) { return dv.get(i); },
-                                dv.size(), ref.dv, naive.dv));
-    if (!slopes.empty())
-      worst = std::max(worst, check(
-                                  "dslope",
-                                  [&](size_t i) { return double(dslopes[i]); },
-                                  dslopes.size(), ref.dslopes, naive.dslopes));
+    const double worst = test::checkGradients(c.name, spec.dtype, dq, dk, dv,
+                                              dslopes, ref, naive);
     RecordProperty("worst_error_ratio", std::to_string(worst));
 
     // Rows that see no key: dq exactly 0.

@@ -121,6 +121,18 @@ private:
   /// K^T, V^T of keys [k0, k0 + nk) to kDst, vDst from row row0 (pairs:
   /// K^T2, V^T2), zero past nk.
   void stageKeyColumns(Value k0, Value nk, Value kDst, Value vDst, Value row0);
+  /// The keys [begin, end) any of rows [r0, r0 + rows) may see.
+  std::pair<Value, Value> keyRange(Value r0, Value rows) {
+    Value firstPos = add(r0, shift);
+    Value lastPos = add(firstPos, sub(rows, idx(1)));
+    Value kBegin = idx(0), kEnd = sk;
+    if (spec.causal)
+      kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
+    if (spec.window)
+      kBegin = minI(
+          kEnd, maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1))));
+    return {kBegin, kEnd};
+  }
   /// Per vector of the block at k0: its keys that exist (< nk), unpadded.
   SmallVector<Value> keyLanes(Value k0, Value nk);
   /// Rows [r0, r0 + n) of `head`: their row state (stageRowState) and, as
@@ -926,14 +938,7 @@ void BackwardEmitter::fusedItem(Value item) {
     forLoop(idx(0), sq, idx(bm), [&](Value r0) {
       Value rows = minI(idx(bm), sub(sq, r0));
       // Key blocks any row of the block may see.
-      Value firstPos = add(r0, shift);
-      Value lastPos = add(firstPos, sub(rows, idx(1)));
-      Value kEnd = sk, kBegin = idx(0);
-      if (spec.causal)
-        kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
-      if (spec.window)
-        kBegin = minI(
-            kEnd, maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1))));
+      auto [kBegin, kEnd] = keyRange(r0, rows);
       Value kbBegin = arith::DivSIOp::create(b, kBegin, idx(bn));
       Value kbEnd = arith::CeilDivSIOp::create(b, kEnd, idx(bn));
       stageRowBlock(r0, rows, /*scaled=*/false);
@@ -1073,15 +1078,8 @@ void BackwardEmitter::queryHeadItem(Value item) {
       for (int64_t c = 0; ref && c < bm; c += vl)
         vector::StoreOp::create(b, splat(0.0), ref, ValueRange{idx(c)});
 
-    // Keys any row of the block may see.
+    auto [kBegin, kEnd] = keyRange(r0, rows);
     Value firstPos = add(r0, shift);
-    Value lastPos = add(firstPos, sub(rows, idx(1)));
-    Value kBegin = idx(0), kEnd = sk;
-    if (spec.causal)
-      kEnd = maxI(idx(0), minI(sk, add(lastPos, idx(1))));
-    if (spec.window)
-      kBegin = minI(
-          kEnd, maxI(idx(0), add(sub(firstPos, idx(*spec.window)), idx(1))));
     forLoop(kBegin, kEnd, idx(bn), [&](Value k0) {
       Value nk = minI(idx(bn), sub(kEnd, k0));
       auto keyOf = [&](Value n) { return minI(add(k0, n), lastKey); };

@@ -143,6 +143,11 @@ private:
   bool tokenRowsPath() const { return io.blockTable && group == 1; }
   void tokenRows(Value kBegin, Value kEnd);
   void tokenBlock(Value kb, Value kEnd);
+  /// For each key t of the block at kb, for each kv head k: body(t, k, the
+  /// cache index of row t, kv head k, without the column), after asking
+  /// (to L2) for `tensor`'s row of the next block's key t, kv head k.
+  void forEachTokenRow(Value kb, Value tensor,
+                       function_ref<void(Value, Value, ArrayRef<Value>)> body);
   /// Asks (to L2) for the cache rows of the block after kb, kv heads
   /// [kvHead0, kvHead0 + count).
   void prefetchNextBlock(Value kb, Value count);
@@ -804,51 +809,28 @@ void DecodeEmitter::prefetchNextBlock(Value kb, Value count) {
 
 void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
   const int64_t nv = bn / vl;
-  Value last = sub(sk, idx(1));
-  Value blockPage = blocksInOnePage() ? pageOf(kb) : Value();
-  // Key t's cache row: {page, slot} (keys past the sequence read the last
-  // one, masked).
-  auto rowOf = [&](Value t, Value from, Value page) {
-    SmallVector<Value> at = keyIndex(minI(add(from, t), last), page);
-    at.pop_back(); // the kv head: each row's own below
-    return at;
-  };
-  // The next block's rows are asked for (to L2) beside this one's: the
-  // pages a block table scatters start cold for the hardware prefetchers.
-  Value next = minI(add(kb, idx(bn)), last);
-  Value nextPage = blocksInOnePage() ? pageOf(next) : Value();
-  auto index = [](SmallVector<Value> at, Value k) {
-    at.push_back(k);
-    return at;
-  };
   SmallVector<Value> exists = keyExists(kb, kEnd);
   // q_k . K[t, k]: per key, every kv head along the token's row, a vector
   // of partial sums each (two chains along D), to tokenPart[k][t].
-  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
-    SmallVector<Value> at = rowOf(t, kb, blockPage);
-    SmallVector<Value> ahead = rowOf(t, next, nextPage);
-    forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
-      SmallVector<Value> key = index(at, k);
-      prefetchLines(op.getK(), index(ahead, k), idx(0), d, /*locality=*/2);
-      Value chains[2] = {splat(0.0), splat(0.0)};
-      for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
-        auto q = [&](int64_t col) {
-          return vector::LoadOp::create(b, vecF32, qs, ValueRange{k, idx(col)})
-              .getResult();
-        };
-        if (pairs) {
-          auto [even, odd] = loadPair(op.getK(), key, idx(c));
-          chains[0] = vector::FMAOp::create(b, q(c), even, chains[0]);
-          chains[1] = vector::FMAOp::create(b, q(c + vl), odd, chains[1]);
-          continue;
-        }
-        Value &chain = chains[(c / vl) % 2];
-        chain = vector::FMAOp::create(b, q(c), loadKey(op.getK(), key, idx(c)),
-                                      chain);
+  forEachTokenRow(kb, op.getK(), [&](Value t, Value k, ArrayRef<Value> key) {
+    Value chains[2] = {splat(0.0), splat(0.0)};
+    for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
+      auto q = [&](int64_t col) {
+        return vector::LoadOp::create(b, vecF32, qs, ValueRange{k, idx(col)})
+            .getResult();
+      };
+      if (pairs) {
+        auto [even, odd] = loadPair(op.getK(), key, idx(c));
+        chains[0] = vector::FMAOp::create(b, q(c), even, chains[0]);
+        chains[1] = vector::FMAOp::create(b, q(c + vl), odd, chains[1]);
+        continue;
       }
-      vector::StoreOp::create(b, arith::AddFOp::create(b, chains[0], chains[1]),
-                              tokenPart, ValueRange{k, mul(t, idx(vl))});
-    });
+      Value &chain = chains[(c / vl) % 2];
+      chain = vector::FMAOp::create(b, q(c), loadKey(op.getK(), key, idx(c)),
+                                    chain);
+    }
+    vector::StoreOp::create(b, arith::AddFOp::create(b, chains[0], chains[1]),
+                            tokenPart, ValueRange{k, mul(t, idx(vl))});
   });
   // Per kv head: the scores (lane sums), bias, masks and the online softmax
   // as the tiles' rows; the accumulator rescaled.
@@ -869,28 +851,46 @@ void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
     }
   });
   // acc_k += p_k[t] V[t, k]: per key, every kv head along the token's row.
-  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
-    SmallVector<Value> at = rowOf(t, kb, blockPage);
-    SmallVector<Value> ahead = rowOf(t, next, nextPage);
-    forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
-      SmallVector<Value> key = index(at, k);
-      prefetchLines(op.getV(), index(ahead, k), idx(0), d, /*locality=*/2);
-      Value p = bcast(memref::LoadOp::create(b, tokenP, ValueRange{k, t}));
-      auto accumulate = [&](int64_t col, Value v) {
-        Value x =
-            vector::LoadOp::create(b, vecF32, acc, ValueRange{k, idx(col)});
-        vector::StoreOp::create(b, vector::FMAOp::create(b, p, v, x), acc,
-                                ValueRange{k, idx(col)});
-      };
-      for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
-        if (!pairs) {
-          accumulate(c, loadKey(op.getV(), key, idx(c)));
-          continue;
-        }
-        auto [even, odd] = loadPair(op.getV(), key, idx(c));
-        accumulate(c, even);
-        accumulate(c + vl, odd);
+  forEachTokenRow(kb, op.getV(), [&](Value t, Value k, ArrayRef<Value> key) {
+    Value p = bcast(memref::LoadOp::create(b, tokenP, ValueRange{k, t}));
+    auto accumulate = [&](int64_t col, Value v) {
+      Value x = vector::LoadOp::create(b, vecF32, acc, ValueRange{k, idx(col)});
+      vector::StoreOp::create(b, vector::FMAOp::create(b, p, v, x), acc,
+                              ValueRange{k, idx(col)});
+    };
+    for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
+      if (!pairs) {
+        accumulate(c, loadKey(op.getV(), key, idx(c)));
+        continue;
       }
+      auto [even, odd] = loadPair(op.getV(), key, idx(c));
+      accumulate(c, even);
+      accumulate(c + vl, odd);
+    }
+  });
+}
+
+void DecodeEmitter::forEachTokenRow(
+    Value kb, Value tensor,
+    function_ref<void(Value, Value, ArrayRef<Value>)> body) {
+  Value last = sub(sk, idx(1));
+  // Key t's cache row {page, slot} (keys past the sequence read the last
+  // one, masked), and the next block's, asked for (to L2) beside it: the
+  // pages a block table scatters start cold for the hardware prefetchers.
+  auto rowsFrom = [&](Value from) {
+    Value page = blocksInOnePage() ? pageOf(from) : Value();
+    return [this, from, last, page](Value t) {
+      return keyIndex(minI(add(from, t), last), page);
+    };
+  };
+  auto here = rowsFrom(kb);
+  auto ahead = rowsFrom(minI(add(kb, idx(bn)), last));
+  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
+    SmallVector<Value> at = here(t), next = ahead(t);
+    forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
+      at.back() = next.back() = k;
+      prefetchLines(tensor, next, idx(0), d, /*locality=*/2);
+      body(t, k, at);
     });
   });
 }
