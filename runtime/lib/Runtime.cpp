@@ -1403,7 +1403,8 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   SplitParts parts;
   parts.oLike = &args.o;
   parts.lseLike = &lseRef;
-  // The token-row path (paged MHA at Sq = 1): a call per (batch, split),
+  // The token-row path (paged, small groups, Sq = 1): a call per (batch,
+  // split),
   // so only batches and splits spread over the threads.
   const bool tokenRows = decode && decodeTokenRows(spec) && g.maxSq == 1;
   if (decode) {

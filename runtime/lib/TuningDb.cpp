@@ -41,7 +41,8 @@ bool toDouble(const std::string &s, double &out) {
   return !s.empty() && !*end && std::isfinite(out);
 }
 
-/// "variant block_m block_n" (CPU) or with "num_warps num_stages" (GPU).
+/// "variant block_m block_n", or with "num_warps num_stages" (GPU; and
+/// "0 1" or "0 2" for the CPU decode kernels' software requests).
 bool parseConfig(const std::vector<std::string> &w, TileConfig &c) {
   if (w.size() != 3 && w.size() != 5)
     return false;

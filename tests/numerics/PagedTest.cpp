@@ -125,8 +125,11 @@ std::string describe(const PagedCase &c) {
   if (c.slopesPerBatch)
     name += " slopes[B,H]";
   if (!c.config.variant.empty())
-    name += " " + c.config.variant + " " + std::to_string(c.config.blockM) +
-            "x" + std::to_string(c.config.blockN);
+    name +=
+        " " + c.config.variant + " " + std::to_string(c.config.blockM) + "x" +
+        std::to_string(c.config.blockN) +
+        (c.config.numStages ? " stages " + std::to_string(c.config.numStages)
+                            : std::string());
   return name;
 }
 
@@ -166,15 +169,19 @@ std::vector<PagedCase> allCases() {
   cases.push_back(pinned(9, 2000, 32, 300, "cpu_decode_avx2", 16, 16));
   cases.push_back(pinned(129, 1000, 16, {}, "cpu_decode_avx2", 16, 16));
   cases.push_back(pinned(4, 1000, 128, 50, "cpu_decode_avx512", 16, 16));
-  // The token-row path (MHA at Sq = 1; the runtime hands a call every kv
-  // head of one (batch, split)): more kv heads than block_m rows, f32, f16
-  // and bf16 pairs, a block in one page and blocks spanning pages, a window,
-  // both ISAs; and MHA at Sq = 2, which takes the row blocks instead.
+  // The token-row path (Sq = 1 with groups of at most 4 heads; the runtime
+  // hands a call every kv head of one (batch, split)): more kv heads than
+  // block_m rows, f32, f16 and bf16 pairs (pair dot products where the CPU
+  // has AVX512_BF16), a block in one page and blocks spanning pages, a
+  // window, both ISAs; and MHA at Sq = 2 and groups of 8, which take the
+  // row blocks instead.
   auto tokenRows = [&](int64_t h, int64_t d, DType t, int64_t sq, int64_t sk,
                        int64_t page, std::optional<int64_t> w,
-                       const char *variant, int64_t bm, int64_t bn) {
+                       const char *variant, int64_t bm, int64_t bn,
+                       int64_t group = 1) {
     PagedCase c = pinned(sq, sk, page, w, variant, bm, bn);
-    c.spec.heads = c.spec.kvHeads = h;
+    c.spec.heads = h;
+    c.spec.kvHeads = h / group;
     c.spec.headDim = d;
     c.spec.dtype = t;
     return c;
@@ -189,6 +196,22 @@ std::vector<PagedCase> allCases() {
                             "cpu_decode_avx2", 16, 32));
   cases.push_back(tokenRows(24, 64, DType::BF16, 2, 777, 16, {},
                             "cpu_decode_avx512", 16, 16));
+  cases.push_back(tokenRows(32, 128, DType::BF16, 1, 8192, 16, {},
+                            "cpu_decode_avx512", 32, 16, 4));
+  cases.push_back(tokenRows(40, 64, DType::F32, 1, 1000, 8, {},
+                            "cpu_decode_avx2", 16, 16, 2));
+  cases.push_back(tokenRows(12, 128, DType::F16, 1, 2000, 256, 300,
+                            "cpu_decode_avx512", 16, 32, 4));
+  cases.push_back(tokenRows(24, 128, DType::BF16, 1, 777, 32, {},
+                            "cpu_decode_avx2", 16, 32, 3));
+  cases.push_back(tokenRows(48, 64, DType::BF16, 1, 1000, 64, {},
+                            "cpu_decode_avx512", 16, 16, 3));
+  cases.push_back(tokenRows(32, 128, DType::BF16, 1, 1000, 16, {},
+                            "cpu_decode_avx512", 32, 16, 8));
+  // Row blocks without the software requests for the keys ahead.
+  cases.push_back(tokenRows(32, 128, DType::BF16, 1, 1000, 16, {},
+                            "cpu_decode_avx512", 32, 16, 8));
+  cases.back().config.numStages = 1;
   for (PagedCase &c : cases)
     c.name = describe(c);
   return cases;

@@ -359,15 +359,19 @@ TEST(TilePolicy, FusedBackwardWhereItsItemsFillTheThreadsAndTheHeapFits) {
       32, 2, fusedBackwardHeapBytes(spec, 32, 64, int64_t(1) << 17)));
 }
 
-TEST(TilePolicy, DecodeTokenRowsForPagedMhaOnly) {
+TEST(TilePolicy, DecodeTokenRowsForPagedGroupsOfAtMostFour) {
   AttentionSpec mha = makeSpec(32, 32, 128), gqa = makeSpec(32, 8, 128);
+  AttentionSpec wide = makeSpec(32, 4, 128);
   EXPECT_FALSE(decodeTokenRows(mha)); // contiguous K/V
-  mha.pageSize = gqa.pageSize = 16;
+  EXPECT_FALSE(decodeTokenRows(gqa));
+  mha.pageSize = gqa.pageSize = wide.pageSize = 16;
   EXPECT_TRUE(decodeTokenRows(mha));
-  EXPECT_FALSE(decodeTokenRows(gqa)); // its runs already span the rows
-  // The row state grows to a row per kv head, plus the partial sums.
+  EXPECT_TRUE(decodeTokenRows(gqa));
+  EXPECT_FALSE(decodeTokenRows(wide)); // groups of 8 keep the row blocks
+  // The row state grows to a row per head, plus the partial sums.
   TileConfig c = defaultCpuConfig(KernelVariant::CpuDecodeAvx512);
-  EXPECT_GT(cpuScratchBytes(mha, c), cpuScratchBytes(gqa, c));
+  EXPECT_GT(cpuScratchBytes(gqa, c), cpuScratchBytes(wide, c));
+  EXPECT_EQ(cpuScratchBytes(mha, c), cpuScratchBytes(gqa, c));
   EXPECT_GE(cpuScratchBytes(mha, c), 2 * 32 * 128 * 4 + 32 * c.blockN * 16 * 4);
 }
 

@@ -282,7 +282,9 @@ void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
                        return parseInt("num-warps", v, config.numWarps, 1);
                      }});
   options.push_back({"num-stages", "N",
-                     "K/V blocks in flight (gpu variants)",
+                     "K/V blocks in flight (gpu variants; cpu_decode: 1 "
+                     "leaves the keys ahead to the hardware prefetchers, 2 "
+                     "asks for them)",
                      [&config](std::string_view v) {
                        return parseInt("num-stages", v, config.numStages, 1);
                      }});
@@ -299,8 +301,13 @@ std::string finishTileConfig(TileConfig &config) {
   // GPU block sizes left at 0 are the compiler's defaults for the variant.
   if (config.kind() && isGpuVariant(*config.kind()))
     return {};
-  if (config.numWarps || config.numStages)
-    return "--num-warps and --num-stages apply to gpu variants";
+  // The CPU decode kernels take num_stages 1 or 2 (Decode.cpp).
+  const bool cpuDecode = config.kind() && isDecodeVariant(*config.kind());
+  if (config.numWarps || (config.numStages && !cpuDecode))
+    return "--num-warps and --num-stages apply to gpu variants (and "
+           "--num-stages 1 or 2 to cpu_decode ones)";
+  if (config.numStages > 2)
+    return "--num-stages must be 1 or 2 for cpu_decode variants";
   // CPU block sizes left at 0: the tile policy's defaults for the variant.
   config = completeCpuConfig(config);
   return {};

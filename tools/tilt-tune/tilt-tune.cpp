@@ -67,7 +67,12 @@ std::string parseList(std::string_view flag, std::string_view text,
 }
 
 std::string configName(const TileConfig &c) {
-  return fmt::format("{} {}x{}", c.variant, c.blockM, c.blockN);
+  std::string s = fmt::format("{} {}x{}", c.variant, c.blockM, c.blockN);
+  if (c.numWarps)
+    s += fmt::format(" {} warps", c.numWarps);
+  if (c.numStages)
+    s += fmt::format(" {} stage{}", c.numStages, c.numStages == 1 ? "" : "s");
+  return s;
 }
 
 double median(std::vector<double> v) {

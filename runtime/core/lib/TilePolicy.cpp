@@ -75,10 +75,10 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
   if (c.kind() && isDecodeVariant(*c.kind())) {
     if (!decodeTokenRows(spec))
       return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
-    // The row state holds a row per kv head if that is more, and the token
-    // rows a block's partial sums [Hkv][BN x 16] and P [Hkv][BN].
-    const int64_t r = std::max(m, spec.kvHeads);
-    return 2 * r * d * 4 + 4 * r * 4 + spec.kvHeads * n * (16 + 1) * 4;
+    // The row state holds a row per head if that is more, and the token
+    // rows a block's partial sums [H][BN x 16] and P [H][BN].
+    const int64_t r = std::max(m, spec.heads);
+    return 2 * r * d * 4 + 4 * r * 4 + spec.heads * n * (16 + 1) * 4;
   }
   if (c.is(KernelVariant::CpuAmx))
     return m * d * 2                   // Q rows
@@ -134,11 +134,12 @@ std::vector<TileConfig> decodeSearchSpace(const AttentionSpec &spec,
   std::vector<TileConfig> out;
   const KernelVariant variant = decodeCpuVariant(has);
   for (int64_t m : {16, 32, 64})
-    for (int64_t n : {16, 32, 64}) {
-      TileConfig c = config(variant, m, n);
-      if (cpuScratchBytes(spec, c) <= kMaxCpuScratchBytes)
-        out.push_back(c);
-    }
+    for (int64_t n : {16, 32, 64})
+      for (int64_t stages : {0, 1}) {
+        TileConfig c = config(variant, m, n, 0, stages);
+        if (cpuScratchBytes(spec, c) <= kMaxCpuScratchBytes)
+          out.push_back(c);
+      }
   return out;
 }
 
@@ -164,7 +165,8 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
 }
 
 bool decodeTokenRows(const AttentionSpec &spec) {
-  return spec.pageSize > 0 && spec.heads == spec.kvHeads;
+  return spec.pageSize > 0 && spec.kvHeads > 0 &&
+         spec.heads <= kDecodeTokenRowsMaxGroup * spec.kvHeads;
 }
 
 bool fusedBackward(int64_t kvItems, int threads, int64_t heapBytes) {

@@ -16,8 +16,11 @@
 //   # dtype head_dim causal heads seq | best | best_ms | default | default_ms
 //   bf16 128 1 32 2048 | cpu_amx 128 256 | 31.200 | cpu_amx 128 128 | 33.100
 //   # decode dtype head_dim causal heads kv_heads sq sk | best | ...
-//   decode bf16 128 1 32 8 16 8192 | cpu_decode_avx512 64 16 | 9.100 | ...
+//   decode bf16 128 1 32 8 16 8192 | cpu_decode_avx512 64 16 0 1 | 9.100 | ...
 //
+// A configuration is "variant block_m block_n", with "num_warps
+// num_stages" after it where they are not 0 (GPU variants; the CPU decode
+// kernels' num_stages, Decode.cpp).
 // Format 1 (prefill records only) is read too.
 //
 // Lookup (the nearest-bucket rule): only records of the call's kind with

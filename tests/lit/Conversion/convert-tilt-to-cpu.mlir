@@ -403,15 +403,16 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
 // -----
 
 // Paged MHA (H = Hkv = 2): the token-row path, taken at Sq = 1 when the
-// call holds every kv head of one (batch, split); each key's cache row is
-// read whole, K then V, every kv head side by side (the loop over kv heads
-// inside the loop over the block's keys), the next block's rows asked for
-// (to L2) beside them. Otherwise the row blocks, as for GQA.
+// call holds every kv head of one (batch, split); the cache rows of 4 keys
+// are read whole, K then V, every kv head side by side (the loop over kv
+// heads inside the loop over the block's keys, 4 at a time), the next
+// block's rows asked for (to L2) beside them. Otherwise the row blocks.
 
 // CHECK-LABEL: func.func @decode_paged_token_rows(
 // CHECK-SAME: %{{[a-z0-9]+}}: memref<?x2x?x16xbf16>, %[[K:[a-z0-9]+]]: memref<?x16x2x16xbf16>, %[[V:[a-z0-9]+]]: memref<?x16x2x16xbf16>
-// Row state for a row per kv head; a block's partial sums and P per kv head.
-// CHECK: memref.alloca() {alignment = 64 : i64} : memref<2x128xf32>
+// Row state for a row per head; a block's partial sums (a vector per 4
+// keys) and P per head.
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<2x32xf32>
 // CHECK: memref.alloca() {alignment = 64 : i64} : memref<2x16xf32>
 // CHECK: %[[ALL:.*]] = arith.cmpi eq, %{{.*}}, %c2 : index
 // CHECK: %[[FIRST:.*]] = arith.cmpi eq, %{{.*}}, %c0 : index
@@ -420,11 +421,11 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
 // CHECK: %[[WHOLE:.*]] = arith.andi %[[A]], %[[ALL]] : i1
 // CHECK: scf.if %[[WHOLE]] {
 // CHECK: scf.for %{{.*}} step %c16 {
-// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 {
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c4 {
 // CHECK: scf.for %[[H:.*]] = %c0 to %c2 step %c1 {
-// CHECK: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0], read, locality<2>, data
-// CHECK: vector.load %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
-// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 {
+// CHECK-COUNT-4: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0], read, locality<2>, data
+// CHECK-COUNT-4: vector.load %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c4 {
 // CHECK: scf.for %[[H2:.*]] = %c0 to %c2 step %c1 {
 // CHECK: memref.prefetch %[[V]][%{{.*}}, %{{.*}}, %[[H2]], %c0], read, locality<2>, data
 // CHECK: vector.load %[[V]][%{{.*}}, %{{.*}}, %[[H2]], %c0] : memref<?x16x2x16xbf16>, vector<16xbf16>
@@ -432,5 +433,57 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
 // CHECK: memref.prefetch %[[V]]{{.*}} locality<3>
 func.func @decode_paged_token_rows(%q: memref<?x2x?x16xbf16>, %k: memref<?x16x2x16xbf16>, %v: memref<?x16x2x16xbf16>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x2x?x16xbf16>, %lse: memref<?x2x?xf32>, %b: index, %e: index) {
   tilt.attention q(%q : memref<?x2x?x16xbf16>) k(%k : memref<?x16x2x16xbf16>) v(%v : memref<?x16x2x16xbf16>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x2x?x16xbf16>) lse_out(%lse : memref<?x2x?xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// Paged GQA (H 4 over Hkv 2) takes the token-row path too: a row per head,
+// each K chunk of the 4 keys' rows loaded once for the group's 2 rows. bf16
+// with D a multiple of 32 on an AVX512_BF16 target: q staged as bf16,
+// unscaled, and q . K as vdpbf16ps against K read in place; P . V in f32,
+// the 4 keys' V chunks into each accumulator at once.
+
+// CHECK-LABEL: func.func @decode_paged_token_rows_gqa(
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x16x2x32xbf16>, %[[V:[a-z0-9]+]]: memref<?x16x2x32xbf16>
+// CHECK: %[[QS:.*]] = memref.alloca() {alignment = 64 : i64} : memref<16x32xbf16>
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<4x64xf32>
+// CHECK: memref.alloca() {alignment = 64 : i64} : memref<4x16xf32>
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c4 {
+// CHECK: scf.for %[[H:.*]] = %c0 to %c2 step %c1 {
+// CHECK-COUNT-4: memref.prefetch %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0], read, locality<2>, data
+// CHECK-COUNT-4: vector.load %[[K]][%{{.*}}, %{{.*}}, %[[H]], %c0] : memref<?x16x2x32xbf16>, vector<32xbf16>
+// CHECK: vector.load %[[QS]][%{{.*}}, %c0] : memref<16x32xbf16>, vector<32xbf16>
+// CHECK-COUNT-4: x86vector.avx512.dot
+// CHECK: vector.load %[[QS]][%{{.*}}, %c0] : memref<16x32xbf16>, vector<32xbf16>
+// CHECK-COUNT-4: x86vector.avx512.dot
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c4 {
+// CHECK: scf.for %[[H2:.*]] = %c0 to %c2 step %c1 {
+// CHECK-COUNT-4: memref.prefetch %[[V]][%{{.*}}, %{{.*}}, %[[H2]], %c0], read, locality<2>, data
+// CHECK: vector.load %[[V]][%{{.*}}, %{{.*}}, %[[H2]], %c0] : memref<?x16x2x32xbf16>, vector<32xbf16>
+// CHECK: vector.fma
+// CHECK: } else {
+// CHECK: x86vector.avx512.dot
+func.func @decode_paged_token_rows_gqa(%q: memref<?x4x?x32xbf16>, %k: memref<?x16x2x32xbf16>, %v: memref<?x16x2x32xbf16>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x32xbf16>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x32xbf16>) k(%k : memref<?x16x2x32xbf16>) v(%v : memref<?x16x2x32xbf16>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x4x?x32xbf16>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
+// num_stages = 1 on a decode kernel: the row blocks leave the keys ahead to
+// the hardware prefetchers (no requests); the default (0) asks for them.
+
+// CHECK-LABEL: func.func @decode_hardware_prefetch(
+// CHECK-NOT: memref.prefetch
+// CHECK: return
+// CHECK-LABEL: func.func @decode_software_prefetch(
+// CHECK: memref.prefetch %{{.*}} read, locality<3>, data
+func.func @decode_hardware_prefetch(%q: memref<?x4x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {causal, config = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 16, block_n = 16, num_warps = 0, num_stages = 1>}
+  return
+}
+func.func @decode_software_prefetch(%q: memref<?x4x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {causal, config = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 16, block_n = 16, num_warps = 0, num_stages = 2>}
   return
 }

@@ -404,7 +404,7 @@ mlir::tilt::makeCpuEmitter(AttentionOp op, ImplicitLocOpBuilder &b,
     return makeAmxEmitter(op, b);
   case KernelVariant::cpu_decode_avx2:
   case KernelVariant::cpu_decode_avx512:
-    return makeDecodeEmitter(op, b);
+    return makeDecodeEmitter(op, b, nativeBf16Dot);
   case KernelVariant::gpu_sm80:
   case KernelVariant::gpu_sm90a:
   case KernelVariant::gpu_decode_sm80:

@@ -333,9 +333,10 @@ makeVectorEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot);
 /// The AMX tile path (Amx.cpp): cpu_amx.
 std::unique_ptr<CpuEmitter> makeAmxEmitter(AttentionOp op,
                                            ImplicitLocOpBuilder &b);
-/// The decode family (Decode.cpp): cpu_decode_avx2, cpu_decode_avx512.
-std::unique_ptr<CpuKernelBuilder> makeDecodeEmitter(AttentionOp op,
-                                                    ImplicitLocOpBuilder &b);
+/// The decode family (Decode.cpp): cpu_decode_avx2, cpu_decode_avx512;
+/// bf16 q . K as vdpbf16ps where `nativeBf16Dot`.
+std::unique_ptr<CpuKernelBuilder>
+makeDecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot);
 /// The emitter of the op's tile_config variant (a CPU one);
 /// `nativeBf16Dot`: the target has AVX512_BF16 (makeVectorEmitter).
 std::unique_ptr<CpuKernelBuilder>

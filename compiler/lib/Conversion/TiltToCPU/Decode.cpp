@@ -56,18 +56,23 @@
 // 8192, medians of three alternating runs: 1.19x (MHA) and 1.25x (GQA 4:1)
 // contiguous, 1.47x and 1.53x paged (16-token pages).
 //
-// Paged MHA at Sq = 1 (one row per kv head) takes a token-row path when
-// the call holds every kv head of one (batch, split), which the runtime
-// then arranges (TilePolicy.h's decodeTokenRows): per key block, for each
-// key, every kv head's q . K along the token's cache row, then per kv head
-// the lane sums and the online softmax, then for each key every kv head's
-// P . V along the row -- each token row read whole and in order, K then V,
-// the next block's rows asked for (to L2) beside them. Runs of kv heads
-// read 2-4 KiB of each 8 KiB row (H 32, D 128 bf16) and left the hardware
-// prefetchers little to follow: a read-pattern test on the Zen 4 (2
-// threads, 16-token pages shuffled) moved 19-25 GB/s that way against
-// 45-48 GB/s for whole rows in order, and the paged MHA rows of issue 12's
-// table went from 12-14 GB/s to 26-31 GB/s (BENCHMARKS.md).
+// Paged decode at Sq = 1 with groups of at most 4 heads (MHA and GQA up
+// to 4:1; one row per head) takes a token-row path when the call holds
+// every kv head of one (batch, split), which the runtime then arranges
+// (TilePolicy.h's decodeTokenRows): per key block, for each 4 keys, every
+// kv head's q . K along the keys' cache rows (each K chunk loaded once for
+// the group's rows), then per row the lane sums and the online softmax,
+// then for each 4 keys every kv head's P . V along the rows -- each token
+// row read whole and in order, K then V, the next block's rows asked for
+// (to L2) beside them. Runs of kv heads read 2-4 KiB of each 8 KiB row (H
+// 32, D 128 bf16) and left the hardware prefetchers little to follow: a
+// read-pattern test on the Zen 4 (2 threads, 16-token pages shuffled) moved
+// 19-25 GB/s that way against 45-48 GB/s for whole rows in order, and the
+// paged MHA rows of issue 12's table went from 12-14 GB/s to 26-31 GB/s
+// (BENCHMARKS.md). Paged GQA 4:1 (bf16 D 128 Sk 8192, 16-token pages, on
+// the Zen 4) went from the row blocks' 3.4-3.9 / 14.8-14.9 / 58 ms at B 1
+// / 4 / 16 to 1.4-1.9 / 6.4-6.8 / 26-30 ms (BENCHMARKS.md, seventh
+// session).
 //
 // Split-KV (the op's splits, S > 0): the work items are (batch, split, kv
 // head) and split s walks only the s-th of S chunks of the visible keys
@@ -82,6 +87,7 @@
 #include "CpuEmitter.h"
 
 #include "tilt/Compiler/Log2Units.h"
+#include "tilt/TilePolicy.h"
 
 #include "llvm/Support/MathExtras.h"
 
@@ -94,14 +100,16 @@ namespace {
 
 class DecodeEmitter final : public CpuKernelBuilder {
 public:
-  DecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b)
+  DecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b, bool nativeBf16Dot)
       : CpuKernelBuilder(
             op, op.getSpec(), op.getConfigAttr(), operandsOf(op), b,
             op.getConfigAttr().getVariant() == KernelVariant::cpu_decode_avx2
                 ? 8
                 : 16),
         op(op), group(spec.heads / spec.kvHeads),
-        pairs(elt.isBF16() && d % (2 * vl) == 0) {}
+        pairs(elt.isBF16() && d % (2 * vl) == 0),
+        dot(pairs && nativeBf16Dot && vl == 16),
+        prefetchAhead(op.getConfigAttr().getNumStages() != 1) {}
 
   LogicalResult emit() override;
 
@@ -140,14 +148,18 @@ private:
   /// Paged MHA at Sq = 1 with every kv head of one (batch, split) in the
   /// call (see the header): the rows, one per kv head, against keys
   /// [kBegin, kEnd), token row by token row.
-  bool tokenRowsPath() const { return io.blockTable && group == 1; }
+  bool tokenRowsPath() const {
+    return io.blockTable && ::tilt::decodeTokenRows(spec);
+  }
   void tokenRows(Value kBegin, Value kEnd);
   void tokenBlock(Value kb, Value kEnd);
-  /// For each key t of the block at kb, for each kv head k: body(t, k, the
-  /// cache index of row t, kv head k, without the column), after asking
-  /// (to L2) for `tensor`'s row of the next block's key t, kv head k.
-  void forEachTokenRow(Value kb, Value tensor,
-                       function_ref<void(Value, Value, ArrayRef<Value>)> body);
+  /// For each `keys` keys t0 .. t0 + keys - 1 of the block at kb, for each
+  /// kv head k: body(t0, k, the cache indices of their rows, kv head k,
+  /// without the column), after asking (to L2) for `tensor`'s rows of the
+  /// next block's same keys, kv head k.
+  void forEachTokenRows(
+      Value kb, Value tensor, int64_t keys,
+      function_ref<void(Value, Value, ArrayRef<SmallVector<Value>>)> body);
   /// Asks (to L2) for the cache rows of the block after kb, kv heads
   /// [kvHead0, kvHead0 + count).
   void prefetchNextBlock(Value kb, Value count);
@@ -238,8 +250,49 @@ private:
     return std::min<int64_t>(bm, vl == 16 ? 4 : 2);
   }
 
+  /// The 2 vl bf16 of `tensor`'s row `key` at `col`, as stored.
+  Value loadRaw(Value tensor, ArrayRef<Value> key, Value col) {
+    SmallVector<Value> index(key);
+    index.push_back(col);
+    return vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), tensor,
+                                  index);
+  }
+  /// acc + the pair dot products of staged q row `row` at `col` and
+  /// `keyPair` (loadRaw): vdpbf16ps (see `dot`).
+  Value dotChunk(Value acc, Value row, Value col, Value keyPair) {
+    return bf16PairDot(acc, loadRaw(qs, {row}, col), keyPair,
+                       /*native=*/true);
+  }
+  /// The scores' scale (log2 units) where q is staged unscaled (`dot`).
+  Value scaled(Value s) {
+    return dot ? arith::MulFOp::create(b, s,
+                                       splat(spec.effectiveScale() * kLog2E))
+                     .getResult()
+               : s;
+  }
+
   int64_t group;
   bool pairs; ///< pair order (see loadPair)
+  /// q . K as pair dot products: bf16 with D a multiple of 2 vl on a
+  /// target with AVX512_BF16. q is staged as bf16, unscaled, in natural
+  /// order (a pair dot product sums neighbours, and the lane sums do not
+  /// mind their order); each 2 vl columns of a row take one vdpbf16ps
+  /// against K read in place, where the widened pairs take two FMAs and
+  /// two integer ops; the scale is applied to the summed scores. Products
+  /// of bf16 numbers are exact in f32, so only the order of the f32 sums
+  /// (and the instruction's flushing of denormals) differ. P.V stays in
+  /// f32 (P is not rounded). Measured on the Zen 4 with a stand-alone
+  /// model of the GQA 4:1 tile (2 threads, bf16 D 128, 32 items of Sk
+  /// 8192, contiguous): 12.8 -> 29-31 GB/s.
+  bool dot;
+  /// The row blocks ask for the K/V lines of keys ahead (aheadKeys): the
+  /// tile config's num_stages, K/V blocks in flight, is 0 (the default) or
+  /// 2; 1 leaves the keys ahead to the hardware prefetchers. Tuned per CPU:
+  /// on the Xeon the requests paid (aheadKeys); on the Zen 4 they cost
+  /// 1.2-1.6x (contiguous bf16 D 128 Sk 8192, GQA 4:1 B 1 and 4, MHA B 1,
+  /// eight alternating runs each: 1.74 -> 1.06, 8.17 -> 5.02 and 6.49 ->
+  /// 5.37 ms medians).
+  bool prefetchAhead;
   // Per run of items: the first kv head, the rows of one kv head (heads/kv
   // heads x Sq), and per kv head the first row of its first tile.
   Value kvHead0, perHead, firstTileRow;
@@ -258,8 +311,9 @@ private:
 } // namespace
 
 std::unique_ptr<CpuKernelBuilder>
-mlir::tilt::makeDecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b) {
-  return std::make_unique<DecodeEmitter>(op, b);
+mlir::tilt::makeDecodeEmitter(AttentionOp op, ImplicitLocOpBuilder &b,
+                              bool nativeBf16Dot) {
+  return std::make_unique<DecodeEmitter>(op, b, nativeBf16Dot);
 }
 
 LogicalResult DecodeEmitter::emit() {
@@ -272,8 +326,8 @@ LogicalResult DecodeEmitter::emit() {
                           "alibi_positions; use cpu_avx2 or cpu_avx512");
   // The row state holds block_m rows, or with the token-row path one per
   // kv head if that is more.
-  const int64_t rowCap = tokenRowsPath() ? std::max(bm, spec.kvHeads) : bm;
-  qs = scratch({rowCap, d}, f32);
+  const int64_t rowCap = tokenRowsPath() ? std::max(bm, spec.heads) : bm;
+  qs = scratch({rowCap, d}, dot ? elt : f32);
   acc = scratch({rowCap, d}, f32);
   mRow = scratch({rowCap}, f32);
   lRow = scratch({rowCap}, f32);
@@ -282,8 +336,8 @@ LogicalResult DecodeEmitter::emit() {
   if (spec.positionOffsets && spec.hasAlibi())
     anchorRow = scratch({rowCap}, f32);
   if (tokenRowsPath()) {
-    tokenPart = scratch({spec.kvHeads, bn * vl}, f32);
-    tokenP = scratch({spec.kvHeads, bn}, f32);
+    tokenPart = scratch({spec.heads, bn / 4 * vl}, f32);
+    tokenP = scratch({spec.heads, bn}, f32);
   }
   pTile = scratch({tileRows(), bn}, f32);
   // Split-KV (the op's splits): S = out_parts' leading extent; 0 writes
@@ -436,7 +490,13 @@ void DecodeEmitter::stageRows(Value r0, Value n) {
   forLoop(idx(0), n, idx(1), [&](Value rr) {
     Value i = rowGeometry(add(r0, rr));
     SmallVector<Value> q;
-    for (int64_t c = 0; c < d; c += vl)
+    for (int64_t c = 0; c < d && dot; c += vl)
+      vector::StoreOp::create(
+          b,
+          vector::LoadOp::create(b, VectorType::get({vl}, elt), op.getQ(),
+                                 qIndex(i, idx(c))),
+          qs, ValueRange{rr, idx(c)});
+    for (int64_t c = 0; c < d && !dot; c += vl)
       q.push_back(arith::MulFOp::create(
           b, loadRow(op.getQ(), qIndex(i, idx(c))), scale));
     if (pairs)
@@ -445,10 +505,10 @@ void DecodeEmitter::stageRows(Value r0, Value n) {
         q[c] = pick(lo, hi, [](int64_t j) { return 2 * j; });
         q[c + 1] = pick(lo, hi, [](int64_t j) { return 2 * j + 1; });
       }
-    for (size_t c = 0; c < q.size(); ++c) {
+    for (size_t c = 0; c < q.size(); ++c)
       vector::StoreOp::create(b, q[c], qs, ValueRange{rr, idx(c * vl)});
-      vector::StoreOp::create(b, splat(0.0), acc, ValueRange{rr, idx(c * vl)});
-    }
+    for (int64_t c = 0; c < d; c += vl)
+      vector::StoreOp::create(b, splat(0.0), acc, ValueRange{rr, idx(c)});
     memref::StoreOp::create(b, f32c(-INFINITY), mRow, ValueRange{rr});
     memref::StoreOp::create(b, f32c(0.0), lRow, ValueRange{rr});
     if (spec.hasAlibi())
@@ -528,6 +588,15 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
               prefetchLines(op.getK(), ahead[k0 + t], c0, per * vl);
           for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
+            if (dot) {
+              for (int64_t t = 0; t < quad; ++t) {
+                Value keyPair = loadRaw(op.getK(), keys[k0 + t], col);
+                for (int64_t r = 0; r < rows; ++r)
+                  next[r * quad + t] = dotChunk(next[r * quad + t],
+                                                add(rr, idx(r)), col, keyPair);
+              }
+              continue;
+            }
             SmallVector<Value> q;
             for (int64_t w = 0; w < width; ++w)
               for (int64_t r = 0; r < rows; ++r)
@@ -556,7 +625,7 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
   }
   SmallVector<Value> out;
   for (int64_t r = 0; r < rows; ++r)
-    out.push_back(sumAcrossLanes(std::move(partial[r]), /*level=*/2));
+    out.push_back(scaled(sumAcrossLanes(std::move(partial[r]), /*level=*/2)));
   return out;
 }
 
@@ -649,7 +718,7 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
         clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)), blockPage));
   // The partial last block has nothing ahead to ask for.
   SmallVector<SmallVector<Value>> ahead;
-  if (!clamp)
+  if (!clamp && prefetchAhead)
     ahead = aheadKeys(rr, kb);
   SmallVector<Value> exists = keyExists(kb, kEnd);
 
@@ -786,8 +855,8 @@ Value DecodeEmitter::softmaxRow(Value row, MutableArrayRef<Value> s, Value kb,
 }
 
 void DecodeEmitter::tokenRows(Value kBegin, Value kEnd) {
-  // One row per kv head (MHA at Sq = 1): row k is kv head k's.
-  Value rows = idx(spec.kvHeads);
+  // Sq = 1: row r is head r, of kv head r / group.
+  Value rows = idx(spec.heads);
   stageRows(idx(0), rows);
   forLoop(kBegin, kEnd, idx(bn), [&](Value kb) { tokenBlock(kb, kEnd); });
   finalizeRows(idx(0), rows);
@@ -810,69 +879,134 @@ void DecodeEmitter::prefetchNextBlock(Value kb, Value count) {
 void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
   const int64_t nv = bn / vl;
   SmallVector<Value> exists = keyExists(kb, kEnd);
-  // q_k . K[t, k]: per key, every kv head along the token's row, a vector
-  // of partial sums each (two chains along D), to tokenPart[k][t].
-  forEachTokenRow(kb, op.getK(), [&](Value t, Value k, ArrayRef<Value> key) {
-    Value chains[2] = {splat(0.0), splat(0.0)};
-    for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
-      auto q = [&](int64_t col) {
-        return vector::LoadOp::create(b, vecF32, qs, ValueRange{k, idx(col)})
-            .getResult();
-      };
-      if (pairs) {
-        auto [even, odd] = loadPair(op.getK(), key, idx(c));
-        chains[0] = vector::FMAOp::create(b, q(c), even, chains[0]);
-        chains[1] = vector::FMAOp::create(b, q(c + vl), odd, chains[1]);
-        continue;
-      }
-      Value &chain = chains[(c / vl) % 2];
-      chain = vector::FMAOp::create(b, q(c), loadKey(op.getK(), key, idx(c)),
-                                    chain);
-    }
-    vector::StoreOp::create(b, arith::AddFOp::create(b, chains[0], chains[1]),
-                            tokenPart, ValueRange{k, mul(t, idx(vl))});
-  });
-  // Per kv head: the scores (lane sums), bias, masks and the online softmax
-  // as the tiles' rows; the accumulator rescaled.
-  forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
+  // Row g of kv head k's group.
+  auto rowOf = [&](Value k, int64_t g) {
+    return add(mul(k, idx(group)), idx(g));
+  };
+  // q . K[t, k] for each row of kv head k's group: per 4 keys, every kv
+  // head along their token rows, each K chunk loaded once for the group; a
+  // vector per (row, key) along D, the first two levels of the lane-sum
+  // tree taken at once (as scores() does), so one vector per row and 4 keys
+  // to tokenPart[row][t0 / 4].
+  constexpr int64_t quad = 4;
+  forEachTokenRows(
+      kb, op.getK(), quad,
+      [&](Value t0, Value k, ArrayRef<SmallVector<Value>> keys) {
+        SmallVector<Value> sums(group * quad, splat(0.0)); // [g * quad + i]
+        auto q = [&](int64_t g, int64_t col) {
+          return vector::LoadOp::create(b, vecF32, qs,
+                                        ValueRange{rowOf(k, g), idx(col)})
+              .getResult();
+        };
+        auto fma = [&](int64_t g, int64_t i, Value x, Value y) {
+          Value &s = sums[g * quad + i];
+          s = vector::FMAOp::create(b, x, y, s);
+        };
+        for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
+          if (dot) {
+            SmallVector<Value> keyPairs;
+            for (int64_t i = 0; i < quad; ++i)
+              keyPairs.push_back(loadRaw(op.getK(), keys[i], idx(c)));
+            for (int64_t g = 0; g < group; ++g) {
+              Value qPair = loadRaw(qs, {rowOf(k, g)}, idx(c));
+              for (int64_t i = 0; i < quad; ++i)
+                sums[g * quad + i] = bf16PairDot(sums[g * quad + i], qPair,
+                                                 keyPairs[i], /*native=*/true);
+            }
+          } else if (pairs) {
+            SmallVector<std::pair<Value, Value>> kv;
+            for (int64_t i = 0; i < quad; ++i)
+              kv.push_back(loadPair(op.getK(), keys[i], idx(c)));
+            for (int64_t g = 0; g < group; ++g) {
+              Value qEven = q(g, c), qOdd = q(g, c + vl);
+              for (int64_t i = 0; i < quad; ++i) {
+                fma(g, i, qEven, kv[i].first);
+                fma(g, i, qOdd, kv[i].second);
+              }
+            }
+          } else {
+            SmallVector<Value> kv;
+            for (int64_t i = 0; i < quad; ++i)
+              kv.push_back(loadKey(op.getK(), keys[i], idx(c)));
+            for (int64_t g = 0; g < group; ++g) {
+              Value qv = q(g, c);
+              for (int64_t i = 0; i < quad; ++i)
+                fma(g, i, qv, kv[i]);
+            }
+          }
+        }
+        Value at = mul(arith::DivSIOp::create(b, t0, idx(quad)), idx(vl));
+        for (int64_t g = 0; g < group; ++g)
+          vector::StoreOp::create(
+              b,
+              sumAcrossLanes(SmallVector<Value>(
+                  ArrayRef<Value>(sums).slice(g * quad, quad))),
+              tokenPart, ValueRange{rowOf(k, g), at});
+      });
+  // Per row: the scores (lane sums), bias, masks and the online softmax as
+  // the tiles' rows; the accumulator rescaled.
+  forLoop(idx(0), idx(spec.heads), idx(1), [&](Value r) {
     SmallVector<Value> s;
     for (int64_t c = 0; c < nv; ++c) {
       SmallVector<Value> xs;
-      for (int64_t j = 0; j < vl; ++j)
+      for (int64_t j = 0; j < vl / quad; ++j)
         xs.push_back(vector::LoadOp::create(
-            b, vecF32, tokenPart, ValueRange{k, idx((c * vl + j) * vl)}));
-      s.push_back(sumAcrossLanes(std::move(xs)));
+            b, vecF32, tokenPart,
+            ValueRange{r, idx((c * vl / quad + j) * vl)}));
+      s.push_back(scaled(sumAcrossLanes(std::move(xs), /*level=*/2)));
     }
-    Value alpha = softmaxRow(k, s, kb, exists, tokenP, k);
+    Value alpha = softmaxRow(r, s, kb, exists, tokenP, r);
     for (int64_t c = 0; c < d; c += vl) {
-      Value x = vector::LoadOp::create(b, vecF32, acc, ValueRange{k, idx(c)});
+      Value x = vector::LoadOp::create(b, vecF32, acc, ValueRange{r, idx(c)});
       vector::StoreOp::create(b, arith::MulFOp::create(b, x, alpha), acc,
-                              ValueRange{k, idx(c)});
+                              ValueRange{r, idx(c)});
     }
   });
-  // acc_k += p_k[t] V[t, k]: per key, every kv head along the token's row.
-  forEachTokenRow(kb, op.getV(), [&](Value t, Value k, ArrayRef<Value> key) {
-    Value p = bcast(memref::LoadOp::create(b, tokenP, ValueRange{k, t}));
-    auto accumulate = [&](int64_t col, Value v) {
-      Value x = vector::LoadOp::create(b, vecF32, acc, ValueRange{k, idx(col)});
-      vector::StoreOp::create(b, vector::FMAOp::create(b, p, v, x), acc,
-                              ValueRange{k, idx(col)});
-    };
-    for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
-      if (!pairs) {
-        accumulate(c, loadKey(op.getV(), key, idx(c)));
-        continue;
-      }
-      auto [even, odd] = loadPair(op.getV(), key, idx(c));
-      accumulate(c, even);
-      accumulate(c + vl, odd);
-    }
-  });
+  // acc_r += sum_t p_r[t] V[t, k] for each row r of kv head k's group:
+  // per `keys` keys, every kv head along their token rows, each V chunk
+  // loaded once, each accumulator read and written once for all of them.
+  // Measured on the Zen 4 (paged GQA 4:1, bf16 D 128, Sk 2048, from L3):
+  // 0.75-1.24 ms a key at a time, 0.57 two, 0.50-0.53 four, 0.53-0.60
+  // eight.
+  const int64_t keys = quad;
+  forEachTokenRows(
+      kb, op.getV(), keys,
+      [&](Value t0, Value k, ArrayRef<SmallVector<Value>> rows) {
+        SmallVector<Value> p; // p[g * keys + i]
+        for (int64_t g = 0; g < group; ++g)
+          for (int64_t i = 0; i < keys; ++i)
+            p.push_back(bcast(memref::LoadOp::create(
+                b, tokenP, ValueRange{rowOf(k, g), add(t0, idx(i))})));
+        auto accumulate = [&](int64_t col, ArrayRef<Value> v) {
+          for (int64_t g = 0; g < group; ++g) {
+            ValueRange at{rowOf(k, g), idx(col)};
+            Value x = vector::LoadOp::create(b, vecF32, acc, at);
+            for (int64_t i = 0; i < keys; ++i)
+              x = vector::FMAOp::create(b, p[g * keys + i], v[i], x);
+            vector::StoreOp::create(b, x, acc, at);
+          }
+        };
+        for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
+          SmallVector<Value> even, odd;
+          for (int64_t i = 0; i < keys; ++i) {
+            if (!pairs) {
+              even.push_back(loadKey(op.getV(), rows[i], idx(c)));
+              continue;
+            }
+            auto [e, o] = loadPair(op.getV(), rows[i], idx(c));
+            even.push_back(e);
+            odd.push_back(o);
+          }
+          accumulate(c, even);
+          if (pairs)
+            accumulate(c + vl, odd);
+        }
+      });
 }
 
-void DecodeEmitter::forEachTokenRow(
-    Value kb, Value tensor,
-    function_ref<void(Value, Value, ArrayRef<Value>)> body) {
+void DecodeEmitter::forEachTokenRows(
+    Value kb, Value tensor, int64_t keys,
+    function_ref<void(Value, Value, ArrayRef<SmallVector<Value>>)> body) {
   Value last = sub(sk, idx(1));
   // Key t's cache row {page, slot} (keys past the sequence read the last
   // one, masked), and the next block's, asked for (to L2) beside it: the
@@ -885,12 +1019,18 @@ void DecodeEmitter::forEachTokenRow(
   };
   auto here = rowsFrom(kb);
   auto ahead = rowsFrom(minI(add(kb, idx(bn)), last));
-  forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
-    SmallVector<Value> at = here(t), next = ahead(t);
+  forLoop(idx(0), idx(bn), idx(keys), [&](Value t0) {
+    SmallVector<SmallVector<Value>> at, next;
+    for (int64_t i = 0; i < keys; ++i) {
+      at.push_back(here(add(t0, idx(i))));
+      next.push_back(ahead(add(t0, idx(i))));
+    }
     forLoop(idx(0), idx(spec.kvHeads), idx(1), [&](Value k) {
-      at.back() = next.back() = k;
-      prefetchLines(tensor, next, idx(0), d, /*locality=*/2);
-      body(t, k, at);
+      for (int64_t i = 0; i < keys; ++i) {
+        at[i].back() = next[i].back() = k;
+        prefetchLines(tensor, next[i], idx(0), d, /*locality=*/2);
+      }
+      body(t0, k, at);
     });
   });
 }

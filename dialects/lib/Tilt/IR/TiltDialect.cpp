@@ -165,6 +165,20 @@ TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
              variant == KernelVariant::gpu_sm90a ||
              variant == KernelVariant::gpu_decode_sm80 ||
              variant == KernelVariant::gpu_bwd_sm80;
+  // The CPU decode kernels' num_stages: K/V blocks in flight, 1 (the block
+  // in use; no software requests for the keys ahead) or 2 (0: the default,
+  // 2).
+  const bool cpuDecode = variant == KernelVariant::cpu_decode_avx2 ||
+                         variant == KernelVariant::cpu_decode_avx512;
+  if (cpuDecode && (numStages < 0 || numStages > 2))
+    return emitError() << "num_stages must be 0, 1 or 2 for "
+                       << stringifyKernelVariant(variant) << ", got "
+                       << numStages;
+  if (cpuDecode && numWarps != 0)
+    return emitError() << "num_warps applies to gpu variants only, not "
+                       << stringifyKernelVariant(variant);
+  if (cpuDecode)
+    return success();
   if (!gpu) {
     if (numWarps != 0 || numStages != 0)
       return emitError() << "num_warps and num_stages apply to gpu variants "

@@ -74,12 +74,17 @@ inline constexpr int64_t kDecodeMaxSq = 16;
 /// A paged KV cache always takes the decode family, which alone reads one
 /// (for chunked prefill too: its row blocks take any number of rows).
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
-/// The decode kernels' token-row path (paged MHA; Decode.cpp): at Sq = 1,
-/// a call holding every kv head of one (batch, split) reads each cache
-/// token row whole, every kv head's K (then V) side by side, instead of a
-/// kv head at a time. The runtime then hands out whole (batch, split)s and
-/// splits by batches alone (decodeSplits with items = B).
+/// The decode kernels' token-row path (paged, groups of at most
+/// kDecodeTokenRowsMaxGroup heads; Decode.cpp): at Sq = 1, a call holding
+/// every kv head of one (batch, split) reads each cache token row whole,
+/// every kv head's K (then V) side by side, instead of a kv head at a time.
+/// The runtime then hands out whole (batch, split)s and splits by batches
+/// alone (decodeSplits with items = B).
 bool decodeTokenRows(const AttentionSpec &spec);
+/// The largest GQA group (heads / kv heads) on the token-row path: its
+/// chunk of K or V is shared by the group's rows in registers (two chains
+/// each along D).
+inline constexpr int64_t kDecodeTokenRowsMaxGroup = 4;
 /// Split-KV for the decode family: how many chunks to cut each (batch, kv
 /// head)'s keys into when `items` (batch x kv heads) would leave some of
 /// `threads` idle or uneven. 1 (no split) when there is one thread, when
@@ -131,7 +136,9 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
                                        const HasFeature &has);
 /// The decode family's candidates on a CPU with features `has`: its
 /// variant (decodeCpuVariant) with 16, 32 or 64 query rows per tile block
-/// (block_m) and 16, 32 or 64 keys per block (block_n).
+/// (block_m), 16, 32 or 64 keys per block (block_n), and num_stages 0 (the
+/// keys ahead asked for by software) or 1 (left to the hardware
+/// prefetchers; Decode.cpp).
 std::vector<TileConfig> decodeSearchSpace(const AttentionSpec &spec,
                                           const HasFeature &has);
 

@@ -411,6 +411,16 @@ module attributes {tilt.a = #tilt.tile_config<variant = cpu_avx2, block_m = 64, 
 
 // -----
 
+// expected-error @+1 {{num_stages must be 0, 1 or 2 for cpu_decode_avx512, got 3}}
+module attributes {tilt.a = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 32, block_n = 16, num_warps = 0, num_stages = 3>} {}
+
+// -----
+
+// expected-error @+1 {{num_warps applies to gpu variants only, not cpu_decode_avx2}}
+module attributes {tilt.a = #tilt.tile_config<variant = cpu_decode_avx2, block_m = 16, block_n = 16, num_warps = 1, num_stages = 1>} {}
+
+// -----
+
 // expected-error @+1 {{num_warps must be 1, 2, 4 or 8 for gpu_sm80, got 3}}
 module attributes {tilt.a = #tilt.tile_config<variant = gpu_sm80, block_m = 64, block_n = 64, num_warps = 3, num_stages = 2>} {}
 
