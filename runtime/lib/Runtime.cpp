@@ -379,7 +379,7 @@ void noteKernel(TileConfig &last, const std::string &variant, int64_t blockM,
   last.numStages = numStages;
 }
 void noteKernel(TileConfig &last, const KernelInfo &info) {
-  noteKernel(last, info.variant, info.blockM, info.blockN);
+  noteKernel(last, info.variant, info.blockM, info.blockN, 0, info.numStages);
 }
 void noteKernel(TileConfig &last, const CudaArtifact &h) {
   noteKernel(last, h.variant, h.blockM, h.blockN, h.numWarps, h.numStages);

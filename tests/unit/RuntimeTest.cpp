@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "RuntimeTestSupport.h"
+#include "tilt/Artifacts.h"
 #include "tilt/TilePolicy.h"
 
 #include <chrono>
@@ -554,3 +555,27 @@ TEST(Runtime, Names) {
 }
 
 } // namespace
+
+// A CPU kernel's info string names num_stages where it is set (the decode
+// kernels' option), so RunStats can say which kernel ran; without it, 0.
+TEST(KernelInfo, NumStagesRoundTripsWhereSet) {
+  AttentionSpec spec = makeSpec(32, 8, 128);
+  TileConfig c = defaultCpuConfig(KernelVariant::CpuDecodeAvx512);
+  KernelInfo info;
+  ASSERT_EQ(
+      parseKernelInfo(formatKernelInfo(c, CpuClass::X86_64_V4, spec), info),
+      "");
+  EXPECT_EQ(info.numStages, 0);
+  EXPECT_EQ(formatKernelInfo(c, CpuClass::X86_64_V4, spec).find("num_stages"),
+            std::string::npos);
+  c.numStages = 1;
+  ASSERT_EQ(
+      parseKernelInfo(formatKernelInfo(c, CpuClass::X86_64_V4, spec), info),
+      "");
+  EXPECT_EQ(info.numStages, 1);
+  EXPECT_EQ(info.blockN, c.blockN);
+  EXPECT_NE(parseKernelInfo("abi=5;variant=x;block_m=16;block_n=16;"
+                            "num_stages=two;isa=x86-64-v4;spec=h=1",
+                            info),
+            "");
+}

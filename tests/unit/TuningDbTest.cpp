@@ -141,10 +141,17 @@ TEST(TuningDb, DecodeRecordsRoundTripAndTheirOwnRule) {
     for (int64_t sq : {1, 16})
       for (int64_t sk : {1024, 32768})
         db.put(decodeRecord(32, kv, sq, sk, sq == 16 ? 64 : 16, kv));
+  // The CPU decode kernels' num_stages (1: no software requests ahead).
+  tilt::TuningRecord staged = decodeRecord(32, 4, 1, 8192, 32, 16);
+  staged.best.numStages = 1;
+  db.put(staged);
   ASSERT_EQ(db.save(dir + "/d.tune"), "");
   tilt::TuningDb back;
   ASSERT_EQ(tilt::TuningDb::load(dir + "/d.tune", back), "");
-  ASSERT_EQ(back.records.size(), 13u);
+  ASSERT_EQ(back.records.size(), 14u);
+  ASSERT_TRUE(back.find(staged.key));
+  EXPECT_EQ(back.find(staged.key)->best.str(), staged.best.str());
+  EXPECT_EQ(back.find(staged.key)->best.numStages, 1);
   tilt::TuningKey key{tilt::DType::BF16, 128, true, 32, 1024, 16, 8};
   ASSERT_TRUE(back.find(key));
   EXPECT_EQ(back.find(key)->best.str(),

@@ -855,14 +855,15 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                "\"jit_disk_hit_ms\": {:.4f}, \"jit_memory_hit_us\": {:.4f}, "
                "\"kv_read_gbps\": {:.2f}, \"read_bandwidth_gbps\": {:.2f}, "
                "\"ratio_read_bandwidth\": {:.4f}, \"variant\": \"{}\", "
-               "\"block_m\": {}, \"block_n\": {}{}}}\n",
+               "\"block_m\": {}, \"block_n\": {}, \"num_stages\": {}{}}}\n",
                jsonEscape(cpu), jsonEscape(isa), shape, o.threads, r.gflops,
                r.med * 1e3, r.peakFp32, r.peakAmx, r.gflops / r.peakFp32,
                r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
                r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
                r.jit.diskS * 1e3, r.jit.memS * 1e6, r.kvReadGbps,
                r.readBandwidth, r.kvReadGbps / r.readBandwidth,
-               r.kernel.variant, r.kernel.blockM, r.kernel.blockN, backward);
+               r.kernel.variant, r.kernel.blockM, r.kernel.blockN,
+               r.kernel.numStages, backward);
 }
 
 } // namespace

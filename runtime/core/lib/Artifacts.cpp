@@ -19,9 +19,13 @@ namespace tilt {
 
 std::string formatKernelInfo(const TileConfig &config, CpuClass isa,
                              const AttentionSpec &spec) {
-  return fmt::format("abi={};variant={};block_m={};block_n={};isa={};spec={}",
-                     kKernelAbiVersion, config.variant, config.blockM,
-                     config.blockN, toString(isa), spec.canonical());
+  // num_stages only where it is set (the CPU decode kernels' option).
+  return fmt::format(
+      "abi={};variant={};block_m={};block_n={};{}isa={};spec={}",
+      kKernelAbiVersion, config.variant, config.blockM, config.blockN,
+      config.numStages ? fmt::format("num_stages={};", config.numStages)
+                       : std::string(),
+      toString(isa), spec.canonical());
 }
 
 namespace {
@@ -66,6 +70,8 @@ std::string parseKernelInfo(std::string_view text, KernelInfo &info) {
     } else if (key == "block_n") {
       err = parseInfoInt(key, value, info.blockN);
       haveBlockN = true;
+    } else if (key == "num_stages") {
+      err = parseInfoInt(key, value, info.numStages);
     } else if (key == "variant") {
       info.variant = std::string(value);
     } else if (key == "isa") {

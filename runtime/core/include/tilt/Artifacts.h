@@ -32,6 +32,7 @@ struct KernelInfo {
   int64_t abi = -1;
   int64_t blockM = 0;
   int64_t blockN = 0;
+  int64_t numStages = 0; ///< the CPU decode kernels' (0 where not set)
   std::string variant;
   CpuClass isa = CpuClass::X86_64_V3;
   std::string spec;
