@@ -287,7 +287,8 @@ static bool hasKind(const TuningDb &db, bool decode) {
 /// records, decode records): its own, else the nearest class's that has
 /// that kind (ties going to the lower class, whose code this CPU runs), with
 /// every borrowed configuration of another variant than the class's own
-/// replaced by the class's default.
+/// replaced by the class's default (and a borrowed num_stages by the
+/// default's).
 static std::string planClass(CpuClass cls,
                              const std::map<CpuClass, TuningDb> &dbs,
                              Compiler &compiler, TuningDb &out,
@@ -327,9 +328,14 @@ static std::string planClass(CpuClass cls,
             return compiler.machine().has(f);
           }))
                  : compiler.defaultConfig(familySpec(r.key), Target::CPU);
+      // A CPU decode kernel's num_stages (whether it asks for the keys
+      // ahead) follows the lending machine's prefetchers, not the class:
+      // the borrowed record keeps its blocks, with the default stages.
       for (TileConfig *c : {&r.best, &r.fallback})
         if (c->variant != mine.variant)
           *c = mine;
+        else
+          c->numStages = mine.numStages;
       out.records.push_back(r);
     }
     if (own == dbs.end() && out.machine.empty()) {
