@@ -1404,8 +1404,7 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   parts.oLike = &args.o;
   parts.lseLike = &lseRef;
   // The token-row path (paged, small groups, Sq = 1): a call per (batch,
-  // split),
-  // so only batches and splits spread over the threads.
+  // split), so only batches and splits spread over the threads.
   const bool tokenRows = decode && decodeTokenRows(spec) && g.maxSq == 1;
   if (decode) {
     int64_t splits =

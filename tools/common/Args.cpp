@@ -283,8 +283,8 @@ void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
                      }});
   options.push_back({"num-stages", "N",
                      "K/V blocks in flight (gpu variants; cpu_decode: 1 "
-                     "leaves the keys ahead to the hardware prefetchers, 2 "
-                     "asks for them)",
+                     "leaves a contiguous cache's keys ahead to the hardware "
+                     "prefetchers, 2 asks for them)",
                      [&config](std::string_view v) {
                        return parseInt("num-stages", v, config.numStages, 1);
                      }});

@@ -261,11 +261,14 @@ TensorRef laidOut(TensorRef t, bool bshd) {
   return t.withStrides({seq * heads * d, d, heads * d, 1});
 }
 
-/// "cpu_decode_avx512 16 x 32" (and warps, stages on CUDA).
+/// "cpu_decode_avx512 16 x 32" (and warps, stages on CUDA; stages on the
+/// CPU decode kernels where set).
 std::string kernelString(const TileConfig &k) {
   std::string s = fmt::format("{} {} x {}", k.variant, k.blockM, k.blockN);
   if (k.numWarps > 0)
     s += fmt::format(", {} warps, {} stages", k.numWarps, k.numStages);
+  else if (k.numStages > 0)
+    s += fmt::format(", {} stage{}", k.numStages, k.numStages == 1 ? "" : "s");
   return s;
 }
 

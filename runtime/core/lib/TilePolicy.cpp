@@ -76,9 +76,9 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
     if (!decodeTokenRows(spec))
       return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
     // The row state holds a row per head if that is more, and the token
-    // rows a block's partial sums [H][BN x 16] and P [H][BN].
+    // rows a block's partial sums [H][BN / 4 x 16] and P [H][BN].
     const int64_t r = std::max(m, spec.heads);
-    return 2 * r * d * 4 + 4 * r * 4 + spec.heads * n * (16 + 1) * 4;
+    return 2 * r * d * 4 + 4 * r * 4 + spec.heads * n * (16 / 4 + 1) * 4;
   }
   if (c.is(KernelVariant::CpuAmx))
     return m * d * 2                   // Q rows

@@ -11,7 +11,8 @@
 // is read once for all of them:
 //
 //   rows r: head = kvHead * G + r / Sq, query i = r % Sq (q staged f32,
-//           pre-scaled by scale * log2 e, with the row's slope and i')
+//           pre-scaled by scale * log2 e -- or bf16, unscaled, see `dot`
+//           -- with the row's slope and i')
 //   for each span of keys that fits in L2 (~128 KiB of K and V):
 //     for each tile of R rows (R = 4 with AVX-512, 2 with AVX2; the rows
 //     past the last whole tile one at a time):
@@ -109,7 +110,8 @@ public:
         op(op), group(spec.heads / spec.kvHeads),
         pairs(elt.isBF16() && d % (2 * vl) == 0),
         dot(pairs && nativeBf16Dot && vl == 16),
-        prefetchAhead(op.getConfigAttr().getNumStages() != 1) {}
+        prefetchAhead(op.getConfigAttr().getNumStages() != 1 ||
+                      operandsOf(op).blockTable) {}
 
   LogicalResult emit() override;
 
@@ -145,11 +147,14 @@ private:
   /// accumulator's rescale factor returned (a vector).
   Value softmaxRow(Value row, MutableArrayRef<Value> s, Value kb,
                    ArrayRef<Value> exists, Value pOut, Value pRow);
-  /// Paged MHA at Sq = 1 with every kv head of one (batch, split) in the
-  /// call (see the header): the rows, one per kv head, against keys
-  /// [kBegin, kEnd), token row by token row.
+  /// Paged, groups of at most 4 heads (2 with AVX2, whose 16 registers
+  /// would not hold a group of 4's q.K sums for 4 keys; untimed), Sq = 1,
+  /// with every kv head of one (batch, split) in the call (see the header):
+  /// the rows, one per head, against keys [kBegin, kEnd), token row by
+  /// token row.
   bool tokenRowsPath() const {
-    return io.blockTable && ::tilt::decodeTokenRows(spec);
+    return io.blockTable && ::tilt::decodeTokenRows(spec) &&
+           (vl == 16 || group <= 2);
   }
   void tokenRows(Value kBegin, Value kEnd);
   void tokenBlock(Value kb, Value kEnd);
@@ -192,7 +197,9 @@ private:
         memref::LoadOp::create(b, io.blockTable, ValueRange{batch, entry});
     return arith::IndexCastOp::create(b, b.getIndexType(), id);
   }
-  /// Lane j of the result is the sum of the lanes of xs[j] (xs.size() == vl).
+  /// Lane j of the result is the sum of the lanes of xs[j] (xs.size() == vl;
+  /// fewer gives the tree's first levels, e.g. 4: xs[k]'s sums by 128-bit
+  /// block, as level 2 below takes them).
   /// From `level` > 0: xs are the partial sums that many levels of the tree
   /// left, e.g. level 2: xs[k] holds keys 4k..4k+3 in every 128-bit block.
   Value sumAcrossLanes(SmallVector<Value> xs, int level = 0);
@@ -257,12 +264,6 @@ private:
     return vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), tensor,
                                   index);
   }
-  /// acc + the pair dot products of staged q row `row` at `col` and
-  /// `keyPair` (loadRaw): vdpbf16ps (see `dot`).
-  Value dotChunk(Value acc, Value row, Value col, Value keyPair) {
-    return bf16PairDot(acc, loadRaw(qs, {row}, col), keyPair,
-                       /*native=*/true);
-  }
   /// The scores' scale (log2 units) where q is staged unscaled (`dot`).
   Value scaled(Value s) {
     return dot ? arith::MulFOp::create(b, s,
@@ -287,7 +288,9 @@ private:
   bool dot;
   /// The row blocks ask for the K/V lines of keys ahead (aheadKeys): the
   /// tile config's num_stages, K/V blocks in flight, is 0 (the default) or
-  /// 2; 1 leaves the keys ahead to the hardware prefetchers. Tuned per CPU:
+  /// 2; 1 leaves a contiguous cache's keys ahead to the hardware
+  /// prefetchers (a paged cache's pages, scattered, always take the
+  /// requests; the tuner times contiguous caches only). Tuned per CPU:
   /// on the Xeon the requests paid (aheadKeys); on the Zen 4 they cost
   /// 1.2-1.6x (contiguous bf16 D 128 Sk 8192, GQA 4:1 B 1 and 4, MHA B 1,
   /// eight alternating runs each: 1.74 -> 1.06, 8.17 -> 5.02 and 6.49 ->
@@ -299,12 +302,13 @@ private:
   // Split-KV: the count (>= 1), whether the op has parts to write, and the
   // run's split.
   Value splits, hasSplits, split;
-  // Scratch per call: q rows [BM][D] (scaled), accumulators [BM][D], per-row
+  // Scratch per call: q rows [BM][D] (f32 scaled, or bf16 with `dot`),
+  // accumulators [BM][D], per-row
   // m, l, slope (log2 units), i' (index) and anchor, and the probabilities
   // of a tile's rows [tileRows][BN].
   Value qs, acc, mRow, lRow, slopeRow, ipRow, anchorRow, pTile;
-  // The token-row path: per kv head, a block's partial dot products
-  // [Hkv][BN x vl] and probabilities [Hkv][BN].
+  // The token-row path: per head, a block's partial lane sums (a vector
+  // per 4 keys) [H][BN / 4 x vl] and probabilities [H][BN].
   Value tokenPart, tokenP;
 };
 
@@ -325,7 +329,7 @@ LogicalResult DecodeEmitter::emit() {
     return op.emitOpError("the decode kernels do not take bias "
                           "alibi_positions; use cpu_avx2 or cpu_avx512");
   // The row state holds block_m rows, or with the token-row path one per
-  // kv head if that is more.
+  // head if that is more.
   const int64_t rowCap = tokenRowsPath() ? std::max(bm, spec.heads) : bm;
   qs = scratch({rowCap, d}, dot ? elt : f32);
   acc = scratch({rowCap, d}, f32);
@@ -455,7 +459,9 @@ void DecodeEmitter::rowBlocks(Value kBegin, Value kEnd, Value count) {
       // turn, so the block's token rows are read whole, line after line, and
       // the next block's rows (the run's kv heads) asked for to L2 first:
       // paged GQA 4:1 on the Zen 4, B 1-16 Sk 8192 and B 4 Sk 32768, two
-      // alternating rounds, 1.11-1.40x (BENCHMARKS.md, sixth session).
+      // alternating rounds, 1.11-1.40x (BENCHMARKS.md, sixth session; since
+      // the seventh, whole calls at Sq = 1 take the token rows instead, and
+      // this serves partial runs, Sq > 1 and AVX2's groups of 3 and 4).
       // Measured on the Xeon, bf16 D 128 B 16 Sk 8192 16-token pages,
       // medians of three alternating runs: 149.6 -> 129.8 ms (MHA), 46.5
       // -> 41.8 ms (GQA 4:1); with more rows a kv head (H 32 or 64 over
@@ -589,11 +595,15 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
           for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
             if (dot) {
+              SmallVector<Value> qPairs;
+              for (int64_t r = 0; r < rows; ++r)
+                qPairs.push_back(loadRaw(qs, {add(rr, idx(r))}, col));
               for (int64_t t = 0; t < quad; ++t) {
                 Value keyPair = loadRaw(op.getK(), keys[k0 + t], col);
                 for (int64_t r = 0; r < rows; ++r)
-                  next[r * quad + t] = dotChunk(next[r * quad + t],
-                                                add(rr, idx(r)), col, keyPair);
+                  next[r * quad + t] =
+                      bf16PairDot(next[r * quad + t], qPairs[r], keyPair,
+                                  /*native=*/true);
               }
               continue;
             }

@@ -81,9 +81,10 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 /// The runtime then hands out whole (batch, split)s and splits by batches
 /// alone (decodeSplits with items = B).
 bool decodeTokenRows(const AttentionSpec &spec);
-/// The largest GQA group (heads / kv heads) on the token-row path: its
-/// chunk of K or V is shared by the group's rows in registers (two chains
-/// each along D).
+/// The largest GQA group (heads / kv heads) on the token-row path: a K or
+/// V chunk of 4 keys is shared by the group's rows in registers, a sum per
+/// (row, key) (the AVX2 kernels, with 16 registers, take groups of 2 and
+/// leave larger ones to the row blocks).
 inline constexpr int64_t kDecodeTokenRowsMaxGroup = 4;
 /// Split-KV for the decode family: how many chunks to cut each (batch, kv
 /// head)'s keys into when `items` (batch x kv heads) would leave some of
