@@ -69,6 +69,7 @@ std::string CpuKernel::load(const std::string &path,
   if (variant == KernelVariant::CpuAmx)
     if (std::string err = enableAmx(); !err.empty())
       return fmt::format("kernel {}: {}", name, err);
+  kernel->kind = variant.value_or(KernelVariant::CpuAvx2);
   kernel->itemPerKvHead = variant && isDecodeVariant(*variant);
   kernel->backward = variant && isBackwardVariant(*variant);
   out = std::move(kernel);

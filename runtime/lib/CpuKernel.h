@@ -44,6 +44,9 @@ public:
   /// Work items are (batch, kv head) -- the decode family -- rather than
   /// (batch, head, query block) (KernelABI.h). Known at load.
   bool itemsPerKvHead() const { return itemPerKvHead; }
+  /// The variant the kernel info names (parsed at load; cpu_avx2 where it
+  /// names none Tilt knows, as for a kernel that is not Tilt's).
+  KernelVariant variant() const { return kind; }
   /// A kernel of the backward pass (cpu_bwd_*): its descriptors and work
   /// items are the backward's (KernelABI.h). Known at load.
   bool isBackward() const { return backward; }
@@ -55,6 +58,7 @@ private:
   CpuEntryFn entryFn = nullptr;
   KernelInfo kernelInfo;
   bool itemPerKvHead = false;
+  KernelVariant kind = KernelVariant::CpuAvx2;
   bool backward = false;
 };
 

@@ -1405,7 +1405,8 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   parts.lseLike = &lseRef;
   // The token-row path (paged, small groups, Sq = 1): a call per (batch,
   // split), so only batches and splits spread over the threads.
-  const bool tokenRows = decode && decodeTokenRows(spec) && g.maxSq == 1;
+  const bool tokenRows =
+      decode && decodeTokenRows(spec, kernel.variant()) && g.maxSq == 1;
   if (decode) {
     int64_t splits =
         options.decodeSplits > 0

@@ -363,12 +363,19 @@ TEST(TilePolicy, FusedBackwardWhereItsItemsFillTheThreadsAndTheHeapFits) {
 TEST(TilePolicy, DecodeTokenRowsForPagedGroupsOfAtMostFour) {
   AttentionSpec mha = makeSpec(32, 32, 128), gqa = makeSpec(32, 8, 128);
   AttentionSpec wide = makeSpec(32, 4, 128);
-  EXPECT_FALSE(decodeTokenRows(mha)); // contiguous K/V
-  EXPECT_FALSE(decodeTokenRows(gqa));
+  EXPECT_FALSE(
+      decodeTokenRows(mha, KernelVariant::CpuDecodeAvx512)); // contiguous K/V
+  EXPECT_FALSE(decodeTokenRows(gqa, KernelVariant::CpuDecodeAvx512));
   mha.pageSize = gqa.pageSize = wide.pageSize = 16;
-  EXPECT_TRUE(decodeTokenRows(mha));
-  EXPECT_TRUE(decodeTokenRows(gqa));
-  EXPECT_FALSE(decodeTokenRows(wide)); // groups of 8 keep the row blocks
+  EXPECT_TRUE(decodeTokenRows(mha, KernelVariant::CpuDecodeAvx512));
+  EXPECT_TRUE(decodeTokenRows(gqa, KernelVariant::CpuDecodeAvx512));
+  EXPECT_FALSE(decodeTokenRows(
+      wide, KernelVariant::CpuDecodeAvx512)); // groups of 8 keep the row blocks
+  // AVX2's 16 registers: groups of 2 on the token rows, 4 on the row blocks.
+  EXPECT_FALSE(decodeTokenRows(gqa, KernelVariant::CpuDecodeAvx2));
+  AttentionSpec pair = makeSpec(32, 16, 128);
+  pair.pageSize = 16;
+  EXPECT_TRUE(decodeTokenRows(pair, KernelVariant::CpuDecodeAvx2));
   // The row state grows to a row per head, plus the partial sums.
   TileConfig c = defaultCpuConfig(KernelVariant::CpuDecodeAvx512);
   EXPECT_GT(cpuScratchBytes(gqa, c), cpuScratchBytes(wide, c));

@@ -73,7 +73,7 @@ int64_t cpuScratchBytes(const AttentionSpec &spec, const TileConfig &c) {
     return 4 * std::max(m, n) * d * 4 + 2 * m * n * 4 + rows +
            (spec.dtype == DType::F32 ? 0 : 2 * (m + n) * d * 4);
   if (c.kind() && isDecodeVariant(*c.kind())) {
-    if (!decodeTokenRows(spec))
+    if (!decodeTokenRows(spec, *c.kind()))
       return 2 * m * d * 4 + rows; // staged Q rows and their accumulators
     // The row state holds a row per head if that is more, and the token
     // rows a block's partial sums [H][BN / 4 x 16] and P [H][BN].
@@ -164,9 +164,11 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
   return spec.bias != BiasKind::AlibiPositions && maxSq <= kDecodeMaxSq;
 }
 
-bool decodeTokenRows(const AttentionSpec &spec) {
+bool decodeTokenRows(const AttentionSpec &spec, KernelVariant variant) {
+  const int64_t maxGroup =
+      variant == KernelVariant::CpuDecodeAvx2 ? 2 : kDecodeTokenRowsMaxGroup;
   return spec.pageSize > 0 && spec.kvHeads > 0 &&
-         spec.heads <= kDecodeTokenRowsMaxGroup * spec.kvHeads;
+         spec.heads <= maxGroup * spec.kvHeads;
 }
 
 bool fusedBackward(int64_t kvItems, int threads, int64_t heapBytes) {

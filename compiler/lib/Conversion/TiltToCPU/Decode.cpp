@@ -148,13 +148,16 @@ private:
   Value softmaxRow(Value row, MutableArrayRef<Value> s, Value kb,
                    ArrayRef<Value> exists, Value pOut, Value pRow);
   /// Paged, groups of at most 4 heads (2 with AVX2, whose 16 registers
-  /// would not hold a group of 4's q.K sums for 4 keys; untimed), Sq = 1,
+  /// would not hold a group of 4's q.K sums for 4 keys; untimed; the rule
+  /// is TilePolicy's decodeTokenRows, which the runtime follows), Sq = 1,
   /// with every kv head of one (batch, split) in the call (see the header):
   /// the rows, one per head, against keys [kBegin, kEnd), token row by
   /// token row.
   bool tokenRowsPath() const {
-    return io.blockTable && ::tilt::decodeTokenRows(spec) &&
-           (vl == 16 || group <= 2);
+    return io.blockTable &&
+           ::tilt::decodeTokenRows(
+               spec, vl == 8 ? ::tilt::KernelVariant::CpuDecodeAvx2
+                             : ::tilt::KernelVariant::CpuDecodeAvx512);
   }
   void tokenRows(Value kBegin, Value kEnd);
   void tokenBlock(Value kb, Value kEnd);
@@ -180,6 +183,12 @@ private:
   SmallVector<Value> scores(Value rr, int64_t rows,
                             ArrayRef<SmallVector<Value>> keys,
                             ArrayRef<SmallVector<Value>> ahead);
+  /// sums[r * keys.size() + t] += the dot product of staged q row rows[r]
+  /// with K[keys[t]] over the columns at col (2 vl with pairs, else vl):
+  /// each K chunk loaded once for every row, each q chunk once for every
+  /// key (the tiles' scores() and the token rows' q . K).
+  void accumulateDots(MutableArrayRef<Value> sums, ArrayRef<Value> rows,
+                      ArrayRef<SmallVector<Value>> keys, Value col);
   /// The k/v indices of key `t`, without the column: {batch, kv head, t},
   /// {seqK0 + t, kv head} (varlen) or {page, slot, kv head} (paged; `page`
   /// is the block's page when it lies in one, else null).
@@ -216,10 +225,7 @@ private:
   /// the natural order.
   std::pair<Value, Value> loadPair(Value tensor, ArrayRef<Value> key,
                                    Value col) {
-    SmallVector<Value> index(key);
-    index.push_back(col);
-    return widenBf16Pairs(vector::LoadOp::create(
-        b, VectorType::get({2 * vl}, elt), tensor, index));
+    return widenBf16Pairs(loadRaw(tensor, key, col));
   }
   /// Lane j of the result: lane index(j) of the concatenation of x and y.
   Value pick(Value x, Value y, function_ref<int64_t(int64_t)> index) {
@@ -582,6 +588,9 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
   const int64_t per = vectorsPerStep(2);
   const int64_t quad = 4;
   SmallVector<SmallVector<Value>> partial(rows);
+  SmallVector<Value> tileRows;
+  for (int64_t r = 0; r < rows; ++r)
+    tileRows.push_back(add(rr, idx(r)));
   for (size_t k0 = 0; k0 < keys.size(); k0 += quad) {
     SmallVector<Value> init(rows * quad, splat(0.0));
     auto loop = scf::ForOp::create(
@@ -594,38 +603,9 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
               prefetchLines(op.getK(), ahead[k0 + t], c0, per * vl);
           for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
-            if (dot) {
-              SmallVector<Value> qPairs;
-              for (int64_t r = 0; r < rows; ++r)
-                qPairs.push_back(loadRaw(qs, {add(rr, idx(r))}, col));
-              for (int64_t t = 0; t < quad; ++t) {
-                Value keyPair = loadRaw(op.getK(), keys[k0 + t], col);
-                for (int64_t r = 0; r < rows; ++r)
-                  next[r * quad + t] =
-                      bf16PairDot(next[r * quad + t], qPairs[r], keyPair,
-                                  /*native=*/true);
-              }
-              continue;
-            }
-            SmallVector<Value> q;
-            for (int64_t w = 0; w < width; ++w)
-              for (int64_t r = 0; r < rows; ++r)
-                q.push_back(vector::LoadOp::create(
-                    b, vecF32, qs,
-                    ValueRange{add(rr, idx(r)), add(col, idx(w * vl))}));
-            for (int64_t t = 0; t < quad; ++t) {
-              SmallVector<Value> key;
-              if (pairs) {
-                auto [even, odd] = loadPair(op.getK(), keys[k0 + t], col);
-                key = {even, odd};
-              } else {
-                key = {loadKey(op.getK(), keys[k0 + t], col)};
-              }
-              for (int64_t w = 0; w < width; ++w)
-                for (int64_t r = 0; r < rows; ++r)
-                  next[r * quad + t] = vector::FMAOp::create(
-                      b, q[w * rows + r], key[w], next[r * quad + t]);
-            }
+            accumulateDots(next, tileRows,
+                           ArrayRef<SmallVector<Value>>(keys).slice(k0, quad),
+                           col);
           }
           scf::YieldOp::create(b, next);
         });
@@ -637,6 +617,45 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
   for (int64_t r = 0; r < rows; ++r)
     out.push_back(scaled(sumAcrossLanes(std::move(partial[r]), /*level=*/2)));
   return out;
+}
+
+void DecodeEmitter::accumulateDots(MutableArrayRef<Value> sums,
+                                   ArrayRef<Value> rows,
+                                   ArrayRef<SmallVector<Value>> keys,
+                                   Value col) {
+  const int64_t n = keys.size();
+  if (dot) {
+    SmallVector<Value> keyPairs;
+    for (int64_t t = 0; t < n; ++t)
+      keyPairs.push_back(loadRaw(op.getK(), keys[t], col));
+    for (size_t r = 0; r < rows.size(); ++r) {
+      Value qPair = loadRaw(qs, {rows[r]}, col);
+      for (int64_t t = 0; t < n; ++t)
+        sums[r * n + t] = bf16PairDot(sums[r * n + t], qPair, keyPairs[t],
+                                      /*native=*/true);
+    }
+    return;
+  }
+  // Pairs: the evens, then the odds (q staged in that order; see loadPair).
+  const int64_t width = pairs ? 2 : 1;
+  SmallVector<Value> q; // [w * rows + r]
+  for (int64_t w = 0; w < width; ++w)
+    for (Value row : rows)
+      q.push_back(vector::LoadOp::create(
+          b, vecF32, qs, ValueRange{row, add(col, idx(w * vl))}));
+  for (int64_t t = 0; t < n; ++t) {
+    SmallVector<Value> key;
+    if (pairs) {
+      auto [even, odd] = loadPair(op.getK(), keys[t], col);
+      key = {even, odd};
+    } else {
+      key = {loadKey(op.getK(), keys[t], col)};
+    }
+    for (int64_t w = 0; w < width; ++w)
+      for (size_t r = 0; r < rows.size(); ++r)
+        sums[r * n + t] = vector::FMAOp::create(b, q[w * rows.size() + r],
+                                                key[w], sums[r * n + t]);
+  }
 }
 
 SmallVector<SmallVector<Value>> DecodeEmitter::aheadKeys(Value rr, Value kb) {
@@ -903,48 +922,11 @@ void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
       kb, op.getK(), quad,
       [&](Value t0, Value k, ArrayRef<SmallVector<Value>> keys) {
         SmallVector<Value> sums(group * quad, splat(0.0)); // [g * quad + i]
-        auto q = [&](int64_t g, int64_t col) {
-          return vector::LoadOp::create(b, vecF32, qs,
-                                        ValueRange{rowOf(k, g), idx(col)})
-              .getResult();
-        };
-        auto fma = [&](int64_t g, int64_t i, Value x, Value y) {
-          Value &s = sums[g * quad + i];
-          s = vector::FMAOp::create(b, x, y, s);
-        };
-        for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl) {
-          if (dot) {
-            SmallVector<Value> keyPairs;
-            for (int64_t i = 0; i < quad; ++i)
-              keyPairs.push_back(loadRaw(op.getK(), keys[i], idx(c)));
-            for (int64_t g = 0; g < group; ++g) {
-              Value qPair = loadRaw(qs, {rowOf(k, g)}, idx(c));
-              for (int64_t i = 0; i < quad; ++i)
-                sums[g * quad + i] = bf16PairDot(sums[g * quad + i], qPair,
-                                                 keyPairs[i], /*native=*/true);
-            }
-          } else if (pairs) {
-            SmallVector<std::pair<Value, Value>> kv;
-            for (int64_t i = 0; i < quad; ++i)
-              kv.push_back(loadPair(op.getK(), keys[i], idx(c)));
-            for (int64_t g = 0; g < group; ++g) {
-              Value qEven = q(g, c), qOdd = q(g, c + vl);
-              for (int64_t i = 0; i < quad; ++i) {
-                fma(g, i, qEven, kv[i].first);
-                fma(g, i, qOdd, kv[i].second);
-              }
-            }
-          } else {
-            SmallVector<Value> kv;
-            for (int64_t i = 0; i < quad; ++i)
-              kv.push_back(loadKey(op.getK(), keys[i], idx(c)));
-            for (int64_t g = 0; g < group; ++g) {
-              Value qv = q(g, c);
-              for (int64_t i = 0; i < quad; ++i)
-                fma(g, i, qv, kv[i]);
-            }
-          }
-        }
+        SmallVector<Value> rows;
+        for (int64_t g = 0; g < group; ++g)
+          rows.push_back(rowOf(k, g));
+        for (int64_t c = 0; c < d; c += pairs ? 2 * vl : vl)
+          accumulateDots(sums, rows, keys, idx(c));
         Value at = mul(arith::DivSIOp::create(b, t0, idx(quad)), idx(vl));
         for (int64_t g = 0; g < group; ++g)
           vector::StoreOp::create(

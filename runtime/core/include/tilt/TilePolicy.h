@@ -75,12 +75,13 @@ inline constexpr int64_t kDecodeMaxSq = 16;
 /// (for chunked prefill too: its row blocks take any number of rows).
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 /// The decode kernels' token-row path (paged, groups of at most
-/// kDecodeTokenRowsMaxGroup heads; Decode.cpp): at Sq = 1, a call holding
+/// kDecodeTokenRowsMaxGroup heads, 2 for `variant` cpu_decode_avx2;
+/// Decode.cpp): at Sq = 1, a call holding
 /// every kv head of one (batch, split) reads each cache token row whole,
 /// every kv head's K (then V) side by side, instead of a kv head at a time.
 /// The runtime then hands out whole (batch, split)s and splits by batches
 /// alone (decodeSplits with items = B).
-bool decodeTokenRows(const AttentionSpec &spec);
+bool decodeTokenRows(const AttentionSpec &spec, KernelVariant variant);
 /// The largest GQA group (heads / kv heads) on the token-row path: a K or
 /// V chunk of 4 keys is shared by the group's rows in registers, a sum per
 /// (row, key) (the AVX2 kernels, with 16 registers, take groups of 2 and
