@@ -318,6 +318,10 @@ std::vector<Case> extraCases() {
     c.kOffset = kOffset;
     return c;
   };
+  auto stages = [](Case c, int64_t numStages) {
+    c.config.numStages = numStages;
+    return c;
+  };
   auto varlen = [](Case c) {
     c.spec.varlen = true;
     c.batch = 3;
@@ -440,6 +444,16 @@ std::vector<Case> extraCases() {
               5000, 0),
       with(make(32, 8, 128, DType::BF16, BiasKind::Alibi, true, {}, 1, 8192),
            "cpu_decode_avx512", 16, 16),
+      // num_stages 2: the keys ahead asked for into L2, 32 keys ahead (the
+      // Zen 4's tuned MHA records; split-KV at B 1), and on AVX2 with a
+      // window and a sequence shorter than the distance.
+      stages(with(make(32, 32, 128, DType::BF16, BiasKind::Alibi, true, {}, 1,
+                       8192),
+                  "cpu_decode_avx512", 64, 16),
+             2),
+      stages(decode(make(12, 4, 64, DType::F16, BiasKind::AlibiSymmetric, false,
+                         50, 3, 40)),
+             2),
   };
 }
 
@@ -456,6 +470,8 @@ std::string describe(const Case &c) {
   if (!c.config.variant.empty())
     name += " " + c.config.variant + " " + std::to_string(c.config.blockM) +
             "x" + std::to_string(c.config.blockN);
+  if (c.config.numStages)
+    name += " stages " + std::to_string(c.config.numStages);
   return name;
 }
 

@@ -212,6 +212,14 @@ std::vector<PagedCase> allCases() {
   cases.push_back(tokenRows(32, 128, DType::BF16, 1, 1000, 16, {},
                             "cpu_decode_avx512", 32, 16, 8));
   cases.back().config.numStages = 1;
+  // ... and with them into L2 (num_stages 2), on the row blocks (a group of
+  // 8 at Sq 1, MHA at Sq 2) and on the token rows (MHA at Sq 1), which ask
+  // for the next block whatever the stages.
+  for (auto [sq, group] : {std::pair<int64_t, int64_t>{1, 8}, {2, 1}, {1, 1}}) {
+    cases.push_back(tokenRows(32, 128, DType::BF16, sq, 1000, 16, {},
+                              "cpu_decode_avx512", 32, 16, group));
+    cases.back().config.numStages = 2;
+  }
   for (PagedCase &c : cases)
     c.name = describe(c);
   return cases;

@@ -324,6 +324,25 @@ TEST(RuntimeCache, DecodeShapesWithACompilerRunTheDecodeFamily) {
   EXPECT_EQ(compiler.compiles, 2);
 }
 
+// The decode tuner's candidates: every block_m x block_n with num_stages 0
+// (requests into L1), 1 (none) and 2 (into L2), on the CPU's variant.
+TEST(TilePolicy, DecodeSearchSpaceTriesEachWayOfFetchingTheKeysAhead) {
+  const AttentionSpec spec = makeSpec(32, 8, 128);
+  auto avx512 = [](std::string_view) { return true; };
+  const std::vector<TileConfig> space = decodeSearchSpace(spec, avx512);
+  ASSERT_EQ(space.size(), 27u);
+  int64_t perStages[3] = {};
+  for (const TileConfig &c : space) {
+    EXPECT_TRUE(c.is(KernelVariant::CpuDecodeAvx512)) << c.str();
+    ASSERT_GE(c.numStages, 0);
+    ASSERT_LE(c.numStages, 2);
+    ++perStages[c.numStages];
+  }
+  EXPECT_EQ(perStages[0], 9);
+  EXPECT_EQ(perStages[1], 9);
+  EXPECT_EQ(perStages[2], 9);
+}
+
 TEST(TilePolicy, DecodeSplitsOnlyWhereThreadsWouldIdleOrBeUneven) {
   // decodeSplits(items = batch x kv heads, keys, threads).
   EXPECT_EQ(decodeSplits(1, 8192, 1), 1); // one thread

@@ -473,7 +473,8 @@ func.func @decode_paged_token_rows_gqa(%q: memref<?x4x?x32xbf16>, %k: memref<?x1
 
 // num_stages = 1 on a decode kernel: the row blocks leave a contiguous
 // cache's keys ahead to the hardware prefetchers (no requests); the default
-// (0) asks for them, and so does a paged cache's kernel whatever its stages.
+// (0) asks for them into L1 (locality 3), 2 into L2 (locality 2), and a
+// paged cache's kernel asks whatever its stages.
 
 // CHECK-LABEL: func.func @decode_hardware_prefetch(
 // CHECK-NOT: memref.prefetch
@@ -481,7 +482,15 @@ func.func @decode_paged_token_rows_gqa(%q: memref<?x4x?x32xbf16>, %k: memref<?x1
 // CHECK-LABEL: func.func @decode_paged_one_stage(
 // CHECK: memref.prefetch %{{.*}} read, locality<3>, data
 // CHECK-LABEL: func.func @decode_software_prefetch(
+// CHECK-NOT: locality<3>
+// CHECK: memref.prefetch %{{.*}} read, locality<2>, data
+// CHECK-NOT: locality<3>
+// CHECK: return
+// CHECK-LABEL: func.func @decode_default_prefetch(
+// CHECK-NOT: locality<2>
 // CHECK: memref.prefetch %{{.*}} read, locality<3>, data
+// CHECK-NOT: locality<2>
+// CHECK: return
 func.func @decode_hardware_prefetch(%q: memref<?x4x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
   tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {causal, config = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 16, block_n = 16, num_warps = 0, num_stages = 1>}
   return
@@ -492,5 +501,9 @@ func.func @decode_paged_one_stage(%q: memref<?x16x?x16xf32>, %k: memref<?x8x2x16
 }
 func.func @decode_software_prefetch(%q: memref<?x4x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
   tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {causal, config = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 16, block_n = 16, num_warps = 0, num_stages = 2>}
+  return
+}
+func.func @decode_default_prefetch(%q: memref<?x4x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memref<?x2x?x16xf32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x2x?x16xf32>) v(%v : memref<?x2x?x16xf32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {causal, config = #tilt.tile_config<variant = cpu_decode_avx512, block_m = 16, block_n = 16>}
   return
 }

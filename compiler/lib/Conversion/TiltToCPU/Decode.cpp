@@ -111,7 +111,8 @@ public:
         pairs(elt.isBF16() && d % (2 * vl) == 0),
         dot(pairs && nativeBf16Dot && vl == 16),
         prefetchAhead(op.getConfigAttr().getNumStages() != 1 ||
-                      operandsOf(op).blockTable) {}
+                      operandsOf(op).blockTable),
+        aheadToL2(op.getConfigAttr().getNumStages() == 2) {}
 
   LogicalResult emit() override;
 
@@ -135,6 +136,9 @@ private:
   /// The keys whose K/V lines a block of the tile at rr prefetches, one
   /// per key of the block (see the definition).
   SmallVector<SmallVector<Value>> aheadKeys(Value rr, Value kb);
+  /// The cache level aheadKeys' lines are asked into: 3 (L1) or, with
+  /// num_stages 2, 2 (L2).
+  int aheadLocality() const { return aheadToL2 ? 2 : 3; }
   /// Asks for the lines of `tensor`'s row `key` holding columns [col, col
   /// + count).
   void prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
@@ -292,16 +296,20 @@ private:
   /// model of the GQA 4:1 tile (2 threads, bf16 D 128, 32 items of Sk
   /// 8192, contiguous): 12.8 -> 29-31 GB/s.
   bool dot;
-  /// The row blocks ask for the K/V lines of keys ahead (aheadKeys): the
-  /// tile config's num_stages, K/V blocks in flight, is 0 (the default) or
-  /// 2; 1 leaves a contiguous cache's keys ahead to the hardware
-  /// prefetchers (a paged cache's pages, scattered, always take the
-  /// requests; the tuner times contiguous caches only). Tuned per CPU:
-  /// on the Xeon the requests paid (aheadKeys); on the Zen 4 they cost
-  /// 1.2-1.6x (contiguous bf16 D 128 Sk 8192, GQA 4:1 B 1 and 4, MHA B 1,
-  /// eight alternating runs each: 1.74 -> 1.06, 8.17 -> 5.02 and 6.49 ->
-  /// 5.37 ms medians).
+  /// The row blocks ask for the K/V lines of keys ahead (aheadKeys) unless
+  /// the tile config's num_stages (K/V blocks in flight) is 1, which leaves
+  /// a contiguous cache's keys ahead to the hardware prefetchers (a paged
+  /// cache's pages, scattered, always take the requests; the tuner times
+  /// contiguous caches only). 0 (the default) asks for them into L1, 16
+  /// keys ahead (32 paged); 2 into L2, 32 keys ahead (aheadToL2). Tuned
+  /// per CPU: on the Xeon the L1 requests paid (aheadKeys); on the Zen 4
+  /// they cost 1.2-1.6x against none (contiguous bf16 D 128 Sk 8192, GQA
+  /// 4:1 B 1 and 4, MHA B 1, eight alternating runs each: 1.74 -> 1.06,
+  /// 8.17 -> 5.02 and 6.49 -> 5.37 ms medians), and the L2 ones paid
+  /// there (see aheadKeys).
   bool prefetchAhead;
+  /// num_stages 2: aheadKeys' requests go to L2, 32 keys ahead.
+  bool aheadToL2;
   // Per run of items: the first kv head, the rows of one kv head (heads/kv
   // heads x Sq), and per kv head the first row of its first tile.
   Value kvHead0, perHead, firstTileRow;
@@ -600,7 +608,8 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
           const int64_t width = pairs ? 2 : 1;
           if (!ahead.empty())
             for (int64_t t = 0; t < quad; ++t)
-              prefetchLines(op.getK(), ahead[k0 + t], c0, per * vl);
+              prefetchLines(op.getK(), ahead[k0 + t], c0, per * vl,
+                            aheadLocality());
           for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
             accumulateDots(next, tileRows,
@@ -679,13 +688,22 @@ SmallVector<SmallVector<Value>> DecodeEmitter::aheadKeys(Value rr, Value kb) {
   // 32 paged (of 8-128 tried): see BENCHMARKS.md (2026-12-05, third
   // session).
   //
+  // On the Zen 4 the L1 requests cost more than they gave (a core's few
+  // fill buffers again), and with none, at D 128 bf16 (a 4 KiB page every
+  // 16 keys of K and of V) the hardware prefetchers likely restart on each
+  // page. num_stages 2 asks into L2 instead (prefetcht1: the L2's own miss
+  // buffers, not L1's), 32 keys ahead. Contiguous MHA, bf16 D 128, Sk
+  // 8192, 2 threads, medians of four alternating rounds, none / L1 16
+  // ahead / L2 32 / L2 64 / L2 128: B 1 6.89 / 6.55 / 4.23 / 4.97 / 5.87
+  // ms, B 4 22.5 / 24.2 / 18.5 / 21.0 / 20.6 ms.
+  //
   // Called for blocks inside the sequence (sk >= kb + block_n): the block
   // ahead starts at most at the last one inside it, so no key needs a
   // clamp, and a paged block ahead lies in one page under the same rule as
   // the block's own keys (then it starts on a multiple of block_n). The
   // other tiles ask for the block's own keys again (cache hits) rather than
   // branch around the requests.
-  const int64_t keysAhead = io.blockTable ? 32 : 16;
+  const int64_t keysAhead = io.blockTable || aheadToL2 ? 32 : 16;
   const bool onePage = blocksInOnePage();
   const int64_t distance = onePage ? llvm::alignTo(keysAhead, bn) : keysAhead;
   Value first =
@@ -785,7 +803,7 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
             alphas[r]));
     for (int64_t t = 0; t < bn; ++t) {
       if (!ahead.empty())
-        prefetchLines(op.getV(), ahead[t], c0, per * vl);
+        prefetchLines(op.getV(), ahead[t], c0, per * vl, aheadLocality());
       SmallVector<Value> v;
       for (int64_t c = 0; c < per; ++c) {
         if (!pairs) {

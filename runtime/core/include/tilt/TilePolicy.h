@@ -139,8 +139,8 @@ std::vector<TileConfig> cpuSearchSpace(const AttentionSpec &spec,
 /// The decode family's candidates on a CPU with features `has`: its
 /// variant (decodeCpuVariant) with 16, 32 or 64 query rows per tile block
 /// (block_m), 16, 32 or 64 keys per block (block_n), and num_stages 0 (the
-/// keys ahead asked for by software) or 1 (left to the hardware
-/// prefetchers; Decode.cpp).
+/// keys ahead asked for by software into L1), 1 (left to the hardware
+/// prefetchers) or 2 (asked for into L2; Decode.cpp).
 std::vector<TileConfig> decodeSearchSpace(const AttentionSpec &spec,
                                           const HasFeature &has);
 
