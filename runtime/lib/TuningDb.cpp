@@ -42,7 +42,7 @@ bool toDouble(const std::string &s, double &out) {
 }
 
 /// "variant block_m block_n", or with "num_warps num_stages" (GPU; and
-/// "0 1" or "0 2" for the CPU decode kernels' software requests).
+/// "0 1" or "0 2" for the CPU decode kernels' keys ahead, Decode.cpp).
 bool parseConfig(const std::vector<std::string> &w, TileConfig &c) {
   if (w.size() != 3 && w.size() != 5)
     return false;
@@ -54,6 +54,23 @@ bool parseConfig(const std::vector<std::string> &w, TileConfig &c) {
       (!toInt(w[3], c.numWarps) || !toInt(w[4], c.numStages)))
     return false;
   return true;
+}
+
+/// Why `c`'s num_warps and num_stages cannot be a CPU variant's (the
+/// dialect's verifier rules, so that a bad record fails here, naming the
+/// field, not at its first compile), or "".
+std::string cpuConfigProblem(const TileConfig &c) {
+  const std::optional<KernelVariant> v = c.kind();
+  if (!v || isGpuVariant(*v))
+    return {};
+  if (c.numWarps != 0)
+    return fmt::format("num_warps {} on {}: CPU variants take 0", c.numWarps,
+                       c.variant);
+  if (isDecodeVariant(*v) ? c.numStages < 0 || c.numStages > 2
+                          : c.numStages != 0)
+    return fmt::format("num_stages {} on {}: allowed {}", c.numStages,
+                       c.variant, isDecodeVariant(*v) ? "0, 1 or 2" : "0");
+  return {};
 }
 
 std::string configText(const TileConfig &c) {
@@ -170,6 +187,9 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
           v && isDecodeVariant(*v) != decode)
         return fail(fmt::format("variant {} does not serve a {} record",
                                 c->variant, decode ? "decode" : "prefill"));
+    for (const TileConfig *c : {&r.best, &r.fallback})
+      if (std::string why = cpuConfigProblem(*c); !why.empty())
+        return fail(why);
     std::vector<std::string> t1 = words(parts[2]), t2 = words(parts[4]);
     if (t1.size() != 1 || t2.size() != 1 || !toDouble(t1[0], r.bestMs) ||
         !toDouble(t2[0], r.fallbackMs))

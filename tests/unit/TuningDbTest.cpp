@@ -216,6 +216,23 @@ TEST(TuningDb, ErrorsNameFileAndLine) {
   EXPECT_EQ(loadText("tilt-tuning-db 2\nf32 64 0 8 128 | cpu_avx512 -32 32 | "
                      "1 | cpu_avx512 64 64 | 2\n"),
             path + ":2: bad tile configuration");
+  // num_warps and num_stages as the dialect's verifier takes them for CPU
+  // variants: decode kernels' stages 0 to 2, no warps; none on the others.
+  EXPECT_EQ(loadText("tilt-tuning-db 2\ndecode f32 64 1 8 2 1 1024 | "
+                     "cpu_decode_avx512 16 16 0 3 | 1 | cpu_decode_avx512 16 "
+                     "16 | 2\n"),
+            path + ":2: num_stages 3 on cpu_decode_avx512: allowed 0, 1 or 2");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\ndecode f32 64 1 8 2 1 1024 | "
+                     "cpu_decode_avx512 16 16 | 1 | cpu_decode_avx2 16 16 4 1 "
+                     "| 2\n"),
+            path + ":2: num_warps 4 on cpu_decode_avx2: CPU variants take 0");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\nf32 64 0 8 128 | cpu_avx512 32 32 0 2 "
+                     "| 1 | cpu_avx512 64 64 | 2\n"),
+            path + ":2: num_stages 2 on cpu_avx512: allowed 0");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\ndecode f32 64 1 8 2 1 1024 | "
+                     "cpu_decode_avx512 16 16 0 2 | 1 | cpu_decode_avx512 16 "
+                     "16 | 2\n"),
+            "");
   // Decode keys: "decode" dtype head_dim causal heads kv_heads sq sk, kv
   // heads dividing heads, Sq in [1, 16].
   for (const char *key :

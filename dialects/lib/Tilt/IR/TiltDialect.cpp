@@ -165,9 +165,9 @@ TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
              variant == KernelVariant::gpu_sm90a ||
              variant == KernelVariant::gpu_decode_sm80 ||
              variant == KernelVariant::gpu_bwd_sm80;
-  // The CPU decode kernels' num_stages: K/V blocks in flight, 1 (the block
-  // in use; a contiguous cache's keys ahead left to the hardware
-  // prefetchers) or 2 (0: the default, 2). Decode.cpp.
+  // The CPU decode kernels' num_stages, how the keys ahead are fetched: 0
+  // (the default) asked for into L1, 1 left to the hardware prefetchers (a
+  // contiguous cache), 2 asked for into L2. Decode.cpp.
   const bool cpuDecode = variant == KernelVariant::cpu_decode_avx2 ||
                          variant == KernelVariant::cpu_decode_avx512;
   if (cpuDecode && (numStages < 0 || numStages > 2))
