@@ -284,7 +284,7 @@ void addTileConfigOptions(std::vector<Option> &options, TileConfig &config) {
   options.push_back({"num-stages", "N",
                      "K/V blocks in flight (gpu variants; cpu_decode: 1 "
                      "leaves a contiguous cache's keys ahead to the hardware "
-                     "prefetchers, 2 asks for them into L2, 0 into L1)",
+                     "prefetchers, 2 asks for them into L2; unset, into L1)",
                      [&config](std::string_view v) {
                        return parseInt("num-stages", v, config.numStages, 1);
                      }});
