@@ -110,9 +110,8 @@ public:
         op(op), group(spec.heads / spec.kvHeads),
         pairs(elt.isBF16() && d % (2 * vl) == 0),
         dot(pairs && nativeBf16Dot && vl == 16),
-        prefetchAhead(op.getConfigAttr().getNumStages() != 1 ||
-                      operandsOf(op).blockTable),
-        aheadToL2(op.getConfigAttr().getNumStages() == 2) {}
+        aheadLocality(aheadLocalityOf(op.getConfigAttr().getNumStages(),
+                                      bool(operandsOf(op).blockTable))) {}
 
   LogicalResult emit() override;
 
@@ -136,9 +135,6 @@ private:
   /// The keys whose K/V lines a block of the tile at rr prefetches, one
   /// per key of the block (see the definition).
   SmallVector<SmallVector<Value>> aheadKeys(Value rr, Value kb);
-  /// The cache level aheadKeys' lines are asked into: 3 (L1) or, with
-  /// num_stages 2, 2 (L2).
-  int aheadLocality() const { return aheadToL2 ? 2 : 3; }
   /// Asks for the lines of `tensor`'s row `key` holding columns [col, col
   /// + count).
   void prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
@@ -296,20 +292,24 @@ private:
   /// model of the GQA 4:1 tile (2 threads, bf16 D 128, 32 items of Sk
   /// 8192, contiguous): 12.8 -> 29-31 GB/s.
   bool dot;
-  /// The row blocks ask for the K/V lines of keys ahead (aheadKeys) unless
-  /// the tile config's num_stages (K/V blocks in flight) is 1, which leaves
-  /// a contiguous cache's keys ahead to the hardware prefetchers (a paged
+  /// The cache level the row blocks ask for the K/V lines of keys ahead
+  /// into (aheadKeys; a prefetch's locality): none (0) where the tile
+  /// config's num_stages (K/V blocks in flight) is 1, which leaves a
+  /// contiguous cache's keys ahead to the hardware prefetchers (a paged
   /// cache's pages, scattered, always take the requests; the tuner times
-  /// contiguous caches only). 0 (the default) asks for them into L1, 16
-  /// keys ahead (32 paged); 2 into L2, 32 keys ahead (aheadToL2). Tuned
+  /// contiguous caches only); L1 (3), 16 keys ahead (32 paged), for 0, the
+  /// default; L2 (2), 32 keys ahead, for 2. Tuned
   /// per CPU: on the Xeon the L1 requests paid (aheadKeys); on the Zen 4
   /// they cost 1.2-1.6x against none (contiguous bf16 D 128 Sk 8192, GQA
   /// 4:1 B 1 and 4, MHA B 1, eight alternating runs each: 1.74 -> 1.06,
   /// 8.17 -> 5.02 and 6.49 -> 5.37 ms medians), and the L2 ones paid
   /// there (see aheadKeys).
-  bool prefetchAhead;
-  /// num_stages 2: aheadKeys' requests go to L2, 32 keys ahead.
-  bool aheadToL2;
+  int aheadLocality;
+  static int aheadLocalityOf(int64_t numStages, bool paged) {
+    if (numStages == 2)
+      return 2;
+    return numStages == 1 && !paged ? 0 : 3;
+  }
   // Per run of items: the first kv head, the rows of one kv head (heads/kv
   // heads x Sq), and per kv head the first row of its first tile.
   Value kvHead0, perHead, firstTileRow;
@@ -506,27 +506,31 @@ Value DecodeEmitter::rowGeometry(Value r) {
 }
 
 void DecodeEmitter::stageRows(Value r0, Value n) {
-  Value scale = splat(spec.effectiveScale() * kLog2E);
+  Value scale = dot ? Value() : splat(spec.effectiveScale() * kLog2E);
   forLoop(idx(0), n, idx(1), [&](Value rr) {
     Value i = rowGeometry(add(r0, rr));
-    SmallVector<Value> q;
-    for (int64_t c = 0; c < d && dot; c += vl)
-      vector::StoreOp::create(
-          b,
-          vector::LoadOp::create(b, VectorType::get({vl}, elt), op.getQ(),
-                                 qIndex(i, idx(c))),
-          qs, ValueRange{rr, idx(c)});
-    for (int64_t c = 0; c < d && !dot; c += vl)
-      q.push_back(arith::MulFOp::create(
-          b, loadRow(op.getQ(), qIndex(i, idx(c))), scale));
-    if (pairs)
-      for (size_t c = 0; c < q.size(); c += 2) {
-        Value lo = q[c], hi = q[c + 1];
-        q[c] = pick(lo, hi, [](int64_t j) { return 2 * j; });
-        q[c + 1] = pick(lo, hi, [](int64_t j) { return 2 * j + 1; });
-      }
-    for (size_t c = 0; c < q.size(); ++c)
-      vector::StoreOp::create(b, q[c], qs, ValueRange{rr, idx(c * vl)});
+    if (dot) {
+      // As stored, unscaled (scaled() takes the sums).
+      for (int64_t c = 0; c < d; c += vl)
+        vector::StoreOp::create(
+            b,
+            vector::LoadOp::create(b, VectorType::get({vl}, elt), op.getQ(),
+                                   qIndex(i, idx(c))),
+            qs, ValueRange{rr, idx(c)});
+    } else {
+      SmallVector<Value> q;
+      for (int64_t c = 0; c < d; c += vl)
+        q.push_back(arith::MulFOp::create(
+            b, loadRow(op.getQ(), qIndex(i, idx(c))), scale));
+      if (pairs)
+        for (size_t c = 0; c < q.size(); c += 2) {
+          Value lo = q[c], hi = q[c + 1];
+          q[c] = pick(lo, hi, [](int64_t j) { return 2 * j; });
+          q[c + 1] = pick(lo, hi, [](int64_t j) { return 2 * j + 1; });
+        }
+      for (size_t c = 0; c < q.size(); ++c)
+        vector::StoreOp::create(b, q[c], qs, ValueRange{rr, idx(c * vl)});
+    }
     for (int64_t c = 0; c < d; c += vl)
       vector::StoreOp::create(b, splat(0.0), acc, ValueRange{rr, idx(c)});
     memref::StoreOp::create(b, f32c(-INFINITY), mRow, ValueRange{rr});
@@ -609,7 +613,7 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
           if (!ahead.empty())
             for (int64_t t = 0; t < quad; ++t)
               prefetchLines(op.getK(), ahead[k0 + t], c0, per * vl,
-                            aheadLocality());
+                            aheadLocality);
           for (int64_t c = 0; c < per; c += width) {
             Value col = add(c0, idx(c * vl));
             accumulateDots(next, tileRows,
@@ -703,7 +707,7 @@ SmallVector<SmallVector<Value>> DecodeEmitter::aheadKeys(Value rr, Value kb) {
   // the block's own keys (then it starts on a multiple of block_n). The
   // other tiles ask for the block's own keys again (cache hits) rather than
   // branch around the requests.
-  const int64_t keysAhead = io.blockTable || aheadToL2 ? 32 : 16;
+  const int64_t keysAhead = io.blockTable || aheadLocality == 2 ? 32 : 16;
   const bool onePage = blocksInOnePage();
   const int64_t distance = onePage ? llvm::alignTo(keysAhead, bn) : keysAhead;
   Value first =
@@ -765,7 +769,7 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
         clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)), blockPage));
   // The partial last block has nothing ahead to ask for.
   SmallVector<SmallVector<Value>> ahead;
-  if (!clamp && prefetchAhead)
+  if (!clamp && aheadLocality)
     ahead = aheadKeys(rr, kb);
   SmallVector<Value> exists = keyExists(kb, kEnd);
 
@@ -803,7 +807,7 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
             alphas[r]));
     for (int64_t t = 0; t < bn; ++t) {
       if (!ahead.empty())
-        prefetchLines(op.getV(), ahead[t], c0, per * vl, aheadLocality());
+        prefetchLines(op.getV(), ahead[t], c0, per * vl, aheadLocality);
       SmallVector<Value> v;
       for (int64_t c = 0; c < per; ++c) {
         if (!pairs) {
