@@ -290,27 +290,38 @@ func.func @offsets(%q: memref<?x2x?x16xf32>, %k: memref<?x2x?x16xf32>, %v: memre
 // CHECK-NEXT: %[[S1:.*]] = vector.fma %[[Q1]], %[[KEF]],
 // CHECK-NEXT: vector.fma %[[QO0]], %[[KOF]], %[[S0]]
 // CHECK-NEXT: vector.fma %[[QO1]], %[[KOF]], %[[S1]]
-// Two levels of the lane-sum tree per 4 keys, in 128-bit blocks.
+// Two levels of the lane-sum tree per 4 keys, in 128-bit blocks, each
+// row's result behind an empty inline asm (LLVM keeps the sums before the
+// next 4 keys' loop).
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [1, 3, 9, 11, 5, 7, 13, 15] : vector<8xf32>, vector<8xf32>
 // CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 8, 10, 4, 6, 12, 14] : vector<8xf32>, vector<8xf32>
-// The last level moves whole blocks, once the block's 8 keys are in.
-// CHECK: vector.shuffle %{{.*}}, %{{.*}} [4, 5, 6, 7, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
-// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// CHECK: %[[PART0:.*]] = llvm.inline_asm has_side_effects "", "=v,0" %{{.*}} : (vector<8xf32>) -> vector<8xf32>
+// CHECK: llvm.inline_asm has_side_effects "", "=v,0"
+// CHECK: vector.load %[[K]]
+// CHECK: vector.shuffle %{{.*}}, %{{.*}} [0, 2, 8, 10, 4, 6, 12, 14] : vector<8xf32>, vector<8xf32>
+// CHECK: %[[PART1:.*]] = llvm.inline_asm has_side_effects "", "=v,0"
+// The last level moves whole blocks, as soon as the block's 8 keys are in.
+// CHECK: vector.shuffle %[[PART0]], %[[PART1]] [4, 5, 6, 7, 12, 13, 14, 15] : vector<8xf32>, vector<8xf32>
+// CHECK: vector.shuffle %[[PART0]], %[[PART1]] [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// CHECK: llvm.inline_asm has_side_effects "", "=v,0"
 // Per row: bias, causal mask, the running max and sum; P to the tile's
 // scratch.
 // CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<8xf32>
 // CHECK: arith.cmpf ole
 // CHECK: vector.reduction <maxnumf>, %{{.*}} fastmath<nnan> : vector<8xf32> into f32
 // CHECK: vector.store %{{.*}}, %[[P:.*]][%c0, %c0] : memref<2x16xf32>, vector<8xf32>
-// CHECK: vector.reduction <add>, %{{.*}} : vector<8xf32> into f32
+// CHECK: vector.reduction <add>, %{{.*}} fastmath<reassoc> : vector<8xf32> into f32
 // CHECK: vector.store %{{.*}}, %[[P]][%c1, %c0] : memref<2x16xf32>, vector<8xf32>
 // P.V: each V vector widened once for both rows, p broadcast from the
-// scratch; the V line of the key ahead asked for beside it.
+// scratch, its index plus an opaque zero (the loads stay in the loop along
+// D); the V line of the key ahead asked for beside it.
+// CHECK: %[[Z:.*]] = llvm.inline_asm has_side_effects "", "=r,0" %{{.*}} : (i64) -> i64
+// CHECK: %[[ZI:.*]] = arith.index_cast %[[Z]] : i64 to index
 // CHECK: memref.prefetch %[[V]][%[[B]], %[[KVH]], %[[PF]], %c0], read, locality<3>, data
 // CHECK-NEXT: vector.load %[[V]][%[[B]], %[[KVH]], %[[KB]], %c0] : memref<?x2x?x16xbf16>, vector<16xbf16>
-// CHECK: memref.load %[[P]][%c0, %c0] : memref<2x16xf32>
+// CHECK: memref.load %[[P]][%c0, %[[ZI]]] : memref<2x16xf32>
 // CHECK: vector.fma
-// CHECK: memref.load %[[P]][%c1, %c0] : memref<2x16xf32>
+// CHECK: memref.load %[[P]][%c1, %[[ZI]]] : memref<2x16xf32>
 // CHECK: vector.fma
 // The rows past the last whole tile, one at a time.
 // CHECK: scf.for %{{.*}} = %[[TILED]] to %{{.*}} step %c1 {

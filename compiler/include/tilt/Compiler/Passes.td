@@ -102,6 +102,7 @@ def ConvertTiltToCPU : Pass<"convert-tilt-to-cpu", "mlir::ModuleOp"> {
            "AVX512_BF16); false: two f32 FMAs of the widened pairs">,
   ];
   let dependentDialects = ["mlir::amx::AMXDialect",
+                           "mlir::LLVM::LLVMDialect",
                            "mlir::x86vector::X86VectorDialect",
                            "mlir::arith::ArithDialect",
                            "mlir::math::MathDialect",

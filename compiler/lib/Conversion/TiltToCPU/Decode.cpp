@@ -90,6 +90,8 @@
 #include "tilt/Compiler/Log2Units.h"
 #include "tilt/TilePolicy.h"
 
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+
 #include "llvm/Support/MathExtras.h"
 
 #include <cmath>
@@ -212,6 +214,20 @@ private:
   /// From `level` > 0: xs are the partial sums that many levels of the tree
   /// left, e.g. level 2: xs[k] holds keys 4k..4k+3 in every 128-bit block.
   Value sumAcrossLanes(SmallVector<Value> xs, int level = 0);
+  /// x, hidden from LLVM's optimizer: an empty inline asm with side
+  /// effects whose result is x's register (no instruction). What computes
+  /// x stays before it (LLVM sinks pure values toward their uses, across
+  /// the loops in between), and what uses the result stays after it (not
+  /// hoisted out of an enclosing loop). See scores() and tileBlockBody().
+  Value opaque(Value x) {
+    return LLVM::InlineAsmOp::create(
+               b, x.getType(), ValueRange{x}, b.getStringAttr(""),
+               b.getStringAttr(isa<VectorType>(x.getType()) ? "=v,0" : "=r,0"),
+               /*has_side_effects=*/b.getUnitAttr(), /*is_align_stack=*/{},
+               LLVM::TailCallKindAttr(), LLVM::AsmDialectAttr(),
+               /*operand_attrs=*/ArrayAttr())
+        .getResult(0);
+  }
   Value loadKey(Value tensor, ArrayRef<Value> key, Value col) {
     SmallVector<Value> index(key);
     index.push_back(col);
@@ -596,10 +612,17 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
   // accumulators, 16 with AVX-512's 4 rows, 8 with AVX2's 2). A loop along
   // D, two chunks a step, not copies: the unrolled form made the kernel
   // ~4000 instructions and its JIT compile ~800 ms. The first two levels of
-  // the lane-sum tree run per 4 keys, the rest once the vl keys are in.
+  // the lane-sum tree run per 4 keys, each further level as soon as two
+  // partial sums of the level below are in (a binary counter), each result
+  // behind opaque(): else LLVM sinks every level past the next loops to the
+  // end, and the 4 x 16 accumulators of AVX-512's 4-row tile, live across
+  // them, spilled in the last loop (a load and a store beside each dot
+  // product). Measured on the Zen 4, GQA 4:1 bf16 D 128, with the reduction
+  // order of softmaxRow's sum (see there): see tileBlockBody.
   const int64_t per = vectorsPerStep(2);
   const int64_t quad = 4;
-  SmallVector<SmallVector<Value>> partial(rows);
+  // (level, one vector per row), levels decreasing.
+  SmallVector<std::pair<int, SmallVector<Value>>> partial;
   SmallVector<Value> tileRows;
   for (int64_t r = 0; r < rows; ++r)
     tileRows.push_back(add(rr, idx(r)));
@@ -622,13 +645,23 @@ SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
           }
           scf::YieldOp::create(b, next);
         });
+    SmallVector<Value> sums;
     for (int64_t r = 0; r < rows; ++r)
-      partial[r].push_back(sumAcrossLanes(
-          SmallVector<Value>(loop.getResults().slice(r * quad, quad))));
+      sums.push_back(opaque(sumAcrossLanes(
+          SmallVector<Value>(loop.getResults().slice(r * quad, quad)))));
+    int level = 2;
+    for (; !partial.empty() && partial.back().first == level; ++level) {
+      for (int64_t r = 0; r < rows; ++r)
+        sums[r] =
+            opaque(sumAcrossLanes({partial.back().second[r], sums[r]}, level));
+      partial.pop_back();
+    }
+    partial.emplace_back(level, std::move(sums));
   }
+  assert(partial.size() == 1 && "vl keys: the tree's last level is done");
   SmallVector<Value> out;
-  for (int64_t r = 0; r < rows; ++r)
-    out.push_back(scaled(sumAcrossLanes(std::move(partial[r]), /*level=*/2)));
+  for (Value x : partial.front().second)
+    out.push_back(scaled(x));
   return out;
 }
 
@@ -792,9 +825,22 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
 
   // acc_r = acc_r * alpha_r + sum_t p_r[t] V[t]: a register tile of rows x
   // `per` D-vectors (a loop along D), each V vector loaded once for every
-  // row, p_r[t] broadcast from pTile.
+  // row, p_r[t] broadcast from pTile inside the loop: its index has an
+  // opaque zero added, as LLVM's LICM hoisted the invariant broadcasts
+  // (rows x block_n vectors) out of the loop and spilled them.
+  //
+  // Measured on the Zen 4 (2 threads, GQA 4:1 bf16 D 128, the 4-row tile,
+  // block 16x16, num_stages 1; medians of three alternating rounds): from
+  // L3 (B 4, Sk 1024) 0.52 -> 0.44 ms with scores()' eager lane sums and
+  // the summed-as-a-tree reduction (0.46 and 0.50 with either alone), 0.43
+  // -> 0.39 with the broadcasts in the loop; from memory B 1 / 4 Sk 8192
+  // 1.12 / 4.95 -> 1.00 / 4.34 ms with the first two. tilt-bench's lines
+  // in BENCHMARKS.md (2026-12-06, ninth session).
   const int64_t per = vectorsPerStep(4);
   forLoop(idx(0), idx(d), idx(per * vl), [&](Value c0) {
+    Value zero = arith::IndexCastOp::create(
+        b, b.getIndexType(),
+        opaque(arith::ConstantIntOp::create(b, b.getI64Type(), 0)));
     SmallVector<Value> cols, a;
     for (int64_t c = 0; c < per; ++c)
       cols.push_back(add(c0, idx(c * vl)));
@@ -819,8 +865,8 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
         v.push_back(odd);
       }
       for (int64_t r = 0; r < rows; ++r) {
-        Value p =
-            bcast(memref::LoadOp::create(b, pTile, ValueRange{idx(r), idx(t)}));
+        Value p = bcast(memref::LoadOp::create(
+            b, pTile, ValueRange{idx(r), add(idx(t), zero)}));
         for (int64_t c = 0; c < per; ++c)
           a[r * per + c] = vector::FMAOp::create(b, p, v[c], a[r * per + c]);
       }
@@ -898,7 +944,10 @@ Value DecodeEmitter::softmaxRow(Value row, MutableArrayRef<Value> s, Value kb,
   Value alphaV = exp2(bcast(arith::SubFOp::create(b, mOld, mSafe)));
   Value alpha = vector::ExtractOp::create(b, alphaV, ArrayRef<int64_t>{0});
   Value lOld = memref::LoadOp::create(b, lRow, ValueRange{row});
-  Value total = vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum);
+  // Summed as a tree (reassoc), not lane by lane in order: vl dependent
+  // scalar adds a row and block otherwise.
+  Value total = vector::ReductionOp::create(b, vector::CombiningKind::ADD, sum,
+                                            arith::FastMathFlags::reassoc);
   memref::StoreOp::create(b, math::FmaOp::create(b, lOld, alpha, total), lRow,
                           ValueRange{row});
   memref::StoreOp::create(b, mNew, mRow, ValueRange{row});
