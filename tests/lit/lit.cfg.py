@@ -17,7 +17,7 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    ["tilt-opt", "tilt-compile", "tilt-run", "tilt-tune", "tilt-bundle",
+    ["tilt-opt", "tilt-compile", "tilt-run", "tilt-tune", "tilt-bundle", "tilt-bench",
      "tilt-merge"],
     [config.tilt_tools_dir])
 

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -182,26 +183,58 @@ __attribute__((target("avx2"))) float sumAvx2(const float *p, size_t n) {
 
 double measureReadBandwidth(int threads) {
   constexpr size_t kFloats = size_t(128) << 18; // 128 MiB a thread
-  // Bytes per second of each thread, summed (runOnThreads divides by 1e9).
-  return runOnThreads(threads, [] {
-    float *buf = static_cast<float *>(std::aligned_alloc(64, kFloats * 4));
-    if (!buf)
-      return 0.0;
-    for (size_t i = 0; i < kFloats; ++i) // touch every page first
-      buf[i] = 1.0f;
-    volatile float sink = sumAvx2(buf, kFloats); // warm-up pass
-    int64_t passes = 0;
-    auto start = Clock::now();
-    double elapsed = 0;
-    do {
-      sink = sumAvx2(buf, kFloats);
-      ++passes;
-      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    } while (elapsed < 3 * kSeconds);
-    (void)sink;
-    std::free(buf);
-    return double(passes) * double(kFloats) * 4 / elapsed;
-  });
+  // Each thread sets up its own buffer (the first touch places its pages),
+  // then all start reading together and stop together: the set-up's page
+  // faults take a different time per thread, and per-thread rates over
+  // windows that overlapped only in part summed to more than the threads
+  // read at once. The bytes of every thread over the longest window.
+  std::vector<float *> bufs(threads, nullptr);
+  std::vector<int64_t> passes(threads, 0);
+  std::vector<double> elapsed(threads, 0.0);
+  std::atomic<int> ready{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      float *buf = static_cast<float *>(std::aligned_alloc(64, kFloats * 4));
+      if (buf) {
+        for (size_t i = 0; i < kFloats; ++i) // touch every page first
+          buf[i] = 1.0f;
+        volatile float sink = sumAvx2(buf, kFloats); // warm-up pass
+        (void)sink;
+      }
+      bufs[t] = buf;
+      ready.fetch_add(1);
+      while (ready.load() < threads) {
+      }
+      if (!buf)
+        return;
+      auto start = Clock::now();
+      volatile float sink = 0;
+      do {
+        sink = sumAvx2(buf, kFloats);
+        ++passes[t];
+        // Thread 0 keeps the time: 3 kSeconds, then everyone stops after
+        // the pass under way.
+        if (t == 0 &&
+            std::chrono::duration<double>(Clock::now() - start).count() >=
+                3 * kSeconds)
+          stop.store(true);
+      } while (!stop.load());
+      elapsed[t] = std::chrono::duration<double>(Clock::now() - start).count();
+      (void)sink;
+    });
+  for (std::thread &th : pool)
+    th.join();
+  double bytes = 0, longest = 0;
+  bool allocated = true;
+  for (int t = 0; t < threads; ++t) {
+    allocated = allocated && bufs[t];
+    std::free(bufs[t]);
+    bytes += double(passes[t]) * double(kFloats) * 4;
+    longest = std::max(longest, elapsed[t]);
+  }
+  return allocated && longest > 0 ? bytes / longest / 1e9 : 0.0;
 }
 
 double measureFp32Peak(int threads) {
