@@ -1042,7 +1042,7 @@ void DecodeEmitter::tokenBlock(Value kb, Value kEnd) {
                 b, tokenP, ValueRange{rowOf(k, g), add(t0, idx(i))})));
         auto accumulate = [&](int64_t col, ArrayRef<Value> v) {
           for (int64_t g = 0; g < group; ++g) {
-            ValueRange at{rowOf(k, g), idx(col)};
+            SmallVector<Value, 2> at{rowOf(k, g), idx(col)};
             Value x = vector::LoadOp::create(b, vecF32, acc, at);
             for (int64_t i = 0; i < keys; ++i)
               x = vector::FMAOp::create(b, p[g * keys + i], v[i], x);
