@@ -17,8 +17,8 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope --dump-input=fail"
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    ["tilt-opt", "tilt-compile", "tilt-run", "tilt-tune", "tilt-bundle", "tilt-bench",
-     "tilt-merge"],
+    ["tilt-opt", "tilt-compile", "tilt-run", "tilt-tune", "tilt-bundle",
+     "tilt-bench", "tilt-merge"],
     [config.tilt_tools_dir])
 
 # The build's tuned-kernel bundle serves this CPU only where kernels/ holds a

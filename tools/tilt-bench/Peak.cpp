@@ -192,7 +192,7 @@ double measureReadBandwidth(int threads) {
   std::vector<int64_t> passes(threads, 0);
   std::vector<double> elapsed(threads, 0.0);
   std::atomic<int> ready{0};
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, failed{false};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&, t] {
@@ -204,10 +204,14 @@ double measureReadBandwidth(int threads) {
         (void)sink;
       }
       bufs[t] = buf;
+      if (!buf)
+        failed.store(true);
       ready.fetch_add(1);
       while (ready.load() < threads) {
       }
-      if (!buf)
+      // A thread without its buffer would leave the others reading (thread
+      // 0 keeps the time): no one reads, and the probe reports 0.
+      if (failed.load())
         return;
       auto start = Clock::now();
       volatile float sink = 0;
@@ -227,14 +231,12 @@ double measureReadBandwidth(int threads) {
   for (std::thread &th : pool)
     th.join();
   double bytes = 0, longest = 0;
-  bool allocated = true;
   for (int t = 0; t < threads; ++t) {
-    allocated = allocated && bufs[t];
     std::free(bufs[t]);
     bytes += double(passes[t]) * double(kFloats) * 4;
     longest = std::max(longest, elapsed[t]);
   }
-  return allocated && longest > 0 ? bytes / longest / 1e9 : 0.0;
+  return !failed.load() && longest > 0 ? bytes / longest / 1e9 : 0.0;
 }
 
 double measureFp32Peak(int threads) {

@@ -825,10 +825,12 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                r.peakAmx, 100 * r.gflops / r.peakAmx);
   else
     fmt::print("amx peak     not available on this CPU\n");
+  // The probe reports 0 where it could not allocate its buffers.
+  const double ofBandwidth =
+      r.readBandwidth > 0 ? r.kvReadGbps / r.readBandwidth : 0.0;
   fmt::print("kv read      {:.1f} GB/s (K and V once) vs {:.1f} GB/s measured "
              "read bandwidth -> {:.1f}%\n",
-             r.kvReadGbps, r.readBandwidth,
-             100 * r.kvReadGbps / r.readBandwidth);
+             r.kvReadGbps, r.readBandwidth, 100 * ofBandwidth);
   if (o.backward)
     fmt::print("backward     {} ({}) {:.3f} ms; forward + backward {:.3f} ms "
                "({:.1f} GFLOP/s at 3.5x the forward's FLOPs){}\n",
@@ -864,9 +866,8 @@ void printCpuResult(const BenchOptions &o, const CpuResult &r) {
                r.peakAmx > 0 ? r.gflops / r.peakAmx : 0.0, r.naiveMed * 1e3,
                r.naiveMed > 0 ? r.naiveMed / r.med : 0.0, r.jit.coldS * 1e3,
                r.jit.diskS * 1e3, r.jit.memS * 1e6, r.kvReadGbps,
-               r.readBandwidth, r.kvReadGbps / r.readBandwidth,
-               r.kernel.variant, r.kernel.blockM, r.kernel.blockN,
-               r.kernel.numStages, backward);
+               r.readBandwidth, ofBandwidth, r.kernel.variant, r.kernel.blockM,
+               r.kernel.blockN, r.kernel.numStages, backward);
 }
 
 } // namespace
