@@ -20,6 +20,8 @@ def main() -> None:
         end=", ",
     )
     print("ratio", "consistent" if consistent else f"inconsistent ({kv} / {bw} vs {ratio})")
+    before = d["read_bandwidth_before_gbps"]
+    print("read_bandwidth_before_gbps", "positive" if before > 0 else f"not positive ({before})")
     if d["cpu"] and d["isa_class"]:
         print("cpu and isa_class named")
 
