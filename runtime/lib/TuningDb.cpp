@@ -66,7 +66,7 @@ std::string cpuConfigProblem(const TileConfig &c) {
   if (c.numWarps != 0)
     return fmt::format("num_warps {} on {}: CPU variants take 0", c.numWarps,
                        c.variant);
-  if (isDecodeVariant(*v) ? c.numStages < 0 || c.numStages > 2
+  if (isDecodeVariant(*v) ? c.numStages < 0 || c.numStages > kCpuDecodeMaxStages
                           : c.numStages != 0)
     return fmt::format("num_stages {} on {}: allowed {}", c.numStages,
                        c.variant, isDecodeVariant(*v) ? "0, 1 or 2" : "0");

@@ -301,12 +301,13 @@ std::string finishTileConfig(TileConfig &config) {
   // GPU block sizes left at 0 are the compiler's defaults for the variant.
   if (config.kind() && isGpuVariant(*config.kind()))
     return {};
-  // The CPU decode kernels take num_stages 1 or 2 (Decode.cpp).
+  // The CPU decode kernels take num_stages 1 to kCpuDecodeMaxStages (0, the
+  // default, cannot be passed).
   const bool cpuDecode = config.kind() && isDecodeVariant(*config.kind());
   if (config.numWarps || (config.numStages && !cpuDecode))
     return "--num-warps and --num-stages apply to gpu variants (and "
            "--num-stages 1 or 2 to cpu_decode ones)";
-  if (config.numStages > 2)
+  if (config.numStages > kCpuDecodeMaxStages)
     return "--num-stages must be 1 or 2 for cpu_decode variants";
   // CPU block sizes left at 0: the tile policy's defaults for the variant.
   config = completeCpuConfig(config);

@@ -135,7 +135,7 @@ std::vector<TileConfig> decodeSearchSpace(const AttentionSpec &spec,
   const KernelVariant variant = decodeCpuVariant(has);
   for (int64_t m : {16, 32, 64})
     for (int64_t n : {16, 32, 64})
-      for (int64_t stages : {0, 1, 2}) {
+      for (int64_t stages = 0; stages <= kCpuDecodeMaxStages; ++stages) {
         TileConfig c = config(variant, m, n, 0, stages);
         if (cpuScratchBytes(spec, c) <= kMaxCpuScratchBytes)
           out.push_back(c);

@@ -2,6 +2,7 @@
 
 #include "tilt/Dialect/Tilt/IR/Tilt.h"
 #include "tilt/KernelCompiler.h"
+#include "tilt/TilePolicy.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -165,12 +166,10 @@ TileConfigAttr::verify(function_ref<InFlightDiagnostic()> emitError,
              variant == KernelVariant::gpu_sm90a ||
              variant == KernelVariant::gpu_decode_sm80 ||
              variant == KernelVariant::gpu_bwd_sm80;
-  // The CPU decode kernels' num_stages, how the keys ahead are fetched: 0
-  // (the default) asked for into L1, 1 left to the hardware prefetchers (a
-  // contiguous cache), 2 asked for into L2. Decode.cpp.
+  // The CPU decode kernels' num_stages: TilePolicy.h's kCpuDecodeMaxStages.
   const bool cpuDecode = variant == KernelVariant::cpu_decode_avx2 ||
                          variant == KernelVariant::cpu_decode_avx512;
-  if (cpuDecode && (numStages < 0 || numStages > 2))
+  if (cpuDecode && (numStages < 0 || numStages > ::tilt::kCpuDecodeMaxStages))
     return emitError() << "num_stages must be 0, 1 or 2 for "
                        << stringifyKernelVariant(variant) << ", got "
                        << numStages;

@@ -59,6 +59,12 @@ KernelVariant decodeCpuVariant(const HasFeature &has);
 /// AMX CPUs have it too), else cpu_bwd_avx512 on x86-64-v4, else
 /// cpu_bwd_avx2.
 KernelVariant backwardCpuVariant(DType dtype, const HasFeature &has);
+/// The CPU decode kernels' num_stages, how the row blocks fetch the keys
+/// ahead: 0 (the default) asks for them into L1, 1 leaves them to the
+/// hardware prefetchers (a contiguous cache), 2 asks for them into L2
+/// (Decode.cpp). The dialect's verifier, the tools' flags, the tuning
+/// database and the tuner's search space take 0 to this.
+inline constexpr int64_t kCpuDecodeMaxStages = 2;
 /// The longest query sequence for which the runtime picks the decode family.
 inline constexpr int64_t kDecodeMaxSq = 16;
 /// The runtime's rule: a CPU call with no tile configuration of its own runs
