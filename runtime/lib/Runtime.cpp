@@ -907,8 +907,8 @@ struct Runtime::Impl {
   }
 
   /// The configuration for a CPU call: the caller's; else, where
-  /// TilePolicy's useDecodeFamily rule picks the decode family (Sq <= 16 or
-  /// a paged cache), the tuning database's nearest decode record or the
+  /// TilePolicy's useDecodeFamily rule picks the decode family (Sq <= 16),
+  /// the tuning database's nearest decode record or the
   /// family's default, whichever a compiler or the bundle can provide
   /// first; else the tuning database's nearest prefill record; else the
   /// compiler's default.
@@ -1389,7 +1389,8 @@ void Runtime::Impl::launch(const AttentionSpec &spec, const AttentionArgs &args,
   TensorRef k = args.k, v = args.v;
   const int64_t queryBlocks =
       (g.maxSq + kernel.info().blockM - 1) / kernel.info().blockM;
-  if (!decode && !spec.varlen && queryBlocks >= kGatherKvMinQueryBlocks &&
+  if (!decode && !spec.varlen && !spec.pageSize &&
+      queryBlocks >= kGatherKvMinQueryBlocks &&
       (k.stride(2) != spec.headDim || v.stride(2) != spec.headDim))
     gatherStridedKv(spec, g, k, v);
   for (const TensorRef *t :
@@ -1812,11 +1813,6 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
     // A variant named without blocks takes that variant's default blocks.
     const TileConfig chosen =
         completeCpuConfig(impl->configFor(spec, geometry.maxSq, seqK, config));
-    if (spec.pageSize && !(chosen.kind() && isDecodeVariant(*chosen.kind())))
-      return fmt::format("config: variant {} cannot read a paged KV cache; "
-                         "the decode family (cpu_decode_avx2, "
-                         "cpu_decode_avx512) does",
-                         chosen.variant.empty() ? "(default)" : chosen.variant);
     if (const std::string &err = impl->hostRuns(chosen); !err.empty())
       return err;
     if (std::string err =

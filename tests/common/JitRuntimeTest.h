@@ -11,6 +11,7 @@
 #include "tilt/Compiler/Compiler.h"
 #include "tilt/Half.h"
 #include "tilt/Runtime.h"
+#include "tilt/TilePolicy.h"
 
 #include "Strided.h"
 
@@ -77,6 +78,14 @@ protected:
   /// more splits than most sequences have key blocks (empty parts).
   static constexpr int kSplitCounts[] = {3, 64};
 
+  /// Whether a CPU call with `config` and query sequences of `seqQ` runs the
+  /// decode family (the only one split-KV cuts): a decode variant named, or
+  /// none and TilePolicy's rule.
+  static bool runsDecodeFamily(const AttentionSpec &spec,
+                               const TileConfig &config, int64_t seqQ) {
+    return config.variant.starts_with("cpu_decode") ||
+           (config.variant.empty() && useDecodeFamily(spec, seqQ));
+  }
   /// One split-KV run of a call: its o (the spec's dtype) and lse.
   using SplitRun = std::pair<TypedBuffer, std::vector<float>>;
   /// The call `args` describes once per kSplitCounts entry through the

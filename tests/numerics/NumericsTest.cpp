@@ -222,11 +222,8 @@ TEST_P(Numerics, MatchesFloat64Reference) {
   ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
   // Split-KV: a decode-family call again with the keys cut into parts,
   // merged (the runtime's rule splits only where threads would idle).
-  const bool decodeFamily =
-      c.config.variant.starts_with("cpu_decode") ||
-      (c.config.variant.empty() && useDecodeFamily(spec, c.seqQ));
   std::vector<SplitRun> splitRuns;
-  if (decodeFamily) {
+  if (runsDecodeFamily(spec, c.config, c.seqQ)) {
     ASSERT_EQ(runSplits(spec, args, c.config, splitRuns), "");
   }
 

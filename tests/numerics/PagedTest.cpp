@@ -13,7 +13,9 @@
 // {none, causal, causal + window 100, window 100}, head dim {64, 128} and
 // slopes {standard, custom [H], custom [B, H]}, among cases the float64
 // reference can check in about a second; plus a chunked prefill (Sq = 129
-// against the cache) and every key-addressing path of the decode family.
+// against the cache) and every key-addressing path of the decode family,
+// and chunked prefills on the prefill kernels (every CPU variant, the
+// runtime's choice past Sq 16 included), which look each key's page up.
 //
 //===----------------------------------------------------------------------===//
 
@@ -62,7 +64,7 @@ constexpr int64_t kWindow = 100;
 
 struct PagedCase {
   AttentionSpec spec;
-  TileConfig config; ///< empty: the runtime's choice (the decode family)
+  TileConfig config; ///< empty: the runtime's choice (TilePolicy.h)
   int64_t seqQ = 1, seqK = 1;
   bool slopesPerBatch = false;
   std::string name;
@@ -220,6 +222,33 @@ std::vector<PagedCase> allCases() {
                               "cpu_decode_avx512", 32, 16, group));
     cases.back().config.numStages = 2;
   }
+  // Chunked prefill on the prefill kernels (a key block of 64 spans pages
+  // of 8 and 16 and lies inside pages of 64 and 256): each variant
+  // (cross-compiled where this CPU lacks it; cpu_amx and cpu_avx512bf16
+  // take bf16), a window (blocks off the page grid), query blocks past the
+  // sequence's end, MHA, GQA and MQA; and the runtime's own choice at Sq 17
+  // and 129 (no config: the prefill family past TilePolicy's kDecodeMaxSq).
+  auto prefill = [&](int64_t h, int64_t hkv, DType t, int64_t sq, int64_t sk,
+                     int64_t page, std::optional<int64_t> w,
+                     const char *variant, int64_t bm, int64_t bn) {
+    PagedCase c = pinned(sq, sk, page, w, variant, bm, bn);
+    c.spec.heads = h;
+    c.spec.kvHeads = hkv;
+    c.spec.dtype = t;
+    return c;
+  };
+  cases.push_back(
+      prefill(12, 4, DType::BF16, 129, 1000, 16, {}, "cpu_avx512bf16", 64, 64));
+  cases.push_back(
+      prefill(12, 12, DType::F32, 40, 2000, 256, 100, "cpu_avx512", 32, 64));
+  cases.push_back(
+      prefill(8, 1, DType::F16, 33, 777, 8, {}, "cpu_avx2", 32, 32));
+  cases.push_back(
+      prefill(12, 4, DType::BF16, 129, 1000, 64, 300, "cpu_amx", 64, 64));
+  cases.push_back(prefill(12, 4, DType::BF16, 17, 1000, 32, {}, "", 0, 0));
+  cases.push_back(prefill(12, 6, DType::F16, 129, 2000, 16, 100, "", 0, 0));
+  cases.back().spec.slopes = SlopeSource::Custom;
+  cases.back().slopesPerBatch = true;
   for (PagedCase &c : cases)
     c.name = describe(c);
   return cases;
@@ -281,9 +310,12 @@ TEST_P(Paged, MatchesFloat64Reference) {
     args.slopes = c.slopesPerBatch ? TensorRef(slopes.data(), {B, H})
                                    : TensorRef(slopes.data(), {H});
   ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
-  // Split-KV: the same call with the keys cut into parts, merged.
+  // Split-KV (the decode family): the same call with the keys cut into
+  // parts, merged.
   std::vector<SplitRun> splitRuns;
-  ASSERT_EQ(runSplits(spec, args, c.config, splitRuns), "");
+  if (runsDecodeFamily(spec, c.config, Sq)) {
+    ASSERT_EQ(runSplits(spec, args, c.config, splitRuns), "");
+  }
 
   // Strided q, o and caches (Strided.h; the caches seen as [num_pages,
   // Hkv, page_size + 1, D] memory), unsplit and split: the same bits.

@@ -541,11 +541,6 @@ TEST_F(RuntimeArgs, PagedCacheWhereItDoesNotBelong) {
   EXPECT_EQ(rt.prepare(p.spec, Target::CUDA, gpuPrefill),
             "config: variant gpu_sm80 cannot read a paged KV cache; on target "
             "cuda gpu_decode_sm80 does");
-  TileConfig prefill;
-  prefill.variant = "cpu_avx2";
-  EXPECT_EQ(rt.run(p.spec, args, Target::CPU, prefill),
-            "config: variant cpu_avx2 cannot read a paged KV cache; the "
-            "decode family (cpu_decode_avx2, cpu_decode_avx512) does");
   BackwardArgs grads;
   EXPECT_EQ(rt.backward(p.spec, args, grads),
             "page_size: the backward takes dense k and v (a paged KV cache is "

@@ -379,6 +379,24 @@ TEST(TilePolicy, FusedBackwardWhereItsItemsFillTheThreadsAndTheHeapFits) {
       32, 2, fusedBackwardHeapBytes(spec, 32, 64, int64_t(1) << 17)));
 }
 
+// The decode family up to kDecodeMaxSq query rows, paged or not: a chunked
+// prefill against a paged cache runs the prefill kernels (which look each
+// key's page up); alibi_positions never takes the decode family.
+TEST(TilePolicy, DecodeFamilyForShortQueriesPagedOrNot) {
+  AttentionSpec dense = makeSpec(32, 8, 128), paged = dense;
+  paged.pageSize = 16;
+  for (const AttentionSpec &s : {dense, paged}) {
+    EXPECT_TRUE(useDecodeFamily(s, 1));
+    EXPECT_TRUE(useDecodeFamily(s, kDecodeMaxSq));
+    EXPECT_FALSE(useDecodeFamily(s, kDecodeMaxSq + 1));
+    EXPECT_FALSE(useDecodeFamily(s, 512));
+  }
+  AttentionSpec positions = dense;
+  positions.bias = BiasKind::AlibiPositions;
+  positions.keyPaddingMask = true;
+  EXPECT_FALSE(useDecodeFamily(positions, 1));
+}
+
 TEST(TilePolicy, DecodeTokenRowsForPagedGroupsOfAtMostFour) {
   AttentionSpec mha = makeSpec(32, 32, 128), gqa = makeSpec(32, 8, 128);
   AttentionSpec wide = makeSpec(32, 4, 128);

@@ -30,7 +30,8 @@
 // standard values) whose gradient the backward computes too.
 // --page-size N reads K/V from a paged KV cache (ALIBI.md) of that page size
 // through a shuffled block table, every sequence --seq-k keys long (the
-// decode family); kv_read_gbps then counts the cache's K and V once.
+// decode family up to --seq 16, on the CPU the prefill kernels past it);
+// kv_read_gbps then counts the cache's K and V once.
 // --splits N fixes the decode family's split-KV parts (RuntimeOptions::
 // decodeSplits; 1: none); by default the runtime's rule picks them.
 // --bwd-schedule fixes the CPU backward's schedule (RuntimeOptions::
@@ -371,9 +372,11 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   rtOptions.compiler = compiler.get();
   Jit jit;
   // The JIT figures are for the kernel run() picks: the GPU decode family
-  // for short dense query sequences (Runtime.cpp's cudaConfig).
+  // for paged caches and short dense query sequences (Runtime.cpp's
+  // cudaConfig).
   TileConfig jitConfig = fwdConfig;
-  if (jitConfig.isDefault() && !spec.varlen && useDecodeFamily(spec, seq))
+  if (jitConfig.isDefault() &&
+      (spec.pageSize || (!spec.varlen && useDecodeFamily(spec, seq))))
     jitConfig.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
   if (std::string err =
           measureJit(rtOptions, spec, Target::CUDA, jitConfig, jit, kernelsDir);

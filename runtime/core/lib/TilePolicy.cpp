@@ -159,8 +159,6 @@ KernelVariant backwardCpuVariant(DType dtype, const HasFeature &has) {
 }
 
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
-  if (spec.pageSize)
-    return true; // the only family that reads a paged cache
   return spec.bias != BiasKind::AlibiPositions && maxSq <= kDecodeMaxSq;
 }
 

@@ -413,6 +413,46 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
 
 // -----
 
+// A prefill kernel (a chunked prefill) over a paged cache: Sk is
+// context_lens[b] as in the decode family, and each key of a block (16, over
+// pages of 8) reads its own block-table entry (t >> 3) and slot (t & 7),
+// the keys past the sequence clamped to its last. Each block first asks
+// (to L2) for the next block's K and V rows (clamped to the last key).
+
+// CHECK-LABEL: func.func @prefill_paged(
+// CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x8x2x16xf32>, %[[V:[a-z0-9]+]]: memref<?x8x2x16xf32>, %[[BT:[a-z0-9]+]]: memref<?x?xi32>, %[[CL:[a-z0-9]+]]: memref<?xi32>
+// CHECK: %[[B:.*]] = arith.divsi %{{.*}}, %c4 : index
+// CHECK: %[[KVH:.*]] = arith.divsi %{{.*}}, %c2 : index
+// CHECK: %[[LEN:.*]] = memref.load %[[CL]][%[[B]]] : memref<?xi32>
+// CHECK: %[[SK:.*]] = arith.index_cast %[[LEN]] : i32 to index
+// CHECK: scf.for %[[KB:.*]] = %c0 to %[[KEND:.*]] step %c16 {
+// CHECK: %[[NEXT:.*]] = arith.addi %[[KB]], %c16 : index
+// CHECK: %[[KLAST:.*]] = arith.subi %[[KEND]], %c1 : index
+// CHECK: scf.for %[[T:.*]] = %c0 to %c16 step %c1 {
+// CHECK: %[[NT:.*]] = arith.addi %[[NEXT]], %[[T]] : index
+// CHECK: %[[NK:.*]] = arith.minsi %[[NT]], %[[KLAST]] : index
+// CHECK: %[[NSLOT:.*]] = arith.andi %[[NK]], %c7 : index
+// CHECK: %[[NENTRY:.*]] = arith.shrui %[[NK]], %c3 : index
+// CHECK: %[[NID:.*]] = memref.load %[[BT]][%[[B]], %[[NENTRY]]] : memref<?x?xi32>
+// CHECK: %[[NPAGE:.*]] = arith.index_cast %[[NID]] : i32 to index
+// CHECK: memref.prefetch %[[K]][%[[NPAGE]], %[[NSLOT]], %[[KVH]], %c0], read, locality<2>, data
+// CHECK: memref.prefetch %[[V]][%[[NPAGE]], %[[NSLOT]], %[[KVH]], %c0], read, locality<2>, data
+// CHECK: %[[LAST:.*]] = arith.subi %[[SK]], %c1 : index
+// CHECK: %[[T0:.*]] = arith.minsi %[[KB]], %[[LAST]] : index
+// CHECK: scf.for %[[C:.*]] = %c0 to %c16 step %c1
+// CHECK: %[[SLOT:.*]] = arith.andi %[[T0]], %c7 : index
+// CHECK: %[[ENTRY:.*]] = arith.shrui %[[T0]], %c3 : index
+// CHECK: %[[ID:.*]] = memref.load %[[BT]][%[[B]], %[[ENTRY]]] : memref<?x?xi32>
+// CHECK: %[[PAGE:.*]] = arith.index_cast %[[ID]] : i32 to index
+// CHECK: memref.load %[[K]][%[[PAGE]], %[[SLOT]], %[[KVH]], %[[C]]] : memref<?x8x2x16xf32>
+// CHECK-NOT: tilt.attention
+func.func @prefill_paged(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x16xf32>, %v: memref<?x8x2x16xf32>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {
+  tilt.attention q(%q : memref<?x4x?x16xf32>) k(%k : memref<?x8x2x16xf32>) v(%v : memref<?x8x2x16xf32>) paged(%bt : memref<?x?xi32>, %cl : memref<?xi32>) out(%o : memref<?x4x?x16xf32>) items(%b, %e) {bias = #tilt.bias<alibi>, causal, config = #tilt.tile_config<variant = cpu_avx512, block_m = 16, block_n = 16>}
+  return
+}
+
+// -----
+
 // Paged MHA (H = Hkv = 2): the token-row path, taken at Sq = 1 when the
 // call holds every kv head of one (batch, split); the cache rows of 4 keys
 // are read whole, K then V, every kv head side by side (the loop over kv

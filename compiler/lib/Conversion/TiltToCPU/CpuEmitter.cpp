@@ -13,6 +13,8 @@
 
 #include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 
+#include "llvm/Support/MathExtras.h"
+
 #include <cmath>
 #include <limits>
 
@@ -236,6 +238,24 @@ void CpuKernelBuilder::loadSequence() {
   // i' = i + shift relative to key 0: Sk - Sq (bottom-right), or
   // q_offset - k_offset with position offsets.
   shift = spec.positionOffsets ? sub(io.qOffset, io.kOffset) : sub(sk, sq);
+}
+
+Value CpuKernelBuilder::pageOf(Value t) {
+  Value entry = arith::ShRUIOp::create(
+      b, t, idx(llvm::Log2_64(static_cast<uint64_t>(spec.pageSize))));
+  Value id = memref::LoadOp::create(b, io.blockTable, ValueRange{batch, entry});
+  return arith::IndexCastOp::create(b, b.getIndexType(), id);
+}
+
+void CpuKernelBuilder::prefetchLines(Value tensor, ArrayRef<Value> key,
+                                     Value col, int64_t count, int locality) {
+  const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
+  for (int64_t c = 0; c < count; c += perLine) {
+    SmallVector<Value> index(key);
+    index.push_back(add(col, idx(c)));
+    memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
+                               /*localityHint=*/locality, /*isDataCache=*/true);
+  }
 }
 
 Value CpuKernelBuilder::slopeLog2() {

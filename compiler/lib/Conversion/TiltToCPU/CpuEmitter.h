@@ -236,11 +236,32 @@ protected:
       return {add(seqQ0, row), head, col};
     return {batch, head, row, col};
   }
-  SmallVector<Value> kvIndex(Value row, Value col) {
+  /// Indices of key `row`'s k/v row, without the column: {batch, kv head,
+  /// row}, {seqK0 + row, kv head} (varlen) or, over a paged cache, {page,
+  /// slot, kv head}, `page` the key's when the caller has it (a block in
+  /// one page), else looked up in the block table.
+  SmallVector<Value> kvRowIndex(Value row, Value page = Value()) {
+    if (io.blockTable) {
+      Value slot = arith::AndIOp::create(b, row, idx(spec.pageSize - 1));
+      return {page ? page : pageOf(row), slot, kvHead};
+    }
     if (spec.varlen)
-      return {add(seqK0, row), kvHead, col};
-    return {batch, kvHead, row, col};
+      return {add(seqK0, row), kvHead};
+    return {batch, kvHead, row};
   }
+  SmallVector<Value> kvIndex(Value row, Value col) {
+    SmallVector<Value> index = kvRowIndex(row);
+    index.push_back(col);
+    return index;
+  }
+  /// The cache page holding key `t` of `batch`'s sequence (paged):
+  /// block_table[batch, t / page_size].
+  Value pageOf(Value t);
+  /// Asks for the lines of `tensor`'s row `key` (kvRowIndex) holding columns
+  /// [col, col + count), into the cache level `locality` names (3: L1, 2:
+  /// L2).
+  void prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
+                     int64_t count, int locality = 3);
 
   /// The slope of `head` (of `batch` for [B, H] slopes) in log2 units.
   Value slopeLog2();

@@ -137,10 +137,6 @@ private:
   /// The keys whose K/V lines a block of the tile at rr prefetches, one
   /// per key of the block (see the definition).
   SmallVector<SmallVector<Value>> aheadKeys(Value rr, Value kb);
-  /// Asks for the lines of `tensor`'s row `key` holding columns [col, col
-  /// + count).
-  void prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
-                     int64_t count, int locality = 3);
   void tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd, bool clamp);
   /// Per vector of the block at kb: its keys below kEnd, unpadded.
   SmallVector<Value> keyExists(Value kb, Value kEnd);
@@ -191,22 +187,10 @@ private:
   /// key (the tiles' scores() and the token rows' q . K).
   void accumulateDots(MutableArrayRef<Value> sums, ArrayRef<Value> rows,
                       ArrayRef<SmallVector<Value>> keys, Value col);
-  /// The k/v indices of key `t`, without the column: {batch, kv head, t},
-  /// {seqK0 + t, kv head} (varlen) or {page, slot, kv head} (paged; `page`
-  /// is the block's page when it lies in one, else null).
-  SmallVector<Value> keyIndex(Value t, Value page);
   /// Paged, with every key block inside one page: page_size a multiple of
   /// block_n and blocks starting on multiples of block_n (no window).
   bool blocksInOnePage() const {
     return io.blockTable && spec.pageSize % bn == 0 && !spec.window;
-  }
-  /// The cache page holding key `t` (paged).
-  Value pageOf(Value t) {
-    Value entry = arith::ShRUIOp::create(
-        b, t, idx(llvm::Log2_64(static_cast<uint64_t>(spec.pageSize))));
-    Value id =
-        memref::LoadOp::create(b, io.blockTable, ValueRange{batch, entry});
-    return arith::IndexCastOp::create(b, b.getIndexType(), id);
   }
   /// Lane j of the result is the sum of the lanes of xs[j] (xs.size() == vl;
   /// fewer gives the tree's first levels, e.g. 4: xs[k]'s sums by 128-bit
@@ -596,14 +580,6 @@ Value DecodeEmitter::sumAcrossLanes(SmallVector<Value> xs, int level) {
   return xs.front();
 }
 
-SmallVector<Value> DecodeEmitter::keyIndex(Value t, Value page) {
-  if (!io.blockTable)
-    return spec.varlen ? SmallVector<Value>{add(seqK0, t), kvHead}
-                       : SmallVector<Value>{batch, kvHead, t};
-  Value slot = arith::AndIOp::create(b, t, idx(spec.pageSize - 1));
-  return {page ? page : pageOf(t), slot, kvHead};
-}
-
 SmallVector<Value> DecodeEmitter::scores(Value rr, int64_t rows,
                                          ArrayRef<SmallVector<Value>> keys,
                                          ArrayRef<SmallVector<Value>> ahead) {
@@ -754,19 +730,8 @@ SmallVector<SmallVector<Value>> DecodeEmitter::aheadKeys(Value rr, Value kb) {
   Value page = onePage ? pageOf(from) : Value();
   SmallVector<SmallVector<Value>> keys;
   for (int64_t t = 0; t < bn; ++t)
-    keys.push_back(keyIndex(add(from, idx(t)), page));
+    keys.push_back(kvRowIndex(add(from, idx(t)), page));
   return keys;
-}
-
-void DecodeEmitter::prefetchLines(Value tensor, ArrayRef<Value> key, Value col,
-                                  int64_t count, int locality) {
-  const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
-  for (int64_t c = 0; c < count; c += perLine) {
-    SmallVector<Value> index(key);
-    index.push_back(add(col, idx(c)));
-    memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
-                               /*localityHint=*/locality, /*isDataCache=*/true);
-  }
 }
 
 void DecodeEmitter::tileBlock(Value rr, int64_t rows, Value kb, Value kEnd) {
@@ -798,7 +763,7 @@ void DecodeEmitter::tileBlockBody(Value rr, int64_t rows, Value kb, Value kEnd,
   Value blockPage = blocksInOnePage() ? pageOf(kb) : Value();
   SmallVector<SmallVector<Value>> keys;
   for (int64_t t = 0; t < bn; ++t)
-    keys.push_back(keyIndex(
+    keys.push_back(kvRowIndex(
         clamp ? minI(add(kb, idx(t)), last) : add(kb, idx(t)), blockPage));
   // The partial last block has nothing ahead to ask for.
   SmallVector<SmallVector<Value>> ahead;
@@ -967,7 +932,7 @@ void DecodeEmitter::prefetchNextBlock(Value kb, Value count) {
   Value next = minI(add(kb, idx(bn)), last);
   Value page = blocksInOnePage() ? pageOf(next) : Value();
   forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
-    SmallVector<Value> at = keyIndex(minI(add(next, t), last), page);
+    SmallVector<Value> at = kvRowIndex(minI(add(next, t), last), page);
     forLoop(idx(0), count, idx(1), [&](Value k) {
       at.back() = add(kvHead0, k);
       prefetchLines(op.getK(), at, idx(0), d, /*locality=*/2);
@@ -1077,7 +1042,7 @@ void DecodeEmitter::forEachTokenRows(
   auto rowsFrom = [&](Value from) {
     Value page = blocksInOnePage() ? pageOf(from) : Value();
     return [this, from, last, page](Value t) {
-      return keyIndex(minI(add(from, t), last), page);
+      return kvRowIndex(minI(add(from, t), last), page);
     };
   };
   auto here = rowsFrom(kb);

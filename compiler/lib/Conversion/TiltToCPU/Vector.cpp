@@ -137,6 +137,18 @@ LogicalResult VectorEmitter::allocateScratch() {
 
 void VectorEmitter::keyLoop(Value kBegin, Value kEnd) {
   forLoop(kBegin, kEnd, idx(bn), [&](Value kb) {
+    // A paged cache's key rows lie a token row (Hkv x D) apart on
+    // scattered pages, where the hardware prefetchers do not follow: the
+    // next block's K and V rows are asked for (to L2) first (its keys past
+    // kEnd clamped to the last).
+    if (io.blockTable) {
+      Value next = add(kb, idx(bn)), last = sub(kEnd, idx(1));
+      forLoop(idx(0), idx(bn), idx(1), [&](Value t) {
+        SmallVector<Value> row = kvRowIndex(minI(add(next, t), last));
+        prefetchLines(op.getK(), row, idx(0), d, /*locality=*/2);
+        prefetchLines(op.getV(), row, idx(0), d, /*locality=*/2);
+      });
+    }
     emitKeyBlock(kb, minI(idx(bn), sub(kEnd, kb)));
   });
 }

@@ -376,12 +376,14 @@ LogicalResult AttentionOp::verify() {
                            << stringifyKernelVariant(config.getVariant())
                            << " is for tilt.attention_backward";
     const KernelVariant variant = config.getVariant();
-    if (spec.pageSize && !config.isDecode())
+    // Every CPU forward variant reads a paged cache (the prefill kernels
+    // look each key's page up; chunked prefill); on the GPU only the decode
+    // family does.
+    if (spec.pageSize && config.isGpu() && !config.isDecode())
       return emitOpError() << "tile_config variant "
                            << stringifyKernelVariant(variant)
-                           << " cannot read a paged KV cache; the decode "
-                              "family (cpu_decode_avx2, cpu_decode_avx512, "
-                              "gpu_decode_sm80) does";
+                           << " cannot read a paged KV cache; on the GPU "
+                              "gpu_decode_sm80 does";
     if ((variant == KernelVariant::cpu_amx ||
          variant == KernelVariant::cpu_avx512bf16) &&
         spec.dtype != ::tilt::DType::BF16)

@@ -22,10 +22,10 @@
 // two int64_t, {q_offset, k_offset}.
 // Dense: q/o [B,H,Sq,D], k/v [B,Hkv,Sk,D], lse [B,H,Sq].
 // Varlen: q/o [totalQ,H,D], k/v [totalK,Hkv,D], lse [H,totalQ].
-// Paged (decode family only): q/o/lse dense, k/v [num_pages, page_size, Hkv,
-// D], block_table [B, max_pages], context_lens [B]; the kernel reads only
-// the table entries of each sequence's ceil(context_lens / page_size) pages,
-// which the runtime has checked lie in [0, num_pages).
+// Paged (the CPU kernels and gpu_decode_sm80): q/o/lse dense, k/v [num_pages,
+// page_size, Hkv, D], block_table [B, max_pages], context_lens [B]; the kernel
+// reads only the table entries of each sequence's ceil(context_lens /
+// page_size) pages, which the runtime has checked lie in [0, num_pages).
 // Elements of f16/bf16 tensors are 16-bit storage; lse is always f32.
 // Strides: the data tensors (q, k, v, o; the backward's grad_o, dq, dk, dv)
 // take any element strides their descriptors give, the innermost 1 (a

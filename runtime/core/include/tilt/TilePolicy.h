@@ -77,8 +77,10 @@ inline constexpr int64_t kDecodeMaxSq = 16;
 /// Measured on a 2-core Xeon (AVX-512), bf16 D 128 Sk 8192 B 1 causal, when
 /// the rule still asked group x Sq <= 16: H 32 over Hkv 1 at Sq 1 36.5 ->
 /// 1.3 ms; H 32 over Hkv 4 at Sq 4 35.2 -> 4.9 ms, at Sq 16 41.2 -> 23.9 ms.
-/// A paged KV cache always takes the decode family, which alone reads one
-/// (for chunked prefill too: its row blocks take any number of rows).
+/// A paged KV cache follows the same rule: every CPU family reads one (the
+/// prefill kernels look each key's page up), so a chunked prefill against
+/// the cache runs the prefill kernels. (On the GPU only the decode family
+/// reads a paged cache: Runtime.cpp's cudaConfig.)
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 /// The decode kernels' token-row path (paged, groups of at most
 /// kDecodeTokenRowsMaxGroup heads, 2 for `variant` cpu_decode_avx2;

@@ -612,8 +612,8 @@ func.func @f(%q: tensor<4x4x64xf32>, %k: tensor<?x16x2x64xf32>, %bt: tensor<2x?x
 // -----
 
 func.func @f(%q: memref<2x4x1x64xf32>, %k: memref<?x16x2x64xf32>, %bt: memref<2x?xi32>, %cl: memref<2xi32>, %b: index, %e: index) {
-  // expected-error @+1 {{tile_config variant cpu_avx2 cannot read a paged KV cache; the decode family (cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80) does}}
-  tilt.attention q(%q : memref<2x4x1x64xf32>) k(%k : memref<?x16x2x64xf32>) v(%k : memref<?x16x2x64xf32>) paged(%bt : memref<2x?xi32>, %cl : memref<2xi32>) out(%q : memref<2x4x1x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = cpu_avx2, block_m = 32, block_n = 32>}
+  // expected-error @+1 {{tile_config variant gpu_sm80 cannot read a paged KV cache; on the GPU gpu_decode_sm80 does}}
+  tilt.attention q(%q : memref<2x4x1x64xf32>) k(%k : memref<?x16x2x64xf32>) v(%k : memref<?x16x2x64xf32>) paged(%bt : memref<2x?xi32>, %cl : memref<2xi32>) out(%q : memref<2x4x1x64xf32>) items(%b, %e) {config = #tilt.tile_config<variant = gpu_sm80, block_m = 64, block_n = 64, num_warps = 4, num_stages = 2>}
   return
 }
 
