@@ -940,6 +940,26 @@ struct Runtime::Impl {
     return r ? r->best : requested;
   }
 
+  /// `chosen` (the runtime's choice for a call) with TilePolicy's
+  /// fitQueryBlock applied (a prefill variant's block_m fitted to short
+  /// query sequences; to the compiler's default configuration where
+  /// `chosen` names none), where a compiler or the bundle can provide that
+  /// kernel; else `chosen`.
+  TileConfig fittedToQueries(const AttentionSpec &spec,
+                             const TileConfig &chosen, int64_t maxSq) const {
+    TileConfig named = chosen;
+    if (named.variant.empty()) {
+      if (!options.compiler)
+        return chosen;
+      named = options.compiler->defaultConfig(spec, Target::CPU);
+    }
+    const TileConfig fitted = fitQueryBlock(named, maxSq);
+    if (fitted.blockM == named.blockM ||
+        !(options.compiler || !bundle.find(spec.canonical(), fitted).empty()))
+      return chosen;
+    return fitted;
+  }
+
   /// Runs `body` (a call's work, "" or its error) under the call lock and
   /// adds its wall time, compiles included, to the stats.
   template <typename F> std::string timedCall(F &&body) {
@@ -1811,8 +1831,10 @@ std::string Runtime::run(const AttentionSpec &spec, const AttentionArgs &args,
                        ? args.k.shape[0] / std::max<int64_t>(1, geometry.batch)
                        : geometry.maxSk;
     // A variant named without blocks takes that variant's default blocks.
-    const TileConfig chosen =
+    TileConfig chosen =
         completeCpuConfig(impl->configFor(spec, geometry.maxSq, seqK, config));
+    if (config.isDefault())
+      chosen = impl->fittedToQueries(spec, chosen, geometry.maxSq);
     if (const std::string &err = impl->hostRuns(chosen); !err.empty())
       return err;
     if (std::string err =
@@ -1879,7 +1901,10 @@ std::string Runtime::prepare(const AttentionSpec &spec, Target target,
     return "invalid spec: " + err;
   if (target == Target::CUDA)
     return impl->prepareCuda(spec, config);
-  const TileConfig chosen = completeCpuConfig(config);
+  // As on the GPU, a decode step is assumed for a paged cache (run()
+  // picks the family by the call's query length), else a prefill.
+  const TileConfig chosen = completeCpuConfig(
+      config.isDefault() && spec.pageSize ? impl->decodeConfig : config);
   if (const std::string &err = impl->hostRuns(chosen); !err.empty())
     return err;
   CpuKernel *kernel = nullptr;

@@ -397,6 +397,33 @@ TEST(TilePolicy, DecodeFamilyForShortQueriesPagedOrNot) {
   EXPECT_FALSE(useDecodeFamily(positions, 1));
 }
 
+// A prefill configuration's block_m shrinks to the power of two that holds
+// the longest query sequence where that is at most half of it.
+TEST(TilePolicy, QueryBlocksFitShortQuerySequences) {
+  const TileConfig wide = defaultCpuConfig(KernelVariant::CpuAvx512Bf16);
+  ASSERT_EQ(wide.blockM, 64);
+  EXPECT_EQ(fitQueryBlock(wide, 32).blockM, 32);
+  EXPECT_EQ(fitQueryBlock(wide, 20).blockM, 32);
+  EXPECT_EQ(fitQueryBlock(wide, 9).blockM, 16);
+  EXPECT_EQ(fitQueryBlock(wide, 1).blockM, 16);
+  EXPECT_EQ(fitQueryBlock(wide, 33).blockM, 64);
+  EXPECT_EQ(fitQueryBlock(wide, 512).blockM, 64);
+  EXPECT_EQ(fitQueryBlock(wide, 0).blockM, 64); // unknown length
+  EXPECT_EQ(fitQueryBlock(wide, 20).blockN, wide.blockN);
+  EXPECT_EQ(fitQueryBlock(wide, 20).variant, wide.variant);
+  // Not a prefill configuration: as given.
+  TileConfig gpu;
+  gpu.variant = "gpu_sm80";
+  gpu.blockM = 128;
+  gpu.blockN = 64;
+  TileConfig decode = defaultCpuConfig(KernelVariant::CpuDecodeAvx512);
+  decode.blockM = 64;
+  for (const TileConfig &c :
+       {decode, defaultCpuConfig(KernelVariant::CpuBwdAvx512), gpu})
+    EXPECT_EQ(fitQueryBlock(c, 1).str(), c.str());
+  EXPECT_EQ(fitQueryBlock(TileConfig(), 1).str(), TileConfig().str());
+}
+
 TEST(TilePolicy, DecodeTokenRowsForPagedGroupsOfAtMostFour) {
   AttentionSpec mha = makeSpec(32, 32, 128), gqa = makeSpec(32, 8, 128);
   AttentionSpec wide = makeSpec(32, 4, 128);
@@ -481,6 +508,35 @@ TEST(RuntimeCache, AVariantNamedWithoutBlocksTakesItsDefaultBlocks) {
             "");
   ASSERT_EQ(rt.prepare(p.spec, Target::CPU, variantOnly), "");
   EXPECT_EQ(compiler.compiles, 1);
+}
+
+TEST(RuntimeCache, ShortQuerySequencesGetQueryBlocksToFit) {
+  // TilePolicy's fitQueryBlock on the runtime's choice (here the
+  // compiler's default, 64-row blocks): Sq 20 (past the decode family's
+  // rule) fits in 32 rows; Sq 40 keeps 64; a configuration the caller
+  // names is run as named.
+  struct WideDefault : FakeCompiler {
+    TileConfig defaultConfig(const AttentionSpec &, Target) const override {
+      TileConfig c = defaultCpuConfig(KernelVariant::CpuAvx2);
+      c.blockM = 64;
+      return c;
+    }
+  };
+  TempDir dir;
+  WideDefault compiler;
+  Runtime rt({dir.path(), 1, &compiler});
+  auto blockMOf = [&](int64_t sq, const TileConfig &config) -> int64_t {
+    Problem p = Problem::dense(makeSpec(4, 2, 32), 1, sq, 80);
+    const std::string err = rt.run(p.spec, p.args(), Target::CPU, config);
+    EXPECT_EQ(err, "");
+    return err.empty() ? rt.stats().lastKernel.blockM : -1;
+  };
+  if (std::string err = rt.prepare(makeSpec(4, 2, 32));
+      err.rfind("variant cpu_avx2 needs", 0) == 0)
+    GTEST_SKIP() << err;
+  EXPECT_EQ(blockMOf(20, TileConfig()), 32);
+  EXPECT_EQ(blockMOf(40, TileConfig()), 64);
+  EXPECT_EQ(blockMOf(20, compiler.defaultConfig({}, Target::CPU)), 64);
 }
 
 TEST(RuntimeCache, KernelOnlyRuntimeKeepsThePrefillKernelForDecodeShapes) {

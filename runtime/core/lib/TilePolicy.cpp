@@ -3,6 +3,7 @@
 #include "tilt/TilePolicy.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace tilt {
 
@@ -24,8 +25,6 @@ TileConfig config(KernelVariant variant, int64_t m, int64_t n,
 KernelVariant defaultCpuVariant(const AttentionSpec &spec,
                                 const HasFeature &has) {
   auto hasClass = [&](CpuClass c) { return missingFeatures(c, has).empty(); };
-  if (spec.pageSize)
-    return decodeCpuVariant(has); // the only family that reads a paged cache
   if (spec.dtype == DType::BF16 && spec.headDim % 32 == 0 &&
       hasClass(CpuClass::X86_64_V4_AMX))
     return KernelVariant::CpuAmx;
@@ -246,6 +245,15 @@ TileConfig defaultGpuConfig(KernelVariant variant, int64_t headDim) {
   if (headDim <= 128)
     return config(variant, 128, 32, 8, 3);
   return config(variant, 64, 32, 4, 2);
+}
+
+TileConfig fitQueryBlock(TileConfig c, int64_t maxSq) {
+  const std::optional<KernelVariant> v = c.kind();
+  if (!v || isGpuVariant(*v) || isDecodeVariant(*v) || isBackwardVariant(*v) ||
+      maxSq <= 0 || 2 * maxSq > c.blockM)
+    return c;
+  c.blockM = std::max<int64_t>(16, int64_t(std::bit_ceil(uint64_t(maxSq))));
+  return c;
 }
 
 TileConfig completeCpuConfig(TileConfig c) {
