@@ -411,6 +411,11 @@ TEST(TilePolicy, QueryBlocksFitShortQuerySequences) {
   EXPECT_EQ(fitQueryBlock(wide, 0).blockM, 64); // unknown length
   EXPECT_EQ(fitQueryBlock(wide, 20).blockN, wide.blockN);
   EXPECT_EQ(fitQueryBlock(wide, 20).variant, wide.variant);
+  const TileConfig amx = defaultCpuConfig(KernelVariant::CpuAmx);
+  ASSERT_EQ(amx.blockM, 128);
+  EXPECT_EQ(fitQueryBlock(amx, 9).blockM, 32); // whole pairs of AMX tiles
+  EXPECT_EQ(fitQueryBlock(amx, 64).blockM, 64);
+  EXPECT_EQ(fitQueryBlock(amx, 65).blockM, 128);
   // Not a prefill configuration: as given.
   TileConfig gpu;
   gpu.variant = "gpu_sm80";

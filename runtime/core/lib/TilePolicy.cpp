@@ -252,7 +252,9 @@ TileConfig fitQueryBlock(TileConfig c, int64_t maxSq) {
   if (!v || isGpuVariant(*v) || isDecodeVariant(*v) || isBackwardVariant(*v) ||
       maxSq <= 0 || 2 * maxSq > c.blockM)
     return c;
-  c.blockM = std::max<int64_t>(16, int64_t(std::bit_ceil(uint64_t(maxSq))));
+  // cpu_amx takes blocks of whole pairs of 16-row tiles (Amx.cpp).
+  const int64_t least = *v == KernelVariant::CpuAmx ? 32 : 16;
+  c.blockM = std::max<int64_t>(least, int64_t(std::bit_ceil(uint64_t(maxSq))));
   return c;
 }
 

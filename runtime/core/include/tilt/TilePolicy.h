@@ -46,9 +46,9 @@ TileConfig defaultCpuConfig(KernelVariant variant);
 TileConfig completeCpuConfig(TileConfig config);
 /// A CPU prefill configuration fitted to query sequences of at most
 /// `maxSq` rows: where maxSq <= block_m / 2, block_m becomes the smallest
-/// power of two >= maxSq (at least 16). One query block still covers each
-/// sequence, so K and V are read as often, and the empty rows are not
-/// computed: the tuned records come from square problems, and a chunked
+/// power of two >= maxSq (at least 16; 32 for cpu_amx). One query block still
+/// covers each sequence, so K and V are read as often, and the empty rows are
+/// not computed: the tuned records come from square problems, and a chunked
 /// prefill of 32 tokens against 8192 keys ran 64-row blocks half empty.
 /// Measured on a 2-core Zen 4 (cpu_avx512bf16, H 32 over Hkv 8, D 128,
 /// Sk 8192, causal): Sq 32 30.6 / 31.4 -> 16.6 / 22.8 ms (64 -> 32 rows,
