@@ -947,6 +947,9 @@ struct Runtime::Impl {
   /// kernel; else `chosen`.
   TileConfig fittedToQueries(const AttentionSpec &spec,
                              const TileConfig &chosen, int64_t maxSq) const {
+    // (No prefill block is above 256 rows: longer sequences fit nothing.)
+    if (maxSq <= 0 || maxSq > 128)
+      return chosen;
     TileConfig named = chosen;
     if (named.variant.empty()) {
       if (!options.compiler)

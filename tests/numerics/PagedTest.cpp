@@ -22,6 +22,7 @@
 #include "tilt/Half.h"
 #include "tilt/Reference.h"
 #include "tilt/Runtime.h"
+#include "tilt/TilePolicy.h"
 
 #include <gtest/gtest.h>
 
@@ -249,6 +250,11 @@ std::vector<PagedCase> allCases() {
   cases.push_back(prefill(12, 6, DType::F16, 129, 2000, 16, 100, "", 0, 0));
   cases.back().spec.slopes = SlopeSource::Custom;
   cases.back().slopesPerBatch = true;
+  // Fewer keys than queries (100 and 50 against 129: the first rows see
+  // no key, Sk - Sq < 0).
+  cases.push_back(
+      prefill(8, 2, DType::BF16, 129, 100, 16, {}, "cpu_avx512bf16", 64, 64));
+  cases.push_back(prefill(8, 8, DType::F32, 129, 100, 8, {}, "", 0, 0));
   for (PagedCase &c : cases)
     c.name = describe(c);
   return cases;
@@ -310,6 +316,13 @@ TEST_P(Paged, MatchesFloat64Reference) {
     args.slopes = c.slopesPerBatch ? TensorRef(slopes.data(), {B, H})
                                    : TensorRef(slopes.data(), {H});
   ASSERT_EQ(runtime->run(spec, args, Target::CPU, c.config), "");
+  // The runtime's own choice follows TilePolicy's rule: the decode family
+  // up to kDecodeMaxSq, the prefill kernels past it.
+  if (c.config.variant.empty()) {
+    EXPECT_EQ(runtime->stats().lastKernel.variant.starts_with("cpu_decode"),
+              useDecodeFamily(spec, Sq))
+        << c.name << ": ran " << runtime->stats().lastKernel.variant;
+  }
   // Split-KV (the decode family): the same call with the keys cut into
   // parts, merged.
   std::vector<SplitRun> splitRuns;

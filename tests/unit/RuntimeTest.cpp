@@ -536,7 +536,8 @@ TEST(RuntimeCache, ShortQuerySequencesGetQueryBlocksToFit) {
     EXPECT_EQ(err, "");
     return err.empty() ? rt.stats().lastKernel.blockM : -1;
   };
-  if (std::string err = rt.prepare(makeSpec(4, 2, 32));
+  if (std::string err = rt.prepare(makeSpec(4, 2, 32), Target::CPU,
+                                   compiler.defaultConfig({}, Target::CPU));
       err.rfind("variant cpu_avx2 needs", 0) == 0)
     GTEST_SKIP() << err;
   EXPECT_EQ(blockMOf(20, TileConfig()), 32);

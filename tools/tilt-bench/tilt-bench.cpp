@@ -704,12 +704,18 @@ std::string benchCpu(const BenchOptions &o, CpuResult &r) {
   rtOptions.backwardSchedule = o.schedule;
   rtOptions.compiler = compiler.get();
   // The JIT figures are for the kernel run() picks: where the decode
-  // family serves the call (TilePolicy's rule), its configuration, not the
-  // spec's default (a prefill kernel).
+  // family serves the call (TilePolicy's rule), its configuration, else
+  // the compiler's default with its query block fitted to --seq
+  // (fitQueryBlock), not the spec's default as prepare() takes it (for a
+  // paged cache, the decode kernel). (A tuned record from --kernels-dir is
+  // timed but not JIT-measured: the JIT figures stay the default's.)
   TileConfig jitConfig = fwdConfig;
   if (jitConfig.isDefault() && useDecodeFamily(spec, o.seq))
     jitConfig = defaultCpuConfig(
         decodeCpuVariant([](std::string_view f) { return hostCpu().has(f); }));
+  else if (jitConfig.isDefault() && compiler) // (none in tilt-bench-rt)
+    jitConfig =
+        fitQueryBlock(compiler->defaultConfig(spec, Target::CPU), o.seq);
   if (std::string err = measureJit(rtOptions, spec, Target::CPU, jitConfig,
                                    r.jit, o.kernelsDir);
       !err.empty())

@@ -59,8 +59,9 @@ std::vector<Option> compileOptions(CompileOptions &o) {
                      }});
   options.push_back({"page-size", "N",
                      "k and v are a paged KV cache of this page size (a "
-                     "power of two from 8 to 256; the prefill kernel unless "
-                     "--variant names a decode one)",
+                     "power of two from 8 to 256; on the CPU the prefill "
+                     "kernel unless --variant names a decode one, on the GPU "
+                     "gpu_decode_sm80)",
                      [&o](auto v) {
                        return parseInt("page-size", v, o.flags.spec.pageSize,
                                        1);

@@ -210,7 +210,10 @@ public:
   /// it; "" or an error. Used by benchmarks to time JIT latencies. It knows
   /// no query length: with no configuration a dense spec gets the prefill
   /// kernel (name the decode variant to prepare that one), a paged one the
-  /// decode kernel.
+  /// decode kernel. run() picks by the call's query length, so a paged
+  /// chunked prefill (Sq > 16) or a short one whose query block run()
+  /// fits to Sq (TilePolicy's fitQueryBlock) runs another kernel: prepare
+  /// that configuration by name to have it resident.
   std::string prepare(const AttentionSpec &spec, Target target = Target::CPU,
                       const TileConfig &config = TileConfig());
 

@@ -415,9 +415,10 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
 
 // A prefill kernel (a chunked prefill) over a paged cache: Sk is
 // context_lens[b] as in the decode family, and each key of a block (16, over
-// pages of 8) reads its own block-table entry (t >> 3) and slot (t & 7),
-// the keys past the sequence clamped to its last. Each block first asks
-// (to L2) for the next block's K and V rows (clamped to the last key).
+// pages of 8) reads its own block-table entry (t >> 3) and slot (t & 7)
+// once, before the loop along D, the keys past the sequence clamped to its
+// last. Each block first asks (to L2) for the next block's K and V rows
+// (clamped to the last key).
 
 // CHECK-LABEL: func.func @prefill_paged(
 // CHECK-SAME: %[[K:[a-z0-9]+]]: memref<?x8x2x16xf32>, %[[V:[a-z0-9]+]]: memref<?x8x2x16xf32>, %[[BT:[a-z0-9]+]]: memref<?x?xi32>, %[[CL:[a-z0-9]+]]: memref<?xi32>
@@ -439,11 +440,12 @@ func.func @decode_paged_small_pages(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x1
 // CHECK: memref.prefetch %[[V]][%[[NPAGE]], %[[NSLOT]], %[[KVH]], %c0], read, locality<2>, data
 // CHECK: %[[LAST:.*]] = arith.subi %[[SK]], %c1 : index
 // CHECK: %[[T0:.*]] = arith.minsi %[[KB]], %[[LAST]] : index
-// CHECK: scf.for %[[C:.*]] = %c0 to %c16 step %c1
 // CHECK: %[[SLOT:.*]] = arith.andi %[[T0]], %c7 : index
 // CHECK: %[[ENTRY:.*]] = arith.shrui %[[T0]], %c3 : index
 // CHECK: %[[ID:.*]] = memref.load %[[BT]][%[[B]], %[[ENTRY]]] : memref<?x?xi32>
 // CHECK: %[[PAGE:.*]] = arith.index_cast %[[ID]] : i32 to index
+// CHECK: scf.for %[[C:.*]] = %c0 to %c16 step %c1
+// CHECK-NOT: memref.load %[[BT]]
 // CHECK: memref.load %[[K]][%[[PAGE]], %[[SLOT]], %[[KVH]], %[[C]]] : memref<?x8x2x16xf32>
 // CHECK-NOT: tilt.attention
 func.func @prefill_paged(%q: memref<?x4x?x16xf32>, %k: memref<?x8x2x16xf32>, %v: memref<?x8x2x16xf32>, %bt: memref<?x?xi32>, %cl: memref<?xi32>, %o: memref<?x4x?x16xf32>, %b: index, %e: index) {

@@ -146,15 +146,20 @@ void AmxEmitter::stageKeys(Value kb, Value nk, Value buf) {
     return minI(add(kb, j), lastKey);
   };
   forLoop(idx(0), idx(bn), idx(16), [&](Value n0) {
-    SmallVector<Value> rowsIdx, valid(16);
+    SmallVector<Value> valid(16);
+    // K's indices of the 16 keys (those past nk read the last key and are
+    // zeroed), before the loop along D: a paged cache's table entries read
+    // once a key.
+    SmallVector<SmallVector<Value>> keyRows;
     for (int64_t r = 0; r < 16; ++r)
-      rowsIdx.push_back(keyRow(add(n0, idx(r)), valid[r]));
+      keyRows.push_back(kvRowIndex(keyRow(add(n0, idx(r)), valid[r])));
     forLoop(idx(0), idx(d / 2), idx(16), [&](Value p0) {
       Value col = mul(p0, idx(2));
       SmallVector<Value> lanes;
       for (int64_t r = 0; r < 16; ++r) {
-        Value v =
-            vector::LoadOp::create(b, v32, op.getK(), kvIndex(rowsIdx[r], col));
+        SmallVector<Value> at(keyRows[r]);
+        at.push_back(col);
+        Value v = vector::LoadOp::create(b, v32, op.getK(), at);
         v = arith::SelectOp::create(b, valid[r], v, zeros32);
         lanes.push_back(vector::BitCastOp::create(b, v16i, v));
       }

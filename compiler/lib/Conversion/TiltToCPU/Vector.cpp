@@ -251,6 +251,17 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
     Value j = add(j0, idx(r));
     rowsIdx.push_back(ks ? j : minI(add(kb, j), sub(sk, idx(1))));
   }
+  // K's indices of those rows, before the loops along D (a paged cache's
+  // table entries read once a row).
+  SmallVector<SmallVector<Value>> keyRows;
+  if (!ks)
+    for (Value row : rowsIdx)
+      keyRows.push_back(kvRowIndex(row));
+  auto keyAt = [&](int64_t r, Value col) {
+    SmallVector<Value> index(keyRows[r]);
+    index.push_back(col);
+    return index;
+  };
   SmallVector<Value> init(keys * cols, splat(0.0));
   // St's tile; pairs scale it here (the plain path has the scale in Qt).
   auto store = [&](ValueRange sums, Value scale) {
@@ -266,8 +277,8 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
     // Over pairs of columns: K's pair broadcast, Qt2's pairs of vl rows.
     store(pairTile(idx(d / 2), qt, col0, keys, cols, init,
                    [&](Value kp, int64_t r) {
-                     return broadcastBf16Pair(
-                         op.getK(), kvIndex(rowsIdx[r], mul(kp, idx(2))));
+                     return broadcastBf16Pair(op.getK(),
+                                              keyAt(r, mul(kp, idx(2))));
                    }),
           splat(spec.effectiveScale() * kLog2E));
     return;
@@ -283,7 +294,7 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
         for (int64_t r = 0; r < keys; ++r) {
           Value kv =
               ks ? memref::LoadOp::create(b, ks, ValueRange{rowsIdx[r], k})
-                 : memref::LoadOp::create(b, op.getK(), kvIndex(rowsIdx[r], k));
+                 : memref::LoadOp::create(b, op.getK(), keyAt(r, k));
           Value kb = bcast(kv);
           for (int64_t c = 0; c < cols; ++c)
             next.push_back(

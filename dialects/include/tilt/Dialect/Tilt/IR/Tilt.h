@@ -20,8 +20,7 @@ namespace mlir::tilt {
 /// of tilt.attention_backward.
 bool isBackwardVariant(KernelVariant v);
 /// cpu_decode_avx2, cpu_decode_avx512, gpu_decode_sm80: the decode family
-/// (paged caches,
-/// split-KV parts).
+/// (few query rows against long caches, split-KV parts).
 bool isDecodeVariant(KernelVariant v);
 } // namespace mlir::tilt
 

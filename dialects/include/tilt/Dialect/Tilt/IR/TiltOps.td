@@ -50,7 +50,8 @@ def Tilt_AttentionOp : Tilt_Op<"attention", [AttrSizedOperandSegments,
     context_lens[b]`) is `k[block_table[b, t / page_size], t % page_size]`;
     entries of the block table past a sequence's used pages are never read.
     Sequence `b` has `Sk = context_lens[b]`, queries bottom-right. Not with
-    cu_seqlens, a key padding mask or offsets; lowered by the decode family.
+    cu_seqlens, a key padding mask or offsets; lowered by every CPU forward
+    variant and, on the GPU, by gpu_decode_sm80.
 
     On tensors the op returns `o` (q's type) and, when asked for, `lse`
     (f32 `[B,H,Sq]`, or `[H,totalQ]` when ragged). On memrefs it writes the
