@@ -1609,8 +1609,7 @@ std::string Runtime::Impl::cudaConfig(const AttentionSpec &spec,
   if (std::string err = cuda::defaultVariant(spec, device, out.variant);
       !err.empty())
     return err;
-  if (spec.pageSize ||
-      (!spec.varlen && maxSq > 0 && useDecodeFamily(spec, maxSq)))
+  if (useGpuDecodeFamily(spec, maxSq))
     out.variant = std::string(decode);
   return {};
 }

@@ -395,6 +395,16 @@ TEST(TilePolicy, DecodeFamilyForShortQueriesPagedOrNot) {
   positions.bias = BiasKind::AlibiPositions;
   positions.keyPaddingMask = true;
   EXPECT_FALSE(useDecodeFamily(positions, 1));
+  // The GPU: every paged call (gpu_decode_sm80 alone reads a cache), dense
+  // ones by the same rule unless varlen; an unknown length is a prefill.
+  AttentionSpec varlen = dense;
+  varlen.varlen = true;
+  EXPECT_TRUE(useGpuDecodeFamily(paged, 512));
+  EXPECT_TRUE(useGpuDecodeFamily(paged, 0));
+  EXPECT_TRUE(useGpuDecodeFamily(dense, 1));
+  EXPECT_FALSE(useGpuDecodeFamily(dense, 0));
+  EXPECT_FALSE(useGpuDecodeFamily(dense, 512));
+  EXPECT_FALSE(useGpuDecodeFamily(varlen, 1));
 }
 
 // A prefill configuration's block_m shrinks to the power of two that holds

@@ -375,8 +375,7 @@ int benchCuda(const AttentionSpec &spec, const TileConfig &config,
   // for paged caches and short dense query sequences (Runtime.cpp's
   // cudaConfig).
   TileConfig jitConfig = fwdConfig;
-  if (jitConfig.isDefault() &&
-      (spec.pageSize || (!spec.varlen && useDecodeFamily(spec, seq))))
+  if (jitConfig.isDefault() && useGpuDecodeFamily(spec, seq))
     jitConfig.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
   if (std::string err =
           measureJit(rtOptions, spec, Target::CUDA, jitConfig, jit, kernelsDir);

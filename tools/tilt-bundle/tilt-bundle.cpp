@@ -162,8 +162,7 @@ static std::string parseCudaCase(const std::string &line,
       return err;
     // Runtime.cpp's cudaConfig: paged caches and short dense query
     // sequences take the decode family.
-    if (spec.pageSize ||
-        (!spec.varlen && seqQ > 0 && useDecodeFamily(spec, seqQ)))
+    if (useGpuDecodeFamily(spec, seqQ))
       config.variant = std::string(toString(KernelVariant::GpuDecodeSm80));
   } else if (!config.kind() || !isGpuVariant(*config.kind())) {
     return fmt::format("--variant {} is not a GPU variant", config.variant);

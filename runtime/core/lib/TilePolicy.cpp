@@ -161,6 +161,11 @@ bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
   return spec.bias != BiasKind::AlibiPositions && maxSq <= kDecodeMaxSq;
 }
 
+bool useGpuDecodeFamily(const AttentionSpec &spec, int64_t maxSq) {
+  return spec.pageSize ||
+         (!spec.varlen && maxSq > 0 && useDecodeFamily(spec, maxSq));
+}
+
 bool decodeTokenRows(const AttentionSpec &spec, KernelVariant variant) {
   const int64_t maxGroup =
       variant == KernelVariant::CpuDecodeAvx2 ? 2 : kDecodeTokenRowsMaxGroup;

@@ -94,6 +94,11 @@ inline constexpr int64_t kDecodeMaxSq = 16;
 /// the cache runs the prefill kernels. (On the GPU only the decode family
 /// reads a paged cache: Runtime.cpp's cudaConfig.)
 bool useDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
+/// The GPU's rule (Runtime.cpp's cudaConfig, and the tools that build or
+/// time what it picks): gpu_decode_sm80 for every paged cache, the only GPU
+/// kernel that reads one, and for dense calls that are not varlen where
+/// useDecodeFamily holds; `maxSq` 0 (unknown) assumes a prefill.
+bool useGpuDecodeFamily(const AttentionSpec &spec, int64_t maxSq);
 /// The decode kernels' token-row path (paged, groups of at most
 /// kDecodeTokenRowsMaxGroup heads, 2 for `variant` cpu_decode_avx2;
 /// Decode.cpp): at Sq = 1, a call holding
