@@ -908,8 +908,9 @@ struct Runtime::Impl {
 
   /// The configuration for a CPU call: the caller's; else, where
   /// TilePolicy's useDecodeFamily rule picks the decode family (Sq <= 16),
-  /// the tuning database's nearest decode record or the
-  /// family's default, whichever a compiler or the bundle can provide
+  /// the tuning database's nearest decode record (for a paged cache, a
+  /// paged one where the database has any; TuningDb.h) or the family's
+  /// default, whichever a compiler or the bundle can provide
   /// first; else the tuning database's nearest prefill record; else the
   /// compiler's default.
   const TileConfig &configFor(const AttentionSpec &spec, int64_t maxSq,
@@ -923,9 +924,10 @@ struct Runtime::Impl {
     if (useDecodeFamily(spec, maxSq)) {
       const TuningRecord *tuned =
           haveTuning ? tuning.lookupDecode(spec, maxSq, seqK) : nullptr;
-      // A paged block must lie in one page (one table read per block,
-      // Decode.cpp): blocks that do not divide the page are left alone.
-      if (tuned && spec.pageSize &&
+      // A record timed on a contiguous cache serves a paged call only with
+      // blocks that lie in one page (one table read per block, Decode.cpp);
+      // a paged record's blocks were timed on pages, whichever they span.
+      if (tuned && spec.pageSize && !tuned->key.pageSize &&
           (tuned->best.blockN <= 0 || spec.pageSize % tuned->best.blockN != 0))
         tuned = nullptr;
       for (const TileConfig *c :

@@ -82,7 +82,13 @@ std::string configText(const TileConfig &c) {
 
 auto order(const TuningKey &k) {
   return std::make_tuple(k.decode(), static_cast<int>(k.dtype), k.headDim,
-                         k.causal, k.heads, k.kvHeads, k.querySeq, k.seq);
+                         k.causal, k.pageSize, k.heads, k.kvHeads, k.querySeq,
+                         k.seq);
+}
+
+/// A page size a paged cache may have (Spec.h).
+bool validPageSize(int64_t p) {
+  return p >= kMinPageSize && p <= kMaxPageSize && (p & (p - 1)) == 0;
 }
 
 /// |log2(a / b)|, both taken as at least 1.
@@ -96,8 +102,10 @@ double logDistance(int64_t a, int64_t b) {
 AttentionSpec familySpec(const TuningKey &key) {
   AttentionSpec spec;
   spec.heads = spec.kvHeads = key.heads;
-  if (key.decode())
+  if (key.decode()) {
     spec.kvHeads = key.kvHeads;
+    spec.pageSize = key.pageSize;
+  }
   spec.headDim = key.headDim;
   spec.dtype = key.dtype;
   spec.causal = key.causal;
@@ -129,9 +137,9 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
         return fail(fmt::format("not a Tilt tuning database (expected "
                                 "'tilt-tuning-db {}')",
                                 kFormat));
-      if (format != 1 && format != kFormat)
+      if (format < 1 || format > kFormat)
         return fail(fmt::format("format {} is not supported (this Tilt reads "
-                                "formats 1 and {})",
+                                "formats 1 to {})",
                                 format, kFormat));
       sawHeader = true;
       continue;
@@ -156,15 +164,22 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
                   "ms | default config | ms'");
     std::vector<std::string> k = words(parts[0]);
     TuningRecord r;
-    // A decode key: "decode" dtype head_dim causal heads kv_heads sq sk.
+    // A decode key: "decode" dtype head_dim causal heads kv_heads sq sk,
+    // then (format 3) a page size where a paged cache was timed.
     const bool decode = !k.empty() && k[0] == "decode";
     if (decode && format < 2)
       return fail("decode records need format 2 ('tilt-tuning-db 2')");
+    if (decode && k.size() == 9 && format < 3)
+      return fail("paged decode records need format 3 ('tilt-tuning-db 3')");
     if (decode) {
-      if (k.size() != 8 || !toInt(k[5], r.key.kvHeads) ||
-          !toInt(k[6], r.key.querySeq))
+      if ((k.size() != 8 && k.size() != 9) || !toInt(k[5], r.key.kvHeads) ||
+          !toInt(k[6], r.key.querySeq) ||
+          (k.size() == 9 &&
+           (!toInt(k[8], r.key.pageSize) || !validPageSize(r.key.pageSize))))
         return fail("bad key '" + parts[0] +
-                    "' (decode: dtype head_dim causal heads kv_heads sq sk)");
+                    "' (decode: dtype head_dim causal heads kv_heads sq sk "
+                    "[page_size, a power of two from 8 to 256])");
+      k.resize(8);
       k.erase(k.begin());
       k.erase(k.begin() + 4, k.begin() + 6);
     }
@@ -214,14 +229,16 @@ std::string TuningDb::save(const std::string &path) const {
       "tilt-tuning-db {}\ntarget {}\nmachine {}\ntilt {}\nfamily {}\n"
       "# dtype head_dim causal heads seq | best | best_ms | default | "
       "default_ms\n"
-      "# decode dtype head_dim causal heads kv_heads sq sk | best | ...\n",
+      "# decode dtype head_dim causal heads kv_heads sq sk [page_size] | "
+      "best | ...\n",
       kFormat, target, machine, tiltVersion, family);
   for (const TuningRecord &r : sorted) {
     const TuningKey &k = r.key;
     text += k.decode()
                 ? fmt::format("decode {} {} {} {} {} {} {}", toString(k.dtype),
                               k.headDim, k.causal ? 1 : 0, k.heads, k.kvHeads,
-                              k.querySeq, k.seq)
+                              k.querySeq, k.seq) +
+                      (k.pageSize ? fmt::format(" {}", k.pageSize) : "")
                 : fmt::format("{} {} {} {} {}", toString(k.dtype), k.headDim,
                               k.causal ? 1 : 0, k.heads, k.seq);
     text += fmt::format(" | {} | {:.3f} | {} | {:.3f}\n", configText(r.best),
@@ -260,27 +277,31 @@ void TuningDb::put(const TuningRecord &record) {
 namespace {
 
 /// The nearest record of one kind (TuningDb.h's rule); seqQ = 0 asks for a
-/// prefill record.
+/// prefill record. Decode: among the paged records where `paged`, else the
+/// contiguous ones.
 const TuningRecord *nearest(const std::vector<TuningRecord> &records,
                             const AttentionSpec &spec, int64_t seqQ,
-                            int64_t seqK) {
+                            int64_t seqK, bool paged = false) {
   const TuningRecord *best = nullptr;
   double bestDistance = 0;
   const int64_t group = spec.heads / std::max<int64_t>(spec.kvHeads, 1);
   auto tieOrder = [](const TuningKey &k) {
     return std::make_tuple(k.seq, k.querySeq, k.heads,
-                           k.heads / std::max<int64_t>(k.kvHeads, 1));
+                           k.heads / std::max<int64_t>(k.kvHeads, 1),
+                           k.pageSize);
   };
   for (const TuningRecord &r : records) {
     const TuningKey &k = r.key;
     if (k.decode() != (seqQ > 0) || k.dtype != spec.dtype ||
-        k.headDim != spec.headDim || k.causal != spec.causal)
+        k.headDim != spec.headDim || k.causal != spec.causal ||
+        (k.pageSize > 0) != paged)
       continue;
     double distance =
         logDistance(spec.heads, k.heads) + logDistance(seqK, k.seq);
     if (k.decode())
       distance += logDistance(group, k.heads / k.kvHeads) +
-                  logDistance(seqQ, k.querySeq);
+                  logDistance(seqQ, k.querySeq) +
+                  (paged ? logDistance(spec.pageSize, k.pageSize) : 0.0);
     bool better = !best || distance < bestDistance - 1e-12 ||
                   (std::abs(distance - bestDistance) <= 1e-12 &&
                    tieOrder(k) < tieOrder(best->key));
@@ -301,7 +322,11 @@ const TuningRecord *TuningDb::lookup(const AttentionSpec &spec,
 
 const TuningRecord *TuningDb::lookupDecode(const AttentionSpec &spec,
                                            int64_t seqQ, int64_t seqK) const {
-  return nearest(records, spec, std::max<int64_t>(seqQ, 1), seqK);
+  const int64_t sq = std::max<int64_t>(seqQ, 1);
+  if (spec.pageSize > 0)
+    if (const TuningRecord *r = nearest(records, spec, sq, seqK, true))
+      return r;
+  return nearest(records, spec, sq, seqK);
 }
 
 } // namespace tilt

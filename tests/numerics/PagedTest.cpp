@@ -19,10 +19,13 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tilt/CpuIsa.h"
 #include "tilt/Half.h"
+#include "tilt/KernelBundle.h"
 #include "tilt/Reference.h"
 #include "tilt/Runtime.h"
 #include "tilt/TilePolicy.h"
+#include "tilt/TuningDb.h"
 
 #include <gtest/gtest.h>
 
@@ -30,6 +33,8 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <random>
 
@@ -374,6 +379,98 @@ INSTANTIATE_TEST_SUITE_P(Cache, Paged, ::testing::ValuesIn(allCases()),
                          [](const ::testing::TestParamInfo<PagedCase> &info) {
                            return "case" + std::to_string(info.index);
                          });
+
+// The runtime's choice for a paged decode call from a bundle's tuning
+// database (TuningDb.h): a paged record's blocks even where they span
+// pages (block_n 64 over 16-token pages); a record timed on a contiguous
+// cache only with blocks inside one page (else the family's default); a
+// contiguous call never takes a paged record. The kernels run (their
+// numerics: the cases above, blocks spanning pages included).
+class PagedTuning : public test::JitRuntimeTest<int> {};
+
+TEST_F(PagedTuning, PagedRecordsServePagedCalls) {
+  const HostCpu &host = hostCpu();
+  if (!host.cls)
+    GTEST_SKIP() << "skipped: this CPU (" << host.describe()
+                 << ") runs no CPU class's kernels";
+  const KernelVariant variant =
+      decodeCpuVariant([&](std::string_view f) { return host.has(f); });
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("tilt-paged-tuning-" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  // 32 heads over 8 kv heads, bf16 D 128, ALiBi, causal: the family's spec.
+  TuningKey key{DType::BF16, 128, true, 32, 1024, 1, 8, 16};
+  TileConfig tuned = defaultCpuConfig(variant);
+  tuned.blockM = 16;
+  tuned.blockN = 64;
+  const TileConfig fallback = defaultCpuConfig(variant);
+  ASSERT_NE(fallback.blockN, 64);
+  auto runtimeWith = [&](int64_t recordPage) {
+    TuningDb db;
+    db.machine = "test";
+    TuningRecord r;
+    r.key = key;
+    r.key.pageSize = recordPage;
+    r.best = tuned;
+    r.fallback = fallback;
+    r.bestMs = 1;
+    r.fallbackMs = 2;
+    db.put(r);
+    EXPECT_EQ(db.save(dir + "/t.tune"), "");
+    std::ofstream(dir + "/index")
+        << "tilt-bundle " << KernelBundle::kFormat << "\nclass "
+        << toString(*host.cls) << " t.tune\n";
+    RuntimeOptions options;
+    options.cacheDir = cacheDir;
+    options.compiler = compiler;
+    options.kernelsDir = dir;
+    return std::make_unique<Runtime>(options);
+  };
+  AttentionSpec spec = familySpec(key);
+  const int64_t B = 2, H = 32, Hkv = 8, D = 128, Sk = 600, ps = 16;
+  const int64_t pages = (Sk + ps - 1) / ps;
+  std::mt19937 rng(5);
+  TypedBuffer q = test_inputs::normalBuffer(spec.dtype, B * H * D, rng),
+              k = test_inputs::normalBuffer(spec.dtype,
+                                            B * pages * ps * Hkv * D, rng),
+              v = test_inputs::normalBuffer(spec.dtype,
+                                            B * pages * ps * Hkv * D, rng);
+  TypedBuffer o(spec.dtype, B * H * D);
+  std::vector<int32_t> table(B * pages), lens(B, int32_t(Sk));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  AttentionArgs paged;
+  paged.q = TensorRef(q.data(), {B, H, 1, D});
+  paged.o = TensorRef(o.data(), {B, H, 1, D});
+  paged.k = TensorRef(k.data(), {B * pages, ps, Hkv, D});
+  paged.v = TensorRef(v.data(), {B * pages, ps, Hkv, D});
+  paged.blockTable = TensorRef(table.data(), {B, pages});
+  paged.contextLens = TensorRef(lens.data(), {B});
+  AttentionArgs dense = paged;
+  dense.blockTable = dense.contextLens = TensorRef();
+  dense.k = TensorRef(k.data(), {B, Hkv, Sk, D});
+  dense.v = TensorRef(v.data(), {B, Hkv, Sk, D});
+  AttentionSpec contiguous = spec;
+  contiguous.pageSize = 0;
+
+  std::unique_ptr<Runtime> rt = runtimeWith(ps);
+  ASSERT_EQ(rt->run(spec, paged), "");
+  EXPECT_EQ(rt->stats().lastKernel.str(), tuned.str());
+  ASSERT_EQ(rt->run(contiguous, dense), "");
+  EXPECT_EQ(rt->stats().lastKernel.str(), fallback.str());
+  // The same record timed on a contiguous cache: its 64-key blocks would
+  // span 16-token pages, so the paged call takes the default; the
+  // contiguous call takes the record.
+  rt = runtimeWith(0);
+  ASSERT_EQ(rt->run(spec, paged), "");
+  EXPECT_EQ(rt->stats().lastKernel.str(), fallback.str());
+  ASSERT_EQ(rt->run(contiguous, dense), "");
+  EXPECT_EQ(rt->stats().lastKernel.str(), tuned.str());
+  rt.reset();
+  std::filesystem::remove_all(dir);
+}
 
 TEST(PagedCover, EveryPairOfValuesIsCovered) {
   std::vector<std::tuple<int, int, int, int>> given_up;

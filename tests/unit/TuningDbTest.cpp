@@ -184,6 +184,69 @@ TEST(TuningDb, DecodeRecordsRoundTripAndTheirOwnRule) {
   fs::remove_all(dir);
 }
 
+// Paged decode records (format 3, a page size after Sk) serve paged calls
+// only, nearest page size included; a paged call falls back to the
+// contiguous records where there is no paged one, a contiguous call never
+// takes a paged record.
+TEST(TuningDb, PagedDecodeRecordsServePagedCalls) {
+  std::string dir = tempDir("paged");
+  tilt::TuningDb db;
+  db.put(decodeRecord(32, 8, 1, 8192, 64, 16));
+  db.put(decodeRecord(32, 8, 1, 32768, 16, 16));
+  for (int64_t page : {16, 256})
+    for (int64_t sk : {8192, 32768}) {
+      tilt::TuningRecord r =
+          decodeRecord(32, 8, 1, sk, 16, page == 16 ? 64 : 32);
+      r.key.pageSize = page;
+      db.put(r);
+    }
+  ASSERT_EQ(db.save(dir + "/p.tune"), "");
+  {
+    std::ifstream in(dir + "/p.tune");
+    std::string text((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("tilt-tuning-db 3\n"), std::string::npos);
+    EXPECT_NE(text.find("\ndecode bf16 128 1 32 8 1 32768 16 | "
+                        "cpu_decode_avx512 16 64 | "),
+              std::string::npos)
+        << text;
+  }
+  tilt::TuningDb back;
+  ASSERT_EQ(tilt::TuningDb::load(dir + "/p.tune", back), "");
+  ASSERT_EQ(back.records.size(), 6u);
+  tilt::TuningKey key{tilt::DType::BF16, 128, true, 32, 8192, 1, 8, 256};
+  ASSERT_TRUE(back.find(key));
+  EXPECT_EQ(back.find(key)->best.str(),
+            config("cpu_decode_avx512", 16, 32).str());
+  EXPECT_EQ(tilt::familySpec(key).pageSize, 256);
+  EXPECT_EQ(tilt::familySpec(key).kvHeads, 8);
+
+  auto pick = [&](const tilt::TuningDb &from, int64_t page, int64_t sk) {
+    tilt::AttentionSpec s = spec(tilt::DType::BF16, 128, true, 32);
+    s.kvHeads = 8;
+    s.pageSize = page;
+    const tilt::TuningRecord *r = from.lookupDecode(s, 1, sk);
+    return r ? std::make_pair(r->key.pageSize, r->key.seq)
+             : std::make_pair(int64_t(-1), int64_t(-1));
+  };
+  using P = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(pick(back, 0, 30000), P(0, 32768));
+  EXPECT_EQ(pick(back, 16, 30000), P(16, 32768));
+  EXPECT_EQ(pick(back, 8, 8192), P(16, 8192));
+  EXPECT_EQ(pick(back, 128, 8192), P(256, 8192));
+  // Page 64 sits exactly between 16 and 256 (log2 distance 2 each): the
+  // smaller page wins the tie.
+  EXPECT_EQ(pick(back, 64, 8192), P(16, 8192));
+  // Without paged records a paged call takes the contiguous ones; without
+  // contiguous ones a contiguous call takes none.
+  tilt::TuningDb contiguous, paged;
+  for (const tilt::TuningRecord &r : back.records)
+    (r.key.pageSize ? paged : contiguous).put(r);
+  EXPECT_EQ(pick(contiguous, 16, 8192), P(0, 8192));
+  EXPECT_EQ(pick(paged, 0, 8192), P(-1, -1));
+  fs::remove_all(dir);
+}
+
 TEST(TuningDb, ErrorsNameFileAndLine) {
   std::string dir = tempDir("errors");
   auto loadText = [&](const std::string &text) {
@@ -194,14 +257,22 @@ TEST(TuningDb, ErrorsNameFileAndLine) {
   std::string path = dir + "/x.tune";
   EXPECT_EQ(loadText("hello\n"),
             path +
-                ":1: not a Tilt tuning database (expected 'tilt-tuning-db 2')");
+                ":1: not a Tilt tuning database (expected 'tilt-tuning-db 3')");
   // Found by tests/fuzz: a whitespace-only line was read past its end.
   EXPECT_EQ(loadText("tilt-tuning-db 1\n \f\t\nf32 64 0 8 128 | cpu_avx2 32 "
                      "32 | 1 | cpu_avx2 64 64 | 2\n"),
             "");
-  EXPECT_EQ(loadText("tilt-tuning-db 3\n"),
-            path + ":1: format 3 is not supported (this Tilt reads formats 1 "
-                   "and 2)");
+  EXPECT_EQ(loadText("tilt-tuning-db 4\n"),
+            path + ":1: format 4 is not supported (this Tilt reads formats 1 "
+                   "to 3)");
+  EXPECT_EQ(loadText("tilt-tuning-db 0\n"),
+            path + ":1: format 0 is not supported (this Tilt reads formats 1 "
+                   "to 3)");
+  EXPECT_EQ(loadText("tilt-tuning-db 2\ndecode f32 64 1 8 2 1 1024 16 | "
+                     "cpu_decode_avx512 16 16 | 1 | cpu_decode_avx512 16 16 | "
+                     "2\n"),
+            path + ":2: paged decode records need format 3 ('tilt-tuning-db "
+                   "3')");
   EXPECT_EQ(loadText("tilt-tuning-db 1\ndecode f32 64 1 8 2 1 1024 | "
                      "cpu_decode_avx512 16 16 | 1 | cpu_decode_avx512 16 16 | "
                      "2\n"),
@@ -239,8 +310,12 @@ TEST(TuningDb, ErrorsNameFileAndLine) {
        {"decode f32 64 1 8 3 1 1024",
         "decode f32 64 1 8 2 "
         "17 1024",
-        "decode f32 64 1 8 2 0 1024", "decode f32 64 1 8 2 1"})
-    EXPECT_NE(loadText(std::string("tilt-tuning-db 2\n") + key +
+        "decode f32 64 1 8 2 0 1024", "decode f32 64 1 8 2 1",
+        // A page size: a power of two from 8 to 256.
+        "decode f32 64 1 8 2 1 1024 24", "decode f32 64 1 8 2 1 1024 4",
+        "decode f32 64 1 8 2 1 1024 512", "decode f32 64 1 8 2 1 1024 0",
+        "decode f32 64 1 8 2 1 1024 16 16"})
+    EXPECT_NE(loadText(std::string("tilt-tuning-db 3\n") + key +
                        " | cpu_decode_avx512 16 16 | 1 | cpu_decode_avx512 "
                        "16 16 | 2\n")
                   .find(":2: bad key 'decode"),

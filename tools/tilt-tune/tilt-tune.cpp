@@ -5,7 +5,8 @@
 //             [--seqs 128,512,2048,8192] [--head-dims 64,128]
 //             [--dtypes f32,bf16] [--causal both|yes|no] [--repeats N]
 //             [--threads N] [--plot FILE.svg] [--table FILE.md] [--fresh]
-//             [--decode [--kv-heads 32,8,1] [--query-seqs 1,4,16]]
+//             [--decode [--kv-heads 32,8,1] [--query-seqs 1,4,16]
+//                       [--page-sizes 0,16]]
 //
 // For every key (dtype, head dim, causal, heads, sequence length) of the
 // spec family "ALiBi with standard slopes, one kv head per head, batch 1",
@@ -14,7 +15,10 @@
 // default configuration. --decode tunes the decode family instead (TilePolicy
 // .h's decodeSearchSpace), per (dtype, head dim, causal, heads, kv heads,
 // Sq, Sk): --seqs are then the context lengths Sk (default 1024,8192,32768),
-// --heads defaults to 32, and the runtime's split-KV rule applies as in use. A
+// --heads defaults to 32, and the runtime's split-KV rule applies as in use;
+// --page-sizes times paged caches of those page sizes (0: contiguous, the
+// default), each sequence's pages scattered through a shuffled block table
+// as a serving engine's cache leaves them. A
 // candidate that fails to compile or run counts as infinitely slow. Candidates
 // whose first timed run is already 30% slower than the best median are not
 // repeated. The database is rewritten after each key, so an interrupted run
@@ -40,6 +44,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <unistd.h>
@@ -53,12 +58,12 @@ namespace {
 int fail(const std::string &msg) { return toolError("tilt-tune", msg); }
 
 std::string parseList(std::string_view flag, std::string_view text,
-                      std::vector<int64_t> &out) {
+                      std::vector<int64_t> &out, int64_t low = 1) {
   out.clear();
   std::stringstream in{std::string(text)};
   for (std::string item; std::getline(in, item, ',');) {
     int64_t v = 0;
-    if (std::string err = parseInt(flag, item, v, 1); !err.empty())
+    if (std::string err = parseInt(flag, item, v, low); !err.empty())
       return err;
     out.push_back(v);
   }
@@ -165,7 +170,7 @@ std::string markdownTable(const TuningDb &db) {
   std::vector<TuningRecord> sorted = db.records;
   auto order = [](const TuningKey &k) {
     return std::make_tuple(k.decode(), int(k.dtype), k.headDim, k.causal,
-                           k.heads, k.kvHeads, k.querySeq, k.seq);
+                           k.pageSize, k.heads, k.kvHeads, k.querySeq, k.seq);
   };
   std::sort(sorted.begin(), sorted.end(), [&](const auto &a, const auto &b) {
     return order(a.key) < order(b.key);
@@ -181,15 +186,18 @@ std::string markdownTable(const TuningDb &db) {
     }
     if (k.decode() && !decodeHeader) {
       decodeHeader = true;
-      s += "\nThe decode family (Sq query rows against Sk keys):\n\n"
-           "| dtype | D | causal | heads | kv heads | Sq | Sk | default | "
-           "default ms | tuned | tuned ms | speedup |\n"
-           "|---|---:|---|---:|---:|---:|---:|---|---:|---|---:|---:|\n";
+      s += "\nThe decode family (Sq query rows against Sk keys; page: the "
+           "paged cache's page size, - for a contiguous cache):\n\n"
+           "| dtype | D | causal | page | heads | kv heads | Sq | Sk | "
+           "default | default ms | tuned | tuned ms | speedup |\n"
+           "|---|---:|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|"
+           "\n";
     }
     s +=
         k.decode()
-            ? fmt::format("| {} | {} | {} | {} | {} | {} | {} ",
+            ? fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} ",
                           toString(k.dtype), k.headDim, k.causal ? "yes" : "no",
+                          k.pageSize ? std::to_string(k.pageSize) : "-",
                           k.heads, k.kvHeads, k.querySeq, k.seq)
             : fmt::format("| {} | {} | {} | {} | {} ", toString(k.dtype),
                           k.headDim, k.causal ? "yes" : "no", k.heads, k.seq);
@@ -204,7 +212,7 @@ struct TuneOptions {
   std::string out, plot, table, causalMode = "both";
   std::optional<std::vector<int64_t>> heads, seqs;
   std::vector<int64_t> headDims{64, 128}, kvHeads{32, 8, 1},
-      querySeqs{1, 4, 16};
+      querySeqs{1, 4, 16}, pageSizes{0};
   std::vector<DType> dtypes{DType::F32, DType::BF16};
   int64_t repeats = 3, threads = 0;
   bool fresh = false, decode = false;
@@ -214,10 +222,11 @@ struct TuneOptions {
 std::optional<int> parseTuneOptions(int argc, char **argv, TuneOptions &o) {
   std::vector<Option> options;
   auto listFlag = [&](const char *name, const char *help,
-                      std::vector<int64_t> &dst) {
-    options.push_back({name, "N,N,...", help, [name, &dst](std::string_view v) {
-                         return parseList(name, v, dst);
-                       }});
+                      std::vector<int64_t> &dst, int64_t low = 1) {
+    options.push_back(
+        {name, "N,N,...", help, [name, &dst, low](std::string_view v) {
+           return parseList(name, v, dst, low);
+         }});
   };
   auto optionalList = [&](const char *name, const char *help,
                           std::optional<std::vector<int64_t>> &dst) {
@@ -240,6 +249,10 @@ std::optional<int> parseTuneOptions(int argc, char **argv, TuneOptions &o) {
            o.kvHeads);
   listFlag("query-seqs", "--decode: query rows Sq, 1 to 16 (default 1,4,16)",
            o.querySeqs);
+  listFlag("page-sizes",
+           "--decode: KV caches to time, 0 contiguous, else paged with that "
+           "page size, a power of two from 8 to 256 (default 0)",
+           o.pageSizes, /*low=*/0);
   options.push_back({"decode", "",
                      "tune the decode family (Sq <= 16 against a long "
                      "cache) instead of prefill",
@@ -305,6 +318,14 @@ std::optional<int> parseTuneOptions(int argc, char **argv, TuneOptions &o) {
     return fail(fmt::format("unexpected argument '{}'", positional.front()));
   if (o.out.empty())
     return fail("--out FILE is required");
+  for (int64_t p : o.pageSizes)
+    if (p != 0 && (p < kMinPageSize || p > kMaxPageSize || (p & (p - 1))))
+      return fail(fmt::format("--page-sizes: {} is not 0 or a power of two "
+                              "from {} to {}",
+                              p, kMinPageSize, kMaxPageSize));
+  if (!o.decode && o.pageSizes != std::vector<int64_t>{0})
+    return fail("--page-sizes goes with --decode (prefill keys are "
+                "contiguous)");
   for (int64_t sq : o.querySeqs)
     if (sq > kDecodeMaxSq)
       return fail(fmt::format("--query-seqs: {} is above {}, where the "
@@ -335,7 +356,8 @@ std::string openDb(const TuneOptions &o, const std::string &machine,
   db.machine = machine;
   db.tiltVersion = TILT_VERSION;
   db.family = "alibi relative, standard slopes, batch 1; prefill: kv_heads "
-              "= heads, Sq = Sk = seq; decode: kv_heads, Sq, Sk as keyed";
+              "= heads, Sq = Sk = seq; decode: kv_heads, Sq, Sk (and a paged "
+              "cache's page size) as keyed";
   return {};
 }
 
@@ -356,8 +378,9 @@ std::vector<TuningKey> requestedKeys(const TuneOptions &o) {
             }
             for (int64_t kv : o.kvHeads)
               for (int64_t sq : o.querySeqs)
-                if (h % kv == 0)
-                  keys.push_back({t, d, causal, h, s, sq, kv});
+                for (int64_t page : o.pageSizes)
+                  if (h % kv == 0)
+                    keys.push_back({t, d, causal, h, s, sq, kv, page});
           }
       }
   return keys;
@@ -369,15 +392,17 @@ public:
   KeyTuner(Runtime &runtime, const TuningKey &key, int64_t repeats)
       : runtime(runtime), spec(familySpec(key)), repeats(repeats) {
     // Unit-normal inputs in the key's dtype, shared by every candidate:
-    // q and o [1, H, Sq, D], k and v [1, Hkv, Sk, D].
+    // q and o [1, H, Sq, D], k and v [1, Hkv, Sk, D], or paged: k and v
+    // [pages, page, Hkv, D] through a shuffled block table.
     const int64_t sq = key.decode() ? key.querySeq : key.seq;
-    const int64_t hkv = spec.kvHeads, D = key.headDim;
+    const int64_t hkv = spec.kvHeads, D = key.headDim, ps = key.pageSize;
+    const int64_t pages = ps ? (key.seq + ps - 1) / ps : 0;
     std::mt19937 rng(7);
     std::normal_distribution<float> normal;
     for (TypedBuffer *b : {&q, &o})
       *b = TypedBuffer(key.dtype, key.heads * sq * D);
     for (TypedBuffer *b : {&k, &v})
-      *b = TypedBuffer(key.dtype, hkv * key.seq * D);
+      *b = TypedBuffer(key.dtype, hkv * (ps ? pages * ps : key.seq) * D);
     for (TypedBuffer *b : {&q, &k, &v})
       for (size_t i = 0; i < b->size(); ++i)
         b->set(i, normal(rng));
@@ -385,6 +410,16 @@ public:
     args.o = TensorRef(o.data(), {1, key.heads, sq, D});
     args.k = TensorRef(k.data(), {1, hkv, key.seq, D});
     args.v = TensorRef(v.data(), {1, hkv, key.seq, D});
+    if (ps) {
+      blockTable.resize(pages);
+      std::iota(blockTable.begin(), blockTable.end(), 0);
+      std::shuffle(blockTable.begin(), blockTable.end(), rng);
+      contextLens.assign(1, int32_t(key.seq));
+      args.k = TensorRef(k.data(), {pages, ps, hkv, D});
+      args.v = TensorRef(v.data(), {pages, ps, hkv, D});
+      args.blockTable = TensorRef(blockTable.data(), {1, pages});
+      args.contextLens = TensorRef(contextLens.data(), {1});
+    }
   }
 
   /// The record of `key`: the default config's time and the best of the
@@ -451,6 +486,7 @@ private:
   const AttentionSpec spec;
   const int64_t repeats;
   TypedBuffer q, k, v, o;
+  std::vector<int32_t> blockTable, contextLens;
   AttentionArgs args;
 };
 
@@ -497,9 +533,10 @@ std::string tuneKeys(const TuneOptions &o, const std::vector<TuningKey> &pending
     const TuningKey &key = pending[n];
     const std::string label =
         key.decode()
-            ? fmt::format("{} D{} {} H{}/{} Sq{} Sk{}", toString(key.dtype),
+            ? fmt::format("{} D{} {} H{}/{} Sq{} Sk{}{}", toString(key.dtype),
                           key.headDim, key.causal ? "causal" : "full",
-                          key.heads, key.kvHeads, key.querySeq, key.seq)
+                          key.heads, key.kvHeads, key.querySeq, key.seq,
+                          key.pageSize ? fmt::format(" p{}", key.pageSize) : "")
             : fmt::format("{} D{} {} H{} S{}", toString(key.dtype), key.headDim,
                           key.causal ? "causal" : "full", key.heads, key.seq);
     if (tty)
