@@ -176,9 +176,10 @@ std::string TuningDb::load(const std::string &path, TuningDb &out) {
           !toInt(k[6], r.key.querySeq) ||
           (k.size() == 9 &&
            (!toInt(k[8], r.key.pageSize) || !validPageSize(r.key.pageSize))))
-        return fail("bad key '" + parts[0] +
-                    "' (decode: dtype head_dim causal heads kv_heads sq sk "
-                    "[page_size, a power of two from 8 to 256])");
+        return fail(fmt::format("bad key '{}' (decode: dtype head_dim causal "
+                                "heads kv_heads sq sk [page_size, a power "
+                                "of two from {} to {}])",
+                                parts[0], kMinPageSize, kMaxPageSize));
       k.resize(8);
       k.erase(k.begin());
       k.erase(k.begin() + 4, k.begin() + 6);
@@ -221,6 +222,11 @@ std::string TuningDb::save(const std::string &path) const {
   std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) {
     return order(a.key) < order(b.key);
   });
+  // The oldest format that holds the records, so that a Tilt from before
+  // paged records reads a database without them.
+  const bool paged =
+      std::any_of(records.begin(), records.end(),
+                  [](const TuningRecord &r) { return r.key.pageSize > 0; });
   std::string text = fmt::format(
       "# Tilt tuning database: the best tile configuration per key, written "
       "by tilt-tune.\n"
@@ -231,7 +237,7 @@ std::string TuningDb::save(const std::string &path) const {
       "default_ms\n"
       "# decode dtype head_dim causal heads kv_heads sq sk [page_size] | "
       "best | ...\n",
-      kFormat, target, machine, tiltVersion, family);
+      paged ? kFormat : 2, target, machine, tiltVersion, family);
   for (const TuningRecord &r : sorted) {
     const TuningKey &k = r.key;
     text += k.decode()

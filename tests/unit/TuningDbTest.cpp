@@ -146,6 +146,13 @@ TEST(TuningDb, DecodeRecordsRoundTripAndTheirOwnRule) {
   staged.best.numStages = 1;
   db.put(staged);
   ASSERT_EQ(db.save(dir + "/d.tune"), "");
+  {
+    // No paged record: format 2, which Tilt before paged records reads.
+    std::ifstream in(dir + "/d.tune");
+    std::string text((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("\ntilt-tuning-db 2\n"), std::string::npos) << text;
+  }
   tilt::TuningDb back;
   ASSERT_EQ(tilt::TuningDb::load(dir + "/d.tune", back), "");
   ASSERT_EQ(back.records.size(), 14u);

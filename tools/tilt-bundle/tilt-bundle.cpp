@@ -9,9 +9,10 @@
 // machine: takes kernels/cpu-<class>.tune, or, for a class without one, the
 // nearest class's database with the configurations the class cannot run
 // replaced by its defaults; cross-compiles the kernel of every record (spec
-// family of the databases: ALiBi with standard slopes, kv_heads = heads) for
-// exactly that class; and writes the bundle of KernelBundle.h: the shared
-// objects, each class's database and an index.
+// family of the databases: ALiBi with standard slopes, kv_heads = heads;
+// decode records: their kv heads and page size) for exactly that class; and
+// writes the bundle of KernelBundle.h: the shared objects, each class's
+// database and an index.
 //
 // --target cuda needs no GPU: it compiles the CUDA artifact of every case of
 // FILE, one tilt-run command line each (spec flags, optionally --variant and
@@ -275,19 +276,30 @@ static int bundleCuda(const std::string &arch, const std::string &casesFile,
   return 0;
 }
 
-/// Whether `db` has records of the decode family (`decode`) or of prefill.
-static bool hasKind(const TuningDb &db, bool decode) {
-  return std::any_of(
-      db.records.begin(), db.records.end(),
-      [&](const TuningRecord &r) { return r.key.decode() == decode; });
+/// The kinds of record a class borrows separately: prefill, the decode
+/// family's on contiguous caches, and on paged ones (a class with decode
+/// records of its own still takes another's paged ones, which the runtime
+/// prefers for paged calls).
+enum RecordKind { kPrefill, kDecode, kPagedDecode, kRecordKinds };
+static constexpr const char *kRecordKindNames[] = {"prefill", "decode",
+                                                   "paged decode"};
+
+static RecordKind kindOf(const TuningKey &k) {
+  return !k.decode() ? kPrefill : k.pageSize ? kPagedDecode : kDecode;
 }
 
-/// The tuning database a class's kernels follow, kind by kind (prefill
-/// records, decode records): its own, else the nearest class's that has
-/// that kind (ties going to the lower class, whose code this CPU runs), with
-/// every borrowed configuration of another variant than the class's own
-/// replaced by the class's default (and a borrowed num_stages by the
-/// default's).
+/// Whether `db` has records of `kind`.
+static bool hasKind(const TuningDb &db, RecordKind kind) {
+  return std::any_of(
+      db.records.begin(), db.records.end(),
+      [&](const TuningRecord &r) { return kindOf(r.key) == kind; });
+}
+
+/// The tuning database a class's kernels follow, kind by kind (RecordKind):
+/// its own, else the nearest class's that has that kind (ties going to the
+/// lower class, whose code this CPU runs), with every borrowed
+/// configuration of another variant than the class's own replaced by the
+/// class's default (and a borrowed num_stages by the default's).
 static std::string planClass(CpuClass cls,
                              const std::map<CpuClass, TuningDb> &dbs,
                              Compiler &compiler, TuningDb &out,
@@ -295,10 +307,12 @@ static std::string planClass(CpuClass cls,
   auto own = dbs.find(cls);
   out = own != dbs.end() ? own->second : TuningDb();
   // Where each kind's records come from, for the index's note.
-  std::string source[2];
-  for (bool decode : {false, true}) {
-    if (own != dbs.end() && hasKind(own->second, decode)) {
-      source[decode] = "tuned on " + out.machine;
+  std::string source[kRecordKinds];
+  for (int k = 0; k < kRecordKinds; ++k) {
+    const RecordKind kind = RecordKind(k);
+    const bool decode = kind != kPrefill;
+    if (own != dbs.end() && hasKind(own->second, kind)) {
+      source[kind] = "tuned on " + out.machine;
       continue;
     }
     const TuningDb *nearest = nullptr;
@@ -308,7 +322,7 @@ static std::string planClass(CpuClass cls,
         int rank = int(cls) + step;
         auto it = dbs.find(CpuClass(rank));
         if (rank >= 0 && rank < 4 && it != dbs.end() && !nearest &&
-            hasKind(it->second, decode)) {
+            hasKind(it->second, kind)) {
           nearest = &it->second;
           from = it->first;
         }
@@ -320,7 +334,7 @@ static std::string planClass(CpuClass cls,
     // to cpu_avx512, and a lower class's cpu_avx2 blocks would keep an
     // AVX-512 CPU on 8-lane code.
     for (TuningRecord r : nearest->records) {
-      if (r.key.decode() != decode)
+      if (kindOf(r.key) != kind)
         continue;
       const TileConfig mine =
           decode ? defaultCpuConfig(decodeCpuVariant([&](std::string_view f) {
@@ -342,17 +356,27 @@ static std::string planClass(CpuClass cls,
           fmt::format("{} (borrowed by {})", nearest->machine, toString(cls));
       out.family = nearest->family;
     }
-    source[decode] = fmt::format("borrowed from {} (tuned on {})",
-                                 toString(from), nearest->machine);
+    source[kind] = fmt::format("borrowed from {} (tuned on {})", toString(from),
+                               nearest->machine);
   }
-  if (source[0].empty() && source[1].empty())
+  // One source for every kind present: said alone (prefill's, or a decode
+  // kind's with its name); else each kind's, named.
+  std::vector<int> present;
+  for (int k = 0; k < kRecordKinds; ++k)
+    if (!source[k].empty())
+      present.push_back(k);
+  bool oneSource = true;
+  for (int k : present)
+    oneSource = oneSource && source[k] == source[present.front()];
+  note.clear();
+  if (present.empty())
     note = "no tuning database: default configurations";
-  else if (source[0] == source[1] || source[1].empty())
-    note = source[0];
-  else if (source[0].empty())
-    note = "decode " + source[1];
+  else if (oneSource && source[kPrefill] == source[present.front()])
+    note = source[kPrefill];
   else
-    note = fmt::format("prefill {}; decode {}", source[0], source[1]);
+    for (int k : present)
+      note += fmt::format("{}{} {}", note.empty() ? "" : "; ",
+                          kRecordKindNames[k], source[k]);
   return {};
 }
 

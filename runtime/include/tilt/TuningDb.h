@@ -90,7 +90,9 @@ public:
 
   /// Reads `path`; "" or a one-line error naming the file and line.
   static std::string load(const std::string &path, TuningDb &out);
-  /// Writes atomically (temp file + rename), records sorted by key.
+  /// Writes atomically (temp file + rename), records sorted by key, in
+  /// format 2 unless a record names a page size (older readers keep
+  /// reading databases without paged records).
   std::string save(const std::string &path) const;
 
   /// The nearest prefill record for `spec` at key length `seqK`, or null.
