@@ -222,7 +222,7 @@ std::string TuningDb::save(const std::string &path) const {
   std::sort(sorted.begin(), sorted.end(), [](const auto &a, const auto &b) {
     return order(a.key) < order(b.key);
   });
-  // The oldest format that holds the records, so that a Tilt from before
+  // Format 2 unless a record names a page size, so that a Tilt from before
   // paged records reads a database without them.
   const bool paged =
       std::any_of(records.begin(), records.end(),
