@@ -436,8 +436,20 @@ public:
     rec.bestMs = rec.fallbackMs;
     tried = 1;
     failed = std::isinf(rec.fallbackMs) ? 1 : 0;
-    for (const TileConfig &c : key.decode() ? decodeSearchSpace(spec, has)
-                                            : cpuSearchSpace(spec, has)) {
+    std::vector<TileConfig> space =
+        key.decode() ? decodeSearchSpace(spec, has) : cpuSearchSpace(spec, has);
+    // Paged Sq-1 keys the token rows serve (TilePolicy's decodeTokenRows;
+    // the runtime hands them whole runs of kv heads): that path reads
+    // block_n alone (its rows are every head, its next-block requests
+    // always go to L2), so only block_n is searched; the other candidates
+    // run the same code and would be picked by noise.
+    if (std::optional<KernelVariant> v = rec.fallback.kind();
+        key.decode() && key.querySeq == 1 && v && decodeTokenRows(spec, *v))
+      std::erase_if(space, [&](const TileConfig &c) {
+        return c.blockM != rec.fallback.blockM ||
+               c.numStages != rec.fallback.numStages;
+      });
+    for (const TileConfig &c : space) {
       if (c.str() == rec.fallback.str())
         continue;
       double ms = time(c, rec.bestMs);
