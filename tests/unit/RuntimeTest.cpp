@@ -549,7 +549,9 @@ TEST(RuntimeCache, ShortQuerySequencesGetQueryBlocksToFit) {
   if (std::string err = rt.prepare(makeSpec(4, 2, 32), Target::CPU,
                                    compiler.defaultConfig({}, Target::CPU));
       err.rfind("variant cpu_avx2 needs", 0) == 0)
-    GTEST_SKIP() << err;
+    GTEST_SKIP() << "skipped: this CPU cannot run the cpu_avx2 kernel this "
+                    "test times: "
+                 << err;
   EXPECT_EQ(blockMOf(20, TileConfig()), 32);
   EXPECT_EQ(blockMOf(40, TileConfig()), 64);
   EXPECT_EQ(blockMOf(20, compiler.defaultConfig({}, Target::CPU)), 64);

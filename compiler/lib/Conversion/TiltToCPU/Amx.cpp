@@ -157,9 +157,8 @@ void AmxEmitter::stageKeys(Value kb, Value nk, Value buf) {
       Value col = mul(p0, idx(2));
       SmallVector<Value> lanes;
       for (int64_t r = 0; r < 16; ++r) {
-        SmallVector<Value> at(keyRows[r]);
-        at.push_back(col);
-        Value v = vector::LoadOp::create(b, v32, op.getK(), at);
+        Value v = vector::LoadOp::create(b, v32, op.getK(),
+                                         atColumn(keyRows[r], col));
         v = arith::SelectOp::create(b, valid[r], v, zeros32);
         lanes.push_back(vector::BitCastOp::create(b, v16i, v));
       }

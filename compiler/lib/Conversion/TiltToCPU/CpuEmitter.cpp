@@ -251,9 +251,8 @@ void CpuKernelBuilder::prefetchLines(Value tensor, ArrayRef<Value> key,
                                      Value col, int64_t count, int locality) {
   const int64_t perLine = 64 / ::tilt::byteWidth(spec.dtype);
   for (int64_t c = 0; c < count; c += perLine) {
-    SmallVector<Value> index(key);
-    index.push_back(add(col, idx(c)));
-    memref::PrefetchOp::create(b, tensor, index, /*isWrite=*/false,
+    memref::PrefetchOp::create(b, tensor, atColumn(key, add(col, idx(c))),
+                               /*isWrite=*/false,
                                /*localityHint=*/locality, /*isDataCache=*/true);
   }
 }

@@ -249,10 +249,15 @@ protected:
       return {add(seqK0, row), kvHead};
     return {batch, kvHead, row};
   }
-  SmallVector<Value> kvIndex(Value row, Value col) {
-    SmallVector<Value> index = kvRowIndex(row);
+  /// A row's indices (kvRowIndex, taken once a row where the loops along D
+  /// reread it) with column `col` appended: the full k/v index.
+  static SmallVector<Value> atColumn(ArrayRef<Value> rowIndex, Value col) {
+    SmallVector<Value> index(rowIndex);
     index.push_back(col);
     return index;
+  }
+  SmallVector<Value> kvIndex(Value row, Value col) {
+    return atColumn(kvRowIndex(row), col);
   }
   /// The cache page holding key `t` of `batch`'s sequence (paged):
   /// block_table[batch, t / page_size].

@@ -213,9 +213,7 @@ private:
         .getResult(0);
   }
   Value loadKey(Value tensor, ArrayRef<Value> key, Value col) {
-    SmallVector<Value> index(key);
-    index.push_back(col);
-    return loadRow(tensor, index);
+    return loadRow(tensor, atColumn(key, col));
   }
   /// Pair order (bf16 with D a multiple of 2 vl): the 2 vl bf16 of K or V
   /// at `col` in one load, widened without a shuffle: the even elements
@@ -265,10 +263,8 @@ private:
 
   /// The 2 vl bf16 of `tensor`'s row `key` at `col`, as stored.
   Value loadRaw(Value tensor, ArrayRef<Value> key, Value col) {
-    SmallVector<Value> index(key);
-    index.push_back(col);
     return vector::LoadOp::create(b, VectorType::get({2 * vl}, elt), tensor,
-                                  index);
+                                  atColumn(key, col));
   }
   /// The scores' scale (log2 units) where q is staged unscaled (`dot`).
   Value scaled(Value s) {

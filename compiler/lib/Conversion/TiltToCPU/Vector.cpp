@@ -257,11 +257,7 @@ void VectorEmitter::scoreTile(Value kb, Value j0, int64_t keys, Value col0,
   if (!ks)
     for (Value row : rowsIdx)
       keyRows.push_back(kvRowIndex(row));
-  auto keyAt = [&](int64_t r, Value col) {
-    SmallVector<Value> index(keyRows[r]);
-    index.push_back(col);
-    return index;
-  };
+  auto keyAt = [&](int64_t r, Value col) { return atColumn(keyRows[r], col); };
   SmallVector<Value> init(keys * cols, splat(0.0));
   // St's tile; pairs scale it here (the plain path has the scale in Qt).
   auto store = [&](ValueRange sums, Value scale) {
